@@ -1,0 +1,24 @@
+# Two commands for a newcomer: `make up` (the appliance, with a demo) and
+# `make test` (the whole suite). Both install uv and the locked environment.
+export UV_PYTHON_DOWNLOADS := never
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+
+.PHONY: deps up demo test lint proto
+
+deps:
+	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3 -m pip install --user --quiet uv
+	$(UV) sync --frozen
+
+up: deps
+	$(UV) run --frozen rlm-rs up --demo
+
+test: deps
+	$(UV) run --frozen pytest -q
+
+lint: deps
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+proto: deps
+	./scripts/gen_proto.sh

@@ -1,0 +1,124 @@
+"""Every error code of the RLM-RS contract, in one table.
+
+Each spec error code (SPEC.md §10) maps to exactly one HTTP status and one gRPC
+status code; every layer raises `RlmError` (or a subclass) from here and every
+edge (gRPC servicer, REST gateway, CLI) renders it from this table. Nothing
+else may invent a code or a status.
+
+    RlmError(code, message, details)        base; carries a spec code
+    ├── raised by the sandbox:  SANDBOX_AST_REJECTED, SANDBOX_LINE_LIMIT,
+    │                           STEP_TIMEOUT, STATE_INVALID_TYPE, STATE_TOO_LARGE,
+    │                           LAMBDA_ERROR (the sandbox pool failed)
+    ├── raised by the control plane: SESSION_*, EXECUTION_NOT_FOUND, BUDGET_EXCEEDED,
+    │                           MAX_TURNS_EXCEEDED, CHECKSUM_MISMATCH, RATE_LIMITED, ...
+    └── raised at the edges:    UNAUTHORIZED, FORBIDDEN, VALIDATION_ERROR,
+                                PAYLOAD_TOO_LARGE, NOT_FOUND, METHOD_NOT_ALLOWED
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    code: str
+    http_status: int
+    grpc_status: grpc.StatusCode
+
+
+_TABLE: tuple[ErrorSpec, ...] = (
+    ErrorSpec("UNAUTHORIZED", 401, grpc.StatusCode.UNAUTHENTICATED),
+    ErrorSpec("FORBIDDEN", 403, grpc.StatusCode.PERMISSION_DENIED),
+    ErrorSpec("SESSION_NOT_FOUND", 404, grpc.StatusCode.NOT_FOUND),
+    ErrorSpec("EXECUTION_NOT_FOUND", 404, grpc.StatusCode.NOT_FOUND),
+    ErrorSpec("SESSION_NOT_READY", 409, grpc.StatusCode.FAILED_PRECONDITION),
+    ErrorSpec("SESSION_EXPIRED", 410, grpc.StatusCode.FAILED_PRECONDITION),
+    ErrorSpec("VALIDATION_ERROR", 422, grpc.StatusCode.INVALID_ARGUMENT),
+    ErrorSpec("RATE_LIMITED", 429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ErrorSpec("BUDGET_EXCEEDED", 400, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ErrorSpec("MAX_TURNS_EXCEEDED", 400, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ErrorSpec("STEP_TIMEOUT", 400, grpc.StatusCode.DEADLINE_EXCEEDED),
+    ErrorSpec("SANDBOX_AST_REJECTED", 400, grpc.StatusCode.INVALID_ARGUMENT),
+    ErrorSpec("SANDBOX_LINE_LIMIT", 400, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ErrorSpec("STATE_INVALID_TYPE", 400, grpc.StatusCode.INVALID_ARGUMENT),
+    ErrorSpec("STATE_TOO_LARGE", 400, grpc.StatusCode.INVALID_ARGUMENT),
+    ErrorSpec("CHECKSUM_MISMATCH", 400, grpc.StatusCode.FAILED_PRECONDITION),
+    ErrorSpec("S3_READ_ERROR", 502, grpc.StatusCode.UNAVAILABLE),
+    ErrorSpec("PARSER_ERROR", 502, grpc.StatusCode.UNAVAILABLE),
+    ErrorSpec("LLM_PROVIDER_ERROR", 502, grpc.StatusCode.UNAVAILABLE),
+    ErrorSpec("LAMBDA_ERROR", 500, grpc.StatusCode.INTERNAL),
+    ErrorSpec("INTERNAL_ERROR", 500, grpc.StatusCode.INTERNAL),
+    # Edge-only codes (not in the spec's list, needed for a complete envelope).
+    ErrorSpec("NOT_FOUND", 404, grpc.StatusCode.NOT_FOUND),
+    ErrorSpec("METHOD_NOT_ALLOWED", 405, grpc.StatusCode.UNIMPLEMENTED),
+    ErrorSpec("PAYLOAD_TOO_LARGE", 413, grpc.StatusCode.INVALID_ARGUMENT),
+    ErrorSpec("CONFLICT", 409, grpc.StatusCode.ABORTED),
+)
+
+ERRORS: dict[str, ErrorSpec] = {spec.code: spec for spec in _TABLE}
+
+# gRPC status -> the code used when a status arrives without ErrorInfo.
+_FALLBACK_BY_GRPC: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.UNAUTHENTICATED: "UNAUTHORIZED",
+    grpc.StatusCode.PERMISSION_DENIED: "FORBIDDEN",
+    grpc.StatusCode.NOT_FOUND: "NOT_FOUND",
+    grpc.StatusCode.INVALID_ARGUMENT: "VALIDATION_ERROR",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "RATE_LIMITED",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "STEP_TIMEOUT",
+    grpc.StatusCode.FAILED_PRECONDITION: "SESSION_NOT_READY",
+    grpc.StatusCode.ABORTED: "CONFLICT",
+    grpc.StatusCode.UNIMPLEMENTED: "METHOD_NOT_ALLOWED",
+}
+
+ERROR_DOMAIN = "rlm-rs"
+
+
+class RlmError(Exception):
+    """An error with a spec code; safe to show to a caller (no internals)."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None):
+        if code not in ERRORS:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return ERRORS[self.code]
+
+    @property
+    def http_status(self) -> int:
+        return self.spec.http_status
+
+    @property
+    def grpc_status(self) -> grpc.StatusCode:
+        return self.spec.grpc_status
+
+    def envelope(self, request_id: str) -> dict[str, Any]:
+        """The spec's HTTP error body."""
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "request_id": request_id,
+                "details": self.details,
+            }
+        }
+
+    def details_json(self) -> str:
+        return json.dumps(self.details, sort_keys=True, separators=(",", ":"))
+
+    def __repr__(self) -> str:
+        return f"RlmError({self.code!r}, {self.message!r})"
+
+
+def code_for_grpc_status(status: grpc.StatusCode) -> str:
+    """The spec code for a gRPC status that carried no ErrorInfo."""
+    return _FALLBACK_BY_GRPC.get(status, "INTERNAL_ERROR")

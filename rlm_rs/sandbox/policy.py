@@ -1,0 +1,99 @@
+"""The sandbox policy's defaults: the one place every limit's default lives.
+
+`SandboxPolicy` (proto/rlm_rs/v1/sandbox.proto) is the whole per-step policy as
+data. The control plane sends a complete policy with each step; zero numeric
+fields mean "default" and are filled here. Hardening fields in a request are
+never trusted: the pool applies its own configured policy for those.
+"""
+
+from __future__ import annotations
+
+from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+
+# The spec's builtins allowlist (SPEC §3) plus harmless additions, each
+# justified in rlm_rs/sandbox docs: none of them reaches an object graph,
+# a module, a frame or the file system.
+SPEC_BUILTINS: tuple[str, ...] = (
+    "len", "range", "enumerate", "zip", "map", "filter", "sorted", "reversed",
+    "min", "max", "sum", "abs", "round", "int", "float", "str", "bool", "list",
+    "dict", "set", "tuple", "isinstance", "print",
+)  # fmt: skip
+EXTRA_BUILTINS: tuple[str, ...] = (
+    "any", "all", "divmod", "pow", "chr", "ord", "hex", "bin", "oct", "repr",
+    "hash", "callable", "frozenset", "slice", "iter", "next", "format",
+    "True", "False", "None",
+    "Exception", "ValueError", "TypeError", "KeyError", "IndexError",
+    "ZeroDivisionError", "AttributeError", "RuntimeError", "StopIteration",
+    "ArithmeticError", "LookupError", "NameError", "NotImplementedError",
+    "OverflowError", "AssertionError", "UnicodeError",
+)  # fmt: skip
+
+# Syscalls a running, fully pre-imported CPython step needs (measured census in
+# SANDBOX_NOTES.md plus what fd passing and exit need). Everything else is
+# denied; see rlm_rs/sandbox/_seccomp.py for which denials kill and which EPERM.
+SECCOMP_ALLOWLIST: tuple[str, ...] = (
+    "read", "write", "close", "lseek", "fstat", "newfstatat", "brk", "mmap",
+    "munmap", "mremap", "mprotect", "madvise", "futex", "rt_sigreturn",
+    "rt_sigaction", "rt_sigprocmask", "sigaltstack", "getpid", "gettid",
+    "getrandom", "clock_gettime", "clock_nanosleep", "nanosleep",
+    "recvmsg", "sendmsg", "exit", "exit_group", "pread64", "sched_yield",
+    "getrusage", "clock_getres",
+)  # fmt: skip
+
+
+def default_policy() -> SandboxPolicy:
+    return SandboxPolicy(
+        max_step_seconds=30.0,
+        max_instructions=2_000_000,
+        max_stdout_chars=15_000,
+        max_spans_per_step=200,
+        max_tool_requests_per_step=25,
+        max_state_chars=500_000,
+        max_code_chars=100_000,
+        max_hits_per_call=200,
+        max_regex_seconds=1.0,
+        max_llm_prompt_chars=200_000,
+        enable_search=False,
+        enable_llm=True,
+        builtins_allowlist=[*SPEC_BUILTINS, *EXTRA_BUILTINS],
+        address_space_mib=1024,
+        cpu_seconds=35,
+        max_open_files=64,
+        max_processes=0,
+        file_size_bytes=0,
+        cgroup_memory_mib=512,
+        cgroup_pids_max=4,
+        clone_newnet=True,
+        clone_newns=True,
+        clone_newpid=True,
+        clone_newipc=True,
+        clone_newuts=True,
+        clone_newuser=True,
+        sandbox_uid=65534,
+        sandbox_gid=65534,
+        seccomp_enabled=True,
+        seccomp_allowlist=list(SECCOMP_ALLOWLIST),
+        pool_size=4,
+        warm_workers=2,
+    )
+
+
+_NUMERIC_STEP_FIELDS = (
+    "max_step_seconds", "max_instructions", "max_stdout_chars", "max_spans_per_step",
+    "max_tool_requests_per_step", "max_state_chars", "max_code_chars",
+    "max_hits_per_call", "max_regex_seconds", "max_llm_prompt_chars",
+)  # fmt: skip
+
+
+def with_defaults(policy: SandboxPolicy | None) -> SandboxPolicy:
+    """A copy of `policy` with every zero numeric step limit and an empty
+    builtins allowlist replaced by the default. Booleans are taken as given."""
+    defaults = default_policy()
+    merged = SandboxPolicy()
+    merged.CopyFrom(policy if policy is not None else defaults)
+    for name in _NUMERIC_STEP_FIELDS:
+        if not getattr(merged, name):
+            setattr(merged, name, getattr(defaults, name))
+    if not merged.builtins_allowlist:
+        merged.builtins_allowlist.extend(defaults.builtins_allowlist)
+    return merged

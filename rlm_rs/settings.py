@@ -1,0 +1,81 @@
+"""Process settings: one pydantic-settings class, driven by the environment.
+
+Names are the spec's (SPEC.md §14) where the spec names them; RLM_* names are
+this appliance's own. Never log a `SecretStr` value.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    # --- storage ---
+    storage_backend: Literal["embedded", "aws"] = Field("embedded", alias="RLM_STORAGE_BACKEND")
+    data_dir: Path = Field(Path(".rlm"), alias="RLM_DATA_DIR")
+    aws_region: str = Field("us-east-1", alias="AWS_REGION")
+    aws_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
+    ddb_table_prefix: str = Field("rlm_", alias="DDB_TABLE_PREFIX")
+    s3_bucket: str = Field("rlm-rs", alias="S3_BUCKET")
+    # --- ingestion ---
+    parser_service_url: str | None = Field(None, alias="PARSER_SERVICE_URL")
+    # --- providers ---
+    llm_provider: str = Field("scripted", alias="LLM_PROVIDER")
+    default_root_model: str = Field("gpt-4o", alias="DEFAULT_ROOT_MODEL")
+    default_sub_model: str = Field("gpt-4o-mini", alias="DEFAULT_SUB_MODEL")
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
+    llm_timeout_seconds: float = Field(60.0, alias="RLM_LLM_TIMEOUT_SECONDS")
+    llm_max_retries: int = Field(2, alias="RLM_LLM_MAX_RETRIES")
+    scripted_provider_file: Path | None = Field(None, alias="RLM_SCRIPTED_PROVIDER_FILE")
+    # --- budgets, limits ---
+    default_budgets_json: dict[str, Any] = Field(default_factory=dict, alias="DEFAULT_BUDGETS_JSON")
+    rate_limits_json: dict[str, Any] = Field(default_factory=dict, alias="RATE_LIMITS_JSON")
+    enable_search_default: bool = Field(False, alias="ENABLE_SEARCH_DEFAULT")
+    search_backend_config: dict[str, Any] = Field(
+        default_factory=dict, alias="SEARCH_BACKEND_CONFIG"
+    )
+    # --- security ---
+    api_key_pepper: SecretStr = Field(SecretStr("rlm-rs-dev-pepper"), alias="API_KEY_PEPPER")
+    # --- sandbox pool (the spec's LAMBDA_FUNCTION_NAME becomes a socket path) ---
+    sandbox_socket: str | None = Field(None, alias="LAMBDA_FUNCTION_NAME")
+    sandbox_strict: bool = Field(False, alias="RLM_SANDBOX_STRICT")
+    sandbox_policy_json: dict[str, Any] = Field(
+        default_factory=dict, alias="RLM_SANDBOX_POLICY_JSON"
+    )
+    # --- servers ---
+    grpc_address: str = Field("127.0.0.1:50051", alias="RLM_GRPC_ADDRESS")
+    http_host: str = Field("127.0.0.1", alias="RLM_HTTP_HOST")
+    http_port: int = Field(8080, alias="RLM_HTTP_PORT")
+    metrics_port: int | None = Field(None, alias="RLM_METRICS_PORT")
+    max_request_bytes: int = Field(10 * 1024 * 1024, alias="RLM_MAX_REQUEST_BYTES")
+    log_level: str = Field("INFO", alias="RLM_LOG_LEVEL")
+
+    @field_validator(
+        "default_budgets_json",
+        "rate_limits_json",
+        "search_backend_config",
+        "sandbox_policy_json",
+        mode="before",
+    )
+    @classmethod
+    def _parse_json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
