@@ -2,16 +2,43 @@
 
 `SandboxClient.run_step(StepRequest) -> StepResult` never raises for a step's
 own failure (that is in StepResult.error); it raises RlmError("LAMBDA_ERROR")
-only when the sandbox itself is unavailable. `InProcessSandbox` runs the
-executor in this process (debugging, tests of the policy layers only);
-`PoolSandbox` (rlm_rs/sandbox/pool/) is the hardened default.
+only when the sandbox itself is unavailable. `PoolSandbox` calls the hardened
+pool (rlm_rs/sandbox/pool/) over gRPC on a Unix socket and is the default
+whenever a socket is configured; `InProcessSandbox` runs the executor in this
+process (debugging, tests of the policy layers only). `temporary_pool()`
+starts a private pool process for one command or test session.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import base64
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import IO, Protocol
 
-from rlm_rs.v1.sandbox_pb2 import PoolStatus, StepRequest, StepResult
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rlm_rs.errors import RlmError
+from rlm_rs.settings import Settings
+from rlm_rs.v1 import sandbox_pb2_grpc
+from rlm_rs.v1.sandbox_pb2 import (
+    PoolStatus,
+    PoolStatusRequest,
+    SandboxPolicy,
+    StepRequest,
+    StepResult,
+)
+
+# How much longer than the step's own wall-clock limit a caller waits for the
+# pool's answer (the pool kills the worker at the limit and answers itself).
+_RPC_SLACK_SECONDS = 20.0
+_DEFAULT_STEP_SECONDS = 30.0
 
 
 class SandboxClient(Protocol):
@@ -35,3 +62,122 @@ class InProcessSandbox:
 
     def close(self) -> None:
         return None
+
+
+class PoolSandbox:
+    """SandboxService over `unix:<socket_path>`; LAMBDA_ERROR when unreachable."""
+
+    def __init__(self, socket_path: str):
+        self.socket_path = socket_path
+        self._channel = grpc.insecure_channel(
+            f"unix:{socket_path}",
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ],
+        )
+        self._stub = sandbox_pb2_grpc.SandboxServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def run_step(self, request: StepRequest) -> StepResult:
+        seconds = request.limits.max_step_seconds or _DEFAULT_STEP_SECONDS
+        try:
+            result: StepResult = self._stub.RunStep(request, timeout=seconds + _RPC_SLACK_SECONDS)
+        except grpc.RpcError as exc:
+            raise _unavailable(self.socket_path, exc) from exc
+        return result
+
+    def status(self) -> PoolStatus:
+        try:
+            status: PoolStatus = self._stub.GetPoolStatus(PoolStatusRequest(), timeout=10)
+        except grpc.RpcError as exc:
+            raise _unavailable(self.socket_path, exc) from exc
+        return status
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        try:
+            reply = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _unavailable(socket_path: str, exc: grpc.RpcError) -> RlmError:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    return RlmError(
+        "LAMBDA_ERROR",
+        "the sandbox pool is unavailable",
+        {"socket": socket_path, "grpc_status": code.name if code else "UNKNOWN"},
+    )
+
+
+def make_sandbox_client(settings: Settings) -> SandboxClient:
+    """The pool when a socket is configured (LAMBDA_FUNCTION_NAME), else in-process."""
+    if settings.sandbox_socket:
+        return PoolSandbox(settings.sandbox_socket)
+    return InProcessSandbox()
+
+
+@contextlib.contextmanager
+def temporary_pool(
+    policy: SandboxPolicy | None = None,
+    *,
+    strict: bool = False,
+    allow_unsafe: bool = False,
+    start_timeout: float = 60.0,
+) -> Iterator[PoolSandbox]:
+    """Start a private pool process on a temporary socket; stop it on exit.
+
+    `policy` overrides fields of the pool's own policy; `allow_unsafe` sets
+    RLM_SANDBOX_ALLOW_UNSAFE_TEST_MODE=1 for that pool only (tests).
+    """
+    with tempfile.TemporaryDirectory(prefix="rlm-pool-") as directory:
+        socket_path = os.path.join(directory, "sandbox.sock")
+        cmd = [sys.executable, "-m", "rlm_rs.sandbox.pool.server", "--socket", socket_path]
+        if strict:
+            cmd.append("--strict")
+        if policy is not None:
+            cmd += ["--policy-b64", base64.b64encode(policy.SerializeToString()).decode()]
+        env = dict(os.environ)
+        env.pop("RLM_SANDBOX_ALLOW_UNSAFE_TEST_MODE", None)
+        if allow_unsafe:
+            env["RLM_SANDBOX_ALLOW_UNSAFE_TEST_MODE"] = "1"
+        with tempfile.TemporaryFile(dir=directory) as log:
+            process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+            )
+            client = PoolSandbox(socket_path)
+            try:
+                _wait_serving(client, process, log, start_timeout)
+                yield client
+            finally:
+                client.close()
+                if process.poll() is None:
+                    process.terminate()
+                    try:
+                        process.wait(15)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
+
+
+def _wait_serving(
+    client: PoolSandbox, process: subprocess.Popen[bytes], log: IO[bytes], timeout: float
+) -> None:
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            log.seek(0)
+            output = log.read()[-2000:]
+            raise RlmError(
+                "LAMBDA_ERROR",
+                "the sandbox pool did not start",
+                {"exit_code": process.returncode, "log": output.decode(errors="replace")},
+            )
+        if os.path.exists(client.socket_path) and client.healthy(timeout=1.0):
+            return
+        time.sleep(0.02)
+    raise RlmError("LAMBDA_ERROR", "the sandbox pool did not become healthy in time")

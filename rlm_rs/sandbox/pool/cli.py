@@ -1,0 +1,60 @@
+"""`rlm-rs sandbox serve` and `rlm-rs sandbox doctor`: the pool's command line.
+
+`register_into(sandbox_subparsers)` is called by rlm_rs/sandbox/cli.py. serve
+runs the pool (gRPC front + zygote) until SIGTERM; doctor starts a zygote,
+lets one worker harden itself, and prints each layer as JSON (exit 0 when
+every layer is active, 1 otherwise). Must not import gRPC before serve runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def register_into(sandbox_subparsers: argparse._SubParsersAction) -> None:
+    serve = sandbox_subparsers.add_parser("serve", help="run the hardened sandbox pool")
+    serve.add_argument(
+        "--socket",
+        default=None,
+        help="Unix socket path (default: LAMBDA_FUNCTION_NAME, else $RLM_DATA_DIR/sandbox.sock)",
+    )
+    serve.add_argument(
+        "--strict", action="store_true", help="refuse to start when any layer is missing"
+    )
+    serve.set_defaults(func=_serve)
+    doctor = sandbox_subparsers.add_parser("doctor", help="print the isolation layers as JSON")
+    doctor.add_argument("--strict", action="store_true", help="exit 1 when a layer is missing")
+    doctor.set_defaults(func=_doctor)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rlm_rs.sandbox.pool.server import UNSAFE_ENV, PoolUnavailable, pool_policy, serve
+    from rlm_rs.settings import get_settings
+
+    settings = get_settings()
+    socket_path = args.socket or settings.sandbox_socket
+    if not socket_path:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        socket_path = str(settings.data_dir / "sandbox.sock")
+    try:
+        return serve(
+            socket_path,
+            pool_policy(settings),
+            strict=args.strict or settings.sandbox_strict,
+            allow_unsafe=os.environ.get(UNSAFE_ENV) == "1",
+        )
+    except PoolUnavailable as exc:
+        print(f"rlm-rs sandbox serve: {exc}", file=sys.stderr)
+        return 1
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from rlm_rs.sandbox.pool.doctor import run_doctor
+    from rlm_rs.settings import get_settings
+
+    report = run_doctor(get_settings())
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0 if report["all_active"] else 1

@@ -1,0 +1,424 @@
+"""The pool front: gRPC SandboxService on a Unix socket, in front of the zygote.
+
+The front owns everything gRPC (threads, health, reflection) and never forks a
+sandbox worker: it starts the zygote as a fresh interpreter, opens each
+manifest document read-only (text, then offsets if set, then meta if set, in
+manifest order) and passes the fds with the request over a Unix socket. It
+applies the pool's own policy to every request: step limits are capped at the
+pool's, hardening fields are always the pool's (never a request's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from rlm_rs.errors import RlmError
+from rlm_rs.sandbox.policy import default_policy, with_defaults
+from rlm_rs.sandbox.pool import _wire
+from rlm_rs.sandbox.pool._worker import RUN_PREFIX
+from rlm_rs.settings import Settings
+from rlm_rs.v1 import sandbox_pb2, sandbox_pb2_grpc
+from rlm_rs.v1.common_pb2 import ErrorDetail
+from rlm_rs.v1.sandbox_pb2 import LayerStatus, PoolStatus, SandboxPolicy, StepRequest, StepResult
+
+UNSAFE_ENV = "RLM_SANDBOX_ALLOW_UNSAFE_TEST_MODE"
+SERVICE_NAME = "rlm_rs.v1.SandboxService"
+HARDENED_HEALTH_NAME = "rlm_rs.v1.SandboxService/hardened"
+_CAPPED_STEP_FIELDS = (
+    "max_step_seconds", "max_instructions", "max_stdout_chars", "max_spans_per_step",
+    "max_tool_requests_per_step", "max_state_chars", "max_code_chars", "max_hits_per_call",
+    "max_regex_seconds", "max_llm_prompt_chars",
+)  # fmt: skip
+_HARDENING_FIELDS = tuple(f.name for f in SandboxPolicy.DESCRIPTOR.fields if f.number >= 20)
+# Extra time the front waits beyond the step's own limit before giving up on
+# the zygote (which enforces the real limit itself).
+_FRONT_SLACK_SECONDS = 15.0
+
+
+class PoolUnavailable(Exception):
+    """The zygote is gone or refused to start."""
+
+
+def pool_policy(
+    settings: Settings | None = None, overrides: SandboxPolicy | None = None
+) -> SandboxPolicy:
+    """The pool's own policy: defaults, then RLM_SANDBOX_POLICY_JSON, then `overrides`."""
+    policy = default_policy()
+    if settings is not None and settings.sandbox_policy_json:
+        data = settings.sandbox_policy_json
+        for name, value in data.items():
+            if isinstance(value, list):
+                policy.ClearField(name)  # type: ignore[arg-type]
+        json_format.ParseDict(data, policy)
+    if overrides is not None:
+        for desc, value in overrides.ListFields():
+            if desc.is_repeated:
+                policy.ClearField(desc.name)  # type: ignore[arg-type]
+                getattr(policy, desc.name).extend(value)
+            else:
+                setattr(policy, desc.name, value)
+    return with_defaults(policy)
+
+
+def merge_limits(requested: SandboxPolicy, pool: SandboxPolicy) -> SandboxPolicy:
+    """A request's limits as the pool will run them: step limits filled with
+    defaults and capped at the pool's, hardening fields replaced by the pool's."""
+    merged = with_defaults(requested)
+    for name in _CAPPED_STEP_FIELDS:
+        ceiling = getattr(pool, name)
+        if ceiling and getattr(merged, name) > ceiling:
+            setattr(merged, name, ceiling)
+    allowed = set(pool.builtins_allowlist)
+    names = [n for n in merged.builtins_allowlist if n in allowed]
+    merged.ClearField("builtins_allowlist")
+    merged.builtins_allowlist.extend(names)
+    for name in _HARDENING_FIELDS:
+        merged.ClearField(name)  # type: ignore[arg-type]
+    for desc, value in pool.ListFields():
+        if desc.name in _HARDENING_FIELDS:
+            if desc.is_repeated:
+                getattr(merged, desc.name).extend(value)
+            else:
+                setattr(merged, desc.name, value)
+    return merged
+
+
+def open_documents(request: StepRequest) -> tuple[list[int], int]:
+    """Open the manifest read-only: per document text, offsets (if set), meta (if set)."""
+    fds: list[int] = []
+    total = 0
+    try:
+        for doc in request.context_manifest:
+            for path, required in (
+                (doc.text_path, True),
+                (doc.offsets_path, False),
+                (doc.meta_path, False),
+            ):
+                if required or path:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+                    fds.append(fd)
+                    info = os.fstat(fd)
+                    if not stat.S_ISREG(info.st_mode):
+                        raise OSError(f"{path} is not a regular file")
+                    total += info.st_size
+    except OSError:
+        _close(fds)
+        raise
+    return fds, total
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def error_result(request: StepRequest, code: str, message: str, **details: Any) -> StepResult:
+    return StepResult(
+        success=False,
+        state_json=request.state_json,
+        turn_index=request.turn_index,
+        isolation="pool",
+        error=ErrorDetail(
+            code=code, message=message, details_json=json.dumps(details, sort_keys=True)
+        ),
+    )
+
+
+class PoolFront:
+    """Starts the zygote and talks to it; thread-safe run_step/status."""
+
+    def __init__(
+        self,
+        policy: SandboxPolicy,
+        *,
+        strict: bool = False,
+        allow_unsafe: bool = False,
+        step_module: str | None = None,
+        start_timeout: float = 60.0,
+    ):
+        self.policy = policy
+        self.strict = strict
+        self.allow_unsafe = allow_unsafe
+        self._ids = itertools.count(1)
+        self._send_lock = threading.Lock()
+        self._waiting: dict[int, futures.Future[_wire.Frame]] = {}
+        self._waiting_lock = threading.Lock()
+        self.alive = False
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cmd = [
+            sys.executable, "-I", "-m", "rlm_rs.sandbox.pool.zygote",
+            "--fd", str(theirs.fileno()),
+            "--policy", base64.b64encode(policy.SerializeToString()).decode(),
+        ]  # fmt: skip
+        if strict:
+            cmd.append("--strict")
+        if allow_unsafe:
+            cmd.append("--allow-unsafe")
+        if step_module:
+            cmd += ["--step-module", step_module]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        self.process = subprocess.Popen(
+            cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env
+        )
+        theirs.close()
+        self.sock = ours
+        self._reader = _wire.FrameReader(ours)
+        ours.settimeout(start_timeout)
+        try:
+            hello = self._reader.read_frame()
+        except (OSError, _wire.WireError) as exc:
+            self.stop()
+            raise PoolUnavailable(f"zygote did not start: {exc}") from exc
+        if hello is None:
+            self.stop()
+            raise PoolUnavailable("zygote exited during start-up")
+        self.hello = json.loads(hello.payload)
+        if hello.kind == _wire.FATAL:
+            self.stop()
+            missing = ", ".join(self.hello.get("missing", []))
+            raise PoolUnavailable(f"strict mode: layers missing on this host: {missing}")
+        ours.settimeout(None)
+        self.alive = True
+        self._thread = threading.Thread(target=self._read_loop, name="pool-reader", daemon=True)
+        self._thread.start()
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                frames = self._reader.feed()
+                for frame in frames:
+                    with self._waiting_lock:
+                        waiter = self._waiting.pop(frame.req_id, None)
+                    if waiter is not None:
+                        waiter.set_result(frame)
+                if self._reader.eof:
+                    break
+        except (OSError, _wire.WireError):
+            pass
+        self.alive = False
+        with self._waiting_lock:
+            waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            waiter.set_exception(PoolUnavailable("the sandbox zygote exited"))
+
+    def _call(self, kind: int, payload: bytes, fds: list[int], timeout: float) -> _wire.Frame:
+        if not self.alive:
+            raise PoolUnavailable("the sandbox zygote is not running")
+        req_id = next(self._ids)
+        waiter: futures.Future[_wire.Frame] = futures.Future()
+        with self._waiting_lock:
+            self._waiting[req_id] = waiter
+        try:
+            with self._send_lock:
+                _wire.send_frame(self.sock, kind, req_id, payload, fds)
+        except OSError as exc:
+            with self._waiting_lock:
+                self._waiting.pop(req_id, None)
+            raise PoolUnavailable(f"cannot reach the zygote: {exc}") from exc
+        try:
+            return waiter.result(timeout)
+        except futures.TimeoutError as exc:
+            with self._waiting_lock:
+                self._waiting.pop(req_id, None)
+            raise PoolUnavailable("the zygote did not answer in time") from exc
+
+    def run_step(self, request: StepRequest) -> StepResult:
+        if request.unsafe_disable_policy_layers and not self.allow_unsafe:
+            return error_result(
+                request,
+                "VALIDATION_ERROR",
+                f"unsafe_disable_policy_layers is refused unless the pool runs with {UNSAFE_ENV}=1",
+            )
+        limits = merge_limits(request.limits, self.policy)
+        outgoing = StepRequest()
+        outgoing.CopyFrom(request)
+        outgoing.limits.CopyFrom(limits)
+        try:
+            fds, document_bytes = open_documents(request)
+        except OSError as exc:
+            return error_result(
+                request, "S3_READ_ERROR", f"document not readable: {exc.strerror or exc}"
+            )
+        payload = (
+            RUN_PREFIX.pack(limits.max_step_seconds, document_bytes) + outgoing.SerializeToString()
+        )
+        try:
+            frame = self._call(
+                _wire.RUN, payload, fds, limits.max_step_seconds + _FRONT_SLACK_SECONDS
+            )
+        except PoolUnavailable as exc:
+            return error_result(request, "LAMBDA_ERROR", f"sandbox pool failed: {exc}")
+        finally:
+            _close(fds)
+        result = StepResult.FromString(frame.payload)
+        result.isolation = "pool"
+        result.turn_index = request.turn_index
+        if not result.success and not result.state_json:
+            result.state_json = request.state_json
+        return result
+
+    def status_dict(self) -> dict[str, Any]:
+        frame = self._call(_wire.STATUS, b"", [], 10.0)
+        return dict(json.loads(frame.payload))
+
+    def status(self) -> PoolStatus:
+        data = self.status_dict()
+        return PoolStatus(
+            layers=[LayerStatus(**layer) for layer in data["layers"]],
+            warm_workers=data["warm_workers"],
+            busy_workers=data["busy_workers"],
+            steps_total=data["steps_total"],
+            workers_failed_total=data["workers_failed_total"],
+            strict=data["strict"],
+            policy=self.policy,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                with self._send_lock:
+                    _wire.send_frame(self.sock, _wire.SHUTDOWN, 0, b"")
+            except OSError:
+                pass
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.alive = False
+        self.sock.close()
+
+
+class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
+    def __init__(self, front: PoolFront):
+        self.front = front
+
+    def RunStep(self, request: StepRequest, context: grpc.ServicerContext) -> StepResult:
+        return self.front.run_step(request)
+
+    def GetPoolStatus(
+        self, request: sandbox_pb2.PoolStatusRequest, context: grpc.ServicerContext
+    ) -> PoolStatus:
+        try:
+            return self.front.status()
+        except PoolUnavailable as exc:
+            err = RlmError("LAMBDA_ERROR", str(exc))
+            context.abort(err.grpc_status, err.message)
+            raise  # unreachable: abort raises
+
+
+def serve(
+    socket_path: str,
+    policy: SandboxPolicy,
+    *,
+    strict: bool = False,
+    allow_unsafe: bool = False,
+    ready: threading.Event | None = None,
+) -> int:
+    front = PoolFront(
+        policy,
+        strict=strict,
+        allow_unsafe=allow_unsafe,
+        step_module=os.environ.get("RLM_SANDBOX_STEP_MODULE") if allow_unsafe else None,
+    )
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max(8, policy.pool_size * 2 + 4)),
+        options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ],
+    )
+    sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(front), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name,
+            reflection.SERVICE_NAME,
+            health.SERVICE_NAME,
+        ),
+        server,
+    )
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    server.add_insecure_port(f"unix:{socket_path}")
+    server.start()
+    os.chmod(socket_path, 0o660)
+    missing = [layer["name"] for layer in front.hello["layers"] if not layer["active"]]
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, serving)
+    # Degradation is visible in health too: this name serves only when every
+    # isolation layer is active on this host.
+    health_servicer.set(
+        HARDENED_HEALTH_NAME,
+        serving if not missing else health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    print(
+        json.dumps({"event": "sandbox_pool_started", "socket": socket_path, "strict": strict,
+                    "missing_layers": missing, "allow_unsafe": allow_unsafe}),
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    if ready is not None:
+        ready.set()
+    while not stopping.wait(0.5):
+        if not front.alive:
+            for name in ("", SERVICE_NAME, HARDENED_HEALTH_NAME):
+                health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            print(json.dumps({"event": "sandbox_zygote_exited"}), file=sys.stderr, flush=True)
+            break
+    health_servicer.enter_graceful_shutdown()
+    server.stop(2).wait()
+    front.stop()
+    with contextlib.suppress(OSError):
+        os.unlink(socket_path)
+    return 0 if front.process.returncode in (0, None) or stopping.is_set() else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlm_rs.sandbox.pool.server")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--policy-b64", default="", help="SandboxPolicy overrides (tests)")
+    args = parser.parse_args(argv)
+    overrides = (
+        SandboxPolicy.FromString(base64.b64decode(args.policy_b64)) if args.policy_b64 else None
+    )
+    settings = Settings()
+    policy = pool_policy(settings, overrides)
+    try:
+        return serve(
+            args.socket,
+            policy,
+            strict=args.strict or settings.sandbox_strict,
+            allow_unsafe=os.environ.get(UNSAFE_ENV) == "1",
+        )
+    except PoolUnavailable as exc:
+        print(json.dumps({"event": "sandbox_pool_refused", "reason": str(exc)}), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
