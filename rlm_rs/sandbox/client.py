@@ -69,6 +69,7 @@ class PoolSandbox:
 
     def __init__(self, socket_path: str):
         self.socket_path = socket_path
+        self.server_pid: int | None = None  # set by temporary_pool()
         self._channel = grpc.insecure_channel(
             f"unix:{socket_path}",
             options=[
@@ -131,7 +132,8 @@ def temporary_pool(
 ) -> Iterator[PoolSandbox]:
     """Start a private pool process on a temporary socket; stop it on exit.
 
-    `policy` overrides fields of the pool's own policy; `allow_unsafe` sets
+    `policy` is the pool's complete policy (start from
+    rlm_rs.sandbox.pool.server.pool_policy()); `allow_unsafe` sets
     RLM_SANDBOX_ALLOW_UNSAFE_TEST_MODE=1 for that pool only (tests).
     """
     with tempfile.TemporaryDirectory(prefix="rlm-pool-") as directory:
@@ -150,6 +152,7 @@ def temporary_pool(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
             )
             client = PoolSandbox(socket_path)
+            client.server_pid = process.pid
             try:
                 _wait_serving(client, process, log, start_timeout)
                 yield client

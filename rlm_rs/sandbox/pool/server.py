@@ -64,10 +64,8 @@ class PoolUnavailable(Exception):
     """The zygote is gone or refused to start."""
 
 
-def pool_policy(
-    settings: Settings | None = None, overrides: SandboxPolicy | None = None
-) -> SandboxPolicy:
-    """The pool's own policy: defaults, then RLM_SANDBOX_POLICY_JSON, then `overrides`."""
+def pool_policy(settings: Settings | None = None) -> SandboxPolicy:
+    """The pool's own policy: the defaults, then RLM_SANDBOX_POLICY_JSON."""
     policy = default_policy()
     if settings is not None and settings.sandbox_policy_json:
         data = settings.sandbox_policy_json
@@ -75,13 +73,6 @@ def pool_policy(
             if isinstance(value, list):
                 policy.ClearField(name)  # type: ignore[arg-type]
         json_format.ParseDict(data, policy)
-    if overrides is not None:
-        for desc, value in overrides.ListFields():
-            if desc.is_repeated:
-                policy.ClearField(desc.name)  # type: ignore[arg-type]
-                getattr(policy, desc.name).extend(value)
-            else:
-                setattr(policy, desc.name, value)
     return with_defaults(policy)
 
 
@@ -466,13 +457,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlm_rs.sandbox.pool.server")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--strict", action="store_true")
-    parser.add_argument("--policy-b64", default="", help="SandboxPolicy overrides (tests)")
+    parser.add_argument("--policy-b64", default="", help="the complete SandboxPolicy (tests)")
     args = parser.parse_args(argv)
-    overrides = (
-        SandboxPolicy.FromString(base64.b64decode(args.policy_b64)) if args.policy_b64 else None
-    )
     settings = Settings()
-    policy = pool_policy(settings, overrides)
+    if args.policy_b64:
+        policy = with_defaults(SandboxPolicy.FromString(base64.b64decode(args.policy_b64)))
+    else:
+        policy = pool_policy(settings)
     try:
         return serve(
             args.socket,
