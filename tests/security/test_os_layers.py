@@ -126,7 +126,8 @@ REPORTS = [
      "        open_fds.append(fd)\n    except OSError:\n        pass\nprint(open_fds)",
      "[0, 1, 2, 3]", "[0, 1, 2, 3]"),
     ("hostname", "seccomp / utsns",
-     "import socket\ntry:\n    print(socket.gethostname())\nexcept OSError as e:\n    print(e.errno)",
+     "import socket\ntry:\n    print(socket.gethostname())\n"
+     "except OSError as e:\n    print(e.errno)",
      "1", "sandbox"),
     ("is_pid_1", "pidns", "import os\nprint(os.getpid())", "1", "1"),
 ]  # fmt: skip
@@ -155,14 +156,16 @@ def test_attempt_reports_denial(
 # Without seccomp: the namespace, rlimit and privilege layers alone.
 NO_SECCOMP = [
     ("fork_nproc_limit", "rlimits (RLIMIT_NPROC=0 as uid 65534)",
-     "import os\ntry:\n    os.fork()\n    print('FORKED')\nexcept OSError as e:\n    print(e.errno)",
+     "import os\ntry:\n    os.fork()\n    print('FORKED')\n"
+     "except OSError as e:\n    print(e.errno)",
      "11"),
     ("thread_nproc_limit", "rlimits (RLIMIT_NPROC=0 as uid 65534)",
      "import threading\ntry:\n    threading.Thread(target=print).start()\n    print('STARTED')\n"
      "except RuntimeError:\n    print('RuntimeError')",
      "RuntimeError"),
     ("setuid_root", "unprivileged_uid + capabilities",
-     "import os\ntry:\n    os.setuid(0)\n    print('ROOT')\nexcept OSError as e:\n    print(e.errno)",
+     "import os\ntry:\n    os.setuid(0)\n    print('ROOT')\n"
+     "except OSError as e:\n    print(e.errno)",
      "1"),
     ("uid_gid", "unprivileged_uid", "import os\nprint(os.getuid(), os.getgid(), os.getgroups())",
      "65534 65534 []"),
@@ -265,13 +268,19 @@ def test_busy_loop_killed_from_outside(os_only_pool: PoolSandbox) -> None:
 
 def test_sleep_and_swallowed_exceptions_still_time_out(os_only_pool: PoolSandbox) -> None:
     # layer: wall_clock_kill. No Python-level exception to catch.
-    code = "import time\nwhile True:\n    try:\n        time.sleep(10)\n    except BaseException:\n        pass"
+    code = (
+        "import time\nwhile True:\n    try:\n        time.sleep(10)\n"
+        "    except BaseException:\n        pass"
+    )
     assert run(os_only_pool, code, seconds=0.5).error.code == "STEP_TIMEOUT"
 
 
 def test_stack_overflow_crash_is_a_clean_error(os_only_pool: PoolSandbox) -> None:
     # layer: fresh_process. A segfaulting worker -> LAMBDA_ERROR, the pool goes on.
-    code = "import sys\nsys.setrecursionlimit(10**8)\nx = []\nfor _ in range(10**6):\n    x = [x]\nrepr(x)"
+    code = (
+        "import sys\nsys.setrecursionlimit(10**8)\nx = []\n"
+        "for _ in range(10**6):\n    x = [x]\nrepr(x)"
+    )
     result = run(os_only_pool, code)
     assert result.error.code == "LAMBDA_ERROR"
     assert killed_by(result) == "SIGSEGV"
