@@ -1,0 +1,206 @@
+"""The pool as a service: gRPC over a Unix socket, health, reflection, status,
+fd passing, the pool's own policy, strict mode, and the client's failure mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from rlm_rs.errors import RlmError
+from rlm_rs.sandbox.client import (
+    InProcessSandbox,
+    PoolSandbox,
+    make_sandbox_client,
+    temporary_pool,
+)
+from rlm_rs.sandbox.pool.doctor import run_doctor
+from rlm_rs.sandbox.pool.server import HARDENED_HEALTH_NAME, merge_limits, pool_policy
+from rlm_rs.settings import Settings
+from rlm_rs.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepRequest
+
+pytestmark = pytest.mark.root
+
+
+def unsafe(code: str, **kwargs: object) -> StepRequest:
+    return StepRequest(
+        code=code,
+        state_json="{}",
+        unsafe_disable_policy_layers=True,
+        limits=SandboxPolicy(max_step_seconds=5),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_trivial_step_runs_in_the_pool(pool: PoolSandbox) -> None:
+    result = pool.run_step(StepRequest(code="print(6 * 7)", state_json="{}", turn_index=3))
+    assert result.success, result.error
+    assert result.stdout.strip() == "42"
+    assert result.isolation == "pool"
+    assert result.turn_index == 3
+
+
+def test_health_serves_every_name(pool: PoolSandbox) -> None:
+    with grpc.insecure_channel(f"unix:{pool.socket_path}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "rlm_rs.v1.SandboxService", HARDENED_HEALTH_NAME):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+def test_reflection_lists_the_sandbox_service(pool: PoolSandbox) -> None:
+    with grpc.insecure_channel(f"unix:{pool.socket_path}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        reply = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=5)))
+        names = {s.name for s in reply.list_services_response.service}
+    assert {"rlm_rs.v1.SandboxService", "grpc.health.v1.Health"} <= names
+
+
+def test_status_reports_every_layer_active(pool: PoolSandbox) -> None:
+    status = pool.status()
+    layers = {layer.name: layer for layer in status.layers}
+    assert len(layers) == 16
+    assert all(layer.active for layer in layers.values()), [
+        (layer.name, layer.detail) for layer in layers.values() if not layer.active
+    ]
+    assert status.policy.seccomp_enabled
+    assert status.warm_workers >= 1
+
+
+def test_zygote_is_single_threaded_and_free_of_grpc(pool: PoolSandbox) -> None:
+    assert pool.server_pid is not None
+    (zygote,) = psutil.Process(pool.server_pid).children()
+    assert zygote.num_threads() == 1
+    maps = Path(f"/proc/{zygote.pid}/maps").read_text()
+    assert "cygrpc" not in maps and "grpc" not in maps
+
+
+def test_unsafe_flag_is_refused_without_test_mode(pool: PoolSandbox) -> None:
+    result = pool.run_step(unsafe("print('no')"))
+    assert not result.success
+    assert result.error.code == "VALIDATION_ERROR"
+
+
+def test_hardening_fields_in_a_request_are_ignored(unsafe_pool: PoolSandbox) -> None:
+    request = unsafe("import socket\nsocket.socket()")
+    request.limits.seccomp_enabled = False
+    request.limits.clone_newnet = False
+    request.limits.sandbox_uid = 0
+    result = unsafe_pool.run_step(request)
+    assert result.error.code == "LAMBDA_ERROR"
+    assert json.loads(result.error.details_json)["exit"]["signal"] == "SIGSYS"
+
+
+def test_step_limits_are_capped_by_the_pool_and_hardening_is_the_pools() -> None:
+    pool = pool_policy()
+    requested = SandboxPolicy(max_step_seconds=10_000, max_stdout_chars=5, sandbox_uid=0)
+    requested.builtins_allowlist.extend(["print", "eval"])
+    merged = merge_limits(requested, pool)
+    assert merged.max_step_seconds == pool.max_step_seconds
+    assert merged.max_stdout_chars == 5
+    assert merged.sandbox_uid == pool.sandbox_uid
+    assert list(merged.builtins_allowlist) == ["print"]
+    assert list(merged.seccomp_allowlist) == list(pool.seccomp_allowlist)
+
+
+def test_documents_arrive_as_fds_in_manifest_order(
+    unsafe_pool: PoolSandbox, tmp_path: Path
+) -> None:
+    files = {}
+    for name in ("a.txt", "a.offsets", "a.meta", "b.txt", "b.meta"):
+        files[name] = tmp_path / name
+        files[name].write_text(name)
+    manifest = [
+        ContextDocument(
+            doc_index=0,
+            text_path=str(files["a.txt"]),
+            offsets_path=str(files["a.offsets"]),
+            meta_path=str(files["a.meta"]),
+        ),
+        ContextDocument(doc_index=1, text_path=str(files["b.txt"]), meta_path=str(files["b.meta"])),
+    ]
+    code = "import os\nprint([os.pread(fd, 20, 0).decode() for fd in range(4, 9)])"
+    result = unsafe_pool.run_step(unsafe(code, context_manifest=manifest))
+    assert result.success, result.error
+    assert result.stdout.strip() == str(["a.txt", "a.offsets", "a.meta", "b.txt", "b.meta"])
+
+
+def test_missing_document_is_a_read_error(pool: PoolSandbox, tmp_path: Path) -> None:
+    doc = ContextDocument(doc_index=0, text_path=str(tmp_path / "missing.txt"))
+    result = pool.run_step(
+        StepRequest(code="print(1)", state_json='{"a": 1}', context_manifest=[doc])
+    )
+    assert result.error.code == "S3_READ_ERROR"
+    assert result.state_json == '{"a": 1}'
+
+
+def test_concurrent_steps_each_get_a_fresh_worker(unsafe_pool: PoolSandbox) -> None:
+    results = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        result = unsafe_pool.run_step(unsafe("import os\nprint(os.getpid())"))
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 8
+    assert all(r.success and r.stdout.strip() == "1" for r in results)
+
+
+def test_unreachable_pool_raises_lambda_error(tmp_path: Path) -> None:
+    client = PoolSandbox(str(tmp_path / "nothing.sock"))
+    with pytest.raises(RlmError) as caught:
+        client.run_step(StepRequest(code="print(1)", limits=SandboxPolicy(max_step_seconds=0.1)))
+    assert caught.value.code == "LAMBDA_ERROR"
+    client.close()
+
+
+def test_client_choice_follows_settings(tmp_path: Path) -> None:
+    socket_path = str(tmp_path / "s.sock")
+    assert isinstance(make_sandbox_client(Settings(LAMBDA_FUNCTION_NAME=socket_path)), PoolSandbox)
+    assert isinstance(make_sandbox_client(Settings()), InProcessSandbox)
+
+
+def test_strict_mode_refuses_a_missing_layer() -> None:
+    policy = pool_policy()
+    policy.clone_newnet = False
+    with pytest.raises(RlmError) as caught, temporary_pool(policy, strict=True):
+        pass
+    assert caught.value.code == "LAMBDA_ERROR"
+    assert "netns" in caught.value.details["log"]
+
+
+def test_degraded_pool_says_so_in_health_and_status() -> None:
+    policy = pool_policy()
+    policy.clone_newipc = False
+    with temporary_pool(policy) as degraded:
+        layers = {layer.name: layer for layer in degraded.status().layers}
+        assert not layers["ipcns"].active
+        assert layers["ipcns"].detail == "disabled by policy"
+        with grpc.insecure_channel(f"unix:{degraded.socket_path}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=HARDENED_HEALTH_NAME))
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert degraded.run_step(StepRequest(code="print(1)", state_json="{}")).success
+
+
+def test_doctor_reports_every_layer_active() -> None:
+    report = run_doctor(Settings())
+    assert report["all_active"], report["missing"]
+    assert [layer["name"] for layer in report["layers"]][:2] == ["netns", "mountns"]
+    assert "socket" not in report["seccomp"]["allow"]
+    assert report["rlimits"]["RLIMIT_FSIZE"] == 0
+    assert os.geteuid() != 0 or report["running_as_root"]
