@@ -176,7 +176,10 @@ def enter_empty_root(ns: ZygoteNamespaces) -> dict[str, str]:
 def probe_network() -> str:
     """Probe-only check (needs socket(), so before seccomp): "" when no usable
     interface exists in this namespace."""
-    names = [name for _, name in socket.if_nameindex()]
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        return ""  # no socket can even be made here (e.g. a container's seccomp profile)
     if names not in ([], ["lo"]):
         return f"interfaces present: {names}"
     try:

@@ -1,0 +1,140 @@
+"""`rlm-rs bench sandbox`: per-step latency and throughput of three ways to run a step.
+
+(a) the in-process executor (policy layers only), (b) a fresh `python -c`
+interpreter per step (what isolation costs without a pool), (c) the hardened
+pool end to end through SandboxService over its Unix socket (gRPC client in
+this process, a temporary pool process). Concurrency 1 and 4, all in one run,
+with the ratios. The pool's c=1 numbers are given twice: back to back (the
+next step is sent the moment the last one returns, so worker replacement is on
+the clock) and paced by a gap (as between root-model turns, where a warm worker
+is always waiting). Prints numbers only; it never asserts a threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest
+
+DESCRIPTION = "sandbox step latency: in-process vs fresh interpreter vs hardened pool"
+TRIVIAL_CODE = "x = 1 + 1\nprint(x)"
+_FRESH_SCRIPT = (
+    "import sys\n"
+    "from rlm_rs.sandbox.executor import run_step\n"
+    "from rlm_rs.v1.sandbox_pb2 import StepRequest\n"
+    "result = run_step(StepRequest.FromString(sys.stdin.buffer.read()))\n"
+    "sys.stdout.buffer.write(result.SerializeToString())\n"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=400, help="steps per pool/in-process case")
+    parser.add_argument(
+        "--fresh-steps", type=int, default=30, help="steps per fresh-interpreter case"
+    )
+    parser.add_argument("--gap-ms", type=float, default=5.0, help="gap for the paced pool case")
+    parser.add_argument("--warm-workers", type=int, default=0, help="pool warm workers (0: policy)")
+
+
+def _request() -> StepRequest:
+    return StepRequest(
+        tenant_id="bench", session_id="s", execution_id="e", code=TRIVIAL_CODE, state_json="{}"
+    )
+
+
+def _measure(
+    step: Callable[[], Any], steps: int, concurrency: int, gap_s: float = 0.0
+) -> dict[str, float]:
+    """Run `steps` calls split over `concurrency` threads; latency per call."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_thread = max(1, steps // concurrency)
+
+    def loop() -> None:
+        mine = []
+        for _ in range(per_thread):
+            if gap_s:
+                time.sleep(gap_s)
+            started = time.perf_counter()
+            result = step()
+            mine.append(time.perf_counter() - started)
+            if not getattr(result, "success", True):
+                raise RuntimeError(f"step failed: {result.error}")
+        with lock:
+            latencies.extend(mine)
+
+    step()  # warm-up
+    threads = [threading.Thread(target=loop) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "median_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "steps_per_second": len(latencies) / elapsed,
+        "steps": len(latencies),
+    }
+
+
+def _fresh_interpreter_step(payload: bytes) -> Callable[[], Any]:
+    def step() -> Any:
+        completed = subprocess.run(
+            [sys.executable, "-I", "-c", _FRESH_SCRIPT],
+            input=payload,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        from rlm_rs.v1.sandbox_pb2 import StepResult
+
+        return StepResult.FromString(completed.stdout)
+
+    return step
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from rlm_rs.sandbox.client import temporary_pool
+    from rlm_rs.sandbox.executor import run_step
+    from rlm_rs.sandbox.pool.server import pool_policy
+
+    request = _request()
+    results: dict[str, Any] = {}
+    results["in_process"] = {
+        f"c{c}": _measure(lambda: run_step(request), args.steps, c) for c in (1, 4)
+    }
+    fresh = _fresh_interpreter_step(request.SerializeToString())
+    results["fresh_interpreter"] = {f"c{c}": _measure(fresh, args.fresh_steps, c) for c in (1, 4)}
+    policy: SandboxPolicy = pool_policy()
+    if args.warm_workers:
+        policy.warm_workers = args.warm_workers
+    with temporary_pool(policy) as pool:
+        layers = pool.status().layers
+        results["pool"] = {
+            "c1": _measure(lambda: pool.run_step(request), args.steps, 1),
+            "c1_paced": _measure(lambda: pool.run_step(request), args.steps, 1, args.gap_ms / 1000),
+            "c4": _measure(lambda: pool.run_step(request), args.steps, 4),
+        }
+    pool_c1 = results["pool"]["c1"]["median_ms"]
+    results["ratios"] = {
+        "fresh_interpreter_over_pool_c1": results["fresh_interpreter"]["c1"]["median_ms"] / pool_c1,
+        "fresh_interpreter_over_pool_c1_paced": results["fresh_interpreter"]["c1"]["median_ms"]
+        / results["pool"]["c1_paced"]["median_ms"],
+        "pool_c1_over_in_process_c1": pool_c1 / results["in_process"]["c1"]["median_ms"],
+        "pool_c4_throughput_over_fresh_c4": results["pool"]["c4"]["steps_per_second"]
+        / results["fresh_interpreter"]["c4"]["steps_per_second"],
+    }
+    results["pool_layers_active"] = f"{sum(layer.active for layer in layers)}/{len(layers)}"
+    results["pool_warm_workers"] = policy.warm_workers
+    results["gap_ms"] = args.gap_ms
+    return results
