@@ -316,3 +316,20 @@ def test_sigkill_mid_step_then_next_step_succeeds(os_only_pool: PoolSandbox) -> 
     assert outcome and outcome[0].error.code == "LAMBDA_ERROR"
     assert killed_by(outcome[0]) == "SIGKILL"
     assert run(os_only_pool, "print(6 * 7)").stdout.strip() == "42"
+
+
+def test_fds_sent_back_by_a_worker_are_not_kept_by_the_front(
+    no_seccomp_pool: PoolSandbox,
+) -> None:
+    # layer: fresh_process (the front closes anything a worker sends but an answer).
+    assert no_seccomp_pool.server_pid is not None
+    front = psutil.Process(no_seccomp_pool.server_pid)
+    code = (
+        "import socket, array\ns = socket.socket(fileno=3)\n"
+        "for _ in range(50):\n"
+        "    s.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [0]))])"
+    )
+    before = front.num_fds()
+    for _ in range(3):
+        assert run(no_seccomp_pool, code).error.code == "LAMBDA_ERROR"
+    assert front.num_fds() <= before + 2

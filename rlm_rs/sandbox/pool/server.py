@@ -317,10 +317,15 @@ class PoolFront:
                     continue  # died while idle: nothing ran, take another one
                 self._send(_wire.DISPATCH, worker.pid, DISPATCH_PAYLOAD.pack(seconds))
                 worker.sock.settimeout(seconds + _FRONT_SLACK_SECONDS)
+                reader = _wire.FrameReader(worker.sock, _MAX_RESULT_BYTES)
                 try:
-                    frame = _wire.FrameReader(worker.sock, _MAX_RESULT_BYTES).read_frame()
+                    frame = reader.read_frame()
                 except (OSError, _wire.WireError):
                     frame = None
+                finally:
+                    reader.close_fds()  # a worker has no business sending fds
+                if frame is not None:
+                    _close(frame.fds)
                 if frame is not None and frame.kind == _wire.RESULT:
                     return frame, worker.pid
                 return None, worker.pid
