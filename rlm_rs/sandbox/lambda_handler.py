@@ -49,6 +49,11 @@ def result_to_event(result: StepResult) -> dict[str, Any]:
         result, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
     out["state"] = json.loads(out.pop("state_json") or "{}")
+    # proto3 JSON writes int64 as strings; the spec's JSON has numbers.
+    out["instructions_executed"] = int(out.get("instructions_executed", 0))
+    for span in out.get("span_log", []):
+        for key in ("start_char", "end_char"):
+            span[key] = int(span.get(key, 0))
     error = out.get("error") or {}
     if error.get("details_json"):
         error["details"] = json.loads(error.pop("details_json"))

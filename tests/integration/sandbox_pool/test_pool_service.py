@@ -204,3 +204,13 @@ def test_doctor_reports_every_layer_active() -> None:
     assert "socket" not in report["seccomp"]["allow"]
     assert report["rlimits"]["RLIMIT_FSIZE"] == 0
     assert os.geteuid() != 0 or report["running_as_root"]
+
+
+def test_pool_policy_comes_from_settings() -> None:
+    settings = Settings(
+        RLM_SANDBOX_POLICY_JSON='{"warm_workers": 3, "seccomp_allowlist": ["read", "write"]}'
+    )
+    policy = pool_policy(settings)
+    assert policy.warm_workers == 3
+    assert list(policy.seccomp_allowlist) == ["read", "write"]
+    assert policy.max_step_seconds == pool_policy().max_step_seconds
