@@ -31,10 +31,13 @@ def register_into(sandbox_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from rlm_rs.observability import configure_logging, serve_metrics
     from rlm_rs.sandbox.pool.server import UNSAFE_ENV, PoolUnavailable, pool_policy, serve
     from rlm_rs.settings import get_settings
 
     settings = get_settings()
+    configure_logging(settings.log_level, component="sandbox-pool")
+    serve_metrics(settings.metrics_port)
     socket_path = args.socket or settings.sandbox_socket
     if not socket_path:
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rlm_rs.errors import RlmError
+from rlm_rs.observability import (
+    SANDBOX_STEP_SECONDS,
+    SANDBOX_STEPS,
+    configure_logging,
+    get_logger,
+    serve_metrics,
+)
 from rlm_rs.sandbox.policy import default_policy, with_defaults
 from rlm_rs.sandbox.pool import _wire
 from rlm_rs.sandbox.pool._worker import RUN_PREFIX
@@ -55,6 +62,7 @@ _HARDENING_FIELDS = tuple(f.name for f in SandboxPolicy.DESCRIPTOR.fields if f.n
 # Extra time the front waits beyond the step's own limit before giving up on
 # the zygote (which enforces the real limit itself).
 _FRONT_SLACK_SECONDS = 15.0
+_log = get_logger(component="sandbox-pool")
 _WORKER_WAIT_SECONDS = 30.0
 _SEND_ATTEMPTS = 3
 _MAX_RESULT_BYTES = 64 * 1024 * 1024
@@ -374,7 +382,23 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         self.front = front
 
     def RunStep(self, request: StepRequest, context: grpc.ServicerContext) -> StepResult:
-        return self.front.run_step(request)
+        started = time.perf_counter()
+        result = self.front.run_step(request)
+        outcome = "success" if result.success else result.error.code or "error"
+        SANDBOX_STEPS.labels(isolation="pool", outcome=outcome).inc()
+        SANDBOX_STEP_SECONDS.labels(isolation="pool").observe(time.perf_counter() - started)
+        if not result.success and result.error.code in ("LAMBDA_ERROR", "STEP_TIMEOUT"):
+            _log.warning(
+                "sandbox_step_failed",
+                tenant_id=request.tenant_id,
+                session_id=request.session_id,
+                execution_id=request.execution_id,
+                turn_index=request.turn_index,
+                code_length=len(request.code),
+                error_code=result.error.code,
+                error_message=result.error.message,
+            )
+        return result
 
     def GetPoolStatus(
         self, request: sandbox_pb2.PoolStatusRequest, context: grpc.ServicerContext
@@ -434,11 +458,13 @@ def serve(
         HARDENED_HEALTH_NAME,
         serving if not missing else health_pb2.HealthCheckResponse.NOT_SERVING,
     )
-    print(
-        json.dumps({"event": "sandbox_pool_started", "socket": socket_path, "strict": strict,
-                    "missing_layers": missing, "allow_unsafe": allow_unsafe}),
-        file=sys.stderr, flush=True,
-    )  # fmt: skip
+    _log.info(
+        "sandbox_pool_started",
+        socket=socket_path,
+        strict=strict,
+        missing_layers=missing,
+        allow_unsafe=allow_unsafe,
+    )
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -448,7 +474,7 @@ def serve(
         if not front.alive:
             for name in ("", SERVICE_NAME, HARDENED_HEALTH_NAME):
                 health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-            print(json.dumps({"event": "sandbox_zygote_exited"}), file=sys.stderr, flush=True)
+            _log.error("sandbox_zygote_exited", exit_code=front.process.poll())
             break
     health_servicer.enter_graceful_shutdown()
     server.stop(2).wait()
@@ -465,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy-b64", default="", help="the complete SandboxPolicy (tests)")
     args = parser.parse_args(argv)
     settings = Settings()
+    configure_logging(settings.log_level, component="sandbox-pool")
+    serve_metrics(settings.metrics_port)
     if args.policy_b64:
         policy = with_defaults(SandboxPolicy.FromString(base64.b64decode(args.policy_b64)))
     else:
@@ -477,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_unsafe=os.environ.get(UNSAFE_ENV) == "1",
         )
     except PoolUnavailable as exc:
-        print(json.dumps({"event": "sandbox_pool_refused", "reason": str(exc)}), file=sys.stderr)
+        _log.error("sandbox_pool_refused", reason=str(exc))
         return 1
 
 
