@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     sandbox_policy_json: dict[str, Any] = Field(
         default_factory=dict, alias="RLM_SANDBOX_POLICY_JSON"
     )
+    # The pool opens manifest documents only below this directory (the node's
+    # document cache); unset = any path the control plane names.
+    sandbox_document_root: Path | None = Field(None, alias="RLM_SANDBOX_DOCUMENT_ROOT")
     # --- servers ---
     grpc_address: str = Field("127.0.0.1:50051", alias="RLM_GRPC_ADDRESS")
     http_host: str = Field("127.0.0.1", alias="RLM_HTTP_HOST")

@@ -128,6 +128,7 @@ def temporary_pool(
     *,
     strict: bool = False,
     allow_unsafe: bool = False,
+    document_root: str | None = None,
     start_timeout: float = 60.0,
 ) -> Iterator[PoolSandbox]:
     """Start a private pool process on a temporary socket; stop it on exit.
@@ -141,6 +142,8 @@ def temporary_pool(
         cmd = [sys.executable, "-m", "rlm_rs.sandbox.pool.server", "--socket", socket_path]
         if strict:
             cmd.append("--strict")
+        if document_root:
+            cmd += ["--document-root", document_root]
         if policy is not None:
             cmd += ["--policy-b64", base64.b64encode(policy.SerializeToString()).decode()]
         env = dict(os.environ)

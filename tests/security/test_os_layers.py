@@ -333,3 +333,23 @@ def test_fds_sent_back_by_a_worker_are_not_kept_by_the_front(
     for _ in range(3):
         assert run(no_seccomp_pool, code).error.code == "LAMBDA_ERROR"
     assert front.num_fds() <= before + 2
+
+
+def test_front_refuses_documents_outside_the_document_root(tmp_path: object) -> None:
+    # layer: fs_view (the front opens only the node's document cache, no symlinks).
+    from rlm_rs.sandbox.client import temporary_pool
+
+    root = os.path.join(str(tmp_path), "cache")
+    os.makedirs(root)
+    inside = os.path.join(root, "d.txt")
+    with open(inside, "w") as f:
+        f.write("ok")
+    link = os.path.join(root, "link.txt")
+    os.symlink("/etc/passwd", link)
+    with temporary_pool(allow_unsafe=True, document_root=root) as pool:
+        for path in ("/etc/passwd", link, os.path.join(root, "..", "..", "etc", "passwd")):
+            doc = ContextDocument(doc_index=0, text_path=path)
+            assert run(pool, "print(1)", context_manifest=[doc]).error.code == "S3_READ_ERROR"
+        doc = ContextDocument(doc_index=0, text_path=inside)
+        code = "import os\nprint(os.pread(4, 2, 0).decode())"
+        assert run(pool, code, context_manifest=[doc]).stdout.strip() == "ok"

@@ -48,6 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
             pool_policy(settings),
             strict=args.strict or settings.sandbox_strict,
             allow_unsafe=os.environ.get(UNSAFE_ENV) == "1",
+            document_root=str(settings.sandbox_document_root)
+            if settings.sandbox_document_root
+            else None,
         )
     except PoolUnavailable as exc:
         print(f"rlm-rs sandbox serve: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -107,8 +108,9 @@ def merge_limits(requested: SandboxPolicy, pool: SandboxPolicy) -> SandboxPolicy
     return merged
 
 
-def open_documents(request: StepRequest) -> tuple[list[int], int]:
-    """Open the manifest read-only: per document text, offsets (if set), meta (if set)."""
+def open_documents(request: StepRequest, root: str | None = None) -> tuple[list[int], int]:
+    """Open the manifest read-only: per document text, offsets (if set), meta (if
+    set). With `root`, every path must resolve to a regular file below it."""
     fds: list[int] = []
     total = 0
     try:
@@ -118,13 +120,16 @@ def open_documents(request: StepRequest) -> tuple[list[int], int]:
                 (doc.offsets_path, False),
                 (doc.meta_path, False),
             ):
-                if required or path:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-                    fds.append(fd)
-                    info = os.fstat(fd)
-                    if not stat.S_ISREG(info.st_mode):
-                        raise OSError(f"{path} is not a regular file")
-                    total += info.st_size
+                if not (required or path):
+                    continue
+                if root is not None and not os.path.realpath(path).startswith(root + os.sep):
+                    raise PermissionError(errno.EACCES, "outside the document root", path)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
+                fds.append(fd)
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file", path)
+                total += info.st_size
     except OSError:
         _close(fds)
         raise
@@ -166,8 +171,10 @@ class PoolFront:
         allow_unsafe: bool = False,
         step_module: str | None = None,
         start_timeout: float = 60.0,
+        document_root: str | None = None,
     ):
         self.policy = policy
+        self.document_root = os.path.realpath(document_root) if document_root else None
         self.strict = strict
         self.allow_unsafe = allow_unsafe
         self._ids = itertools.count(1)
@@ -288,7 +295,7 @@ class PoolFront:
         outgoing.CopyFrom(request)
         outgoing.limits.CopyFrom(limits)
         try:
-            fds, document_bytes = open_documents(request)
+            fds, document_bytes = open_documents(request, self.document_root)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             return error_result(request, "S3_READ_ERROR", f"document not readable: {reason}")
@@ -417,12 +424,14 @@ def serve(
     *,
     strict: bool = False,
     allow_unsafe: bool = False,
+    document_root: str | None = None,
     ready: threading.Event | None = None,
 ) -> int:
     front = PoolFront(
         policy,
         strict=strict,
         allow_unsafe=allow_unsafe,
+        document_root=document_root,
         step_module=os.environ.get("RLM_SANDBOX_STEP_MODULE") if allow_unsafe else None,
     )
     server = grpc.server(
@@ -484,11 +493,16 @@ def serve(
     return 0 if front.process.returncode in (0, None) or stopping.is_set() else 1
 
 
+def _str_or_none(path: object) -> str | None:
+    return str(path) if path else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlm_rs.sandbox.pool.server")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--policy-b64", default="", help="the complete SandboxPolicy (tests)")
+    parser.add_argument("--document-root", default=None, help="only open documents below this")
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level, component="sandbox-pool")
@@ -503,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             policy,
             strict=args.strict or settings.sandbox_strict,
             allow_unsafe=os.environ.get(UNSAFE_ENV) == "1",
+            document_root=args.document_root or _str_or_none(settings.sandbox_document_root),
         )
     except PoolUnavailable as exc:
         _log.error("sandbox_pool_refused", reason=str(exc))
