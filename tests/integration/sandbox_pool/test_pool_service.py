@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -214,3 +215,20 @@ def test_pool_policy_comes_from_settings() -> None:
     assert policy.warm_workers == 3
     assert list(policy.seccomp_allowlist) == ["read", "write"]
     assert policy.max_step_seconds == pool_policy().max_step_seconds
+
+
+def test_zygote_death_is_a_lambda_error_and_the_pool_exits() -> None:
+    with temporary_pool(allow_unsafe=True) as doomed:
+        assert doomed.server_pid is not None
+        server = psutil.Process(doomed.server_pid)
+        (zygote,) = server.children()
+        zygote.kill()
+        give_up = time.monotonic() + 15
+        with pytest.raises(RlmError) as caught:
+            while time.monotonic() < give_up:  # until the front stops serving
+                result = doomed.run_step(unsafe("print(1)"))
+                assert not result.success
+                assert result.error.code == "LAMBDA_ERROR"
+                time.sleep(0.05)
+        assert caught.value.code == "LAMBDA_ERROR"
+        assert server.wait(15) is not None
