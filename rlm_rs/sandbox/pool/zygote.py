@@ -209,7 +209,10 @@ class Zygote:
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
         self._replenish()
         while self.running:
-            for key, _ in self.selector.select(self._next_timeout()):
+            events = self.selector.select(self._next_timeout())
+            # Control frames first: a DISPATCH must be seen before its worker's exit.
+            events.sort(key=lambda event: event[0].data != "control")
+            for key, _ in events:
                 if key.data == "control":
                     self._on_control()
                 elif key.data == "wake":
@@ -301,7 +304,9 @@ class Zygote:
             and not worker.timed_out
             and self.cgroups.oom_kills() > worker.oom_kills_before
         )
-        if worker.state == "busy":
+        answered = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if worker.state == "busy" or (worker.state == "handed" and answered):
+            # "handed" + exit 0: the step finished before its DISPATCH arrived.
             self.steps_total += 1
             fate = self._busy_fate(worker, status, oom)
             if fate["code"] != "OK":
