@@ -6,7 +6,7 @@ edge (gRPC servicer, REST gateway, CLI) renders it from this table. Nothing
 else may invent a code or a status.
 
     RlmError(code, message, details)        base; carries a spec code
-    ├── raised by the sandbox:  SANDBOX_AST_REJECTED, SANDBOX_LINE_LIMIT,
+    ├── raised by the sandbox:  SANDBOX_AST_REJECTED, SANDBOX_LINE_LIMIT, SANDBOX_RUNTIME_ERROR,
     │                           STEP_TIMEOUT, STATE_INVALID_TYPE, STATE_TOO_LARGE,
     │                           LAMBDA_ERROR (the sandbox pool failed)
     ├── raised by the control plane: SESSION_*, EXECUTION_NOT_FOUND, BUDGET_EXCEEDED,
@@ -53,6 +53,9 @@ _TABLE: tuple[ErrorSpec, ...] = (
     ErrorSpec("LLM_PROVIDER_ERROR", 502, grpc.StatusCode.UNAVAILABLE),
     ErrorSpec("LAMBDA_ERROR", 500, grpc.StatusCode.INTERNAL),
     ErrorSpec("INTERNAL_ERROR", 500, grpc.StatusCode.INTERNAL),
+    # Beyond the spec's list. A step's own uncaught exception (StepResult.error
+    # only; the execution goes on so the model can adapt):
+    ErrorSpec("SANDBOX_RUNTIME_ERROR", 400, grpc.StatusCode.INVALID_ARGUMENT),
     # Edge-only codes (not in the spec's list, needed for a complete envelope).
     ErrorSpec("NOT_FOUND", 404, grpc.StatusCode.NOT_FOUND),
     ErrorSpec("METHOD_NOT_ALLOWED", 405, grpc.StatusCode.UNIMPLEMENTED),

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
-# The spec's builtins allowlist (SPEC §3) plus harmless additions, each
-# justified in rlm_rs/sandbox docs: none of them reaches an object graph,
-# a module, a frame or the file system.
+# The spec's builtins allowlist (SPEC §3) plus harmless additions: none of
+# them reaches an object graph, a module, a frame or the file system; the
+# iterating ones iterate through the step's ticking guard (see
+# rlm_rs/sandbox/_restricted.py for each one's justification). Never added:
+# getattr, type, object, vars, dir, open, eval, exec, compile, globals,
+# locals, breakpoint, memoryview, format (format-spec traversal), hash, id.
 SPEC_BUILTINS: tuple[str, ...] = (
     "len", "range", "enumerate", "zip", "map", "filter", "sorted", "reversed",
     "min", "max", "sum", "abs", "round", "int", "float", "str", "bool", "list",
@@ -20,12 +23,12 @@ SPEC_BUILTINS: tuple[str, ...] = (
 )  # fmt: skip
 EXTRA_BUILTINS: tuple[str, ...] = (
     "any", "all", "divmod", "pow", "chr", "ord", "hex", "bin", "oct", "repr",
-    "hash", "callable", "frozenset", "slice", "iter", "next", "format",
+    "callable", "frozenset", "slice", "iter", "next",
     "True", "False", "None",
     "Exception", "ValueError", "TypeError", "KeyError", "IndexError",
     "ZeroDivisionError", "AttributeError", "RuntimeError", "StopIteration",
     "ArithmeticError", "LookupError", "NameError", "NotImplementedError",
-    "OverflowError", "AssertionError", "UnicodeError",
+    "OverflowError", "AssertionError", "UnicodeError", "MemoryError",
 )  # fmt: skip
 
 # Syscalls a running, fully pre-imported CPython step needs (measured census in

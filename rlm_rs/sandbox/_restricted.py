@@ -1,0 +1,316 @@
+"""Layer 2: RestrictedPython compile, its guards, and the builtins.
+
+The AST policy has run already. RestrictedPython then rejects underscore
+names, frame/code attributes and more, and routes attribute access, item
+access, iteration, writes, in-place operators and print through the guards
+below. After its pass, a second transformer adds what RestrictedPython has
+no hook for: `_tick_()` before every statement (the line budget), and
+`_binop_` around `*`, `**` and `<<` (memory bombs like 'x' * 10**10).
+
+Builtins are the spec's allowlist plus: any, all, divmod, pow (bounded),
+chr, ord, hex, bin, oct, repr, callable, frozenset, slice, iter, next, and
+the ordinary exception classes (so `except ValueError:` works). Iterating
+builtins (sorted, zip, tuple, list, set, dict, sum, min, max, map, filter,
+enumerate, reversed, any, all, frozenset, iter) iterate through the ticking
+guard; `isinstance` understands the wrapped types. Never added: getattr,
+type, object, vars, dir, open, eval, exec, compile, globals, locals,
+breakpoint, memoryview, format, hash, id.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins as _py_builtins
+import operator
+import types
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
+
+from RestrictedPython import RestrictingNodeTransformer, compile_restricted_exec
+from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
+
+from rlm_rs.errors import RlmError
+from rlm_rs.sandbox._runtime import StepRuntime
+
+_MAX_SEQUENCE_RESULT = 50_000_000  # chars or items a single * may produce
+_MAX_POW_BITS = 100_000
+_MAX_SHIFT = 100_000
+
+_DENIED_RESULT_TYPES = (
+    types.ModuleType,
+    types.FrameType,
+    types.CodeType,
+    types.TracebackType,
+    types.GeneratorType,
+    types.CoroutineType,
+    type,
+)
+
+
+class _PostPass(ast.NodeTransformer):
+    """Adds `_tick_()` before every statement and `_binop_` around risky operators."""
+
+    _OPS: ClassVar[dict[type[ast.operator], str]] = {
+        ast.Mult: "mul",
+        ast.Pow: "pow",
+        ast.LShift: "lshift",
+    }
+
+    def _ticked(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for stmt in body:
+            tick = ast.Expr(ast.Call(ast.Name("_tick_", ast.Load()), [], []))
+            out.append(ast.copy_location(tick, stmt))
+            out.append(stmt)
+        return out
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        super().generic_visit(node)
+        for field in ("body", "orelse", "finalbody"):
+            value = getattr(node, field, None)
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                setattr(node, field, self._ticked(value))
+        return node
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        name = self._OPS.get(type(node.op))
+        if name is None:
+            return node
+        call = ast.Call(
+            ast.Name("_binop_", ast.Load()), [ast.Constant(name), node.left, node.right], []
+        )
+        return ast.copy_location(call, node)
+
+
+class StepTransformer(RestrictingNodeTransformer):
+    def visit_Module(self, node: ast.Module) -> ast.AST:
+        result: Any = super().visit_Module(node)
+        if not self.errors:
+            result = _PostPass().visit(result)
+            ast.fix_missing_locations(result)
+        return result
+
+
+def compile_step(tree: ast.Module) -> types.CodeType:
+    """RestrictedPython compile of a policy-checked tree, or SANDBOX_AST_REJECTED."""
+    try:
+        result = compile_restricted_exec(tree, filename="<step>", policy=StepTransformer)
+    except (RecursionError, MemoryError):
+        raise RlmError(
+            "SANDBOX_AST_REJECTED",
+            "code is nested too deeply to compile",
+            {"line": 0, "layer": "restrictedpython"},
+        ) from None
+    if result.errors or result.code is None:
+        message = "; ".join(result.errors) or "RestrictedPython refused the code"
+        line = _first_line(result.errors)
+        raise RlmError("SANDBOX_AST_REJECTED", message, {"line": line, "layer": "restrictedpython"})
+    return result.code
+
+
+def _first_line(errors: Iterable[str]) -> int:
+    for error in errors:
+        if error.startswith("Line "):
+            digits = error[5:].split(":", 1)[0]
+            if digits.isdigit():
+                return int(digits)
+    return 0
+
+
+class Guards:
+    """The guard functions and builtins of one step, bound to its runtime."""
+
+    def __init__(self, runtime: StepRuntime) -> None:
+        self.rt = runtime
+
+    # --- iteration -------------------------------------------------------------
+    def ticking(self, iterable: Any) -> Iterator[Any]:
+        tick = self.rt.tick
+        for item in iter(iterable):
+            tick()
+            yield item
+
+    def getiter(self, iterable: Any) -> Iterator[Any]:
+        return self.ticking(iterable)
+
+    # --- attributes and items ----------------------------------------------------
+    def getattr(self, obj: Any, name: Any, *default: Any) -> Any:
+        if type(name) is not str:
+            raise TypeError("attribute names must be str")
+        if name.startswith("_"):
+            raise AttributeError(f"attribute {name!r} is not accessible")
+        if isinstance(obj, str) and name in ("format", "format_map"):
+            raise AttributeError("str.format is not available in steps; use f-strings")
+        if isinstance(obj, BaseException) and name != "args":
+            raise AttributeError("only .args of an exception is accessible")
+        if isinstance(obj, _DENIED_RESULT_TYPES):
+            raise AttributeError(f"attributes of {type(obj).__name__} objects are not accessible")
+        value = getattr(obj, name, *default)
+        if isinstance(value, _DENIED_RESULT_TYPES):
+            raise AttributeError(f"attribute {name!r} is not accessible")
+        return value
+
+    def getitem(self, obj: Any, key: Any) -> Any:
+        value = obj[key]
+        if isinstance(value, _DENIED_RESULT_TYPES):
+            raise TypeError("that item is not accessible")
+        return value
+
+    def write(self, obj: Any) -> Any:
+        if type(obj) in (dict, list):
+            return obj
+        raise TypeError(f"cannot assign to attributes or items of {type(obj).__name__}")
+
+    # --- operators -----------------------------------------------------------------
+    def binop(self, op: str, left: Any, right: Any) -> Any:
+        if op == "mul":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    if len(seq) * max(times, 0) > _MAX_SEQUENCE_RESULT:
+                        raise MemoryError("result of * would be too large")
+            return left * right
+        if op == "pow":
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+                if right * max(abs(left).bit_length(), 1) > _MAX_POW_BITS:
+                    raise MemoryError("result of ** would be too large")
+            return left**right
+        if isinstance(right, int) and right > _MAX_SHIFT:
+            raise MemoryError("result of << would be too large")
+        return left << right
+
+    _INPLACE: ClassVar[dict[str, Callable[[Any, Any], Any]]] = {
+        "+=": operator.iadd, "-=": operator.isub, "/=": operator.itruediv,
+        "//=": operator.ifloordiv, "%=": operator.imod, ">>=": operator.irshift,
+        "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor,
+        "@=": operator.imatmul,
+    }  # fmt: skip
+
+    def inplacevar(self, op: str, target: Any, value: Any) -> Any:
+        if op == "*=":
+            return self.binop("mul", target, value)
+        if op == "**=":
+            return self.binop("pow", target, value)
+        if op == "<<=":
+            return self.binop("lshift", target, value)
+        if op == "+=" and isinstance(target, str | list) and isinstance(value, str | list):
+            if len(target) + len(value) > _MAX_SEQUENCE_RESULT:
+                raise MemoryError("result of += would be too large")
+        function = self._INPLACE.get(op)
+        if function is None:
+            raise TypeError(f"operator {op} is not supported")
+        return function(target, value)
+
+    @staticmethod
+    def apply(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    # --- print -------------------------------------------------------------------
+    def print_factory(self) -> type:
+        runtime = self.rt
+
+        class _Print:
+            def __init__(self, _getattr_: Any = None) -> None:
+                pass
+
+            def write(self, text: str) -> None:
+                runtime.write(text)
+
+            def _call_print(
+                self, *objects: Any, sep: Any = " ", end: Any = "\n", **kw: Any
+            ) -> None:
+                if kw.get("file") is not None or set(kw) - {"file", "flush"}:
+                    raise TypeError("print() takes only sep and end here")
+                runtime.write(str(sep).join(str(o) for o in objects) + str(end))
+
+            def __call__(self) -> str:
+                return runtime.stdout()
+
+        return _Print
+
+    # --- builtins ------------------------------------------------------------------
+    def builtins(self, allowlist: Iterable[str]) -> dict[str, Any]:
+        ticking = self.ticking
+        wrapped_types: dict[Any, type] = {}
+
+        def wrap_type(real: type) -> Any:
+            def constructor(*args: Any, **kwargs: Any) -> Any:
+                if args:
+                    return real(ticking(args[0]), *args[1:], **kwargs)
+                return real(**kwargs)
+
+            constructor.__name__ = real.__name__
+            wrapped_types[constructor] = real
+            return constructor
+
+        def one_iterable(function: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if len(args) == 1:
+                    return function(ticking(args[0]), **kwargs)
+                return function(*args, **kwargs)
+
+            wrapper.__name__ = function.__name__
+            return wrapper
+
+        def real_types(classinfo: Any) -> Any:
+            if isinstance(classinfo, tuple):
+                return tuple(real_types(c) for c in classinfo)
+            return wrapped_types.get(classinfo, classinfo)
+
+        def isinstance_(obj: Any, classinfo: Any) -> bool:
+            return _py_builtins.isinstance(obj, real_types(classinfo))
+
+        def pow_(base: Any, exp: Any, mod: Any = None) -> Any:
+            if mod is not None:
+                return _py_builtins.pow(base, exp, mod)
+            return self.binop("pow", base, exp)
+
+        available: dict[str, Any] = {
+            "len": len, "range": range, "abs": abs, "round": round, "int": int,
+            "float": float, "str": str, "bool": bool, "print": None,
+            "sorted": lambda iterable, key=None, reverse=False: sorted(
+                ticking(iterable), key=key, reverse=reverse
+            ),
+            "zip": lambda *its, strict=False: zip(*(ticking(i) for i in its), strict=strict),
+            "enumerate": lambda iterable, start=0: enumerate(ticking(iterable), start),
+            "map": lambda function, *its: map(function, *(ticking(i) for i in its)),
+            "filter": lambda function, iterable: filter(function, ticking(iterable)),
+            "reversed": lambda seq: ticking(reversed(seq)),
+            "iter": lambda iterable: ticking(iterable),
+            "next": next,
+            "min": one_iterable(min), "max": one_iterable(max), "sum": one_iterable(sum),
+            "any": one_iterable(any), "all": one_iterable(all),
+            "list": wrap_type(list), "tuple": wrap_type(tuple), "set": wrap_type(set),
+            "frozenset": wrap_type(frozenset), "dict": wrap_type(dict),
+            "isinstance": isinstance_, "pow": pow_,
+            "divmod": divmod, "chr": chr, "ord": ord, "hex": hex, "bin": bin, "oct": oct,
+            "repr": repr, "callable": callable, "slice": slice,
+            "True": True, "False": False, "None": None,
+        }  # fmt: skip
+        for name in (
+            "Exception", "ValueError", "TypeError", "KeyError", "IndexError",
+            "ZeroDivisionError", "AttributeError", "RuntimeError", "StopIteration",
+            "ArithmeticError", "LookupError", "NameError", "NotImplementedError",
+            "OverflowError", "AssertionError", "UnicodeError", "MemoryError",
+        ):  # fmt: skip
+            available[name] = getattr(_py_builtins, name)
+        chosen = {name: available[name] for name in allowlist if name in available}
+        chosen.pop("print", None)  # print is routed through _print_ by RestrictedPython
+        return chosen
+
+    def globals(self, allowlist: Iterable[str]) -> dict[str, Any]:
+        return {
+            "__builtins__": self.builtins(allowlist),
+            "__name__": "step",
+            "_getattr_": self.getattr,
+            "_getitem_": self.getitem,
+            "_getiter_": self.getiter,
+            "_write_": self.write,
+            "_inplacevar_": self.inplacevar,
+            "_apply_": self.apply,
+            "_print_": self.print_factory(),
+            "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+            "_unpack_sequence_": guarded_unpack_sequence,
+            "_tick_": self.rt.tick,
+            "_binop_": self.binop,
+        }

@@ -1,0 +1,76 @@
+"""Step state: JSON values only, within a size limit, reserved keys protected.
+
+State is a JSON object. Allowed values: dict with str keys, list (tuples are
+accepted and become lists, as json does), str, int, finite float, bool, None.
+Anything else -> STATE_INVALID_TYPE with the path; canonical JSON longer than
+max_state_chars -> STATE_TOO_LARGE. Keys starting with "_" are owned by the
+orchestrator: the step may read them, but its changes are discarded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rlm_rs.canonical import canonical_json
+from rlm_rs.errors import RlmError
+
+_MAX_DEPTH = 64
+
+
+def check_json_value(value: Any, path: str = "state", depth: int = 0) -> None:
+    if depth > _MAX_DEPTH:
+        raise RlmError("STATE_INVALID_TYPE", f"{path}: nested deeper than {_MAX_DEPTH} levels")
+    kind = type(value)
+    if value is None or kind in (str, bool, int):
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise RlmError(
+                "STATE_INVALID_TYPE", f"{path}: NaN/Infinity is not JSON", {"path": path}
+            )
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise RlmError(
+                    "STATE_INVALID_TYPE",
+                    f"{path}: key {key!r} is not a string",
+                    {"path": path},
+                )
+            check_json_value(item, f"{path}[{key!r}]", depth + 1)
+        return
+    if kind in (list, tuple):
+        for index, item in enumerate(value):
+            check_json_value(item, f"{path}[{index}]", depth + 1)
+        return
+    raise RlmError(
+        "STATE_INVALID_TYPE",
+        f"{path}: a {kind.__name__} is not a JSON value",
+        {"path": path, "type": kind.__name__},
+    )
+
+
+def merge_reserved(code_state: Any, input_state: dict[str, Any]) -> dict[str, Any]:
+    """The step's state with every reserved ("_") key restored from the input."""
+    if type(code_state) is not dict:
+        raise RlmError(
+            "STATE_INVALID_TYPE", "state must stay a JSON object (dict)", {"path": "state"}
+        )
+    merged = {k: v for k, v in code_state.items() if not (type(k) is str and k.startswith("_"))}
+    merged.update({k: v for k, v in input_state.items() if k.startswith("_")})
+    return merged
+
+
+def finish_state(code_state: Any, input_state: dict[str, Any], max_state_chars: int) -> str:
+    """Validated canonical JSON of the state a step leaves behind."""
+    merged = merge_reserved(code_state, input_state)
+    check_json_value(merged)
+    text = canonical_json(merged)
+    if len(text) > max_state_chars:
+        raise RlmError(
+            "STATE_TOO_LARGE",
+            f"state is {len(text)} chars of canonical JSON; the limit is {max_state_chars}",
+            {"state_chars": len(text), "max_state_chars": max_state_chars},
+        )
+    return text

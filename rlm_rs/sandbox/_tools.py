@@ -1,0 +1,164 @@
+"""The `tool` global: queue sub-model calls and searches, YIELD, FINAL.
+
+The sandbox never calls a provider: it records tool requests, and the
+orchestrator resolves them between steps into state._tool_results. A step
+that fails queues nothing. Every argument is validated here so that only
+JSON-clean requests leave the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlm_rs.canonical import canonical_json
+from rlm_rs.sandbox._runtime import FinalStop, StepRuntime, StepStop, YieldStop
+from rlm_rs.sandbox._state import check_json_value
+from rlm_rs.v1.common_pb2 import LlmRequest, SearchFilters, SearchRequest, ToolRequests
+
+_MAX_KEY_CHARS = 128
+_MAX_QUERY_CHARS = 2_000
+_MAX_TOKENS = 32_768
+
+
+class ToolAPI:
+    __slots__ = (
+        "_keys",
+        "_llm_enabled",
+        "_max_prompt_chars",
+        "_max_requests",
+        "_requests",
+        "_rt",
+        "_search_enabled",
+    )
+
+    def __init__(
+        self,
+        runtime: StepRuntime,
+        *,
+        max_requests: int,
+        max_prompt_chars: int,
+        llm_enabled: bool,
+        search_enabled: bool,
+    ) -> None:
+        self._rt = runtime
+        self._max_requests = max_requests
+        self._max_prompt_chars = max_prompt_chars
+        self._llm_enabled = llm_enabled
+        self._search_enabled = search_enabled
+        self._requests = ToolRequests()
+        self._keys: set[str] = set()
+
+    def _new_key(self, key: Any) -> str:
+        if type(key) is not str or not key or len(key) > _MAX_KEY_CHARS:
+            raise ValueError(f"key must be a non-empty str of <= {_MAX_KEY_CHARS} chars")
+        if key in self._keys:
+            raise ValueError(f"key {key!r} was already queued in this step")
+        if len(self._keys) >= self._max_requests:
+            self._rt.halt(
+                StepStop(
+                    "BUDGET_EXCEEDED",
+                    f"step queued more than {self._max_requests} tool requests",
+                    {"limit": "max_tool_requests_per_step", "value": self._max_requests},
+                )
+            )
+        return key
+
+    def queue_llm(
+        self,
+        key: Any,
+        prompt: Any,
+        model_hint: Any = "sub",
+        max_tokens: Any = 1024,
+        temperature: Any = 0,
+        metadata: Any = None,
+    ) -> str:
+        """Queue a sub-model call; its answer appears next step in
+        state["_tool_results"]["llm"][key]["text"]."""
+        if not self._llm_enabled:
+            raise RuntimeError("sub-calls are disabled for this execution")
+        if type(prompt) is not str or not prompt:
+            raise ValueError("prompt must be a non-empty str")
+        if len(prompt) > self._max_prompt_chars:
+            raise ValueError(
+                f"prompt is {len(prompt)} chars; the limit is {self._max_prompt_chars}"
+            )
+        if type(model_hint) is not str or len(model_hint) > 100:
+            raise ValueError("model_hint must be a short str")
+        if type(max_tokens) is not int or not 1 <= max_tokens <= _MAX_TOKENS:
+            raise ValueError(f"max_tokens must be an int from 1 to {_MAX_TOKENS}")
+        if type(temperature) not in (int, float) or not 0 <= temperature <= 2:
+            raise ValueError("temperature must be a number from 0 to 2")
+        check_json_value(metadata, "metadata")
+        key = self._new_key(key)
+        self._keys.add(key)
+        self._requests.llm.append(
+            LlmRequest(
+                key=key,
+                prompt=prompt,
+                model_hint=model_hint,
+                max_tokens=max_tokens,
+                temperature=float(temperature),
+                metadata_json=canonical_json(metadata),
+            )
+        )
+        return key
+
+    def queue_search(self, key: Any, query: Any, k: Any = 10, filters: Any = None) -> str:
+        """Queue a search; hits appear next step in state["_tool_results"]["search"][key]."""
+        if not self._search_enabled:
+            raise RuntimeError("search is not enabled for this session")
+        if type(query) is not str or not query or len(query) > _MAX_QUERY_CHARS:
+            raise ValueError(f"query must be a non-empty str of <= {_MAX_QUERY_CHARS} chars")
+        if type(k) is not int or not 1 <= k <= 100:
+            raise ValueError("k must be an int from 1 to 100")
+        doc_ids: list[str] = []
+        if filters is not None:
+            if type(filters) is not dict or set(filters) - {"doc_ids"}:
+                raise ValueError('filters must be {"doc_ids": [...]}')
+            doc_ids = list(filters.get("doc_ids") or [])
+            if not all(type(d) is str for d in doc_ids):
+                raise ValueError("filters.doc_ids must be a list of str")
+        key = self._new_key(key)
+        self._keys.add(key)
+        self._requests.search.append(
+            SearchRequest(key=key, query=query, k=k, filters=SearchFilters(doc_ids=doc_ids))
+        )
+        return key
+
+    def YIELD(self, reason: Any = None) -> None:
+        """End this step so queued tools can be resolved."""
+        self._rt.halt(YieldStop("" if reason is None else str(reason)[:500]))
+
+    def FINAL(self, answer: Any) -> None:
+        """End the execution with `answer` (a str, or any JSON value)."""
+        if type(answer) is not str:
+            check_json_value(answer, "answer")
+            answer = canonical_json(answer)
+        self._rt.halt(FinalStop(answer))
+
+    def schema(self) -> dict[str, Any]:
+        """The static tool spec."""
+        return {
+            "queue_llm": {
+                "args": ["key", "prompt", "model_hint='sub'", "max_tokens=1024",
+                         "temperature=0", "metadata=None"],
+                "enabled": self._llm_enabled,
+                "result": "state['_tool_results']['llm'][key] = {text, meta}",
+            },
+            "queue_search": {
+                "args": ["key", "query", "k=10", "filters=None"],
+                "enabled": self._search_enabled,
+                "result": "state['_tool_results']['search'][key] = {hits, meta}",
+            },
+            "YIELD": {"args": ["reason=None"], "effect": "ends the step; tools resolve"},
+            "FINAL": {"args": ["answer"], "effect": "ends the execution"},
+            "status": "state['_tool_status'][key] in pending|resolved|error",
+            "max_requests_per_step": self._max_requests,
+            "max_prompt_chars": self._max_prompt_chars,
+        }  # fmt: skip
+
+    def requests(self) -> ToolRequests:
+        return self._requests
+
+    def __repr__(self) -> str:
+        return "<tool: queue_llm, queue_search, YIELD, FINAL, schema>"
