@@ -34,6 +34,7 @@ from typing import Any
 
 from rlm_rs.sandbox.pool import (
     _cgroups,
+    _grpc_stub,
     _namespaces,
     _privileges,
     _rlimits,
@@ -198,7 +199,7 @@ class Zygote:
             "zygote": {
                 "pid": os.getpid(),
                 "threads": threading.active_count(),
-                "grpc_imported": "grpc" in sys.modules,
+                "grpc_loaded": "grpc._cython.cygrpc" in sys.modules,
                 "vsz_mib": round(self.context.base_vsz_bytes / 2**20, 1),
             },
         }
@@ -504,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-only", action="store_true", help="report layers and exit")
     parser.add_argument("--step-module", default="rlm_rs.sandbox.executor")
     args = parser.parse_args(argv)
-    # Everything a step needs is imported here, before any fork.
+    # Everything a step needs is imported here, before any fork; `grpc` is a
+    # stand-in holding only StatusCode (see _grpc_stub).
+    _grpc_stub.install()
     executor = importlib.import_module(args.step_module)
     executor.warm_up()
     policy = SandboxPolicy.FromString(base64.b64decode(args.policy))
