@@ -26,7 +26,7 @@ from rlm_rs.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepRequest, S
 SANDBOX_COMMANDS: Any = None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     global SANDBOX_COMMANDS
     parser = subparsers.add_parser("sandbox", help="run steps; serve and inspect the pool")
     SANDBOX_COMMANDS = parser.add_subparsers(dest="sandbox_command", required=True)
@@ -114,7 +114,7 @@ def result_to_json(result: StepResult) -> dict[str, Any]:
         result, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
     data["state"] = json.loads(data.pop("state_json") or "{}")
-    error = data.get("error")
+    error: dict[str, Any] = data.get("error") or {}
     if result.HasField("error"):
         error["details"] = json.loads(error.pop("details_json") or "{}")
     else:
