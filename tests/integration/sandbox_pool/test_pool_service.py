@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from rlm_rs.canonical import build_offsets
 from rlm_rs.errors import RlmError
 from rlm_rs.sandbox.client import (
     InProcessSandbox,
@@ -115,23 +116,30 @@ def test_step_limits_are_capped_by_the_pool_and_hardening_is_the_pools() -> None
 def test_documents_arrive_as_fds_in_manifest_order(
     unsafe_pool: PoolSandbox, tmp_path: Path
 ) -> None:
-    files = {}
-    for name in ("a.txt", "a.offsets", "a.meta", "b.txt", "b.meta"):
-        files[name] = tmp_path / name
-        files[name].write_text(name)
+    # Per document: text, offsets (if set), meta (if set); fds 4.. in that order.
+    def write(name: str, content: str) -> str:
+        (tmp_path / name).write_text(content)
+        return str(tmp_path / name)
+
+    a_offsets = json.dumps(build_offsets("alpha", "a"))
     manifest = [
         ContextDocument(
             doc_index=0,
-            text_path=str(files["a.txt"]),
-            offsets_path=str(files["a.offsets"]),
-            meta_path=str(files["a.meta"]),
+            doc_id="a",
+            text_path=write("a.txt", "alpha"),
+            offsets_path=write("a.offsets", a_offsets),
+            meta_path=write("a.meta", '{"doc": "a"}'),
         ),
-        ContextDocument(doc_index=1, text_path=str(files["b.txt"]), meta_path=str(files["b.meta"])),
-    ]
-    code = "import os\nprint([os.pread(fd, 20, 0).decode() for fd in range(4, 9)])"
+        ContextDocument(
+            doc_index=1, doc_id="b", text_path=write("b.txt", "beta"),
+            meta_path=write("b.meta", '{"doc": "b"}'),
+        ),
+    ]  # fmt: skip
+    code = "import os\nprint([os.pread(fd, 200, 0).decode() for fd in range(4, 9)])"
     result = unsafe_pool.run_step(unsafe(code, context_manifest=manifest))
     assert result.success, result.error
-    assert result.stdout.strip() == str(["a.txt", "a.offsets", "a.meta", "b.txt", "b.meta"])
+    expected = ["alpha", a_offsets, '{"doc": "a"}', "beta", '{"doc": "b"}']
+    assert result.stdout.strip() == str(expected)
 
 
 def test_missing_document_is_a_read_error(pool: PoolSandbox, tmp_path: Path) -> None:
