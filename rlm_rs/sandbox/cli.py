@@ -101,8 +101,16 @@ def _execute(request: StepRequest, in_process: bool) -> StepResult:
         from rlm_rs.sandbox.executor import run_step
 
         return run_step(request)
-    from rlm_rs.sandbox.client import temporary_pool
+    from rlm_rs.sandbox.client import PoolSandbox, temporary_pool
+    from rlm_rs.settings import get_settings
 
+    socket_path = get_settings().sandbox_socket
+    if socket_path:  # a configured pool (LAMBDA_FUNCTION_NAME); else a temporary one
+        configured = PoolSandbox(socket_path)
+        try:
+            return configured.run_step(request)
+        finally:
+            configured.close()
     with temporary_pool() as pool:
         runner = pool.run_step
         return runner(request)

@@ -63,7 +63,13 @@ _HARDENING_FIELDS = tuple(f.name for f in SandboxPolicy.DESCRIPTOR.fields if f.n
 # Extra time the front waits beyond the step's own limit before giving up on
 # the zygote (which enforces the real limit itself).
 _FRONT_SLACK_SECONDS = 15.0
-_log = get_logger(component="sandbox-pool")
+
+
+def _log() -> Any:
+    """Created per use: configure_logging() runs after this module is imported."""
+    return get_logger(component="sandbox-pool")
+
+
 _WORKER_WAIT_SECONDS = 30.0
 _SEND_ATTEMPTS = 3
 _MAX_RESULT_BYTES = 64 * 1024 * 1024
@@ -395,7 +401,7 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         SANDBOX_STEPS.labels(isolation="pool", outcome=outcome).inc()
         SANDBOX_STEP_SECONDS.labels(isolation="pool").observe(time.perf_counter() - started)
         if not result.success and result.error.code in ("LAMBDA_ERROR", "STEP_TIMEOUT"):
-            _log.warning(
+            _log().warning(
                 "sandbox_step_failed",
                 tenant_id=request.tenant_id,
                 session_id=request.session_id,
@@ -467,7 +473,7 @@ def serve(
         HARDENED_HEALTH_NAME,
         serving if not missing else health_pb2.HealthCheckResponse.NOT_SERVING,
     )
-    _log.info(
+    _log().info(
         "sandbox_pool_started",
         socket=socket_path,
         strict=strict,
@@ -483,7 +489,7 @@ def serve(
         if not front.alive:
             for name in ("", SERVICE_NAME, HARDENED_HEALTH_NAME):
                 health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-            _log.error("sandbox_zygote_exited", exit_code=front.process.poll())
+            _log().error("sandbox_zygote_exited", exit_code=front.process.poll())
             break
     health_servicer.enter_graceful_shutdown()
     server.stop(2).wait()
@@ -520,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             document_root=args.document_root or _str_or_none(settings.sandbox_document_root),
         )
     except PoolUnavailable as exc:
-        _log.error("sandbox_pool_refused", reason=str(exc))
+        _log().error("sandbox_pool_refused", reason=str(exc))
         return 1
 
 
