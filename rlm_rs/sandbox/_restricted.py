@@ -83,7 +83,34 @@ class _PostPass(ast.NodeTransformer):
         return ast.copy_location(call, node)
 
 
+_AUG_OPS: dict[type[ast.operator], str] = {
+    ast.Add: "+=", ast.Sub: "-=", ast.Mult: "*=", ast.Div: "/=", ast.FloorDiv: "//=",
+    ast.Mod: "%=", ast.Pow: "**=", ast.LShift: "<<=", ast.RShift: ">>=", ast.BitAnd: "&=",
+    ast.BitOr: "|=", ast.BitXor: "^=", ast.MatMult: "@=",
+}  # fmt: skip
+
+
 class StepTransformer(RestrictingNodeTransformer):
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
+        """`obj[key] op= value` (RestrictedPython refuses it; models write
+        `counts[word] += 1` all the time) becomes `_augitem_(obj, key, op, value)`,
+        evaluating obj and key once, through the same write and operator guards."""
+        target = node.target
+        if isinstance(target, ast.Subscript) and not isinstance(target.slice, ast.Slice):
+            call = ast.Call(
+                ast.Name("_augitem_", ast.Load()),
+                [
+                    self.visit(target.value),
+                    self.visit(target.slice),
+                    ast.Constant(_AUG_OPS[type(node.op)]),
+                    self.visit(node.value),
+                ],
+                [],
+            )
+            return ast.copy_location(ast.Expr(call), node)
+        result: Any = super().visit_AugAssign(node)
+        return result
+
     def visit_Module(self, node: ast.Module) -> ast.AST:
         result: Any = super().visit_Module(node)
         if not self.errors:
@@ -201,6 +228,10 @@ class Guards:
             raise TypeError(f"operator {op} is not supported")
         return function(target, value)
 
+    def augitem(self, obj: Any, key: Any, op: str, value: Any) -> None:
+        target = self.write(obj)
+        target[key] = self.inplacevar(op, target[key], value)
+
     @staticmethod
     def apply(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return function(*args, **kwargs)
@@ -313,4 +344,5 @@ class Guards:
             "_unpack_sequence_": guarded_unpack_sequence,
             "_tick_": self.rt.tick,
             "_binop_": self.binop,
+            "_augitem_": self.augitem,
         }

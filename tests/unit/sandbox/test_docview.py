@@ -1,0 +1,109 @@
+"""DocView reads: text, spans logged, bounds, find, regex, structure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlm_rs.v1.sandbox_pb2 import StepResult
+from tests.unit.sandbox.conftest import CORPUS, Runner, state_of, write_docs
+
+
+def spans(result: StepResult) -> list[tuple[int, int, int, str]]:
+    return [(s.doc_index, s.start_char, s.end_char, s.tag) for s in result.span_log]
+
+
+def test_slice_logs_span_with_tag(run: Runner) -> None:
+    result = run('state["t"] = context[0].slice(7, 13, tag="context:intro")')
+    assert result.success, result.error
+    assert state_of(result)["t"] == CORPUS[0][7:13]
+    assert spans(result) == [(0, 7, 13, "context:intro")]
+
+
+def test_getitem_supports_negative_and_open_bounds(run: Runner) -> None:
+    doc = CORPUS[1]
+    code = (
+        "d = context[1]\n"
+        "state['a'] = d[-10:]\nstate['b'] = d[:5]\nstate['c'] = d[3]\nstate['n'] = len(d)\n"
+        "state['e'] = d[50:20]\n"
+    )
+    result = run(code)
+    assert result.success, result.error
+    out = state_of(result)
+    assert (out["a"], out["b"], out["c"], out["n"], out["e"]) == (
+        doc[-10:],
+        doc[:5],
+        doc[3],
+        len(doc),
+        "",
+    )
+    assert spans(result) == [(1, len(doc) - 10, len(doc), ""), (1, 0, 5, ""), (1, 3, 4, "")]
+
+
+def test_multibyte_text_slices_by_characters(run: Runner) -> None:
+    doc = CORPUS[0]
+    start = doc.index("São")
+    result = run(f"state['x'] = context[0][{start}:{start + 9}]")
+    assert state_of(result)["x"] == doc[start : start + 9] == "São Paulo"
+
+
+def test_find_returns_hits_with_positions_and_logs_each(run: Runner) -> None:
+    doc = CORPUS[0]
+    result = run("state['hits'] = context[0].find('Zürich')")
+    hits = state_of(result)["hits"]
+    start = doc.index("Zürich")
+    assert hits == [{"start_char": start, "end_char": start + 6, "text": "Zürich"}]
+    assert spans(result) == [(0, start, start + 6, "")]
+
+
+def test_find_respects_range_and_max_hits(run: Runner) -> None:
+    result = run("state['h'] = context[1].find('a', start=10, end=60, max_hits=2)")
+    hits = state_of(result)["h"]
+    assert len(hits) == 2 and all(10 <= h["start_char"] < 60 for h in hits)
+    expected = [i for i in range(10, 60) if CORPUS[1][i] == "a"][:2]
+    assert [h["start_char"] for h in hits] == expected
+
+
+def test_regex_returns_groups(run: Runner) -> None:
+    result = run(r"state['m'] = context[0].regex(r'(\d+)% to \$(\d+\.\d)M')")
+    (match,) = state_of(result)["m"]
+    assert match["groups"] == ["12", "4.2"]
+    assert CORPUS[0][match["start_char"] : match["end_char"]] == match["text"]
+
+
+def test_regex_redos_is_bounded_by_its_timeout(run: Runner, tmp_path: Path) -> None:
+    directory = tmp_path / "redos"
+    directory.mkdir()
+    docs = write_docs(directory, ["a" * 60 + "!"])
+    result = run("context[0].regex(r'(a|aa)+$')", docs=docs, max_regex_seconds=0.2)
+    assert not result.success
+    assert result.error.code == "SANDBOX_RUNTIME_ERROR"
+    assert "regex timed out" in result.error.message
+    assert result.duration_ms < 10_000  # stopped by the timeout, not by luck
+
+
+def test_sections_and_page_spans_come_from_meta(run: Runner) -> None:
+    result = run("state['s'] = context[0].sections()\nstate['p'] = context[0].page_spans()")
+    out = state_of(result)
+    assert [(s["title"], s["level"]) for s in out["s"]] == [
+        ("Revenue", 1),
+        ("Lisbon", 2),
+        ("Risks", 1),
+    ]
+    assert out["p"][1] == {"page_num": 2, "start_char": 111, "end_char": 160}
+    assert spans(result) == []  # positions only: no text read
+
+
+def test_document_without_meta_has_no_sections(run: Runner) -> None:
+    result = run("state['s'] = context[1].sections()\nstate['p'] = context[1].page_spans()")
+    assert state_of(result) == {"s": [], "p": []}
+
+
+def test_context_iterates_documents(run: Runner) -> None:
+    result = run("state['names'] = [d.name for d in context]\nstate['n'] = len(context)")
+    assert state_of(result) == {"names": ["file0.txt", "file1.txt"], "n": 2}
+
+
+def test_span_limit_ends_the_step(run: Runner) -> None:
+    result = run("for i in range(10):\n    context[0][i:i+1]", max_spans_per_step=5)
+    assert not result.success
+    assert result.error.code == "BUDGET_EXCEEDED"

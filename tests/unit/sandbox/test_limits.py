@@ -1,0 +1,87 @@
+"""Per-step limits: lines, stdout, wall clock; none can be caught by the step."""
+
+from __future__ import annotations
+
+from tests.unit.sandbox.conftest import Runner, state_of
+
+
+def test_line_limit_stops_an_endless_loop(run: Runner) -> None:
+    result = run("while True:\n    pass", max_instructions=10_000)
+    assert result.error.code == "SANDBOX_LINE_LIMIT"
+    assert result.instructions_executed == 10_001
+
+
+def test_line_limit_cannot_be_caught_or_outlived_by_finally(run: Runner) -> None:
+    code = (
+        "try:\n    while True:\n        pass\n"
+        "except:\n    state['caught'] = 1\n"
+        "finally:\n    state['finally'] = 1\n    print('escaped')\n"
+        "state['after'] = 1\n"
+    )
+    result = run(code, max_instructions=1_000)
+    assert result.error.code == "SANDBOX_LINE_LIMIT"
+    assert result.stdout == ""
+    assert state_of(result) == {}
+
+
+def test_exception_handler_cannot_catch_the_limit(run: Runner) -> None:
+    code = (
+        "def spin():\n    while True:\n        pass\n"
+        "for attempt in range(3):\n    try:\n        spin()\n    except Exception:\n"
+        "        print('caught', attempt)\n"
+    )
+    result = run(code, max_instructions=500)
+    assert result.error.code == "SANDBOX_LINE_LIMIT" and result.stdout == ""
+
+
+def test_comprehensions_and_builtins_count_iterations(run: Runner) -> None:
+    for code in [
+        "x = [i for i in range(10**9)]",
+        "x = sum(range(10**9))",
+        "x = sorted(range(10**9))",
+        "x = list(range(10**9))",
+        "x = max(i for i in range(10**9))",
+    ]:
+        result = run(code, max_instructions=5_000)
+        assert result.error.code == "SANDBOX_LINE_LIMIT", code
+
+
+def test_wall_clock_limit_in_process(run: Runner) -> None:
+    result = run("while True:\n    pass", max_step_seconds=0.2, max_instructions=10**12)
+    assert result.error.code == "STEP_TIMEOUT"
+
+
+def test_stdout_is_truncated(run: Runner) -> None:
+    result = run("for i in range(100):\n    print('line', i)", max_stdout_chars=50)
+    assert result.success
+    assert len(result.stdout) == 50 and result.stdout_truncated
+    assert result.stdout.startswith("line 0\nline 1\n")
+
+
+def test_memory_bombs_are_refused_before_allocating(run: Runner) -> None:
+    for code in ["x = 'a' * 10**10", "x = [0] * 10**10", "x = 10 ** 10**7", "x = 1 << 10**9",
+                 "x = pow(7, 10**8)", "s = 'ab' * 10**6\ns *= 10**5"]:  # fmt: skip
+        result = run(code)
+        assert result.error.code == "SANDBOX_RUNTIME_ERROR", code
+        assert "MemoryError" in result.error.message
+
+
+def test_source_length_is_capped_before_parsing(run: Runner) -> None:
+    result = run("x = 1\n" * 1000, max_code_chars=100)
+    assert result.error.code == "SANDBOX_AST_REJECTED"
+
+
+def test_compile_bombs_are_rejected_cleanly(run: Runner) -> None:
+    for code in ["x = " + "(" * 200_000 + ")" * 200_000, "x = 1" + "+1" * 100_000,
+                 "x = " + "-" * 100_000 + "1"]:  # fmt: skip
+        result = run(code, max_code_chars=1_000_000)
+        assert not result.success
+        assert result.error.code == "SANDBOX_AST_REJECTED", result.error
+
+
+def test_runtime_error_reports_line_and_keeps_state(run: Runner) -> None:
+    result = run("state['a'] = 1\nprint('before')\nx = undefined_name", state={"old": 1})
+    assert result.error.code == "SANDBOX_RUNTIME_ERROR"
+    assert "NameError" in result.error.message and "(line 3)" in result.error.message
+    assert result.stdout == "before\n"
+    assert state_of(result) == {"old": 1}
