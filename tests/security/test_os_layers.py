@@ -353,3 +353,20 @@ def test_front_refuses_documents_outside_the_document_root(tmp_path: object) -> 
         doc = ContextDocument(doc_index=0, text_path=inside)
         code = "import os\nprint(os.pread(4, 2, 0).decode())"
         assert run(pool, code, context_manifest=[doc]).stdout.strip() == "ok"
+
+
+def test_cgroup_oom_kill_is_a_clean_error_and_the_pool_goes_on() -> None:
+    # layer: cgroup_memory. The pool's group is small here (16 MiB per slot + the
+    # zygote's allowance); touching 600 MiB gets the worker, never the zygote, killed.
+    from rlm_rs.sandbox.client import temporary_pool
+    from rlm_rs.sandbox.pool.server import pool_policy
+
+    policy = pool_policy()
+    policy.cgroup_memory_mib = 16
+    with temporary_pool(policy, allow_unsafe=True) as pool:
+        result = run(pool, "x = b'a' * (600 * 2**20)\nprint(len(x))", seconds=20)
+        assert result.error.code == "LAMBDA_ERROR"
+        assert killed_by(result) == "SIGKILL"
+        assert json.loads(result.error.details_json)["oom"] is True
+        assert "OOM" in result.error.message
+        assert run(pool, "print('alive')").stdout.strip() == "alive"

@@ -80,7 +80,6 @@ class Worker:
     deadline: float = 0.0
     dispatched_at: float = 0.0
     forked_at: float = 0.0
-    oom_kills_before: int = 0
     timed_out: bool = False
     kill_at: float = 0.0
     fate_waiters: list[int] = field(default_factory=list)
@@ -132,6 +131,7 @@ class Zygote:
         self.layers: list[dict[str, Any]] = []
         self.steps_total = 0
         self.workers_failed_total = 0
+        self.oom_kills_seen = self.cgroups.oom_kills()
         self.consecutive_failures = 0
         self.spawn_after = 0.0
         self.timing = {
@@ -262,7 +262,6 @@ class Zygote:
             return  # already dead: the front will ask for its fate
         now = time.monotonic()
         worker.state, worker.dispatched_at, worker.deadline = "busy", now, now + seconds
-        worker.oom_kills_before = self.cgroups.oom_kills()
 
     def _on_fate_query(self, req_id: int, pid: int) -> None:
         fate = self.fates.pop(pid, None)
@@ -299,12 +298,12 @@ class Zygote:
     def _reaped(self, worker: Worker, status: int) -> None:
         if worker.sock is not None:
             self._forget_socket(worker)
-        oom = (
-            os.WIFSIGNALED(status)
-            and os.WTERMSIG(status) == signal.SIGKILL
-            and not worker.timed_out
-            and self.cgroups.oom_kills() > worker.oom_kills_before
-        )
+        oom = False
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            # Read the cgroup's OOM counter only for a SIGKILL we did not send.
+            kills = self.cgroups.oom_kills()
+            oom = kills > self.oom_kills_seen and not worker.timed_out
+            self.oom_kills_seen = kills
         answered = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         if worker.state == "busy" or (worker.state == "handed" and answered):
             # "handed" + exit 0: the step finished before its DISPATCH arrived.
