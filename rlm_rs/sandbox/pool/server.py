@@ -438,7 +438,6 @@ def serve(
         strict=strict,
         allow_unsafe=allow_unsafe,
         document_root=document_root,
-        step_module=os.environ.get("RLM_SANDBOX_STEP_MODULE") if allow_unsafe else None,
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max(8, policy.pool_size * 2 + 4)),
