@@ -18,6 +18,10 @@ from typing import Any
 from rlm_rs.canonical import CHECKPOINT_INTERVAL, build_offsets
 
 
+# Linux maps up to this many bytes around a faulting page (fault_around_bytes).
+_FAULT_AROUND_BYTES = 64 * 1024
+
+
 class TextFile:
     """Character-addressed view of an mmapped canonical UTF-8 text."""
 
@@ -26,6 +30,10 @@ class TextFile:
         self._map: mmap.mmap | None = (
             mmap.mmap(text_fd, size, access=mmap.ACCESS_READ) if size else None
         )
+        if self._map is not None:
+            # Reads are random and small: no read-ahead or fault-around that
+            # would map pages this process never asked for.
+            self._map.madvise(mmap.MADV_RANDOM)
         self.byte_length = size
         if offsets is None:
             offsets = _scan_offsets(self._map, size)
@@ -92,7 +100,16 @@ class TextFile:
     def _raw(self, start_byte: int, end_byte: int) -> bytes:
         if self._map is None or end_byte <= start_byte:
             return b""
-        return self._map[start_byte:end_byte]
+        data = self._map[start_byte:end_byte]
+        # Drop the pages from this process's resident set once copied: the
+        # page cache keeps them, but a step reading a 100 MB document stays
+        # within a few MB of an empty step. The window is widened to the
+        # kernel's fault-around granule, which maps neighbouring pages too.
+        window_start = start_byte - start_byte % _FAULT_AROUND_BYTES
+        window_end = min(end_byte + _FAULT_AROUND_BYTES - 1, self.byte_length)
+        window_end -= window_end % _FAULT_AROUND_BYTES if window_end < self.byte_length else 0
+        self._map.madvise(mmap.MADV_DONTNEED, window_start, window_end - window_start)
+        return data
 
     # --- reading ---------------------------------------------------------------
 
