@@ -17,7 +17,6 @@ from typing import Any
 
 from rlm_rs.canonical import CHECKPOINT_INTERVAL, build_offsets
 
-
 # Linux maps up to this many bytes around a faulting page (fault_around_bytes).
 _FAULT_AROUND_BYTES = 64 * 1024
 
