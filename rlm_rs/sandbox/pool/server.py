@@ -91,9 +91,10 @@ def pool_policy(settings: Settings | None = None) -> SandboxPolicy:
     return with_defaults(policy)
 
 
-def merge_limits(requested: SandboxPolicy, pool: SandboxPolicy) -> SandboxPolicy:
+def merge_limits(requested: SandboxPolicy | None, pool: SandboxPolicy) -> SandboxPolicy:
     """A request's limits as the pool will run them: step limits filled with
-    defaults and capped at the pool's, hardening fields replaced by the pool's."""
+    defaults and capped at the pool's, hardening fields replaced by the pool's.
+    `None` (the request set no limits) means the defaults, as in-process."""
     merged = with_defaults(requested)
     for name in _CAPPED_STEP_FIELDS:
         ceiling = getattr(pool, name)
@@ -296,7 +297,8 @@ class PoolFront:
                 "VALIDATION_ERROR",
                 f"unsafe_disable_policy_layers is refused unless the pool runs with {UNSAFE_ENV}=1",
             )
-        limits = merge_limits(request.limits, self.policy)
+        requested = request.limits if request.HasField("limits") else None
+        limits = merge_limits(requested, self.policy)
         outgoing = StepRequest()
         outgoing.CopyFrom(request)
         outgoing.limits.CopyFrom(limits)
