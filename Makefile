@@ -9,8 +9,12 @@ deps:
 	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3 -m pip install --user --quiet uv
 	$(UV) sync --frozen
 
+# Until `rlm-rs up` lands (issue 6) the appliance is its hardened sandbox:
+# report the isolation layers, then run a demo step through a fresh pool.
 up: deps
-	$(UV) run --frozen rlm-rs up --demo
+	$(UV) run --frozen rlm-rs sandbox doctor
+	$(UV) run --frozen rlm-rs sandbox run --code examples/quickstart_step.py \
+		--doc examples/corpus/annual_report.txt
 
 test: deps
 	$(UV) run --frozen pytest -q
