@@ -51,3 +51,30 @@ def test_result_is_plain_json_with_state_as_an_object() -> None:
     assert out["error"]["details"] == {"s": 1}
     assert out["span_log"][0]["end_char"] == 4
     assert out["success"] is False
+
+
+def test_handler_runs_a_step_with_documents_as_fds(tmp_path: object) -> None:
+    import os
+
+    from rlm_rs.sandbox.lambda_handler import handler
+
+    path = os.path.join(str(tmp_path), "d0.txt")
+    with open(path, "w") as f:
+        f.write("hello lambda")
+    event = {
+        "tenant_id": "t",
+        "turn_index": 1,
+        "code": "print(context[0][0:5])\nstate['seen'] = True",
+        "state": {"work": {}},
+        "context_manifest": [{"doc_index": 0, "doc_id": "d0", "text_path": path}],
+    }
+    out = handler(event)
+    assert out["success"] is True, out["error"]
+    assert out["stdout"] == "hello\n"
+    assert out["state"] == {"work": {}, "seen": True}
+    assert out["isolation"] == "lambda"
+    assert out["span_log"] == [{"doc_index": 0, "start_char": 0, "end_char": 5, "tag": ""}]
+    escaped = handler({**event, "code": "import os"})
+    assert escaped["error"]["code"] == "SANDBOX_AST_REJECTED"
+    missing = handler({**event, "context_manifest": [{"doc_index": 0, "text_path": "/nope"}]})
+    assert missing["error"]["code"] == "S3_READ_ERROR"
