@@ -68,6 +68,7 @@ def main(sock_fd: int, ctx: WorkerContext, probe: bool) -> NoReturn:
         request = StepRequest.FromString(frame.payload[RUN_PREFIX.size :])
         if not report.get("rlimits"):
             _rlimits.size_for_documents(ctx.policy, ctx.base_vsz_bytes, document_bytes)
+            _rlimits.fit_open_files(ctx.policy, frame.fds)
         result = _run(ctx, request, frame.fds)
         _wire.send_frame(sock, _wire.RESULT, frame.req_id, result.SerializeToString())
     except BaseException:

@@ -307,6 +307,15 @@ class PoolFront:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             return error_result(request, "S3_READ_ERROR", f"document not readable: {reason}")
+        if len(fds) > _wire.MAX_FDS_PER_FRAME:
+            _close(fds)
+            return error_result(
+                request,
+                "VALIDATION_ERROR",
+                f"a step takes at most {_wire.MAX_FDS_PER_FRAME} document files "
+                "(text, offsets, meta) per step",
+                files=len(fds),
+            )
         seconds = limits.max_step_seconds
         payload = RUN_PREFIX.pack(seconds, document_bytes) + outgoing.SerializeToString()
         try:
