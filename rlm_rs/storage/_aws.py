@@ -1,0 +1,301 @@
+"""AWS backend: DynamoDB items + S3 objects through boto3.
+
+Items keep the SPEC §7 key attributes (PK, SK) and every other attribute
+natively (numbers as DynamoDB N); one global secondary index GSI1 on GSI1PK
+serves look-up of a session or an execution by its id. `ttl_epoch` is the
+table's TTL attribute. Works against AWS, LocalStack or moto's server
+(`AWS_ENDPOINT_URL`). Conditional writes map to ConditionExpressions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from rlm_rs.errors import RlmError
+from rlm_rs.storage.interfaces import TABLES, BlobInfo, Condition, Item, conflict, validate_key
+
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+_CONFIG = Config(
+    retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30
+)
+
+
+def _to_ddb(item: Item) -> dict[str, Any]:
+    plain = json.loads(json.dumps(item), parse_float=Decimal)
+    return {k: _SERIALIZER.serialize(v) for k, v in plain.items()}
+
+
+def _from_ddb(raw: dict[str, Any]) -> Item:
+    value = {k: _DESERIALIZER.deserialize(v) for k, v in raw.items()}
+    result: Item = json.loads(json.dumps(value, default=_decimal))
+    return result
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _is_condition_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class DynamoItemStore:
+    def __init__(
+        self, *, region: str, table_prefix: str = "rlm_", endpoint_url: str | None = None
+    ) -> None:
+        self.prefix = table_prefix
+        self.client = boto3.client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=_CONFIG
+        )
+
+    def _table(self, table: str) -> str:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        return f"{self.prefix}{table}"
+
+    def create_tables(self) -> None:
+        existing: set[str] = set()
+        for page in self.client.get_paginator("list_tables").paginate():
+            existing.update(page.get("TableNames", []))
+        for table in TABLES:
+            name = self._table(table)
+            if name in existing:
+                continue
+            try:
+                self.client.create_table(
+                    TableName=name,
+                    BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[
+                        {"AttributeName": a, "AttributeType": "S"} for a in ("PK", "SK", "GSI1PK")
+                    ],
+                    KeySchema=[
+                        {"AttributeName": "PK", "KeyType": "HASH"},
+                        {"AttributeName": "SK", "KeyType": "RANGE"},
+                    ],
+                    GlobalSecondaryIndexes=[
+                        {
+                            "IndexName": "GSI1",
+                            "KeySchema": [{"AttributeName": "GSI1PK", "KeyType": "HASH"}],
+                            "Projection": {"ProjectionType": "ALL"},
+                        }
+                    ],
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ResourceInUseException":
+                    raise
+            self.client.get_waiter("table_exists").wait(TableName=name)
+            self.client.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl_epoch"},
+            )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def put(self, table: str, item: Item, *, if_absent: bool = False) -> Item:
+        stored = {**item, "version": 1}
+        kwargs: dict[str, Any] = {"TableName": self._table(table), "Item": _to_ddb(stored)}
+        if if_absent:
+            kwargs["ConditionExpression"] = "attribute_not_exists(PK)"
+        try:
+            self.client.put_item(**kwargs)
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise conflict("item already exists", pk=item["PK"], sk=item["SK"]) from None
+            raise
+        return stored
+
+    def get(self, table: str, pk: str, sk: str) -> Item | None:
+        response = self.client.get_item(
+            TableName=self._table(table),
+            Key={"PK": {"S": pk}, "SK": {"S": sk}},
+            ConsistentRead=True,
+        )
+        raw = response.get("Item")
+        return _from_ddb(raw) if raw else None
+
+    def _paged_query(self, **kwargs: Any) -> list[Item]:
+        items: list[Item] = []
+        for page in self.client.get_paginator("query").paginate(**kwargs):
+            items.extend(_from_ddb(raw) for raw in page.get("Items", []))
+        return items
+
+    def query(self, table: str, pk: str, sk_prefix: str = "") -> list[Item]:
+        expression = "PK = :pk"
+        values: dict[str, Any] = {":pk": {"S": pk}}
+        if sk_prefix:
+            expression += " AND begins_with(SK, :sk)"
+            values[":sk"] = {"S": sk_prefix}
+        return self._paged_query(
+            TableName=self._table(table),
+            KeyConditionExpression=expression,
+            ExpressionAttributeValues=values,
+            ConsistentRead=True,
+        )
+
+    def query_index(self, table: str, gsi1pk: str) -> list[Item]:
+        items = self._paged_query(
+            TableName=self._table(table),
+            IndexName="GSI1",
+            KeyConditionExpression="GSI1PK = :g",
+            ExpressionAttributeValues={":g": {"S": gsi1pk}},
+        )
+        return sorted(items, key=lambda item: str(item.get("SK", "")))
+
+    def update(
+        self, table: str, pk: str, sk: str, changes: Item, *, condition: Condition | None = None
+    ) -> Item:
+        names: dict[str, str] = {"#version": "version"}
+        values: dict[str, Any] = {":one": {"N": "1"}}
+        sets = ["#version = #version + :one"]
+        for index, (key, value) in enumerate(changes.items()):
+            if key in ("PK", "SK", "version"):
+                continue
+            names[f"#a{index}"] = key
+            values[f":a{index}"] = _to_ddb({"v": value})["v"]
+            sets.append(f"#a{index} = :a{index}")
+        conditions = ["attribute_exists(PK)"]
+        condition = condition or Condition()
+        if condition.version is not None:
+            values[":expected"] = {"N": str(condition.version)}
+            conditions.append("#version = :expected")
+        if condition.attr_in is not None:
+            attr, allowed = condition.attr_in
+            names["#cond"] = attr
+            placeholders = []
+            for index, allowed_value in enumerate(allowed):
+                values[f":in{index}"] = _to_ddb({"v": allowed_value})["v"]
+                placeholders.append(f":in{index}")
+            conditions.append(f"#cond IN ({', '.join(placeholders)})")
+        if condition.lease_free_for is not None:
+            owner, now = condition.lease_free_for
+            names["#lo"], names["#lu"] = "lease_owner", "lease_until"
+            values[":owner"] = {"S": owner}
+            values[":now"] = {"N": repr(float(now))}
+            conditions.append(
+                "(attribute_not_exists(#lo) OR #lo = :owner OR attribute_not_exists(#lu) "
+                "OR #lu <= :now)"
+            )
+        try:
+            response = self.client.update_item(
+                TableName=self._table(table),
+                Key={"PK": {"S": pk}, "SK": {"S": sk}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=" AND ".join(conditions),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise conflict("conditional update failed", pk=pk, sk=sk) from None
+            raise
+        return _from_ddb(response["Attributes"])
+
+    def delete(self, table: str, pk: str, sk: str) -> None:
+        self.client.delete_item(
+            TableName=self._table(table), Key={"PK": {"S": pk}, "SK": {"S": sk}}
+        )
+
+
+class S3BlobStore:
+    def __init__(self, *, bucket: str, region: str, endpoint_url: str | None = None) -> None:
+        self.bucket = bucket
+        self.region = region
+        self.client = boto3.client(
+            "s3", region_name=region, endpoint_url=endpoint_url, config=_CONFIG
+        )
+
+    def create_bucket(self) -> None:
+        try:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket}
+            if self.region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            self.client.create_bucket(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in (
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            ):
+                raise
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{validate_key(key)}"
+
+    def put(self, key: str, data: bytes, content_type: str = "") -> BlobInfo:
+        validate_key(key)
+        existing = self.head(key)
+        if existing is not None:
+            if existing.size == len(data) and self.get(key) == data:
+                return existing
+            raise conflict("object keys are immutable", key=key)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data}
+        if content_type:
+            kwargs["ContentType"] = content_type
+        response = self.client.put_object(**kwargs)
+        return BlobInfo(key=key, size=len(data), etag=str(response.get("ETag", "")).strip('"'))
+
+    def _read_error(self, key: str, exc: ClientError) -> RlmError:
+        return RlmError(
+            "S3_READ_ERROR",
+            f"could not read object {key!r}",
+            {"key": key, "reason": exc.response.get("Error", {}).get("Code", "")},
+        )
+
+    def get(self, key: str) -> bytes:
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return body
+        except ClientError as exc:
+            raise self._read_error(key, exc) from None
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object."""
+        if end <= start:
+            return b""
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+            )
+            body: bytes = response["Body"].read()
+            return body
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""
+            raise self._read_error(key, exc) from None
+
+    def head(self, key: str) -> BlobInfo | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=validate_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return BlobInfo(
+            key=key, size=int(response["ContentLength"]), etag=str(response["ETag"]).strip('"')
+        )
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            for entry in page.get("Contents", []):
+                yield str(entry["Key"])
+
+    def local_path(self, key: str) -> Path | None:
+        return None

@@ -1,0 +1,243 @@
+"""Embedded backend: SQLite (WAL) items + a local blob directory, one data dir.
+
+Durable across restarts and safe with several processes on one machine
+(control plane, ingestion worker, CLI): every write is one SQLite transaction
+(`BEGIN IMMEDIATE`, synchronous=FULL), every blob is written to a temporary
+file, fsynced and renamed into place, so a killed writer leaves either the
+whole record or nothing. Never hold a connection across a fork.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rlm_rs.errors import RlmError
+from rlm_rs.storage.interfaces import TABLES, BlobInfo, Condition, Item, conflict, validate_key
+
+_BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteItemStore:
+    def __init__(self, path: Path, table_prefix: str = "rlm_") -> None:
+        self.path = path
+        self.prefix = table_prefix
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _table(self, table: str) -> str:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        return f'"{self.prefix}{table}"'
+
+    def create_tables(self) -> None:
+        conn = self._conn()
+        for table in TABLES:
+            name = self._table(table)
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} (pk TEXT NOT NULL, sk TEXT NOT NULL, "
+                "gsi1pk TEXT, body TEXT NOT NULL, PRIMARY KEY (pk, sk))"
+            )
+            index = f'"{self.prefix}{table}_gsi1"'
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {name} (gsi1pk)")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._conn())
+
+    @staticmethod
+    def _load(body: str) -> Item:
+        item: Item = json.loads(body)
+        return item
+
+    def put(self, table: str, item: Item, *, if_absent: bool = False) -> Item:
+        stored = {**item, "version": 1}
+        body = json.dumps(stored, sort_keys=True)
+        with self._write() as conn:
+            if if_absent:
+                row = conn.execute(
+                    f"SELECT 1 FROM {self._table(table)} WHERE pk=? AND sk=?",
+                    (item["PK"], item["SK"]),
+                ).fetchone()
+                if row:
+                    raise conflict("item already exists", pk=item["PK"], sk=item["SK"])
+            conn.execute(
+                f"INSERT OR REPLACE INTO {self._table(table)} (pk, sk, gsi1pk, body) "
+                "VALUES (?, ?, ?, ?)",
+                (item["PK"], item["SK"], item.get("GSI1PK"), body),
+            )
+        return stored
+
+    def get(self, table: str, pk: str, sk: str) -> Item | None:
+        row = (
+            self._conn()
+            .execute(f"SELECT body FROM {self._table(table)} WHERE pk=? AND sk=?", (pk, sk))
+            .fetchone()
+        )
+        return self._load(row[0]) if row else None
+
+    def query(self, table: str, pk: str, sk_prefix: str = "") -> list[Item]:
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT body FROM {self._table(table)} WHERE pk=? AND substr(sk, 1, ?)=? "
+                "ORDER BY sk",
+                (pk, len(sk_prefix), sk_prefix),
+            )
+            .fetchall()
+        )
+        return [self._load(r[0]) for r in rows]
+
+    def query_index(self, table: str, gsi1pk: str) -> list[Item]:
+        rows = (
+            self._conn()
+            .execute(f"SELECT body FROM {self._table(table)} WHERE gsi1pk=? ORDER BY sk", (gsi1pk,))
+            .fetchall()
+        )
+        return [self._load(r[0]) for r in rows]
+
+    def update(
+        self, table: str, pk: str, sk: str, changes: Item, *, condition: Condition | None = None
+    ) -> Item:
+        name = self._table(table)
+        with self._write() as conn:
+            row = conn.execute(f"SELECT body FROM {name} WHERE pk=? AND sk=?", (pk, sk)).fetchone()
+            current = self._load(row[0]) if row else None
+            if current is None or not (condition or Condition()).holds(current):
+                raise conflict("conditional update failed", pk=pk, sk=sk)
+            updated = {**current, **changes, "version": int(current.get("version", 0)) + 1}
+            conn.execute(
+                f"UPDATE {name} SET body=?, gsi1pk=? WHERE pk=? AND sk=?",
+                (json.dumps(updated, sort_keys=True), updated.get("GSI1PK"), pk, sk),
+            )
+        return updated
+
+    def delete(self, table: str, pk: str, sk: str) -> None:
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM {self._table(table)} WHERE pk=? AND sk=?", (pk, sk))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one serialised write."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+class LocalBlobStore:
+    """Objects as files under root/<bucket>/<key>, written atomically."""
+
+    def __init__(self, root: Path, bucket: str) -> None:
+        self.bucket = bucket
+        self.root = root / bucket
+
+    def create_bucket(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{validate_key(key)}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str = "") -> BlobInfo:
+        path = self._path(key)
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        existing = self.head(key)
+        if existing is not None:
+            if existing.etag == etag and existing.size == len(data):
+                return existing  # same bytes: idempotent
+            raise conflict("object keys are immutable", key=key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(tmp, path)  # fails if another writer won the race
+        except FileExistsError:
+            if self.get(key) != data:
+                raise conflict("object keys are immutable", key=key) from None
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(path.parent)
+        return BlobInfo(key=key, size=len(data), etag=etag)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise RlmError("S3_READ_ERROR", f"no object {key!r}", {"key": key}) from None
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object."""
+        try:
+            with self._path(key).open("rb") as handle:
+                handle.seek(start)
+                return handle.read(max(end - start, 0))
+        except FileNotFoundError:
+            raise RlmError("S3_READ_ERROR", f"no object {key!r}", {"key": key}) from None
+
+    def head(self, key: str) -> BlobInfo | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return BlobInfo(key=key, size=path.stat().st_size, etag=digest.hexdigest())
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        if not self.root.exists():
+            return iter(())
+        keys = sorted(
+            str(p.relative_to(self.root))
+            for p in self.root.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
+        return iter([k for k in keys if k.startswith(prefix)])
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,259 @@
+"""Typed access to the six tables of SPEC §7: the only place keys are built.
+
+Every read that a tenant can trigger takes the tenant id and checks it: a
+record of another tenant is reported exactly like a missing one. Status
+transitions and leases are conditional writes, so two processes can never
+both win. Timestamps are RFC 3339 UTC strings; `ttl_epoch` follows the
+session's expiry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from datetime import UTC, datetime
+
+from rlm_rs.errors import RlmError
+from rlm_rs.storage.interfaces import Condition, Item, ItemStore
+
+API_KEY_PREFIX = "rlm_key_"
+
+SESSION_STATUSES = ("CREATING", "READY", "FAILED", "EXPIRED", "DELETING")
+INGEST_STATUSES = ("REGISTERED", "PARSING", "PARSED", "INDEXING", "INDEXED", "FAILED")
+EXECUTION_STATUSES = (
+    "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED",
+    "CANCELLED",
+)  # fmt: skip
+
+
+def now_iso(epoch: float | None = None) -> str:
+    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def _public(item: Item | None) -> Item | None:
+    """The record without storage keys."""
+    if item is None:
+        return None
+    return {k: v for k, v in item.items() if k not in ("PK", "SK", "GSI1PK")}
+
+
+class MetadataStore:
+    def __init__(self, items: ItemStore, api_key_pepper: bytes) -> None:
+        self.items = items
+        self._pepper = api_key_pepper
+
+    # --- sessions ---------------------------------------------------------------
+    def put_session(self, record: Item) -> Item:
+        tenant, session_id = record["tenant_id"], record["session_id"]
+        item = {
+            **record,
+            "PK": f"TENANT#{tenant}",
+            "SK": f"SESSION#{session_id}",
+            "GSI1PK": f"SESSION#{session_id}",
+        }
+        return _public(self.items.put("sessions", item, if_absent=True)) or {}
+
+    def get_session(self, tenant_id: str, session_id: str) -> Item:
+        item = self.items.get("sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}")
+        if item is None:
+            raise RlmError("SESSION_NOT_FOUND", "session not found", {"session_id": session_id})
+        return _public(item) or {}
+
+    def find_session(self, session_id: str) -> Item | None:
+        """A session by id alone (internal: workers that hold no tenant)."""
+        found = self.items.query_index("sessions", f"SESSION#{session_id}")
+        return _public(found[0]) if found else None
+
+    def list_sessions(self, tenant_id: str, status: str | None = None) -> list[Item]:
+        items = self.items.query("sessions", f"TENANT#{tenant_id}", "SESSION#")
+        return [_public(i) or {} for i in items if status is None or i.get("status") == status]
+
+    def update_session(
+        self,
+        tenant_id: str,
+        session_id: str,
+        changes: Item,
+        *,
+        from_statuses: tuple[str, ...] | None = None,
+        expected_version: int | None = None,
+    ) -> Item:
+        condition = Condition(
+            version=expected_version,
+            attr_in=("status", from_statuses) if from_statuses else None,
+        )
+        return _public(
+            self.items.update(
+                "sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}", changes,
+                condition=condition,
+            )
+        ) or {}  # fmt: skip
+
+    # --- documents ----------------------------------------------------------------
+    def put_document(self, record: Item) -> Item:
+        item = {**record, "PK": f"SESSION#{record['session_id']}", "SK": f"DOC#{record['doc_id']}"}
+        return _public(self.items.put("documents", item, if_absent=True)) or {}
+
+    def list_documents(self, session_id: str) -> list[Item]:
+        docs = [
+            _public(i) or {} for i in self.items.query("documents", f"SESSION#{session_id}", "DOC#")
+        ]
+        return sorted(docs, key=lambda d: int(d.get("doc_index", 0)))
+
+    def get_document(self, session_id: str, doc_id: str) -> Item | None:
+        return _public(self.items.get("documents", f"SESSION#{session_id}", f"DOC#{doc_id}"))
+
+    def update_document(
+        self,
+        session_id: str,
+        doc_id: str,
+        changes: Item,
+        *,
+        from_statuses: tuple[str, ...] | None = None,
+    ) -> Item:
+        condition = Condition(attr_in=("ingest_status", from_statuses) if from_statuses else None)
+        return _public(
+            self.items.update(
+                "documents", f"SESSION#{session_id}", f"DOC#{doc_id}", changes,
+                condition=condition,
+            )
+        ) or {}  # fmt: skip
+
+    # --- executions ----------------------------------------------------------------
+    def put_execution(self, record: Item) -> Item:
+        execution_id = record["execution_id"]
+        item = {
+            **record,
+            "PK": f"SESSION#{record['session_id']}",
+            "SK": f"EXEC#{execution_id}",
+            "GSI1PK": f"EXEC#{execution_id}",
+        }
+        return _public(self.items.put("executions", item, if_absent=True)) or {}
+
+    def get_execution(self, tenant_id: str, execution_id: str) -> Item:
+        found = self.items.query_index("executions", f"EXEC#{execution_id}")
+        if not found or found[0].get("tenant_id") != tenant_id:
+            raise RlmError(
+                "EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id}
+            )
+        return _public(found[0]) or {}
+
+    def update_execution(
+        self,
+        session_id: str,
+        execution_id: str,
+        changes: Item,
+        *,
+        from_statuses: tuple[str, ...] | None = None,
+        expected_version: int | None = None,
+        lease_owner: str | None = None,
+    ) -> Item:
+        condition = Condition(
+            version=expected_version,
+            attr_in=("status", from_statuses) if from_statuses else None,
+            lease_free_for=(lease_owner, time.time()) if lease_owner else None,
+        )
+        return _public(
+            self.items.update(
+                "executions", f"SESSION#{session_id}", f"EXEC#{execution_id}", changes,
+                condition=condition,
+            )
+        ) or {}  # fmt: skip
+
+    # --- leases (on any record: documents, executions) ------------------------------------
+    def acquire_lease(
+        self, table: str, pk: str, sk: str, owner: str, ttl_seconds: float
+    ) -> Item | None:
+        """Take or renew the record's lease; None when another owner holds a live one."""
+        now = time.time()
+        try:
+            return self.items.update(
+                table, pk, sk,
+                {"lease_owner": owner, "lease_until": now + ttl_seconds},
+                condition=Condition(lease_free_for=(owner, now)),
+            )  # fmt: skip
+        except RlmError as exc:
+            if exc.code == "CONFLICT":
+                return None
+            raise
+
+    def release_lease(self, table: str, pk: str, sk: str, owner: str) -> bool:
+        try:
+            self.items.update(
+                table, pk, sk, {"lease_owner": "", "lease_until": 0},
+                condition=Condition(lease_free_for=(owner, time.time())),
+            )  # fmt: skip
+        except RlmError as exc:
+            if exc.code == "CONFLICT":
+                return False
+            raise
+        return True
+
+    # --- API keys -------------------------------------------------------------------
+    def hash_api_key(self, plaintext: str) -> str:
+        return hmac.new(self._pepper, plaintext.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def create_api_key(
+        self,
+        tenant_id: str,
+        name: str = "",
+        scopes: tuple[str, ...] = ("*",),
+        expires_at: str | None = None,
+    ) -> tuple[str, Item]:
+        """(plaintext key, record). Only the keyed hash is stored."""
+        plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        key_hash = self.hash_api_key(plaintext)
+        record = {
+            "PK": f"KEY#{key_hash}", "SK": f"KEY#{key_hash}", "key_hash": key_hash,
+            "tenant_id": tenant_id, "key_prefix": plaintext[:12], "name": name,
+            "scopes": list(scopes), "created_at": now_iso(), "expires_at": expires_at,
+            "revoked": False, "last_used_at": None,
+        }  # fmt: skip
+        self.items.put("api_keys", record, if_absent=True)
+        return plaintext, _public(record) or {}
+
+    def authenticate(self, plaintext: str) -> Item | None:
+        """The key's record when it is valid (known, not revoked, not expired)."""
+        if not plaintext.startswith(API_KEY_PREFIX) or len(plaintext) > 200:
+            return None
+        key_hash = self.hash_api_key(plaintext)
+        item = self.items.get("api_keys", f"KEY#{key_hash}", f"KEY#{key_hash}")
+        if item is None or not hmac.compare_digest(str(item.get("key_hash", "")), key_hash):
+            return None
+        if item.get("revoked"):
+            return None
+        expires = item.get("expires_at")
+        if expires and expires <= now_iso():
+            return None
+        return _public(item)
+
+    def revoke_api_key(self, key_hash: str) -> None:
+        self.items.update("api_keys", f"KEY#{key_hash}", f"KEY#{key_hash}", {"revoked": True})
+
+    # --- audit log ------------------------------------------------------------------
+    def append_audit(self, tenant_id: str, request_id: str, record: Item) -> None:
+        timestamp = now_iso()
+        self.items.put(
+            "audit_log",
+            {
+                **record, "PK": f"TENANT#{tenant_id}", "SK": f"TS#{timestamp}#REQ#{request_id}",
+                "tenant_id": tenant_id, "request_id": request_id, "timestamp": timestamp,
+            },
+        )  # fmt: skip
+
+    def list_audit(self, tenant_id: str) -> list[Item]:
+        return [
+            _public(i) or {} for i in self.items.query("audit_log", f"TENANT#{tenant_id}", "TS#")
+        ]
+
+
+__all__ = [
+    "API_KEY_PREFIX", "EXECUTION_STATUSES", "INGEST_STATUSES", "SESSION_STATUSES",
+    "MetadataStore", "new_id", "now_iso",
+]  # fmt: skip

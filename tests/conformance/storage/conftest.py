@@ -1,0 +1,60 @@
+"""Both storage backends behind one fixture: embedded (SQLite + files) and aws
+(boto3 against moto's server over real HTTP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rlm_rs.settings import Settings
+from rlm_rs.storage import Storage, open_storage
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():  # fmt: skip
+        os.environ.setdefault(name, value)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def make_settings(backend: str, tmp_path: Path, endpoint: str | None) -> Settings:
+    unique = uuid.uuid4().hex[:8]
+    return Settings(
+        RLM_STORAGE_BACKEND=backend,
+        RLM_DATA_DIR=tmp_path / "data",
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_REGION="us-east-1",
+        DDB_TABLE_PREFIX=f"t{unique}_rlm_",
+        S3_BUCKET=f"rlm-test-{unique}",
+        API_KEY_PEPPER="test-pepper",
+    )
+
+
+@pytest.fixture(params=["embedded", "aws"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    endpoint = request.getfixturevalue("moto_endpoint") if request.param == "aws" else None
+    store = open_storage(make_settings(request.param, tmp_path, endpoint))
+    store.init()
+    yield store
+    store.close()
