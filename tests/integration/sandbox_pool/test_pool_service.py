@@ -26,7 +26,7 @@ from rlm_rs.sandbox.client import (
 from rlm_rs.sandbox.pool.doctor import run_doctor
 from rlm_rs.sandbox.pool.server import HARDENED_HEALTH_NAME, merge_limits, pool_policy
 from rlm_rs.settings import Settings
-from rlm_rs.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepRequest
+from rlm_rs.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepRequest, StepResult
 
 pytestmark = pytest.mark.root
 
@@ -270,3 +270,31 @@ def test_many_documents_fit_and_too_many_are_refused(pool: PoolSandbox, tmp_path
     assert result.stdout.strip() == "80 document 79"
     refused = pool.run_step(StepRequest(code=code, state_json="{}", context_manifest=manifest(90)))
     assert refused.error.code == "VALIDATION_ERROR"
+
+
+def test_sigkill_of_a_busy_worker_in_the_production_pool(pool: PoolSandbox) -> None:
+    # Done-when: SIGKILL mid-step -> an error result for that step; the next succeeds.
+    assert pool.server_pid is not None
+    outcome: list[StepResult] = []
+    request = StepRequest(
+        code="while True:\n    pass",
+        state_json='{"keep": 1}',
+        limits=SandboxPolicy(max_step_seconds=20, max_instructions=10**12),
+    )
+    thread = threading.Thread(target=lambda: outcome.append(pool.run_step(request)))
+    thread.start()
+    victims: list[psutil.Process] = []
+    give_up = time.monotonic() + 10
+    while not victims and time.monotonic() < give_up:
+        time.sleep(0.05)
+        for zygote in psutil.Process(pool.server_pid).children():
+            victims = [w for w in zygote.children() if w.status() == psutil.STATUS_RUNNING]
+    assert victims
+    for worker in victims:
+        worker.kill()
+    thread.join(30)
+    assert outcome[0].error.code == "LAMBDA_ERROR"
+    assert json.loads(outcome[0].error.details_json)["exit"] == {"signal": "SIGKILL"}
+    assert outcome[0].state_json == '{"keep": 1}'
+    after = pool.run_step(StepRequest(code="print(6 * 7)", state_json="{}"))
+    assert after.success and after.stdout.strip() == "42"
