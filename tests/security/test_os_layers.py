@@ -370,3 +370,16 @@ def test_cgroup_oom_kill_is_a_clean_error_and_the_pool_goes_on() -> None:
         assert json.loads(result.error.details_json)["oom"] is True
         assert "OOM" in result.error.message
         assert run(pool, "print('alive')").stdout.strip() == "alive"
+
+
+def test_well_framed_garbage_answer_is_a_clean_error(os_only_pool: PoolSandbox) -> None:
+    # layer: fresh_process (the front parses the answer as data, never trusts it).
+    code = (
+        "import os, struct\nbody = b'\\xff' * 32\n"
+        "os.write(3, struct.pack('!IBQH', len(body), 3, 1, 0) + body)\n"
+        "import time\ntime.sleep(5)"
+    )
+    result = run(os_only_pool, code, seconds=3)
+    assert result.error.code == "LAMBDA_ERROR"
+    assert result.error.message == "sandbox worker answered garbage"
+    assert run(os_only_pool, "print('next')").stdout.strip() == "next"

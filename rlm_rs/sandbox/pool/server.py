@@ -31,6 +31,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -329,7 +330,10 @@ class PoolFront:
             return error_result(request, "LAMBDA_ERROR", f"sandbox pool failed: {exc}")
         finally:
             _close(fds)
-        result = StepResult.FromString(frame.payload)
+        try:
+            result = StepResult.FromString(frame.payload)
+        except DecodeError:
+            return error_result(request, "LAMBDA_ERROR", "sandbox worker answered garbage")
         result.isolation = "pool"
         result.turn_index = request.turn_index
         if not result.success and not result.state_json:
