@@ -1,0 +1,91 @@
+"""`rlm-rs storage init`, `rlm-rs upload`, `rlm-rs keys create`.
+
+Upload stores raw files under `raw/<sha256 prefix>/<file name>` (content
+addressed, so uploading the same file twice is a no-op and immutability
+holds) and prints one s3:// URI per line. `keys create` prints the API key
+once, on its last line; only its keyed hash is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from rlm_rs.errors import RlmError
+from rlm_rs.settings import Settings, get_settings
+from rlm_rs.storage import Storage, open_storage
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    storage = subparsers.add_parser("storage", help="storage administration")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    init = storage_commands.add_parser("init", help="create tables and bucket (idempotent)")
+    _data_dir_option(init)
+    init.set_defaults(func=_init)
+
+    upload = subparsers.add_parser("upload", help="store raw files; prints one s3:// URI each")
+    _data_dir_option(upload)
+    upload.add_argument("files", nargs="+", type=Path)
+    upload.set_defaults(func=_upload)
+
+    keys = subparsers.add_parser("keys", help="API keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="create an API key for a tenant")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="")
+    _data_dir_option(create)
+    create.set_defaults(func=_create_key)
+
+
+def _data_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="embedded data directory (RLM_DATA_DIR)")
+
+
+def _open(args: argparse.Namespace) -> Storage:
+    settings: Settings = get_settings()
+    if args.data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": args.data_dir})
+    return open_storage(settings)
+
+
+def _init(args: argparse.Namespace) -> int:
+    storage = _open(args)
+    storage.init()
+    print(json.dumps({"status": "ok", "bucket": storage.blobs.bucket}))
+    return 0
+
+
+def upload_file(storage: Storage, path: Path) -> str:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    key = f"raw/{digest}/{path.name}"
+    storage.blobs.put(key, data)
+    return storage.blobs.uri(key)
+
+
+def _upload(args: argparse.Namespace) -> int:
+    storage = _open(args)
+    for path in args.files:
+        if not path.is_file():
+            print(f"rlm-rs upload: {path}: not a file", file=sys.stderr)
+            return 1
+    try:
+        for path in args.files:
+            print(upload_file(storage, path))
+    except RlmError as exc:
+        print(f"rlm-rs upload: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    storage = _open(args)
+    plaintext, record = storage.metadata.create_api_key(args.tenant, name=args.name)
+    name = record["name"] or "-"
+    print(f"tenant: {record['tenant_id']}  name: {name}  prefix: {record['key_prefix']}")
+    print("Keep this key now; it cannot be shown again:")
+    print(plaintext)
+    return 0
