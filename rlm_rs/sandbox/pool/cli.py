@@ -25,8 +25,9 @@ def register_into(sandbox_subparsers: argparse._SubParsersAction) -> None:
         "--strict", action="store_true", help="refuse to start when any layer is missing"
     )
     serve.set_defaults(func=_serve)
-    doctor = sandbox_subparsers.add_parser("doctor", help="print the isolation layers as JSON")
-    doctor.add_argument("--strict", action="store_true", help="exit 1 when a layer is missing")
+    doctor = sandbox_subparsers.add_parser(
+        "doctor", help="print the isolation layers as JSON (exit 1 when one is missing)"
+    )
     doctor.set_defaults(func=_doctor)
 
 
