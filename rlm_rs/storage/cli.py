@@ -19,7 +19,7 @@ from rlm_rs.settings import Settings, get_settings
 from rlm_rs.storage import Storage, open_storage
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     storage = subparsers.add_parser("storage", help="storage administration")
     storage_commands = storage.add_subparsers(dest="storage_command", required=True)
     init = storage_commands.add_parser("init", help="create tables and bucket (idempotent)")
