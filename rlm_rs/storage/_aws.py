@@ -21,7 +21,15 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from rlm_rs.errors import RlmError
-from rlm_rs.storage.interfaces import TABLES, BlobInfo, Condition, Item, conflict, validate_key
+from rlm_rs.storage.interfaces import (
+    INDEXES,
+    TABLES,
+    BlobInfo,
+    Condition,
+    Item,
+    conflict,
+    validate_key,
+)
 
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
@@ -78,7 +86,8 @@ class DynamoItemStore:
                     TableName=name,
                     BillingMode="PAY_PER_REQUEST",
                     AttributeDefinitions=[
-                        {"AttributeName": a, "AttributeType": "S"} for a in ("PK", "SK", "GSI1PK")
+                        {"AttributeName": a, "AttributeType": "S"}
+                        for a in ("PK", "SK", "GSI1PK", "GSI2PK")
                     ],
                     KeySchema=[
                         {"AttributeName": "PK", "KeyType": "HASH"},
@@ -86,10 +95,11 @@ class DynamoItemStore:
                     ],
                     GlobalSecondaryIndexes=[
                         {
-                            "IndexName": "GSI1",
-                            "KeySchema": [{"AttributeName": "GSI1PK", "KeyType": "HASH"}],
+                            "IndexName": index,
+                            "KeySchema": [{"AttributeName": f"{index}PK", "KeyType": "HASH"}],
                             "Projection": {"ProjectionType": "ALL"},
                         }
+                        for index in INDEXES
                     ],
                 )
             except ClientError as exc:
@@ -145,12 +155,14 @@ class DynamoItemStore:
             ConsistentRead=True,
         )
 
-    def query_index(self, table: str, gsi1pk: str) -> list[Item]:
+    def query_index(self, table: str, value: str, index: str = "GSI1") -> list[Item]:
+        if index not in INDEXES:
+            raise ValueError(f"unknown index {index!r}")
         items = self._paged_query(
             TableName=self._table(table),
-            IndexName="GSI1",
-            KeyConditionExpression="GSI1PK = :g",
-            ExpressionAttributeValues={":g": {"S": gsi1pk}},
+            IndexName=index,
+            KeyConditionExpression=f"{index}PK = :g",
+            ExpressionAttributeValues={":g": {"S": value}},
         )
         return sorted(items, key=lambda item: str(item.get("SK", "")))
 

@@ -53,10 +53,11 @@ class SqliteItemStore:
             name = self._table(table)
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {name} (pk TEXT NOT NULL, sk TEXT NOT NULL, "
-                "gsi1pk TEXT, body TEXT NOT NULL, PRIMARY KEY (pk, sk))"
+                "gsi1pk TEXT, gsi2pk TEXT, body TEXT NOT NULL, PRIMARY KEY (pk, sk))"
             )
-            index = f'"{self.prefix}{table}_gsi1"'
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {name} (gsi1pk)")
+            for column in ("gsi1pk", "gsi2pk"):
+                index = f'"{self.prefix}{table}_{column}"'
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {name} ({column})")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -84,9 +85,9 @@ class SqliteItemStore:
                 if row:
                     raise conflict("item already exists", pk=item["PK"], sk=item["SK"])
             conn.execute(
-                f"INSERT OR REPLACE INTO {self._table(table)} (pk, sk, gsi1pk, body) "
-                "VALUES (?, ?, ?, ?)",
-                (item["PK"], item["SK"], item.get("GSI1PK"), body),
+                f"INSERT OR REPLACE INTO {self._table(table)} (pk, sk, gsi1pk, gsi2pk, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (item["PK"], item["SK"], item.get("GSI1PK"), item.get("GSI2PK"), body),
             )
         return stored
 
@@ -110,10 +111,13 @@ class SqliteItemStore:
         )
         return [self._load(r[0]) for r in rows]
 
-    def query_index(self, table: str, gsi1pk: str) -> list[Item]:
+    def query_index(self, table: str, value: str, index: str = "GSI1") -> list[Item]:
+        column = {"GSI1": "gsi1pk", "GSI2": "gsi2pk"}[index]
         rows = (
             self._conn()
-            .execute(f"SELECT body FROM {self._table(table)} WHERE gsi1pk=? ORDER BY sk", (gsi1pk,))
+            .execute(
+                f"SELECT body FROM {self._table(table)} WHERE {column}=? ORDER BY sk", (value,)
+            )
             .fetchall()
         )
         return [self._load(r[0]) for r in rows]
@@ -129,8 +133,14 @@ class SqliteItemStore:
                 raise conflict("conditional update failed", pk=pk, sk=sk)
             updated = {**current, **changes, "version": int(current.get("version", 0)) + 1}
             conn.execute(
-                f"UPDATE {name} SET body=?, gsi1pk=? WHERE pk=? AND sk=?",
-                (json.dumps(updated, sort_keys=True), updated.get("GSI1PK"), pk, sk),
+                f"UPDATE {name} SET body=?, gsi1pk=?, gsi2pk=? WHERE pk=? AND sk=?",
+                (
+                    json.dumps(updated, sort_keys=True),
+                    updated.get("GSI1PK"),
+                    updated.get("GSI2PK"),
+                    pk,
+                    sk,
+                ),
             )
         return updated
 

@@ -1,7 +1,8 @@
 """The two storage interfaces every backend implements, and their vocabulary.
 
 `ItemStore` is deliberately DynamoDB-shaped (tables of items keyed by PK/SK,
-one secondary index GSI1PK, conditional writes, optimistic `version`) so the
+two sparse secondary indexes on GSI1PK and GSI2PK, conditional writes,
+optimistic `version`) so the
 embedded SQLite backend and the AWS backend behave the same and pass one
 conformance suite. `BlobStore` is S3-shaped with immutable keys. Typed access
 for the rest of the appliance is `rlm_rs.storage.metadata.MetadataStore`;
@@ -22,6 +23,7 @@ Item = dict[str, Any]
 # Logical table names (SPEC §7); the physical name is DDB_TABLE_PREFIX + name
 # with the spec's own "rlm_" prefix dropped: default prefix "rlm_" gives
 # "rlm_sessions".
+INDEXES: tuple[str, ...] = ("GSI1", "GSI2")
 TABLES: tuple[str, ...] = (
     "sessions", "documents", "executions", "execution_state", "api_keys", "audit_log",
 )  # fmt: skip
@@ -70,7 +72,7 @@ class ItemStore(Protocol):
 
     def query(self, table: str, pk: str, sk_prefix: str = "") -> list[Item]: ...
 
-    def query_index(self, table: str, gsi1pk: str) -> list[Item]: ...
+    def query_index(self, table: str, value: str, index: str = "GSI1") -> list[Item]: ...
 
     def update(
         self, table: str, pk: str, sk: str, changes: Item, *, condition: Condition | None = None

@@ -41,7 +41,7 @@ def _public(item: Item | None) -> Item | None:
     """The record without storage keys."""
     if item is None:
         return None
-    return {k: v for k, v in item.items() if k not in ("PK", "SK", "GSI1PK")}
+    return {k: v for k, v in item.items() if k not in ("PK", "SK", "GSI1PK", "GSI2PK")}
 
 
 class MetadataStore:
@@ -57,8 +57,15 @@ class MetadataStore:
             "PK": f"TENANT#{tenant}",
             "SK": f"SESSION#{session_id}",
             "GSI1PK": f"SESSION#{session_id}",
+            "GSI2PK": f"STATUS#{record['status']}",
         }
         return _public(self.items.put("sessions", item, if_absent=True)) or {}
+
+    def sessions_with_status(self, status: str) -> list[Item]:
+        """Every tenant's sessions in `status` (internal: ingestion, expiry sweeps)."""
+        return [
+            _public(i) or {} for i in self.items.query_index("sessions", f"STATUS#{status}", "GSI2")
+        ]
 
     def get_session(self, tenant_id: str, session_id: str) -> Item:
         item = self.items.get("sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}")
@@ -88,6 +95,8 @@ class MetadataStore:
             version=expected_version,
             attr_in=("status", from_statuses) if from_statuses else None,
         )
+        if "status" in changes:
+            changes = {**changes, "GSI2PK": f"STATUS#{changes['status']}"}
         return _public(
             self.items.update(
                 "sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}", changes,

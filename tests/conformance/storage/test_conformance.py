@@ -226,3 +226,14 @@ def test_condition_holds_semantics() -> None:
     assert Condition(lease_free_for=("B", 150.0)).holds(item)
     assert Condition(lease_free_for=("A", 50.0)).holds(item)
     assert not Condition().holds(None)
+
+
+def test_sessions_by_status_across_tenants(storage: Storage) -> None:
+    meta = storage.metadata
+    meta.put_session(_session("t1", "s1"))
+    meta.put_session(_session("t2", "s2"))
+    meta.put_session(_session("t2", "s3", status="READY"))
+    assert sorted(s["session_id"] for s in meta.sessions_with_status("CREATING")) == ["s1", "s2"]
+    meta.update_session("t2", "s2", {"status": "READY"}, from_statuses=("CREATING",))
+    assert [s["session_id"] for s in meta.sessions_with_status("CREATING")] == ["s1"]
+    assert sorted(s["session_id"] for s in meta.sessions_with_status("READY")) == ["s2", "s3"]
