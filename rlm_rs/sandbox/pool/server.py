@@ -385,6 +385,24 @@ class PoolFront:
             policy=self.policy,
         )
 
+    def _remove_leftovers(self) -> None:
+        """After the zygote is gone: its cgroups and empty-root directory, which
+        it removes itself unless it was killed (workers die with it)."""
+        leftovers = getattr(self, "hello", {}).get("leftovers") or {}
+        paths = [*leftovers.get("cgroups", []), *[p for p in [leftovers.get("root")] if p]]
+        give_up = time.monotonic() + 2.0
+        while paths and time.monotonic() < give_up:
+            for path in list(paths):
+                try:
+                    os.rmdir(path)
+                    paths.remove(path)
+                except FileNotFoundError:
+                    paths.remove(path)
+                except OSError:
+                    pass  # a dying worker is still in the cgroup
+            if paths:
+                time.sleep(0.02)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(OSError), self._send_lock:
@@ -396,6 +414,7 @@ class PoolFront:
                 self.process.wait()
         self.alive = False
         self.sock.close()
+        self._remove_leftovers()
         while True:
             try:
                 worker = self._warm.get_nowait()

@@ -196,6 +196,10 @@ class Zygote:
             "timing": {**self.timing, **_cpu_ms()},
             "seccomp": _seccomp.effective_rules(self.policy),
             "rlimits": _rlimits.limits_for(self.policy, self.context.base_vsz_bytes),
+            "leftovers": {
+                "cgroups": [str(path) for path in self.cgroups.dirs],
+                "root": self.namespaces.empty_root,
+            },
             "zygote": {
                 "pid": os.getpid(),
                 "threads": threading.active_count(),

@@ -241,6 +241,8 @@ def test_zygote_death_is_a_lambda_error_and_the_pool_exits() -> None:
                 time.sleep(0.05)
         assert caught.value.code == "LAMBDA_ERROR"
         assert server.wait(15) is not None
+        # The front removed what the killed zygote could not.
+        assert not Path(f"/sys/fs/cgroup/memory/rlm-sandbox/{zygote.pid}").exists()
 
 
 def test_many_documents_fit_and_too_many_are_refused(pool: PoolSandbox, tmp_path: Path) -> None:
