@@ -10,16 +10,12 @@ Session-scoped: each pool starts once (~0.5 s).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from rlm_rs.sandbox.client import PoolSandbox, temporary_pool
 from rlm_rs.sandbox.pool.server import pool_policy
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the OS layers need root here")
-
 
 @pytest.fixture(scope="session")
 def hardened_pool() -> Iterator[PoolSandbox]:
