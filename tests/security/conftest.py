@@ -17,6 +17,7 @@ import pytest
 from rlm_rs.sandbox.client import PoolSandbox, temporary_pool
 from rlm_rs.sandbox.pool.server import pool_policy
 
+
 @pytest.fixture(scope="session")
 def hardened_pool() -> Iterator[PoolSandbox]:
     with temporary_pool() as pool:
