@@ -1,0 +1,224 @@
+"""The ingestion worker: registered documents -> parsed (and indexed) -> READY.
+
+For every session in CREATING it takes each REGISTERED document (or one
+stuck in PARSING/INDEXING whose lease expired) under a per-document lease, so
+two workers never parse the same document, moves it REGISTERED -> PARSING ->
+PARSED (-> INDEXING -> INDEXED when the session enables search) or FAILED
+with `failure_reason` ("CODE: message"), retrying transient storage or
+parser-service faults with backoff. Then it decides the session:
+
+  STRICT: READY when every document is PARSED (INDEXED with search); FAILED
+          as soon as one document FAILED.
+  LAX:    READY when every document is PARSED/INDEXED or FAILED and at least
+          one succeeded; FAILED when all failed.
+Re-running is idempotent: outputs are immutable and identical for the same
+input and parser version, and every status change is conditional.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import httpx
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from rlm_rs.errors import RlmError
+from rlm_rs.ingestion.search import SearchIndex
+from rlm_rs.ingestion.service import ParseRequest, ParseSource, handle_parse
+from rlm_rs.observability import get_logger
+from rlm_rs.settings import Settings
+from rlm_rs.storage import Storage
+from rlm_rs.storage.metadata import now_iso
+
+_DONE = ("PARSED", "INDEXED")
+_IN_FLIGHT = ("REGISTERED", "PARSING", "INDEXING")
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, RlmError):
+        return exc.code in ("S3_READ_ERROR", "PARSER_ERROR")
+    return isinstance(exc, httpx.TransportError | httpx.HTTPStatusError)
+
+
+class IngestionWorker:
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = 300.0,
+        search_index: SearchIndex | None = None,
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.owner = owner or f"ingest-{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = lease_seconds
+        self._search = search_index
+        self.log = get_logger(component="ingestion", worker=self.owner)
+
+    @property
+    def search_index(self) -> SearchIndex:
+        if self._search is None:
+            self._search = SearchIndex(self.settings.data_dir / "search.sqlite3")
+        return self._search
+
+    # --- loop --------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """One pass over every CREATING session; returns documents processed."""
+        processed = 0
+        for session in self.storage.metadata.sessions_with_status("CREATING"):
+            for doc in self.storage.metadata.list_documents(session["session_id"]):
+                if doc.get("ingest_status") in _IN_FLIGHT:
+                    processed += self._process(session, doc)
+            self._decide_session(session)
+        return processed
+
+    def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                if self.run_once():
+                    continue
+            except Exception as exc:  # keep serving; the next pass retries
+                self.log.error("ingest_pass_failed", error=type(exc).__name__)
+            stop.wait(poll_seconds)
+
+    # --- one document --------------------------------------------------------------------
+    def _process(self, session: dict[str, Any], doc: dict[str, Any]) -> int:
+        meta = self.storage.metadata
+        session_id, doc_id = session["session_id"], doc["doc_id"]
+        key = ("documents", f"SESSION#{session_id}", f"DOC#{doc_id}")
+        leased = meta.acquire_lease(*key, owner=self.owner, ttl_seconds=self.lease_seconds)
+        if leased is None or leased.get("ingest_status") not in _IN_FLIGHT:
+            if leased is not None:
+                meta.release_lease(*key, owner=self.owner)
+            return 0
+        try:
+            if leased["ingest_status"] in ("REGISTERED", "PARSING"):
+                meta.update_document(session_id, doc_id, {"ingest_status": "PARSING"},
+                                     from_statuses=("REGISTERED", "PARSING"))  # fmt: skip
+                if not self._parse(session, leased):
+                    return 1
+            if (session.get("options") or {}).get("enable_search"):
+                self._index(session, doc_id)
+            return 1
+        finally:
+            meta.release_lease(*key, owner=self.owner)
+
+    def _parse(self, session: dict[str, Any], doc: dict[str, Any]) -> bool:
+        tenant, session_id, doc_id = session["tenant_id"], session["session_id"], doc["doc_id"]
+        request = ParseRequest(
+            request_id=f"ingest-{doc_id}-{uuid.uuid4().hex[:8]}",
+            source=ParseSource(
+                s3_uri=doc["raw_s3_uri"], s3_version_id=doc.get("raw_s3_version_id"),
+                s3_etag=doc.get("raw_s3_etag"), mime_type=doc.get("mime_type") or "",
+                source_name=doc.get("source_name") or "",
+            ),
+            output={"s3_prefix": f"parsed/{tenant}/{session_id}/{doc_id}"},
+            doc_id=doc_id,
+        )  # fmt: skip
+        try:
+            response = self._call_parser(request)
+        except RlmError as exc:
+            response = {"status": "failed", "error": {"code": exc.code, "message": exc.message}}
+        except httpx.HTTPError as exc:
+            error = {"code": "PARSER_ERROR", "message": type(exc).__name__}
+            response = {"status": "failed", "error": error}
+        if response["status"] != "success":
+            error = response["error"]
+            reason = f"{error['code']}: {error['message']}"
+            self.storage.metadata.update_document(
+                session_id,
+                doc_id,
+                {"ingest_status": "FAILED", "failure_reason": reason},
+                from_statuses=("PARSING",),
+            )
+            self.log.info("document_failed", session_id=session_id, doc_id=doc_id,
+                          error_code=error["code"])  # fmt: skip
+            return False
+        outputs, stats = response["outputs"], response["stats"]
+        self.storage.metadata.update_document(
+            session_id, doc_id,
+            {
+                "ingest_status": "PARSED", "text_s3_uri": outputs["text_s3_uri"],
+                "meta_s3_uri": outputs["meta_s3_uri"], "offsets_s3_uri": outputs["offsets_s3_uri"],
+                "char_length": stats["char_length"], "byte_length": stats["byte_length"],
+                "page_count": stats["page_count"], "parser_version": response["parser_version"],
+                "text_checksum": response["text_checksum"], "parsed_at": now_iso(),
+                "failure_reason": None,
+            },
+            from_statuses=("PARSING",),
+        )  # fmt: skip
+        return True
+
+    @retry(
+        retry=retry_if_exception(_transient),
+        stop=stop_after_attempt(4),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        reraise=True,
+    )
+    def _call_parser(self, request: ParseRequest) -> dict[str, Any]:
+        if self.settings.parser_service_url:
+            url = self.settings.parser_service_url.rstrip("/") + "/parse"
+            response = httpx.post(
+                url, json=request.model_dump(), timeout=request.options.timeout_seconds + 30
+            )
+            if response.status_code >= 500:
+                response.raise_for_status()
+            body: dict[str, Any] = response.json()
+            if "error" in body and "status" not in body:  # the service's own error envelope
+                error = body["error"]
+                raise RlmError(
+                    error.get("code", "PARSER_ERROR")
+                    if error.get("code") in ("S3_READ_ERROR", "PARSER_ERROR", "VALIDATION_ERROR")
+                    else "PARSER_ERROR",
+                    error.get("message", "parser service error"),
+                )
+            return body
+        return handle_parse(self.storage.blobs, request)
+
+    def _index(self, session: dict[str, Any], doc_id: str) -> None:
+        meta = self.storage.metadata
+        session_id = session["session_id"]
+        doc = meta.get_document(session_id, doc_id)
+        if doc is None or doc.get("ingest_status") not in ("PARSED", "INDEXING"):
+            return
+        meta.update_document(session_id, doc_id, {"ingest_status": "INDEXING"},
+                             from_statuses=("PARSED", "INDEXING"))  # fmt: skip
+        key = doc["text_s3_uri"].split("/", 3)[3]
+        text = self.storage.blobs.get(key).decode("utf-8")
+        chunks = self.search_index.index_document(session_id, doc_id, int(doc["doc_index"]), text)
+        done = {"ingest_status": "INDEXED", "chunk_count": chunks}
+        meta.update_document(session_id, doc_id, done, from_statuses=("INDEXING",))
+
+    # --- the session -------------------------------------------------------------------------
+    def _decide_session(self, session: dict[str, Any]) -> None:
+        docs = self.storage.metadata.list_documents(session["session_id"])
+        options = session.get("options") or {}
+        search = bool(options.get("enable_search"))
+        mode = (options.get("readiness_mode") or "STRICT").upper()
+        statuses = [d.get("ingest_status") for d in docs]
+        done = ("INDEXED",) if search else _DONE
+        failed = statuses.count("FAILED")
+        succeeded = sum(1 for s in statuses if s in done)
+        pending = len(statuses) - failed - succeeded
+        decision: str | None = None
+        if mode == "STRICT" and failed:
+            decision = "FAILED"
+        elif pending == 0:
+            decision = "READY" if succeeded and (mode == "LAX" or not failed) else "FAILED"
+        if decision is None:
+            return
+        total_chars = sum(int(d.get("char_length") or 0) for d in docs)
+        try:
+            self.storage.metadata.update_session(
+                session["tenant_id"], session["session_id"],
+                {"status": decision, "total_chars": total_chars, "ready_at": now_iso()},
+                from_statuses=("CREATING",),
+            )  # fmt: skip
+        except RlmError as exc:
+            if exc.code != "CONFLICT":  # another worker decided first
+                raise
+        self.log.info("session_decided", session_id=session["session_id"], status=decision)
