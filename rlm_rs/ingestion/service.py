@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from rlm_rs.canonical import checksum_bytes
 from rlm_rs.errors import RlmError
 from rlm_rs.ingestion.parsers import PARSER_VERSION, ParseFailure, parse_document
 from rlm_rs.storage.interfaces import BlobStore, split_s3_uri
@@ -71,11 +72,12 @@ def handle_parse(blobs: BlobStore, request: ParseRequest) -> dict[str, Any]:
     bucket, key = split_s3_uri(request.source.s3_uri)
     if bucket != blobs.bucket:
         raise RlmError("S3_READ_ERROR", f"bucket {bucket!r} is not readable here", {"key": key})
-    head = blobs.head(key)
-    if head is None:
-        raise RlmError("S3_READ_ERROR", f"no object {key!r}", {"key": key})
-    if request.source.s3_etag and request.source.s3_etag.strip('"') != head.etag:
-        return _failed(request.request_id, "SOURCE_CHANGED", "the object's ETag differs", {})
+    if request.source.s3_etag:
+        head = blobs.head(key)
+        if head is None:
+            raise RlmError("S3_READ_ERROR", f"no object {key!r}", {"key": key})
+        if request.source.s3_etag.strip('"') != head.etag:
+            return _failed(request.request_id, "SOURCE_CHANGED", "the object's ETag differs", {})
     data = blobs.get(key)
     prefix = _output_prefix(blobs, request.output.s3_prefix)
     doc_id = request.doc_id or prefix.rsplit("/", 1)[-1]
@@ -109,7 +111,7 @@ def handle_parse(blobs: BlobStore, request: ParseRequest) -> dict[str, Any]:
             "parse_duration_ms": int((time.perf_counter() - started) * 1000),
         },
         "parser_version": PARSER_VERSION,
-        "text_checksum": parsed.checksum,
+        "text_checksum": checksum_bytes(outputs["text.txt"]),  # text is NFC already
         "warnings": parsed.warnings,
     }
 

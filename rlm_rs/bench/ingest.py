@@ -1,0 +1,189 @@
+"""`rlm-rs bench ingest`: parsing throughput and pipeline overhead per format.
+
+For generated PDF, HTML, DOCX and plain-text corpora: the full pipeline
+(`handle_parse`: read the raw object from embedded storage, parse in the
+isolated child where applicable, canonicalise, build offsets, write
+text/meta/offsets) versus the raw library call alone on the same bytes
+(pdfminer extract_text, trafilatura.extract, python-docx paragraphs, UTF-8
+decode + canonicalisation), each in a fresh process so peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = "ingestion throughput (MB/s, pages/s) and overhead over the raw parser call"
+
+_WORDS = [
+    "revenue", "grew", "in", "the", "lisbon", "office", "while", "risks", "remained", "moderate",
+    "across", "regions", "café", "zürich", "são", "paulo", "budget", "margin", "customers",
+    "contract", "lease", "audit",
+]  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-mb", type=float, default=50.0)
+    parser.add_argument("--pdf-pages", type=int, default=60)
+    parser.add_argument("--html-kb", type=int, default=2_000)
+    parser.add_argument("--docx-paragraphs", type=int, default=3_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
+
+
+def _sentence(rng: random.Random, words: int = 14) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+
+def generate(directory: Path, args: argparse.Namespace) -> dict[str, tuple[Path, str, int]]:
+    """name -> (file, mime type, pages)"""
+    from fpdf import FPDF
+
+    rng = random.Random(5)
+    files: dict[str, tuple[Path, str, int]] = {}
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=10)
+    for _ in range(args.pdf_pages):
+        pdf.add_page()
+        text = " ".join(_sentence(rng) for _ in range(30))
+        pdf.multi_cell(0, 5, text.encode("latin-1", "replace").decode("latin-1"))
+    (directory / "corpus.pdf").write_bytes(bytes(pdf.output()))
+    files["pdf"] = (directory / "corpus.pdf", "application/pdf", args.pdf_pages)
+
+    parts = ["<html><head><title>Corpus</title></head><body><article>"]
+    size = 0
+    while size < args.html_kb * 1024:
+        block = f"<h2>{_sentence(rng, 4)}</h2><p>{' '.join(_sentence(rng) for _ in range(8))}</p>"
+        parts.append(block)
+        size += len(block)
+    parts.append("</article></body></html>")
+    (directory / "corpus.html").write_text("".join(parts), encoding="utf-8")
+    files["html"] = (directory / "corpus.html", "text/html", 0)
+
+    import docx
+
+    document = docx.Document()
+    for index in range(args.docx_paragraphs):
+        if index % 50 == 0:
+            document.add_heading(_sentence(rng, 4), 1)
+        document.add_paragraph(_sentence(rng, 30))
+    document.save(str(directory / "corpus.docx"))
+    files["docx"] = (directory / "corpus.docx", "", 0)
+
+    target = int(args.text_mb * 1_000_000)
+    with (directory / "corpus.txt").open("w", encoding="utf-8") as out:
+        written = 0
+        paragraph = "\n".join(_sentence(rng) for _ in range(200)) + "\n\n"
+        encoded = len(paragraph.encode("utf-8"))
+        while written < target:
+            out.write(paragraph)
+            written += encoded
+    files["text"] = (directory / "corpus.txt", "text/plain", 0)
+    return files
+
+
+def _raw(kind: str, data: bytes) -> None:
+    if kind == "pdf":
+        from pdfminer.high_level import extract_text
+
+        extract_text(io.BytesIO(data))
+    elif kind == "html":
+        import trafilatura
+
+        trafilatura.extract(data, output_format="markdown", include_tables=True,
+                            include_comments=False, favor_recall=True)  # fmt: skip
+    elif kind == "docx":
+        import docx
+
+        "\n".join(p.text for p in docx.Document(io.BytesIO(data)).paragraphs)
+    else:
+        from rlm_rs.ingestion.parsers import canonical_block
+
+        canonical_block(data.decode("utf-8"))
+
+
+def _child(mode: str, kind: str, path: str, mime: str, data_dir: str, queue: Any) -> None:
+    from rlm_rs.ingestion.service import ParseRequest, ParseSource, handle_parse
+    from rlm_rs.settings import Settings
+    from rlm_rs.storage import open_storage
+
+    data = Path(path).read_bytes()
+    size = len(data)
+    storage = open_storage(Settings(RLM_DATA_DIR=Path(data_dir)))
+    key = f"raw/bench/{Path(path).name}"
+    storage.blobs.put(key, data)
+    request = ParseRequest(
+        request_id="bench",
+        source=ParseSource(
+            s3_uri=storage.blobs.uri(key), mime_type=mime, source_name=Path(path).name
+        ),
+        output={"s3_prefix": f"parsed/bench/{mode}-{time.monotonic_ns()}/doc"},
+        options={"timeout_seconds": 600},
+    )
+    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    if mode == "raw":
+        _raw(kind, data)
+    else:
+        del data
+        response = handle_parse(storage.blobs, request)
+        assert response["status"] == "success", response
+    seconds = time.perf_counter() - started
+    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # fmt: skip
+    queue.put({"seconds": seconds, "bytes": size, "peak_rss_mib": peak_kib / 1024,
+               "baseline_rss_mib": baseline_kib / 1024})  # fmt: skip
+
+
+def _measure(
+    mode: str, kind: str, path: Path, mime: str, data_dir: Path, repeat: int
+) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    best: dict[str, Any] | None = None
+    for _ in range(repeat):
+        queue = context.Queue()
+        process = context.Process(
+            target=_child, args=(mode, kind, str(path), mime, str(data_dir), queue)
+        )
+        process.start()
+        result = queue.get(timeout=1200)
+        process.join(60)
+        if best is None or result["seconds"] < best["seconds"]:
+            best = result
+    assert best is not None
+    return best
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="rlm-bench-ingest-") as directory:
+        root = Path(directory)
+        for kind, (path, mime, pages) in generate(root, args).items():
+            raw = _measure("raw", kind, path, mime, root / "data", args.repeat)
+            pipeline = _measure("pipeline", kind, path, mime, root / "data", args.repeat)
+            mb = pipeline["bytes"] / 1_000_000
+            entry = {
+                "input_mb": round(mb, 2),
+                "pipeline_mb_per_s": round(mb / pipeline["seconds"], 2),
+                "raw_mb_per_s": round(mb / raw["seconds"], 2),
+                "pipeline_seconds": round(pipeline["seconds"], 3),
+                "raw_seconds": round(raw["seconds"], 3),
+                "overhead_pct": round((pipeline["seconds"] / raw["seconds"] - 1) * 100, 1),
+                "pipeline_peak_rss_mib": round(pipeline["peak_rss_mib"], 1),
+                "raw_peak_rss_mib": round(raw["peak_rss_mib"], 1),
+                "pipeline_peak_rss_over_input": round(pipeline["peak_rss_mib"] * 1.048576 / mb, 2),
+                "pipeline_rss_growth_over_input": round(
+                    (pipeline["peak_rss_mib"] - pipeline["baseline_rss_mib"]) * 1.048576 / mb, 2
+                ),
+            }
+            if pages:
+                entry["pipeline_pages_per_s"] = round(pages / pipeline["seconds"], 1)
+                entry["raw_pages_per_s"] = round(pages / raw["seconds"], 1)
+            report[kind] = entry
+    return report
