@@ -19,63 +19,72 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
 
 
 @dataclass(frozen=True)
 class ErrorSpec:
     code: str
     http_status: int
-    grpc_status: grpc.StatusCode
+    # A grpc.StatusCode member name. Names, not the enum: the sandbox imports
+    # this module and must never load gRPC (its zygote forks).
+    grpc_status_name: str
+
+    @property
+    def grpc_status(self) -> grpc.StatusCode:
+        import grpc
+
+        return getattr(grpc.StatusCode, self.grpc_status_name)
 
 
 _TABLE: tuple[ErrorSpec, ...] = (
-    ErrorSpec("UNAUTHORIZED", 401, grpc.StatusCode.UNAUTHENTICATED),
-    ErrorSpec("FORBIDDEN", 403, grpc.StatusCode.PERMISSION_DENIED),
-    ErrorSpec("SESSION_NOT_FOUND", 404, grpc.StatusCode.NOT_FOUND),
-    ErrorSpec("EXECUTION_NOT_FOUND", 404, grpc.StatusCode.NOT_FOUND),
-    ErrorSpec("SESSION_NOT_READY", 409, grpc.StatusCode.FAILED_PRECONDITION),
-    ErrorSpec("SESSION_EXPIRED", 410, grpc.StatusCode.FAILED_PRECONDITION),
-    ErrorSpec("VALIDATION_ERROR", 422, grpc.StatusCode.INVALID_ARGUMENT),
-    ErrorSpec("RATE_LIMITED", 429, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    ErrorSpec("BUDGET_EXCEEDED", 400, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    ErrorSpec("MAX_TURNS_EXCEEDED", 400, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    ErrorSpec("STEP_TIMEOUT", 400, grpc.StatusCode.DEADLINE_EXCEEDED),
-    ErrorSpec("SANDBOX_AST_REJECTED", 400, grpc.StatusCode.INVALID_ARGUMENT),
-    ErrorSpec("SANDBOX_LINE_LIMIT", 400, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    ErrorSpec("STATE_INVALID_TYPE", 400, grpc.StatusCode.INVALID_ARGUMENT),
-    ErrorSpec("STATE_TOO_LARGE", 400, grpc.StatusCode.INVALID_ARGUMENT),
-    ErrorSpec("CHECKSUM_MISMATCH", 400, grpc.StatusCode.FAILED_PRECONDITION),
-    ErrorSpec("S3_READ_ERROR", 502, grpc.StatusCode.UNAVAILABLE),
-    ErrorSpec("PARSER_ERROR", 502, grpc.StatusCode.UNAVAILABLE),
-    ErrorSpec("LLM_PROVIDER_ERROR", 502, grpc.StatusCode.UNAVAILABLE),
-    ErrorSpec("LAMBDA_ERROR", 500, grpc.StatusCode.INTERNAL),
-    ErrorSpec("INTERNAL_ERROR", 500, grpc.StatusCode.INTERNAL),
+    ErrorSpec("UNAUTHORIZED", 401, "UNAUTHENTICATED"),
+    ErrorSpec("FORBIDDEN", 403, "PERMISSION_DENIED"),
+    ErrorSpec("SESSION_NOT_FOUND", 404, "NOT_FOUND"),
+    ErrorSpec("EXECUTION_NOT_FOUND", 404, "NOT_FOUND"),
+    ErrorSpec("SESSION_NOT_READY", 409, "FAILED_PRECONDITION"),
+    ErrorSpec("SESSION_EXPIRED", 410, "FAILED_PRECONDITION"),
+    ErrorSpec("VALIDATION_ERROR", 422, "INVALID_ARGUMENT"),
+    ErrorSpec("RATE_LIMITED", 429, "RESOURCE_EXHAUSTED"),
+    ErrorSpec("BUDGET_EXCEEDED", 400, "RESOURCE_EXHAUSTED"),
+    ErrorSpec("MAX_TURNS_EXCEEDED", 400, "RESOURCE_EXHAUSTED"),
+    ErrorSpec("STEP_TIMEOUT", 400, "DEADLINE_EXCEEDED"),
+    ErrorSpec("SANDBOX_AST_REJECTED", 400, "INVALID_ARGUMENT"),
+    ErrorSpec("SANDBOX_LINE_LIMIT", 400, "RESOURCE_EXHAUSTED"),
+    ErrorSpec("STATE_INVALID_TYPE", 400, "INVALID_ARGUMENT"),
+    ErrorSpec("STATE_TOO_LARGE", 400, "INVALID_ARGUMENT"),
+    ErrorSpec("CHECKSUM_MISMATCH", 400, "FAILED_PRECONDITION"),
+    ErrorSpec("S3_READ_ERROR", 502, "UNAVAILABLE"),
+    ErrorSpec("PARSER_ERROR", 502, "UNAVAILABLE"),
+    ErrorSpec("LLM_PROVIDER_ERROR", 502, "UNAVAILABLE"),
+    ErrorSpec("LAMBDA_ERROR", 500, "INTERNAL"),
+    ErrorSpec("INTERNAL_ERROR", 500, "INTERNAL"),
     # Beyond the spec's list. A step's own uncaught exception (StepResult.error
     # only; the execution goes on so the model can adapt):
-    ErrorSpec("SANDBOX_RUNTIME_ERROR", 400, grpc.StatusCode.INVALID_ARGUMENT),
+    ErrorSpec("SANDBOX_RUNTIME_ERROR", 400, "INVALID_ARGUMENT"),
     # Edge-only codes (not in the spec's list, needed for a complete envelope).
-    ErrorSpec("NOT_FOUND", 404, grpc.StatusCode.NOT_FOUND),
-    ErrorSpec("METHOD_NOT_ALLOWED", 405, grpc.StatusCode.UNIMPLEMENTED),
-    ErrorSpec("PAYLOAD_TOO_LARGE", 413, grpc.StatusCode.INVALID_ARGUMENT),
-    ErrorSpec("CONFLICT", 409, grpc.StatusCode.ABORTED),
+    ErrorSpec("NOT_FOUND", 404, "NOT_FOUND"),
+    ErrorSpec("METHOD_NOT_ALLOWED", 405, "UNIMPLEMENTED"),
+    ErrorSpec("PAYLOAD_TOO_LARGE", 413, "INVALID_ARGUMENT"),
+    ErrorSpec("CONFLICT", 409, "ABORTED"),
 )
 
 ERRORS: dict[str, ErrorSpec] = {spec.code: spec for spec in _TABLE}
 
 # gRPC status -> the code used when a status arrives without ErrorInfo.
-_FALLBACK_BY_GRPC: dict[grpc.StatusCode, str] = {
-    grpc.StatusCode.UNAUTHENTICATED: "UNAUTHORIZED",
-    grpc.StatusCode.PERMISSION_DENIED: "FORBIDDEN",
-    grpc.StatusCode.NOT_FOUND: "NOT_FOUND",
-    grpc.StatusCode.INVALID_ARGUMENT: "VALIDATION_ERROR",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "RATE_LIMITED",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "STEP_TIMEOUT",
-    grpc.StatusCode.FAILED_PRECONDITION: "SESSION_NOT_READY",
-    grpc.StatusCode.ABORTED: "CONFLICT",
-    grpc.StatusCode.UNIMPLEMENTED: "METHOD_NOT_ALLOWED",
+_FALLBACK_BY_GRPC: dict[str, str] = {
+    "UNAUTHENTICATED": "UNAUTHORIZED",
+    "PERMISSION_DENIED": "FORBIDDEN",
+    "NOT_FOUND": "NOT_FOUND",
+    "INVALID_ARGUMENT": "VALIDATION_ERROR",
+    "RESOURCE_EXHAUSTED": "RATE_LIMITED",
+    "DEADLINE_EXCEEDED": "STEP_TIMEOUT",
+    "FAILED_PRECONDITION": "SESSION_NOT_READY",
+    "ABORTED": "CONFLICT",
+    "UNIMPLEMENTED": "METHOD_NOT_ALLOWED",
 }
 
 ERROR_DOMAIN = "rlm-rs"
@@ -124,4 +133,4 @@ class RlmError(Exception):
 
 def code_for_grpc_status(status: grpc.StatusCode) -> str:
     """The spec code for a gRPC status that carried no ErrorInfo."""
-    return _FALLBACK_BY_GRPC.get(status, "INTERNAL_ERROR")
+    return _FALLBACK_BY_GRPC.get(status.name, "INTERNAL_ERROR")

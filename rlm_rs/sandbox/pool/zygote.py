@@ -34,7 +34,6 @@ from typing import Any
 
 from rlm_rs.sandbox.pool import (
     _cgroups,
-    _grpc_stub,
     _namespaces,
     _privileges,
     _rlimits,
@@ -508,9 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-only", action="store_true", help="report layers and exit")
     parser.add_argument("--step-module", default="rlm_rs.sandbox.executor")
     args = parser.parse_args(argv)
-    # Everything a step needs is imported here, before any fork; `grpc` is a
-    # stand-in holding only StatusCode (see _grpc_stub).
-    _grpc_stub.install()
+    # Everything a step needs is imported here, before any fork; never gRPC
+    # (rlm_rs/errors.py keeps status names as strings for this reason).
     executor = importlib.import_module(args.step_module)
     executor.warm_up()
     policy = SandboxPolicy.FromString(base64.b64decode(args.policy))
