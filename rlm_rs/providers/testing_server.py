@@ -1,0 +1,73 @@
+"""A local OpenAI-compatible HTTP server for tests and benchmarks.
+
+Implements POST /v1/chat/completions (with usage) on 127.0.0.1, answering
+from a `reply(messages) -> str` function; can be told to fail with a status or
+to stall. Real HTTP, so the real `openai` SDK is what gets exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class OpenAICompatibleServer:
+    def __init__(self, reply: Callable[[list[dict[str, str]]], str]) -> None:
+        self.reply = reply
+        self.requests: list[dict[str, Any]] = []
+        self.fail_status: int | None = None
+        self.delay_seconds = 0.0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                server.requests.append(body)
+                if server.delay_seconds:
+                    time.sleep(server.delay_seconds)
+                if not self.path.endswith("/chat/completions"):
+                    return self._send(404, {"error": {"message": "not found"}})
+                if server.fail_status:
+                    return self._send(server.fail_status, {"error": {"message": "injected"}})
+                messages = body.get("messages", [])
+                text = server.reply(messages)
+                prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
+                self._send(200, {
+                    "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion",
+                    "created": 0, "model": body.get("model", "test-model"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": prompt_words, "completion_tokens": len(text.split()),
+                              "total_tokens": prompt_words + len(text.split())},
+                })  # fmt: skip
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> OpenAICompatibleServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
