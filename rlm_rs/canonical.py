@@ -57,6 +57,4 @@ def build_offsets(text: str, doc_id: str, interval: int = CHECKPOINT_INTERVAL) -
 
 def canonical_json(value: Any) -> str:
     """Canonical JSON text: sorted keys, compact separators, UTF-8, no NaN/Infinity."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -18,9 +18,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _LONG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-API_REQUESTS = Counter(
-    "rlm_api_requests", "API requests (rlm.api.requests.total)", ["method", "code"]
-)
+API_REQUESTS = Counter("rlm_api_requests", "API requests (rlm.api.requests.total)", ["method", "code"])
 API_LATENCY = Histogram(
     "rlm_api_latency_seconds", "API latency (rlm.api.latency.seconds)", ["method"],
     buckets=_LATENCY_BUCKETS,

@@ -40,17 +40,13 @@ class Settings(BaseSettings):
     default_budgets_json: dict[str, Any] = Field(default_factory=dict, alias="DEFAULT_BUDGETS_JSON")
     rate_limits_json: dict[str, Any] = Field(default_factory=dict, alias="RATE_LIMITS_JSON")
     enable_search_default: bool = Field(False, alias="ENABLE_SEARCH_DEFAULT")
-    search_backend_config: dict[str, Any] = Field(
-        default_factory=dict, alias="SEARCH_BACKEND_CONFIG"
-    )
+    search_backend_config: dict[str, Any] = Field(default_factory=dict, alias="SEARCH_BACKEND_CONFIG")
     # --- security ---
     api_key_pepper: SecretStr = Field(SecretStr("rlm-rs-dev-pepper"), alias="API_KEY_PEPPER")
     # --- sandbox pool (the spec's LAMBDA_FUNCTION_NAME becomes a socket path) ---
     sandbox_socket: str | None = Field(None, alias="LAMBDA_FUNCTION_NAME")
     sandbox_strict: bool = Field(False, alias="RLM_SANDBOX_STRICT")
-    sandbox_policy_json: dict[str, Any] = Field(
-        default_factory=dict, alias="RLM_SANDBOX_POLICY_JSON"
-    )
+    sandbox_policy_json: dict[str, Any] = Field(default_factory=dict, alias="RLM_SANDBOX_POLICY_JSON")
     # The pool opens manifest documents only below this directory (the node's
     # document cache); unset = any path the control plane names.
     sandbox_document_root: Path | None = Field(None, alias="RLM_SANDBOX_DOCUMENT_ROOT")

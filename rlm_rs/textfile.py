@@ -26,9 +26,7 @@ class TextFile:
 
     def __init__(self, text_fd: int, offsets: dict[str, Any] | None) -> None:
         size = os.fstat(text_fd).st_size
-        self._map: mmap.mmap | None = (
-            mmap.mmap(text_fd, size, access=mmap.ACCESS_READ) if size else None
-        )
+        self._map: mmap.mmap | None = mmap.mmap(text_fd, size, access=mmap.ACCESS_READ) if size else None
         if self._map is not None:
             # Reads are random and small: no read-ahead or fault-around that
             # would map pages this process never asked for.

@@ -120,9 +120,7 @@ def _child(mode: str, kind: str, path: str, mime: str, data_dir: str, queue: Any
     storage.blobs.put(key, data)
     request = ParseRequest(
         request_id="bench",
-        source=ParseSource(
-            s3_uri=storage.blobs.uri(key), mime_type=mime, source_name=Path(path).name
-        ),
+        source=ParseSource(s3_uri=storage.blobs.uri(key), mime_type=mime, source_name=Path(path).name),
         output={"s3_prefix": f"parsed/bench/{mode}-{time.monotonic_ns()}/doc"},
         options={"timeout_seconds": 600},
     )
@@ -141,16 +139,12 @@ def _child(mode: str, kind: str, path: str, mime: str, data_dir: str, queue: Any
                "baseline_rss_mib": baseline_kib / 1024})  # fmt: skip
 
 
-def _measure(
-    mode: str, kind: str, path: Path, mime: str, data_dir: Path, repeat: int
-) -> dict[str, Any]:
+def _measure(mode: str, kind: str, path: Path, mime: str, data_dir: Path, repeat: int) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     best: dict[str, Any] | None = None
     for _ in range(repeat):
         queue = context.Queue()
-        process = context.Process(
-            target=_child, args=(mode, kind, str(path), mime, str(data_dir), queue)
-        )
+        process = context.Process(target=_child, args=(mode, kind, str(path), mime, str(data_dir), queue))
         process.start()
         result = queue.get(timeout=1200)
         process.join(60)

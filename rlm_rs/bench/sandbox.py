@@ -38,9 +38,7 @@ _FRESH_SCRIPT = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=400, help="steps per pool/in-process case")
-    parser.add_argument(
-        "--fresh-steps", type=int, default=30, help="steps per fresh-interpreter case"
-    )
+    parser.add_argument("--fresh-steps", type=int, default=30, help="steps per fresh-interpreter case")
     parser.add_argument("--gap-ms", type=float, default=10.0, help="gap between pool c1 steps")
     parser.add_argument("--warm-workers", type=int, default=0, help="pool warm workers (0: policy)")
 
@@ -51,9 +49,7 @@ def _request() -> StepRequest:
     )
 
 
-def _measure(
-    step: Callable[[], Any], steps: int, concurrency: int, gap_s: float = 0.0
-) -> dict[str, float]:
+def _measure(step: Callable[[], Any], steps: int, concurrency: int, gap_s: float = 0.0) -> dict[str, float]:
     """Run `steps` calls split over `concurrency` threads; latency per call."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -112,9 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     request = _request()
     results: dict[str, Any] = {}
-    results["in_process"] = {
-        f"c{c}": _measure(lambda: run_step(request), args.steps, c) for c in (1, 4)
-    }
+    results["in_process"] = {f"c{c}": _measure(lambda: run_step(request), args.steps, c) for c in (1, 4)}
     fresh = _fresh_interpreter_step(request.SerializeToString())
     results["fresh_interpreter"] = {f"c{c}": _measure(fresh, args.fresh_steps, c) for c in (1, 4)}
     policy: SandboxPolicy = pool_policy()

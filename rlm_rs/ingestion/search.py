@@ -58,9 +58,7 @@ class SearchIndex:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("DELETE FROM chunks WHERE session_id=? AND doc_id=?", (session_id, doc_id))
-            rows = [
-                (text[a:b], session_id, doc_id, doc_index, a, b) for a, b in chunk_ranges(len(text))
-            ]
+            rows = [(text[a:b], session_id, doc_id, doc_index, a, b) for a, b in chunk_ranges(len(text))]
             conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         except BaseException:

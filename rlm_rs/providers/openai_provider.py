@@ -50,9 +50,7 @@ class OpenAIProvider:
                 status=exc.status_code,
             ) from None
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise ProviderError(
-                f"provider unreachable: {type(exc).__name__}", retryable=True
-            ) from None
+            raise ProviderError(f"provider unreachable: {type(exc).__name__}", retryable=True) from None
         except openai.OpenAIError as exc:
             raise ProviderError(f"provider error: {type(exc).__name__}") from None
         if not response.choices or response.choices[0].message.content is None:

@@ -46,9 +46,7 @@ _FORBIDDEN_NODES: dict[type[ast.AST], str] = {
 
 def _reject(node: ast.AST, message: str) -> RlmError:
     line = getattr(node, "lineno", 0)
-    return RlmError(
-        "SANDBOX_AST_REJECTED", f"line {line}: {message}", {"line": line, "layer": "ast_policy"}
-    )
+    return RlmError("SANDBOX_AST_REJECTED", f"line {line}: {message}", {"line": line, "layer": "ast_policy"})
 
 
 def parse_and_check(source: str, max_code_chars: int) -> ast.Module:

@@ -56,9 +56,7 @@ class DocView:
 
     __slots__ = ("_doc", "_max_hits", "_regex_seconds", "_rt")
 
-    def __init__(
-        self, doc: OpenDocument, runtime: StepRuntime, max_hits: int, regex_seconds: float
-    ) -> None:
+    def __init__(self, doc: OpenDocument, runtime: StepRuntime, max_hits: int, regex_seconds: float) -> None:
         self._doc = doc
         self._rt = runtime
         self._max_hits = max_hits

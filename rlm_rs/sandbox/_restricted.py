@@ -77,9 +77,7 @@ class _PostPass(ast.NodeTransformer):
         name = self._OPS.get(type(node.op))
         if name is None:
             return node
-        call = ast.Call(
-            ast.Name("_binop_", ast.Load()), [ast.Constant(name), node.left, node.right], []
-        )
+        call = ast.Call(ast.Name("_binop_", ast.Load()), [ast.Constant(name), node.left, node.right], [])
         return ast.copy_location(call, node)
 
 
@@ -247,9 +245,7 @@ class Guards:
             def write(self, text: str) -> None:
                 runtime.write(text)
 
-            def _call_print(
-                self, *objects: Any, sep: Any = " ", end: Any = "\n", **kw: Any
-            ) -> None:
+            def _call_print(self, *objects: Any, sep: Any = " ", end: Any = "\n", **kw: Any) -> None:
                 if kw.get("file") is not None or set(kw) - {"file", "flush"}:
                     raise TypeError("print() takes only sep and end here")
                 runtime.write(str(sep).join(str(o) for o in objects) + str(end))

@@ -26,9 +26,7 @@ def check_json_value(value: Any, path: str = "state", depth: int = 0) -> None:
         return
     if kind is float:
         if not math.isfinite(value):
-            raise RlmError(
-                "STATE_INVALID_TYPE", f"{path}: NaN/Infinity is not JSON", {"path": path}
-            )
+            raise RlmError("STATE_INVALID_TYPE", f"{path}: NaN/Infinity is not JSON", {"path": path})
         return
     if kind is dict:
         for key, item in value.items():
@@ -54,9 +52,7 @@ def check_json_value(value: Any, path: str = "state", depth: int = 0) -> None:
 def merge_reserved(code_state: Any, input_state: dict[str, Any]) -> dict[str, Any]:
     """The step's state with every reserved ("_") key restored from the input."""
     if type(code_state) is not dict:
-        raise RlmError(
-            "STATE_INVALID_TYPE", "state must stay a JSON object (dict)", {"path": "state"}
-        )
+        raise RlmError("STATE_INVALID_TYPE", "state must stay a JSON object (dict)", {"path": "state"})
     merged = {k: v for k, v in code_state.items() if not (type(k) is str and k.startswith("_"))}
     merged.update({k: v for k, v in input_state.items() if k.startswith("_")})
     return merged

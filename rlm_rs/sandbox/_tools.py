@@ -79,9 +79,7 @@ class ToolAPI:
         if type(prompt) is not str or not prompt:
             raise ValueError("prompt must be a non-empty str")
         if len(prompt) > self._max_prompt_chars:
-            raise ValueError(
-                f"prompt is {len(prompt)} chars; the limit is {self._max_prompt_chars}"
-            )
+            raise ValueError(f"prompt is {len(prompt)} chars; the limit is {self._max_prompt_chars}")
         if type(model_hint) is not str or len(model_hint) > 100:
             raise ValueError("model_hint must be a short str")
         if type(max_tokens) is not int or not 1 <= max_tokens <= _MAX_TOKENS:

@@ -151,9 +151,7 @@ def temporary_pool(
         if allow_unsafe:
             env["RLM_SANDBOX_ALLOW_UNSAFE_TEST_MODE"] = "1"
         with tempfile.TemporaryFile(dir=directory) as log:
-            process = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
-            )
+            process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
             client = PoolSandbox(socket_path)
             client.server_pid = process.pid
             try:

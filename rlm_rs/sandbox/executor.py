@@ -96,9 +96,7 @@ def _execute(
     code = code_from_submission(request.code, require_block=request.require_repl_block)
     unsafe = request.unsafe_disable_policy_layers
     if unsafe and not allow_unsafe:
-        raise RlmError(
-            "VALIDATION_ERROR", "unsafe_disable_policy_layers is refused outside test mode"
-        )
+        raise RlmError("VALIDATION_ERROR", "unsafe_disable_policy_layers is refused outside test mode")
     if unsafe:
         bytecode = _compile_unrestricted(code, policy.max_code_chars)
     else:
@@ -122,9 +120,7 @@ def _execute(
     context = ContextView(
         [DocView(d, runtime, policy.max_hits_per_call, policy.max_regex_seconds) for d in documents]
     )
-    step_globals = (
-        _unrestricted_globals(runtime) if unsafe else guards.globals(policy.builtins_allowlist)
-    )
+    step_globals = _unrestricted_globals(runtime) if unsafe else guards.globals(policy.builtins_allowlist)
     step_globals.update(context=context, state=json.loads(result.state_json), tool=tool)
 
     outcome: StepStop | None = None
@@ -140,9 +136,7 @@ def _execute(
     result.stdout = runtime.stdout()
     result.stdout_truncated = runtime.stdout_truncated
     result.instructions_executed = runtime.instructions
-    result.span_log.extend(
-        Span(doc_index=d, start_char=s, end_char=e, tag=t) for d, s, e, t in runtime.spans
-    )
+    result.span_log.extend(Span(doc_index=d, start_char=s, end_char=e, tag=t) for d, s, e, t in runtime.spans)
     if outcome is not None and outcome.code:
         raise RlmError(outcome.code, outcome.message, {**outcome.details, "layer": "budget"})
     if failure is not None and outcome is None:
@@ -170,9 +164,7 @@ def _parse_state(state_json: str) -> dict[str, Any]:
     return state
 
 
-def _open_documents(
-    manifest: Sequence[ContextDocument], fds: Sequence[int] | None
-) -> list[OpenDocument]:
+def _open_documents(manifest: Sequence[ContextDocument], fds: Sequence[int] | None) -> list[OpenDocument]:
     documents: list[OpenDocument] = []
     fd_iter: Iterator[int] | None = iter(fds) if fds is not None else None
     try:

@@ -33,9 +33,7 @@ from rlm_rs.storage.interfaces import (
 
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
-_CONFIG = Config(
-    retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30
-)
+_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30)
 
 
 def _to_ddb(item: Item) -> dict[str, Any]:
@@ -60,13 +58,9 @@ def _is_condition_failure(exc: ClientError) -> bool:
 
 
 class DynamoItemStore:
-    def __init__(
-        self, *, region: str, table_prefix: str = "rlm_", endpoint_url: str | None = None
-    ) -> None:
+    def __init__(self, *, region: str, table_prefix: str = "rlm_", endpoint_url: str | None = None) -> None:
         self.prefix = table_prefix
-        self.client = boto3.client(
-            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=_CONFIG
-        )
+        self.client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=_CONFIG)
 
     def _table(self, table: str) -> str:
         if table not in TABLES:
@@ -86,8 +80,7 @@ class DynamoItemStore:
                     TableName=name,
                     BillingMode="PAY_PER_REQUEST",
                     AttributeDefinitions=[
-                        {"AttributeName": a, "AttributeType": "S"}
-                        for a in ("PK", "SK", "GSI1PK", "GSI2PK")
+                        {"AttributeName": a, "AttributeType": "S"} for a in ("PK", "SK", "GSI1PK", "GSI2PK")
                     ],
                     KeySchema=[
                         {"AttributeName": "PK", "KeyType": "HASH"},
@@ -197,8 +190,7 @@ class DynamoItemStore:
             values[":owner"] = {"S": owner}
             values[":now"] = {"N": repr(float(now))}
             conditions.append(
-                "(attribute_not_exists(#lo) OR #lo = :owner OR attribute_not_exists(#lu) "
-                "OR #lu <= :now)"
+                "(attribute_not_exists(#lo) OR #lo = :owner OR attribute_not_exists(#lu) OR #lu <= :now)"
             )
         try:
             response = self.client.update_item(
@@ -217,18 +209,14 @@ class DynamoItemStore:
         return _from_ddb(response["Attributes"])
 
     def delete(self, table: str, pk: str, sk: str) -> None:
-        self.client.delete_item(
-            TableName=self._table(table), Key={"PK": {"S": pk}, "SK": {"S": sk}}
-        )
+        self.client.delete_item(TableName=self._table(table), Key={"PK": {"S": pk}, "SK": {"S": sk}})
 
 
 class S3BlobStore:
     def __init__(self, *, bucket: str, region: str, endpoint_url: str | None = None) -> None:
         self.bucket = bucket
         self.region = region
-        self.client = boto3.client(
-            "s3", region_name=region, endpoint_url=endpoint_url, config=_CONFIG
-        )
+        self.client = boto3.client("s3", region_name=region, endpoint_url=endpoint_url, config=_CONFIG)
 
     def create_bucket(self) -> None:
         try:
@@ -278,9 +266,7 @@ class S3BlobStore:
         if end <= start:
             return b""
         try:
-            response = self.client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
-            )
+            response = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
             body: bytes = response["Body"].read()
             return body
         except ClientError as exc:
@@ -295,17 +281,13 @@ class S3BlobStore:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return BlobInfo(
-            key=key, size=int(response["ContentLength"]), etag=str(response["ETag"]).strip('"')
-        )
+        return BlobInfo(key=key, size=int(response["ContentLength"]), etag=str(response["ETag"]).strip('"'))
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
 
     def list(self, prefix: str) -> Iterator[str]:
-        for page in self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
-        ):
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for entry in page.get("Contents", []):
                 yield str(entry["Key"])
 

@@ -103,8 +103,7 @@ class SqliteItemStore:
         rows = (
             self._conn()
             .execute(
-                f"SELECT body FROM {self._table(table)} WHERE pk=? AND substr(sk, 1, ?)=? "
-                "ORDER BY sk",
+                f"SELECT body FROM {self._table(table)} WHERE pk=? AND substr(sk, 1, ?)=? ORDER BY sk",
                 (pk, len(sk_prefix), sk_prefix),
             )
             .fetchall()
@@ -115,9 +114,7 @@ class SqliteItemStore:
         column = {"GSI1": "gsi1pk", "GSI2": "gsi2pk"}[index]
         rows = (
             self._conn()
-            .execute(
-                f"SELECT body FROM {self._table(table)} WHERE {column}=? ORDER BY sk", (value,)
-            )
+            .execute(f"SELECT body FROM {self._table(table)} WHERE {column}=? ORDER BY sk", (value,))
             .fetchall()
         )
         return [self._load(r[0]) for r in rows]

@@ -119,12 +119,7 @@ class BlobStore(Protocol):
 def validate_key(key: str) -> str:
     """Object keys: relative, no empty/'.'/'..' segments, no NUL."""
     parts = key.split("/")
-    if (
-        not key
-        or key.startswith("/")
-        or "\x00" in key
-        or any(part in ("", ".", "..") for part in parts)
-    ):
+    if not key or key.startswith("/") or "\x00" in key or any(part in ("", ".", "..") for part in parts):
         raise RlmError("VALIDATION_ERROR", f"invalid object key {key!r}")
     return key
 

@@ -63,9 +63,7 @@ class MetadataStore:
 
     def sessions_with_status(self, status: str) -> list[Item]:
         """Every tenant's sessions in `status` (internal: ingestion, expiry sweeps)."""
-        return [
-            _public(i) or {} for i in self.items.query_index("sessions", f"STATUS#{status}", "GSI2")
-        ]
+        return [_public(i) or {} for i in self.items.query_index("sessions", f"STATUS#{status}", "GSI2")]
 
     def get_session(self, tenant_id: str, session_id: str) -> Item:
         item = self.items.get("sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}")
@@ -110,9 +108,7 @@ class MetadataStore:
         return _public(self.items.put("documents", item, if_absent=True)) or {}
 
     def list_documents(self, session_id: str) -> list[Item]:
-        docs = [
-            _public(i) or {} for i in self.items.query("documents", f"SESSION#{session_id}", "DOC#")
-        ]
+        docs = [_public(i) or {} for i in self.items.query("documents", f"SESSION#{session_id}", "DOC#")]
         return sorted(docs, key=lambda d: int(d.get("doc_index", 0)))
 
     def get_document(self, session_id: str, doc_id: str) -> Item | None:
@@ -148,9 +144,7 @@ class MetadataStore:
     def get_execution(self, tenant_id: str, execution_id: str) -> Item:
         found = self.items.query_index("executions", f"EXEC#{execution_id}")
         if not found or found[0].get("tenant_id") != tenant_id:
-            raise RlmError(
-                "EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id}
-            )
+            raise RlmError("EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id})
         return _public(found[0]) or {}
 
     def update_execution(
@@ -176,9 +170,7 @@ class MetadataStore:
         ) or {}  # fmt: skip
 
     # --- leases (on any record: documents, executions) ------------------------------------
-    def acquire_lease(
-        self, table: str, pk: str, sk: str, owner: str, ttl_seconds: float
-    ) -> Item | None:
+    def acquire_lease(self, table: str, pk: str, sk: str, owner: str, ttl_seconds: float) -> Item | None:
         """Take or renew the record's lease; None when another owner holds a live one."""
         now = time.time()
         try:
@@ -257,9 +249,7 @@ class MetadataStore:
         )  # fmt: skip
 
     def list_audit(self, tenant_id: str) -> list[Item]:
-        return [
-            _public(i) or {} for i in self.items.query("audit_log", f"TENANT#{tenant_id}", "TS#")
-        ]
+        return [_public(i) or {} for i in self.items.query("audit_log", f"TENANT#{tenant_id}", "TS#")]
 
 
 __all__ = [

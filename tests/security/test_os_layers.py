@@ -193,9 +193,7 @@ NO_SECCOMP = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("name", "layer", "code", "expected"), NO_SECCOMP, ids=[c[0] for c in NO_SECCOMP]
-)
+@pytest.mark.parametrize(("name", "layer", "code", "expected"), NO_SECCOMP, ids=[c[0] for c in NO_SECCOMP])
 def test_layers_hold_without_seccomp(
     no_seccomp_pool: PoolSandbox, name: str, layer: str, code: str, expected: str
 ) -> None:
@@ -269,18 +267,14 @@ def test_busy_loop_killed_from_outside(os_only_pool: PoolSandbox) -> None:
 def test_sleep_and_swallowed_exceptions_still_time_out(os_only_pool: PoolSandbox) -> None:
     # layer: wall_clock_kill. No Python-level exception to catch.
     code = (
-        "import time\nwhile True:\n    try:\n        time.sleep(10)\n"
-        "    except BaseException:\n        pass"
+        "import time\nwhile True:\n    try:\n        time.sleep(10)\n    except BaseException:\n        pass"
     )
     assert run(os_only_pool, code, seconds=0.5).error.code == "STEP_TIMEOUT"
 
 
 def test_stack_overflow_crash_is_a_clean_error(os_only_pool: PoolSandbox) -> None:
     # layer: fresh_process. A segfaulting worker -> LAMBDA_ERROR, the pool goes on.
-    code = (
-        "import sys\nsys.setrecursionlimit(10**8)\nx = []\n"
-        "for _ in range(10**6):\n    x = [x]\nrepr(x)"
-    )
+    code = "import sys\nsys.setrecursionlimit(10**8)\nx = []\nfor _ in range(10**6):\n    x = [x]\nrepr(x)"
     result = run(os_only_pool, code)
     assert result.error.code == "LAMBDA_ERROR"
     assert killed_by(result) == "SIGSEGV"

@@ -15,9 +15,7 @@ def test_bench_slicing_reports_both_variants() -> None:
     ).stdout  # fmt: skip
     result = json.loads(output)
     for variant in ("docview", "str"):
-        assert {"median_us", "p99_us", "slices_per_s", "rss_mib", "peak_rss_mib"} <= set(
-            result[variant]
-        )
+        assert {"median_us", "p99_us", "slices_per_s", "rss_mib", "peak_rss_mib"} <= set(result[variant])
     assert result["text"]["chars"] > 1_000_000
     assert set(result["ratios"]) == {
         "docview_over_str_median", "docview_rss_over_empty_mib", "str_rss_over_empty_mib"

@@ -13,9 +13,7 @@ def test_canonical_text_is_nfc_with_newlines_and_no_bom() -> None:
 
 def test_checksum_normalizes_before_hashing() -> None:
     assert checksum_text("cafe\u0301") == checksum_text("caf\u00e9")
-    assert checksum_text("abc") == (
-        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    )
+    assert checksum_text("abc") == ("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
 
 
 def test_offsets_checkpoints_map_chars_to_bytes() -> None:

@@ -16,9 +16,7 @@ TEXT = "The quick brown fox jumps over the lazy dog. Café au lait."
 def _doc(tmp_path: Path) -> CitedDocument:
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     (tmp_path / "o.json").write_text(json.dumps(build_offsets(TEXT, "d1", interval=8)))
-    return CitedDocument(
-        "d1", TextFile.open_path(str(tmp_path / "t.txt"), str(tmp_path / "o.json"))
-    )
+    return CitedDocument("d1", TextFile.open_path(str(tmp_path / "t.txt"), str(tmp_path / "o.json")))
 
 
 def test_merge_sorts_and_merges_overlaps_per_document() -> None:
@@ -52,7 +50,5 @@ def test_tampered_ref_does_not_verify(tmp_path: Path) -> None:
 
 
 def test_spans_of_unknown_documents_are_dropped(tmp_path: Path) -> None:
-    refs = build_citations(
-        "t", "s", [Span(doc_index=3, start_char=0, end_char=2)], {0: _doc(tmp_path)}
-    )
+    refs = build_citations("t", "s", [Span(doc_index=3, start_char=0, end_char=2)], {0: _doc(tmp_path)})
     assert refs == []

@@ -45,9 +45,7 @@ class PoolCgroup:
             self._enter("cgroup_memory", v1_mem / tag, {"memory.limit_in_bytes": memory})
             self.memory_dir = v1_mem / tag
         elif "memory" in controllers:
-            self._enter(
-                "cgroup_memory", unified / tag, {"memory.max": memory, "memory.swap.max": 0}
-            )
+            self._enter("cgroup_memory", unified / tag, {"memory.max": memory, "memory.swap.max": 0})
             self.memory_dir = unified / tag
         else:
             self.errors["cgroup_memory"] = "no memory controller on this host"

@@ -48,9 +48,7 @@ class Frame:
     fds: list[int] = field(default_factory=list)
 
 
-def send_frame(
-    sock: socket.socket, kind: int, req_id: int, payload: bytes, fds: Sequence[int] = ()
-) -> None:
+def send_frame(sock: socket.socket, kind: int, req_id: int, payload: bytes, fds: Sequence[int] = ()) -> None:
     if len(fds) > MAX_FDS_PER_FRAME:
         raise WireError(f"too many file descriptors for one frame ({len(fds)})")
     data = memoryview(HEADER.pack(len(payload), kind, req_id, len(fds)) + payload)
@@ -73,9 +71,7 @@ class FrameReader:
 
     def feed(self) -> list[Frame]:
         """One recvmsg; returns the frames it completed. Sets `eof` at end of stream."""
-        data, ancdata, flags, _ = self.sock.recvmsg(
-            _CHUNK, socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4)
-        )
+        data, ancdata, flags, _ = self.sock.recvmsg(_CHUNK, socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4))
         for level, kind, cdata in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")

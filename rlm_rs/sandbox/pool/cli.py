@@ -21,9 +21,7 @@ def register_into(sandbox_subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="Unix socket path (default: LAMBDA_FUNCTION_NAME, else $RLM_DATA_DIR/sandbox.sock)",
     )
-    serve.add_argument(
-        "--strict", action="store_true", help="refuse to start when any layer is missing"
-    )
+    serve.add_argument("--strict", action="store_true", help="refuse to start when any layer is missing")
     serve.set_defaults(func=_serve)
     doctor = sandbox_subparsers.add_parser(
         "doctor", help="print the isolation layers as JSON (exit 1 when one is missing)"
@@ -49,9 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
             pool_policy(settings),
             strict=args.strict or settings.sandbox_strict,
             allow_unsafe=os.environ.get(UNSAFE_ENV) == "1",
-            document_root=str(settings.sandbox_document_root)
-            if settings.sandbox_document_root
-            else None,
+            document_root=str(settings.sandbox_document_root) if settings.sandbox_document_root else None,
         )
     except PoolUnavailable as exc:
         print(f"rlm-rs sandbox serve: {exc}", file=sys.stderr)

@@ -156,9 +156,7 @@ def error_result(request: StepRequest, code: str, message: str, **details: Any) 
         state_json=request.state_json,
         turn_index=request.turn_index,
         isolation="pool",
-        error=ErrorDetail(
-            code=code, message=message, details_json=json.dumps(details, sort_keys=True)
-        ),
+        error=ErrorDetail(code=code, message=message, details_json=json.dumps(details, sort_keys=True)),
     )
 
 
@@ -204,9 +202,7 @@ class PoolFront:
         if step_module:
             cmd += ["--step-module", step_module]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
-        self.process = subprocess.Popen(
-            cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env
-        )
+        self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         self.sock = ours
         self._reader = _wire.FrameReader(ours)
@@ -340,9 +336,7 @@ class PoolFront:
             result.state_json = request.state_json
         return result
 
-    def _exchange(
-        self, payload: bytes, fds: list[int], seconds: float
-    ) -> tuple[_wire.Frame | None, int]:
+    def _exchange(self, payload: bytes, fds: list[int], seconds: float) -> tuple[_wire.Frame | None, int]:
         """Send the step to a warm worker and read its answer (None: it died)."""
         for _ in range(_SEND_ATTEMPTS):
             worker = self._take_worker(_WORKER_WAIT_SECONDS)

@@ -498,9 +498,7 @@ def _describe(status: int | None, oom: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlm_rs.sandbox.pool.zygote")
-    parser.add_argument(
-        "--fd", type=int, required=True, help="control socket inherited from the front"
-    )
+    parser.add_argument("--fd", type=int, required=True, help="control socket inherited from the front")
     parser.add_argument("--policy", required=True, help="base64 SandboxPolicy (the pool's own)")
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--allow-unsafe", action="store_true")

@@ -32,11 +32,7 @@ def test_item_crud_and_queries(storage: Storage) -> None:
     assert [i["SK"] for i in items.query("documents", "SESSION#s1", "DOC#")] == ["DOC#a", "DOC#b"]
     assert items.get("documents", "SESSION#s1", "DOC#b")["ratio"] == 0.5  # type: ignore[index]
     updated = items.update("documents", "SESSION#s1", "DOC#b", {"ingest_status": "PARSED"})
-    assert (
-        updated["version"] == 2
-        and updated["ingest_status"] == "PARSED"
-        and updated["doc_index"] == 1
-    )
+    assert updated["version"] == 2 and updated["ingest_status"] == "PARSED" and updated["doc_index"] == 1
     items.delete("documents", "SESSION#s1", "DOC#b")
     assert items.get("documents", "SESSION#s1", "DOC#b") is None
     assert items.get("documents", "SESSION#zz", "DOC#a") is None
@@ -75,18 +71,14 @@ def test_lookups_by_id_and_tenant_listing(storage: Storage) -> None:
     assert meta.find_session("s3")["tenant_id"] == "t2"  # type: ignore[index]
     assert [s["session_id"] for s in meta.list_sessions("t1")] == ["s1", "s2"]
     assert [s["session_id"] for s in meta.list_sessions("t1", status="READY")] == ["s2"]
-    meta.put_execution(
-        {"tenant_id": "t1", "session_id": "s1", "execution_id": "e1", "status": "RUNNING"}
-    )
+    meta.put_execution({"tenant_id": "t1", "session_id": "s1", "execution_id": "e1", "status": "RUNNING"})
     assert meta.get_execution("t1", "e1")["session_id"] == "s1"
 
 
 def test_tenants_cannot_see_each_other(storage: Storage) -> None:
     meta = storage.metadata
     meta.put_session(_session("t1", "s1"))
-    meta.put_execution(
-        {"tenant_id": "t1", "session_id": "s1", "execution_id": "e1", "status": "RUNNING"}
-    )
+    meta.put_execution({"tenant_id": "t1", "session_id": "s1", "execution_id": "e1", "status": "RUNNING"})
     with pytest.raises(RlmError) as session:
         meta.get_session("t2", "s1")
     assert session.value.code == "SESSION_NOT_FOUND"
@@ -104,9 +96,7 @@ def test_tenants_cannot_see_each_other(storage: Storage) -> None:
 
 def test_lease_expiry_and_takeover(storage: Storage) -> None:
     meta = storage.metadata
-    meta.put_execution(
-        {"tenant_id": "t1", "session_id": "s1", "execution_id": "e1", "status": "RUNNING"}
-    )
+    meta.put_execution({"tenant_id": "t1", "session_id": "s1", "execution_id": "e1", "status": "RUNNING"})
     key = ("executions", "SESSION#s1", "EXEC#e1")
     assert meta.acquire_lease(*key, owner="A", ttl_seconds=0.5) is not None
     assert meta.acquire_lease(*key, owner="B", ttl_seconds=0.5) is None
@@ -168,10 +158,7 @@ def test_large_object_round_trip(storage: Storage) -> None:
     data = bytes(range(256)) * (20 * 1024 * 1024 // 256)
     storage.blobs.put("raw/big.bin", data)
     assert storage.blobs.get("raw/big.bin") == data
-    assert (
-        storage.blobs.get_range("raw/big.bin", 10_000_000, 10_000_010)
-        == data[10_000_000:10_000_010]
-    )
+    assert storage.blobs.get_range("raw/big.bin", 10_000_000, 10_000_010) == data[10_000_000:10_000_010]
 
 
 def test_state_inline_and_offloaded_bit_for_bit(storage: Storage) -> None:

@@ -29,9 +29,7 @@ GOOD = [
 BAD = ("broken.pdf", b"%PDF-1.4 truncated", "application/pdf")
 
 
-def test_documents_are_parsed_and_the_session_becomes_ready(
-    storage: Storage, settings: Settings
-) -> None:
+def test_documents_are_parsed_and_the_session_becomes_ready(storage: Storage, settings: Settings) -> None:
     register_session(storage, GOOD)
     assert IngestionWorker(storage, settings).run_once() == 4
     assert statuses(storage) == ["PARSED"] * 4
@@ -116,9 +114,7 @@ def test_parse_contract_over_http(storage: Storage, parser_service: str) -> None
     response = httpx.post(f"{parser_service}/parse", json=body).json()
     assert response["status"] == "success" and response["request_id"] == "r1"
     assert response["outputs"]["text_s3_uri"] == storage.blobs.uri("parsed/t1/s1/dx/text.txt")
-    assert response["stats"]["char_length"] == 11 and response["text_checksum"].startswith(
-        "sha256:"
-    )
+    assert response["stats"]["char_length"] == 11 and response["text_checksum"].startswith("sha256:")
     assert json.loads(storage.blobs.get("parsed/t1/s1/dx/meta.json"))["doc_id"] == "dx"
     storage.blobs.put("raw/x/img.png", b"\x89PNG")
     body["source"] = {"s3_uri": storage.blobs.uri("raw/x/img.png")}

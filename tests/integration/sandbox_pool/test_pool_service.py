@@ -113,9 +113,7 @@ def test_step_limits_are_capped_by_the_pool_and_hardening_is_the_pools() -> None
     assert list(merged.seccomp_allowlist) == list(pool.seccomp_allowlist)
 
 
-def test_documents_arrive_as_fds_in_manifest_order(
-    unsafe_pool: PoolSandbox, tmp_path: Path
-) -> None:
+def test_documents_arrive_as_fds_in_manifest_order(unsafe_pool: PoolSandbox, tmp_path: Path) -> None:
     # Per document: text, offsets (if set), meta (if set); fds 4.. in that order.
     def write(name: str, content: str) -> str:
         (tmp_path / name).write_text(content)
@@ -144,9 +142,7 @@ def test_documents_arrive_as_fds_in_manifest_order(
 
 def test_missing_document_is_a_read_error(pool: PoolSandbox, tmp_path: Path) -> None:
     doc = ContextDocument(doc_index=0, text_path=str(tmp_path / "missing.txt"))
-    result = pool.run_step(
-        StepRequest(code="print(1)", state_json='{"a": 1}', context_manifest=[doc])
-    )
+    result = pool.run_step(StepRequest(code="print(1)", state_json='{"a": 1}', context_manifest=[doc]))
     assert result.error.code == "S3_READ_ERROR"
     assert result.state_json == '{"a": 1}'
 
@@ -216,9 +212,7 @@ def test_doctor_reports_every_layer_active() -> None:
 
 
 def test_pool_policy_comes_from_settings() -> None:
-    settings = Settings(
-        RLM_SANDBOX_POLICY_JSON='{"warm_workers": 3, "seccomp_allowlist": ["read", "write"]}'
-    )
+    settings = Settings(RLM_SANDBOX_POLICY_JSON='{"warm_workers": 3, "seccomp_allowlist": ["read", "write"]}')
     policy = pool_policy(settings)
     assert policy.warm_workers == 3
     assert list(policy.seccomp_allowlist) == ["read", "write"]

@@ -40,9 +40,7 @@ def test_docx_headings_become_sections_and_tables_are_recorded(samples) -> None:
     overview, risks = structure["children"]
     assert (overview["title"], risks["title"]) == ("Overview", "Risks")
     assert overview["children"][0]["title"] == "Regions"
-    assert parsed.text[overview["start_char"] : overview["end_char"]].startswith(
-        "Overview\nRevenue"
-    )
+    assert parsed.text[overview["start_char"] : overview["end_char"]].startswith("Overview\nRevenue")
     assert overview["end_char"] == risks["start_char"]
     (table,) = parsed.tables
     assert parsed.text[table["start_char"] : table["end_char"]] == "region\tgrowth\nLisbon\t12%"
@@ -64,9 +62,7 @@ def test_markdown_headings_and_canonical_whitespace(samples) -> None:  # type: i
 
 
 def test_text_is_nfc_with_newlines(samples) -> None:  # type: ignore[no-untyped-def]
-    assert (
-        parse_document("cafe\u0301\r\nok".encode(), "text/plain", "x.txt").text == "caf\u00e9\nok"
-    )
+    assert parse_document("cafe\u0301\r\nok".encode(), "text/plain", "x.txt").text == "caf\u00e9\nok"
 
 
 def _bomb() -> bytes:
@@ -99,9 +95,7 @@ def _bomb() -> bytes:
         ("image.png", b"\x89PNG....", "image/png", "UNSUPPORTED_FORMAT"),
     ],
 )
-def test_bad_documents_fail_with_a_specific_code(
-    name: str, data: bytes, mime: str, code: str
-) -> None:
+def test_bad_documents_fail_with_a_specific_code(name: str, data: bytes, mime: str, code: str) -> None:
     with pytest.raises(ParseFailure) as caught:
         parse_document(data, mime, name, timeout_seconds=60)
     assert caught.value.code == code, caught.value.message
