@@ -138,6 +138,7 @@ class MetadataStore:
             "PK": f"SESSION#{record['session_id']}",
             "SK": f"EXEC#{execution_id}",
             "GSI1PK": f"EXEC#{execution_id}",
+            "GSI2PK": f"STATUS#{record['status']}",
         }
         return _public(self.items.put("executions", item, if_absent=True)) or {}
 
@@ -146,6 +147,10 @@ class MetadataStore:
         if not found or found[0].get("tenant_id") != tenant_id:
             raise RlmError("EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id})
         return _public(found[0]) or {}
+
+    def executions_with_status(self, status: str) -> list[Item]:
+        """Every tenant's executions in `status` (internal: lease takeover sweeps)."""
+        return [_public(i) or {} for i in self.items.query_index("executions", f"STATUS#{status}", "GSI2")]
 
     def update_execution(
         self,
@@ -162,6 +167,8 @@ class MetadataStore:
             attr_in=("status", from_statuses) if from_statuses else None,
             lease_free_for=(lease_owner, time.time()) if lease_owner else None,
         )
+        if "status" in changes:
+            changes = {**changes, "GSI2PK": f"STATUS#{changes['status']}"}
         return _public(
             self.items.update(
                 "executions", f"SESSION#{session_id}", f"EXEC#{execution_id}", changes,
