@@ -70,6 +70,8 @@ _TABLE: tuple[ErrorSpec, ...] = (
     ErrorSpec("METHOD_NOT_ALLOWED", 405, "UNIMPLEMENTED"),
     ErrorSpec("PAYLOAD_TOO_LARGE", 413, "INVALID_ARGUMENT"),
     ErrorSpec("CONFLICT", 409, "ABORTED"),
+    # The gateway cannot reach the control plane (or it is not ready).
+    ErrorSpec("SERVICE_UNAVAILABLE", 503, "UNAVAILABLE"),
 )
 
 ERRORS: dict[str, ErrorSpec] = {spec.code: spec for spec in _TABLE}
