@@ -1,0 +1,404 @@
+"""The REST gateway: SPEC §10's HTTP API in front of the gRPC control plane.
+
+A translator only: each route validates its body (pydantic models in
+gateway.models), calls one control-plane RPC through the generated stubs with
+the caller's `authorization` and `x-request-id` as metadata, and renders the
+reply. Every non-2xx body is the spec's error envelope with a code from
+rlm_rs.errors; no stack trace or internal message ever reaches a caller. It
+must never import control-plane internals (rlm_rs.control, rlm_rs.storage, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import grpc.aio
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from google.protobuf.message import Message
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from gateway import models as m
+from gateway.backend import ChannelPool, Stubs, check_health, error_from_rpc, retry_after_seconds
+from gateway.convert import from_dict, to_dict
+from rlm_rs.errors import ERRORS, RlmError
+from rlm_rs.settings import Settings
+from rlm_rs.v1 import citation_pb2, execution_pb2, session_pb2
+
+log = logging.getLogger("rlm_rs.gateway")
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_DEFAULT_TIMEOUT = 30.0
+# Control-plane health services asked by /health/ready ("" = the whole server).
+HEALTH_COMPONENTS = ["", "storage", "sandbox", "provider"]
+
+_ERROR_STATUSES = (400, 401, 403, 404, 409, 410, 413, 422, 429, 500, 502, 503)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": m.ErrorEnvelope, "description": _desc}
+    for status, _desc in (
+        (s, ", ".join(sorted(c for c, spec in ERRORS.items() if spec.http_status == s)))
+        for s in _ERROR_STATUSES
+    )
+}
+
+
+# ---------------------------------------------------------------- errors
+def error_response(err: RlmError, request_id: str) -> JSONResponse:
+    headers = {REQUEST_ID_HEADER: request_id}
+    retry = retry_after_seconds(err) if err.code == "RATE_LIMITED" else None
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return JSONResponse(err.envelope(request_id), status_code=err.http_status, headers=headers)
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex)
+
+
+async def _rlm_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RlmError)
+    return error_response(exc, _request_id(request))
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        err = RlmError("METHOD_NOT_ALLOWED", f"method {request.method} not allowed here")
+    elif exc.status_code == 404:
+        err = RlmError("NOT_FOUND", "no such route")
+    elif exc.status_code == 413:
+        err = RlmError("PAYLOAD_TOO_LARGE", "request body too large")
+    elif exc.status_code in (401, 403):
+        err = RlmError("UNAUTHORIZED", "missing or invalid API key")
+    else:
+        err = RlmError("VALIDATION_ERROR", "bad request")
+    response = error_response(err, _request_id(request))
+    if exc.status_code == 405 and exc.headers and "allow" in {k.lower() for k in exc.headers}:
+        response.headers["Allow"] = next(v for k, v in exc.headers.items() if k.lower() == "allow")
+    return response
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for item in exc.errors():
+        errors.append(
+            {
+                "loc": [str(p) for p in item.get("loc", ())],
+                "msg": str(item.get("msg", "")),
+                "type": str(item.get("type", "")),
+            }
+        )
+    malformed = any(e["type"] == "json_invalid" for e in errors)
+    message = "malformed JSON body" if malformed else "request validation failed"
+    err = RlmError("VALIDATION_ERROR", message, {"errors": errors[:50]})
+    return error_response(err, _request_id(request))
+
+
+class EdgeMiddleware:
+    """Request ids, the body size limit and the last-resort 500, as raw ASGI.
+
+    Raw ASGI (not BaseHTTPMiddleware) so it costs little per request and sees
+    the body stream: an oversized body is refused by Content-Length up front or
+    when the streamed bytes pass the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        length: int | None = None
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID_OK.match(candidate):
+                    request_id = candidate
+            elif key == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+
+        async def send_with_id(message: AsgiMessage) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [h for h in message.get("headers", []) if h[0] != header[0]]
+                message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        if length is not None and length > self.max_body_bytes:
+            await self._too_large(request_id, send_with_id)
+            return
+        received = 0
+
+        async def limited_receive() -> AsgiMessage:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            if not started:
+                await self._too_large(request_id, send_with_id)
+        except Exception:  # the last resort: log, answer 500, no trace out
+            log.exception("unhandled error", extra={"request_id": request_id})
+            if not started:
+                err = RlmError("INTERNAL_ERROR", "internal error")
+                await error_response(err, request_id)(scope, receive, send_with_id)
+
+    async def _too_large(self, request_id: str, send: Send) -> None:
+        err = RlmError(
+            "PAYLOAD_TOO_LARGE",
+            "request body too large",
+            {"max_request_bytes": self.max_body_bytes},
+        )
+        body = json.dumps(err.envelope(request_id)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": err.http_status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- calls
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer rlm_key_...")
+
+
+class Call:
+    """One request's view of the control plane: stubs plus metadata."""
+
+    def __init__(self, stubs: Stubs, metadata: tuple[tuple[str, str], ...]):
+        self.stubs = stubs
+        self.metadata = metadata
+
+    async def __call__(
+        self,
+        method: Callable[..., Awaitable[Any]],
+        request: Message,
+        timeout: float = _DEFAULT_TIMEOUT,
+    ) -> Any:
+        try:
+            return await method(request, metadata=self.metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+
+def _call(request: Request, _auth: Annotated[Any, Depends(_bearer)] = None) -> Call:
+    metadata: list[tuple[str, str]] = [(REQUEST_ID_HEADER, _request_id(request))]
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        if not authorization.isascii() or not authorization.isprintable():
+            raise RlmError("UNAUTHORIZED", "missing or invalid API key")
+        metadata.append(("authorization", authorization))
+    pool: ChannelPool = request.app.state.pool
+    return Call(pool.get(), tuple(metadata))
+
+
+def _build(msg: Message, data: dict[str, Any]) -> Message:
+    try:
+        return from_dict(msg, data)
+    except (ValueError, TypeError) as exc:
+        raise RlmError("VALIDATION_ERROR", f"value cannot be sent: {type(exc).__name__}") from None
+
+
+def _dump(body: Any) -> dict[str, Any]:
+    return dict(body.model_dump(exclude_none=True)) if body is not None else {}
+
+
+def _timeout_for(seconds: float | None) -> float:
+    return max(_DEFAULT_TIMEOUT, (seconds or 0.0) + 10.0)
+
+
+# ---------------------------------------------------------------- routes
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+Caller = Depends(_call)
+
+
+@router.post("/sessions", response_model=m.SessionCreated, status_code=201, tags=["sessions"])
+async def create_session(body: m.CreateSessionBody, call: Call = Caller) -> Any:
+    req = _build(session_pb2.CreateSessionRequest(), _dump(body))
+    return to_dict(await call(call.stubs.sessions.CreateSession, req))
+
+
+@router.get("/sessions/{session_id}", response_model=m.SessionView, tags=["sessions"])
+async def get_session(session_id: str, call: Call = Caller) -> Any:
+    req = _build(session_pb2.GetSessionRequest(), {"session_id": session_id})
+    return to_dict(await call(call.stubs.sessions.GetSession, req))
+
+
+@router.delete("/sessions/{session_id}", response_model=m.SessionDeleted, tags=["sessions"])
+async def delete_session(session_id: str, call: Call = Caller) -> Any:
+    req = _build(session_pb2.DeleteSessionRequest(), {"session_id": session_id})
+    return to_dict(await call(call.stubs.sessions.DeleteSession, req))
+
+
+@router.post(
+    "/sessions/{session_id}/executions",
+    response_model=m.ExecutionView,
+    status_code=201,
+    tags=["executions"],
+)
+async def start_execution(session_id: str, body: m.StartExecutionBody, call: Call = Caller) -> Any:
+    req = _build(execution_pb2.StartExecutionRequest(), {"session_id": session_id, **_dump(body)})
+    sync = body.options is not None and body.options.synchronous
+    timeout = _timeout_for(body.options.synchronous_timeout_seconds if sync and body.options else 0)
+    return to_dict(await call(call.stubs.executions.StartExecution, req, timeout))
+
+
+@router.post(
+    "/sessions/{session_id}/executions/runtime",
+    response_model=m.ExecutionView,
+    status_code=201,
+    tags=["runtime"],
+)
+async def create_runtime_execution(
+    session_id: str, body: m.CreateRuntimeBody | None = None, call: Call = Caller
+) -> Any:
+    req = _build(execution_pb2.CreateRuntimeExecutionRequest(), {"session_id": session_id, **_dump(body)})
+    return to_dict(await call(call.stubs.executions.CreateRuntimeExecution, req))
+
+
+@router.get("/executions/{execution_id}", response_model=m.ExecutionView, tags=["executions"])
+async def get_execution(execution_id: str, call: Call = Caller) -> Any:
+    req = _build(execution_pb2.GetExecutionRequest(), {"execution_id": execution_id})
+    return to_dict(await call(call.stubs.executions.GetExecution, req))
+
+
+@router.get("/executions/{execution_id}/steps", response_model=m.StepList, tags=["executions"])
+async def list_steps(execution_id: str, call: Call = Caller) -> Any:
+    req = _build(execution_pb2.ListStepsRequest(), {"execution_id": execution_id})
+    return to_dict(await call(call.stubs.executions.ListSteps, req))
+
+
+@router.post("/executions/{execution_id}/wait", response_model=m.ExecutionView, tags=["executions"])
+async def wait_execution(execution_id: str, body: m.WaitBody | None = None, call: Call = Caller) -> Any:
+    body = body or m.WaitBody()
+    req = _build(
+        execution_pb2.WaitExecutionRequest(),
+        {"execution_id": execution_id, "timeout_seconds": body.timeout_seconds},
+    )
+    return to_dict(await call(call.stubs.executions.WaitExecution, req, _timeout_for(body.timeout_seconds)))
+
+
+@router.post("/executions/{execution_id}/cancel", response_model=m.CancelResult, tags=["executions"])
+async def cancel_execution(execution_id: str, call: Call = Caller) -> Any:
+    req = _build(execution_pb2.CancelExecutionRequest(), {"execution_id": execution_id})
+    return to_dict(await call(call.stubs.executions.CancelExecution, req))
+
+
+@router.post("/executions/{execution_id}/steps", response_model=m.StepOutput, tags=["runtime"])
+async def run_step(execution_id: str, body: m.RunStepBody, call: Call = Caller) -> Any:
+    req = _build(execution_pb2.RunStepRequest(), {"execution_id": execution_id, **_dump(body)})
+    return to_dict(await call(call.stubs.executions.RunStep, req, 120.0))
+
+
+@router.post(
+    "/executions/{execution_id}/tools/resolve",
+    response_model=m.ResolveToolsResult,
+    tags=["runtime"],
+)
+async def resolve_tools(execution_id: str, body: m.ResolveToolsBody, call: Call = Caller) -> Any:
+    req = _build(execution_pb2.ResolveToolsRequest(), {"execution_id": execution_id, **_dump(body)})
+    return to_dict(await call(call.stubs.executions.ResolveTools, req, 300.0))
+
+
+@router.post("/spans/get", response_model=m.SpanText, tags=["citations"])
+async def get_span(body: m.SpanGetBody, call: Call = Caller) -> Any:
+    req = _build(citation_pb2.GetSpanRequest(), _dump(body))
+    return to_dict(await call(call.stubs.citations.GetSpan, req))
+
+
+@router.post("/citations/verify", response_model=m.VerifyResult, tags=["citations"])
+async def verify_citation(body: m.VerifyBody, call: Call = Caller) -> Any:
+    req = _build(citation_pb2.VerifyCitationRequest(), _dump(body))
+    return to_dict(await call(call.stubs.citations.VerifyCitation, req))
+
+
+health = APIRouter(prefix="/health", tags=["health"])
+
+
+@health.get("/live", response_model=m.Live)
+async def live() -> Any:
+    return {"status": "ok"}
+
+
+@health.get(
+    "/ready",
+    response_model=m.Ready,
+    responses={503: {"model": m.ErrorEnvelope, "description": "SERVICE_UNAVAILABLE"}},
+)
+async def ready(request: Request) -> Any:
+    pool: ChannelPool = request.app.state.pool
+    components = await check_health(pool.get(), HEALTH_COMPONENTS, timeout=2.0)
+    overall = components.pop("", "UNREACHABLE")
+    components = {"control_plane": overall, **components}
+    bad = {k: v for k, v in components.items() if v not in ("SERVING", "UNKNOWN")}
+    if bad:
+        raise RlmError("SERVICE_UNAVAILABLE", "not ready", {"components": components})
+    return {"status": "ok", "components": components}
+
+
+# ---------------------------------------------------------------- app
+def create_app(settings: Settings, grpc_target: str | None = None) -> FastAPI:
+    """The gateway app; `grpc_target` defaults to settings.grpc_address."""
+    pool = ChannelPool(grpc_target or settings.grpc_address)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool.open()
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="RLM-RS API",
+        version="1.3",
+        description="SPEC §10 HTTP API of the Recursive Language Model Runtime Service.",
+        lifespan=lifespan,
+    )
+    app.state.pool = pool
+    app.include_router(router)
+    app.include_router(health)
+    app.add_exception_handler(RlmError, _rlm_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,79 @@
+"""`rlm-rs gateway serve` and `rlm-rs mcp serve`: the HTTP API and the MCP server.
+
+Only argument parsing and process start-up live here; the behaviour is in
+gateway.app and gateway.mcp_server. Must not import control-plane internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+
+def register(subparsers: Any) -> None:
+    gw = subparsers.add_parser("gateway", help="the REST gateway (SPEC §10)")
+    gw_sub = gw.add_subparsers(dest="gateway_command", required=True)
+    serve = gw_sub.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--host", default=None, help="default RLM_HTTP_HOST")
+    serve.add_argument("--port", type=int, default=None, help="default RLM_HTTP_PORT")
+    serve.add_argument("--grpc-target", default=None, help="default RLM_GRPC_ADDRESS")
+    serve.set_defaults(func=_serve_gateway)
+    spec = gw_sub.add_parser("openapi", help="write the OpenAPI document (gateway/openapi.json)")
+    spec.add_argument("--output", default=str(OPENAPI_PATH), help="'-' for stdout")
+    spec.set_defaults(func=_write_openapi)
+
+    mcp = subparsers.add_parser("mcp", help="the MCP server (SPEC §11)")
+    mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
+    mserve = mcp_sub.add_parser("serve", help="serve the MCP tools over the HTTP API")
+    mserve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    mserve.add_argument("--host", default="127.0.0.1")
+    mserve.add_argument("--port", type=int, default=8090)
+    mserve.set_defaults(func=_serve_mcp)
+
+
+def openapi_text() -> str:
+    """The OpenAPI document as committed in gateway/openapi.json."""
+    from gateway.app import create_app
+    from rlm_rs.settings import Settings
+
+    app = create_app(Settings())
+    return json.dumps(app.openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _write_openapi(args: argparse.Namespace) -> int:
+    text = openapi_text()
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
+
+
+def _serve_gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from rlm_rs.settings import get_settings
+
+    settings = get_settings()
+    app = create_app(settings, args.grpc_target or settings.grpc_address)
+    uvicorn.run(
+        app,
+        host=args.host or settings.http_host,
+        port=args.port if args.port is not None else settings.http_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def _serve_mcp(args: argparse.Namespace) -> int:
+    from gateway.mcp_server import serve
+
+    serve(args.transport, host=args.host, port=args.port)
+    return 0

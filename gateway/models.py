@@ -1,0 +1,393 @@
+"""Pydantic models of SPEC §10's request and response bodies.
+
+They are the OpenAPI contract: every field the HTTP API accepts or returns is
+declared here with its type and bounds (integers bounded to what the gRPC wire
+can hold, so an oversized number is a 422, never a crash). JSON state fields
+appear as real JSON values under the spec's names. No behaviour lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+INT32 = 2**31 - 1
+INT64 = 2**63 - 1
+Int32 = Field(default=None, ge=0, le=INT32)
+Int64 = Field(default=None, ge=0, le=INT64)
+Seconds = Field(default=None, ge=0, le=86_400)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------- errors
+class ErrorBody(_Out):
+    code: str = Field(description="A SPEC §10 error code, e.g. SESSION_NOT_FOUND")
+    message: str
+    request_id: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorEnvelope(_Out):
+    error: ErrorBody
+
+
+# ---------------------------------------------------------------- shared
+class Models(_In):
+    root_model: str | None = Field(default=None, max_length=200)
+    sub_model: str | None = Field(default=None, max_length=200)
+
+
+class Budgets(_In):
+    max_turns: int | None = Int32
+    max_total_seconds: float | None = Seconds
+    max_step_seconds: float | None = Seconds
+    max_spans_total: int | None = Int32
+    max_spans_per_step: int | None = Int32
+    max_tool_requests_per_step: int | None = Int32
+    max_llm_subcalls: int | None = Int32
+    max_llm_prompt_chars: int | None = Int64
+    max_total_llm_prompt_chars: int | None = Int64
+    max_stdout_chars: int | None = Int32
+    max_state_chars: int | None = Int64
+    max_rlm_subcalls: int | None = Int32
+    max_depth: int | None = Int32
+    max_cost_usd: float | None = Field(default=None, ge=0, le=1e9)
+
+
+class SpanRef(BaseModel):
+    tenant_id: str = ""
+    session_id: str
+    doc_id: str
+    doc_index: int = Field(ge=0, le=INT32)
+    start_char: int = Field(ge=0, le=INT64)
+    end_char: int = Field(ge=0, le=INT64)
+    checksum: str
+
+
+class Span(_Out):
+    doc_index: int
+    start_char: int
+    end_char: int
+    tag: str = ""
+
+
+class ErrorDetail(_Out):
+    code: str
+    message: str
+    details: Any = None
+
+
+class LlmRequest(_In):
+    type: Literal["llm"] | None = None
+    key: str = Field(min_length=1, max_length=512)
+    prompt: str
+    model_hint: str | None = Field(default=None, max_length=200)
+    max_tokens: int | None = Int32
+    temperature: float | None = Field(default=None, ge=0, le=10)
+    metadata: dict[str, Any] | None = None
+
+
+class SearchFilters(_In):
+    doc_ids: list[str] = Field(default_factory=list)
+
+
+class SearchRequest(_In):
+    type: Literal["search"] | None = None
+    key: str = Field(min_length=1, max_length=512)
+    query: str
+    k: int | None = Int32
+    filters: SearchFilters | None = None
+
+
+class ToolRequests(_In):
+    llm: list[LlmRequest] = Field(default_factory=list)
+    search: list[SearchRequest] = Field(default_factory=list)
+
+
+class Final(_Out):
+    is_final: bool = False
+    answer: str = ""
+
+
+class BudgetsConsumed(_Out):
+    turns: int = 0
+    llm_subcalls: int = 0
+    total_seconds: float = 0.0
+    spans_total: int = 0
+    llm_prompt_chars_total: int = 0
+    rlm_subcalls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cache_hits: int = 0
+
+
+# ---------------------------------------------------------------- sessions
+class DocumentInput(_In):
+    source_name: str = Field(min_length=1, max_length=1024)
+    mime_type: str = Field(min_length=1, max_length=200)
+    raw_s3_uri: str = Field(min_length=1, max_length=2048)
+    raw_s3_version_id: str | None = Field(default=None, max_length=1024)
+    raw_s3_etag: str | None = Field(default=None, max_length=1024)
+
+
+class SessionOptions(_In):
+    enable_search: bool | None = None
+    readiness_mode: Literal["STRICT", "LAX"] | None = None
+
+
+class CreateSessionBody(_In):
+    ttl_minutes: int | None = Field(default=None, ge=1, le=INT32)
+    docs: list[DocumentInput] = Field(min_length=1, max_length=1000)
+    options: SessionOptions | None = None
+    models_default: Models | None = None
+    budgets_default: Budgets | None = None
+
+
+class CreatedDoc(_Out):
+    doc_id: str
+    doc_index: int
+    ingest_status: str
+
+
+class SessionCreated(_Out):
+    session_id: str
+    status: str = Field(description="CREATING")
+    created_at: str
+    expires_at: str
+    docs: list[CreatedDoc]
+
+
+class Readiness(_Out):
+    parsed_ready: bool = False
+    search_ready: bool = False
+    ready: bool = False
+
+
+class SessionDoc(_Out):
+    doc_id: str
+    doc_index: int
+    ingest_status: str
+    text_s3_uri: str = ""
+    meta_s3_uri: str = ""
+    offsets_s3_uri: str = ""
+    source_name: str = ""
+    mime_type: str = ""
+    char_length: int = 0
+    page_count: int = 0
+    failure_reason: str = ""
+    text_checksum: str = ""
+
+
+class SessionView(_Out):
+    session_id: str
+    status: str = Field(description="CREATING|READY|FAILED|EXPIRED|DELETING")
+    created_at: str = ""
+    expires_at: str = ""
+    readiness: Readiness | None = None
+    docs: list[SessionDoc] = Field(default_factory=list)
+    doc_count: int = 0
+    total_chars: int = 0
+
+
+class SessionDeleted(_Out):
+    session_id: str = ""
+    status: str = Field(description="DELETING")
+
+
+# ---------------------------------------------------------------- executions
+class ExecutionOptions(_In):
+    return_trace: bool | None = None
+    redact_trace: bool | None = None
+    synchronous: bool | None = None
+    synchronous_timeout_seconds: float | None = Field(default=None, ge=0, le=3600)
+    output_mode: Literal["ANSWER", "CONTEXTS"] | None = None
+
+
+class StartExecutionBody(_In):
+    question: str = Field(min_length=1, max_length=100_000)
+    models: Models | None = None
+    budgets: Budgets | None = None
+    options: ExecutionOptions | None = None
+
+
+class CreateRuntimeBody(_In):
+    models: Models | None = None
+    budgets: Budgets | None = None
+    options: ExecutionOptions | None = None
+
+
+class ContextItem(_Out):
+    sequence_index: int
+    turn_index: int
+    span_index: int
+    tag: str = ""
+    text: str = ""
+    text_char_length: int = 0
+    source_name: str = ""
+    mime_type: str = ""
+    ref: SpanRef | None = None
+
+
+class ExecutionView(_Out):
+    execution_id: str
+    session_id: str = ""
+    mode: str = Field(default="", description="ANSWERER|RUNTIME")
+    output_mode: str = ""
+    status: str = Field(
+        description="RUNNING|COMPLETED|FAILED|TIMEOUT|BUDGET_EXCEEDED|MAX_TURNS_EXCEEDED|CANCELLED"
+    )
+    answer: str | None = None
+    citations: list[SpanRef] = Field(default_factory=list)
+    contexts: list[ContextItem] | None = None
+    contexts_s3_uri: str | None = None
+    budgets_consumed: BudgetsConsumed | None = None
+    trace_s3_uri: str = ""
+    started_at: str = ""
+    completed_at: str = ""
+    duration_ms: int = 0
+    error: ErrorDetail | None = None
+    trace: Any = Field(default=None, description="The trace document when return_trace was set")
+
+
+class WaitBody(_In):
+    timeout_seconds: float = Field(default=30.0, ge=0, le=900)
+
+
+class CancelResult(_Out):
+    execution_id: str
+    status: str
+    completed_at: str = ""
+
+
+class StepSummary(_Out):
+    byte_length: int = 0
+    char_length: int = 0
+
+
+class ToolRequestsOut(_Out):
+    llm: list[dict[str, Any]] = Field(default_factory=list)
+    search: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class StepRecord(_Out):
+    turn_index: int
+    updated_at: str = ""
+    success: bool
+    stdout: str = ""
+    state: Any = None
+    span_log: list[Span] = Field(default_factory=list)
+    tool_requests: ToolRequestsOut | None = None
+    final: Final | None = None
+    error: ErrorDetail | None = None
+    checksum: str = ""
+    summary: StepSummary | None = None
+
+
+class StepList(_Out):
+    steps: list[StepRecord]
+
+
+class RunStepOptions(_In):
+    resolve_tools: bool | None = None
+
+
+class RunStepBody(_In):
+    code: str = Field(min_length=1, max_length=1_000_000)
+    state: dict[str, Any] | None = None
+    options: RunStepOptions | None = None
+
+
+class StepOutput(_Out):
+    success: bool
+    stdout: str = ""
+    stdout_truncated: bool = False
+    state: Any = None
+    span_log: list[Span] = Field(default_factory=list)
+    tool_requests: ToolRequestsOut | None = None
+    final: Final | None = None
+    error: ErrorDetail | None = None
+    turn_index: int = 0
+    duration_ms: float = 0.0
+    yield_reason: str = ""
+    isolation: str = ""
+
+
+class ResolveToolsBody(_In):
+    tool_requests: ToolRequests
+    models: Models | None = None
+
+
+class LlmResult(_Out):
+    text: str = ""
+    meta: Any = None
+
+
+class SearchHit(_Out):
+    score: float
+    doc_index: int
+    start_char: int
+    end_char: int
+    preview: str = ""
+
+
+class SearchResult(_Out):
+    hits: list[SearchHit] = Field(default_factory=list)
+    meta: Any = None
+
+
+class ToolResults(_Out):
+    llm: dict[str, LlmResult] = Field(default_factory=dict)
+    search: dict[str, SearchResult] = Field(default_factory=dict)
+
+
+class ResolveToolsResult(_Out):
+    tool_results: ToolResults
+    statuses: dict[str, str] = Field(description="key -> pending|resolved|error")
+
+
+# ---------------------------------------------------------------- spans, citations
+class SpanGetBody(_In):
+    session_id: str = Field(min_length=1, max_length=200)
+    doc_id: str = Field(min_length=1, max_length=200)
+    start_char: int = Field(ge=0, le=INT64)
+    end_char: int = Field(ge=0, le=INT64)
+
+
+class SpanText(_Out):
+    text: str
+    ref: SpanRef
+
+
+class VerifyBody(_In):
+    ref: SpanRef
+
+
+class CharRange(_Out):
+    start_char: int
+    end_char: int
+
+
+class VerifyResult(_Out):
+    valid: bool
+    text: str = ""
+    source_name: str = ""
+    char_range: CharRange | None = None
+
+
+# ---------------------------------------------------------------- health
+class Live(_Out):
+    status: Literal["ok"]
+
+
+class Ready(_Out):
+    status: str = Field(description="ok when the control plane and its components serve")
+    components: dict[str, str] = Field(description="component -> SERVING|NOT_SERVING|UNKNOWN")
