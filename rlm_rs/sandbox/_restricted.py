@@ -26,6 +26,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
+import regex
 from RestrictedPython import RestrictingNodeTransformer, compile_restricted_exec
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
@@ -35,6 +36,16 @@ from rlm_rs.sandbox._runtime import StepRuntime
 _MAX_SEQUENCE_RESULT = 50_000_000  # chars or items a single * may produce
 _MAX_POW_BITS = 100_000
 _MAX_SHIFT = 100_000
+
+# Class attributes reachable on these builtin types (str.maketrans,
+# int.from_bytes, float.fromhex, dict.fromkeys...); `mro` is refused because
+# it hands back `object`.
+_SAFE_TYPES = frozenset({str, int, float, bool, list, tuple, dict, set, frozenset})
+_SAFE_TYPE_DENIED_NAMES = frozenset({"mro"})
+# str methods whose result size is set by an argument, checked before they run.
+_WIDTH_METHODS = frozenset({"ljust", "rjust", "center", "zfill"})
+_FORMAT_SPEC_NUMBER = regex.compile(r"\d+")
+_MAX_FORMAT_NUMBER = 100_000  # width or precision in an f-string format spec
 
 _DENIED_RESULT_TYPES = (
     types.ModuleType,
@@ -112,7 +123,7 @@ class StepTransformer(RestrictingNodeTransformer):
     def visit_Module(self, node: ast.Module) -> ast.AST:
         result: Any = super().visit_Module(node)
         if not self.errors:
-            result = _PostPass().visit(result)
+            result = _PostPass().visit(_FormatPass().visit(result))
             ast.fix_missing_locations(result)
         return result
 
@@ -143,11 +154,95 @@ def _first_line(errors: Iterable[str]) -> int:
     return 0
 
 
+def _check_size(size: int) -> None:
+    if size > _MAX_SEQUENCE_RESULT:
+        raise MemoryError("result of that str method would be too large")
+
+
+def _bounded_width(guards: Guards, text: str, method: Any) -> Any:
+    def call(width: Any, *args: Any) -> Any:
+        if isinstance(width, int):
+            _check_size(width)
+        return method(width, *args)
+
+    return call
+
+
+def _bounded_expandtabs(guards: Guards, text: str, method: Any) -> Any:
+    def call(tabsize: Any = 8) -> Any:
+        if isinstance(tabsize, int):
+            _check_size(len(text) + text.count("\t") * max(tabsize, 0))
+        return method(tabsize)
+
+    return call
+
+
+def _bounded_replace(guards: Guards, text: str, method: Any) -> Any:
+    def call(old: Any, new: Any, count: Any = -1) -> Any:
+        if type(old) is str and type(new) is str and len(new) > len(old):
+            hits = text.count(old) if old else len(text) + 1
+            if isinstance(count, int) and count >= 0:
+                hits = min(hits, count)
+            _check_size(len(text) + hits * (len(new) - len(old)))
+        return method(old, new, count)
+
+    return call
+
+
+def _bounded_join(guards: Guards, text: str, method: Any) -> Any:
+    def call(iterable: Any) -> Any:
+        items = list(guards.ticking(iterable))
+        size = len(text) * max(len(items) - 1, 0)
+        size += sum(len(i) for i in items if type(i) is str)
+        _check_size(size)
+        return method(items)
+
+    return call
+
+
+_STR_WRAPPERS: dict[str, Callable[[Guards, str, Any], Any]] = {
+    **{name: _bounded_width for name in _WIDTH_METHODS},
+    "expandtabs": _bounded_expandtabs,
+    "replace": _bounded_replace,
+    "join": _bounded_join,
+}
+
+
+class _FormatPass(ast.NodeTransformer):
+    """`f"{x:>{n}}"` -> `f"{_format_(x, f'>{n}')}"`: a format spec's width or
+    precision (which sizes the result before any tick runs) is checked."""
+
+    def visit_FormattedValue(self, node: ast.FormattedValue) -> ast.AST:
+        self.generic_visit(node)
+        if node.format_spec is None:
+            return node
+        call = ast.Call(
+            ast.Name("_format_", ast.Load()),
+            [node.value, ast.Constant(node.conversion), node.format_spec],
+            [],
+        )
+        return ast.copy_location(ast.FormattedValue(call, -1, None), node)
+
+
+def format_value(value: Any, conversion: int, spec: str) -> str:
+    for number in _FORMAT_SPEC_NUMBER.findall(spec):
+        if len(number) > 6 or int(number) > _MAX_FORMAT_NUMBER:
+            raise ValueError(f"format width/precision above {_MAX_FORMAT_NUMBER}")
+    if conversion == ord("r"):
+        value = repr(value)
+    elif conversion == ord("s"):
+        value = str(value)
+    elif conversion == ord("a"):
+        value = ascii(value)
+    return format(value, spec)
+
+
 class Guards:
     """The guard functions and builtins of one step, bound to its runtime."""
 
     def __init__(self, runtime: StepRuntime) -> None:
         self.rt = runtime
+        self.real_types: dict[Any, type] = {}  # wrapped constructor -> real type
 
     # --- iteration -------------------------------------------------------------
     def ticking(self, iterable: Any) -> Iterator[Any]:
@@ -169,9 +264,14 @@ class Guards:
             raise AttributeError("str.format is not available in steps; use f-strings")
         if isinstance(obj, BaseException) and name != "args":
             raise AttributeError("only .args of an exception is accessible")
-        if isinstance(obj, _DENIED_RESULT_TYPES):
+        real = self.real_types.get(obj, obj) if type(obj) is types.FunctionType else obj
+        if type(real) is type and real in _SAFE_TYPES and name not in _SAFE_TYPE_DENIED_NAMES:
+            obj = real
+        elif isinstance(obj, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attributes of {type(obj).__name__} objects are not accessible")
         value = getattr(obj, name, *default)
+        if type(obj) is str and name in _STR_WRAPPERS:
+            return _STR_WRAPPERS[name](self, obj, value)
         if isinstance(value, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attribute {name!r} is not accessible")
         return value
@@ -258,7 +358,7 @@ class Guards:
     # --- builtins ------------------------------------------------------------------
     def builtins(self, allowlist: Iterable[str]) -> dict[str, Any]:
         ticking = self.ticking
-        wrapped_types: dict[Any, type] = {}
+        wrapped_types = self.real_types
 
         def wrap_type(real: type) -> Any:
             def constructor(*args: Any, **kwargs: Any) -> Any:
@@ -341,4 +441,5 @@ class Guards:
             "_tick_": self.rt.tick,
             "_binop_": self.binop,
             "_augitem_": self.augitem,
+            "_format_": format_value,
         }

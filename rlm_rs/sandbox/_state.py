@@ -18,7 +18,22 @@ from rlm_rs.errors import RlmError
 _MAX_DEPTH = 64
 
 
-def check_json_value(value: Any, path: str = "state", depth: int = 0) -> None:
+def check_json_value(
+    value: Any, path: str = "state", depth: int = 0, budget: list[int] | None = None
+) -> None:
+    """Raise STATE_INVALID_TYPE unless `value` is plain JSON. `budget` (one
+    int in a list) is the number of values still allowed: every JSON value
+    costs at least one character, so a state with more values than
+    max_state_chars is too large, and this walk stops there instead of
+    visiting a shared-reference bomb (`c = [[[1] * 1000] * 1000] * 1000`)."""
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise RlmError(
+                "STATE_TOO_LARGE",
+                "state holds more values than max_state_chars allows",
+                {"path": path},
+            )
     if depth > _MAX_DEPTH:
         raise RlmError("STATE_INVALID_TYPE", f"{path}: nested deeper than {_MAX_DEPTH} levels")
     kind = type(value)
@@ -36,11 +51,11 @@ def check_json_value(value: Any, path: str = "state", depth: int = 0) -> None:
                     f"{path}: key {key!r} is not a string",
                     {"path": path},
                 )
-            check_json_value(item, f"{path}[{key!r}]", depth + 1)
+            check_json_value(item, f"{path}[{key!r}]", depth + 1, budget)
         return
     if kind in (list, tuple):
         for index, item in enumerate(value):
-            check_json_value(item, f"{path}[{index}]", depth + 1)
+            check_json_value(item, f"{path}[{index}]", depth + 1, budget)
         return
     raise RlmError(
         "STATE_INVALID_TYPE",
@@ -61,7 +76,7 @@ def merge_reserved(code_state: Any, input_state: dict[str, Any]) -> dict[str, An
 def finish_state(code_state: Any, input_state: dict[str, Any], max_state_chars: int) -> str:
     """Validated canonical JSON of the state a step leaves behind."""
     merged = merge_reserved(code_state, input_state)
-    check_json_value(merged)
+    check_json_value(merged, budget=[max_state_chars])
     text = canonical_json(merged)
     if len(text) > max_state_chars:
         raise RlmError(

@@ -47,3 +47,13 @@ def test_unsafe_mode_is_refused_without_permission(run: Runner) -> None:
     assert refused.error.code == "VALIDATION_ERROR"
     allowed = run_step(request, allow_unsafe=True)
     assert allowed.success  # the policy layers are off: only the OS layers would stop it
+
+
+def test_class_attributes_of_safe_builtin_types(run: Runner) -> None:
+    result = run("print(dict.fromkeys(['a'], 0), str.maketrans('a', 'b'), float.fromhex('0x1p1'))")
+    assert result.success, result.error
+    assert result.stdout == "{'a': 0} {97: 98} 2.0\n"
+    for code in ["print(str.mro())", "print(list.mro())"]:
+        result = run(code)
+        assert result.error.code == "SANDBOX_RUNTIME_ERROR", code
+        assert "mro" in result.error.message and "AttributeError" in result.error.message

@@ -85,3 +85,36 @@ def test_runtime_error_reports_line_and_keeps_state(run: Runner) -> None:
     assert "NameError" in result.error.message and "(line 3)" in result.error.message
     assert result.stdout == "before\n"
     assert state_of(result) == {"old": 1}
+
+
+def test_size_setting_str_methods_and_format_specs_are_bounded(run: Runner) -> None:
+    for code in ["x = 'a'.ljust(10**9)", "x = '1'.zfill(10**9)", "x = 'a'.center(10**9)",
+                 "x = ('\\t' * 1000).expandtabs(10**6)",
+                 "s = 'a' * 10**7\nx = s.replace('a', 'aaaaaa')",
+                 "x = ('x' * 10**7).join(['a'] * 100)"]:  # fmt: skip
+        result = run(code)
+        assert result.error.code == "SANDBOX_RUNTIME_ERROR", code
+        assert "MemoryError" in result.error.message, code
+    for code in ["n = 1\nx = f'{n:>1000000000}'", "n = 1.5\nx = f'{n:.999999999f}'",
+                 "n = 1\nw = 10**9\nx = f'{n:>{w}}'"]:  # fmt: skip
+        result = run(code)
+        assert result.error.code == "SANDBOX_RUNTIME_ERROR", code
+        assert "format width/precision" in result.error.message, code
+
+
+def test_bounded_str_methods_and_format_specs_still_work(run: Runner) -> None:
+    code = (
+        "x = 3.14159\nw = 8\n"
+        "print(f\"{x:>{w}.2f}|{'a'!r:^5}|{x!s:>6}|{x!r}|{w:,}|{'-'.join(['a', 'b'])}\")\n"
+        "print(', '.join(str(i) for i in range(3)), 'ab'.replace('a', 'xyz'), '7'.zfill(3),"
+        " 'a'.center(5, '*'), 'a\\tb'.expandtabs(4))"
+    )
+    result = run(code)
+    assert result.success, result.error
+    assert result.stdout == "    3.14| 'a' |3.14159|3.14159|8|a-b\n0, 1, 2 xyzb 007 **a** a   b\n"
+
+
+def test_shared_reference_state_bomb_is_too_large_without_walking_it(run: Runner) -> None:
+    result = run("a = [1] * 1000\nb = [a] * 1000\nstate['x'] = [b] * 1000", state={"k": 1})
+    assert result.error.code == "STATE_TOO_LARGE"
+    assert state_of(result) == {"k": 1}
