@@ -265,7 +265,9 @@ class Guards:
         if isinstance(obj, BaseException) and name != "args":
             raise AttributeError("only .args of an exception is accessible")
         real = self.real_types.get(obj, obj) if type(obj) is types.FunctionType else obj
-        if type(real) is type and real in _SAFE_TYPES and name not in _SAFE_TYPE_DENIED_NAMES:
+        if type(real) is type and real in _SAFE_TYPES:
+            if name in _SAFE_TYPE_DENIED_NAMES:
+                raise AttributeError(f"attribute {name!r} is not accessible")
             obj = real
         elif isinstance(obj, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attributes of {type(obj).__name__} objects are not accessible")
