@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", alias="RLM_HTTP_HOST")
     http_port: int = Field(8080, alias="RLM_HTTP_PORT")
     metrics_port: int | None = Field(None, alias="RLM_METRICS_PORT")
+    tls_cert_file: Path | None = Field(None, alias="RLM_TLS_CERT_FILE")
+    tls_key_file: Path | None = Field(None, alias="RLM_TLS_KEY_FILE")
     max_request_bytes: int = Field(10 * 1024 * 1024, alias="RLM_MAX_REQUEST_BYTES")
     log_level: str = Field("INFO", alias="RLM_LOG_LEVEL")
 

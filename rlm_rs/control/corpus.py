@@ -1,0 +1,94 @@
+"""A session's parsed documents as local files: the node's document cache.
+
+Embedded storage already keeps blobs as files, so the manifest points at
+them directly; with S3, objects are downloaded once per node into
+RLM_DATA_DIR/doc-cache (immutable keys make the cache always valid). The
+sandbox receives these paths in its manifest (the pool opens them and passes
+read-only fds); citations and GetSpan read them through TextFile.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from rlm_rs.citations import CitedDocument
+from rlm_rs.errors import RlmError
+from rlm_rs.storage import Storage
+from rlm_rs.textfile import TextFile
+from rlm_rs.v1.sandbox_pb2 import ContextDocument
+
+_PARSED = ("PARSED", "INDEXING", "INDEXED")
+
+
+def _key(uri: str) -> str:
+    return uri.split("/", 3)[3]
+
+
+class DocumentCache:
+    def __init__(self, storage: Storage, cache_dir: Path) -> None:
+        self.storage = storage
+        self.cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._texts: dict[str, TextFile] = {}
+
+    def path(self, uri: str) -> str:
+        key = _key(uri)
+        local = self.storage.blobs.local_path(key)
+        if local is not None:
+            return str(local)
+        target = self.cache_dir / key
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = self.storage.blobs.get(key)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, target)
+        return str(target)
+
+    def parsed_documents(self, session_id: str) -> list[dict[str, Any]]:
+        return [
+            d for d in self.storage.metadata.list_documents(session_id) if d.get("ingest_status") in _PARSED
+        ]
+
+    def manifest(self, session_id: str) -> list[ContextDocument]:
+        """The step's context: parsed documents in doc_index order, re-indexed from 0."""
+        manifest = []
+        for position, doc in enumerate(self.parsed_documents(session_id)):
+            manifest.append(
+                ContextDocument(
+                    doc_index=position,
+                    doc_id=doc["doc_id"],
+                    source_name=doc.get("source_name") or "",
+                    mime_type=doc.get("mime_type") or "",
+                    char_length=int(doc.get("char_length") or 0),
+                    byte_length=int(doc.get("byte_length") or 0),
+                    text_path=self.path(doc["text_s3_uri"]),
+                    offsets_path=self.path(doc["offsets_s3_uri"]),
+                    meta_path=self.path(doc["meta_s3_uri"]) if doc.get("meta_s3_uri") else "",
+                )
+            )
+        return manifest
+
+    def text(self, doc: dict[str, Any]) -> TextFile:
+        if doc.get("ingest_status") not in _PARSED:
+            raise RlmError("SESSION_NOT_READY", "the document is not parsed", {"doc_id": doc["doc_id"]})
+        uri = doc["text_s3_uri"]
+        with self._lock:
+            cached = self._texts.get(uri)
+            if cached is None:
+                cached = TextFile.open_path(self.path(uri), self.path(doc["offsets_s3_uri"]))
+                self._texts[uri] = cached
+            return cached
+
+    def cited_documents(self, manifest: list[ContextDocument], session_id: str) -> dict[int, CitedDocument]:
+        docs = {d["doc_id"]: d for d in self.parsed_documents(session_id)}
+        return {
+            entry.doc_index: CitedDocument(entry.doc_id, self.text(docs[entry.doc_id]))
+            for entry in manifest
+            if entry.doc_id in docs
+        }

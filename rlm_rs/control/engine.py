@@ -1,0 +1,695 @@
+"""Executions: the Answerer loop (SPEC §13), runtime steps, finalisation.
+
+Every execution is a record (executions table) plus one record per step
+(execution_state, SK `STEP#<turn>`) and the latest state (SK `STATE`), saved
+inline or offloaded (rlm_rs/storage/state.py). A turn is committed at its end
+(step record, state, counters), so a failed step leaves the persisted state
+exactly as it was, and a process that dies mid-turn leaves the previous turn
+intact: whoever takes the lease over (after `lease_seconds`) replays that
+turn; its sub-calls come from the cache, not the provider.
+
+Statuses: COMPLETED (FINAL), FAILED (the root model could not be reached, or
+the corpus could not be read), TIMEOUT (a turn ended past the execution's
+wall-clock deadline, max_total_seconds), BUDGET_EXCEEDED (the deadline was
+already past when a turn was due, or spans/sub-call/prompt budgets ran out),
+MAX_TURNS_EXCEEDED, CANCELLED.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from google.protobuf import json_format
+
+from rlm_rs.canonical import canonical_json
+from rlm_rs.citations import build_citations, make_ref
+from rlm_rs.control import prompts
+from rlm_rs.control.budgets import consumed_zero, merge_budgets, snapshot, step_policy
+from rlm_rs.control.corpus import DocumentCache
+from rlm_rs.control.tools import ToolResolver
+from rlm_rs.control.traces import build_trace, write_trace
+from rlm_rs.errors import RlmError
+from rlm_rs.ingestion.search import SearchIndex
+from rlm_rs.observability import (
+    EXECUTION_DURATION,
+    EXECUTION_SPANS,
+    EXECUTION_SUBCALLS,
+    EXECUTION_TURNS,
+    EXECUTIONS,
+    get_logger,
+)
+from rlm_rs.providers.base import CallContext, Provider, ProviderError
+from rlm_rs.sandbox.client import SandboxClient
+from rlm_rs.sandbox.policy import with_defaults
+from rlm_rs.settings import Settings
+from rlm_rs.storage import Storage
+from rlm_rs.storage.metadata import new_id, now_iso
+from rlm_rs.storage.state import load_state, read_state_record, save_state
+from rlm_rs.v1.common_pb2 import Span, SpanRef, ToolRequests
+from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
+
+TERMINAL = ("COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED", "CANCELLED")
+CONTEXTS_INLINE_LIMIT_CHARS = 256_000
+log = get_logger(component="engine")
+
+
+def initial_state() -> dict[str, Any]:
+    return {"work": {}, "_tool_results": {"llm": {}, "search": {}}, "_tool_status": {}}
+
+
+def _step_sk(turn: int) -> str:
+    return f"STEP#{turn:06d}"
+
+
+def _is_context_tag(tag: str) -> bool:
+    return tag == "context" or tag.startswith("context:")
+
+
+class ExecutionEngine:
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        sandbox: SandboxClient,
+        provider: Provider,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+        workers: int = 8,
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.sandbox = sandbox
+        self.provider = provider
+        self.owner = owner or f"cp-{uuid.uuid4().hex[:10]}"
+        self.lease_seconds = lease_seconds
+        self.docs = DocumentCache(storage, settings.data_dir / "doc-cache")
+        self.search_index = SearchIndex(settings.data_dir / "search.sqlite3")
+        self.resolver = ToolResolver(storage, provider, self.search_index)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answerer")
+        self._changed = threading.Condition()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- records ------------------------------------------------------------------------
+    def create(
+        self,
+        tenant_id: str,
+        session: dict[str, Any],
+        *,
+        mode: str,
+        question: str,
+        models: dict[str, str],
+        budgets: dict[str, Any],
+        options: dict[str, Any],
+    ) -> dict[str, Any]:
+        if session["status"] != "READY":
+            raise RlmError(
+                "SESSION_NOT_READY", f"session is {session['status']}", {"session_id": session["session_id"]}
+            )
+        defaults = session.get("defaults") or {}
+        requested = merge_budgets(
+            self.settings.default_budgets_json, defaults.get("budgets_default") or {}, budgets
+        )
+        session_models = defaults.get("models_default") or {}
+        output_mode = (options.get("output_mode") or "ANSWER").upper()
+        if output_mode not in ("ANSWER", "CONTEXTS"):
+            raise RlmError("VALIDATION_ERROR", "options.output_mode must be ANSWER or CONTEXTS")
+        record = {
+            "tenant_id": tenant_id,
+            "session_id": session["session_id"],
+            "execution_id": new_id("exec"),
+            "status": "RUNNING",
+            "mode": mode,
+            "output_mode": output_mode,
+            "question": question,
+            "answer": None,
+            "citations": [],
+            "models": {
+                "root_model": models.get("root_model")
+                or session_models.get("root_model")
+                or self.settings.default_root_model,
+                "sub_model": models.get("sub_model")
+                or session_models.get("sub_model")
+                or self.settings.default_sub_model,
+            },
+            "options": options,
+            "budgets_requested": requested,
+            "budgets_consumed": consumed_zero(),
+            "next_turn": 0,
+            "started_at": now_iso(),
+            "started_epoch": time.time(),
+            "completed_at": None,
+            "duration_ms": None,
+            "trace_s3_uri": None,
+            "error": None,
+            "ttl_epoch": session.get("ttl_epoch"),
+        }
+        return self.storage.metadata.put_execution(record)
+
+    def get(self, tenant_id: str, execution_id: str) -> dict[str, Any]:
+        return self.storage.metadata.get_execution(tenant_id, execution_id)
+
+    def _update(self, execution: dict[str, Any], changes: dict[str, Any], **condition: Any) -> dict[str, Any]:
+        updated = self.storage.metadata.update_execution(
+            execution["session_id"], execution["execution_id"], changes, **condition
+        )
+        with self._changed:
+            self._changed.notify_all()
+        return updated
+
+    def _load_state(self, execution: dict[str, Any]) -> dict[str, Any]:
+        loaded = load_state(self.storage.metadata, self.storage.blobs, execution["execution_id"])
+        return json.loads(loaded[0]) if loaded else initial_state()
+
+    def steps(self, execution: dict[str, Any]) -> list[dict[str, Any]]:
+        items = self.storage.metadata.items.query(
+            "execution_state", f"EXEC#{execution['execution_id']}", "STEP#"
+        )
+        for item in items:
+            item["state_json"] = read_state_record(self.storage.blobs, item)
+        return items
+
+    # --- waiting and cancelling ---------------------------------------------------------------
+    def wait(self, tenant_id: str, execution_id: str, timeout_seconds: float) -> dict[str, Any]:
+        deadline = time.monotonic() + max(0.0, min(timeout_seconds, 300.0))
+        while True:
+            execution = self.get(tenant_id, execution_id)
+            remaining = deadline - time.monotonic()
+            if execution["status"] in TERMINAL or remaining <= 0:
+                return execution
+            with self._changed:
+                self._changed.wait(min(remaining, 0.1))
+
+    def cancel(self, tenant_id: str, execution_id: str) -> dict[str, Any]:
+        execution = self.get(tenant_id, execution_id)
+        if execution["status"] != "RUNNING":
+            return execution  # idempotent
+        try:
+            return self._update(
+                execution,
+                {
+                    "status": "CANCELLED",
+                    "completed_at": now_iso(),
+                    "duration_ms": self._elapsed_ms(execution),
+                },
+                from_statuses=("RUNNING",),
+            )
+        except RlmError as exc:
+            if exc.code != "CONFLICT":
+                raise
+            return self.get(tenant_id, execution_id)
+
+    @staticmethod
+    def _elapsed_ms(execution: dict[str, Any]) -> int:
+        return int((time.time() - float(execution.get("started_epoch") or time.time())) * 1000)
+
+    # --- one step (both modes) -----------------------------------------------------------------
+    def _run_step(
+        self,
+        execution: dict[str, Any],
+        session: dict[str, Any],
+        code: str,
+        state: dict[str, Any],
+        *,
+        require_block: bool,
+    ) -> tuple[StepResult, list[Any]]:
+        budgets = execution["budgets_requested"]
+        manifest = self.docs.manifest(session["session_id"])
+        state = {**state, "_budgets": snapshot(budgets, execution["budgets_consumed"])}
+        request = StepRequest(
+            tenant_id=execution["tenant_id"],
+            session_id=execution["session_id"],
+            execution_id=execution["execution_id"],
+            turn_index=int(execution["next_turn"]),
+            code=code,
+            state_json=canonical_json(state),
+            context_manifest=manifest,
+            limits=with_defaults(
+                step_policy(budgets, enable_search=bool((session.get("options") or {}).get("enable_search")))
+            ),
+            require_repl_block=require_block,
+        )
+        return self.sandbox.run_step(request), manifest
+
+    def _commit_turn(
+        self,
+        execution: dict[str, Any],
+        result: StepResult,
+        state_json: str | None,
+        trace_turn: dict[str, Any],
+        consumed: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Persist the step record, the new state (None: unchanged) and the counters."""
+        turn = int(execution["next_turn"])
+        record_state = state_json if state_json is not None else canonical_json(self._load_state(execution))
+        step = json_format.MessageToDict(result, preserving_proto_field_name=True)
+        extra = {
+            "success": result.success,
+            "stdout": result.stdout,
+            "span_log": [
+                {"doc_index": s.doc_index, "start_char": s.start_char, "end_char": s.end_char, "tag": s.tag}
+                for s in result.span_log
+            ],
+            "tool_requests": step.get("tool_requests", {}),
+            "final": step.get("final") if result.final.is_final else None,
+            "error": step.get("error"),
+            "trace": trace_turn,
+        }
+        save_state(
+            self.storage.metadata,
+            self.storage.blobs,
+            tenant_id=execution["tenant_id"],
+            execution_id=execution["execution_id"],
+            turn_index=turn,
+            state_json=record_state,
+            ttl_epoch=execution.get("ttl_epoch"),
+            sk=_step_sk(turn),
+            extra=extra,
+        )
+        if state_json is not None:
+            save_state(
+                self.storage.metadata,
+                self.storage.blobs,
+                tenant_id=execution["tenant_id"],
+                execution_id=execution["execution_id"],
+                turn_index=turn,
+                state_json=state_json,
+                ttl_epoch=execution.get("ttl_epoch"),
+            )
+        consumed["turns"] = turn + 1
+        return self._update(
+            execution, {"next_turn": turn + 1, "budgets_consumed": consumed}, from_statuses=("RUNNING",)
+        )
+
+    # --- finishing -------------------------------------------------------------------------------
+    def _spans(self, execution: dict[str, Any]) -> list[tuple[int, list[Span]]]:
+        out = []
+        for step in self.steps(execution):
+            if step.get("success"):
+                out.append((int(step["turn_index"]), [Span(**s) for s in step.get("span_log", [])]))
+        return out
+
+    def finish(
+        self,
+        execution: dict[str, Any],
+        status: str,
+        *,
+        answer: str | None = None,
+        error: RlmError | None = None,
+        turns: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        session_id = execution["session_id"]
+        changes: dict[str, Any] = {
+            "status": status,
+            "completed_at": now_iso(),
+            "duration_ms": self._elapsed_ms(execution),
+        }
+        consumed = dict(execution["budgets_consumed"])
+        consumed["total_seconds"] = round(self._elapsed_ms(execution) / 1000, 3)
+        changes["budgets_consumed"] = consumed
+        if error is not None:
+            changes["error"] = {"code": error.code, "message": error.message, "details": error.details}
+        if status == "COMPLETED":
+            manifest = self.docs.manifest(session_id)
+            documents = self.docs.cited_documents(manifest, session_id)
+            turn_spans = self._spans(execution)
+            if execution.get("output_mode") == "CONTEXTS":
+                contexts = self._contexts(execution, manifest, documents, turn_spans)
+                changes["answer"] = None
+                changes["citations"] = [c["ref"] for c in contexts]
+                if sum(c["text_char_length"] for c in contexts) > CONTEXTS_INLINE_LIMIT_CHARS:
+                    key = f"contexts/{execution['tenant_id']}/{session_id}/{execution['execution_id']}.json"
+                    self.storage.blobs.put(key, canonical_json(contexts).encode("utf-8"))
+                    changes["contexts_s3_uri"] = self.storage.blobs.uri(key)
+                    changes["contexts"] = None
+                else:
+                    changes["contexts"] = contexts
+            else:
+                spans = [s for _, step_spans in turn_spans for s in step_spans]
+                refs = build_citations(execution["tenant_id"], session_id, spans, documents)
+                changes["answer"] = answer
+                changes["citations"] = [
+                    json_format.MessageToDict(r, preserving_proto_field_name=True) for r in refs
+                ]
+        merged = {**execution, **changes}
+        trace_turns = turns if turns is not None else [s.get("trace") or {} for s in self.steps(execution)]
+        options = execution.get("options") or {}
+        trace = build_trace(merged, trace_turns)
+        changes["trace_s3_uri"] = write_trace(self.storage, trace, redacted=bool(options.get("redact_trace")))
+        if options.get("return_trace"):
+            changes["trace_json"] = canonical_json(trace)
+        try:
+            final = self._update(execution, changes, from_statuses=("RUNNING",))
+        except RlmError as exc:
+            if exc.code != "CONFLICT":
+                raise
+            # cancelled meanwhile: keep CANCELLED, attach the trace
+            final = self._update(execution, {"trace_s3_uri": changes["trace_s3_uri"]})
+        EXECUTIONS.labels(mode=execution["mode"], status=final["status"]).inc()
+        EXECUTION_DURATION.observe((final.get("duration_ms") or 0) / 1000)
+        EXECUTION_TURNS.observe(consumed.get("turns", 0))
+        EXECUTION_SUBCALLS.observe(consumed.get("llm_subcalls", 0))
+        EXECUTION_SPANS.inc(consumed.get("spans_total", 0))
+        return final
+
+    def _contexts(
+        self,
+        execution: dict[str, Any],
+        manifest: list[Any],
+        documents: dict[int, Any],
+        turn_spans: list[tuple[int, list[Span]]],
+    ) -> list[dict[str, Any]]:
+        by_index = {m.doc_index: m for m in manifest}
+        contexts: list[dict[str, Any]] = []
+        for turn, spans in turn_spans:
+            for span_index, span in enumerate(spans):
+                doc = documents.get(span.doc_index)
+                if not _is_context_tag(span.tag) or doc is None:
+                    continue
+                ref: SpanRef = make_ref(
+                    execution["tenant_id"],
+                    execution["session_id"],
+                    span.doc_index,
+                    doc,
+                    span.start_char,
+                    span.end_char,
+                )
+                text = doc.text.slice(span.start_char, span.end_char)
+                contexts.append(
+                    {
+                        "sequence_index": len(contexts),
+                        "turn_index": turn,
+                        "span_index": span_index,
+                        "tag": span.tag,
+                        "text": text,
+                        "text_char_length": len(text),
+                        "source_name": by_index[span.doc_index].source_name,
+                        "mime_type": by_index[span.doc_index].mime_type,
+                        "ref": json_format.MessageToDict(ref, preserving_proto_field_name=True),
+                    }
+                )
+        return contexts
+
+    # --- runtime mode -------------------------------------------------------------------------
+    def runtime_step(
+        self, tenant_id: str, execution_id: str, code: str, state_override: str | None, resolve: bool
+    ) -> StepResult:
+        execution = self.get(tenant_id, execution_id)
+        if execution["mode"] != "RUNTIME":
+            raise RlmError("VALIDATION_ERROR", "steps can be sent only to runtime executions")
+        if execution["status"] != "RUNNING":
+            raise RlmError("CONFLICT", f"execution is {execution['status']}", {"status": execution["status"]})
+        budgets = execution["budgets_requested"]
+        if int(execution["next_turn"]) >= int(budgets["max_turns"]):
+            self.finish(
+                execution, "MAX_TURNS_EXCEEDED", error=RlmError("MAX_TURNS_EXCEEDED", "max_turns reached")
+            )
+            raise RlmError("MAX_TURNS_EXCEEDED", f"max_turns ({budgets['max_turns']}) reached")
+        session = self.storage.metadata.get_session(tenant_id, execution["session_id"])
+        state = self._load_state(execution)
+        if state_override is not None:
+            try:
+                override = json.loads(state_override)
+            except ValueError:
+                raise RlmError("VALIDATION_ERROR", "state is not valid JSON") from None
+            if not isinstance(override, dict):
+                raise RlmError("VALIDATION_ERROR", "state must be a JSON object")
+            state = {
+                **{k: v for k, v in override.items() if not k.startswith("_")},
+                **{k: v for k, v in state.items() if k.startswith("_")},
+            }
+        started = time.perf_counter()
+        result, _ = self._run_step(execution, session, code, state, require_block=False)
+        consumed = dict(execution["budgets_consumed"])
+        new_state: str | None = None
+        resolution_records: list[dict[str, Any]] = []
+        if result.success:
+            consumed["spans_total"] += len(result.span_log)
+            state_obj = json.loads(result.state_json)
+            state_obj.pop("_budgets", None)
+            if resolve and not result.final.is_final:
+                resolution = self.resolver.resolve(
+                    result.tool_requests,
+                    tenant_id=tenant_id,
+                    session=session,
+                    sub_model=execution["models"]["sub_model"],
+                    budgets=budgets,
+                    consumed=consumed,
+                )
+                resolution.inject(state_obj)
+                resolution_records = resolution.records
+            new_state = canonical_json(state_obj)
+            result.state_json = new_state
+        trace_turn = {
+            "turn_index": int(execution["next_turn"]),
+            "code": code,
+            "sandbox": {
+                "success": result.success,
+                "stdout": result.stdout,
+                "error": json_format.MessageToDict(result.error) if result.HasField("error") else None,
+                "duration_ms": round(result.duration_ms, 3),
+            },
+            "tool_resolution": {"results": resolution_records},
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        execution = self._commit_turn(execution, result, new_state, trace_turn, consumed)
+        if consumed["spans_total"] > budgets["max_spans_total"]:
+            self.finish(execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_spans_total"))
+        elif result.success and result.final.is_final:
+            self.finish(execution, "COMPLETED", answer=result.final.answer)
+        return result
+
+    def resolve_tools(self, tenant_id: str, execution_id: str, requests: ToolRequests, sub_model: str) -> Any:
+        execution = self.get(tenant_id, execution_id)
+        if execution["status"] != "RUNNING":
+            raise RlmError("CONFLICT", f"execution is {execution['status']}", {"status": execution["status"]})
+        session = self.storage.metadata.get_session(tenant_id, execution["session_id"])
+        consumed = dict(execution["budgets_consumed"])
+        resolution = self.resolver.resolve(
+            requests,
+            tenant_id=tenant_id,
+            session=session,
+            sub_model=sub_model or execution["models"]["sub_model"],
+            budgets=execution["budgets_requested"],
+            consumed=consumed,
+        )
+        # the next step sees the results too (callers may also pass them in a state override)
+        state = self._load_state(execution)
+        resolution.inject(state)
+        save_state(
+            self.storage.metadata,
+            self.storage.blobs,
+            tenant_id=tenant_id,
+            execution_id=execution_id,
+            turn_index=int(execution["next_turn"]),
+            state_json=canonical_json(state),
+            ttl_epoch=execution.get("ttl_epoch"),
+        )
+        self._update(execution, {"budgets_consumed": consumed}, from_statuses=("RUNNING",))
+        return resolution
+
+    # --- Answerer mode --------------------------------------------------------------------------
+    def start(self, execution: dict[str, Any]) -> None:
+        self._pool.submit(self._guarded_run, execution["tenant_id"], execution["execution_id"])
+
+    def _guarded_run(self, tenant_id: str, execution_id: str) -> None:
+        try:
+            self.run_answerer(tenant_id, execution_id)
+        except Exception as exc:  # the loop must never die silently
+            log.error("answerer_crashed", execution_id=execution_id, error=type(exc).__name__)
+            execution = self.get(tenant_id, execution_id)
+            if execution["status"] == "RUNNING":
+                self.finish(execution, "FAILED", error=RlmError("INTERNAL_ERROR", "the execution failed"))
+
+    def _lease(self, execution: dict[str, Any]) -> bool:
+        return (
+            self.storage.metadata.acquire_lease(
+                "executions",
+                f"SESSION#{execution['session_id']}",
+                f"EXEC#{execution['execution_id']}",
+                owner=self.owner,
+                ttl_seconds=self.lease_seconds,
+            )
+            is not None
+        )
+
+    def recover_orphans(self) -> int:
+        """Take over RUNNING Answerer executions whose owner's lease expired."""
+        taken = 0
+        now = time.time()
+        for execution in self.storage.metadata.executions_with_status("RUNNING"):
+            if execution.get("mode") != "ANSWERER":
+                continue
+            if execution.get("lease_owner") and float(execution.get("lease_until") or 0) > now:
+                continue
+            if self._lease(execution):
+                log.info(
+                    "execution_taken_over",
+                    execution_id=execution["execution_id"],
+                    from_owner=execution.get("lease_owner"),
+                )
+                self.start(execution)
+                taken += 1
+        return taken
+
+    def run_answerer(self, tenant_id: str, execution_id: str) -> dict[str, Any]:
+        execution = self.get(tenant_id, execution_id)
+        if not self._lease(execution):
+            return execution  # another control plane owns it
+        session = self.storage.metadata.get_session(tenant_id, execution["session_id"])
+        budgets = execution["budgets_requested"]
+        deadline = float(execution["started_epoch"]) + float(budgets["max_total_seconds"])
+        docs = self.docs.manifest(session["session_id"])
+        subcalls = int(budgets["max_llm_subcalls"]) > 0
+        search = bool((session.get("options") or {}).get("enable_search"))
+        system = prompts.system_prompt(
+            doc_count=len(docs),
+            subcalls=subcalls,
+            search=search,
+            contexts=execution.get("output_mode") == "CONTEXTS",
+            max_stdout_chars=int(budgets["max_stdout_chars"]),
+        )
+        last = self._last_step(execution)
+        while True:
+            execution = self.get(tenant_id, execution_id)
+            if execution["status"] != "RUNNING":
+                return execution  # cancelled (or finished elsewhere)
+            if not self._lease(execution):
+                return execution  # lost the lease: the new owner carries on
+            turn = int(execution["next_turn"])
+            if turn >= int(budgets["max_turns"]):
+                return self.finish(
+                    execution,
+                    "MAX_TURNS_EXCEEDED",
+                    error=RlmError("MAX_TURNS_EXCEEDED", f"no FINAL after {turn} turns"),
+                )
+            if time.time() >= deadline:
+                return self.finish(
+                    execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_total_seconds spent")
+                )
+            state = self._load_state(execution)
+            consumed = dict(execution["budgets_consumed"])
+            user = prompts.turn_prompt(
+                question=execution["question"],
+                doc_lengths=[(d.source_name, d.char_length) for d in docs],
+                turn_index=turn,
+                max_turns=int(budgets["max_turns"]),
+                budget_snapshot=snapshot(budgets, consumed),
+                tool_status=state.get("_tool_status", {}),
+                last_code=last.get("code", ""),
+                last_stdout=last.get("stdout", ""),
+                last_error=last.get("error", ""),
+            )
+            started = time.perf_counter()
+            try:
+                completion = self.provider.complete(
+                    execution["models"]["root_model"],
+                    [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                    max_tokens=4096,
+                    temperature=0.0,
+                    context=CallContext(role="root", question=execution["question"], turn_index=turn),
+                )
+            except ProviderError as exc:
+                return self.finish(
+                    execution, "FAILED", error=RlmError("LLM_PROVIDER_ERROR", f"root model: {exc}")
+                )
+            consumed["input_tokens"] += completion.input_tokens
+            consumed["output_tokens"] += completion.output_tokens
+            result, _ = self._run_step(execution, session, completion.text, state, require_block=True)
+            new_state: str | None = None
+            resolution_records: list[dict[str, Any]] = []
+            if result.success:
+                consumed["spans_total"] += len(result.span_log)
+                state_obj = json.loads(result.state_json)
+                state_obj.pop("_budgets", None)
+                state_obj.get("work", {}).pop("last_error", None) if isinstance(
+                    state_obj.get("work"), dict
+                ) else None
+                if not result.final.is_final and (result.tool_requests.llm or result.tool_requests.search):
+                    resolution = self.resolver.resolve(
+                        result.tool_requests,
+                        tenant_id=tenant_id,
+                        session=session,
+                        sub_model=execution["models"]["sub_model"],
+                        budgets=budgets,
+                        consumed=consumed,
+                        question=execution["question"],
+                    )
+                    resolution.inject(state_obj)
+                    resolution_records = resolution.records
+                new_state = canonical_json(state_obj)
+                last = {"code": completion.text, "stdout": result.stdout, "error": ""}
+            else:
+                error_text = f"{result.error.code}: {result.error.message}"
+                state_obj = json.loads(result.state_json)
+                state_obj.pop("_budgets", None)
+                if isinstance(state_obj.get("work"), dict):
+                    state_obj["work"]["last_error"] = error_text  # SPEC §13: recorded, loop goes on
+                    new_state = canonical_json(state_obj)
+                last = {"code": completion.text, "stdout": result.stdout, "error": error_text}
+            trace_turn = {
+                "turn_index": turn,
+                "root_model": {"name": completion.model},
+                "root_output_raw": completion.text,
+                "code": completion.text,
+                "sandbox": {
+                    "success": result.success,
+                    "stdout": result.stdout,
+                    "span_log": [json_format.MessageToDict(s) for s in result.span_log],
+                    "tool_requests": json_format.MessageToDict(result.tool_requests),
+                    "final": json_format.MessageToDict(result.final) if result.final.is_final else None,
+                    "error": json_format.MessageToDict(result.error) if result.HasField("error") else None,
+                    "duration_ms": round(result.duration_ms, 3),
+                },
+                "tool_resolution": {"results": resolution_records},
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+            try:
+                execution = self._commit_turn(execution, result, new_state, trace_turn, consumed)
+            except RlmError as exc:
+                if exc.code == "CONFLICT":  # cancelled during the turn
+                    return self.get(tenant_id, execution_id)
+                raise
+            if consumed["spans_total"] > int(budgets["max_spans_total"]):
+                return self.finish(
+                    execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_spans_total spent")
+                )
+            if consumed["llm_prompt_chars_total"] > int(budgets["max_total_llm_prompt_chars"]):
+                return self.finish(
+                    execution,
+                    "BUDGET_EXCEEDED",
+                    error=RlmError("BUDGET_EXCEEDED", "max_total_llm_prompt_chars spent"),
+                )
+            if result.success and result.final.is_final:
+                return self.finish(execution, "COMPLETED", answer=result.final.answer)
+            if time.time() >= deadline:
+                return self.finish(
+                    execution,
+                    "TIMEOUT",
+                    error=RlmError("STEP_TIMEOUT", "the execution passed max_total_seconds"),
+                )
+
+    def _last_step(self, execution: dict[str, Any]) -> dict[str, str]:
+        """What the root prompt shows of the previous turn (also after a takeover)."""
+        turn = int(execution.get("next_turn") or 0)
+        if turn == 0:
+            return {}
+        item = self.storage.metadata.items.get(
+            "execution_state", f"EXEC#{execution['execution_id']}", _step_sk(turn - 1)
+        )
+        if item is None:
+            return {}
+        error = item.get("error") or {}
+        trace = item.get("trace") or {}
+        return {
+            "code": trace.get("code", ""),
+            "stdout": item.get("stdout", ""),
+            "error": f"{error.get('code')}: {error.get('message')}" if error else "",
+        }

@@ -1,0 +1,83 @@
+"""Root prompts from the package's templates (prompts/root.md, prompts/turn.md):
+sub-calls enabled and disabled variants and the CONTEXTS addendum (SPEC §13)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+_TRUNCATE = 4_000
+
+
+@cache
+def _template(name: str) -> str:
+    return resources.files("rlm_rs.control").joinpath("prompts", name).read_text(encoding="utf-8")
+
+
+def system_prompt(
+    *, doc_count: int, subcalls: bool, search: bool, contexts: bool, max_stdout_chars: int
+) -> str:
+    tool_lines = ""
+    if subcalls:
+        tool_lines += (
+            "`tool.queue_llm(key, prompt)` asks a sub-model (answer next step in "
+            'state["_tool_results"]["llm"][key]["text"]); '
+        )
+    if search:
+        tool_lines += "`tool.queue_search(key, query, k=10)` finds candidate spans; "
+    subcall_rule = (
+        "use sub-calls only for semantic judgement on small pieces, never one per chunk of everything. "
+        if subcalls
+        else "sub-calls are disabled for this run: answer with code alone. "
+    )
+    addendum = ""
+    if contexts:
+        addendum = (
+            "\n\nOUTPUT MODE CONTEXTS: your answer text is ignored. Mark every passage that answers "
+            'the question with `doc.slice(a, b, tag="context")` (or tag="context:<label>"); only '
+            "those spans are returned, in the order you mark them. Then call tool.FINAL('done')."
+        )
+    return _template("root.md").format(
+        doc_count=doc_count,
+        tool_lines=tool_lines,
+        subcall_rule=subcall_rule,
+        max_stdout_chars=max_stdout_chars,
+        pattern_tail="queue sub-calls for what code cannot judge, YIELD, read results," if subcalls else "",
+        contexts_addendum=addendum,
+    )
+
+
+def _clip(text: str) -> str:
+    return (
+        text if len(text) <= _TRUNCATE else text[:_TRUNCATE] + f"\n... [{len(text) - _TRUNCATE} more chars]"
+    )
+
+
+def turn_prompt(
+    *,
+    question: str,
+    doc_lengths: list[tuple[str, int]],
+    turn_index: int,
+    max_turns: int,
+    budget_snapshot: dict[str, Any],
+    tool_status: dict[str, str],
+    last_code: str,
+    last_stdout: str,
+    last_error: str,
+) -> str:
+    pending = {k: v for k, v in tool_status.items()}
+    tool_summary = f"Tool status: {json.dumps(pending, sort_keys=True)}" if pending else ""
+    return _template("turn.md").format(
+        question=question,
+        doc_count=len(doc_lengths),
+        doc_lengths=", ".join(f"[{i}] {name}: {n} chars" for i, (name, n) in enumerate(doc_lengths)),
+        turn_number=turn_index + 1,
+        max_turns=max_turns,
+        budget_snapshot=json.dumps(budget_snapshot, sort_keys=True),
+        tool_summary=tool_summary,
+        last_code=_clip(last_code) or "(none)",
+        last_stdout=_clip(last_stdout) or "(none)",
+        last_error=_clip(last_error) or "(none)",
+    )

@@ -1,0 +1,112 @@
+"""The control-plane gRPC server: the three services, health, reflection,
+optional TLS, and a background sweep that takes over orphaned executions."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from rlm_rs.control._rpc import RateLimiter
+from rlm_rs.control.engine import ExecutionEngine
+from rlm_rs.control.services import CitationServicer, ExecutionServicer
+from rlm_rs.control.sessions import SessionServicer
+from rlm_rs.providers import Provider, make_provider
+from rlm_rs.sandbox.client import SandboxClient, make_sandbox_client
+from rlm_rs.settings import Settings
+from rlm_rs.storage import Storage, open_storage
+from rlm_rs.v1 import (
+    citation_pb2,
+    citation_pb2_grpc,
+    execution_pb2,
+    execution_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+)
+
+SERVICE_NAMES = (
+    session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+    execution_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name,
+    citation_pb2.DESCRIPTOR.services_by_name["CitationService"].full_name,
+)
+
+
+@dataclass
+class ControlPlane:
+    server: grpc.Server
+    engine: ExecutionEngine
+    storage: Storage
+    port: int
+    _stop: threading.Event
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._stop.set()
+        self.server.stop(grace).wait(grace + 1)
+        self.engine.close()
+
+
+def start_control_plane(
+    settings: Settings,
+    address: str,
+    *,
+    storage: Storage | None = None,
+    sandbox: SandboxClient | None = None,
+    provider: Provider | None = None,
+    lease_seconds: float = 30.0,
+    sweep_seconds: float = 5.0,
+    owner: str | None = None,
+) -> ControlPlane:
+    storage = storage or open_storage(settings)
+    engine = ExecutionEngine(
+        storage,
+        settings,
+        sandbox or make_sandbox_client(settings),
+        provider or make_provider(settings),
+        owner=owner,
+        lease_seconds=lease_seconds,
+    )
+    limiter = RateLimiter(settings.rate_limits_json)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ],
+    )
+    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(storage, settings, limiter), server)
+    execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
+        ExecutionServicer(engine, storage, limiter), server
+    )
+    citation_pb2_grpc.add_CitationServiceServicer_to_server(
+        CitationServicer(engine, storage, limiter), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server
+    )
+    if settings.tls_cert_file and settings.tls_key_file:
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    server.start()
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    stop = threading.Event()
+
+    def sweep() -> None:
+        while not stop.wait(sweep_seconds):
+            try:
+                engine.recover_orphans()
+            except Exception:  # a failed sweep retries next period
+                continue
+
+    threading.Thread(target=sweep, name="takeover-sweep", daemon=True).start()
+    return ControlPlane(server, engine, storage, port, stop)

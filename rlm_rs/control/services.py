@@ -1,0 +1,272 @@
+"""ExecutionService and CitationService servicers: request validation and
+message conversion around the ExecutionEngine (engine.py). Every look-up is
+by the caller's tenant; another tenant's ids look exactly like missing ones.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from rlm_rs.citations import make_ref, verify_ref
+from rlm_rs.control._rpc import Caller, RateLimiter, rpc
+from rlm_rs.control.budgets import budgets_from_dict, budgets_to_dict
+from rlm_rs.control.engine import ExecutionEngine
+from rlm_rs.control.sessions import load_session
+from rlm_rs.errors import RlmError
+from rlm_rs.storage import Storage
+from rlm_rs.v1 import citation_pb2, citation_pb2_grpc, execution_pb2, execution_pb2_grpc
+from rlm_rs.v1.common_pb2 import (
+    BudgetsConsumed,
+    ErrorDetail,
+    Final,
+    LlmResult,
+    Models,
+    SearchHit,
+    SearchResult,
+    Span,
+    SpanRef,
+    ToolRequests,
+)
+
+MAX_QUESTION_CHARS = 20_000
+MAX_CODE_CHARS = 200_000
+
+
+def execution_message(record: dict[str, Any]) -> execution_pb2.Execution:
+    message = execution_pb2.Execution(
+        execution_id=record["execution_id"],
+        session_id=record["session_id"],
+        tenant_id=record["tenant_id"],
+        mode=record["mode"],
+        output_mode=record.get("output_mode") or "ANSWER",
+        status=record["status"],
+        question=record.get("question") or "",
+        contexts_s3_uri=record.get("contexts_s3_uri") or "",
+        trace_s3_uri=record.get("trace_s3_uri") or "",
+        started_at=record.get("started_at") or "",
+        completed_at=record.get("completed_at") or "",
+        duration_ms=int(record.get("duration_ms") or 0),
+        models=Models(**(record.get("models") or {})),
+        trace_json=record.get("trace_json") or "",
+        parent_execution_id=record.get("parent_execution_id") or "",
+        depth=int(record.get("depth") or 0),
+    )
+    if record.get("answer") is not None:
+        message.answer = record["answer"]
+    for ref in record.get("citations") or []:
+        message.citations.append(json_format.ParseDict(ref, SpanRef()))
+    for item in record.get("contexts") or []:
+        message.contexts.append(json_format.ParseDict(item, execution_pb2.ContextItem()))
+    message.budgets_requested.CopyFrom(budgets_from_dict(record.get("budgets_requested") or {}))
+    consumed = {k: v for k, v in (record.get("budgets_consumed") or {}).items()}
+    message.budgets_consumed.CopyFrom(json_format.ParseDict(consumed, BudgetsConsumed()))
+    error = record.get("error")
+    if error:
+        message.error.CopyFrom(
+            ErrorDetail(
+                code=error["code"],
+                message=error["message"],
+                details_json=json.dumps(error.get("details") or {}, sort_keys=True),
+            )
+        )
+    return message
+
+
+def step_message(item: dict[str, Any]) -> execution_pb2.StepRecord:
+    record = execution_pb2.StepRecord(
+        turn_index=int(item["turn_index"]),
+        updated_at=item.get("updated_at") or "",
+        success=bool(item.get("success")),
+        stdout=item.get("stdout") or "",
+        state_json=item["state_json"],
+        checksum=item.get("checksum") or "",
+        summary=execution_pb2.StepSummary(**(item.get("summary") or {})),
+    )
+    record.span_log.extend(Span(**s) for s in item.get("span_log") or [])
+    json_format.ParseDict(item.get("tool_requests") or {}, record.tool_requests)
+    if item.get("final"):
+        record.final.CopyFrom(json_format.ParseDict(item["final"], Final()))
+    if item.get("error"):
+        record.error.CopyFrom(json_format.ParseDict(item["error"], ErrorDetail()))
+    return record
+
+
+def _options(request_options: execution_pb2.ExecutionOptions) -> dict[str, Any]:
+    options = json_format.MessageToDict(request_options, preserving_proto_field_name=True)
+    timeout = float(options.get("synchronous_timeout_seconds") or 0)
+    if timeout < 0 or timeout > 300:
+        raise RlmError("VALIDATION_ERROR", "options.synchronous_timeout_seconds must be 0..300")
+    return options
+
+
+class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
+    def __init__(self, engine: ExecutionEngine, storage: Storage, limiter: RateLimiter) -> None:
+        self.engine = engine
+        self.storage = storage
+        guard = rpc(storage, limiter)
+        for name in (
+            "StartExecution", "GetExecution", "WaitExecution", "CancelExecution", "ListSteps",
+            "CreateRuntimeExecution", "RunStep", "ResolveTools",
+        ):  # fmt: skip
+            setattr(self, name, guard(getattr(self, f"_{name}")).__get__(self))
+
+    def _create(
+        self, caller: Caller, session_id: str, mode: str, question: str, request: Any
+    ) -> dict[str, Any]:
+        session = load_session(self.storage, caller.tenant_id, session_id)
+        models = json_format.MessageToDict(request.models, preserving_proto_field_name=True)
+        return self.engine.create(
+            caller.tenant_id,
+            session,
+            mode=mode,
+            question=question,
+            models=models,
+            budgets=budgets_to_dict(request.budgets),
+            options=_options(request.options),
+        )
+
+    def _StartExecution(
+        self, request: execution_pb2.StartExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> execution_pb2.Execution:
+        question = request.question.strip()
+        if not question or len(question) > MAX_QUESTION_CHARS:
+            raise RlmError("VALIDATION_ERROR", f"question must be 1..{MAX_QUESTION_CHARS} characters")
+        record = self._create(caller, request.session_id, "ANSWERER", question, request)
+        self.engine.start(record)
+        if request.options.synchronous:
+            timeout = request.options.synchronous_timeout_seconds or 60.0
+            record = self.engine.wait(caller.tenant_id, record["execution_id"], timeout)
+        return execution_message(record)
+
+    def _GetExecution(
+        self, request: execution_pb2.GetExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> execution_pb2.Execution:
+        return execution_message(self.engine.get(caller.tenant_id, request.execution_id))
+
+    def _WaitExecution(
+        self, request: execution_pb2.WaitExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> execution_pb2.Execution:
+        if not 0 <= request.timeout_seconds <= 300:
+            raise RlmError("VALIDATION_ERROR", "timeout_seconds must be 0..300")
+        record = self.engine.wait(caller.tenant_id, request.execution_id, request.timeout_seconds or 30.0)
+        return execution_message(record)
+
+    def _CancelExecution(
+        self, request: execution_pb2.CancelExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> execution_pb2.CancelExecutionResponse:
+        record = self.engine.cancel(caller.tenant_id, request.execution_id)
+        return execution_pb2.CancelExecutionResponse(
+            execution_id=record["execution_id"],
+            status=record["status"],
+            completed_at=record.get("completed_at") or "",
+        )
+
+    def _ListSteps(
+        self, request: execution_pb2.ListStepsRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> execution_pb2.ListStepsResponse:
+        execution = self.engine.get(caller.tenant_id, request.execution_id)
+        return execution_pb2.ListStepsResponse(steps=[step_message(i) for i in self.engine.steps(execution)])
+
+    def _CreateRuntimeExecution(
+        self,
+        request: execution_pb2.CreateRuntimeExecutionRequest,
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> execution_pb2.Execution:
+        return execution_message(self._create(caller, request.session_id, "RUNTIME", "", request))
+
+    def _RunStep(
+        self, request: execution_pb2.RunStepRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> Any:
+        if not request.code.strip() or len(request.code) > MAX_CODE_CHARS:
+            raise RlmError("VALIDATION_ERROR", f"code must be 1..{MAX_CODE_CHARS} characters")
+        state = request.state_json if request.HasField("state_json") else None
+        return self.engine.runtime_step(
+            caller.tenant_id, request.execution_id, request.code, state, request.options.resolve_tools
+        )
+
+    def _ResolveTools(
+        self, request: execution_pb2.ResolveToolsRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> execution_pb2.ResolveToolsResponse:
+        requests = ToolRequests()
+        requests.CopyFrom(request.tool_requests)
+        keys = [r.key for r in requests.llm] + [r.key for r in requests.search]
+        if not keys or any(not k for k in keys) or len(set(keys)) != len(keys):
+            raise RlmError("VALIDATION_ERROR", "tool_requests need unique, non-empty keys")
+        resolution = self.engine.resolve_tools(
+            caller.tenant_id, request.execution_id, requests, request.models.sub_model
+        )
+        response = execution_pb2.ResolveToolsResponse(statuses=resolution.statuses)
+        for key, value in resolution.llm.items():
+            response.tool_results.llm[key].CopyFrom(
+                LlmResult(text=value["text"], meta_json=json.dumps(value["meta"], sort_keys=True))
+            )
+        for key, value in resolution.search.items():
+            response.tool_results.search[key].CopyFrom(
+                SearchResult(
+                    hits=[SearchHit(**h) for h in value["hits"]],
+                    meta_json=json.dumps(value["meta"], sort_keys=True),
+                )
+            )
+        return response
+
+
+class CitationServicer(citation_pb2_grpc.CitationServiceServicer):
+    def __init__(self, engine: ExecutionEngine, storage: Storage, limiter: RateLimiter) -> None:
+        self.engine = engine
+        self.storage = storage
+        guard = rpc(storage, limiter)
+        self.GetSpan = guard(self._GetSpan).__get__(self)
+        self.VerifyCitation = guard(self._VerifyCitation).__get__(self)
+
+    def _document(self, caller: Caller, session_id: str, doc_id: str) -> dict[str, Any]:
+        load_session(self.storage, caller.tenant_id, session_id)
+        doc = self.storage.metadata.get_document(session_id, doc_id) if doc_id else None
+        if doc is None:
+            raise RlmError("VALIDATION_ERROR", "no such document in this session", {"doc_id": doc_id})
+        return doc
+
+    def _GetSpan(
+        self, request: citation_pb2.GetSpanRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> citation_pb2.GetSpanResponse:
+        doc = self._document(caller, request.session_id, request.doc_id)
+        text = self.engine.docs.text(doc)
+        if not 0 <= request.start_char <= request.end_char <= len(text):
+            raise RlmError(
+                "VALIDATION_ERROR",
+                f"need 0 <= start_char <= end_char <= {len(text)}",
+                {"char_length": len(text)},
+            )
+        if request.end_char - request.start_char > 1_000_000:
+            raise RlmError("VALIDATION_ERROR", "a span is at most 1,000,000 characters")
+        from rlm_rs.citations import CitedDocument
+
+        ref = make_ref(
+            caller.tenant_id,
+            request.session_id,
+            int(doc["doc_index"]),
+            CitedDocument(doc["doc_id"], text),
+            request.start_char,
+            request.end_char,
+        )
+        return citation_pb2.GetSpanResponse(text=text.slice(request.start_char, request.end_char), ref=ref)
+
+    def _VerifyCitation(
+        self, request: citation_pb2.VerifyCitationRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> citation_pb2.VerifyCitationResponse:
+        ref = request.ref
+        if ref.tenant_id and ref.tenant_id != caller.tenant_id:
+            raise RlmError("SESSION_NOT_FOUND", "session not found", {"session_id": ref.session_id})
+        doc = self._document(caller, ref.session_id, ref.doc_id)
+        valid, text = verify_ref(ref, self.engine.docs.text(doc))
+        valid = valid and int(doc["doc_index"]) == ref.doc_index
+        return citation_pb2.VerifyCitationResponse(
+            valid=valid,
+            text=text,
+            source_name=doc.get("source_name") or "",
+            char_range=citation_pb2.CharRange(start_char=ref.start_char, end_char=ref.end_char),
+        )

@@ -1,0 +1,228 @@
+"""SessionService: create (documents REGISTERED, TTL), get with readiness,
+delete, list. Another tenant's session is indistinguishable from a missing
+one. A session past expires_at answers SESSION_EXPIRED (and is marked
+EXPIRED); a deleted one (DELETING) answers SESSION_NOT_FOUND and expires by
+TTL (ttl_epoch = now), its objects with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from rlm_rs.control._rpc import Caller, RateLimiter, rpc
+from rlm_rs.control.budgets import budgets_to_dict, merge_budgets
+from rlm_rs.errors import RlmError
+from rlm_rs.settings import Settings
+from rlm_rs.storage import Storage
+from rlm_rs.storage.interfaces import split_s3_uri
+from rlm_rs.storage.metadata import new_id, now_iso
+from rlm_rs.v1 import session_pb2, session_pb2_grpc
+from rlm_rs.v1.common_pb2 import Models
+
+MAX_DOCS = 100
+MAX_TTL_MINUTES = 7 * 24 * 60
+_SUPPORTED_MIME = {
+    "",
+    "application/pdf",
+    "text/html",
+    "application/xhtml+xml",
+    "text/plain",
+    "text/markdown",
+    "text/x-markdown",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+
+
+def load_session(storage: Storage, tenant_id: str, session_id: str) -> dict[str, Any]:
+    """The caller's live session, or SESSION_NOT_FOUND / SESSION_EXPIRED."""
+    if not session_id:
+        raise RlmError("VALIDATION_ERROR", "session_id is required")
+    session = storage.metadata.get_session(tenant_id, session_id)
+    if session["status"] == "DELETING":
+        raise RlmError("SESSION_NOT_FOUND", "session not found", {"session_id": session_id})
+    if session["status"] == "EXPIRED" or float(session.get("ttl_epoch") or 0) <= time.time():
+        if session["status"] != "EXPIRED":
+            with contextlib.suppress(RlmError):
+                storage.metadata.update_session(tenant_id, session_id, {"status": "EXPIRED"})
+        raise RlmError("SESSION_EXPIRED", "session has expired", {"session_id": session_id})
+    return session
+
+
+def session_message(storage: Storage, session: dict[str, Any]) -> session_pb2.Session:
+    docs = storage.metadata.list_documents(session["session_id"])
+    options = session.get("options") or {}
+    statuses = [d.get("ingest_status") for d in docs]
+    parsed = all(s in ("PARSED", "INDEXING", "INDEXED", "FAILED") for s in statuses)
+    search_ready = bool(options.get("enable_search")) and all(s in ("INDEXED", "FAILED") for s in statuses)
+    defaults = session.get("defaults") or {}
+    message = session_pb2.Session(
+        session_id=session["session_id"],
+        tenant_id=session["tenant_id"],
+        status=session["status"],
+        created_at=session.get("created_at", ""),
+        expires_at=session.get("expires_at", ""),
+        readiness=session_pb2.Readiness(
+            parsed_ready=parsed, search_ready=search_ready, ready=session["status"] == "READY"
+        ),
+        options=session_pb2.SessionOptions(
+            enable_search=bool(options.get("enable_search")),
+            readiness_mode=options.get("readiness_mode", "STRICT"),
+        ),
+        models_default=Models(**(defaults.get("models_default") or {})),
+        doc_count=int(session.get("doc_count") or len(docs)),
+        total_chars=int(session.get("total_chars") or 0),
+    )
+    json_format.ParseDict(defaults.get("budgets_default") or {}, message.budgets_default)
+    for doc in docs:
+        message.docs.append(
+            session_pb2.DocumentStatus(
+                doc_id=doc["doc_id"],
+                doc_index=int(doc["doc_index"]),
+                ingest_status=doc.get("ingest_status", ""),
+                text_s3_uri=doc.get("text_s3_uri") or "",
+                meta_s3_uri=doc.get("meta_s3_uri") or "",
+                offsets_s3_uri=doc.get("offsets_s3_uri") or "",
+                source_name=doc.get("source_name") or "",
+                mime_type=doc.get("mime_type") or "",
+                char_length=int(doc.get("char_length") or 0),
+                page_count=int(doc.get("page_count") or 0),
+                failure_reason=doc.get("failure_reason") or "",
+                text_checksum=doc.get("text_checksum") or "",
+            )
+        )
+    return message
+
+
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
+    def __init__(self, storage: Storage, settings: Settings, limiter: RateLimiter) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.limiter = limiter
+        guard = rpc(storage, limiter)
+        for name in ("CreateSession", "GetSession", "DeleteSession", "ListSessions"):
+            setattr(self, name, guard(getattr(self, f"_{name}")).__get__(self))
+
+    def _validate_docs(self, docs: Any) -> None:
+        if not docs:
+            raise RlmError("VALIDATION_ERROR", "docs must list at least one document")
+        if len(docs) > MAX_DOCS:
+            raise RlmError("VALIDATION_ERROR", f"at most {MAX_DOCS} documents per session")
+        for index, doc in enumerate(docs):
+            where = {"doc": index}
+            if not doc.source_name or len(doc.source_name) > 512:
+                raise RlmError("VALIDATION_ERROR", f"docs[{index}].source_name is required", where)
+            if doc.mime_type.split(";")[0].strip().lower() not in _SUPPORTED_MIME:
+                raise RlmError("VALIDATION_ERROR", f"docs[{index}].mime_type is not supported", where)
+            try:
+                bucket, key = split_s3_uri(doc.raw_s3_uri)
+            except RlmError:
+                raise RlmError(
+                    "VALIDATION_ERROR", f"docs[{index}].raw_s3_uri is not an s3:// URI", where
+                ) from None
+            if bucket != self.storage.blobs.bucket or self.storage.blobs.head(key) is None:
+                raise RlmError("VALIDATION_ERROR", f"docs[{index}].raw_s3_uri does not exist", where)
+
+    def _CreateSession(
+        self,
+        request: session_pb2.CreateSessionRequest,
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> session_pb2.Session:
+        ttl = request.ttl_minutes or 60
+        if not 1 <= ttl <= MAX_TTL_MINUTES:
+            raise RlmError("VALIDATION_ERROR", f"ttl_minutes must be 1..{MAX_TTL_MINUTES}")
+        mode = (request.options.readiness_mode or "STRICT").upper()
+        if mode not in ("STRICT", "LAX"):
+            raise RlmError("VALIDATION_ERROR", "options.readiness_mode must be STRICT or LAX")
+        self._validate_docs(request.docs)
+        budgets_default = budgets_to_dict(request.budgets_default)
+        merge_budgets(budgets_default)  # validate now, not at the first execution
+        enable_search = request.options.enable_search or (
+            not request.HasField("options") and self.settings.enable_search_default
+        )
+        now = time.time()
+        session_id = new_id("sess")
+        record = {
+            "tenant_id": caller.tenant_id,
+            "session_id": session_id,
+            "status": "CREATING",
+            "created_at": now_iso(now),
+            "expires_at": now_iso(now + ttl * 60),
+            "ttl_epoch": int(now + ttl * 60),
+            "doc_count": len(request.docs),
+            "total_chars": 0,
+            "options": {"enable_search": enable_search, "readiness_mode": mode},
+            "defaults": {
+                "models_default": json_format.MessageToDict(
+                    request.models_default, preserving_proto_field_name=True
+                ),
+                "budgets_default": budgets_default,
+            },
+        }
+        for index, doc in enumerate(request.docs):
+            self.storage.metadata.put_document(
+                {
+                    "tenant_id": caller.tenant_id,
+                    "session_id": session_id,
+                    "doc_id": f"doc_{index:03d}_{new_id('d')[2:14]}",
+                    "doc_index": index,
+                    "source_name": doc.source_name,
+                    "mime_type": doc.mime_type,
+                    "raw_s3_uri": doc.raw_s3_uri,
+                    "raw_s3_version_id": doc.raw_s3_version_id or None,
+                    "raw_s3_etag": doc.raw_s3_etag or None,
+                    "ingest_status": "REGISTERED",
+                    "ttl_epoch": record["ttl_epoch"],
+                }
+            )
+        # The session is written last: the ingestion worker only looks at
+        # sessions, so it never sees one whose documents are half-registered.
+        self.storage.metadata.put_session(record)
+        return session_message(self.storage, record)
+
+    def _GetSession(
+        self, request: session_pb2.GetSessionRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> session_pb2.Session:
+        session = load_session(self.storage, caller.tenant_id, request.session_id)
+        return session_message(self.storage, session)
+
+    def _DeleteSession(
+        self,
+        request: session_pb2.DeleteSessionRequest,
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> session_pb2.DeleteSessionResponse:
+        session = self.storage.metadata.get_session(caller.tenant_id, request.session_id)
+        if session["status"] != "DELETING":
+            self.storage.metadata.update_session(
+                caller.tenant_id,
+                request.session_id,
+                {"status": "DELETING", "ttl_epoch": int(time.time()), "deleted_at": now_iso()},
+            )
+        return session_pb2.DeleteSessionResponse(session_id=request.session_id, status="DELETING")
+
+    def _ListSessions(
+        self,
+        request: session_pb2.ListSessionsRequest,
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> session_pb2.ListSessionsResponse:
+        sessions = [
+            s
+            for s in self.storage.metadata.list_sessions(caller.tenant_id, request.status or None)
+            if s["status"] != "DELETING"
+        ]
+        size = min(request.page_size or 50, 200)
+        start = int(request.page_token) if request.page_token.isdigit() else 0
+        page = sessions[start : start + size]
+        response = session_pb2.ListSessionsResponse(
+            next_page_token=str(start + size) if start + size < len(sessions) else ""
+        )
+        for session in page:
+            response.sessions.append(session_message(self.storage, session))
+        return response

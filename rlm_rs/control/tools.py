@@ -1,0 +1,183 @@
+"""Tool resolution between steps: sub-model calls and searches, within budgets.
+
+Before every sub-call: the remaining sub-call count, the prompt's size and the
+execution's total prompt chars are checked; a refused or failed request gets
+status "error" with a short reason in its meta, and the loop goes on so the
+model can adapt. Temperature-0 calls go through the sub-call cache at
+`cache/{tenant_id}/llm/{sha256}.json` (key: provider, model, temperature,
+max_tokens, prompt; SPEC §6), which is also what keeps a resumed execution
+from paying twice for the same call. Requests of one step resolve
+concurrently (bounded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlm_rs.canonical import canonical_json
+from rlm_rs.errors import RlmError
+from rlm_rs.ingestion.search import SearchIndex
+from rlm_rs.observability import LLM_ERRORS, LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
+from rlm_rs.providers.base import CallContext, Provider, ProviderError
+from rlm_rs.storage import Storage
+from rlm_rs.storage.metadata import now_iso
+from rlm_rs.v1.common_pb2 import LlmRequest, SearchRequest, ToolRequests
+
+MAX_CONCURRENCY = 4
+_ERROR_META_CHARS = 300
+
+
+@dataclass
+class Resolution:
+    llm: dict[str, dict[str, Any]] = field(default_factory=dict)
+    search: dict[str, dict[str, Any]] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)  # for the trace
+
+    def inject(self, state: dict[str, Any]) -> None:
+        results = state.setdefault("_tool_results", {})
+        results.setdefault("llm", {}).update(self.llm)
+        results.setdefault("search", {}).update(self.search)
+        state.setdefault("_tool_status", {}).update(self.statuses)
+
+
+class ToolResolver:
+    def __init__(self, storage: Storage, provider: Provider, search_index: SearchIndex | None = None) -> None:
+        self.storage = storage
+        self.provider = provider
+        self.search_index = search_index
+
+    def resolve(
+        self,
+        requests: ToolRequests,
+        *,
+        tenant_id: str,
+        session: dict[str, Any],
+        sub_model: str,
+        budgets: dict[str, Any],
+        consumed: dict[str, Any],
+        question: str = "",
+    ) -> Resolution:
+        """Resolve one step's requests; `consumed` is updated in place."""
+        resolution = Resolution()
+        admitted: list[LlmRequest] = []
+        for request in requests.llm:
+            reason = self._refusal(request, budgets, consumed)
+            if reason:
+                self._error(resolution, request.key, "llm", reason)
+                continue
+            consumed["llm_subcalls"] += 1
+            consumed["llm_prompt_chars_total"] += len(request.prompt)
+            admitted.append(request)
+        with ThreadPoolExecutor(max_workers=MAX_CONCURRENCY) as pool:
+            outcomes = list(pool.map(lambda r: self._llm(r, tenant_id, sub_model, question), admitted))
+        for request, (text, meta, error) in zip(admitted, outcomes, strict=True):
+            if error:
+                self._error(resolution, request.key, "llm", error, meta)
+                continue
+            resolution.llm[request.key] = {"text": text, "meta": meta}
+            resolution.statuses[request.key] = "resolved"
+            consumed["input_tokens"] += int(meta.get("usage", {}).get("input_tokens", 0))
+            consumed["output_tokens"] += int(meta.get("usage", {}).get("output_tokens", 0))
+            consumed["cache_hits"] += 1 if meta.get("cache_hit") else 0
+            resolution.records.append({"type": "llm", "key": request.key, "meta": meta})
+        for search in requests.search:
+            self._search(resolution, search, session)
+        return resolution
+
+    def _refusal(self, request: LlmRequest, budgets: dict[str, Any], consumed: dict[str, Any]) -> str:
+        if consumed["llm_subcalls"] >= budgets["max_llm_subcalls"]:
+            return f"sub-call budget spent (max_llm_subcalls={budgets['max_llm_subcalls']})"
+        if len(request.prompt) > budgets["max_llm_prompt_chars"]:
+            limit = budgets["max_llm_prompt_chars"]
+            return f"prompt is {len(request.prompt)} chars (max_llm_prompt_chars={limit})"
+        total = consumed["llm_prompt_chars_total"] + len(request.prompt)
+        if total > budgets["max_total_llm_prompt_chars"]:
+            return "total prompt budget spent (max_total_llm_prompt_chars)"
+        return ""
+
+    @staticmethod
+    def _error(
+        resolution: Resolution, key: str, kind: str, reason: str, meta: dict[str, Any] | None = None
+    ) -> None:
+        entry = {"error": reason[:_ERROR_META_CHARS], **(meta or {})}
+        if kind == "llm":
+            resolution.llm[key] = {"text": "", "meta": entry}
+        else:
+            resolution.search[key] = {"hits": [], "meta": entry}
+        resolution.statuses[key] = "error"
+        resolution.records.append({"type": kind, "key": key, "meta": entry})
+
+    def cache_key(self, model: str, request: LlmRequest) -> str:
+        material = canonical_json(
+            {
+                "provider": self.provider.name,
+                "model": model,
+                "temperature": request.temperature,
+                "max_tokens": request.max_tokens,
+                "prompt": request.prompt,
+            }
+        )
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+    def _llm(
+        self, request: LlmRequest, tenant_id: str, sub_model: str, question: str
+    ) -> tuple[str, dict[str, Any], str]:
+        model = sub_model if request.model_hint in ("", "sub") else request.model_hint
+        cacheable = request.temperature == 0
+        key = f"cache/{tenant_id}/llm/{self.cache_key(model, request)}.json"
+        if cacheable and self.storage.blobs.head(key) is not None:
+            record = json.loads(self.storage.blobs.get(key))
+            LLM_REQUESTS.labels(model=model, cache_hit="true").inc()
+            return record["response"]["text"], {"model": model, "cache_hit": True, "usage": {}}, ""
+        started = time.perf_counter()
+        try:
+            completion = self.provider.complete(
+                model,
+                [{"role": "user", "content": request.prompt}],
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                context=CallContext(role="sub", question=question, key=request.key),
+            )
+        except ProviderError as exc:
+            LLM_ERRORS.labels(model=model, code=str(exc.status or "error")).inc()
+            return "", {"model": model, "cache_hit": False}, f"LLM_PROVIDER_ERROR: {exc}"
+        LLM_LATENCY.labels(model=model).observe(time.perf_counter() - started)
+        LLM_REQUESTS.labels(model=model, cache_hit="false").inc()
+        LLM_TOKENS.labels(model=model, type="input").inc(completion.input_tokens)
+        LLM_TOKENS.labels(model=model, type="output").inc(completion.output_tokens)
+        usage = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}
+        if cacheable:
+            record = {
+                "created_at": now_iso(),
+                "provider": self.provider.name,
+                "model": model,
+                "request": {
+                    "prompt_sha256": hashlib.sha256(request.prompt.encode()).hexdigest(),
+                    "max_tokens": request.max_tokens,
+                    "temperature": request.temperature,
+                },
+                "response": {"text": completion.text, "raw": completion.raw},
+            }
+            try:
+                self.storage.blobs.put(key, canonical_json(record).encode("utf-8"))
+            except RlmError as exc:
+                if exc.code != "CONFLICT":  # a concurrent identical call wrote it first
+                    raise
+        meta = {"model": completion.model, "cache_hit": False, "usage": usage}
+        return completion.text, meta, ""
+
+    def _search(self, resolution: Resolution, request: SearchRequest, session: dict[str, Any]) -> None:
+        if not (session.get("options") or {}).get("enable_search") or self.search_index is None:
+            self._error(resolution, request.key, "search", "search is not enabled for this session")
+            return
+        doc_ids = list(request.filters.doc_ids) if request.HasField("filters") else []
+        hits = self.search_index.search(session["session_id"], request.query, request.k or 10, doc_ids)
+        resolution.search[request.key] = {"hits": hits, "meta": {"count": len(hits)}}
+        resolution.statuses[request.key] = "resolved"
+        resolution.records.append({"type": "search", "key": request.key, "meta": {"count": len(hits)}})

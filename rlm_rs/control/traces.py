@@ -1,0 +1,57 @@
+"""Execution traces (SPEC §12): gzipped JSON at
+`traces/{tenant}/{session}/{execution}.json.gz`, written once when the
+execution ends. `redact` replaces prompts and model output with their sizes
+and keeps the structure."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+from rlm_rs.canonical import canonical_json
+from rlm_rs.storage import Storage
+
+TRACE_VERSION = 1
+_REDACTED_FIELDS = ("root_output_raw", "code", "stdout", "prompt", "text", "question", "answer")
+
+
+def redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: {"redacted": True, "chars": len(v)}
+            if k in _REDACTED_FIELDS and isinstance(v, str)
+            else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def build_trace(execution: dict[str, Any], turns: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "version": TRACE_VERSION,
+        "tenant_id": execution["tenant_id"],
+        "session_id": execution["session_id"],
+        "execution_id": execution["execution_id"],
+        "mode": execution["mode"],
+        "question": execution.get("question", ""),
+        "started_at": execution.get("started_at"),
+        "completed_at": execution.get("completed_at"),
+        "status": execution["status"],
+        "budgets_requested": execution.get("budgets_requested"),
+        "budgets_consumed": execution.get("budgets_consumed"),
+        "turns": turns,
+        "final": {
+            "answer": execution.get("answer"),
+            "citations": execution.get("citations", []),
+            "completed_at": execution.get("completed_at"),
+        },
+    }
+
+
+def write_trace(storage: Storage, trace: dict[str, Any], *, redacted: bool) -> str:
+    body = redact(trace) if redacted else trace
+    key = f"traces/{trace['tenant_id']}/{trace['session_id']}/{trace['execution_id']}.json.gz"
+    storage.blobs.put(key, gzip.compress(canonical_json(body).encode("utf-8"), mtime=0))
+    return storage.blobs.uri(key)
