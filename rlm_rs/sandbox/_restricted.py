@@ -15,6 +15,13 @@ enumerate, reversed, any, all, frozenset, iter) iterate through the ticking
 guard; `isinstance` understands the wrapped types. Never added: getattr,
 type, object, vars, dir, open, eval, exec, compile, globals, locals,
 breakpoint, memoryview, format, hash, id.
+
+Size guards (checked before the allocation, MemoryError the step may catch):
+`*`, `**`, `<<`, `+=` on sequences, the str methods whose result size an
+argument sets (ljust, rjust, center, zfill, expandtabs, replace, join), and
+any number in an f-string format spec (`f"{x:>{10**9}}"`). Class attributes
+of the builtin types str/int/float/bool/list/tuple/dict/set/frozenset are
+readable (dict.fromkeys, str.maketrans) except `mro`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,32 @@
 data. The control plane sends a complete policy with each step; zero numeric
 fields mean "default" and are filled here. Hardening fields in a request are
 never trusted: the pool applies its own configured policy for those.
+
+Builtins beyond the SPEC §3 allowlist, each harmless (no object graph, module,
+frame or file is reachable through it; the step's wrappers are in
+rlm_rs/sandbox/_restricted.py):
+- any, all: reduce an iterable to a bool, iterating through the ticking guard.
+- divmod, pow: arithmetic; pow without a modulus goes through the same size
+  check as `**` (no 10**10**9 bombs); with a modulus the result is bounded.
+- chr, ord, hex, bin, oct: int <-> text conversions; output size is linear in
+  the input's.
+- repr: text of a value; steps cannot define classes, so no step-written
+  __repr__ runs (it shows builtin values and function addresses only).
+- callable: a bool.
+- frozenset: like set (constructor iterates through the ticking guard).
+- slice: a plain slice object, for `doc[slice(a, b)]` style helpers.
+- iter, next: `iter(x)` returns the ticking iterator of x (the two-argument
+  callable/sentinel form is not accepted); `next(it[, default])` advances an
+  iterator by one item and so cannot loop on its own.
+- True, False, None and the ordinary exception classes (Exception,
+  ValueError, ... MemoryError) so that `except ValueError:` and
+  `raise ValueError(...)` work. BaseException, SystemExit, KeyboardInterrupt
+  and GeneratorExit are not here (and are rejected names): the step's stop
+  signal is a BaseException no step can name.
+Never added: getattr, type, object, vars, dir, open, eval, exec, compile,
+globals, locals, breakpoint, memoryview, format (format-spec traversal),
+hash, id. The control plane may send a narrower allowlist; a name outside
+the table in _restricted.Guards.builtins is ignored, never looked up.
 """
 
 from __future__ import annotations
