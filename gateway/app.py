@@ -137,10 +137,17 @@ class EdgeMiddleware:
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
+        overflow = False
         header = (REQUEST_ID_HEADER.encode(), request_id.encode())
 
         async def send_with_id(message: AsgiMessage) -> None:
             nonlocal started
+            if overflow:
+                # The app answered a body it could not read whole: the answer is 413.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._too_large(request_id, send)
+                return
             if message["type"] == "http.response.start":
                 started = True
                 headers = [h for h in message.get("headers", []) if h[0] != header[0]]
@@ -148,29 +155,32 @@ class EdgeMiddleware:
             await send(message)
 
         if length is not None and length > self.max_body_bytes:
-            await self._too_large(request_id, send_with_id)
+            await self._too_large(request_id, send)
             return
         received = 0
 
         async def limited_receive() -> AsgiMessage:
-            nonlocal received
+            nonlocal received, overflow
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    overflow = True
                     raise _BodyTooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send_with_id)
-        except _BodyTooLarge:
-            if not started:
-                await self._too_large(request_id, send_with_id)
         except Exception:  # the last resort: log, answer 500, no trace out
-            log.exception("unhandled error", extra={"request_id": request_id})
+            if not overflow:
+                log.exception("unhandled error", extra={"request_id": request_id})
             if not started:
-                err = RlmError("INTERNAL_ERROR", "internal error")
-                await error_response(err, request_id)(scope, receive, send_with_id)
+                started = True
+                if overflow:
+                    await self._too_large(request_id, send)
+                else:
+                    err = RlmError("INTERNAL_ERROR", "internal error")
+                    await error_response(err, request_id)(scope, receive, send_with_id)
 
     async def _too_large(self, request_id: str, send: Send) -> None:
         err = RlmError(
@@ -187,6 +197,7 @@ class EdgeMiddleware:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
                 ],
             }
         )
