@@ -175,7 +175,8 @@ class DocView:
             compiled = regex.compile(pattern)
         except regex.error as exc:
             raise ValueError(f"invalid regex: {exc}") from None
-        deadline = time.monotonic() + self._regex_seconds
+        self._rt.check_deadline()
+        deadline = min(time.monotonic() + self._regex_seconds, self._rt.deadline)
         hits: list[dict[str, Any]] = []
         seen_until = lo
         window = lo
@@ -184,6 +185,7 @@ class DocView:
             chunk = self._doc.text.slice(window, window_end)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                self._rt.check_deadline()
                 raise RuntimeError(f"regex timed out after {self._regex_seconds:g} s")
             try:
                 for match in compiled.finditer(chunk, timeout=remaining):
@@ -207,6 +209,7 @@ class DocView:
                     if len(hits) >= limit:
                         break
             except TimeoutError:
+                self._rt.check_deadline()
                 raise RuntimeError(f"regex timed out after {self._regex_seconds:g} s") from None
             window += _REGEX_WINDOW_CHARS
         return hits

@@ -71,7 +71,15 @@ class StepRuntime:
                     {"max_instructions": self.max_instructions},
                 )
             )
-        if not self.instructions & 0xFFF and time.monotonic() > self.deadline:
+        if not self.instructions & 0xFFF:
+            self.check_deadline()
+
+    def check_deadline(self) -> None:
+        """STEP_TIMEOUT once the wall-clock budget is spent. Ticks check it every
+        4096 instructions; slow host calls (regex) check it on every call."""
+        if self.stop is not None:
+            raise self.stop
+        if time.monotonic() > self.deadline:
             self.halt(
                 StepStop(
                     "STEP_TIMEOUT",

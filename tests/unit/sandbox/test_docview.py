@@ -107,3 +107,13 @@ def test_span_limit_ends_the_step(run: Runner) -> None:
     result = run("for i in range(10):\n    context[0][i:i+1]", max_spans_per_step=5)
     assert not result.success
     assert result.error.code == "BUDGET_EXCEEDED"
+
+
+def test_catching_regex_timeouts_in_a_loop_still_hits_the_step_deadline(run: Runner, tmp_path: Path) -> None:
+    directory = tmp_path / "redos-loop"
+    directory.mkdir()
+    docs = write_docs(directory, ["a" * 60 + "!"])
+    code = "while True:\n    try:\n        context[0].regex(r'(a|aa)+$')\n    except:\n        pass"
+    result = run(code, docs=docs, max_regex_seconds=0.2, max_step_seconds=0.5)
+    assert result.error.code == "STEP_TIMEOUT"
+    assert result.duration_ms < 5_000
