@@ -155,8 +155,11 @@ class ToolAPI:
             "max_prompt_chars": self._max_prompt_chars,
         }  # fmt: skip
 
-    def requests(self) -> ToolRequests:
-        return self._requests
-
     def __repr__(self) -> str:
         return "<tool: queue_llm, queue_search, YIELD, FINAL, schema>"
+
+
+def queued_requests(tool: ToolAPI) -> ToolRequests:
+    """The requests a step queued (for the executor; never reachable by step
+    code, which could otherwise append requests past every limit)."""
+    return tool._requests

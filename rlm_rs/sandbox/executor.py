@@ -46,7 +46,7 @@ from rlm_rs.sandbox._replies import code_from_submission
 from rlm_rs.sandbox._restricted import Guards, compile_step
 from rlm_rs.sandbox._runtime import FinalStop, StepRuntime, StepStop, YieldStop
 from rlm_rs.sandbox._state import finish_state
-from rlm_rs.sandbox._tools import ToolAPI
+from rlm_rs.sandbox._tools import ToolAPI, queued_requests
 from rlm_rs.sandbox.policy import with_defaults
 from rlm_rs.textfile import TextFile, read_fd
 from rlm_rs.v1.common_pb2 import ErrorDetail, Final, Span
@@ -145,7 +145,7 @@ def _execute(
 
     state_json = finish_state(step_globals.get("state"), input_state, policy.max_state_chars)
     result.state_json = state_json
-    result.tool_requests.CopyFrom(tool.requests())
+    result.tool_requests.CopyFrom(queued_requests(tool))
     if isinstance(outcome, FinalStop):
         result.final.CopyFrom(Final(is_final=True, answer=outcome.answer))
     elif isinstance(outcome, YieldStop):

@@ -57,3 +57,10 @@ def test_class_attributes_of_safe_builtin_types(run: Runner) -> None:
         result = run(code)
         assert result.error.code == "SANDBOX_RUNTIME_ERROR", code
         assert "mro" in result.error.message and "AttributeError" in result.error.message
+
+
+def test_tool_exposes_no_way_around_its_limits(run: Runner) -> None:
+    for code in ["r = tool.requests()", "tool._requests", "tool.queue_llm.__self__"]:
+        result = run(code)
+        assert not result.success, code
+        assert not result.tool_requests.llm
