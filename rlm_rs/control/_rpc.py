@@ -119,7 +119,13 @@ def rpc(
                 code, http_status = error.code, error.http_status
                 abort(context, error, request_id)
             except Exception as exc:  # never leak internals to a caller
-                log.error("rpc_failed", method=method, request_id=request_id, error=type(exc).__name__)
+                log.error(
+                    "rpc_failed",
+                    method=method,
+                    request_id=request_id,
+                    error=type(exc).__name__,
+                    exc_info=True,
+                )
                 code, http_status = "INTERNAL_ERROR", 500
                 abort(context, RlmError("INTERNAL_ERROR", "internal error"), request_id)
             finally:

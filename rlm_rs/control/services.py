@@ -112,7 +112,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             "StartExecution", "GetExecution", "WaitExecution", "CancelExecution", "ListSteps",
             "CreateRuntimeExecution", "RunStep", "ResolveTools",
         ):  # fmt: skip
-            setattr(self, name, guard(getattr(self, f"_{name}")).__get__(self))
+            setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
 
     def _create(
         self, caller: Caller, session_id: str, mode: str, question: str, request: Any
@@ -220,8 +220,8 @@ class CitationServicer(citation_pb2_grpc.CitationServiceServicer):
         self.engine = engine
         self.storage = storage
         guard = rpc(storage, limiter)
-        self.GetSpan = guard(self._GetSpan).__get__(self)
-        self.VerifyCitation = guard(self._VerifyCitation).__get__(self)
+        self.GetSpan = guard(CitationServicer._GetSpan).__get__(self)
+        self.VerifyCitation = guard(CitationServicer._VerifyCitation).__get__(self)
 
     def _document(self, caller: Caller, session_id: str, doc_id: str) -> dict[str, Any]:
         load_session(self.storage, caller.tenant_id, session_id)

@@ -105,7 +105,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self.limiter = limiter
         guard = rpc(storage, limiter)
         for name in ("CreateSession", "GetSession", "DeleteSession", "ListSessions"):
-            setattr(self, name, guard(getattr(self, f"_{name}")).__get__(self))
+            setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
 
     def _validate_docs(self, docs: Any) -> None:
         if not docs:

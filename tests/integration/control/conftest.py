@@ -1,0 +1,103 @@
+"""A real control plane on a real port (embedded storage in a temp dir, the
+in-process sandbox, a scripted provider the test can program), plus helpers
+to get a READY session through the real gRPC API and ingestion worker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from rlm_rs.control.server import ControlPlane, start_control_plane
+from rlm_rs.ingestion.worker import IngestionWorker
+from rlm_rs.providers.scripted import ScriptedProvider
+from rlm_rs.sandbox.client import InProcessSandbox
+from rlm_rs.settings import Settings
+from rlm_rs.storage import open_storage
+from rlm_rs.v1 import citation_pb2_grpc, execution_pb2_grpc, session_pb2, session_pb2_grpc
+
+REPORT = (
+    "Northwind Annual Report 2025\n\nRevenue grew 14% to $48.2M, driven by the Lisbon office.\n"
+    "The board appointed Ana Souza as chief executive in March.\n\n"
+    "Risks: currency exposure in São Paulo and Zürich; the data centre lease ends in 2027.\n"
+)
+NOTES = "Meeting notes\nDecision: ship v2 on 1 April.\nAction: Bo drafts the release note.\n"
+
+
+@dataclass
+class Api:
+    plane: ControlPlane
+    provider: ScriptedProvider
+    settings: Settings
+    key: str
+    channel: grpc.Channel
+
+    @property
+    def sessions(self) -> session_pb2_grpc.SessionServiceStub:
+        return session_pb2_grpc.SessionServiceStub(self.channel)
+
+    @property
+    def executions(self) -> execution_pb2_grpc.ExecutionServiceStub:
+        return execution_pb2_grpc.ExecutionServiceStub(self.channel)
+
+    @property
+    def citations(self) -> citation_pb2_grpc.CitationServiceStub:
+        return citation_pb2_grpc.CitationServiceStub(self.channel)
+
+    def auth(self, key: str | None = None) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {key or self.key}")]
+
+    def ready_session(self, texts: list[str] | None = None, **options: Any) -> str:
+        storage = self.plane.storage
+        docs = []
+        for index, text in enumerate(texts or [REPORT, NOTES]):
+            key = f"raw/test/{index}-{abs(hash(text))}.txt"
+            storage.blobs.put(key, text.encode("utf-8"))
+            docs.append(
+                session_pb2.DocumentInput(
+                    source_name=f"doc{index}.txt", mime_type="text/plain", raw_s3_uri=storage.blobs.uri(key)
+                )
+            )
+        created = self.sessions.CreateSession(
+            session_pb2.CreateSessionRequest(
+                ttl_minutes=30, docs=docs, options=session_pb2.SessionOptions(**options)
+            ),
+            metadata=self.auth(),
+        )
+        IngestionWorker(storage, self.settings).run_once()
+        return created.session_id
+
+
+def error_code(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, error
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    return info.reason
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    settings = Settings(RLM_DATA_DIR=tmp_path / "data", API_KEY_PEPPER="pepper", LLM_PROVIDER="scripted")
+    storage = open_storage(settings)
+    provider = ScriptedProvider({"executions": [], "sub": [], "default_sub": "no idea"})
+    plane = start_control_plane(
+        settings,
+        "127.0.0.1:0",
+        storage=storage,
+        sandbox=InProcessSandbox(),
+        provider=provider,
+        lease_seconds=5,
+        sweep_seconds=0.5,
+    )
+    key, _ = storage.metadata.create_api_key("tenant-a", name="tests")
+    channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
+    yield Api(plane, provider, settings, key, channel)
+    channel.close()
+    plane.stop(1)
