@@ -17,7 +17,7 @@ type, object, vars, dir, open, eval, exec, compile, globals, locals,
 breakpoint, memoryview, format, hash, id.
 
 Size guards (checked before the allocation, MemoryError the step may catch):
-`*`, `**`, `<<`, `+=` on sequences, the str methods whose result size an
+`*`, `**`, `<<`, `%` formatting widths, `+=` on sequences, the str methods whose result size an
 argument sets (ljust, rjust, center, zfill, expandtabs, replace, join), and
 any number in an f-string format spec (`f"{x:>{10**9}}"`). Class attributes
 of the builtin types str/int/float/bool/list/tuple/dict/set/frozenset are
@@ -72,6 +72,7 @@ class _PostPass(ast.NodeTransformer):
         ast.Mult: "mul",
         ast.Pow: "pow",
         ast.LShift: "lshift",
+        ast.Mod: "mod",
     }
 
     def _ticked(self, body: list[ast.stmt]) -> list[ast.stmt]:
@@ -215,6 +216,28 @@ _STR_WRAPPERS: dict[str, Callable[[Guards, str, Any], Any]] = {
 }
 
 
+_PRINTF_SPEC = regex.compile(r"%[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _check_printf(template: str | bytes, args: Any) -> None:
+    """`"%1000000000d" % 1` and `"%*d" % (10**9, 1)` size their result before
+    any tick runs: widths and precisions above the format limit are refused."""
+    text = template.decode("latin-1") if isinstance(template, bytes) else template
+    if "%" not in text:
+        return
+    star = False
+    for match in _PRINTF_SPEC.finditer(text):
+        for number in match.groups():
+            if number == "*":
+                star = True
+            elif number is not None and (len(number) > 6 or int(number) > _MAX_FORMAT_NUMBER):
+                raise ValueError(f"format width/precision above {_MAX_FORMAT_NUMBER}")
+    if star:
+        values = args if type(args) is tuple else (args,)
+        if any(type(v) is int and v > _MAX_FORMAT_NUMBER for v in values):
+            raise ValueError(f"format width/precision above {_MAX_FORMAT_NUMBER}")
+
+
 class _FormatPass(ast.NodeTransformer):
     """`f"{x:>{n}}"` -> `f"{_format_(x, f'>{n}')}"`: a format spec's width or
     precision (which sizes the result before any tick runs) is checked."""
@@ -309,6 +332,10 @@ class Guards:
                 if right * max(abs(left).bit_length(), 1) > _MAX_POW_BITS:
                     raise MemoryError("result of ** would be too large")
             return left**right
+        if op == "mod":
+            if type(left) in (str, bytes):
+                _check_printf(left, right)
+            return left % right
         if isinstance(right, int) and right > _MAX_SHIFT:
             raise MemoryError("result of << would be too large")
         return left << right
@@ -327,6 +354,8 @@ class Guards:
             return self.binop("pow", target, value)
         if op == "<<=":
             return self.binop("lshift", target, value)
+        if op == "%=":
+            return self.binop("mod", target, value)
         if op == "+=" and isinstance(target, str | list) and isinstance(value, str | list):
             if len(target) + len(value) > _MAX_SEQUENCE_RESULT:
                 raise MemoryError("result of += would be too large")

@@ -96,7 +96,9 @@ def test_size_setting_str_methods_and_format_specs_are_bounded(run: Runner) -> N
         assert result.error.code == "SANDBOX_RUNTIME_ERROR", code
         assert "MemoryError" in result.error.message, code
     for code in ["n = 1\nx = f'{n:>1000000000}'", "n = 1.5\nx = f'{n:.999999999f}'",
-                 "n = 1\nw = 10**9\nx = f'{n:>{w}}'"]:  # fmt: skip
+                 "n = 1\nw = 10**9\nx = f'{n:>{w}}'", "x = '%1000000000d' % 1",
+                 "x = '%.999999999f' % 1.5", "x = '%*d' % (10**9, 1)",
+                 "x = b'%1000000000d' % 1", "x = '%s%1000000000s'\nx %= ('a', 'b')"]:  # fmt: skip
         result = run(code)
         assert result.error.code == "SANDBOX_RUNTIME_ERROR", code
         assert "format width/precision" in result.error.message, code
@@ -107,11 +109,15 @@ def test_bounded_str_methods_and_format_specs_still_work(run: Runner) -> None:
         "x = 3.14159\nw = 8\n"
         "print(f\"{x:>{w}.2f}|{'a'!r:^5}|{x!s:>6}|{x!r}|{w:,}|{'-'.join(['a', 'b'])}\")\n"
         "print(', '.join(str(i) for i in range(3)), 'ab'.replace('a', 'xyz'), '7'.zfill(3),"
-        " 'a'.center(5, '*'), 'a\\tb'.expandtabs(4))"
+        " 'a'.center(5, '*'), 'a\\tb'.expandtabs(4))\n"
+        "print('%5.1f|%-3s|%d%%' % (2.25, 'x', 7), 7 % 3)"
     )
     result = run(code)
     assert result.success, result.error
-    assert result.stdout == "    3.14| 'a' |3.14159|3.14159|8|a-b\n0, 1, 2 xyzb 007 **a** a   b\n"
+    assert (
+        result.stdout
+        == "    3.14| 'a' |3.14159|3.14159|8|a-b\n0, 1, 2 xyzb 007 **a** a   b\n  2.2|x  |7% 1\n"
+    )
 
 
 def test_shared_reference_state_bomb_is_too_large_without_walking_it(run: Runner) -> None:
