@@ -13,7 +13,15 @@ from rlm_rs.settings import get_settings
 def register(subparsers: argparse._SubParsersAction) -> None:
     server = subparsers.add_parser("server", help="run the gRPC control plane")
     server.add_argument("--grpc-address", help="HOST:PORT (default RLM_GRPC_ADDRESS)")
-    server.add_argument("--lease-seconds", type=float, default=30.0)
+    server.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="execution lease; another control plane takes over after it expires",
+    )
+    server.add_argument(
+        "--sweep-seconds", type=float, default=5.0, help="how often to look for orphaned executions"
+    )
     server.set_defaults(func=_serve)
 
 
@@ -25,7 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, component="control")
     serve_metrics(settings.metrics_port)
     address = args.grpc_address or settings.grpc_address
-    plane = start_control_plane(settings, address, lease_seconds=args.lease_seconds)
+    plane = start_control_plane(
+        settings, address, lease_seconds=args.lease_seconds, sweep_seconds=args.sweep_seconds
+    )
     get_logger().info("control_plane_serving", address=address, provider=settings.llm_provider)
     stop = threading.Event()
 

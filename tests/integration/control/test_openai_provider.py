@@ -1,0 +1,111 @@
+"""The `openai` provider through the real openai SDK against a local
+OpenAI-compatible HTTP server, inside the real Answerer loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rlm_rs.control.server import start_control_plane
+from rlm_rs.ingestion.worker import IngestionWorker
+from rlm_rs.providers.base import CallContext, ProviderError
+from rlm_rs.providers.openai_provider import OpenAIProvider
+from rlm_rs.providers.testing_server import OpenAICompatibleServer
+from rlm_rs.sandbox.client import InProcessSandbox
+from rlm_rs.settings import Settings
+from rlm_rs.storage import open_storage
+from rlm_rs.v1 import execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
+
+ROOT_REPLY = "```repl\ntool.queue_llm('k', 'Name the city: ' + context[0][:40])\ntool.YIELD()\n```"
+FINAL_REPLY = "```repl\ntool.FINAL(state['_tool_results']['llm']['k']['text'])\n```"
+
+
+def reply(messages: list[dict[str, str]]) -> str:
+    user = messages[-1]["content"]
+    if messages[0]["role"] == "system":
+        return ROOT_REPLY if "Turn 1 of" in user else FINAL_REPLY
+    return "Lisbon" if "Name the city" in user else "?"
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAICompatibleServer]:
+    with OpenAICompatibleServer(reply) as running:
+        yield running
+
+
+def settings_for(tmp_path: Path, server: OpenAICompatibleServer) -> Settings:
+    return Settings(
+        RLM_DATA_DIR=tmp_path / "d",
+        LLM_PROVIDER="openai",
+        OPENAI_BASE_URL=server.base_url,
+        OPENAI_API_KEY="sk-test",
+        RLM_LLM_MAX_RETRIES=1,
+        RLM_LLM_TIMEOUT_SECONDS=5,
+    )
+
+
+def test_answerer_loop_through_the_openai_sdk(tmp_path: Path, server: OpenAICompatibleServer) -> None:
+    import grpc
+
+    settings = settings_for(tmp_path, server)
+    storage = open_storage(settings)
+    plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=InProcessSandbox())
+    key, _ = storage.metadata.create_api_key("t")
+    storage.blobs.put("raw/a.txt", b"The office in Lisbon grew fastest this year.")
+    channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
+    auth = [("authorization", f"Bearer {key}")]
+    try:
+        session = session_pb2_grpc.SessionServiceStub(channel).CreateSession(
+            session_pb2.CreateSessionRequest(
+                docs=[
+                    session_pb2.DocumentInput(
+                        source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/a.txt"
+                    )
+                ]
+            ),
+            metadata=auth,
+        )
+        IngestionWorker(storage, settings).run_once()
+        execution = execution_pb2_grpc.ExecutionServiceStub(channel).StartExecution(
+            execution_pb2.StartExecutionRequest(
+                session_id=session.session_id,
+                question="Which city?",
+                options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=30),
+            ),
+            metadata=auth,
+        )
+    finally:
+        channel.close()
+        plane.stop(1)
+    assert execution.status == "COMPLETED" and execution.answer == "Lisbon"
+    consumed = execution.budgets_consumed
+    assert consumed.llm_subcalls == 1 and consumed.input_tokens > 0 and consumed.output_tokens > 0
+    models = [r["model"] for r in server.requests]
+    assert models == ["gpt-4o", "gpt-4o-mini", "gpt-4o"]  # root, sub, root (settings defaults)
+
+
+def test_provider_errors_are_typed(tmp_path: Path, server: OpenAICompatibleServer) -> None:
+    provider = OpenAIProvider(settings_for(tmp_path, server))
+    server.fail_status = 500
+    with pytest.raises(ProviderError) as failed:
+        provider.complete(
+            "m",
+            [{"role": "user", "content": "x"}],
+            max_tokens=5,
+            temperature=0,
+            context=CallContext(role="sub"),
+        )
+    assert failed.value.status == 500 and failed.value.retryable
+    assert len(server.requests) == 2  # the SDK retried once (RLM_LLM_MAX_RETRIES=1)
+    server.fail_status = 400
+    with pytest.raises(ProviderError) as bad:
+        provider.complete(
+            "m",
+            [{"role": "user", "content": "x"}],
+            max_tokens=5,
+            temperature=0,
+            context=CallContext(role="sub"),
+        )
+    assert bad.value.status == 400 and not bad.value.retryable
