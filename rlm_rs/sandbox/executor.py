@@ -16,6 +16,10 @@ Layers, in order (each rejection names its layer in error.details.layer):
      kills from outside), stdout truncation, spans and tool requests per step
      (BUDGET_EXCEEDED), state type and size (STATE_INVALID_TYPE /
      STATE_TOO_LARGE)                                           (_runtime)
+     Single allocations a step sizes by an argument (`*`, `**`, `<<`, `%`
+     and f-string widths, str.ljust/zfill/replace/join...) are refused
+     before they happen; TOTAL memory is not bounded here (layer 5's cgroup
+     and RLIMIT_AS are the bound; in-process mode has none).
   5. OS isolation: NOT here. rlm_rs/sandbox/pool/ runs this function inside a
      fresh, namespaced, rlimited, seccomp-locked process per step.
 A failed step returns the input state unchanged, queues no tool request, and
