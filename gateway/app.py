@@ -41,7 +41,17 @@ REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _DEFAULT_TIMEOUT = 30.0
 # Control-plane health services asked by /health/ready ("" = the whole server).
-HEALTH_COMPONENTS = ["", "storage", "sandbox", "provider"]
+# The three API services must serve; storage/sandbox/provider are reported
+# when the control plane registers them (UNKNOWN otherwise, not a failure).
+HEALTH_COMPONENTS = [
+    "",
+    "rlm_rs.v1.SessionService",
+    "rlm_rs.v1.ExecutionService",
+    "rlm_rs.v1.CitationService",
+    "storage",
+    "sandbox",
+    "provider",
+]
 
 _ERROR_STATUSES = (400, 401, 403, 404, 409, 410, 413, 422, 429, 500, 502, 503)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
