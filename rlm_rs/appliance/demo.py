@@ -1,0 +1,197 @@
+"""`rlm-rs demo`: the bundled corpus through a running appliance, over the REST API.
+
+Uploads demo_corpus/ (text, HTML, DOCX, PDF) into the appliance's storage, creates a
+session, waits for READY, runs one Answerer execution and prints the answer, every
+citation with the text POST /v1/citations/verify returns for it, and the trace location.
+It talks to the appliance only over HTTP, except for the upload and (when no key is
+given) minting an API key, which go to the storage named by --data-dir / settings.
+It must never print an API key other than the one it minted itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CORPUS_DIR = Path(__file__).with_name("demo_corpus")
+SCRIPT_FILE = Path(__file__).with_name("demo_script.json")
+DEFAULT_QUESTION = (
+    "When was the Harrow Point light first lit, what did its lamp burn, and who was its first keeper?"
+)
+MIME_TYPES = {
+    ".txt": "text/plain",
+    ".html": "text/html",
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+FINISHED = {"COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED", "CANCELLED"}
+
+
+class DemoError(Exception):
+    """A demo step failed; the message says which and why."""
+
+
+def corpus_files() -> list[Path]:
+    return sorted(p for p in CORPUS_DIR.iterdir() if p.suffix in MIME_TYPES)
+
+
+def _storage(data_dir: Path) -> Any:
+    from rlm_rs.settings import get_settings
+    from rlm_rs.storage import open_storage
+
+    return open_storage(get_settings().model_copy(update={"data_dir": data_dir}))
+
+
+def mint_api_key(data_dir: Path, tenant: str = "demo") -> str:
+    plaintext, _record = _storage(data_dir).metadata.create_api_key(tenant, name="rlm-rs demo")
+    return str(plaintext)
+
+
+def upload_corpus(data_dir: Path) -> list[dict[str, str]]:
+    from rlm_rs.storage.cli import upload_file
+
+    storage = _storage(data_dir)
+    return [
+        {
+            "source_name": path.name,
+            "mime_type": MIME_TYPES[path.suffix],
+            "raw_s3_uri": upload_file(storage, path),
+        }
+        for path in corpus_files()
+    ]
+
+
+def _call(client: httpx.Client, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    response = client.request(method, path, json=body)
+    if response.status_code >= 300:
+        raise DemoError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
+    return response.json()
+
+
+def _bar(done: int, total: int, width: int = 24) -> str:
+    filled = width * done // max(total, 1)
+    return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total}"
+
+
+def wait_ready(client: httpx.Client, session_id: str, deadline: float, out: Any) -> dict[str, Any]:
+    tty = bool(getattr(out, "isatty", lambda: False)())
+    shown = ""
+    while True:
+        view = _call(client, "GET", f"/v1/sessions/{session_id}")
+        docs = view.get("docs", [])
+        done = sum(d.get("ingest_status") in {"PARSED", "INDEXING", "INDEXED"} for d in docs)
+        line = f"  ingesting {_bar(done, len(docs))} {view['status']:<10}"
+        if tty:
+            out.write("\r" + line)
+        elif line != shown:  # a log, not a terminal: one line per change
+            out.write(("\n" if shown else "") + line)
+        shown = line
+        out.flush()
+        if view["status"] == "READY" or (view.get("readiness") or {}).get("ready"):
+            out.write("\n")
+            return dict(view)
+        if view["status"] in {"FAILED", "EXPIRED", "DELETING"}:
+            out.write("\n")
+            failed = {d.get("source_name") or d["doc_id"]: d.get("failure_reason") for d in docs}
+            raise DemoError(f"session {session_id} is {view['status']}: {failed}")
+        if time.monotonic() > deadline:
+            out.write("\n")
+            raise DemoError(f"session {session_id} not READY in time (status {view['status']})")
+        time.sleep(0.3)
+
+
+def wait_execution(client: httpx.Client, execution_id: str, deadline: float) -> dict[str, Any]:
+    while True:
+        remaining = max(1.0, min(30.0, deadline - time.monotonic()))
+        view = _call(client, "POST", f"/v1/executions/{execution_id}/wait", {"timeout_seconds": remaining})
+        if view["status"] in FINISHED:
+            return dict(view)
+        if time.monotonic() > deadline:
+            raise DemoError(f"execution {execution_id} still {view['status']}")
+
+
+def run_demo(
+    *,
+    base_url: str,
+    api_key: str | None,
+    data_dir: Path,
+    question: str,
+    timeout: float,
+    as_json: bool = False,
+    out: Any = None,
+) -> int:
+    out = out or sys.stdout
+    try:
+        result = demo_flow(base_url, api_key, data_dir, question, timeout, out)
+    except (DemoError, httpx.HTTPError) as exc:
+        print(f"rlm-rs demo: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    ok = (
+        result["status"] == "COMPLETED"
+        and result["citations"]
+        and all(c["valid"] for c in result["citations"])
+    )
+    return 0 if ok else 1
+
+
+def demo_flow(
+    base_url: str, api_key: str | None, data_dir: Path, question: str, timeout: float, out: Any
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    minted = api_key is None
+    if api_key is None:
+        api_key = mint_api_key(data_dir)
+    out.write(f"RLM-RS demo against {base_url}\n")
+    if minted:
+        out.write(f"  API key (tenant demo, just created): {api_key}\n")
+    docs = upload_corpus(data_dir)
+    out.write(f"  uploaded {len(docs)} documents: {', '.join(d['source_name'] for d in docs)}\n")
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60.0) as client:
+        session = _call(client, "POST", "/v1/sessions", {"ttl_minutes": 120, "docs": docs})
+        session_id = session["session_id"]
+        out.write(f"  session {session_id}\n")
+        wait_ready(client, session_id, deadline, out)
+        started = _call(client, "POST", f"/v1/sessions/{session_id}/executions", {"question": question})
+        execution_id = started["execution_id"]
+        out.write(f"  execution {execution_id}: {question}\n")
+        view = wait_execution(client, execution_id, deadline)
+        consumed = view.get("budgets_consumed") or {}
+        out.write(
+            f"\nStatus: {view['status']} ({consumed.get('turns', 0)} turns, "
+            f"{consumed.get('llm_subcalls', 0)} sub-calls)\n"
+        )
+        if view.get("error"):
+            out.write(f"Error: {view['error']}\n")
+        out.write(f"Answer: {view.get('answer') or ''}\n\nCitations:\n")
+        citations = []
+        for index, ref in enumerate(view.get("citations") or [], start=1):
+            verified = _call(client, "POST", "/v1/citations/verify", {"ref": ref})
+            mark = "verified" if verified.get("valid") else "NOT VERIFIED"
+            span = verified.get("char_range") or {}
+            out.write(
+                f"  [{index}] {verified.get('source_name', '')} chars "
+                f"{span.get('start_char', ref['start_char'])}-{span.get('end_char', ref['end_char'])} "
+                f"({mark}): {verified.get('text', '')!r}\n"
+            )
+            citations.append(
+                {"ref": ref, "valid": bool(verified.get("valid")), "text": verified.get("text", "")}
+            )
+        if not citations:
+            out.write("  (none)\n")
+        out.write(f"\nTrace: {view.get('trace_s3_uri') or '(none)'}\n")
+    return {
+        "session_id": session_id,
+        "execution_id": execution_id,
+        "status": view["status"],
+        "answer": view.get("answer") or "",
+        "citations": citations,
+        "trace_s3_uri": view.get("trace_s3_uri") or "",
+    }
