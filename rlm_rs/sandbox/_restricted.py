@@ -400,6 +400,8 @@ class Guards:
 
         def wrap_type(real: type) -> Any:
             def constructor(*args: Any, **kwargs: Any) -> Any:
+                if args and real is dict and type(args[0]) is dict:
+                    return real(args[0], **kwargs)  # a copy: bounded by what exists
                 if args:
                     return real(ticking(args[0]), *args[1:], **kwargs)
                 return real(**kwargs)

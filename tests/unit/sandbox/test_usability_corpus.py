@@ -120,6 +120,12 @@ CASES: list[tuple[str, str, Check]] = [
      lambda r, s: "[0, 2, 4, 6, 8] [7, 8, 9]" in r.stdout),
     ("str.count / startswith / in", "t = context[0][:200]\nprint(t.count('the'), t.startswith('Annual'), 'CEO' in t)",
      lambda r, s: "True True" in r.stdout),
+    ("copying dicts and class helpers", "d = {'a': 1}\ncopy = dict(d, b=2)\n"
+     "empty = dict.fromkeys(['x', 'y'], 0)\nprint(copy, d, empty)",
+     lambda r, s: "{'a': 1, 'b': 2} {'a': 1} {'x': 0, 'y': 0}" in r.stdout),
+    ("printf-style and padded report lines", "rows = [('revenue', 4.2), ('growth', 12)]\n"
+     "for name, value in rows:\n    print('%-8s|%6.1f' % (name, value), name.ljust(8, '.'))",
+     lambda r, s: "revenue |   4.2 revenue." in r.stdout),
 ]  # fmt: skip
 
 
