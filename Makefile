@@ -6,15 +6,19 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 .PHONY: deps up demo test lint proto
 
 deps:
-	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3 -m pip install --user --quiet uv
+	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv \
+		|| python3 -m pip install --user --quiet uv 2>/dev/null \
+		|| python3 -m pip install --user --quiet --break-system-packages uv 2>/dev/null \
+		|| curl -LsSf https://astral.sh/uv/install.sh | sh
 	$(UV) sync --frozen
 
-# Until `rlm-rs up` lands (issue 6) the appliance is its hardened sandbox:
-# report the isolation layers, then run a demo step through a fresh pool.
+# The whole appliance on this machine (pool, control plane, ingestion worker,
+# gateway) on ./.rlm, then the offline demo; Ctrl-C stops everything.
 up: deps
-	$(UV) run --frozen rlm-rs sandbox doctor
-	$(UV) run --frozen rlm-rs sandbox run --code examples/quickstart_step.py \
-		--doc examples/corpus/annual_report.txt
+	$(UV) run --frozen rlm-rs up --demo
+
+demo: deps
+	$(UV) run --frozen rlm-rs demo
 
 test: deps
 	$(UV) run --frozen pytest -q
