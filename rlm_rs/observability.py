@@ -83,5 +83,10 @@ def configure_logging(level: str = "INFO", component: str = "rlm-rs") -> None:
     structlog.contextvars.bind_contextvars(component=component)
 
 
+# Until a process calls configure_logging, log lines go to stderr (never stdout:
+# commands like `rlm-rs bench ... --json` print their result there).
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+
+
 def get_logger(**fields: Any) -> Any:
     return structlog.get_logger().bind(**fields)

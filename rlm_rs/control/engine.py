@@ -17,6 +17,7 @@ MAX_TURNS_EXCEEDED, CANCELLED.
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 import time
@@ -93,6 +94,9 @@ class ExecutionEngine:
         self.resolver = ToolResolver(storage, provider, self.search_index)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answerer")
         self._changed = threading.Condition()
+        # per-turn phase durations of the Answerer loop (bench orchestrator reads them)
+        self.turn_timings: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
+        self.finish_timings_ms: collections.deque[float] = collections.deque(maxlen=10_000)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -305,6 +309,7 @@ class ExecutionEngine:
         error: RlmError | None = None,
         turns: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        clock = time.perf_counter()
         session_id = execution["session_id"]
         changes: dict[str, Any] = {
             "status": status,
@@ -352,6 +357,7 @@ class ExecutionEngine:
                 raise
             # cancelled meanwhile: keep CANCELLED, attach the trace
             final = self._update(execution, {"trace_s3_uri": changes["trace_s3_uri"]})
+        self.finish_timings_ms.append((time.perf_counter() - clock) * 1000)
         EXECUTIONS.labels(mode=execution["mode"], status=final["status"]).inc()
         EXECUTION_DURATION.observe((final.get("duration_ms") or 0) / 1000)
         EXECUTION_TURNS.observe(consumed.get("turns", 0))
@@ -574,8 +580,11 @@ class ExecutionEngine:
                 return self.finish(
                     execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_total_seconds spent")
                 )
+            clock = time.perf_counter()
             state = self._load_state(execution)
             consumed = dict(execution["budgets_consumed"])
+            timings = {"storage_ms": (time.perf_counter() - clock) * 1000}
+            clock = time.perf_counter()
             user = prompts.turn_prompt(
                 question=execution["question"],
                 doc_lengths=[(d.source_name, d.char_length) for d in docs],
@@ -587,6 +596,7 @@ class ExecutionEngine:
                 last_stdout=last.get("stdout", ""),
                 last_error=last.get("error", ""),
             )
+            timings["prompt_ms"] = (time.perf_counter() - clock) * 1000
             started = time.perf_counter()
             try:
                 completion = self.provider.complete(
@@ -600,9 +610,13 @@ class ExecutionEngine:
                 return self.finish(
                     execution, "FAILED", error=RlmError("LLM_PROVIDER_ERROR", f"root model: {exc}")
                 )
+            timings["root_model_ms"] = (time.perf_counter() - started) * 1000
             consumed["input_tokens"] += completion.input_tokens
             consumed["output_tokens"] += completion.output_tokens
+            clock = time.perf_counter()
             result, _ = self._run_step(execution, session, completion.text, state, require_block=True)
+            timings["sandbox_ms"] = (time.perf_counter() - clock) * 1000
+            clock = time.perf_counter()
             new_state: str | None = None
             resolution_records: list[dict[str, Any]] = []
             if result.success:
@@ -651,8 +665,12 @@ class ExecutionEngine:
                 "tool_resolution": {"results": resolution_records},
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             }
+            timings["tools_ms"] = (time.perf_counter() - clock) * 1000
+            clock = time.perf_counter()
             try:
                 execution = self._commit_turn(execution, result, new_state, trace_turn, consumed)
+                timings["storage_ms"] += (time.perf_counter() - clock) * 1000
+                self.turn_timings.append(timings)
             except RlmError as exc:
                 if exc.code == "CONFLICT":  # cancelled during the turn
                     return self.get(tenant_id, execution_id)

@@ -2,9 +2,11 @@
 
 Durable across restarts and safe with several processes on one machine
 (control plane, ingestion worker, CLI): every write is one SQLite transaction
-(`BEGIN IMMEDIATE`, synchronous=FULL), every blob is written to a temporary
-file, fsynced and renamed into place, so a killed writer leaves either the
-whole record or nothing. Never hold a connection across a fork.
+(`BEGIN IMMEDIATE`; WAL with synchronous=NORMAL: a killed process loses no
+committed transaction, a power cut may lose the last few but never corrupts —
+FULL cost ~8 ms per turn in fsyncs under load), every blob is written to a
+temporary file, fsynced and linked into place, so a killed writer leaves
+either the whole record or nothing. Never hold a connection across a fork.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class SqliteItemStore:
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn

@@ -1,0 +1,24 @@
+"""`rlm-rs bench orchestrator` runs end to end (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_orchestrator_reports_overhead_and_throughput() -> None:
+    output = subprocess.run(
+        [sys.executable, "-m", "rlm_rs.cli", "bench", "orchestrator", "--json", "--executions", "3"],
+        check=True, capture_output=True, text=True, timeout=300,
+    ).stdout  # fmt: skip
+    result = json.loads(output)
+    assert result["turns_measured"] == 9  # three 3-turn executions at concurrency 1
+    assert set(result["breakdown_median_ms"]) == {
+        "storage_ms",
+        "prompt_ms",
+        "sandbox_ms",
+        "tools_ms",
+        "root_model_ms",
+    }
+    assert {c: v["completed"] for c, v in result["three_turn_executions"].items()} == {"c1": 3, "c8": 3}
