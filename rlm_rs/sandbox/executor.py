@@ -276,6 +276,7 @@ try:
 except KeyError as exc:
     notes.append(str(exc.args))
 print(" ".join(notes), sum(x * 2 for x in range(3)), max([1, 2]), len(context))
+print(f"{1.5:>6.2f}|{'x'!r:^5}", "%5.1f|%-3s" % (2.0, "é"), "a".ljust(3), dict({"k": 1}))
 state["warm"] = {"ok": True, "n": 1.5}
 tool.YIELD("warm")
 """
