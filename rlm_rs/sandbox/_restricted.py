@@ -40,7 +40,14 @@ from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack
 from rlm_rs.errors import RlmError
 from rlm_rs.sandbox._runtime import StepRuntime
 
-_MAX_SEQUENCE_RESULT = 50_000_000  # chars or items a single * may produce
+_MAX_SEQUENCE_RESULT = 50_000_000  # chars (str/bytes) a single operation may produce
+_MAX_SEQUENCE_ITEMS = 10_000_000  # items (list/tuple: 8 bytes each) likewise
+
+
+def _max_length(seq: Any) -> int:
+    return _MAX_SEQUENCE_ITEMS if isinstance(seq, list | tuple) else _MAX_SEQUENCE_RESULT
+
+
 _MAX_POW_BITS = 100_000
 _MAX_SHIFT = 100_000
 
@@ -323,8 +330,8 @@ class Guards:
     def binop(self, op: str, left: Any, right: Any) -> Any:
         if op == "mul":
             for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                    if len(seq) * max(times, 0) > _MAX_SEQUENCE_RESULT:
+                if isinstance(seq, str | bytes | list | tuple) and isinstance(times, int):
+                    if len(seq) * max(times, 0) > _max_length(seq):
                         raise MemoryError("result of * would be too large")
             return left * right
         if op == "pow":
@@ -356,8 +363,8 @@ class Guards:
             return self.binop("lshift", target, value)
         if op == "%=":
             return self.binop("mod", target, value)
-        if op == "+=" and isinstance(target, str | list) and isinstance(value, str | list):
-            if len(target) + len(value) > _MAX_SEQUENCE_RESULT:
+        if op == "+=" and isinstance(target, str | bytes | list) and hasattr(value, "__len__"):
+            if len(target) + len(value) > _max_length(target):
                 raise MemoryError("result of += would be too large")
         function = self._INPLACE.get(op)
         if function is None:

@@ -60,7 +60,9 @@ def test_stdout_is_truncated(run: Runner) -> None:
 
 def test_memory_bombs_are_refused_before_allocating(run: Runner) -> None:
     for code in ["x = 'a' * 10**10", "x = [0] * 10**10", "x = 10 ** 10**7", "x = 1 << 10**9",
-                 "x = pow(7, 10**8)", "s = 'ab' * 10**6\ns *= 10**5"]:  # fmt: skip
+                 "x = pow(7, 10**8)", "s = 'ab' * 10**6\ns *= 10**5",
+                 "x = 'x'.encode() * 10**10", "x = [0] * 20_000_000",
+                 "x = [0] * 9_000_000\nx += x"]:  # fmt: skip
         result = run(code)
         assert result.error.code == "SANDBOX_RUNTIME_ERROR", code
         assert "MemoryError" in result.error.message
