@@ -174,7 +174,7 @@ def _check_size(size: int) -> None:
         raise MemoryError("result of that str method would be too large")
 
 
-def _bounded_width(guards: Guards, text: str, method: Any) -> Any:
+def _bounded_width(guards: Guards, text: str | bytes, method: Any) -> Any:
     def call(width: Any, *args: Any) -> Any:
         if isinstance(width, int):
             _check_size(width)
@@ -183,18 +183,20 @@ def _bounded_width(guards: Guards, text: str, method: Any) -> Any:
     return call
 
 
-def _bounded_expandtabs(guards: Guards, text: str, method: Any) -> Any:
+def _bounded_expandtabs(guards: Guards, text: str | bytes, method: Any) -> Any:
+    tab: Any = "\t" if type(text) is str else b"\t"
+
     def call(tabsize: Any = 8) -> Any:
         if isinstance(tabsize, int):
-            _check_size(len(text) + text.count("\t") * max(tabsize, 0))
+            _check_size(len(text) + text.count(tab) * max(tabsize, 0))
         return method(tabsize)
 
     return call
 
 
-def _bounded_replace(guards: Guards, text: str, method: Any) -> Any:
+def _bounded_replace(guards: Guards, text: Any, method: Any) -> Any:
     def call(old: Any, new: Any, count: Any = -1) -> Any:
-        if type(old) is str and type(new) is str and len(new) > len(old):
+        if type(old) is type(text) and type(new) is type(text) and len(new) > len(old):
             hits = text.count(old) if old else len(text) + 1
             if isinstance(count, int) and count >= 0:
                 hits = min(hits, count)
@@ -204,18 +206,18 @@ def _bounded_replace(guards: Guards, text: str, method: Any) -> Any:
     return call
 
 
-def _bounded_join(guards: Guards, text: str, method: Any) -> Any:
+def _bounded_join(guards: Guards, text: str | bytes, method: Any) -> Any:
     def call(iterable: Any) -> Any:
         items = list(guards.ticking(iterable))
         size = len(text) * max(len(items) - 1, 0)
-        size += sum(len(i) for i in items if type(i) is str)
+        size += sum(len(i) for i in items if type(i) in (str, bytes))
         _check_size(size)
         return method(items)
 
     return call
 
 
-_STR_WRAPPERS: dict[str, Callable[[Guards, str, Any], Any]] = {
+_STR_WRAPPERS: dict[str, Callable[[Guards, Any, Any], Any]] = {
     **{name: _bounded_width for name in _WIDTH_METHODS},
     "expandtabs": _bounded_expandtabs,
     "replace": _bounded_replace,
@@ -309,7 +311,7 @@ class Guards:
         elif isinstance(obj, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attributes of {type(obj).__name__} objects are not accessible")
         value = getattr(obj, name, *default)
-        if type(obj) is str and name in _STR_WRAPPERS:
+        if type(obj) in (str, bytes) and name in _STR_WRAPPERS:
             return _STR_WRAPPERS[name](self, obj, value)
         if isinstance(value, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attribute {name!r} is not accessible")
