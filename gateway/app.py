@@ -10,6 +10,7 @@ must never import control-plane internals (rlm_rs.control, rlm_rs.storage, ...).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -25,11 +26,19 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from gateway import models as m
-from gateway.backend import ChannelPool, Stubs, check_health, error_from_rpc, retry_after_seconds
+from gateway.backend import (
+    ChannelPool,
+    Stubs,
+    check_health,
+    error_from_rpc,
+    never_sent,
+    retry_after_seconds,
+)
 from gateway.convert import from_dict, to_dict
 from rlm_rs.errors import ERRORS, RlmError
 from rlm_rs.settings import Settings
@@ -40,6 +49,7 @@ log = logging.getLogger("rlm_rs.gateway")
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _DEFAULT_TIMEOUT = 30.0
+_RECONNECT_WAIT = 2.0
 # Control-plane health services asked by /health/ready ("" = the whole server).
 # The three API services must serve; storage/sandbox/provider are reported
 # when the control plane registers them (UNKNOWN otherwise, not a failure).
@@ -94,9 +104,19 @@ async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     else:
         err = RlmError("VALIDATION_ERROR", "bad request")
     response = error_response(err, _request_id(request))
-    if exc.status_code == 405 and exc.headers and "allow" in {k.lower() for k in exc.headers}:
-        response.headers["Allow"] = next(v for k, v in exc.headers.items() if k.lower() == "allow")
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method of every route matching the path (Starlette names only the first)."""
+    methods: set[str] = set()
+    for route in (*router.routes, *health.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -235,8 +255,19 @@ class Call:
         request: Message,
         timeout: float = _DEFAULT_TIMEOUT,
     ) -> Any:
+        channel = self.stubs.channel
+        state_before = channel.get_state(try_to_connect=False)
         try:
             return await method(request, metadata=self.metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if not never_sent(exc, state_before):
+                raise error_from_rpc(exc) from None
+        # The channel was (re)connecting: give it a moment, then one retry.
+        try:
+            await asyncio.wait_for(channel.channel_ready(), _RECONNECT_WAIT)
+            return await method(request, metadata=self.metadata, timeout=timeout)
+        except TimeoutError:
+            raise RlmError("SERVICE_UNAVAILABLE", "the control plane is unavailable") from None
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
 
@@ -387,8 +418,13 @@ async def live() -> Any:
 )
 async def ready(request: Request) -> Any:
     pool: ChannelPool = request.app.state.pool
-    components = await check_health(pool.get(), HEALTH_COMPONENTS, timeout=2.0)
+    channels = pool.all()
+    components = await check_health(channels[0], HEALTH_COMPONENTS, timeout=2.0)
     overall = components.pop("", "UNREACHABLE")
+    for stubs in channels[1:]:  # ready means every pooled channel is connected
+        other = await check_health(stubs, [""], timeout=2.0)
+        if other[""] != "SERVING":
+            overall = other[""]
     components = {"control_plane": overall, **components}
     bad = {k: v for k, v in components.items() if v not in ("SERVING", "UNKNOWN")}
     if bad:

@@ -50,6 +50,11 @@ class ChannelPool:
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             # Distinct channels get distinct TCP connections.
             ("grpc.use_local_subchannel_pool", 1),
+            # Reconnect fast after a control-plane restart: a channel in
+            # backoff fails calls at once, so keep the backoff short.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         self._stubs = [
             Stubs(grpc.aio.insecure_channel(self.target, options=options)) for _ in range(self._size)
@@ -62,11 +67,26 @@ class ChannelPool:
         self._stubs = []
         self._cycle = None
 
+    def all(self) -> list[Stubs]:
+        if self._cycle is None:
+            self.open()
+        return list(self._stubs)
+
     def get(self) -> Stubs:
         if self._cycle is None:
             self.open()
         assert self._cycle is not None
         return next(self._cycle)
+
+
+def never_sent(exc: grpc.aio.AioRpcError, state_before: grpc.ChannelConnectivity) -> bool:
+    """A call that failed because its channel had no connection: it never left
+    the gateway, so retrying it cannot run anything twice."""
+    return (
+        exc.code() == grpc.StatusCode.UNAVAILABLE
+        and state_before != grpc.ChannelConnectivity.READY
+        and _error_info(exc) is None
+    )
 
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> RlmError:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 INT32 = 2**31 - 1
-INT64 = 2**63 - 1
+# int64 fields accept JSON-safe integers only (2**53 - 1): exact in every client.
+INT64 = 2**53 - 1
 Int32 = Field(default=None, ge=0, le=INT32)
 Int64 = Field(default=None, ge=0, le=INT64)
 Seconds = Field(default=None, ge=0, le=86_400)

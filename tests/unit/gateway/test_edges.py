@@ -140,7 +140,7 @@ def test_unimplemented_rpc_is_enveloped(client: httpx.Client) -> None:
 
 
 def test_non_ascii_authorization_is_unauthorized(client: httpx.Client) -> None:
-    resp = client.get("/v1/executions/x", headers={"authorization": "Bearer \u00e9t\u00e9".encode()})
+    resp = client.get("/v1/executions/x", headers={b"authorization": "Bearer \u00e9t\u00e9".encode()})
     assert_envelope(resp, 401, "UNAUTHORIZED")
 
 
