@@ -3,7 +3,8 @@
 Limits end the step through `StepStop`, a BaseException the step cannot name
 (BaseException is not a builtin here and bare `except:` is rewritten to
 `except Exception:`), and the stop is sticky: once set, every later tick
-raises it again, so a `finally:` block cannot run on past a limit.
+raises again (GeneratorExit, equally unnameable), so a `finally:` block
+cannot run on past a limit.
 """
 
 from __future__ import annotations
@@ -61,7 +62,12 @@ class StepRuntime:
 
     def tick(self) -> None:
         if self.stop is not None:
-            raise self.stop
+            # Already stopped: a `finally:` or a suspended generator's cleanup
+            # ends at once. GeneratorExit is as uncatchable as the stop (not a
+            # builtin, bare except means Exception), and it lets the garbage
+            # collector close a generator quietly; the executor reads the
+            # stop from self.stop, not from what propagates.
+            raise GeneratorExit
         self.instructions += 1
         if self.instructions > self.max_instructions:
             self.halt(

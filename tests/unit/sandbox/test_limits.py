@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.unit.sandbox.conftest import Runner, state_of
 
 
@@ -127,3 +129,17 @@ def test_shared_reference_state_bomb_is_too_large_without_walking_it(run: Runner
     result = run("a = [1] * 1000\nb = [a] * 1000\nstate['x'] = [b] * 1000", state={"k": 1})
     assert result.error.code == "STATE_TOO_LARGE"
     assert state_of(result) == {"k": 1}
+
+
+def test_suspended_generator_cleanup_runs_no_step_code_after_a_stop(
+    run: Runner, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code = (
+        "def rows():\n    try:\n        yield 1\n    finally:\n        print('cleanup')\n"
+        "        state['late'] = True\n"
+        "for row in rows():\n    state['row'] = row\n    tool.YIELD('wait')"
+    )
+    result = run(code)
+    assert result.success and result.yield_reason == "wait"
+    assert result.stdout == "" and state_of(result) == {"row": 1}
+    assert "Exception ignored" not in capfd.readouterr().err
