@@ -59,6 +59,7 @@ from rlm_rs.v1.sandbox_pb2 import ContextDocument, StepRequest, StepResult
 __all__ = ["run_step", "warm_up"]
 
 _MAX_ERROR_MESSAGE_CHARS = 2_000
+_FENCE_ALLOWANCE_CHARS = 64  # the ```repl ... ``` lines around the code
 
 
 def run_step(
@@ -97,6 +98,12 @@ def _execute(
 ) -> list[OpenDocument]:
     policy = with_defaults(request.limits if request.HasField("limits") else None)
     input_state = _parse_state(request.state_json)
+    if len(request.code) > policy.max_code_chars + _FENCE_ALLOWANCE_CHARS:
+        raise RlmError(  # before even the reply parser looks at it
+            "SANDBOX_AST_REJECTED",
+            f"code is {len(request.code)} chars; the limit is {policy.max_code_chars}",
+            {"line": 0, "layer": "ast_policy", "max_code_chars": policy.max_code_chars},
+        )
     code = code_from_submission(request.code, require_block=request.require_repl_block)
     unsafe = request.unsafe_disable_policy_layers
     if unsafe and not allow_unsafe:

@@ -143,3 +143,10 @@ def test_suspended_generator_cleanup_runs_no_step_code_after_a_stop(
     assert result.success and result.yield_reason == "wait"
     assert result.stdout == "" and state_of(result) == {"row": 1}
     assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_oversized_reply_is_refused_before_the_reply_parser(run: Runner) -> None:
+    reply = "```repl\n" + "x = 1\n" * 50_000 + "```"
+    result = run(reply, require_repl_block=True, max_code_chars=1_000)
+    assert result.error.code == "SANDBOX_AST_REJECTED"
+    assert "the limit is 1000" in result.error.message
