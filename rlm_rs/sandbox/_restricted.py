@@ -308,6 +308,8 @@ class Guards:
             if name in _SAFE_TYPE_DENIED_NAMES:
                 raise AttributeError(f"attribute {name!r} is not accessible")
             obj = real
+            if real is str and name in _STR_WRAPPERS:  # str.ljust(s, n): same bound
+                return self._unbound_str_method(name)
         elif isinstance(obj, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attributes of {type(obj).__name__} objects are not accessible")
         value = getattr(obj, name, *default)
@@ -316,6 +318,15 @@ class Guards:
         if isinstance(value, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attribute {name!r} is not accessible")
         return value
+
+    def _unbound_str_method(self, name: str) -> Callable[..., Any]:
+        def call(text: Any, *args: Any) -> Any:
+            if type(text) is not str:
+                raise TypeError(f"str.{name} needs a str")
+            return _STR_WRAPPERS[name](self, text, getattr(text, name))(*args)
+
+        call.__name__ = name
+        return call
 
     def getitem(self, obj: Any, key: Any) -> Any:
         value = obj[key]

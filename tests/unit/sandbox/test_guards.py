@@ -50,9 +50,12 @@ def test_unsafe_mode_is_refused_without_permission(run: Runner) -> None:
 
 
 def test_class_attributes_of_safe_builtin_types(run: Runner) -> None:
-    result = run("print(dict.fromkeys(['a'], 0), str.maketrans('a', 'b'), float.fromhex('0x1p1'))")
+    result = run(
+        "print(dict.fromkeys(['a'], 0), str.maketrans('a', 'b'), float.fromhex('0x1p1'),"
+        " sorted(['b', 'A'], key=str.lower), str.join('-', ['x', 'y']), str.zfill('7', 3))"
+    )
     assert result.success, result.error
-    assert result.stdout == "{'a': 0} {97: 98} 2.0\n"
+    assert result.stdout == "{'a': 0} {97: 98} 2.0 ['A', 'b'] x-y 007\n"
     for code in ["print(str.mro())", "print(list.mro())"]:
         result = run(code)
         assert result.error.code == "SANDBOX_RUNTIME_ERROR", code

@@ -96,7 +96,8 @@ def test_size_setting_str_methods_and_format_specs_are_bounded(run: Runner) -> N
                  "x = ('\\t' * 1000).expandtabs(10**6)",
                  "s = 'a' * 10**7\nx = s.replace('a', 'aaaaaa')",
                  "x = ('x' * 10**7).join(['a'] * 100)", "x = b'a'.ljust(10**9)",
-                 "x = (b'a' * 10**7).replace(b'a', b'aaaaaa')"]:  # fmt: skip
+                 "x = (b'a' * 10**7).replace(b'a', b'aaaaaa')", "x = str.ljust('a', 10**9)",
+                 "x = str.join('x' * 10**7, ['a'] * 100)"]:  # fmt: skip
         result = run(code)
         assert result.error.code == "SANDBOX_RUNTIME_ERROR", code
         assert "MemoryError" in result.error.message, code
