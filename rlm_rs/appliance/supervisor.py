@@ -314,7 +314,10 @@ class Appliance:
                 process.wait(timeout=5.0)
             if component.log_file is not None:
                 component.log_file.close()
-            self._say(f"  {component.name:<16} stopped (exit {process.returncode})")
+            code = process.returncode
+            # uvicorn re-raises the SIGTERM it handled, so -15 after a clean shutdown is normal.
+            how = f"exit {code}" if code is None or code >= 0 else f"by {signal.Signals(-code).name}"
+            self._say(f"  {component.name:<16} stopped ({how})")
         self.components.clear()
 
 
