@@ -224,3 +224,10 @@ def test_sessions_by_status_across_tenants(storage: Storage) -> None:
     meta.update_session("t2", "s2", {"status": "READY"}, from_statuses=("CREATING",))
     assert [s["session_id"] for s in meta.sessions_with_status("CREATING")] == ["s1"]
     assert sorted(s["session_id"] for s in meta.sessions_with_status("READY")) == ["s2", "s3"]
+
+
+def test_init_is_idempotent(storage: Storage) -> None:
+    storage.metadata.put_session(_session("t1", "s1"))
+    storage.init()  # tables and bucket exist: no error, nothing lost
+    storage.init()
+    assert storage.metadata.get_session("t1", "s1")["status"] == "CREATING"
