@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -41,6 +42,7 @@ from gateway.backend import (
 )
 from gateway.convert import from_dict, to_dict
 from rlm_rs.errors import ERRORS, RlmError
+from rlm_rs.observability import API_LATENCY, API_REQUESTS
 from rlm_rs.settings import Settings
 from rlm_rs.v1 import citation_pb2, execution_pb2, session_pb2
 
@@ -168,10 +170,11 @@ class EdgeMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
         overflow = False
+        status = 500
         header = (REQUEST_ID_HEADER.encode(), request_id.encode())
 
         async def send_with_id(message: AsgiMessage) -> None:
-            nonlocal started
+            nonlocal started, status
             if overflow:
                 # The app answered a body it could not read whole: the answer is 413.
                 if message["type"] == "http.response.start" and not started:
@@ -180,6 +183,7 @@ class EdgeMiddleware:
                 return
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 headers = [h for h in message.get("headers", []) if h[0] != header[0]]
                 message = {**message, "headers": [*headers, header]}
             await send(message)
@@ -199,6 +203,7 @@ class EdgeMiddleware:
                     raise _BodyTooLarge
             return message
 
+        t0 = time.perf_counter()
         try:
             await self.app(scope, limited_receive, send_with_id)
         except Exception:  # the last resort: log, answer 500, no trace out
@@ -211,6 +216,11 @@ class EdgeMiddleware:
                 else:
                     err = RlmError("INTERNAL_ERROR", "internal error")
                     await error_response(err, request_id)(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            method = f"{scope['method']} {getattr(route, 'path', 'unmatched')}"
+            API_REQUESTS.labels(method=method, code=str(status)).inc()
+            API_LATENCY.labels(method=method).observe(time.perf_counter() - t0)
 
     async def _too_large(self, request_id: str, send: Send) -> None:
         err = RlmError(

@@ -58,9 +58,12 @@ def _serve_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from rlm_rs.observability import configure_logging, serve_metrics
     from rlm_rs.settings import get_settings
 
     settings = get_settings()
+    configure_logging(settings.log_level, component="gateway")
+    serve_metrics(settings.metrics_port)
     app = create_app(settings, args.grpc_target or settings.grpc_address)
     uvicorn.run(
         app,

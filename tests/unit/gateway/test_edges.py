@@ -151,3 +151,12 @@ def test_control_plane_down(orphan_gateway_url: str) -> None:
         err = assert_envelope(ready, 503, "SERVICE_UNAVAILABLE")
         assert err["details"]["components"]["control_plane"] == "UNREACHABLE"  # type: ignore[index]
         assert_envelope(c.get("/v1/executions/x"), 503, "SERVICE_UNAVAILABLE")
+
+
+def test_requests_are_counted_per_route_and_status(client: httpx.Client) -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"method": "GET /v1/executions/{execution_id}", "code": "404"}
+    before = REGISTRY.get_sample_value("rlm_api_requests_total", labels) or 0.0
+    client.get("/v1/executions/missing")
+    assert REGISTRY.get_sample_value("rlm_api_requests_total", labels) == before + 1
