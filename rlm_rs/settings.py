@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = Field(None, alias="RLM_TLS_KEY_FILE")
     max_request_bytes: int = Field(10 * 1024 * 1024, alias="RLM_MAX_REQUEST_BYTES")
     log_level: str = Field("INFO", alias="RLM_LOG_LEVEL")
+    # --- tracing (rlm_rs/tracing.py): OpenTelemetry spans over OTLP/gRPC, off by default ---
+    otel_enabled: bool = Field(False, alias="RLM_OTEL_ENABLED")
+    otel_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     @field_validator(
         "default_budgets_json",
