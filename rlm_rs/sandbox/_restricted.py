@@ -153,6 +153,13 @@ def compile_step(tree: ast.Module) -> types.CodeType:
             "code is nested too deeply to compile",
             {"line": 0, "layer": "restrictedpython"},
         ) from None
+    except SyntaxError as exc:  # parses, but does not compile: `yield` outside a function, ...
+        line = exc.lineno or 0
+        raise RlmError(
+            "SANDBOX_AST_REJECTED",
+            f"line {line}: {exc.msg}",
+            {"line": line, "layer": "restrictedpython"},
+        ) from None
     if result.errors or result.code is None:
         message = "; ".join(result.errors) or "RestrictedPython refused the code"
         line = _first_line(result.errors)
@@ -171,7 +178,7 @@ def _first_line(errors: Iterable[str]) -> int:
 
 def _check_size(size: int) -> None:
     if size > _MAX_SEQUENCE_RESULT:
-        raise MemoryError("result of that str method would be too large")
+        raise MemoryError("result of that method would be too large")
 
 
 def _bounded_width(guards: Guards, text: str | bytes, method: Any) -> Any:
@@ -217,12 +224,40 @@ def _bounded_join(guards: Guards, text: str | bytes, method: Any) -> Any:
     return call
 
 
+def _bounded_translate(guards: Guards, text: Any, method: Any) -> Any:
+    def call(table: Any) -> Any:
+        if type(text) is str and type(table) is dict:
+            longest = max((len(v) for v in table.values() if type(v) is str), default=1)
+            _check_size(len(text) * longest)
+        return method(table)
+
+    return call
+
+
 _STR_WRAPPERS: dict[str, Callable[[Guards, Any, Any], Any]] = {
     **{name: _bounded_width for name in _WIDTH_METHODS},
     "expandtabs": _bounded_expandtabs,
     "replace": _bounded_replace,
     "join": _bounded_join,
+    "translate": _bounded_translate,
 }
+
+# Container methods that consume any iterable in C (no tick per element):
+# an argument that is a range or an iterator is passed through the ticking
+# iterator, so `[].extend(range(10**12))` hits the line budget.
+_CONSUMING_METHODS = frozenset(
+    {
+        "extend", "update", "fromkeys", "union", "intersection", "difference",
+        "symmetric_difference", "issubset", "issuperset", "isdisjoint",
+        "intersection_update", "difference_update", "symmetric_difference_update",
+    }
+)  # fmt: skip
+_CONSUMING_TYPES = (list, set, frozenset, dict)
+
+
+def _is_lazy(value: Any) -> bool:
+    """A range or an iterator: its length is not already paid for in memory."""
+    return type(value) is range or isinstance(value, Iterator)
 
 
 _PRINTF_SPEC = regex.compile(r"%[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -299,7 +334,7 @@ class Guards:
             raise TypeError("attribute names must be str")
         if name.startswith("_"):
             raise AttributeError(f"attribute {name!r} is not accessible")
-        if isinstance(obj, str) and name in ("format", "format_map"):
+        if (isinstance(obj, str) or obj is str) and name in ("format", "format_map"):
             raise AttributeError("str.format is not available in steps; use f-strings")
         if isinstance(obj, BaseException) and name != "args":
             raise AttributeError("only .args of an exception is accessible")
@@ -315,9 +350,34 @@ class Guards:
         value = getattr(obj, name, *default)
         if type(obj) in (str, bytes) and name in _STR_WRAPPERS:
             return _STR_WRAPPERS[name](self, obj, value)
+        kind = obj if type(obj) is type else type(obj)
+        if name in _CONSUMING_METHODS and kind in _CONSUMING_TYPES:
+            return self._consuming(value)
+        if name == "to_bytes" and kind in (int, bool):
+            return self._to_bytes(value, bound=kind is not obj)
         if isinstance(value, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attribute {name!r} is not accessible")
         return value
+
+    def _consuming(self, method: Any) -> Callable[..., Any]:
+        ticking = self.ticking
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            ticked = (ticking(a) if _is_lazy(a) else a for a in args)
+            return method(*ticked, **kwargs)
+
+        return call
+
+    @staticmethod
+    def _to_bytes(method: Any, *, bound: bool) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            position = 0 if bound else 1
+            length = kwargs.get("length", args[position] if len(args) > position else 1)
+            if isinstance(length, int):
+                _check_size(length)
+            return method(*args, **kwargs)
+
+        return call
 
     def _unbound_str_method(self, name: str) -> Callable[..., Any]:
         def call(text: Any, *args: Any) -> Any:

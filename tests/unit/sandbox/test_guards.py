@@ -9,6 +9,8 @@ from tests.unit.sandbox.conftest import Runner
 ESCAPES = [
     ("str.format traversal", "'{0.__class__}'.format(1)", "str.format is not available"),
     ("format_map traversal", "'{x}'.format_map({'x': 1})", "str.format is not available"),
+    ("unbound str.format", "str.format('{0.args}', ValueError())", "str.format is not available"),
+    ("unbound str.format_map", "str.format_map('{x}', {'x': 1})", "str.format is not available"),
     ("AttributeError.obj leak", "try:\n    context.nope\nexcept AttributeError as e:\n    e.obj",
      "only .args of an exception"),
     ("exception traceback", "try:\n    1/0\nexcept Exception as e:\n    e.with_traceback",

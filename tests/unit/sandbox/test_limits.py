@@ -151,3 +151,30 @@ def test_oversized_reply_is_refused_before_the_reply_parser(run: Runner) -> None
     result = run(reply, require_repl_block=True, max_code_chars=1_000)
     assert result.error.code == "SANDBOX_AST_REJECTED"
     assert "the limit is 1000" in result.error.message
+
+
+def test_container_methods_consuming_lazy_iterables_count_iterations(run: Runner) -> None:
+    for code in ["x = []\nx.extend(range(10**12))", "s = set()\ns.update(range(10**12))",
+                 "d = dict.fromkeys(range(10**12))", "x = set().union(range(10**12))",
+                 "x = list.extend([], range(10**12))"]:  # fmt: skip
+        result = run(code)
+        assert result.error.code == "SANDBOX_LINE_LIMIT", code
+    for code in ["x = 'a' * 10**7\ny = x.translate({97: 'b' * 100})", "x = (1).to_bytes(10**9, 'big')",
+                 "x = int.to_bytes(1, 10**9, 'big')"]:  # fmt: skip
+        result = run(code)
+        assert "MemoryError" in result.error.message, code
+
+
+def test_container_methods_still_work(run: Runner) -> None:
+    code = (
+        "x = [1]\nx.extend(range(2, 4))\nx.extend([4])\ns = {1}\ns.update([2], range(3, 4))\n"
+        "d = {'a': 1}\nd.update({'b': 2}, c=3)\nd.update([('e', 5)])\n"
+        "print(x, sorted(s), d, sorted(s.union(range(5))), dict.fromkeys('ab', 0),"
+        " 'abc'.translate({97: 'A'}), (258).to_bytes(2, 'big'), int.to_bytes(1, 1, 'big'))"
+    )
+    result = run(code)
+    assert result.success, result.error
+    assert result.stdout == (
+        "[1, 2, 3, 4] [1, 2, 3] {'a': 1, 'b': 2, 'c': 3, 'e': 5} [0, 1, 2, 3, 4] "
+        "{'a': 0, 'b': 0} Abc b'\\x01\\x02' b'\\x01'\n"
+    )
