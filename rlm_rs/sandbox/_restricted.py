@@ -17,9 +17,12 @@ type, object, vars, dir, open, eval, exec, compile, globals, locals,
 breakpoint, memoryview, format, hash, id.
 
 Size guards (checked before the allocation, MemoryError the step may catch):
-`*`, `**`, `<<`, `%` formatting widths, `+=` on sequences, the str methods whose result size an
-argument sets (ljust, rjust, center, zfill, expandtabs, replace, join), and
-any number in an f-string format spec (`f"{x:>{10**9}}"`). Class attributes
+`*`, `**`, `<<`, `%` formatting widths, `+=` on sequences, the str/bytes
+methods whose result size an argument sets (ljust, rjust, center, zfill,
+expandtabs, replace, join, translate; bound or unbound), int.to_bytes, and
+any number in an f-string format spec (`f"{x:>{10**9}}"`). Container methods
+that consume an iterable in C (extend, update, fromkeys, union, ...) tick
+per element of a range or iterator argument. Class attributes
 of the builtin types str/int/float/bool/list/tuple/dict/set/frozenset are
 readable (dict.fromkeys, str.maketrans) except `mro`.
 """
