@@ -4,8 +4,11 @@ The AST policy has run already. RestrictedPython then rejects underscore
 names, frame/code attributes and more, and routes attribute access, item
 access, iteration, writes, in-place operators and print through the guards
 below. After its pass, a second transformer adds what RestrictedPython has
-no hook for: `_tick_()` before every statement (the line budget), and
-`_binop_` around `*`, `**` and `<<` (memory bombs like 'x' * 10**10).
+no hook for: `_tick_()` before every statement and at the start of every
+lambda body (the line budget), `_getiter_` around every `*iterable` in a
+display or call (C-level unpacking would skip the tick), `_binop_` around
+`*`, `**`, `<<` and `%` (memory bombs like 'x' * 10**10), and `_format_`
+around f-string format specs.
 
 Builtins are the spec's allowlist plus: any, all, divmod, pow (bounded),
 chr, ord, hex, bin, oct, repr, callable, frozenset, slice, iter, next, and
@@ -99,6 +102,24 @@ class _PostPass(ast.NodeTransformer):
             value = getattr(node, field, None)
             if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
                 setattr(node, field, self._ticked(value))
+        return node
+
+    def visit_Starred(self, node: ast.Starred) -> ast.AST:
+        """`[*it]`, `f(*it)`: unpacking iterates in C, so route it through the
+        ticking iterator (assignment targets are unpacked by a guard already)."""
+        self.generic_visit(node)
+        if isinstance(node.ctx, ast.Load):
+            call = ast.Call(ast.Name("_getiter_", ast.Load()), [node.value], [])
+            node.value = ast.copy_location(call, node.value)
+        return node
+
+    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+        """A lambda has no statements to tick: its body becomes
+        `_tick_() or body` (the tick returns None), so recursion through
+        lambdas counts too."""
+        self.generic_visit(node)
+        tick = ast.Call(ast.Name("_tick_", ast.Load()), [], [])
+        node.body = ast.copy_location(ast.BoolOp(ast.Or(), [tick, node.body]), node.body)
         return node
 
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:

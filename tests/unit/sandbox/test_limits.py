@@ -178,3 +178,21 @@ def test_container_methods_still_work(run: Runner) -> None:
         "[1, 2, 3, 4] [1, 2, 3] {'a': 1, 'b': 2, 'c': 3, 'e': 5} [0, 1, 2, 3, 4] "
         "{'a': 0, 'b': 0} Abc b'\\x01\\x02' b'\\x01'\n"
     )
+
+
+def test_star_unpacking_and_lambdas_count_toward_the_line_limit(run: Runner) -> None:
+    for code in ["x = [*range(10**12)]", "x = (*range(10**12),)", "x = {*range(10**12)}",
+                 "def f(*a):\n    return len(a)\nx = f(*range(10**12))",
+                 "f = lambda n: f(n - 1) + f(n - 1) if n else 0\nx = f(60)"]:  # fmt: skip
+        result = run(code)
+        assert result.error.code == "SANDBOX_LINE_LIMIT", code
+
+
+def test_star_unpacking_and_lambdas_still_work(run: Runner) -> None:
+    code = (
+        "print([*range(3)], (*'ab',), {*[1]}, max(*[1, 2]))\n"
+        "a, *b = [1, 2, 3]\nprint(a, b, (lambda x, y=2: x * y)(3), sorted([2, 1], key=lambda v: -v))"
+    )
+    result = run(code)
+    assert result.success, result.error
+    assert result.stdout == "[0, 1, 2] ('a', 'b') {1} 2\n1 [2, 3] 6 [2, 1]\n"
