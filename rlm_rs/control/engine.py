@@ -51,11 +51,12 @@ from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import new_id, now_iso
 from rlm_rs.storage.state import load_state, read_state_record, save_state
-from rlm_rs.v1.common_pb2 import Span, SpanRef, ToolRequests
+from rlm_rs.v1.common_pb2 import ErrorDetail, Span, SpanRef, ToolRequests
 from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 
 TERMINAL = ("COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED", "CANCELLED")
 CONTEXTS_INLINE_LIMIT_CHARS = 256_000
+SANDBOX_RETRY_SECONDS = 20.0
 log = get_logger(component="engine")
 
 
@@ -240,7 +241,27 @@ class ExecutionEngine:
             ),
             require_repl_block=require_block,
         )
-        return self.sandbox.run_step(request), manifest
+        # An unreachable pool (restarting, being replaced) is retried with
+        # backoff for up to SANDBOX_RETRY_SECONDS before the step counts as
+        # failed; a worker that died *during* the step is a StepResult error
+        # already and is not retried (the step may be what killed it).
+        give_up = time.monotonic() + SANDBOX_RETRY_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                return self.sandbox.run_step(request), manifest
+            except RlmError as exc:
+                if exc.code != "LAMBDA_ERROR":
+                    raise
+                if time.monotonic() + delay > give_up:
+                    log.error(
+                        "sandbox_unavailable", execution_id=execution["execution_id"], error=exc.message
+                    )
+                    failed = StepResult(turn_index=request.turn_index, state_json=request.state_json)
+                    failed.error.CopyFrom(ErrorDetail(code=exc.code, message=exc.message, details_json="{}"))
+                    return failed, manifest
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _commit_turn(
         self,
