@@ -22,6 +22,12 @@ def register(subparsers: Any) -> None:
         up.add_argument("--grpc-port", type=int, default=50051)
         up.add_argument("--demo", action="store_true", help="run the demo once everything is up")
         up.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="Prometheus metrics: the pool on this port, the control plane on the next (default off)",
+        )
+        up.add_argument(
             "--ready-timeout", type=float, default=120.0, help="seconds each component may take to start"
         )
         up.set_defaults(func=_up)
@@ -50,6 +56,7 @@ def _up(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         ready_timeout=args.ready_timeout,
+        metrics_port=args.metrics_port,
     )
     return appliance.run(demo=args.demo)
 

@@ -63,6 +63,7 @@ class Component:
     argv: list[str]
     health: str  # "grpc-unix", "grpc-tcp", "http", "alive"
     target: str = ""
+    metrics_port: int | None = None  # only for components that serve RLM_METRICS_PORT
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     log_file: IO[bytes] | None = field(default=None, repr=False)
@@ -78,8 +79,16 @@ class StartupFailed(Exception):
 
 
 class Appliance:
-    def __init__(self, data_dir: Path, http_port: int, grpc_port: int, ready_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        http_port: int,
+        grpc_port: int,
+        ready_timeout: float = 120.0,
+        metrics_port: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.metrics_port = metrics_port
         self.http_port = http_port
         self.grpc_port = grpc_port
         self.ready_timeout = ready_timeout
@@ -118,12 +127,14 @@ class Appliance:
                 [*rlm, "sandbox", "serve", "--socket", str(self.socket_path)],
                 "grpc-unix",
                 f"unix:{self.socket_path}",
+                self.metrics_port,
             ),
             Component(
                 "control plane",
                 [*rlm, "server", "--grpc-address", self.grpc_address],
                 "grpc-tcp",
                 self.grpc_address,
+                self.metrics_port + 1 if self.metrics_port else None,
             ),
             Component("ingestion worker", [*rlm, "ingest", "worker"], "alive"),
             Component(
@@ -211,9 +222,12 @@ class Appliance:
         component.log_path = self.data_dir / "logs" / f"{component.name.replace(' ', '-')}.log"
         component.log_file = open(component.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self._say(f"  {component.name:<16} starting (log {component.log_path})")
+        env = dict(self.env)
+        if component.metrics_port:
+            env["RLM_METRICS_PORT"] = str(component.metrics_port)
         component.process = subprocess.Popen(
             component.argv,
-            env=self.env,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=component.log_file,
             stderr=subprocess.STDOUT,
@@ -271,6 +285,11 @@ class Appliance:
             f"  Sandbox pool  unix:{self.socket_path}",
             f"  Data dir      {data}   (logs in {data / 'logs'})",
             f"  Provider      {self.provider}",
+            *[
+                f"  Metrics       {c.name}: http://127.0.0.1:{c.metrics_port}/metrics"
+                for c in self.components
+                if c.metrics_port
+            ],
             f"  API key       uv run rlm-rs keys create --tenant TENANT --data-dir {data}",
             f"  Demo          uv run rlm-rs demo --base-url {self.base_url} --data-dir {data}",
             "Ctrl-C stops everything.",
