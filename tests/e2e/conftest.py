@@ -32,8 +32,11 @@ def free_port() -> int:
 
 
 class UpProcess:
-    def __init__(self, data_dir: Path, http_port: int, grpc_port: int) -> None:
+    def __init__(
+        self, data_dir: Path, http_port: int, grpc_port: int, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.extra_env = extra_env or {}
         self.http_port = http_port
         self.grpc_port = grpc_port
         self.lines: list[str] = []
@@ -47,6 +50,7 @@ class UpProcess:
 
     def start(self, timeout: float = 180.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_PROVIDER", "RLM_"))}
+        env.update(self.extra_env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rlm_rs.cli", "up", "--data-dir", str(self.data_dir),
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],

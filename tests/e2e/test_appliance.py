@@ -81,3 +81,34 @@ def test_second_up_on_the_same_data_dir_is_refused(
     assert "another appliance is running" in second.stderr
     assert up.stop() == 0
     assert up.alive_leftovers() == []
+
+
+def test_openai_base_url_selects_the_openai_provider(
+    appliance_factory: type[UpProcess], tmp_path: Path
+) -> None:
+    """With OPENAI_BASE_URL set, `up` says `openai` and the demo runs against that server."""
+    from rlm_rs.appliance.demo import SCRIPT_FILE
+    from rlm_rs.providers.testing_server import OpenAICompatibleServer
+
+    script = json.loads(SCRIPT_FILE.read_text(encoding="utf-8"))
+    roots = script["executions"][0]["root"]
+    root_calls: list[int] = []
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        if "root model" not in messages[0].get("content", ""):  # a sub-call
+            return str(script["sub"][0]["text"])
+        root_calls.append(1)
+        return str(roots[min(len(root_calls), len(roots)) - 1])
+
+    with OpenAICompatibleServer(reply) as model:
+        up = appliance_factory(
+            tmp_path / "data", free_port(), free_port(),
+            extra_env={"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "sk-local-test"},
+        )  # fmt: skip
+        up.start()
+        assert f"Provider: openai ({model.base_url})" in "\n".join(up.lines)
+        demo, _key = run_demo(up)
+        assert demo["status"] == "COMPLETED" and all(c["valid"] for c in demo["citations"])
+        assert len(root_calls) == 2 and len(model.requests) == 3  # two root turns, one sub-call
+        assert up.stop() == 0
+    assert up.alive_leftovers() == []
