@@ -169,6 +169,21 @@ class ExecutionEngine:
             self._changed.notify_all()
         return updated
 
+    def _save_state(
+        self, execution: dict[str, Any], turn: int, state_json: str, *, sk: str = "STATE", extra: Any = None
+    ) -> None:
+        save_state(
+            self.storage.metadata,
+            self.storage.blobs,
+            tenant_id=execution["tenant_id"],
+            execution_id=execution["execution_id"],
+            turn_index=turn,
+            state_json=state_json,
+            ttl_epoch=execution.get("ttl_epoch"),
+            sk=sk,
+            extra=extra,
+        )
+
     def _load_state(self, execution: dict[str, Any]) -> dict[str, Any]:
         loaded = load_state(self.storage.metadata, self.storage.blobs, execution["execution_id"])
         return json.loads(loaded[0]) if loaded else initial_state()
@@ -287,27 +302,9 @@ class ExecutionEngine:
             "error": step.get("error"),
             "trace": trace_turn,
         }
-        save_state(
-            self.storage.metadata,
-            self.storage.blobs,
-            tenant_id=execution["tenant_id"],
-            execution_id=execution["execution_id"],
-            turn_index=turn,
-            state_json=record_state,
-            ttl_epoch=execution.get("ttl_epoch"),
-            sk=_step_sk(turn),
-            extra=extra,
-        )
+        self._save_state(execution, turn, record_state, sk=_step_sk(turn), extra=extra)
         if state_json is not None:
-            save_state(
-                self.storage.metadata,
-                self.storage.blobs,
-                tenant_id=execution["tenant_id"],
-                execution_id=execution["execution_id"],
-                turn_index=turn,
-                state_json=state_json,
-                ttl_epoch=execution.get("ttl_epoch"),
-            )
+            self._save_state(execution, turn, state_json)
         consumed["turns"] = turn + 1
         return self._update(
             execution, {"next_turn": turn + 1, "budgets_consumed": consumed}, from_statuses=("RUNNING",)
@@ -510,15 +507,7 @@ class ExecutionEngine:
         # the next step sees the results too (callers may also pass them in a state override)
         state = self._load_state(execution)
         resolution.inject(state)
-        save_state(
-            self.storage.metadata,
-            self.storage.blobs,
-            tenant_id=tenant_id,
-            execution_id=execution_id,
-            turn_index=int(execution["next_turn"]),
-            state_json=canonical_json(state),
-            ttl_epoch=execution.get("ttl_epoch"),
-        )
+        self._save_state(execution, int(execution["next_turn"]), canonical_json(state))
         self._update(execution, {"budgets_consumed": consumed}, from_statuses=("RUNNING",))
         return resolution
 
