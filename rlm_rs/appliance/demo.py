@@ -145,6 +145,13 @@ def demo_flow(
     base_url: str, api_key: str | None, data_dir: Path, question: str, timeout: float, out: Any
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
+    try:
+        httpx.get(f"{base_url}/health/live", timeout=5.0)
+    except httpx.TransportError:
+        raise DemoError(
+            f"no appliance answers at {base_url}; start one with `rlm-rs up --demo` "
+            "(or `rlm-rs up`, then run the demo again)"
+        ) from None
     minted = api_key is None
     if api_key is None:
         api_key = mint_api_key(data_dir)
