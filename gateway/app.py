@@ -51,7 +51,7 @@ log = logging.getLogger("rlm_rs.gateway")
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _DEFAULT_TIMEOUT = 30.0
-_RECONNECT_WAIT = 2.0
+_RECONNECT_WAIT = 1.0
 # Control-plane health services asked by /health/ready ("" = the whole server).
 # The three API services must serve; storage/sandbox/provider are reported
 # when the control plane registers them (UNKNOWN otherwise, not a failure).
