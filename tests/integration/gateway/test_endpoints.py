@@ -169,6 +169,8 @@ def test_delete_session(stack: Stack) -> None:
         )  # fmt: skip
         assert created.status_code == 201, created.text
         sid = created.json()["session_id"]
+        not_ready = c.post(f"/v1/sessions/{sid}/executions", json={"question": "revenue?"})
+        envelope(not_ready, 409, "SESSION_NOT_READY")
         deleted = c.delete(f"/v1/sessions/{sid}")
         assert deleted.status_code == 200, deleted.text
         assert deleted.json()["status"] == "DELETING"
