@@ -100,10 +100,28 @@ def start_control_plane(
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop = threading.Event()
+    sandbox_client = engine.sandbox
+
+    def report_components() -> None:
+        """grpc.health.v1 names "storage", "sandbox", "provider" for /health/ready."""
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        try:
+            storage.metadata.items.get("sessions", "HEALTH", "CHECK")
+            health_servicer.set("storage", serving)
+        except Exception:
+            health_servicer.set("storage", not_serving)
+        probe = getattr(sandbox_client, "healthy", None)
+        health_servicer.set("sandbox", serving if probe is None or probe(timeout=1.0) else not_serving)
+        health_servicer.set("provider", serving)  # configured; reachability shows per call
 
     def sweep() -> None:
+        report_components()
         while not stop.wait(sweep_seconds):
             try:
+                report_components()
                 engine.recover_orphans()
             except Exception:  # a failed sweep retries next period
                 continue

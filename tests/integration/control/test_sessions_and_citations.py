@@ -127,3 +127,22 @@ def test_rate_limit_per_tenant(tmp_path, api: Api) -> None:  # type: ignore[no-u
     limiter = RateLimiter({"default": {"rate_per_second": 1, "burst": 2}})
     assert limiter.take("t") == 0 and limiter.take("t") == 0
     assert limiter.take("t") > 0 and limiter.take("other") == 0
+
+
+def test_health_reports_components(api: Api) -> None:
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(api.channel)
+    deadline = time.monotonic() + 10
+    statuses: dict[str, int] = {}
+    while time.monotonic() < deadline and len(statuses) < 4:
+        for name in ("", "storage", "sandbox", "provider"):
+            try:
+                statuses[name] = stub.Check(health_pb2.HealthCheckRequest(service=name)).status
+            except grpc.RpcError:
+                time.sleep(0.05)
+    assert statuses == dict.fromkeys(
+        ("", "storage", "sandbox", "provider"), health_pb2.HealthCheckResponse.SERVING
+    )
