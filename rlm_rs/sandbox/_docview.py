@@ -21,6 +21,10 @@ from rlm_rs.textfile import TextFile
 
 _MAX_PATTERN_CHARS = 2_000
 _MAX_TAG_CHARS = 200
+# One read materialises its text as a str (up to 4 bytes a char): 10M chars
+# keeps a single read far below the pool's memory limit, and a step that
+# reads a whole large document gets a clear error instead of an OOM kill.
+_MAX_READ_CHARS = 10_000_000
 _REGEX_WINDOW_CHARS = 1_000_000
 _REGEX_OVERLAP_CHARS = 20_000
 
@@ -87,6 +91,11 @@ class DocView:
 
     # --- reading --------------------------------------------------------------
     def _read(self, start: int, end: int, tag: str | None) -> str:
+        if end - start > _MAX_READ_CHARS:
+            raise ValueError(
+                f"one read returns at most {_MAX_READ_CHARS:,} chars; "
+                "read the document in pieces (find/regex/sections help choose them)"
+            )
         self._rt.log_span(self._doc.doc_index, start, end, tag)
         return self._doc.text.slice(start, end)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from rlm_rs.v1.sandbox_pb2 import StepResult
 from tests.unit.sandbox.conftest import CORPUS, Runner, state_of, write_docs
 
@@ -117,3 +119,13 @@ def test_catching_regex_timeouts_in_a_loop_still_hits_the_step_deadline(run: Run
     result = run(code, docs=docs, max_regex_seconds=0.2, max_step_seconds=0.5)
     assert result.error.code == "STEP_TIMEOUT"
     assert result.duration_ms < 5_000
+
+
+def test_one_read_is_bounded(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlm_rs.sandbox import _docview
+
+    monkeypatch.setattr(_docview, "_MAX_READ_CHARS", 50)
+    result = run("x = context[0][:50]\nprint(len(x))\ny = context[0][:]")
+    assert result.error.code == "SANDBOX_RUNTIME_ERROR"
+    assert "one read returns at most 50 chars" in result.error.message
+    assert result.stdout == "50\n" and len(result.span_log) == 1
