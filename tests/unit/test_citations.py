@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rlm_rs.canonical import build_offsets, checksum_text
 from rlm_rs.citations import CitedDocument, build_citations, merge_spans, verify_ref
@@ -52,3 +56,23 @@ def test_tampered_ref_does_not_verify(tmp_path: Path) -> None:
 def test_spans_of_unknown_documents_are_dropped(tmp_path: Path) -> None:
     refs = build_citations("t", "s", [Span(doc_index=3, start_char=0, end_char=2)], {0: _doc(tmp_path)})
     assert refs == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 200), st.integers(0, 50)), max_size=30),
+    st.integers(0, 10),
+)
+def test_merging_covers_exactly_the_union_of_spans(raw: list[tuple[int, int, int]], gap: int) -> None:
+    spans = [Span(doc_index=d, start_char=s, end_char=s + n) for d, s, n in raw]
+    merged = merge_spans(spans, merge_gap_chars=gap)
+    covered = {(d, c) for d, s, n in raw for c in range(s, s + n)}
+    merged_chars = {(d, c) for d, s, e in merged for c in range(s, e)}
+    assert covered <= merged_chars
+    for doc_index in {d for d, _, _ in merged}:
+        ranges = [(s, e) for d, s, e in merged if d == doc_index]
+        assert ranges == sorted(ranges)
+        for (_, end), (start, _) in itertools.pairwise(ranges):
+            assert start > end + gap  # separate ranges are further apart than the gap
+        if gap == 0:  # without gap merging nothing outside the spans is cited
+            assert {c for d, c in merged_chars if d == doc_index} == {c for d, c in covered if d == doc_index}

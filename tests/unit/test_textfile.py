@@ -7,6 +7,9 @@ import os
 import random
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from rlm_rs.canonical import build_offsets
 from rlm_rs.textfile import TextFile
 
@@ -64,3 +67,24 @@ def test_offsets_for_another_text_are_refused(tmp_path: Path) -> None:
         assert "byte_length" in str(exc)
     else:
         raise AssertionError("mismatched offsets were accepted")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.text(alphabet="ab \n\u00e9\u20ac\U0001f600\u6f22", max_size=400),
+    st.integers(1, 40),
+    st.lists(st.tuples(st.integers(-450, 450), st.integers(-450, 450)), max_size=20),
+)
+def test_slices_match_str_for_any_text_and_interval(
+    tmp_path: Path, text: str, interval: int, bounds: list[tuple[int, int]]
+) -> None:
+    text_path, offsets_path = _write(tmp_path, text, interval=interval)
+    doc = TextFile.open_path(text_path, offsets_path)
+    try:
+        assert doc.char_length == len(text)
+        for a, b in bounds:
+            start = min(max(a, 0), len(text))
+            end = min(max(b, start), len(text))
+            assert doc.slice(a, b) == text[start:end]
+    finally:
+        doc.close()
