@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
             "--metrics-port",
             type=int,
             default=None,
-            help="Prometheus metrics: the pool on this port, the control plane on the next (default off)",
+            help="Prometheus metrics: pool on N, control plane N+1, gateway N+2 (default off)",
         )
         up.add_argument(
             "--ready-timeout", type=float, default=120.0, help="seconds each component may take to start"

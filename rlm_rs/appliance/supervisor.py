@@ -143,6 +143,7 @@ class Appliance:
                  "--grpc-target", self.grpc_address],
                 "http",
                 f"{self.base_url}/health/ready",
+                self.metrics_port + 2 if self.metrics_port else None,
             ),
         ]  # fmt: skip
 
