@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # --- budgets, limits ---
     default_budgets_json: dict[str, Any] = Field(default_factory=dict, alias="DEFAULT_BUDGETS_JSON")
     rate_limits_json: dict[str, Any] = Field(default_factory=dict, alias="RATE_LIMITS_JSON")
+    price_table_json: dict[str, Any] = Field(default_factory=dict, alias="RLM_PRICE_TABLE_JSON")
     enable_search_default: bool = Field(False, alias="ENABLE_SEARCH_DEFAULT")
     search_backend_config: dict[str, Any] = Field(default_factory=dict, alias="SEARCH_BACKEND_CONFIG")
     # --- security ---
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     @field_validator(
         "default_budgets_json",
         "rate_limits_json",
+        "price_table_json",
         "search_backend_config",
         "sandbox_policy_json",
         mode="before",

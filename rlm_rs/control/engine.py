@@ -32,6 +32,7 @@ from rlm_rs.citations import build_citations, make_ref
 from rlm_rs.control import prompts
 from rlm_rs.control.budgets import consumed_zero, merge_budgets, snapshot, step_policy
 from rlm_rs.control.corpus import DocumentCache
+from rlm_rs.control.costs import PriceTable, cost_spent
 from rlm_rs.control.tools import ToolResolver
 from rlm_rs.control.traces import build_trace, write_trace
 from rlm_rs.errors import RlmError
@@ -92,7 +93,8 @@ class ExecutionEngine:
         self.lease_seconds = lease_seconds
         self.docs = DocumentCache(storage, settings.data_dir / "doc-cache")
         self.search_index = SearchIndex(settings.data_dir / "search.sqlite3")
-        self.resolver = ToolResolver(storage, provider, self.search_index)
+        self.prices = PriceTable(settings.price_table_json)
+        self.resolver = ToolResolver(storage, provider, self.search_index, self.prices)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answerer")
         self._changed = threading.Condition()
         # per-turn phase durations of the Answerer loop (bench orchestrator reads them)
@@ -621,8 +623,7 @@ class ExecutionEngine:
                     execution, "FAILED", error=RlmError("LLM_PROVIDER_ERROR", f"root model: {exc}")
                 )
             timings["root_model_ms"] = (time.perf_counter() - started) * 1000
-            consumed["input_tokens"] += completion.input_tokens
-            consumed["output_tokens"] += completion.output_tokens
+            self.prices.record(consumed, completion.model, completion.input_tokens, completion.output_tokens)
             clock = time.perf_counter()
             result, _ = self._run_step(execution, session, completion.text, state, require_block=True)
             timings["sandbox_ms"] = (time.perf_counter() - clock) * 1000
@@ -697,6 +698,10 @@ class ExecutionEngine:
                 )
             if result.success and result.final.is_final:
                 return self.finish(execution, "COMPLETED", answer=result.final.answer)
+            if cost_spent(budgets, consumed):
+                return self.finish(
+                    execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_cost_usd spent")
+                )
             if time.time() >= deadline:
                 return self.finish(
                     execution,

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_rs.canonical import canonical_json
+from rlm_rs.control.costs import PriceTable, cost_spent
 from rlm_rs.errors import RlmError
 from rlm_rs.ingestion.search import SearchIndex
-from rlm_rs.observability import LLM_ERRORS, LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
+from rlm_rs.observability import LLM_ERRORS, LLM_LATENCY, LLM_REQUESTS
 from rlm_rs.providers.base import CallContext, Provider, ProviderError
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import now_iso
@@ -47,10 +48,17 @@ class Resolution:
 
 
 class ToolResolver:
-    def __init__(self, storage: Storage, provider: Provider, search_index: SearchIndex | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        provider: Provider,
+        search_index: SearchIndex | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
         self.storage = storage
         self.provider = provider
         self.search_index = search_index
+        self.prices = prices or PriceTable()
 
     def resolve(
         self,
@@ -82,8 +90,13 @@ class ToolResolver:
                 continue
             resolution.llm[request.key] = {"text": text, "meta": meta}
             resolution.statuses[request.key] = "resolved"
-            consumed["input_tokens"] += int(meta.get("usage", {}).get("input_tokens", 0))
-            consumed["output_tokens"] += int(meta.get("usage", {}).get("output_tokens", 0))
+            usage = meta.get("usage", {})
+            meta["cost_usd"] = self.prices.record(
+                consumed,
+                meta.get("model", sub_model),
+                int(usage.get("input_tokens", 0)),
+                int(usage.get("output_tokens", 0)),
+            )
             consumed["cache_hits"] += 1 if meta.get("cache_hit") else 0
             resolution.records.append({"type": "llm", "key": request.key, "meta": meta})
         for search in requests.search:
@@ -91,6 +104,8 @@ class ToolResolver:
         return resolution
 
     def _refusal(self, request: LlmRequest, budgets: dict[str, Any], consumed: dict[str, Any]) -> str:
+        if cost_spent(budgets, consumed):
+            return f"cost budget spent (max_cost_usd={budgets['max_cost_usd']})"
         if consumed["llm_subcalls"] >= budgets["max_llm_subcalls"]:
             return f"sub-call budget spent (max_llm_subcalls={budgets['max_llm_subcalls']})"
         if len(request.prompt) > budgets["max_llm_prompt_chars"]:
@@ -149,8 +164,6 @@ class ToolResolver:
             return "", {"model": model, "cache_hit": False}, f"LLM_PROVIDER_ERROR: {exc}"
         LLM_LATENCY.labels(model=model).observe(time.perf_counter() - started)
         LLM_REQUESTS.labels(model=model, cache_hit="false").inc()
-        LLM_TOKENS.labels(model=model, type="input").inc(completion.input_tokens)
-        LLM_TOKENS.labels(model=model, type="output").inc(completion.output_tokens)
         usage = {"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens}
         if cacheable:
             record = {

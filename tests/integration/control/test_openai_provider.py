@@ -109,3 +109,56 @@ def test_provider_errors_are_typed(tmp_path: Path, server: OpenAICompatibleServe
             context=CallContext(role="sub"),
         )
     assert bad.value.status == 400 and not bad.value.retryable
+
+
+def test_tokens_and_cost_are_accounted_and_bounded(tmp_path: Path, server: OpenAICompatibleServer) -> None:
+    import grpc
+
+    from rlm_rs.v1.common_pb2 import Budgets
+
+    settings = settings_for(tmp_path, server).model_copy(
+        update={"price_table_json": {"gpt-4o": {"input_per_1m": 1_000_000.0, "output_per_1m": 0.0}}}
+    )  # a dollar per input token: the first root call spends the whole budget
+    storage = open_storage(settings)
+    plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=InProcessSandbox())
+    key, _ = storage.metadata.create_api_key("t")
+    storage.blobs.put("raw/a.txt", b"The office in Lisbon grew fastest this year.")
+    channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
+    auth = [("authorization", f"Bearer {key}")]
+    try:
+        session = session_pb2_grpc.SessionServiceStub(channel).CreateSession(
+            session_pb2.CreateSessionRequest(
+                docs=[
+                    session_pb2.DocumentInput(
+                        source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/a.txt"
+                    )
+                ]
+            ),
+            metadata=auth,
+        )
+        IngestionWorker(storage, settings).run_once()
+        stub = execution_pb2_grpc.ExecutionServiceStub(channel)
+
+        def run(max_cost: float) -> execution_pb2.Execution:
+            return stub.StartExecution(
+                execution_pb2.StartExecutionRequest(
+                    session_id=session.session_id,
+                    question="Which city?",
+                    budgets=Budgets(max_cost_usd=max_cost),
+                    options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=30),
+                ),
+                metadata=auth,
+            )
+
+        unbounded = run(0)  # 0 = no cost limit
+        bounded = run(1.0)
+    finally:
+        channel.close()
+        plane.stop(1)
+    assert unbounded.status == "COMPLETED"
+    consumed = unbounded.budgets_consumed
+    assert consumed.input_tokens > 0 and consumed.output_tokens > 0
+    root_input = sum(len(str(m["content"]).split()) for m in server.requests[0]["messages"])
+    assert consumed.cost_usd >= root_input  # a dollar per root input token, plus the sub-call at list price
+    assert bounded.status == "BUDGET_EXCEEDED" and bounded.error.message == "max_cost_usd spent"
+    assert bounded.budgets_consumed.turns == 1 and bounded.budgets_consumed.llm_subcalls == 0
