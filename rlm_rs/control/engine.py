@@ -637,7 +637,8 @@ class ExecutionEngine:
                 state_obj.get("work", {}).pop("last_error", None) if isinstance(
                     state_obj.get("work"), dict
                 ) else None
-                if not result.final.is_final and (result.tool_requests.llm or result.tool_requests.search):
+                requests = result.tool_requests
+                if not result.final.is_final and (requests.llm or requests.search or requests.llm_batch):
                     resolution = self.resolver.resolve(
                         result.tool_requests,
                         tenant_id=tenant_id,

@@ -24,6 +24,8 @@ def system_prompt(
         tool_lines += (
             "`tool.queue_llm(key, prompt)` asks a sub-model (answer next step in "
             'state["_tool_results"]["llm"][key]["text"]); '
+            "`tool.queue_llm_batch(key, [prompt, ...])` asks several at once (answers in "
+            'state["_tool_results"]["llm_batch"][key]["results"][i]["text"]); '
         )
     if search:
         tool_lines += "`tool.queue_search(key, query, k=10)` finds candidate spans; "

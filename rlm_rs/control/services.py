@@ -194,7 +194,11 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> execution_pb2.ResolveToolsResponse:
         requests = ToolRequests()
         requests.CopyFrom(request.tool_requests)
-        keys = [r.key for r in requests.llm] + [r.key for r in requests.search]
+        keys = (
+            [r.key for r in requests.llm]
+            + [r.key for r in requests.search]
+            + [r.key for r in requests.llm_batch]
+        )
         if not keys or any(not k for k in keys) or len(set(keys)) != len(keys):
             raise RlmError("VALIDATION_ERROR", "tool_requests need unique, non-empty keys")
         resolution = self.engine.resolve_tools(
@@ -204,6 +208,11 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         for key, value in resolution.llm.items():
             response.tool_results.llm[key].CopyFrom(
                 LlmResult(text=value["text"], meta_json=json.dumps(value["meta"], sort_keys=True))
+            )
+        for key, value in resolution.llm_batch.items():
+            response.tool_results.llm_batch[key].results.extend(
+                LlmResult(text=r["text"], meta_json=json.dumps(r["meta"], sort_keys=True))
+                for r in value["results"]
             )
         for key, value in resolution.search.items():
             response.tool_results.search[key].CopyFrom(

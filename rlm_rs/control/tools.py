@@ -37,6 +37,7 @@ _ERROR_META_CHARS = 300
 class Resolution:
     llm: dict[str, dict[str, Any]] = field(default_factory=dict)
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
+    llm_batch: dict[str, dict[str, Any]] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)  # for the trace
 
@@ -44,6 +45,8 @@ class Resolution:
         results = state.setdefault("_tool_results", {})
         results.setdefault("llm", {}).update(self.llm)
         results.setdefault("search", {}).update(self.search)
+        if self.llm_batch:
+            results.setdefault("llm_batch", {}).update(self.llm_batch)
         state.setdefault("_tool_status", {}).update(self.statuses)
 
 
@@ -71,37 +74,72 @@ class ToolResolver:
         consumed: dict[str, Any],
         question: str = "",
     ) -> Resolution:
-        """Resolve one step's requests; `consumed` is updated in place."""
+        """Resolve one step's requests; `consumed` is updated in place.
+
+        A batch is resolved prompt by prompt exactly like individual calls
+        (same budget checks, cache, concurrency); its status is "resolved"
+        when every prompt resolved, else "error" (each result has its meta)."""
         resolution = Resolution()
-        admitted: list[LlmRequest] = []
-        for request in requests.llm:
+        # (batch key or None, index, request): singles and batch prompts share one pool
+        jobs: list[tuple[str | None, int, LlmRequest]] = [(None, 0, r) for r in requests.llm]
+        for batch in requests.llm_batch:
+            resolution.llm_batch[batch.key] = {"results": [None] * len(batch.prompts)}
+            for index, prompt in enumerate(batch.prompts):
+                single = LlmRequest(
+                    key=f"{batch.key}[{index}]", prompt=prompt, model_hint=batch.model_hint,
+                    max_tokens=batch.max_tokens, temperature=batch.temperature,
+                    metadata_json=batch.metadata_json,
+                )  # fmt: skip
+                jobs.append((batch.key, index, single))
+        admitted: list[tuple[str | None, int, LlmRequest]] = []
+        for batch_key, index, request in jobs:
             reason = self._refusal(request, budgets, consumed)
             if reason:
-                self._error(resolution, request.key, "llm", reason)
+                self._llm_outcome(resolution, batch_key, index, request, "", {"error": reason[:300]}, reason)
                 continue
             consumed["llm_subcalls"] += 1
             consumed["llm_prompt_chars_total"] += len(request.prompt)
-            admitted.append(request)
+            admitted.append((batch_key, index, request))
         with ThreadPoolExecutor(max_workers=MAX_CONCURRENCY) as pool:
-            outcomes = list(pool.map(lambda r: self._llm(r, tenant_id, sub_model, question), admitted))
-        for request, (text, meta, error) in zip(admitted, outcomes, strict=True):
-            if error:
-                self._error(resolution, request.key, "llm", error, meta)
-                continue
-            resolution.llm[request.key] = {"text": text, "meta": meta}
-            resolution.statuses[request.key] = "resolved"
-            usage = meta.get("usage", {})
-            meta["cost_usd"] = self.prices.record(
-                consumed,
-                meta.get("model", sub_model),
-                int(usage.get("input_tokens", 0)),
-                int(usage.get("output_tokens", 0)),
-            )
-            consumed["cache_hits"] += 1 if meta.get("cache_hit") else 0
-            resolution.records.append({"type": "llm", "key": request.key, "meta": meta})
+            outcomes = list(pool.map(lambda job: self._llm(job[2], tenant_id, sub_model, question), admitted))
+        for (batch_key, index, request), (text, meta, error) in zip(admitted, outcomes, strict=True):
+            if not error:
+                usage = meta.get("usage", {})
+                meta["cost_usd"] = self.prices.record(
+                    consumed,
+                    meta.get("model", sub_model),
+                    int(usage.get("input_tokens", 0)),
+                    int(usage.get("output_tokens", 0)),
+                )
+                consumed["cache_hits"] += 1 if meta.get("cache_hit") else 0
+            self._llm_outcome(resolution, batch_key, index, request, text, meta, error)
+        for key, batch_result in resolution.llm_batch.items():
+            failed = any("error" in (r["meta"] or {}) for r in batch_result["results"])
+            resolution.statuses[key] = "error" if failed else "resolved"
         for search in requests.search:
             self._search(resolution, search, session)
         return resolution
+
+    def _llm_outcome(
+        self,
+        resolution: Resolution,
+        batch_key: str | None,
+        index: int,
+        request: LlmRequest,
+        text: str,
+        meta: dict[str, Any],
+        error: str,
+    ) -> None:
+        if batch_key is None:
+            if error:
+                self._error(resolution, request.key, "llm", error, meta)
+                return
+            resolution.llm[request.key] = {"text": text, "meta": meta}
+            resolution.statuses[request.key] = "resolved"
+        else:
+            entry = {**meta, "error": error[:_ERROR_META_CHARS]} if error else meta
+            resolution.llm_batch[batch_key]["results"][index] = {"text": text, "meta": entry}
+        resolution.records.append({"type": "llm", "key": request.key, "meta": meta, "error": error or None})
 
     def _refusal(self, request: LlmRequest, budgets: dict[str, Any], consumed: dict[str, Any]) -> str:
         if cost_spent(budgets, consumed):

@@ -13,11 +13,12 @@ from typing import Any
 from rlm_rs.canonical import canonical_json
 from rlm_rs.sandbox._runtime import FinalStop, StepRuntime, StepStop, YieldStop
 from rlm_rs.sandbox._state import check_json_value
-from rlm_rs.v1.common_pb2 import LlmRequest, SearchFilters, SearchRequest, ToolRequests
+from rlm_rs.v1.common_pb2 import LlmBatchRequest, LlmRequest, SearchFilters, SearchRequest, ToolRequests
 
 _MAX_KEY_CHARS = 128
 _MAX_QUERY_CHARS = 2_000
 _MAX_TOKENS = 32_768
+_MAX_BATCH = 100
 
 
 class ToolAPI:
@@ -26,6 +27,7 @@ class ToolAPI:
         "_llm_enabled",
         "_max_prompt_chars",
         "_max_requests",
+        "_queued",
         "_requests",
         "_rt",
         "_search_enabled",
@@ -47,13 +49,15 @@ class ToolAPI:
         self._search_enabled = search_enabled
         self._requests = ToolRequests()
         self._keys: set[str] = set()
+        self._queued = 0  # requests, a batch counting one per prompt
 
-    def _new_key(self, key: Any) -> str:
+    def _new_key(self, key: Any, weight: int = 1) -> str:
         if type(key) is not str or not key or len(key) > _MAX_KEY_CHARS:
             raise ValueError(f"key must be a non-empty str of <= {_MAX_KEY_CHARS} chars")
         if key in self._keys:
             raise ValueError(f"key {key!r} was already queued in this step")
-        if len(self._keys) >= self._max_requests:
+        self._queued += weight
+        if self._queued > self._max_requests:
             self._rt.halt(
                 StepStop(
                     "BUDGET_EXCEEDED",
@@ -93,6 +97,51 @@ class ToolAPI:
             LlmRequest(
                 key=key,
                 prompt=prompt,
+                model_hint=model_hint,
+                max_tokens=max_tokens,
+                temperature=float(temperature),
+                metadata_json=canonical_json(metadata),
+            )
+        )
+        return key
+
+    def queue_llm_batch(
+        self,
+        key: Any,
+        prompts: Any,
+        model_hint: Any = "sub",
+        max_tokens: Any = 1024,
+        temperature: Any = 0,
+        metadata: Any = None,
+    ) -> str:
+        """Queue several sub-model calls under one key, resolved concurrently;
+        next step state["_tool_results"]["llm_batch"][key]["results"] is one
+        {text, meta} per prompt, in order. Each prompt counts as one request
+        and one sub-call."""
+        if not self._llm_enabled:
+            raise RuntimeError("sub-calls are disabled for this execution")
+        if type(prompts) not in (list, tuple) or not 1 <= len(prompts) <= _MAX_BATCH:
+            raise ValueError(f"prompts must be a list of 1 to {_MAX_BATCH} strs")
+        for index, prompt in enumerate(prompts):
+            if type(prompt) is not str or not prompt:
+                raise ValueError(f"prompts[{index}] must be a non-empty str")
+            if len(prompt) > self._max_prompt_chars:
+                raise ValueError(
+                    f"prompts[{index}] is {len(prompt)} chars; the limit is {self._max_prompt_chars}"
+                )
+        if type(model_hint) is not str or len(model_hint) > 100:
+            raise ValueError("model_hint must be a short str")
+        if type(max_tokens) is not int or not 1 <= max_tokens <= _MAX_TOKENS:
+            raise ValueError(f"max_tokens must be an int from 1 to {_MAX_TOKENS}")
+        if type(temperature) not in (int, float) or not 0 <= temperature <= 2:
+            raise ValueError("temperature must be a number from 0 to 2")
+        check_json_value(metadata, "metadata")
+        key = self._new_key(key, weight=len(prompts))
+        self._keys.add(key)
+        self._requests.llm_batch.append(
+            LlmBatchRequest(
+                key=key,
+                prompts=list(prompts),
                 model_hint=model_hint,
                 max_tokens=max_tokens,
                 temperature=float(temperature),
@@ -143,6 +192,12 @@ class ToolAPI:
                 "enabled": self._llm_enabled,
                 "result": "state['_tool_results']['llm'][key] = {text, meta}",
             },
+            "queue_llm_batch": {
+                "args": ["key", "prompts", "model_hint='sub'", "max_tokens=1024",
+                         "temperature=0", "metadata=None"],
+                "enabled": self._llm_enabled,
+                "result": "state['_tool_results']['llm_batch'][key] = {results: [{text, meta}, ...]}",
+            },
             "queue_search": {
                 "args": ["key", "query", "k=10", "filters=None"],
                 "enabled": self._search_enabled,
@@ -156,7 +211,7 @@ class ToolAPI:
         }  # fmt: skip
 
     def __repr__(self) -> str:
-        return "<tool: queue_llm, queue_search, YIELD, FINAL, schema>"
+        return "<tool: queue_llm, queue_llm_batch, queue_search, YIELD, FINAL, schema>"
 
 
 def queued_requests(tool: ToolAPI) -> ToolRequests:

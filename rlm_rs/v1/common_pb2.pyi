@@ -401,24 +401,67 @@ class SearchRequest(_message.Message):
 Global___SearchRequest: _TypeAlias = SearchRequest  # noqa: Y015
 
 @_typing.final
+class LlmBatchRequest(_message.Message):
+    """tool.queue_llm_batch: many prompts under one key, one result list; each
+    prompt counts against the same budgets as an individual sub-call.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    PROMPTS_FIELD_NUMBER: _builtins.int
+    MODEL_HINT_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    METADATA_JSON_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    model_hint: _builtins.str
+    max_tokens: _builtins.int
+    temperature: _builtins.float
+    metadata_json: _builtins.str
+    @_builtins.property
+    def prompts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        prompts: _abc.Iterable[_builtins.str] | None = ...,
+        model_hint: _builtins.str = ...,
+        max_tokens: _builtins.int = ...,
+        temperature: _builtins.float = ...,
+        metadata_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "max_tokens", b"max_tokens", "metadata_json", b"metadata_json", "model_hint", b"model_hint", "prompts", b"prompts", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LlmBatchRequest: _TypeAlias = LlmBatchRequest  # noqa: Y015
+
+@_typing.final
 class ToolRequests(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LLM_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
+    LLM_BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def llm(self) -> _containers.RepeatedCompositeFieldContainer[Global___LlmRequest]: ...
     @_builtins.property
     def search(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchRequest]: ...
+    @_builtins.property
+    def llm_batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___LlmBatchRequest]: ...
     def __init__(
         self,
         *,
         llm: _abc.Iterable[Global___LlmRequest] | None = ...,
         search: _abc.Iterable[Global___SearchRequest] | None = ...,
+        llm_batch: _abc.Iterable[Global___LlmBatchRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm", "search", b"search"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm", "llm_batch", b"llm_batch", "search", b"search"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -502,6 +545,28 @@ class SearchResult(_message.Message):
 Global___SearchResult: _TypeAlias = SearchResult  # noqa: Y015
 
 @_typing.final
+class LlmBatchResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___LlmResult]:
+        """One result per prompt, in order; a failed prompt has meta.error."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___LlmResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LlmBatchResult: _TypeAlias = LlmBatchResult  # noqa: Y015
+
+@_typing.final
 class ToolResults(_message.Message):
     """Resolved tool results, as injected into state._tool_results."""
 
@@ -549,21 +614,46 @@ class ToolResults(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class LlmBatchEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___LlmBatchResult: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___LlmBatchResult | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     LLM_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
+    LLM_BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def llm(self) -> _containers.MessageMap[_builtins.str, Global___LlmResult]: ...
     @_builtins.property
     def search(self) -> _containers.MessageMap[_builtins.str, Global___SearchResult]: ...
+    @_builtins.property
+    def llm_batch(self) -> _containers.MessageMap[_builtins.str, Global___LlmBatchResult]: ...
     def __init__(
         self,
         *,
         llm: _abc.Mapping[_builtins.str, Global___LlmResult] | None = ...,
         search: _abc.Mapping[_builtins.str, Global___SearchResult] | None = ...,
+        llm_batch: _abc.Mapping[_builtins.str, Global___LlmBatchResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm", "search", b"search"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm", "llm_batch", b"llm_batch", "search", b"search"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -368,3 +368,48 @@ def test_other_tenant_cannot_touch_an_execution(api: Api) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             call(request, metadata=api.auth(other))
         assert error_code(caught.value) == "EXECUTION_NOT_FOUND"
+
+
+def test_batched_subcalls_resolve_into_one_list_within_budgets(api: Api) -> None:
+    api.provider.script["executions"] = [
+        {
+            "match": "batch",
+            "root": [
+                block(
+                    "tool.queue_llm_batch('cities', ['city of doc0: ' + context[0][:30], 'city of doc1', 'city of x'])\n"
+                    "tool.YIELD()"
+                ),
+                block(
+                    "results = state['_tool_results']['llm_batch']['cities']['results']\n"
+                    "tool.FINAL(state['_tool_status']['cities'] + ':' + ','.join(r['text'] or r['meta']['error'][:10] for r in results))"
+                ),
+            ],
+        }
+    ]
+    api.provider.script["sub"] = [{"match": "doc0", "text": "Lisbon"}, {"match": "doc1", "text": "Porto"}]
+    execution = start(api, api.ready_session(), "batch question", budgets=Budgets(max_llm_subcalls=2))
+    assert execution.status == "COMPLETED"
+    assert execution.answer == "error:Lisbon,Porto,sub-call b"  # the third prompt hit max_llm_subcalls
+    assert execution.budgets_consumed.llm_subcalls == 2
+
+
+def test_resolve_tools_endpoint_resolves_batches(api: Api) -> None:
+    from rlm_rs.v1.common_pb2 import LlmBatchRequest
+
+    api.provider.script["sub"] = [{"match": "one", "text": "1"}, {"match": "two", "text": "2"}]
+    execution_id = runtime(api, api.ready_session())
+    response = api.executions.ResolveTools(
+        execution_pb2.ResolveToolsRequest(
+            execution_id=execution_id,
+            tool_requests=ToolRequests(
+                llm_batch=[LlmBatchRequest(key="b", prompts=["one", "two"], max_tokens=5)]
+            ),
+        ),
+        metadata=api.auth(),
+    )
+    assert response.statuses["b"] == "resolved"
+    assert [r.text for r in response.tool_results.llm_batch["b"].results] == ["1", "2"]
+    result = step(
+        api, execution_id, "print([r['text'] for r in state['_tool_results']['llm_batch']['b']['results']])"
+    )
+    assert result.stdout == "['1', '2']\n"

@@ -122,3 +122,19 @@ def test_invalid_input_state_is_refused(run: Runner) -> None:
 
     result = run_step(StepRequest(code="x = 1", state_json="[1]"))
     assert result.error.code == "STATE_INVALID_TYPE"
+
+
+def test_queue_llm_batch_counts_each_prompt_as_a_request(run: Runner) -> None:
+    ok = run(
+        "tool.queue_llm_batch('b', ['p1', 'p2'], max_tokens=8)\ntool.YIELD()", max_tool_requests_per_step=3
+    )
+    (batch,) = ok.tool_requests.llm_batch
+    assert (batch.key, list(batch.prompts), batch.max_tokens) == ("b", ["p1", "p2"], 8)
+    too_many = run("tool.queue_llm_batch('b', ['p1', 'p2'])\ntool.queue_llm('c', 'p3')\ntool.queue_llm('d', 'p4')",
+                   max_tool_requests_per_step=3)  # fmt: skip
+    assert too_many.error.code == "BUDGET_EXCEEDED"
+    for code, fragment in [("tool.queue_llm_batch('b', [])", "prompts must be a list"),
+                           ("tool.queue_llm_batch('b', ['ok', 3])", "prompts[1]"),
+                           ("tool.queue_llm_batch('b', 'not a list')", "prompts must be a list")]:  # fmt: skip
+        result = run(code)
+        assert result.error.code == "SANDBOX_RUNTIME_ERROR" and fragment in result.error.message, code
