@@ -413,3 +413,22 @@ def test_resolve_tools_endpoint_resolves_batches(api: Api) -> None:
         api, execution_id, "print([r['text'] for r in state['_tool_results']['llm_batch']['b']['results']])"
     )
     assert result.stdout == "['1', '2']\n"
+
+
+def test_executions_tail_prints_turns_and_outcome(api: Api) -> None:
+    import subprocess
+    import sys
+
+    api.provider.script["executions"] = [
+        {"match": "tail", "root": [block("print('looking')"), FIND_AND_ANSWER]}
+    ]
+    execution = start(api, api.ready_session(), "tail question")
+    output = subprocess.run(
+        [sys.executable, "-m", "rlm_rs.cli", "executions", "tail", execution.execution_id,
+         "--grpc-target", f"127.0.0.1:{api.plane.port}", "--api-key", api.key],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert "turn 0: ok" in output and "  | looking" in output
+    assert "FINAL: Answer: Revenue grew" in output and output.strip().endswith(
+        "COMPLETED: Answer: Revenue grew 14% to $48.2M"
+    )
