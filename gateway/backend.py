@@ -19,6 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rlm_rs.errors import ERROR_DOMAIN, ERRORS, RlmError, code_for_grpc_status
+from rlm_rs.tracing import AioClientTracingInterceptor
 from rlm_rs.v1 import citation_pb2_grpc, execution_pb2_grpc, session_pb2_grpc
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -57,7 +58,12 @@ class ChannelPool:
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         self._stubs = [
-            Stubs(grpc.aio.insecure_channel(self.target, options=options)) for _ in range(self._size)
+            Stubs(
+                grpc.aio.insecure_channel(
+                    self.target, options=options, interceptors=[AioClientTracingInterceptor()]
+                )
+            )
+            for _ in range(self._size)
         ]
         self._cycle = itertools.cycle(self._stubs)
 

@@ -64,6 +64,9 @@ def _serve_gateway(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, component="gateway")
     serve_metrics(settings.metrics_port)
+    from rlm_rs.tracing import configure_tracing
+
+    configure_tracing("gateway", settings)
     app = create_app(settings, args.grpc_target or settings.grpc_address)
     uvicorn.run(
         app,

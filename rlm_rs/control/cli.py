@@ -42,6 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, component="control")
     serve_metrics(settings.metrics_port)
+    from rlm_rs.tracing import configure_tracing
+
+    configure_tracing("control-plane", settings)
     address = args.grpc_address or settings.grpc_address
     plane = start_control_plane(
         settings, address, lease_seconds=args.lease_seconds, sweep_seconds=args.sweep_seconds

@@ -52,6 +52,7 @@ from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import new_id, now_iso
 from rlm_rs.storage.state import load_state, read_state_record, save_state
+from rlm_rs.tracing import span as trace_span
 from rlm_rs.v1.common_pb2 import ErrorDetail, Span, SpanRef, ToolRequests
 from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 
@@ -266,7 +267,10 @@ class ExecutionEngine:
         delay = 0.1
         while True:
             try:
-                return self.sandbox.run_step(request), manifest
+                with trace_span(
+                    "sandbox.step", execution_id=request.execution_id, turn_index=request.turn_index
+                ):
+                    return self.sandbox.run_step(request), manifest
             except RlmError as exc:
                 if exc.code != "LAMBDA_ERROR":
                     raise
@@ -611,13 +615,14 @@ class ExecutionEngine:
             timings["prompt_ms"] = (time.perf_counter() - clock) * 1000
             started = time.perf_counter()
             try:
-                completion = self.provider.complete(
-                    execution["models"]["root_model"],
-                    [{"role": "system", "content": system}, {"role": "user", "content": user}],
-                    max_tokens=4096,
-                    temperature=0.0,
-                    context=CallContext(role="root", question=execution["question"], turn_index=turn),
-                )
+                with trace_span("llm.root", execution_id=execution_id, turn_index=turn):
+                    completion = self.provider.complete(
+                        execution["models"]["root_model"],
+                        [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                        max_tokens=4096,
+                        temperature=0.0,
+                        context=CallContext(role="root", question=execution["question"], turn_index=turn),
+                    )
             except ProviderError as exc:
                 return self.finish(
                     execution, "FAILED", error=RlmError("LLM_PROVIDER_ERROR", f"root model: {exc}")

@@ -19,6 +19,7 @@ from rlm_rs.providers import Provider, make_provider
 from rlm_rs.sandbox.client import SandboxClient, make_sandbox_client
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage, open_storage
+from rlm_rs.tracing import ServerTracingInterceptor
 from rlm_rs.v1 import (
     citation_pb2,
     citation_pb2_grpc,
@@ -72,6 +73,7 @@ def start_control_plane(
     limiter = RateLimiter(settings.rate_limits_json)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
+        interceptors=[ServerTracingInterceptor()],
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -27,6 +27,7 @@ from rlm_rs.observability import LLM_ERRORS, LLM_LATENCY, LLM_REQUESTS
 from rlm_rs.providers.base import CallContext, Provider, ProviderError
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import now_iso
+from rlm_rs.tracing import span
 from rlm_rs.v1.common_pb2 import LlmRequest, SearchRequest, ToolRequests
 
 MAX_CONCURRENCY = 4
@@ -190,13 +191,14 @@ class ToolResolver:
             return record["response"]["text"], {"model": model, "cache_hit": True, "usage": {}}, ""
         started = time.perf_counter()
         try:
-            completion = self.provider.complete(
-                model,
-                [{"role": "user", "content": request.prompt}],
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                context=CallContext(role="sub", question=question, key=request.key),
-            )
+            with span("llm.sub", model=model, key=request.key):
+                completion = self.provider.complete(
+                    model,
+                    [{"role": "user", "content": request.prompt}],
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    context=CallContext(role="sub", question=question, key=request.key),
+                )
         except ProviderError as exc:
             LLM_ERRORS.labels(model=model, code=str(exc.status or "error")).inc()
             return "", {"model": model, "cache_hit": False}, f"LLM_PROVIDER_ERROR: {exc}"

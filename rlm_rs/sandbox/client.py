@@ -70,12 +70,17 @@ class PoolSandbox:
     def __init__(self, socket_path: str):
         self.socket_path = socket_path
         self.server_pid: int | None = None  # set by temporary_pool()
-        self._channel = grpc.insecure_channel(
-            f"unix:{socket_path}",
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ],
+        from rlm_rs.tracing import ClientTracingInterceptor
+
+        self._channel = grpc.intercept_channel(
+            grpc.insecure_channel(
+                f"unix:{socket_path}",
+                options=[
+                    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ],
+            ),
+            ClientTracingInterceptor(),
         )
         self._stub = sandbox_pb2_grpc.SandboxServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

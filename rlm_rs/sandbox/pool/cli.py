@@ -37,6 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, component="sandbox-pool")
     serve_metrics(settings.metrics_port)
+    from rlm_rs.tracing import configure_tracing
+
+    configure_tracing("sandbox-pool", settings)
     socket_path = args.socket or settings.sandbox_socket
     if not socket_path:
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -467,8 +467,11 @@ def serve(
         allow_unsafe=allow_unsafe,
         document_root=document_root,
     )
+    from rlm_rs.tracing import ServerTracingInterceptor
+
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max(8, policy.pool_size * 2 + 4)),
+        interceptors=[ServerTracingInterceptor()],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
