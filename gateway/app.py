@@ -21,9 +21,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import grpc.aio
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,6 +41,7 @@ from gateway.backend import (
     retry_after_seconds,
 )
 from gateway.convert import from_dict, to_dict
+from gateway.viewer import view_page
 from rlm_rs.errors import ERRORS, RlmError
 from rlm_rs.observability import API_LATENCY, API_REQUESTS
 from rlm_rs.settings import Settings
@@ -367,6 +368,19 @@ async def get_execution(execution_id: str, call: Call = Caller) -> Any:
 async def list_steps(execution_id: str, call: Call = Caller) -> Any:
     req = _build(execution_pb2.ListStepsRequest(), {"execution_id": execution_id})
     return to_dict(await call(call.stubs.executions.ListSteps, req))
+
+
+@router.get(
+    "/executions/{execution_id}/view",
+    response_class=HTMLResponse,
+    tags=["executions"],
+    responses={200: {"content": {"text/html": {}}, "description": "the trace viewer page"}},
+)
+async def view_execution(execution_id: str = Path(max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")) -> Any:
+    """The trace viewer (HTML). The page carries no data: it reads the API key
+    from the URL fragment (`#key=...`, never sent to a server) or asks for it,
+    and calls this API from the browser."""
+    return view_page(execution_id)
 
 
 @router.post("/executions/{execution_id}/wait", response_model=m.ExecutionView, tags=["executions"])

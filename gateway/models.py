@@ -291,6 +291,7 @@ class StepRecord(_Out):
     error: ErrorDetail | None = None
     checksum: str = ""
     summary: StepSummary | None = None
+    code: str = ""
 
 
 class StepList(_Out):

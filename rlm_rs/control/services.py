@@ -84,6 +84,7 @@ def step_message(item: dict[str, Any]) -> execution_pb2.StepRecord:
         stdout=item.get("stdout") or "",
         state_json=item["state_json"],
         checksum=item.get("checksum") or "",
+        code=(item.get("trace") or {}).get("code") or "",
         summary=execution_pb2.StepSummary(**(item.get("summary") or {})),
     )
     record.span_log.extend(Span(**s) for s in item.get("span_log") or [])

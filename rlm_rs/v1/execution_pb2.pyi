@@ -372,6 +372,7 @@ class StepRecord(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     CHECKSUM_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     turn_index: _builtins.int
     updated_at: _builtins.str
     success: _builtins.bool
@@ -379,6 +380,8 @@ class StepRecord(_message.Message):
     state_json: _builtins.str
     checksum: _builtins.str
     """Checksum of the persisted state's canonical JSON ("sha256:...")."""
+    code: _builtins.str
+    """The code the step ran (Answerer: the root model's reply)."""
     @_builtins.property
     def span_log(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Span]: ...
     @_builtins.property
@@ -403,10 +406,11 @@ class StepRecord(_message.Message):
         error: _common_pb2.ErrorDetail | None = ...,
         checksum: _builtins.str = ...,
         summary: Global___StepSummary | None = ...,
+        code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "final", b"final", "summary", b"summary", "tool_requests", b"tool_requests"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "error", b"error", "final", b"final", "span_log", b"span_log", "state_json", b"state_json", "stdout", b"stdout", "success", b"success", "summary", b"summary", "tool_requests", b"tool_requests", "turn_index", b"turn_index", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "code", b"code", "error", b"error", "final", b"final", "span_log", b"span_log", "state_json", b"state_json", "stdout", b"stdout", "success", b"success", "summary", b"summary", "tool_requests", b"tool_requests", "turn_index", b"turn_index", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,63 @@
+"""The trace viewer rendered by a real headless Chromium against the real stack:
+the page loads the execution with the key from the URL fragment and shows the
+status, the answer, each turn and the cited span highlighted in its context."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from tests.integration.gateway.conftest import Stack
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+    "--virtual-time-budget=15000",
+]  # fmt: skip
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert binary, "Chromium is required (.ci/run installs Debian's chromium)"
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+
+
+def test_viewer_renders_turns_and_highlighted_citations(stack: Stack, tmp_path: Path) -> None:
+    with stack.client() as client:
+        created = client.post(
+            f"/v1/sessions/{stack.session_id}/executions",
+            json={"question": "How did revenue develop?", "options": {"synchronous": True}},
+        )
+        assert created.status_code == 201, created.text
+        execution = created.json()
+    assert execution["status"] == "COMPLETED"
+    page = httpx.get(f"{stack.base_url}/v1/executions/{execution['execution_id']}/view")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    url = f"{stack.base_url}/v1/executions/{execution['execution_id']}/view#key={stack.api_key}"
+    dom = _chromium("--dump-dom", url).stdout
+    assert '<span id="status" class="status COMPLETED">COMPLETED</span>' in dom
+    assert "Revenue grew 12% to $4.5M in 2024." in dom
+    assert "<mark>Revenue grew 12% to $4.5M in 2024.</mark>" in dom  # the cited span, highlighted
+    assert "Annual report 2024." in dom  # ...in its document context
+    assert "Turn 0" in dom and "FINAL: Revenue grew" in dom
+    assert "hit = context[0].find('Revenue')[0]" in dom  # the turn's code
+    shot = Path(os.environ.get("RLM_VIEWER_SCREENSHOT", tmp_path / "viewer.png"))
+    _chromium(f"--screenshot={shot}", "--window-size=1100,900", url)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_viewer_without_a_key_asks_for_one_and_shows_no_data(stack: Stack) -> None:
+    dom = _chromium("--dump-dom", f"{stack.base_url}/v1/executions/exec_nope/view").stdout
+    assert 'id="auth" style="display: block;"' in dom and "loading" in dom
+    bad = httpx.get(f"{stack.base_url}/v1/executions/..%2F..%2Fetc/view")
+    assert bad.status_code in (404, 422) and "error" in bad.json()
