@@ -84,13 +84,7 @@ class ToolAPI:
             raise ValueError("prompt must be a non-empty str")
         if len(prompt) > self._max_prompt_chars:
             raise ValueError(f"prompt is {len(prompt)} chars; the limit is {self._max_prompt_chars}")
-        if type(model_hint) is not str or len(model_hint) > 100:
-            raise ValueError("model_hint must be a short str")
-        if type(max_tokens) is not int or not 1 <= max_tokens <= _MAX_TOKENS:
-            raise ValueError(f"max_tokens must be an int from 1 to {_MAX_TOKENS}")
-        if type(temperature) not in (int, float) or not 0 <= temperature <= 2:
-            raise ValueError("temperature must be a number from 0 to 2")
-        check_json_value(metadata, "metadata")
+        _check_call_options(model_hint, max_tokens, temperature, metadata)
         key = self._new_key(key)
         self._keys.add(key)
         self._requests.llm.append(
@@ -129,13 +123,7 @@ class ToolAPI:
                 raise ValueError(
                     f"prompts[{index}] is {len(prompt)} chars; the limit is {self._max_prompt_chars}"
                 )
-        if type(model_hint) is not str or len(model_hint) > 100:
-            raise ValueError("model_hint must be a short str")
-        if type(max_tokens) is not int or not 1 <= max_tokens <= _MAX_TOKENS:
-            raise ValueError(f"max_tokens must be an int from 1 to {_MAX_TOKENS}")
-        if type(temperature) not in (int, float) or not 0 <= temperature <= 2:
-            raise ValueError("temperature must be a number from 0 to 2")
-        check_json_value(metadata, "metadata")
+        _check_call_options(model_hint, max_tokens, temperature, metadata)
         key = self._new_key(key, weight=len(prompts))
         self._keys.add(key)
         self._requests.llm_batch.append(
@@ -212,6 +200,17 @@ class ToolAPI:
 
     def __repr__(self) -> str:
         return "<tool: queue_llm, queue_llm_batch, queue_search, YIELD, FINAL, schema>"
+
+
+def _check_call_options(model_hint: Any, max_tokens: Any, temperature: Any, metadata: Any) -> None:
+    """The options queue_llm and queue_llm_batch share."""
+    if type(model_hint) is not str or len(model_hint) > 100:
+        raise ValueError("model_hint must be a short str")
+    if type(max_tokens) is not int or not 1 <= max_tokens <= _MAX_TOKENS:
+        raise ValueError(f"max_tokens must be an int from 1 to {_MAX_TOKENS}")
+    if type(temperature) not in (int, float) or not 0 <= temperature <= 2:
+        raise ValueError("temperature must be a number from 0 to 2")
+    check_json_value(metadata, "metadata")
 
 
 def queued_requests(tool: ToolAPI) -> ToolRequests:

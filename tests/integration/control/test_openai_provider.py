@@ -3,8 +3,10 @@ OpenAI-compatible HTTP server, inside the real Answerer loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,10 +48,12 @@ def settings_for(tmp_path: Path, server: OpenAICompatibleServer) -> Settings:
     )
 
 
-def test_answerer_loop_through_the_openai_sdk(tmp_path: Path, server: OpenAICompatibleServer) -> None:
+@contextlib.contextmanager
+def openai_stack(settings: Settings) -> Iterator[Callable[..., execution_pb2.Execution]]:
+    """A control plane using the `openai` provider, a READY one-document session,
+    and `run(**request_fields)` that starts a synchronous execution on it."""
     import grpc
 
-    settings = settings_for(tmp_path, server)
     storage = open_storage(settings)
     plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=InProcessSandbox())
     key, _ = storage.metadata.create_api_key("t")
@@ -57,28 +61,33 @@ def test_answerer_loop_through_the_openai_sdk(tmp_path: Path, server: OpenAIComp
     channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
     auth = [("authorization", f"Bearer {key}")]
     try:
+        document = session_pb2.DocumentInput(
+            source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/a.txt"
+        )
         session = session_pb2_grpc.SessionServiceStub(channel).CreateSession(
-            session_pb2.CreateSessionRequest(
-                docs=[
-                    session_pb2.DocumentInput(
-                        source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/a.txt"
-                    )
-                ]
-            ),
-            metadata=auth,
+            session_pb2.CreateSessionRequest(docs=[document]), metadata=auth
         )
         IngestionWorker(storage, settings).run_once()
-        execution = execution_pb2_grpc.ExecutionServiceStub(channel).StartExecution(
-            execution_pb2.StartExecutionRequest(
+        stub = execution_pb2_grpc.ExecutionServiceStub(channel)
+
+        def run(**fields: Any) -> execution_pb2.Execution:
+            request = execution_pb2.StartExecutionRequest(
                 session_id=session.session_id,
                 question="Which city?",
                 options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=30),
-            ),
-            metadata=auth,
-        )
+                **fields,
+            )
+            return stub.StartExecution(request, metadata=auth)
+
+        yield run
     finally:
         channel.close()
         plane.stop(1)
+
+
+def test_answerer_loop_through_the_openai_sdk(tmp_path: Path, server: OpenAICompatibleServer) -> None:
+    with openai_stack(settings_for(tmp_path, server)) as run:
+        execution = run()
     assert execution.status == "COMPLETED" and execution.answer == "Lisbon"
     consumed = execution.budgets_consumed
     assert consumed.llm_subcalls == 1 and consumed.input_tokens > 0 and consumed.output_tokens > 0
@@ -112,49 +121,14 @@ def test_provider_errors_are_typed(tmp_path: Path, server: OpenAICompatibleServe
 
 
 def test_tokens_and_cost_are_accounted_and_bounded(tmp_path: Path, server: OpenAICompatibleServer) -> None:
-    import grpc
-
     from rlm_rs.v1.common_pb2 import Budgets
 
     settings = settings_for(tmp_path, server).model_copy(
         update={"price_table_json": {"gpt-4o": {"input_per_1m": 1_000_000.0, "output_per_1m": 0.0}}}
     )  # a dollar per input token: the first root call spends the whole budget
-    storage = open_storage(settings)
-    plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=InProcessSandbox())
-    key, _ = storage.metadata.create_api_key("t")
-    storage.blobs.put("raw/a.txt", b"The office in Lisbon grew fastest this year.")
-    channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
-    auth = [("authorization", f"Bearer {key}")]
-    try:
-        session = session_pb2_grpc.SessionServiceStub(channel).CreateSession(
-            session_pb2.CreateSessionRequest(
-                docs=[
-                    session_pb2.DocumentInput(
-                        source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/a.txt"
-                    )
-                ]
-            ),
-            metadata=auth,
-        )
-        IngestionWorker(storage, settings).run_once()
-        stub = execution_pb2_grpc.ExecutionServiceStub(channel)
-
-        def run(max_cost: float) -> execution_pb2.Execution:
-            return stub.StartExecution(
-                execution_pb2.StartExecutionRequest(
-                    session_id=session.session_id,
-                    question="Which city?",
-                    budgets=Budgets(max_cost_usd=max_cost),
-                    options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=30),
-                ),
-                metadata=auth,
-            )
-
-        unbounded = run(0)  # 0 = no cost limit
-        bounded = run(1.0)
-    finally:
-        channel.close()
-        plane.stop(1)
+    with openai_stack(settings) as run:
+        unbounded = run(budgets=Budgets(max_cost_usd=0))  # 0 = no cost limit
+        bounded = run(budgets=Budgets(max_cost_usd=1.0))
     assert unbounded.status == "COMPLETED"
     consumed = unbounded.budgets_consumed
     assert consumed.input_tokens > 0 and consumed.output_tokens > 0
