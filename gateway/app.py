@@ -115,7 +115,7 @@ async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
 def _allowed_methods(request: Request) -> list[str]:
     """Every method of every route matching the path (Starlette names only the first)."""
     methods: set[str] = set()
-    for route in (*router.routes, *health.routes):
+    for route in (*router.routes, *viewer.routes, *health.routes):
         match, _ = route.matches(request.scope)
         if match != Match.NONE:
             methods.update(getattr(route, "methods", None) or ())
@@ -370,19 +370,6 @@ async def list_steps(execution_id: str, call: Call = Caller) -> Any:
     return to_dict(await call(call.stubs.executions.ListSteps, req))
 
 
-@router.get(
-    "/executions/{execution_id}/view",
-    response_class=HTMLResponse,
-    tags=["executions"],
-    responses={200: {"content": {"text/html": {}}, "description": "the trace viewer page"}},
-)
-async def view_execution(execution_id: str = Path(max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")) -> Any:
-    """The trace viewer (HTML). The page carries no data: it reads the API key
-    from the URL fragment (`#key=...`, never sent to a server) or asks for it,
-    and calls this API from the browser."""
-    return view_page(execution_id)
-
-
 @router.post("/executions/{execution_id}/wait", response_model=m.ExecutionView, tags=["executions"])
 async def wait_execution(execution_id: str, body: m.WaitBody | None = None, call: Call = Caller) -> Any:
     body = body or m.WaitBody()
@@ -425,6 +412,31 @@ async def get_span(body: m.SpanGetBody, call: Call = Caller) -> Any:
 async def verify_citation(body: m.VerifyBody, call: Call = Caller) -> Any:
     req = _build(citation_pb2.VerifyCitationRequest(), _dump(body))
     return to_dict(await call(call.stubs.citations.VerifyCitation, req))
+
+
+# The viewer page is HTML, so it is declared on its own router: its errors are
+# still the JSON envelope, which the /v1 router's shared responses would label
+# with the route's text/html media type.
+viewer = APIRouter(prefix="/v1", tags=["executions"])
+_ENVELOPE_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+
+
+@viewer.get(
+    "/executions/{execution_id}/view",
+    response_class=HTMLResponse,
+    responses={
+        200: {"content": {"text/html": {}}, "description": "the trace viewer page"},
+        404: {"content": _ENVELOPE_JSON, "description": "NOT_FOUND"},
+        405: {"content": _ENVELOPE_JSON, "description": "METHOD_NOT_ALLOWED"},
+        422: {"content": _ENVELOPE_JSON, "description": "VALIDATION_ERROR"},
+        500: {"content": _ENVELOPE_JSON, "description": "INTERNAL_ERROR"},
+    },
+)
+async def view_execution(execution_id: str = Path(max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")) -> Any:
+    """The trace viewer (HTML). The page carries no data: it reads the API key
+    from the URL fragment (`#key=...`, never sent to a server) or asks for it,
+    and calls this API from the browser."""
+    return view_page(execution_id)
 
 
 health = APIRouter(prefix="/health", tags=["health"])
@@ -477,6 +489,7 @@ def create_app(settings: Settings, grpc_target: str | None = None) -> FastAPI:
     )
     app.state.pool = pool
     app.include_router(router)
+    app.include_router(viewer)
     app.include_router(health)
     app.add_exception_handler(RlmError, _rlm_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)

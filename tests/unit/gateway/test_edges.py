@@ -159,4 +159,13 @@ def test_requests_are_counted_per_route_and_status(client: httpx.Client) -> None
     labels = {"method": "GET /v1/executions/{execution_id}", "code": "404"}
     before = REGISTRY.get_sample_value("rlm_api_requests_total", labels) or 0.0
     client.get("/v1/executions/missing")
+    # the middleware counts once the response is sent: allow it a moment to land
+    import time
+
+    deadline = time.monotonic() + 2
+    while (
+        REGISTRY.get_sample_value("rlm_api_requests_total", labels) != before + 1
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
     assert REGISTRY.get_sample_value("rlm_api_requests_total", labels) == before + 1
