@@ -38,7 +38,10 @@ class OpenAICompatibleServer:
                 if server.fail_status:
                     return self._send(server.fail_status, {"error": {"message": "injected"}})
                 messages = body.get("messages", [])
-                text = server.reply(messages)
+                try:
+                    text = server.reply(messages)
+                except Exception as exc:  # a reply function may fail on purpose: HTTP 500
+                    return self._send(500, {"error": {"message": f"reply failed: {type(exc).__name__}"}})
                 prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
                 self._send(200, {
                     "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion",

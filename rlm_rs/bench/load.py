@@ -1,0 +1,268 @@
+"""`rlm-rs bench load`: load and soak through the REST gateway.
+
+Starts the whole appliance as real processes on a temporary data directory
+(hardened sandbox pool, control plane, gateway; the scripted provider), then
+drives the gateway for `--minutes` with concurrent runtime steps and Answerer
+executions. Reports throughput, p50/p99 latency and error counts per kind,
+and samples the resident memory and open file descriptors of every process
+(pool and its zygote included) over time, with the least-squares slope of
+each (MiB/min, fds/min): a flat soak has slopes near zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = "load/soak through the gateway: throughput, p50/p99, errors, RSS and fds over time"
+
+DOC = ("Harbour report. The north pier was rebuilt in 2021. Traffic grew 8% in 2023.\n" * 200).encode()
+ROOT = [
+    "```repl\nhits = context[0].find('Traffic grew')\nstate['work']['n'] = len(hits)\nprint(hits[:1])\n```",
+    "```repl\ntool.queue_llm('why', 'Why did traffic grow? ' + context[0][:300])\ntool.YIELD()\n```",
+    "```repl\nh = context[0].find('Traffic grew')[0]\n"
+    "tool.FINAL(context[0][h['start_char']:h['end_char'] + 8])\n```",
+]
+RUNTIME_CODE = (
+    "h = context[0].find('pier')[0]\nstate['work']['last'] = context[0][h['start_char']:h['start_char'] + 40]"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--runtime-clients", type=int, default=3, help="threads sending runtime steps")
+    parser.add_argument("--answerer-clients", type=int, default=1, help="threads running executions")
+    parser.add_argument("--sample-seconds", type=float, default=5.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope (per minute) of (seconds, value) points."""
+    if len(points) < 2:
+        return 0.0
+    xs = [p[0] / 60 for p in points]
+    ys = [p[1] for p in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    denominator = sum((x - mean_x) ** 2 for x in xs)
+    if denominator == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / denominator
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    return {
+        "count": len(ordered),
+        "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+    }
+
+
+class _Stack:
+    """pool + control plane + gateway as child processes on one data directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        script = root / "script.json"
+        script.write_text(json.dumps({"executions": [{"match": "", "root": ROOT}],
+                                      "sub": [{"match": "traffic", "text": "the new pier"}]}))  # fmt: skip
+        self.socket_path = str(root / "pool.sock")
+        grpc_port, self.http_port = _free_port(), _free_port()
+        self.env = {
+            **os.environ, "RLM_DATA_DIR": str(root / "data"), "LLM_PROVIDER": "scripted",
+            "RLM_SCRIPTED_PROVIDER_FILE": str(script), "LAMBDA_FUNCTION_NAME": self.socket_path,
+            "RLM_LOG_LEVEL": "WARNING",
+        }  # fmt: skip
+        self.env.pop("RATE_LIMITS_JSON", None)
+        grpc_target = f"127.0.0.1:{grpc_port}"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._start("pool", "sandbox", "serve", "--socket", self.socket_path)
+        self._wait(lambda: os.path.exists(self.socket_path), "the sandbox pool")
+        self._start("control-plane", "server", "--grpc-address", grpc_target)
+        self._start(
+            "gateway", "gateway", "serve", "--port", str(self.http_port), "--grpc-target", grpc_target
+        )
+        self.base_url = f"http://127.0.0.1:{self.http_port}"
+
+    def _start(self, name: str, *args: str) -> None:
+        log = (self.root / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "rlm_rs.cli", *args], env=self.env, stdout=log, stderr=log,
+            start_new_session=True,
+        )  # fmt: skip
+
+    @staticmethod
+    def _wait(predicate: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except Exception:  # not up yet
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+    import psutil
+
+    from rlm_rs.ingestion.worker import IngestionWorker
+    from rlm_rs.settings import Settings
+    from rlm_rs.storage import open_storage
+
+    with tempfile.TemporaryDirectory(prefix="rlm-bench-load-") as directory:
+        root = Path(directory)
+        stack = _Stack(root)
+        try:
+            settings = Settings(RLM_DATA_DIR=root / "data")
+            storage = open_storage(settings)
+            key, _ = storage.metadata.create_api_key("load")
+            storage.blobs.put("raw/harbour.txt", DOC)
+            headers = {"authorization": f"Bearer {key}"}
+            stack._wait(lambda: httpx.get(f"{stack.base_url}/health/ready", timeout=2).status_code == 200,
+                        "the gateway")  # fmt: skip
+            created = httpx.post(f"{stack.base_url}/v1/sessions", headers=headers, timeout=30, json={
+                "docs": [{"source_name": "harbour.txt", "mime_type": "text/plain",
+                          "raw_s3_uri": storage.blobs.uri("raw/harbour.txt")}]})  # fmt: skip
+            created.raise_for_status()
+            session_id = created.json()["session_id"]
+            IngestionWorker(storage, settings).run_once()
+            return _drive(stack, session_id, headers, args, psutil)
+        finally:
+            stack.stop()
+
+
+def _drive(
+    stack: _Stack, session_id: str, headers: dict[str, str], args: argparse.Namespace, psutil: Any
+) -> dict[str, Any]:
+    import httpx
+
+    stop = threading.Event()
+    latencies: dict[str, list[float]] = {"runtime_step": [], "answerer_execution": []}
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def record(kind: str, seconds: float, outcome: str) -> None:
+        with lock:
+            if outcome == "ok":
+                latencies[kind].append(seconds)
+            else:
+                errors[f"{kind}:{outcome}"] += 1
+
+    def runtime_client() -> None:
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=60) as client:
+            execution_id = None
+            while not stop.is_set():
+                if execution_id is None:
+                    made = client.post(f"/v1/sessions/{session_id}/executions/runtime", json={})
+                    if made.status_code >= 300:
+                        record("runtime_step", 0, str(made.status_code))
+                        time.sleep(0.5)
+                        continue
+                    execution_id = made.json()["execution_id"]
+                began = time.perf_counter()
+                response = client.post(f"/v1/executions/{execution_id}/steps", json={"code": RUNTIME_CODE})
+                elapsed = time.perf_counter() - began
+                if response.status_code == 200 and response.json().get("success"):
+                    record("runtime_step", elapsed, "ok")
+                elif response.status_code in (400, 409) and response.json()["error"]["code"] in (
+                    "MAX_TURNS_EXCEEDED", "CONFLICT"
+                ):  # fmt: skip
+                    execution_id = None  # that execution is done: start a new one
+                else:
+                    record("runtime_step", elapsed, str(response.status_code))
+
+    def answerer_client() -> None:
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=120) as client:
+            while not stop.is_set():
+                began = time.perf_counter()
+                response = client.post(f"/v1/sessions/{session_id}/executions", json={
+                    "question": "Why did traffic grow?", "options": {"synchronous": True}})  # fmt: skip
+                elapsed = time.perf_counter() - began
+                status = (
+                    response.json().get("status") if response.status_code < 300 else str(response.status_code)
+                )
+                record("answerer_execution", elapsed, "ok" if status == "COMPLETED" else str(status))
+
+    samples: list[dict[str, Any]] = []
+    started = time.monotonic()
+
+    def sample() -> None:
+        while True:
+            point: dict[str, Any] = {"t_s": round(time.monotonic() - started, 1)}
+            for name, process in stack.processes.items():
+                try:
+                    parent = psutil.Process(process.pid)
+                    family = [parent, *parent.children(recursive=True)]
+                    point[name] = {
+                        "rss_mib": round(sum(p.memory_info().rss for p in family) / 2**20, 2),
+                        "fds": sum(p.num_fds() for p in family),
+                        "processes": len(family),
+                    }
+                except psutil.Error:
+                    point[name] = {"rss_mib": 0.0, "fds": 0, "processes": 0}
+            samples.append(point)
+            if stop.wait(args.sample_seconds):
+                return
+
+    threads = [threading.Thread(target=runtime_client) for _ in range(args.runtime_clients)]
+    threads += [threading.Thread(target=answerer_client) for _ in range(args.answerer_clients)]
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    for thread in threads:
+        thread.start()
+    time.sleep(args.minutes * 60)
+    stop.set()
+    for thread in (*threads, sampler):
+        thread.join(180)
+    seconds = time.monotonic() - started
+    slopes = {
+        name: {
+            "rss_mib_per_min": round(_slope([(s["t_s"], s[name]["rss_mib"]) for s in samples]), 3),
+            "fds_per_min": round(_slope([(s["t_s"], s[name]["fds"]) for s in samples]), 3),
+            "rss_mib_first_last": [samples[0][name]["rss_mib"], samples[-1][name]["rss_mib"]],
+            "fds_first_last": [samples[0][name]["fds"], samples[-1][name]["fds"]],
+        }
+        for name in stack.processes
+    }
+    return {
+        "seconds": round(seconds, 1),
+        "clients": {"runtime": args.runtime_clients, "answerer": args.answerer_clients},
+        "runtime_steps": {**_quantiles(latencies["runtime_step"]),
+                          "per_s": round(len(latencies["runtime_step"]) / seconds, 2)},
+        "answerer_executions": {**_quantiles(latencies["answerer_execution"]),
+                                "per_s": round(len(latencies["answerer_execution"]) / seconds, 2)},
+        "errors": dict(errors),
+        "slopes": slopes,
+        "samples": samples,
+    }  # fmt: skip
