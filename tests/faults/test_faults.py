@@ -167,3 +167,36 @@ def test_blob_store_failures_during_ingestion(
     real.metadata.put_session({"tenant_id": "t", "session_id": "s2", "status": "CREATING", "options": {}})
     IngestionWorker(real, settings).run_once()
     assert real.metadata.get_session("t", "s2")["status"] == "READY"
+
+
+def test_100mb_single_line_text_is_parsed_without_hurting_the_worker(tmp_path: Path) -> None:
+    """Not malformed, just hostile in shape: one 100 MB line. It parses (it is
+    valid text), its offsets make it sliceable, and the next document parses too."""
+    from rlm_rs.textfile import TextFile
+
+    settings = Settings(RLM_DATA_DIR=tmp_path / "data", API_KEY_PEPPER="p")
+    storage = open_storage(settings)
+    line = ("word " * 20_000_000).encode()  # 100 MB, no newline
+    storage.blobs.put("raw/line.txt", line)
+    storage.metadata.put_document({"tenant_id": "t", "session_id": "s1", "doc_id": "d0", "doc_index": 0,
+                                   "source_name": "line.txt", "mime_type": "text/plain",
+                                   "raw_s3_uri": storage.blobs.uri("raw/line.txt"),
+                                   "ingest_status": "REGISTERED"})  # fmt: skip
+    storage.metadata.put_session({"tenant_id": "t", "session_id": "s1", "status": "CREATING", "options": {}})
+    del line
+    IngestionWorker(storage, settings).run_once()
+    (doc,) = storage.metadata.list_documents("s1")
+    assert (
+        doc["ingest_status"] == "PARSED" and doc["char_length"] == 100_000_000 - 1
+    )  # trailing space kept, canonical
+    text = TextFile.open_path(str(storage.blobs.local_path(doc["text_s3_uri"].split("/", 3)[3])),
+                              str(storage.blobs.local_path(doc["offsets_s3_uri"].split("/", 3)[3])))  # fmt: skip
+    assert text.slice(50_000_000, 50_000_010) == "word word "[:10]
+    storage.blobs.put("raw/small.txt", b"next")
+    storage.metadata.put_document({"tenant_id": "t", "session_id": "s2", "doc_id": "d0", "doc_index": 0,
+                                   "source_name": "small.txt", "mime_type": "text/plain",
+                                   "raw_s3_uri": storage.blobs.uri("raw/small.txt"),
+                                   "ingest_status": "REGISTERED"})  # fmt: skip
+    storage.metadata.put_session({"tenant_id": "t", "session_id": "s2", "status": "CREATING", "options": {}})
+    IngestionWorker(storage, settings).run_once()
+    assert storage.metadata.get_session("t", "s2")["status"] == "READY"
