@@ -7,7 +7,7 @@ model can adapt. Temperature-0 calls go through the sub-call cache at
 `cache/{tenant_id}/llm/{sha256}.json` (key: provider, model, temperature,
 max_tokens, prompt; SPEC §6), which is also what keeps a resumed execution
 from paying twice for the same call. Requests of one step resolve
-concurrently (bounded).
+concurrently in one shared pool (at most 8 provider calls in flight per process).
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ class ToolResolver:
         self.provider = provider
         self.search_index = search_index
         self.prices = prices or PriceTable()
+        # one long-lived pool (no thread churn per step); shared by all executions
+        self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENCY * 2, thread_name_prefix="tools")
 
     def resolve(
         self,
@@ -101,8 +103,9 @@ class ToolResolver:
             consumed["llm_subcalls"] += 1
             consumed["llm_prompt_chars_total"] += len(request.prompt)
             admitted.append((batch_key, index, request))
-        with ThreadPoolExecutor(max_workers=MAX_CONCURRENCY) as pool:
-            outcomes = list(pool.map(lambda job: self._llm(job[2], tenant_id, sub_model, question), admitted))
+        outcomes = list(
+            self._pool.map(lambda job: self._llm(job[2], tenant_id, sub_model, question), admitted)
+        )
         for (batch_key, index, request), (text, meta, error) in zip(admitted, outcomes, strict=True):
             if not error:
                 usage = meta.get("usage", {})

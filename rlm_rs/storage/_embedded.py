@@ -41,6 +41,9 @@ class SqliteItemStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            # one connection per thread: keep each page cache small (1 MiB)
+            # so a 40-thread server's caches stay bounded and modest
+            conn.execute("PRAGMA cache_size=-1024")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
