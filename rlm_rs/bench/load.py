@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -140,6 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.settings import Settings
     from rlm_rs.storage import open_storage
 
+    # SIGTERM must still stop the stack (its processes run in their own sessions)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="rlm-bench-load-") as directory:
         root = Path(directory)
         stack = _Stack(root)
