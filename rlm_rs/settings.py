@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(60.0, alias="RLM_LLM_TIMEOUT_SECONDS")
     llm_max_retries: int = Field(2, alias="RLM_LLM_MAX_RETRIES")
     scripted_provider_file: Path | None = Field(None, alias="RLM_SCRIPTED_PROVIDER_FILE")
+    # root-history compaction: the root model's context (tokens, estimated as
+    # chars / 4) and the share of it past which older turns are summarised
+    root_context_tokens: int = Field(128_000, ge=1_000, alias="RLM_ROOT_CONTEXT_TOKENS")
+    compaction_share: float = Field(0.85, gt=0.0, le=1.0, alias="RLM_COMPACTION_SHARE")
     # --- budgets, limits ---
     default_budgets_json: dict[str, Any] = Field(default_factory=dict, alias="DEFAULT_BUDGETS_JSON")
     rate_limits_json: dict[str, Any] = Field(default_factory=dict, alias="RATE_LIMITS_JSON")

@@ -90,6 +90,7 @@ def step_policy(budgets: dict[str, Any], *, enable_search: bool) -> SandboxPolic
     policy.max_llm_prompt_chars = int(budgets["max_llm_prompt_chars"])
     policy.enable_search = enable_search
     policy.enable_llm = int(budgets["max_llm_subcalls"]) > 0
+    policy.enable_rlm = int(budgets["max_rlm_subcalls"]) > 0 and int(budgets["max_depth"]) > 0
     return policy
 
 

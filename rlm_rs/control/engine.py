@@ -13,6 +13,14 @@ the corpus could not be read), TIMEOUT (a turn ended past the execution's
 wall-clock deadline, max_total_seconds), BUDGET_EXCEEDED (the deadline was
 already past when a turn was due, or spans/sub-call/prompt budgets ran out),
 MAX_TURNS_EXCEEDED, CANCELLED.
+
+Beyond the spec (issue 9): child executions (tool.queue_rlm, see
+children.py) run to completion between the parent's steps; live events
+(events.py) are written as each phase happens; the root prompt carries a
+bounded history of earlier turns, summarised by a sub-call (compaction) when
+the prompt passes RLM_COMPACTION_SHARE of RLM_ROOT_CONTEXT_TOKENS (estimated
+as chars / 4), the summary kept in state["_history"]; a follow-up starts a
+new execution from a finished one's `work` and a digest of its history.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,12 +38,14 @@ from google.protobuf import json_format
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.citations import build_citations, make_ref
+from rlm_rs.control import children as kids
 from rlm_rs.control import prompts
 from rlm_rs.control.budgets import consumed_zero, merge_budgets, snapshot, step_policy
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.control.costs import PriceTable, cost_spent
-from rlm_rs.control.tools import ToolResolver
-from rlm_rs.control.traces import build_trace, write_trace
+from rlm_rs.control.events import EventLog, clip
+from rlm_rs.control.tools import Resolution, ToolResolver
+from rlm_rs.control.traces import build_trace, read_trace, write_trace
 from rlm_rs.errors import RlmError
 from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.observability import (
@@ -53,17 +64,24 @@ from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import new_id, now_iso
 from rlm_rs.storage.state import load_state, read_state_record, save_state
 from rlm_rs.tracing import span as trace_span
-from rlm_rs.v1.common_pb2 import ErrorDetail, Span, SpanRef, ToolRequests
+from rlm_rs.v1.common_pb2 import ErrorDetail, RlmRequest, Span, SpanRef, ToolRequests
 from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 
 TERMINAL = ("COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED", "CANCELLED")
 CONTEXTS_INLINE_LIMIT_CHARS = 256_000
 SANDBOX_RETRY_SECONDS = 20.0
+HISTORY_SUMMARY_CHARS = 8_000
+FOLLOWUP_DIGEST_CHARS = 12_000
 log = get_logger(component="engine")
 
 
 def initial_state() -> dict[str, Any]:
     return {"work": {}, "_tool_results": {"llm": {}, "search": {}}, "_tool_status": {}}
+
+
+def _tokens(*texts: str) -> int:
+    """The root prompt's size in tokens, estimated as chars / 4."""
+    return sum(len(t) for t in texts) // 4
 
 
 def _step_sk(turn: int) -> str:
@@ -98,12 +116,17 @@ class ExecutionEngine:
         self.resolver = ToolResolver(storage, provider, self.search_index, self.prices)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answerer")
         self._changed = threading.Condition()
+        self.events = EventLog(storage, self._notify)
         # per-turn phase durations of the Answerer loop (bench orchestrator reads them)
         self.turn_timings: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
         self.finish_timings_ms: collections.deque[float] = collections.deque(maxlen=10_000)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     # --- records ------------------------------------------------------------------------
     def create(
@@ -116,7 +139,10 @@ class ExecutionEngine:
         models: dict[str, str],
         budgets: dict[str, Any],
         options: dict[str, Any],
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """A new RUNNING execution record; `extra` sets the tree fields
+        (execution_id, parent_execution_id, depth, corpus, followup_of)."""
         if session["status"] != "READY":
             raise RlmError(
                 "SESSION_NOT_READY", f"session is {session['status']}", {"session_id": session["session_id"]}
@@ -158,6 +184,11 @@ class ExecutionEngine:
             "trace_s3_uri": None,
             "error": None,
             "ttl_epoch": session.get("ttl_epoch"),
+            "parent_execution_id": None,
+            "depth": 0,
+            "children": [],
+            "followup_of": None,
+            **(extra or {}),
         }
         return self.storage.metadata.put_execution(record)
 
@@ -168,9 +199,26 @@ class ExecutionEngine:
         updated = self.storage.metadata.update_execution(
             execution["session_id"], execution["execution_id"], changes, **condition
         )
-        with self._changed:
-            self._changed.notify_all()
+        self._notify()
         return updated
+
+    def _manifest(self, execution: dict[str, Any]) -> list[Any]:
+        """The execution's context: the session's documents, or a child's sub-corpus."""
+        manifest = self.docs.manifest(execution["session_id"])
+        if not execution.get("corpus"):
+            return manifest
+        derived = self.settings.data_dir / "derived" / execution["execution_id"]
+        return kids.child_manifest(execution["corpus"], manifest, derived)
+
+    def children(self, execution: dict[str, Any]) -> list[dict[str, Any]]:
+        """The execution's child records, in the order they were started."""
+        out = []
+        for child_id in execution.get("children") or []:
+            try:
+                out.append(self.get(execution["tenant_id"], child_id))
+            except RlmError:
+                continue  # not created yet (the parent died between the two writes)
+        return out
 
     def _save_state(
         self, execution: dict[str, Any], turn: int, state_json: str, *, sk: str = "STATE", extra: Any = None
@@ -215,7 +263,7 @@ class ExecutionEngine:
         if execution["status"] != "RUNNING":
             return execution  # idempotent
         try:
-            return self._update(
+            cancelled = self._update(
                 execution,
                 {
                     "status": "CANCELLED",
@@ -228,6 +276,52 @@ class ExecutionEngine:
             if exc.code != "CONFLICT":
                 raise
             return self.get(tenant_id, execution_id)
+        self._status_event(cancelled)
+        for child_id in cancelled.get("children") or []:
+            try:
+                self.cancel(tenant_id, child_id)
+            except RlmError:
+                continue
+        return cancelled
+
+    def _status_event(self, execution: dict[str, Any]) -> None:
+        self.events.emit(
+            execution,
+            int(execution.get("next_turn") or 0),
+            "status",
+            {
+                "status": execution["status"],
+                "answer": clip(execution["answer"]) if execution.get("answer") else None,
+                "error": execution.get("error"),
+                "budgets_consumed": execution.get("budgets_consumed"),
+            },
+        )
+
+    def watch(
+        self, tenant_id: str, execution_id: str, after_event_id: str = "", *, poll_seconds: float = 0.25
+    ) -> Iterator[dict[str, Any]]:
+        """Events past `after_event_id` as they are written, ending with the
+        `status` event. Events written by another control plane are seen by
+        polling storage every `poll_seconds`."""
+        self.get(tenant_id, execution_id)  # NOT_FOUND for a foreign or unknown id
+        last = after_event_id
+        terminal_seen = False
+        while True:
+            fresh = self.events.after(execution_id, last)
+            for event in fresh:
+                yield event
+                last = event["event_id"]
+                if event["type"] == "status":
+                    return
+            if not fresh:
+                execution = self.get(tenant_id, execution_id)
+                if execution["status"] in TERMINAL:
+                    if terminal_seen:  # ended without a status event (e.g. before events existed)
+                        self._status_event(execution)
+                        continue
+                    terminal_seen = True
+                with self._changed:
+                    self._changed.wait(poll_seconds)
 
     @staticmethod
     def _elapsed_ms(execution: dict[str, Any]) -> int:
@@ -244,7 +338,7 @@ class ExecutionEngine:
         require_block: bool,
     ) -> tuple[StepResult, list[Any]]:
         budgets = execution["budgets_requested"]
-        manifest = self.docs.manifest(session["session_id"])
+        manifest = self._manifest(execution)
         state = {**state, "_budgets": snapshot(budgets, execution["budgets_consumed"])}
         request = StepRequest(
             tenant_id=execution["tenant_id"],
@@ -318,11 +412,27 @@ class ExecutionEngine:
 
     # --- finishing -------------------------------------------------------------------------------
     def _spans(self, execution: dict[str, Any]) -> list[tuple[int, list[Span]]]:
+        """Each successful turn's span log, in the session's coordinates (a
+        child's sub-corpus spans are mapped back to the session's documents)."""
+        pieces = execution.get("corpus")
         out = []
         for step in self.steps(execution):
             if step.get("success"):
-                out.append((int(step["turn_index"]), [Span(**s) for s in step.get("span_log", [])]))
+                spans = [Span(**s) for s in step.get("span_log", [])]
+                if pieces:
+                    spans = [kids.to_parent(span, pieces) for span in spans]
+                out.append((int(step["turn_index"]), spans))
         return out
+
+    def _children_spans(self, execution: dict[str, Any]) -> list[Span]:
+        """What the completed children read (their citations), for the parent's citations."""
+        return [
+            Span(doc_index=int(ref["doc_index"]), start_char=int(ref["start_char"]),
+                 end_char=int(ref["end_char"]))
+            for child in self.children(execution)
+            if child["status"] == "COMPLETED"
+            for ref in child.get("citations") or []
+        ]  # fmt: skip
 
     def finish(
         self,
@@ -362,6 +472,7 @@ class ExecutionEngine:
                     changes["contexts"] = contexts
             else:
                 spans = [s for _, step_spans in turn_spans for s in step_spans]
+                spans += self._children_spans(execution)
                 refs = build_citations(execution["tenant_id"], session_id, spans, documents)
                 changes["answer"] = answer
                 changes["citations"] = [
@@ -370,7 +481,7 @@ class ExecutionEngine:
         merged = {**execution, **changes}
         trace_turns = turns if turns is not None else [s.get("trace") or {} for s in self.steps(execution)]
         options = execution.get("options") or {}
-        trace = build_trace(merged, trace_turns)
+        trace = build_trace(merged, trace_turns, self._child_traces(execution))
         changes["trace_s3_uri"] = write_trace(self.storage, trace, redacted=bool(options.get("redact_trace")))
         if options.get("return_trace"):
             changes["trace_json"] = canonical_json(trace)
@@ -381,6 +492,8 @@ class ExecutionEngine:
                 raise
             # cancelled meanwhile: keep CANCELLED, attach the trace
             final = self._update(execution, {"trace_s3_uri": changes["trace_s3_uri"]})
+        else:
+            self._status_event(final)
         self.finish_timings_ms.append((time.perf_counter() - clock) * 1000)
         EXECUTIONS.labels(mode=execution["mode"], status=final["status"]).inc()
         EXECUTION_DURATION.observe((final.get("duration_ms") or 0) / 1000)
@@ -457,6 +570,7 @@ class ExecutionEngine:
             }
         started = time.perf_counter()
         result, _ = self._run_step(execution, session, code, state, require_block=False)
+        self._step_event(execution, int(execution["next_turn"]), result)
         consumed = dict(execution["budgets_consumed"])
         new_state: str | None = None
         resolution_records: list[dict[str, Any]] = []
@@ -465,14 +579,7 @@ class ExecutionEngine:
             state_obj = json.loads(result.state_json)
             state_obj.pop("_budgets", None)
             if resolve and not result.final.is_final:
-                resolution = self.resolver.resolve(
-                    result.tool_requests,
-                    tenant_id=tenant_id,
-                    session=session,
-                    sub_model=execution["models"]["sub_model"],
-                    budgets=budgets,
-                    consumed=consumed,
-                )
+                resolution = self._resolve(execution, session, result.tool_requests, consumed)
                 resolution.inject(state_obj)
                 resolution_records = resolution.records
             new_state = canonical_json(state_obj)
@@ -502,14 +609,7 @@ class ExecutionEngine:
             raise RlmError("CONFLICT", f"execution is {execution['status']}", {"status": execution["status"]})
         session = self.storage.metadata.get_session(tenant_id, execution["session_id"])
         consumed = dict(execution["budgets_consumed"])
-        resolution = self.resolver.resolve(
-            requests,
-            tenant_id=tenant_id,
-            session=session,
-            sub_model=sub_model or execution["models"]["sub_model"],
-            budgets=execution["budgets_requested"],
-            consumed=consumed,
-        )
+        resolution = self._resolve(execution, session, requests, consumed, sub_model)
         # the next step sees the results too (callers may also pass them in a state override)
         state = self._load_state(execution)
         resolution.inject(state)
@@ -547,8 +647,8 @@ class ExecutionEngine:
         taken = 0
         now = time.time()
         for execution in self.storage.metadata.executions_with_status("RUNNING"):
-            if execution.get("mode") != "ANSWERER":
-                continue
+            if execution.get("mode") != "ANSWERER" or execution.get("parent_execution_id"):
+                continue  # runtime executions have no loop; children are run by their parent
             if execution.get("lease_owner") and float(execution.get("lease_until") or 0) > now:
                 continue
             if self._lease(execution):
@@ -568,7 +668,7 @@ class ExecutionEngine:
         session = self.storage.metadata.get_session(tenant_id, execution["session_id"])
         budgets = execution["budgets_requested"]
         deadline = float(execution["started_epoch"]) + float(budgets["max_total_seconds"])
-        docs = self.docs.manifest(session["session_id"])
+        docs = self._manifest(execution)
         subcalls = int(budgets["max_llm_subcalls"]) > 0
         search = bool((session.get("options") or {}).get("enable_search"))
         system = prompts.system_prompt(
@@ -577,14 +677,17 @@ class ExecutionEngine:
             search=search,
             contexts=execution.get("output_mode") == "CONTEXTS",
             max_stdout_chars=int(budgets["max_stdout_chars"]),
+            rlm=int(budgets["max_rlm_subcalls"]) > 0
+            and int(execution.get("depth") or 0) < int(budgets["max_depth"]),
         )
-        last = self._last_step(execution)
+        history = self._history(execution)
         while True:
             execution = self.get(tenant_id, execution_id)
             if execution["status"] != "RUNNING":
                 return execution  # cancelled (or finished elsewhere)
             if not self._lease(execution):
                 return execution  # lost the lease: the new owner carries on
+            self._renew_ancestors(execution)
             turn = int(execution["next_turn"])
             if turn >= int(budgets["max_turns"]):
                 return self.finish(
@@ -600,18 +703,12 @@ class ExecutionEngine:
             state = self._load_state(execution)
             consumed = dict(execution["budgets_consumed"])
             timings = {"storage_ms": (time.perf_counter() - clock) * 1000}
+            self.events.emit(execution, turn, "turn_started", {"budgets": snapshot(budgets, consumed)})
             clock = time.perf_counter()
-            user = prompts.turn_prompt(
-                question=execution["question"],
-                doc_lengths=[(d.source_name, d.char_length) for d in docs],
-                turn_index=turn,
-                max_turns=int(budgets["max_turns"]),
-                budget_snapshot=snapshot(budgets, consumed),
-                tool_status=state.get("_tool_status", {}),
-                last_code=last.get("code", ""),
-                last_stdout=last.get("stdout", ""),
-                last_error=last.get("error", ""),
-            )
+            user = self._turn_prompt(execution, docs, state, consumed, history)
+            if _tokens(system, user) > self.settings.compaction_share * self.settings.root_context_tokens:
+                if self._compact(execution, state, consumed, history):
+                    user = self._turn_prompt(execution, docs, state, consumed, history)
             timings["prompt_ms"] = (time.perf_counter() - clock) * 1000
             started = time.perf_counter()
             try:
@@ -629,9 +726,22 @@ class ExecutionEngine:
                 )
             timings["root_model_ms"] = (time.perf_counter() - started) * 1000
             self.prices.record(consumed, completion.model, completion.input_tokens, completion.output_tokens)
+            self.events.emit(
+                execution,
+                turn,
+                "root_reply",
+                {
+                    "model": completion.model,
+                    "chars": len(completion.text),
+                    "text": clip(completion.text),
+                    "input_tokens": completion.input_tokens,
+                    "output_tokens": completion.output_tokens,
+                },
+            )
             clock = time.perf_counter()
             result, _ = self._run_step(execution, session, completion.text, state, require_block=True)
             timings["sandbox_ms"] = (time.perf_counter() - clock) * 1000
+            self._step_event(execution, turn, result)
             clock = time.perf_counter()
             new_state: str | None = None
             resolution_records: list[dict[str, Any]] = []
@@ -639,32 +749,22 @@ class ExecutionEngine:
                 consumed["spans_total"] += len(result.span_log)
                 state_obj = json.loads(result.state_json)
                 state_obj.pop("_budgets", None)
-                state_obj.get("work", {}).pop("last_error", None) if isinstance(
-                    state_obj.get("work"), dict
-                ) else None
-                requests = result.tool_requests
-                if not result.final.is_final and (requests.llm or requests.search or requests.llm_batch):
-                    resolution = self.resolver.resolve(
-                        result.tool_requests,
-                        tenant_id=tenant_id,
-                        session=session,
-                        sub_model=execution["models"]["sub_model"],
-                        budgets=budgets,
-                        consumed=consumed,
-                        question=execution["question"],
-                    )
+                if isinstance(state_obj.get("work"), dict):
+                    state_obj["work"].pop("last_error", None)
+                if not result.final.is_final and _has_requests(result.tool_requests):
+                    resolution = self._resolve(execution, session, result.tool_requests, consumed)
                     resolution.inject(state_obj)
                     resolution_records = resolution.records
                 new_state = canonical_json(state_obj)
-                last = {"code": completion.text, "stdout": result.stdout, "error": ""}
+                entry = {"turn": turn, "code": completion.text, "stdout": result.stdout, "error": ""}
             else:
                 error_text = f"{result.error.code}: {result.error.message}"
                 state_obj = json.loads(result.state_json)
                 state_obj.pop("_budgets", None)
                 if isinstance(state_obj.get("work"), dict):
                     state_obj["work"]["last_error"] = error_text  # SPEC §13: recorded, loop goes on
-                    new_state = canonical_json(state_obj)
-                last = {"code": completion.text, "stdout": result.stdout, "error": error_text}
+                new_state = canonical_json(state_obj)
+                entry = {"turn": turn, "code": completion.text, "stdout": result.stdout, "error": error_text}
             trace_turn = {
                 "turn_index": turn,
                 "root_model": {"name": completion.model},
@@ -692,6 +792,7 @@ class ExecutionEngine:
                 if exc.code == "CONFLICT":  # cancelled during the turn
                     return self.get(tenant_id, execution_id)
                 raise
+            history.append(entry)
             if consumed["spans_total"] > int(budgets["max_spans_total"]):
                 return self.finish(
                     execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_spans_total spent")
@@ -715,20 +816,310 @@ class ExecutionEngine:
                     error=RlmError("STEP_TIMEOUT", "the execution passed max_total_seconds"),
                 )
 
-    def _last_step(self, execution: dict[str, Any]) -> dict[str, str]:
-        """What the root prompt shows of the previous turn (also after a takeover)."""
-        turn = int(execution.get("next_turn") or 0)
-        if turn == 0:
-            return {}
-        item = self.storage.metadata.items.get(
-            "execution_state", f"EXEC#{execution['execution_id']}", _step_sk(turn - 1)
+    def _step_event(self, execution: dict[str, Any], turn: int, result: StepResult) -> None:
+        requests = result.tool_requests
+        self.events.emit(
+            execution,
+            turn,
+            "step_result",
+            {
+                "success": result.success,
+                "stdout": clip(result.stdout),
+                "error": {"code": result.error.code, "message": result.error.message}
+                if result.HasField("error")
+                else None,
+                "spans": len(result.span_log),
+                "final": clip(result.final.answer) if result.final.is_final else None,
+                "duration_ms": round(result.duration_ms, 3),
+            },
         )
-        if item is None:
-            return {}
-        error = item.get("error") or {}
-        trace = item.get("trace") or {}
-        return {
-            "code": trace.get("code", ""),
-            "stdout": item.get("stdout", ""),
-            "error": f"{error.get('code')}: {error.get('message')}" if error else "",
+        if result.success and _has_requests(requests):
+            self.events.emit(
+                execution,
+                turn,
+                "tool_requests",
+                {
+                    "llm": [r.key for r in requests.llm],
+                    "llm_batch": [r.key for r in requests.llm_batch],
+                    "search": [r.key for r in requests.search],
+                    "rlm": [r.key for r in requests.rlm],
+                },
+            )
+
+    # --- tool resolution (both modes) ---------------------------------------------------------
+    def _resolve(
+        self,
+        execution: dict[str, Any],
+        session: dict[str, Any],
+        requests: ToolRequests,
+        consumed: dict[str, Any],
+        sub_model: str = "",
+    ) -> Resolution:
+        """Sub-calls, batches and searches (ToolResolver), then child executions
+        one after another; `consumed` is updated in place."""
+        resolution = self.resolver.resolve(
+            requests,
+            tenant_id=execution["tenant_id"],
+            session=session,
+            sub_model=sub_model or execution["models"]["sub_model"],
+            budgets=execution["budgets_requested"],
+            consumed=consumed,
+            question=execution.get("question") or "",
+        )
+        for request in requests.rlm:
+            self._run_child(execution, session, request, consumed, resolution)
+        turn = int(execution.get("next_turn") or 0)
+        self.events.emit(execution, turn, "tool_results", {"statuses": dict(resolution.statuses)})
+        return resolution
+
+    def _run_child(
+        self,
+        parent: dict[str, Any],
+        session: dict[str, Any],
+        request: RlmRequest,
+        consumed: dict[str, Any],
+        resolution: Resolution,
+    ) -> None:
+        tenant_id = parent["tenant_id"]
+        turn = int(parent.get("next_turn") or 0)
+        child_id = kids.child_execution_id(parent["execution_id"], turn, request.key)
+        try:
+            child = self.get(tenant_id, child_id)  # a replayed turn finds its child
+        except RlmError:
+            try:
+                budgets = kids.child_budgets(parent, consumed, request.budgets_json, time.time())
+                pieces = kids.subcorpus(request, self._manifest(parent))
+            except RlmError as exc:
+                self._rlm_result(resolution, request.key, None, f"{exc.code}: {exc.message}")
+                return
+            if parent.get("corpus"):  # a grandchild: compose with the parent's own view
+                pieces = [kids.compose(piece, parent["corpus"]) for piece in pieces]
+            current = self.get(tenant_id, parent["execution_id"])
+            self._update(current, {"children": [*(current.get("children") or []), child_id]})
+            child = self.create(
+                tenant_id,
+                session,
+                mode="ANSWERER",
+                question=request.question,
+                models=parent["models"],
+                budgets=budgets,
+                options={"redact_trace": bool((parent.get("options") or {}).get("redact_trace"))},
+                extra={
+                    "execution_id": child_id,
+                    "parent_execution_id": parent["execution_id"],
+                    "depth": int(parent.get("depth") or 0) + 1,
+                    "corpus": pieces,
+                },
+            )
+        self.events.emit(
+            parent,
+            turn,
+            "child_started",
+            {
+                "key": request.key,
+                "execution_id": child_id,
+                "depth": child["depth"],
+                "question": clip(request.question),
+            },
+        )
+        give_up = time.time() + max(kids.wait_seconds(parent), 0.0) + self.lease_seconds
+        while child["status"] == "RUNNING" and time.time() < give_up:
+            child = self.run_answerer(tenant_id, child_id)
+            if child["status"] == "RUNNING":
+                time.sleep(0.5)  # another owner's lease has not expired yet
+        kids.roll_up(consumed, child["budgets_consumed"])
+        error = ""
+        if child["status"] != "COMPLETED":
+            detail = child.get("error") or {}
+            reason = f"{detail.get('code', '')} {detail.get('message', '')}".strip()
+            error = f"child execution ended {child['status']}: {reason}"
+        self._rlm_result(resolution, request.key, child, error.strip())
+        self.events.emit(
+            parent,
+            turn,
+            "child_finished",
+            {"key": request.key, "execution_id": child_id, "status": child["status"]},
+        )
+
+    @staticmethod
+    def _rlm_result(resolution: Resolution, key: str, child: dict[str, Any] | None, error: str) -> None:
+        meta: dict[str, Any] = {}
+        if child is not None:
+            meta = {
+                "execution_id": child["execution_id"],
+                "status": child["status"],
+                "depth": child["depth"],
+                "budgets_consumed": child["budgets_consumed"],
+            }
+        if error:
+            meta["error"] = error[:300]
+        resolution.rlm[key] = {
+            "text": (child or {}).get("answer") or "",
+            "citations": (child or {}).get("citations") or [],
+            "meta": meta,
         }
+        resolution.statuses[key] = "error" if error else "resolved"
+        resolution.records.append({"type": "rlm", "key": key, "meta": meta})
+
+    def _renew_ancestors(self, execution: dict[str, Any]) -> None:
+        """A child runs inside its parent's turn: keep the parents' leases alive."""
+        parent_id = execution.get("parent_execution_id")
+        while parent_id:
+            parent = self.get(execution["tenant_id"], parent_id)
+            self._lease(parent)
+            parent_id = parent.get("parent_execution_id")
+
+    def _child_traces(self, execution: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for child in self.children(execution):
+            uri = child.get("trace_s3_uri")
+            out.append(read_trace(self.storage, uri) if uri else {"execution_id": child["execution_id"]})
+        return out
+
+    # --- root history and compaction ------------------------------------------------------------
+    def _history(self, execution: dict[str, Any]) -> list[dict[str, Any]]:
+        """Committed turns, for the root prompt (also after a takeover)."""
+        items = self.storage.metadata.items.query(
+            "execution_state", f"EXEC#{execution['execution_id']}", "STEP#"
+        )
+        history = []
+        for item in sorted(items, key=lambda i: int(i["turn_index"])):
+            error = item.get("error") or {}
+            history.append(
+                {
+                    "turn": int(item["turn_index"]),
+                    "code": (item.get("trace") or {}).get("code", ""),
+                    "stdout": item.get("stdout", ""),
+                    "error": f"{error.get('code')}: {error.get('message')}" if error else "",
+                }
+            )
+        return history
+
+    def _turn_prompt(
+        self,
+        execution: dict[str, Any],
+        docs: list[Any],
+        state: dict[str, Any],
+        consumed: dict[str, Any],
+        history: list[dict[str, Any]],
+    ) -> str:
+        budgets = execution["budgets_requested"]
+        summary = state.get("_history") or {}
+        through = int(summary.get("through_turn", -1))
+        shown = [h for h in history if h["turn"] > through]
+        last = shown[-1] if shown else {}
+        return prompts.turn_prompt(
+            question=execution["question"],
+            doc_lengths=[(d.source_name, d.char_length) for d in docs],
+            turn_index=int(execution["next_turn"]),
+            max_turns=int(budgets["max_turns"]),
+            budget_snapshot=snapshot(budgets, consumed),
+            tool_status=state.get("_tool_status", {}),
+            summary=summary.get("summary", ""),
+            earlier_turns=shown[:-1],
+            last_code=last.get("code", ""),
+            last_stdout=last.get("stdout", ""),
+            last_error=last.get("error", ""),
+        )
+
+    def _compact(
+        self,
+        execution: dict[str, Any],
+        state: dict[str, Any],
+        consumed: dict[str, Any],
+        history: list[dict[str, Any]],
+    ) -> bool:
+        """Summarise every shown turn but the last into state["_history"] with
+        one sub-call (its tokens and cost are counted; it is not one of the
+        step's sub-calls). A failed call keeps a note that the turns were
+        dropped. False when there is nothing left to summarise."""
+        previous = state.get("_history") or {}
+        through = int(previous.get("through_turn", -1))
+        older = [h for h in history if h["turn"] > through][:-1]
+        if not older:
+            return False
+        turn = int(execution["next_turn"])
+        prompt = prompts.compaction_prompt(
+            question=execution["question"], summary=previous.get("summary", ""), turns=older
+        )
+        try:
+            with trace_span("llm.compaction", execution_id=execution["execution_id"], turn_index=turn):
+                completion = self.provider.complete(
+                    execution["models"]["sub_model"],
+                    [{"role": "user", "content": prompt}],
+                    max_tokens=2048,
+                    temperature=0.0,
+                    context=CallContext(role="compaction", question=execution["question"], turn_index=turn),
+                )
+            self.prices.record(consumed, completion.model, completion.input_tokens, completion.output_tokens)
+            summary = completion.text[:HISTORY_SUMMARY_CHARS]
+        except ProviderError as exc:
+            log.warning("compaction_failed", execution_id=execution["execution_id"], error=str(exc))
+            first, last = older[0]["turn"] + 1, older[-1]["turn"] + 1
+            note = f"[turns {first}-{last} were dropped: their summary could not be made]"
+            summary = (previous.get("summary", "") + "\n" + note)[-HISTORY_SUMMARY_CHARS:]
+        state["_history"] = {"summary": summary, "through_turn": older[-1]["turn"]}
+        self.events.emit(
+            execution,
+            turn,
+            "compaction",
+            {
+                "turns": [older[0]["turn"], older[-1]["turn"]],
+                "prompt_chars": len(prompt),
+                "summary_chars": len(summary),
+            },
+        )
+        return True
+
+    # --- follow-ups -------------------------------------------------------------------------------
+    def followup(
+        self,
+        tenant_id: str,
+        execution_id: str,
+        *,
+        question: str,
+        models: dict[str, str],
+        budgets: dict[str, Any],
+        options: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A new Answerer execution on the same session that starts from a
+        finished execution's `work` and a digest of its history (its question,
+        answer, summary and last turns). The caller starts it."""
+        source = self.get(tenant_id, execution_id)
+        if source["status"] not in TERMINAL:
+            raise RlmError(
+                "CONFLICT",
+                f"execution is {source['status']}: a follow-up needs a finished execution",
+                {"status": source["status"]},
+            )
+        if not question.strip():
+            raise RlmError("VALIDATION_ERROR", "question must not be empty")
+        session = self.storage.metadata.get_session(tenant_id, source["session_id"])
+        source_state = self._load_state(source)
+        record = self.create(
+            tenant_id,
+            session,
+            mode="ANSWERER",
+            question=question,
+            models={**source["models"], **{k: v for k, v in models.items() if v}},
+            budgets=budgets,
+            options=options,
+            extra={"followup_of": execution_id},
+        )
+        state = initial_state()
+        state["work"] = source_state.get("work") if isinstance(source_state.get("work"), dict) else {}
+        state["_history"] = {
+            "summary": prompts.followup_digest(
+                source=source,
+                summary=(source_state.get("_history") or {}).get("summary", ""),
+                turns=self._history(source)[-3:],
+                limit=FOLLOWUP_DIGEST_CHARS,
+            ),
+            "through_turn": -1,
+        }
+        self._save_state(record, 0, canonical_json(state))
+        return record
+
+
+def _has_requests(requests: ToolRequests) -> bool:
+    return bool(requests.llm or requests.search or requests.llm_batch or requests.rlm)

@@ -1,5 +1,8 @@
 """Root prompts from the package's templates (prompts/root.md, prompts/turn.md):
-sub-calls enabled and disabled variants and the CONTEXTS addendum (SPEC §13)."""
+sub-calls enabled and disabled variants and the CONTEXTS addendum (SPEC §13);
+the turn prompt's bounded history (a summary plus earlier turns, each
+clipped), the compaction prompt (prompts/compaction.md) and a follow-up's
+digest of the execution it continues."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from importlib import resources
 from typing import Any
 
 _TRUNCATE = 4_000
+_HISTORY_CODE_CHARS = 1_500
+_HISTORY_OUTPUT_CHARS = 1_000
 
 
 @cache
@@ -17,7 +22,13 @@ def _template(name: str) -> str:
 
 
 def system_prompt(
-    *, doc_count: int, subcalls: bool, search: bool, contexts: bool, max_stdout_chars: int
+    *,
+    doc_count: int,
+    subcalls: bool,
+    search: bool,
+    contexts: bool,
+    max_stdout_chars: int,
+    rlm: bool = False,
 ) -> str:
     tool_lines = ""
     if subcalls:
@@ -26,6 +37,12 @@ def system_prompt(
             'state["_tool_results"]["llm"][key]["text"]); '
             "`tool.queue_llm_batch(key, [prompt, ...])` asks several at once (answers in "
             'state["_tool_results"]["llm_batch"][key]["results"][i]["text"]); '
+        )
+    if rlm:
+        tool_lines += (
+            "`tool.queue_rlm(key, question, doc_indices=None, spans=None)` runs a child RLM like you over "
+            "whole documents or [doc_index, start, end] spans (answer and citations next step in "
+            'state["_tool_results"]["rlm"][key]); '
         )
     if search:
         tool_lines += "`tool.queue_search(key, query, k=10)` finds candidate spans; "
@@ -51,10 +68,21 @@ def system_prompt(
     )
 
 
-def _clip(text: str) -> str:
-    return (
-        text if len(text) <= _TRUNCATE else text[:_TRUNCATE] + f"\n... [{len(text) - _TRUNCATE} more chars]"
-    )
+def _clip(text: str, limit: int = _TRUNCATE) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n... [{len(text) - limit} more chars]"
+
+
+def _turns(turns: list[dict[str, Any]]) -> str:
+    """Earlier turns, each clipped (code, stdout, error)."""
+    parts = []
+    for entry in turns:
+        part = f"--- turn {entry['turn'] + 1} ---\n{_clip(entry['code'], _HISTORY_CODE_CHARS)}"
+        if entry.get("stdout"):
+            part += f"\nstdout: {_clip(entry['stdout'], _HISTORY_OUTPUT_CHARS)}"
+        if entry.get("error"):
+            part += f"\nerror: {_clip(entry['error'], _HISTORY_OUTPUT_CHARS)}"
+        parts.append(part)
+    return "\n".join(parts)
 
 
 def turn_prompt(
@@ -68,9 +96,16 @@ def turn_prompt(
     last_code: str,
     last_stdout: str,
     last_error: str,
+    summary: str = "",
+    earlier_turns: list[dict[str, Any]] | None = None,
 ) -> str:
     pending = {k: v for k, v in tool_status.items()}
     tool_summary = f"Tool status: {json.dumps(pending, sort_keys=True)}" if pending else ""
+    history = ""
+    if summary:
+        history += f"Summary of earlier work:\n{summary}\n\n"
+    if earlier_turns:
+        history += f"Earlier turns:\n{_turns(earlier_turns)}\n\n"
     return _template("turn.md").format(
         question=question,
         doc_count=len(doc_lengths),
@@ -79,7 +114,31 @@ def turn_prompt(
         max_turns=max_turns,
         budget_snapshot=json.dumps(budget_snapshot, sort_keys=True),
         tool_summary=tool_summary,
+        history=history,
         last_code=_clip(last_code) or "(none)",
         last_stdout=_clip(last_stdout) or "(none)",
         last_error=_clip(last_error) or "(none)",
     )
+
+
+def compaction_prompt(*, question: str, summary: str, turns: list[dict[str, Any]]) -> str:
+    return _template("compaction.md").format(
+        question=question,
+        summary=summary or "(none)",
+        turns=_turns(turns),
+    )
+
+
+def followup_digest(*, source: dict[str, Any], summary: str, turns: list[dict[str, Any]], limit: int) -> str:
+    """What a follow-up execution is told about the one it continues."""
+    text = (
+        f"This run continues execution {source['execution_id']} ({source['status']}).\n"
+        f"Its question: {_clip(source.get('question') or '', 2_000)}\n"
+        f"Its answer: {_clip(source.get('answer') or '(none)', 4_000)}\n"
+        'Its notes are in state["work"] as it left them.'
+    )
+    if summary:
+        text += f"\nSummary of its earlier work:\n{summary}"
+    if turns:
+        text += f"\nIts last turns:\n{_turns(turns)}"
+    return text[:limit]

@@ -39,6 +39,7 @@ class Resolution:
     llm: dict[str, dict[str, Any]] = field(default_factory=dict)
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
     llm_batch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rlm: dict[str, dict[str, Any]] = field(default_factory=dict)  # filled by the engine (children)
     statuses: dict[str, str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)  # for the trace
 
@@ -48,6 +49,8 @@ class Resolution:
         results.setdefault("search", {}).update(self.search)
         if self.llm_batch:
             results.setdefault("llm_batch", {}).update(self.llm_batch)
+        if self.rlm:
+            results.setdefault("rlm", {}).update(self.rlm)
         state.setdefault("_tool_status", {}).update(self.statuses)
 
 

@@ -6,6 +6,7 @@ and keeps the structure."""
 from __future__ import annotations
 
 import gzip
+import json
 from typing import Any
 
 from rlm_rs.canonical import canonical_json
@@ -28,7 +29,11 @@ def redact(value: Any) -> Any:
     return value
 
 
-def build_trace(execution: dict[str, Any], turns: list[dict[str, Any]]) -> dict[str, Any]:
+def build_trace(
+    execution: dict[str, Any], turns: list[dict[str, Any]], children: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The trace document; `children` are the child executions' own traces
+    (tool.queue_rlm), so a recursive execution's trace is a tree."""
     return {
         "version": TRACE_VERSION,
         "tenant_id": execution["tenant_id"],
@@ -41,13 +46,22 @@ def build_trace(execution: dict[str, Any], turns: list[dict[str, Any]]) -> dict[
         "status": execution["status"],
         "budgets_requested": execution.get("budgets_requested"),
         "budgets_consumed": execution.get("budgets_consumed"),
+        "parent_execution_id": execution.get("parent_execution_id"),
+        "depth": int(execution.get("depth") or 0),
         "turns": turns,
+        "children": children or [],
         "final": {
             "answer": execution.get("answer"),
             "citations": execution.get("citations", []),
             "completed_at": execution.get("completed_at"),
         },
     }
+
+
+def read_trace(storage: Storage, uri: str) -> dict[str, Any]:
+    key = uri.split("/", 3)[3]
+    loaded: dict[str, Any] = json.loads(gzip.decompress(storage.blobs.get(key)))
+    return loaded
 
 
 def write_trace(storage: Storage, trace: dict[str, Any], *, redacted: bool) -> str:

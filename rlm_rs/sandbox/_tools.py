@@ -1,4 +1,4 @@
-"""The `tool` global: queue sub-model calls and searches, YIELD, FINAL.
+"""The `tool` global: queue sub-model calls, child executions and searches, YIELD, FINAL.
 
 The sandbox never calls a provider: it records tool requests, and the
 orchestrator resolves them between steps into state._tool_results. A step
@@ -13,12 +13,22 @@ from typing import Any
 from rlm_rs.canonical import canonical_json
 from rlm_rs.sandbox._runtime import FinalStop, StepRuntime, StepStop, YieldStop
 from rlm_rs.sandbox._state import check_json_value
-from rlm_rs.v1.common_pb2 import LlmBatchRequest, LlmRequest, SearchFilters, SearchRequest, ToolRequests
+from rlm_rs.v1.common_pb2 import (
+    LlmBatchRequest,
+    LlmRequest,
+    RlmRequest,
+    SearchFilters,
+    SearchRequest,
+    Span,
+    ToolRequests,
+)
 
 _MAX_KEY_CHARS = 128
 _MAX_QUERY_CHARS = 2_000
 _MAX_TOKENS = 32_768
 _MAX_BATCH = 100
+_MAX_QUESTION_CHARS = 20_000
+_MAX_PIECES = 1_000
 
 
 class ToolAPI:
@@ -29,6 +39,7 @@ class ToolAPI:
         "_max_requests",
         "_queued",
         "_requests",
+        "_rlm_enabled",
         "_rt",
         "_search_enabled",
     )
@@ -41,8 +52,10 @@ class ToolAPI:
         max_prompt_chars: int,
         llm_enabled: bool,
         search_enabled: bool,
+        rlm_enabled: bool = False,
     ) -> None:
         self._rt = runtime
+        self._rlm_enabled = rlm_enabled
         self._max_requests = max_requests
         self._max_prompt_chars = max_prompt_chars
         self._llm_enabled = llm_enabled
@@ -138,6 +151,41 @@ class ToolAPI:
         )
         return key
 
+    def queue_rlm(
+        self, key: Any, question: Any, doc_indices: Any = None, spans: Any = None, budgets: Any = None
+    ) -> str:
+        """Queue a child execution (a recursive RLM) over a sub-corpus: whole
+        documents (doc_indices), or spans given as [doc_index, start, end]
+        (or dicts with doc_index/start_char/end_char); neither: every
+        document. `budgets` lowers the child's budgets (never above what this
+        execution has left). Next step: state["_tool_results"]["rlm"][key] =
+        {text, citations, meta}."""
+        if not self._rlm_enabled:
+            raise RuntimeError("child executions (queue_rlm) are disabled for this execution")
+        if type(question) is not str or not question.strip() or len(question) > _MAX_QUESTION_CHARS:
+            raise ValueError(f"question must be a non-empty str of <= {_MAX_QUESTION_CHARS} chars")
+        if doc_indices is not None and spans is not None:
+            raise ValueError("give doc_indices or spans, not both")
+        indices = _int_list(doc_indices, "doc_indices") if doc_indices is not None else []
+        pieces = [_span(s, i) for i, s in enumerate(_seq(spans, "spans"))] if spans is not None else []
+        if budgets is not None:
+            if type(budgets) is not dict or not all(
+                type(k) is str and type(v) in (int, float) for k, v in budgets.items()
+            ):
+                raise ValueError("budgets must be a dict of budget names to numbers")
+        key = self._new_key(key)
+        self._keys.add(key)
+        self._requests.rlm.append(
+            RlmRequest(
+                key=key,
+                question=question,
+                doc_indices=indices,
+                spans=pieces,
+                budgets_json=canonical_json(budgets),
+            )
+        )
+        return key
+
     def queue_search(self, key: Any, query: Any, k: Any = 10, filters: Any = None) -> str:
         """Queue a search; hits appear next step in state["_tool_results"]["search"][key]."""
         if not self._search_enabled:
@@ -186,6 +234,11 @@ class ToolAPI:
                 "enabled": self._llm_enabled,
                 "result": "state['_tool_results']['llm_batch'][key] = {results: [{text, meta}, ...]}",
             },
+            "queue_rlm": {
+                "args": ["key", "question", "doc_indices=None", "spans=None", "budgets=None"],
+                "enabled": self._rlm_enabled,
+                "result": "state['_tool_results']['rlm'][key] = {text, citations, meta}",
+            },
             "queue_search": {
                 "args": ["key", "query", "k=10", "filters=None"],
                 "enabled": self._search_enabled,
@@ -199,7 +252,7 @@ class ToolAPI:
         }  # fmt: skip
 
     def __repr__(self) -> str:
-        return "<tool: queue_llm, queue_llm_batch, queue_search, YIELD, FINAL, schema>"
+        return "<tool: queue_llm, queue_llm_batch, queue_rlm, queue_search, YIELD, FINAL, schema>"
 
 
 def _check_call_options(model_hint: Any, max_tokens: Any, temperature: Any, metadata: Any) -> None:
@@ -211,6 +264,30 @@ def _check_call_options(model_hint: Any, max_tokens: Any, temperature: Any, meta
     if type(temperature) not in (int, float) or not 0 <= temperature <= 2:
         raise ValueError("temperature must be a number from 0 to 2")
     check_json_value(metadata, "metadata")
+
+
+def _seq(value: Any, name: str) -> list[Any] | tuple[Any, ...]:
+    if type(value) not in (list, tuple) or not 1 <= len(value) <= _MAX_PIECES:
+        raise ValueError(f"{name} must be a list of 1 to {_MAX_PIECES} items")
+    return value
+
+
+def _int_list(value: Any, name: str) -> list[int]:
+    items = _seq(value, name)
+    if not all(type(i) is int and 0 <= i < 2**31 for i in items):
+        raise ValueError(f"{name} must hold ints >= 0")
+    return list(items)
+
+
+def _span(value: Any, index: int) -> Span:
+    if type(value) is dict:
+        value = [value.get("doc_index"), value.get("start_char"), value.get("end_char")]
+    if type(value) not in (list, tuple) or len(value) != 3 or not all(type(v) is int for v in value):
+        raise ValueError(f"spans[{index}] must be [doc_index, start, end] (ints)")
+    doc_index, start, end = value
+    if not (0 <= doc_index < 2**31 and 0 <= start < end < 2**62):
+        raise ValueError(f"spans[{index}] must have 0 <= start < end")
+    return Span(doc_index=doc_index, start_char=start, end_char=end)
 
 
 def queued_requests(tool: ToolAPI) -> ToolRequests:

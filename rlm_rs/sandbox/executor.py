@@ -126,6 +126,7 @@ def _execute(
         max_requests=policy.max_tool_requests_per_step,
         max_prompt_chars=policy.max_llm_prompt_chars,
         llm_enabled=policy.enable_llm,
+        rlm_enabled=policy.enable_rlm,
         search_enabled=policy.enable_search,
     )
     context = ContextView(

@@ -84,6 +84,7 @@ def default_policy() -> SandboxPolicy:
         max_llm_prompt_chars=200_000,
         enable_search=False,
         enable_llm=True,
+        enable_rlm=True,
         builtins_allowlist=[*SPEC_BUILTINS, *EXTRA_BUILTINS],
         address_space_mib=1024,
         cpu_seconds=35,

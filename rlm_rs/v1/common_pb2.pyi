@@ -440,28 +440,74 @@ class LlmBatchRequest(_message.Message):
 Global___LlmBatchRequest: _TypeAlias = LlmBatchRequest  # noqa: Y015
 
 @_typing.final
+class RlmRequest(_message.Message):
+    """tool.queue_rlm: a child Answerer execution over a sub-corpus of the
+    parent's session: whole documents (doc_indices), or spans materialised as
+    derived documents whose offsets map back to the parent's documents. Empty
+    both: every document.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    QUESTION_FIELD_NUMBER: _builtins.int
+    DOC_INDICES_FIELD_NUMBER: _builtins.int
+    SPANS_FIELD_NUMBER: _builtins.int
+    BUDGETS_JSON_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    question: _builtins.str
+    budgets_json: _builtins.str
+    """JSON object of budget overrides for the child ("null": none); each is
+    capped by what the parent has left.
+    """
+    @_builtins.property
+    def doc_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def spans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Span]: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        question: _builtins.str = ...,
+        doc_indices: _abc.Iterable[_builtins.int] | None = ...,
+        spans: _abc.Iterable[Global___Span] | None = ...,
+        budgets_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets_json", b"budgets_json", "doc_indices", b"doc_indices", "key", b"key", "question", b"question", "spans", b"spans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RlmRequest: _TypeAlias = RlmRequest  # noqa: Y015
+
+@_typing.final
 class ToolRequests(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LLM_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
     LLM_BATCH_FIELD_NUMBER: _builtins.int
+    RLM_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def llm(self) -> _containers.RepeatedCompositeFieldContainer[Global___LlmRequest]: ...
     @_builtins.property
     def search(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchRequest]: ...
     @_builtins.property
     def llm_batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___LlmBatchRequest]: ...
+    @_builtins.property
+    def rlm(self) -> _containers.RepeatedCompositeFieldContainer[Global___RlmRequest]: ...
     def __init__(
         self,
         *,
         llm: _abc.Iterable[Global___LlmRequest] | None = ...,
         search: _abc.Iterable[Global___SearchRequest] | None = ...,
         llm_batch: _abc.Iterable[Global___LlmBatchRequest] | None = ...,
+        rlm: _abc.Iterable[Global___RlmRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm", "llm_batch", b"llm_batch", "search", b"search"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm", "llm_batch", b"llm_batch", "rlm", b"rlm", "search", b"search"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -567,6 +613,37 @@ class LlmBatchResult(_message.Message):
 Global___LlmBatchResult: _TypeAlias = LlmBatchResult  # noqa: Y015
 
 @_typing.final
+class RlmResult(_message.Message):
+    """A child execution's outcome: its answer, its citations (SpanRefs into the
+    parent session's documents) and meta (execution_id, status, depth,
+    budgets_consumed, error).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
+    META_JSON_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    meta_json: _builtins.str
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___SpanRef]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        citations: _abc.Iterable[Global___SpanRef] | None = ...,
+        meta_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "meta_json", b"meta_json", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RlmResult: _TypeAlias = RlmResult  # noqa: Y015
+
+@_typing.final
 class ToolResults(_message.Message):
     """Resolved tool results, as injected into state._tool_results."""
 
@@ -635,25 +712,50 @@ class ToolResults(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RlmEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___RlmResult: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___RlmResult | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     LLM_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
     LLM_BATCH_FIELD_NUMBER: _builtins.int
+    RLM_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def llm(self) -> _containers.MessageMap[_builtins.str, Global___LlmResult]: ...
     @_builtins.property
     def search(self) -> _containers.MessageMap[_builtins.str, Global___SearchResult]: ...
     @_builtins.property
     def llm_batch(self) -> _containers.MessageMap[_builtins.str, Global___LlmBatchResult]: ...
+    @_builtins.property
+    def rlm(self) -> _containers.MessageMap[_builtins.str, Global___RlmResult]: ...
     def __init__(
         self,
         *,
         llm: _abc.Mapping[_builtins.str, Global___LlmResult] | None = ...,
         search: _abc.Mapping[_builtins.str, Global___SearchResult] | None = ...,
         llm_batch: _abc.Mapping[_builtins.str, Global___LlmBatchResult] | None = ...,
+        rlm: _abc.Mapping[_builtins.str, Global___RlmResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm", "llm_batch", b"llm_batch", "search", b"search"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm", "llm_batch", b"llm_batch", "rlm", b"rlm", "search", b"search"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from rlm_rs.v1 import common_pb2 as rlm__rs_dot_v1_dot_common__pb2
 from rlm_rs.v1 import sandbox_pb2 as rlm__rs_dot_v1_dot_sandbox__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rlm_rs/v1/execution.proto\x12\trlm_rs.v1\x1a\x16rlm_rs/v1/common.proto\x1a\x17rlm_rs/v1/sandbox.proto\"\x8d\x01\n\x10\x45xecutionOptions\x12\x14\n\x0creturn_trace\x18\x01 \x01(\x08\x12\x14\n\x0credact_trace\x18\x02 \x01(\x08\x12\x13\n\x0bsynchronous\x18\x03 \x01(\x08\x12#\n\x1bsynchronous_timeout_seconds\x18\x04 \x01(\x01\x12\x13\n\x0boutput_mode\x18\x05 \x01(\t\"\xcb\x01\n\x0b\x43ontextItem\x12\x16\n\x0esequence_index\x18\x01 \x01(\x05\x12\x12\n\nturn_index\x18\x02 \x01(\x05\x12\x12\n\nspan_index\x18\x03 \x01(\x05\x12\x0b\n\x03tag\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x18\n\x10text_char_length\x18\x06 \x01(\x03\x12\x13\n\x0bsource_name\x18\x07 \x01(\t\x12\x11\n\tmime_type\x18\x08 \x01(\t\x12\x1f\n\x03ref\x18\t \x01(\x0b\x32\x12.rlm_rs.v1.SpanRef\"\xdb\x04\n\tExecution\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x13\n\x0boutput_mode\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x10\n\x08question\x18\x07 \x01(\t\x12\x13\n\x06\x61nswer\x18\x08 \x01(\tH\x00\x88\x01\x01\x12%\n\tcitations\x18\t \x03(\x0b\x32\x12.rlm_rs.v1.SpanRef\x12(\n\x08\x63ontexts\x18\n \x03(\x0b\x32\x16.rlm_rs.v1.ContextItem\x12\x17\n\x0f\x63ontexts_s3_uri\x18\x0b \x01(\t\x12-\n\x11\x62udgets_requested\x18\x0c \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\x12\x34\n\x10\x62udgets_consumed\x18\r \x01(\x0b\x32\x1a.rlm_rs.v1.BudgetsConsumed\x12\x14\n\x0ctrace_s3_uri\x18\x0e \x01(\t\x12\x12\n\nstarted_at\x18\x0f \x01(\t\x12\x14\n\x0c\x63ompleted_at\x18\x10 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x11 \x01(\x03\x12%\n\x05\x65rror\x18\x12 \x01(\x0b\x32\x16.rlm_rs.v1.ErrorDetail\x12!\n\x06models\x18\x13 \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12\x12\n\ntrace_json\x18\x14 \x01(\t\x12\x1b\n\x13parent_execution_id\x18\x15 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x16 \x01(\x05\x42\t\n\x07_answer\"\xb3\x01\n\x15StartExecutionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12!\n\x06models\x18\x03 \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12#\n\x07\x62udgets\x18\x04 \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\x12,\n\x07options\x18\x05 \x01(\x0b\x32\x1b.rlm_rs.v1.ExecutionOptions\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"E\n\x14WaitExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\".\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"U\n\x17\x43\x61ncelExecutionResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompleted_at\x18\x03 \x01(\t\"(\n\x10ListStepsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"7\n\x0bStepSummary\x12\x13\n\x0b\x62yte_length\x18\x01 \x01(\x03\x12\x13\n\x0b\x63har_length\x18\x02 \x01(\x03\"\xcd\x02\n\nStepRecord\x12\x12\n\nturn_index\x18\x01 \x01(\x05\x12\x12\n\nupdated_at\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\x0e\n\x06stdout\x18\x04 \x01(\t\x12\x12\n\nstate_json\x18\x05 \x01(\t\x12!\n\x08span_log\x18\x06 \x03(\x0b\x32\x0f.rlm_rs.v1.Span\x12.\n\rtool_requests\x18\x07 \x01(\x0b\x32\x17.rlm_rs.v1.ToolRequests\x12\x1f\n\x05\x66inal\x18\x08 \x01(\x0b\x32\x10.rlm_rs.v1.Final\x12%\n\x05\x65rror\x18\t \x01(\x0b\x32\x16.rlm_rs.v1.ErrorDetail\x12\x10\n\x08\x63hecksum\x18\n \x01(\t\x12\'\n\x07summary\x18\x0b \x01(\x0b\x32\x16.rlm_rs.v1.StepSummary\x12\x0c\n\x04\x63ode\x18\x0c \x01(\t\"9\n\x11ListStepsResponse\x12$\n\x05steps\x18\x01 \x03(\x0b\x32\x15.rlm_rs.v1.StepRecord\"\xa9\x01\n\x1d\x43reateRuntimeExecutionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12!\n\x06models\x18\x02 \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12#\n\x07\x62udgets\x18\x03 \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\x12,\n\x07options\x18\x04 \x01(\x0b\x32\x1b.rlm_rs.v1.ExecutionOptions\"\'\n\x0eRunStepOptions\x12\x15\n\rresolve_tools\x18\x01 \x01(\x08\"\x88\x01\n\x0eRunStepRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x17\n\nstate_json\x18\x03 \x01(\tH\x00\x88\x01\x01\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.rlm_rs.v1.RunStepOptionsB\r\n\x0b_state_json\"~\n\x13ResolveToolsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12.\n\rtool_requests\x18\x02 \x01(\x0b\x32\x17.rlm_rs.v1.ToolRequests\x12!\n\x06models\x18\x03 \x01(\x0b\x32\x11.rlm_rs.v1.Models\"\xb6\x01\n\x14ResolveToolsResponse\x12,\n\x0ctool_results\x18\x01 \x01(\x0b\x32\x16.rlm_rs.v1.ToolResults\x12?\n\x08statuses\x18\x02 \x03(\x0b\x32-.rlm_rs.v1.ResolveToolsResponse.StatusesEntry\x1a/\n\rStatusesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xf4\x04\n\x10\x45xecutionService\x12H\n\x0eStartExecution\x12 .rlm_rs.v1.StartExecutionRequest\x1a\x14.rlm_rs.v1.Execution\x12\x44\n\x0cGetExecution\x12\x1e.rlm_rs.v1.GetExecutionRequest\x1a\x14.rlm_rs.v1.Execution\x12\x46\n\rWaitExecution\x12\x1f.rlm_rs.v1.WaitExecutionRequest\x1a\x14.rlm_rs.v1.Execution\x12X\n\x0f\x43\x61ncelExecution\x12!.rlm_rs.v1.CancelExecutionRequest\x1a\".rlm_rs.v1.CancelExecutionResponse\x12\x46\n\tListSteps\x12\x1b.rlm_rs.v1.ListStepsRequest\x1a\x1c.rlm_rs.v1.ListStepsResponse\x12X\n\x16\x43reateRuntimeExecution\x12(.rlm_rs.v1.CreateRuntimeExecutionRequest\x1a\x14.rlm_rs.v1.Execution\x12;\n\x07RunStep\x12\x19.rlm_rs.v1.RunStepRequest\x1a\x15.rlm_rs.v1.StepResult\x12O\n\x0cResolveTools\x12\x1e.rlm_rs.v1.ResolveToolsRequest\x1a\x1f.rlm_rs.v1.ResolveToolsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rlm_rs/v1/execution.proto\x12\trlm_rs.v1\x1a\x16rlm_rs/v1/common.proto\x1a\x17rlm_rs/v1/sandbox.proto\"\x8d\x01\n\x10\x45xecutionOptions\x12\x14\n\x0creturn_trace\x18\x01 \x01(\x08\x12\x14\n\x0credact_trace\x18\x02 \x01(\x08\x12\x13\n\x0bsynchronous\x18\x03 \x01(\x08\x12#\n\x1bsynchronous_timeout_seconds\x18\x04 \x01(\x01\x12\x13\n\x0boutput_mode\x18\x05 \x01(\t\"\xcb\x01\n\x0b\x43ontextItem\x12\x16\n\x0esequence_index\x18\x01 \x01(\x05\x12\x12\n\nturn_index\x18\x02 \x01(\x05\x12\x12\n\nspan_index\x18\x03 \x01(\x05\x12\x0b\n\x03tag\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x18\n\x10text_char_length\x18\x06 \x01(\x03\x12\x13\n\x0bsource_name\x18\x07 \x01(\t\x12\x11\n\tmime_type\x18\x08 \x01(\t\x12\x1f\n\x03ref\x18\t \x01(\x0b\x32\x12.rlm_rs.v1.SpanRef\"\x98\x05\n\tExecution\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x13\n\x0boutput_mode\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x10\n\x08question\x18\x07 \x01(\t\x12\x13\n\x06\x61nswer\x18\x08 \x01(\tH\x00\x88\x01\x01\x12%\n\tcitations\x18\t \x03(\x0b\x32\x12.rlm_rs.v1.SpanRef\x12(\n\x08\x63ontexts\x18\n \x03(\x0b\x32\x16.rlm_rs.v1.ContextItem\x12\x17\n\x0f\x63ontexts_s3_uri\x18\x0b \x01(\t\x12-\n\x11\x62udgets_requested\x18\x0c \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\x12\x34\n\x10\x62udgets_consumed\x18\r \x01(\x0b\x32\x1a.rlm_rs.v1.BudgetsConsumed\x12\x14\n\x0ctrace_s3_uri\x18\x0e \x01(\t\x12\x12\n\nstarted_at\x18\x0f \x01(\t\x12\x14\n\x0c\x63ompleted_at\x18\x10 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x11 \x01(\x03\x12%\n\x05\x65rror\x18\x12 \x01(\x0b\x32\x16.rlm_rs.v1.ErrorDetail\x12!\n\x06models\x18\x13 \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12\x12\n\ntrace_json\x18\x14 \x01(\t\x12\x1b\n\x13parent_execution_id\x18\x15 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x16 \x01(\x05\x12&\n\x08\x63hildren\x18\x17 \x03(\x0b\x32\x14.rlm_rs.v1.Execution\x12\x13\n\x0b\x66ollowup_of\x18\x18 \x01(\tB\t\n\x07_answer\"y\n\x0e\x45xecutionEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x12\n\nturn_index\x18\x04 \x01(\x05\x12\n\n\x02\x61t\x18\x05 \x01(\t\x12\x11\n\tdata_json\x18\x06 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\t\"\xb4\x01\n\x14StartFollowupRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12!\n\x06models\x18\x03 \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12#\n\x07\x62udgets\x18\x04 \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\x12,\n\x07options\x18\x05 \x01(\x0b\x32\x1b.rlm_rs.v1.ExecutionOptions\"\xb3\x01\n\x15StartExecutionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12!\n\x06models\x18\x03 \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12#\n\x07\x62udgets\x18\x04 \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\x12,\n\x07options\x18\x05 \x01(\x0b\x32\x1b.rlm_rs.v1.ExecutionOptions\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"E\n\x14WaitExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\".\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"U\n\x17\x43\x61ncelExecutionResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompleted_at\x18\x03 \x01(\t\"(\n\x10ListStepsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"7\n\x0bStepSummary\x12\x13\n\x0b\x62yte_length\x18\x01 \x01(\x03\x12\x13\n\x0b\x63har_length\x18\x02 \x01(\x03\"\xcd\x02\n\nStepRecord\x12\x12\n\nturn_index\x18\x01 \x01(\x05\x12\x12\n\nupdated_at\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\x0e\n\x06stdout\x18\x04 \x01(\t\x12\x12\n\nstate_json\x18\x05 \x01(\t\x12!\n\x08span_log\x18\x06 \x03(\x0b\x32\x0f.rlm_rs.v1.Span\x12.\n\rtool_requests\x18\x07 \x01(\x0b\x32\x17.rlm_rs.v1.ToolRequests\x12\x1f\n\x05\x66inal\x18\x08 \x01(\x0b\x32\x10.rlm_rs.v1.Final\x12%\n\x05\x65rror\x18\t \x01(\x0b\x32\x16.rlm_rs.v1.ErrorDetail\x12\x10\n\x08\x63hecksum\x18\n \x01(\t\x12\'\n\x07summary\x18\x0b \x01(\x0b\x32\x16.rlm_rs.v1.StepSummary\x12\x0c\n\x04\x63ode\x18\x0c \x01(\t\"9\n\x11ListStepsResponse\x12$\n\x05steps\x18\x01 \x03(\x0b\x32\x15.rlm_rs.v1.StepRecord\"\xa9\x01\n\x1d\x43reateRuntimeExecutionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12!\n\x06models\x18\x02 \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12#\n\x07\x62udgets\x18\x03 \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\x12,\n\x07options\x18\x04 \x01(\x0b\x32\x1b.rlm_rs.v1.ExecutionOptions\"\'\n\x0eRunStepOptions\x12\x15\n\rresolve_tools\x18\x01 \x01(\x08\"\x88\x01\n\x0eRunStepRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x17\n\nstate_json\x18\x03 \x01(\tH\x00\x88\x01\x01\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.rlm_rs.v1.RunStepOptionsB\r\n\x0b_state_json\"~\n\x13ResolveToolsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12.\n\rtool_requests\x18\x02 \x01(\x0b\x32\x17.rlm_rs.v1.ToolRequests\x12!\n\x06models\x18\x03 \x01(\x0b\x32\x11.rlm_rs.v1.Models\"\xb6\x01\n\x14ResolveToolsResponse\x12,\n\x0ctool_results\x18\x01 \x01(\x0b\x32\x16.rlm_rs.v1.ToolResults\x12?\n\x08statuses\x18\x02 \x03(\x0b\x32-.rlm_rs.v1.ResolveToolsResponse.StatusesEntry\x1a/\n\rStatusesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x8d\x06\n\x10\x45xecutionService\x12H\n\x0eStartExecution\x12 .rlm_rs.v1.StartExecutionRequest\x1a\x14.rlm_rs.v1.Execution\x12\x44\n\x0cGetExecution\x12\x1e.rlm_rs.v1.GetExecutionRequest\x1a\x14.rlm_rs.v1.Execution\x12\x46\n\rWaitExecution\x12\x1f.rlm_rs.v1.WaitExecutionRequest\x1a\x14.rlm_rs.v1.Execution\x12X\n\x0f\x43\x61ncelExecution\x12!.rlm_rs.v1.CancelExecutionRequest\x1a\".rlm_rs.v1.CancelExecutionResponse\x12\x46\n\tListSteps\x12\x1b.rlm_rs.v1.ListStepsRequest\x1a\x1c.rlm_rs.v1.ListStepsResponse\x12X\n\x16\x43reateRuntimeExecution\x12(.rlm_rs.v1.CreateRuntimeExecutionRequest\x1a\x14.rlm_rs.v1.Execution\x12;\n\x07RunStep\x12\x19.rlm_rs.v1.RunStepRequest\x1a\x15.rlm_rs.v1.StepResult\x12O\n\x0cResolveTools\x12\x1e.rlm_rs.v1.ResolveToolsRequest\x1a\x1f.rlm_rs.v1.ResolveToolsResponse\x12O\n\x0eWatchExecution\x12 .rlm_rs.v1.WatchExecutionRequest\x1a\x19.rlm_rs.v1.ExecutionEvent0\x01\x12\x46\n\rStartFollowup\x12\x1f.rlm_rs.v1.StartFollowupRequest\x1a\x14.rlm_rs.v1.Executionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,37 +40,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTEXTITEM']._serialized_start=234
   _globals['_CONTEXTITEM']._serialized_end=437
   _globals['_EXECUTION']._serialized_start=440
-  _globals['_EXECUTION']._serialized_end=1043
-  _globals['_STARTEXECUTIONREQUEST']._serialized_start=1046
-  _globals['_STARTEXECUTIONREQUEST']._serialized_end=1225
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=1227
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=1270
-  _globals['_WAITEXECUTIONREQUEST']._serialized_start=1272
-  _globals['_WAITEXECUTIONREQUEST']._serialized_end=1341
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1343
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1389
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1391
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1476
-  _globals['_LISTSTEPSREQUEST']._serialized_start=1478
-  _globals['_LISTSTEPSREQUEST']._serialized_end=1518
-  _globals['_STEPSUMMARY']._serialized_start=1520
-  _globals['_STEPSUMMARY']._serialized_end=1575
-  _globals['_STEPRECORD']._serialized_start=1578
-  _globals['_STEPRECORD']._serialized_end=1911
-  _globals['_LISTSTEPSRESPONSE']._serialized_start=1913
-  _globals['_LISTSTEPSRESPONSE']._serialized_end=1970
-  _globals['_CREATERUNTIMEEXECUTIONREQUEST']._serialized_start=1973
-  _globals['_CREATERUNTIMEEXECUTIONREQUEST']._serialized_end=2142
-  _globals['_RUNSTEPOPTIONS']._serialized_start=2144
-  _globals['_RUNSTEPOPTIONS']._serialized_end=2183
-  _globals['_RUNSTEPREQUEST']._serialized_start=2186
-  _globals['_RUNSTEPREQUEST']._serialized_end=2322
-  _globals['_RESOLVETOOLSREQUEST']._serialized_start=2324
-  _globals['_RESOLVETOOLSREQUEST']._serialized_end=2450
-  _globals['_RESOLVETOOLSRESPONSE']._serialized_start=2453
-  _globals['_RESOLVETOOLSRESPONSE']._serialized_end=2635
-  _globals['_RESOLVETOOLSRESPONSE_STATUSESENTRY']._serialized_start=2588
-  _globals['_RESOLVETOOLSRESPONSE_STATUSESENTRY']._serialized_end=2635
-  _globals['_EXECUTIONSERVICE']._serialized_start=2638
-  _globals['_EXECUTIONSERVICE']._serialized_end=3266
+  _globals['_EXECUTION']._serialized_end=1104
+  _globals['_EXECUTIONEVENT']._serialized_start=1106
+  _globals['_EXECUTIONEVENT']._serialized_end=1227
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1229
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1298
+  _globals['_STARTFOLLOWUPREQUEST']._serialized_start=1301
+  _globals['_STARTFOLLOWUPREQUEST']._serialized_end=1481
+  _globals['_STARTEXECUTIONREQUEST']._serialized_start=1484
+  _globals['_STARTEXECUTIONREQUEST']._serialized_end=1663
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=1665
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=1708
+  _globals['_WAITEXECUTIONREQUEST']._serialized_start=1710
+  _globals['_WAITEXECUTIONREQUEST']._serialized_end=1779
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1781
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1827
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1829
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1914
+  _globals['_LISTSTEPSREQUEST']._serialized_start=1916
+  _globals['_LISTSTEPSREQUEST']._serialized_end=1956
+  _globals['_STEPSUMMARY']._serialized_start=1958
+  _globals['_STEPSUMMARY']._serialized_end=2013
+  _globals['_STEPRECORD']._serialized_start=2016
+  _globals['_STEPRECORD']._serialized_end=2349
+  _globals['_LISTSTEPSRESPONSE']._serialized_start=2351
+  _globals['_LISTSTEPSRESPONSE']._serialized_end=2408
+  _globals['_CREATERUNTIMEEXECUTIONREQUEST']._serialized_start=2411
+  _globals['_CREATERUNTIMEEXECUTIONREQUEST']._serialized_end=2580
+  _globals['_RUNSTEPOPTIONS']._serialized_start=2582
+  _globals['_RUNSTEPOPTIONS']._serialized_end=2621
+  _globals['_RUNSTEPREQUEST']._serialized_start=2624
+  _globals['_RUNSTEPREQUEST']._serialized_end=2760
+  _globals['_RESOLVETOOLSREQUEST']._serialized_start=2762
+  _globals['_RESOLVETOOLSREQUEST']._serialized_end=2888
+  _globals['_RESOLVETOOLSRESPONSE']._serialized_start=2891
+  _globals['_RESOLVETOOLSRESPONSE']._serialized_end=3073
+  _globals['_RESOLVETOOLSRESPONSE_STATUSESENTRY']._serialized_start=3026
+  _globals['_RESOLVETOOLSRESPONSE_STATUSESENTRY']._serialized_end=3073
+  _globals['_EXECUTIONSERVICE']._serialized_start=3076
+  _globals['_EXECUTIONSERVICE']._serialized_end=3857
 # @@protoc_insertion_point(module_scope)

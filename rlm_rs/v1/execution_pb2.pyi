@@ -126,6 +126,8 @@ class Execution(_message.Message):
     TRACE_JSON_FIELD_NUMBER: _builtins.int
     PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    FOLLOWUP_OF_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     session_id: _builtins.str
     tenant_id: _builtins.str
@@ -144,7 +146,12 @@ class Execution(_message.Message):
     trace_json: _builtins.str
     """The trace document (JSON) when return_trace was requested."""
     parent_execution_id: _builtins.str
+    """Recursive sub-executions (tool.queue_rlm): the parent, this execution's
+    depth (a top-level execution is 0) and its children, as a tree.
+    """
     depth: _builtins.int
+    followup_of: _builtins.str
+    """The execution this one is a follow-up of (StartFollowup), if any."""
     @_builtins.property
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SpanRef]: ...
     @_builtins.property
@@ -159,6 +166,8 @@ class Execution(_message.Message):
 
     @_builtins.property
     def models(self) -> _common_pb2.Models: ...
+    @_builtins.property
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___Execution]: ...
     def __init__(
         self,
         *,
@@ -184,16 +193,121 @@ class Execution(_message.Message):
         trace_json: _builtins.str = ...,
         parent_execution_id: _builtins.str = ...,
         depth: _builtins.int = ...,
+        children: _abc.Iterable[Global___Execution] | None = ...,
+        followup_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_answer", b"_answer", "answer", b"answer", "budgets_consumed", b"budgets_consumed", "budgets_requested", b"budgets_requested", "error", b"error", "models", b"models"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_answer", b"_answer", "answer", b"answer", "budgets_consumed", b"budgets_consumed", "budgets_requested", b"budgets_requested", "citations", b"citations", "completed_at", b"completed_at", "contexts", b"contexts", "contexts_s3_uri", b"contexts_s3_uri", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "mode", b"mode", "models", b"models", "output_mode", b"output_mode", "parent_execution_id", b"parent_execution_id", "question", b"question", "session_id", b"session_id", "started_at", b"started_at", "status", b"status", "tenant_id", b"tenant_id", "trace_json", b"trace_json", "trace_s3_uri", b"trace_s3_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_answer", b"_answer", "answer", b"answer", "budgets_consumed", b"budgets_consumed", "budgets_requested", b"budgets_requested", "children", b"children", "citations", b"citations", "completed_at", b"completed_at", "contexts", b"contexts", "contexts_s3_uri", b"contexts_s3_uri", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "followup_of", b"followup_of", "mode", b"mode", "models", b"models", "output_mode", b"output_mode", "parent_execution_id", b"parent_execution_id", "question", b"question", "session_id", b"session_id", "started_at", b"started_at", "status", b"status", "tenant_id", b"tenant_id", "trace_json", b"trace_json", "trace_s3_uri", b"trace_s3_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__answer: _TypeAlias = _typing.Literal["answer"]  # noqa: Y015
     _WhichOneofArgType__answer: _TypeAlias = _typing.Literal["_answer", b"_answer"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__answer) -> _WhichOneofReturnType__answer | None: ...
 
 Global___Execution: _TypeAlias = Execution  # noqa: Y015
+
+@_typing.final
+class ExecutionEvent(_message.Message):
+    """One live event of an execution (WatchExecution, GET .../events). Types:
+    turn_started, root_reply, step_result, tool_requests, tool_results,
+    child_started, child_finished, compaction, status (the last one: the
+    execution ended). Ids are ordered strings; pass the last one seen as
+    after_event_id to resume.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    TURN_INDEX_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    execution_id: _builtins.str
+    type: _builtins.str
+    turn_index: _builtins.int
+    at: _builtins.str
+    data_json: _builtins.str
+    """JSON object: the event's data (stdout truncated, tool keys, status, ...)."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        turn_index: _builtins.int = ...,
+        at: _builtins.str = ...,
+        data_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "data_json", b"data_json", "event_id", b"event_id", "execution_id", b"execution_id", "turn_index", b"turn_index", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecutionEvent: _TypeAlias = ExecutionEvent  # noqa: Y015
+
+@_typing.final
+class WatchExecutionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    AFTER_EVENT_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    after_event_id: _builtins.str
+    """Resume after this event id ("" = from the start)."""
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        after_event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id", "execution_id", b"execution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchExecutionRequest: _TypeAlias = WatchExecutionRequest  # noqa: Y015
+
+@_typing.final
+class StartFollowupRequest(_message.Message):
+    """A new Answerer execution on the same session that starts from a finished
+    execution's `work` state and a compacted history of it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    QUESTION_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    question: _builtins.str
+    @_builtins.property
+    def models(self) -> _common_pb2.Models: ...
+    @_builtins.property
+    def budgets(self) -> _common_pb2.Budgets: ...
+    @_builtins.property
+    def options(self) -> Global___ExecutionOptions: ...
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        question: _builtins.str = ...,
+        models: _common_pb2.Models | None = ...,
+        budgets: _common_pb2.Budgets | None = ...,
+        options: Global___ExecutionOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets", "models", b"models", "options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets", "execution_id", b"execution_id", "models", b"models", "options", b"options", "question", b"question"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartFollowupRequest: _TypeAlias = StartFollowupRequest  # noqa: Y015
 
 @_typing.final
 class StartExecutionRequest(_message.Message):

@@ -75,6 +75,16 @@ class ExecutionServiceStub:
                 request_serializer=rlm__rs_dot_v1_dot_execution__pb2.ResolveToolsRequest.SerializeToString,
                 response_deserializer=rlm__rs_dot_v1_dot_execution__pb2.ResolveToolsResponse.FromString,
                 _registered_method=True)
+        self.WatchExecution = channel.unary_stream(
+                '/rlm_rs.v1.ExecutionService/WatchExecution',
+                request_serializer=rlm__rs_dot_v1_dot_execution__pb2.WatchExecutionRequest.SerializeToString,
+                response_deserializer=rlm__rs_dot_v1_dot_execution__pb2.ExecutionEvent.FromString,
+                _registered_method=True)
+        self.StartFollowup = channel.unary_unary(
+                '/rlm_rs.v1.ExecutionService/StartFollowup',
+                request_serializer=rlm__rs_dot_v1_dot_execution__pb2.StartFollowupRequest.SerializeToString,
+                response_deserializer=rlm__rs_dot_v1_dot_execution__pb2.Execution.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -128,6 +138,18 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchExecution(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartFollowup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +192,16 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.ResolveTools,
                     request_deserializer=rlm__rs_dot_v1_dot_execution__pb2.ResolveToolsRequest.FromString,
                     response_serializer=rlm__rs_dot_v1_dot_execution__pb2.ResolveToolsResponse.SerializeToString,
+            ),
+            'WatchExecution': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchExecution,
+                    request_deserializer=rlm__rs_dot_v1_dot_execution__pb2.WatchExecutionRequest.FromString,
+                    response_serializer=rlm__rs_dot_v1_dot_execution__pb2.ExecutionEvent.SerializeToString,
+            ),
+            'StartFollowup': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartFollowup,
+                    request_deserializer=rlm__rs_dot_v1_dot_execution__pb2.StartFollowupRequest.FromString,
+                    response_serializer=rlm__rs_dot_v1_dot_execution__pb2.Execution.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +420,60 @@ class ExecutionService:
             '/rlm_rs.v1.ExecutionService/ResolveTools',
             rlm__rs_dot_v1_dot_execution__pb2.ResolveToolsRequest.SerializeToString,
             rlm__rs_dot_v1_dot_execution__pb2.ResolveToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/rlm_rs.v1.ExecutionService/WatchExecution',
+            rlm__rs_dot_v1_dot_execution__pb2.WatchExecutionRequest.SerializeToString,
+            rlm__rs_dot_v1_dot_execution__pb2.ExecutionEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartFollowup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rlm_rs.v1.ExecutionService/StartFollowup',
+            rlm__rs_dot_v1_dot_execution__pb2.StartFollowupRequest.SerializeToString,
+            rlm__rs_dot_v1_dot_execution__pb2.Execution.FromString,
             options,
             channel_credentials,
             insecure,

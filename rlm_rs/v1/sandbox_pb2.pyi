@@ -44,6 +44,7 @@ class SandboxPolicy(_message.Message):
     ENABLE_SEARCH_FIELD_NUMBER: _builtins.int
     ENABLE_LLM_FIELD_NUMBER: _builtins.int
     BUILTINS_ALLOWLIST_FIELD_NUMBER: _builtins.int
+    ENABLE_RLM_FIELD_NUMBER: _builtins.int
     ADDRESS_SPACE_MIB_FIELD_NUMBER: _builtins.int
     CPU_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_OPEN_FILES_FIELD_NUMBER: _builtins.int
@@ -87,6 +88,8 @@ class SandboxPolicy(_message.Message):
     """queue_search available"""
     enable_llm: _builtins.bool
     """queue_llm available (sub-calls)"""
+    enable_rlm: _builtins.bool
+    """queue_rlm available (child executions)"""
     address_space_mib: _builtins.int
     """--- OS hardening (enforced by the pool around each worker) ---
     RLIMIT_AS, before mmapped documents
@@ -139,6 +142,7 @@ class SandboxPolicy(_message.Message):
         enable_search: _builtins.bool = ...,
         enable_llm: _builtins.bool = ...,
         builtins_allowlist: _abc.Iterable[_builtins.str] | None = ...,
+        enable_rlm: _builtins.bool = ...,
         address_space_mib: _builtins.int = ...,
         cpu_seconds: _builtins.int = ...,
         max_open_files: _builtins.int = ...,
@@ -161,7 +165,7 @@ class SandboxPolicy(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_space_mib", b"address_space_mib", "builtins_allowlist", b"builtins_allowlist", "cgroup_memory_mib", b"cgroup_memory_mib", "cgroup_pids_max", b"cgroup_pids_max", "clone_newipc", b"clone_newipc", "clone_newnet", b"clone_newnet", "clone_newns", b"clone_newns", "clone_newpid", b"clone_newpid", "clone_newuser", b"clone_newuser", "clone_newuts", b"clone_newuts", "cpu_seconds", b"cpu_seconds", "enable_llm", b"enable_llm", "enable_search", b"enable_search", "file_size_bytes", b"file_size_bytes", "max_code_chars", b"max_code_chars", "max_hits_per_call", b"max_hits_per_call", "max_instructions", b"max_instructions", "max_llm_prompt_chars", b"max_llm_prompt_chars", "max_open_files", b"max_open_files", "max_processes", b"max_processes", "max_regex_seconds", b"max_regex_seconds", "max_spans_per_step", b"max_spans_per_step", "max_state_chars", b"max_state_chars", "max_stdout_chars", b"max_stdout_chars", "max_step_seconds", b"max_step_seconds", "max_tool_requests_per_step", b"max_tool_requests_per_step", "pool_size", b"pool_size", "sandbox_gid", b"sandbox_gid", "sandbox_uid", b"sandbox_uid", "seccomp_allowlist", b"seccomp_allowlist", "seccomp_enabled", b"seccomp_enabled", "warm_workers", b"warm_workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_space_mib", b"address_space_mib", "builtins_allowlist", b"builtins_allowlist", "cgroup_memory_mib", b"cgroup_memory_mib", "cgroup_pids_max", b"cgroup_pids_max", "clone_newipc", b"clone_newipc", "clone_newnet", b"clone_newnet", "clone_newns", b"clone_newns", "clone_newpid", b"clone_newpid", "clone_newuser", b"clone_newuser", "clone_newuts", b"clone_newuts", "cpu_seconds", b"cpu_seconds", "enable_llm", b"enable_llm", "enable_rlm", b"enable_rlm", "enable_search", b"enable_search", "file_size_bytes", b"file_size_bytes", "max_code_chars", b"max_code_chars", "max_hits_per_call", b"max_hits_per_call", "max_instructions", b"max_instructions", "max_llm_prompt_chars", b"max_llm_prompt_chars", "max_open_files", b"max_open_files", "max_processes", b"max_processes", "max_regex_seconds", b"max_regex_seconds", "max_spans_per_step", b"max_spans_per_step", "max_state_chars", b"max_state_chars", "max_stdout_chars", b"max_stdout_chars", "max_step_seconds", b"max_step_seconds", "max_tool_requests_per_step", b"max_tool_requests_per_step", "pool_size", b"pool_size", "sandbox_gid", b"sandbox_gid", "sandbox_uid", b"sandbox_uid", "seccomp_allowlist", b"seccomp_allowlist", "seccomp_enabled", b"seccomp_enabled", "warm_workers", b"warm_workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

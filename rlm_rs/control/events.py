@@ -1,0 +1,85 @@
+"""Live execution events: what WatchExecution and GET /v1/executions/{id}/events stream.
+
+Each event is an execution_state item (PK `EXEC#<id>`, SK `EVENT#<event_id>`)
+written as it happens, so any control plane can serve a watcher and a watcher
+can resume from the last id it saw. Event ids are `<turn:06d>.<seq:04d>`,
+ordered as strings; `seq` restarts each turn, so a turn replayed after a lease
+takeover writes the same ids again (the put overwrites) instead of appending a
+second copy. The `status` event closes the stream: its id is
+`<next_turn:06d>.9999`, after every event of the turns before it.
+
+Types (data in parentheses): turn_started (budgets left), root_reply (model,
+chars, text clipped, tokens), step_result (success, stdout clipped, error,
+span count, final), tool_requests (keys per kind), tool_results (status per
+key), child_started / child_finished (key, child execution id, depth,
+status), compaction (turns summarised, chars before and after), status
+(status, answer clipped, error, budgets_consumed).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from rlm_rs.canonical import canonical_json
+from rlm_rs.storage import Storage
+from rlm_rs.storage.metadata import now_iso
+
+EVENT_TEXT_CHARS = 2_000
+STATUS_SEQ = 9999
+_TABLE = "execution_state"
+
+
+def clip(text: str, limit: int = EVENT_TEXT_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
+
+
+def event_id(turn: int, seq: int) -> str:
+    return f"{turn:06d}.{seq:04d}"
+
+
+class EventLog:
+    def __init__(self, storage: Storage, notify: Callable[[], None]) -> None:
+        self.storage = storage
+        self._notify = notify
+        self._lock = threading.Lock()
+        self._seq: dict[str, tuple[int, int]] = {}  # execution_id -> (turn, next seq)
+
+    def emit(self, execution: dict[str, Any], turn: int, kind: str, data: dict[str, Any]) -> str:
+        execution_id = execution["execution_id"]
+        with self._lock:
+            if kind == "status":
+                seq = STATUS_SEQ
+                self._seq.pop(execution_id, None)
+            else:
+                last_turn, seq = self._seq.get(execution_id, (turn, 0))
+                seq = seq if last_turn == turn else 0
+                self._seq[execution_id] = (turn, seq + 1)
+        eid = event_id(turn, min(seq, STATUS_SEQ - 1) if kind != "status" else seq)
+        self.storage.metadata.items.put(
+            _TABLE,
+            {
+                "PK": f"EXEC#{execution_id}",
+                "SK": f"EVENT#{eid}",
+                "event_id": eid,
+                "execution_id": execution_id,
+                "type": kind,
+                "turn_index": turn,
+                "at": now_iso(),
+                "data_json": canonical_json(data),
+                "ttl_epoch": execution.get("ttl_epoch"),
+            },
+        )
+        self._notify()
+        return eid
+
+    def after(self, execution_id: str, after_event_id: str = "") -> list[dict[str, Any]]:
+        """Events with ids past `after_event_id`, in order."""
+        items = self.storage.metadata.items.query(_TABLE, f"EXEC#{execution_id}", "EVENT#")
+        events = [
+            {k: item[k] for k in ("event_id", "execution_id", "type", "turn_index", "at", "data_json")}
+            for item in items
+            if item["event_id"] > after_event_id
+        ]
+        return sorted(events, key=lambda e: e["event_id"])
