@@ -8,9 +8,14 @@ requires a new PARSER_VERSION. Failures are ParseFailure with one of
 FAILURE_CODES, never an exception from a library.
 
 Third-party parsers (pdfminer.six, trafilatura/lxml, python-docx) run in a
-forked child with an address-space limit and a wall-clock timeout, because a
+child process with an address-space limit and a wall-clock timeout, because a
 hostile file can make them hang or allocate without bound; plain text and
-Markdown are parsed in-process.
+Markdown are parsed in-process. Children come from a forkserver (a clean,
+single-threaded process that preloads this module), never from a plain fork
+of the caller: the worker and the parser service are multi-threaded, and a
+fork taken while another thread held a lock (logging, an import, malloc)
+left the child deadlocked until PARSE_TIMEOUT (seen as a 120 s hang with two
+ingestion workers in one process).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import re
 import resource
 import unicodedata
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -339,10 +345,18 @@ def _child_parse(kind: str, data: bytes, connection: Any) -> None:
         connection.close()
 
 
-def _run_isolated(kind: str, data: bytes, timeout_seconds: float) -> ParsedDocument:
-    context = multiprocessing.get_context("fork")
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload([__name__])
+
+
+def _run_isolated(
+    kind: str, data: bytes, timeout_seconds: float, target: Callable[..., None] = _child_parse
+) -> ParsedDocument:
+    """Run `target(kind, data, connection)` in a fresh child (tests pass a
+    module-level hostile target: a forkserver child cannot see monkeypatches)."""
+    context = _CONTEXT
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child_parse, args=(kind, data, sender), daemon=True)
+    process = context.Process(target=target, args=(kind, data, sender), daemon=True)
     process.start()
     sender.close()
     try:
@@ -355,6 +369,7 @@ def _run_isolated(kind: str, data: bytes, timeout_seconds: float) -> ParsedDocum
         try:
             status, payload = receiver.recv()
         except EOFError:
+            process.join(5)
             raise ParseFailure(
                 "PARSER_CRASHED", "the parser process died", {"exit_code": process.exitcode}
             ) from None
