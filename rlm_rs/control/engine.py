@@ -207,7 +207,8 @@ class ExecutionEngine:
         manifest = self.docs.manifest(execution["session_id"])
         if not execution.get("corpus"):
             return manifest
-        derived = self.settings.data_dir / "derived" / execution["execution_id"]
+        # under the document cache: the pool opens only files below RLM_SANDBOX_DOCUMENT_ROOT
+        derived = self.docs.cache_dir / "derived" / execution["execution_id"]
         return kids.child_manifest(execution["corpus"], manifest, derived)
 
     def children(self, execution: dict[str, Any]) -> list[dict[str, Any]]:
@@ -426,13 +427,13 @@ class ExecutionEngine:
 
     def _children_spans(self, execution: dict[str, Any]) -> list[Span]:
         """What the completed children read (their citations), for the parent's citations."""
-        return [
-            Span(doc_index=int(ref["doc_index"]), start_char=int(ref["start_char"]),
-                 end_char=int(ref["end_char"]))
+        refs = [
+            json_format.ParseDict(ref, SpanRef())
             for child in self.children(execution)
             if child["status"] == "COMPLETED"
             for ref in child.get("citations") or []
-        ]  # fmt: skip
+        ]
+        return [Span(doc_index=r.doc_index, start_char=r.start_char, end_char=r.end_char) for r in refs]
 
     def finish(
         self,
@@ -625,7 +626,8 @@ class ExecutionEngine:
         try:
             self.run_answerer(tenant_id, execution_id)
         except Exception as exc:  # the loop must never die silently
-            log.error("answerer_crashed", execution_id=execution_id, error=type(exc).__name__)
+            # the traceback goes to the operator's log, never to the caller
+            log.error("answerer_crashed", execution_id=execution_id, error=type(exc).__name__, exc_info=True)
             execution = self.get(tenant_id, execution_id)
             if execution["status"] == "RUNNING":
                 self.finish(execution, "FAILED", error=RlmError("INTERNAL_ERROR", "the execution failed"))
@@ -953,9 +955,16 @@ class ExecutionEngine:
             }
         if error:
             meta["error"] = error[:300]
+        refs = [json_format.ParseDict(ref, SpanRef()) for ref in (child or {}).get("citations") or []]
         resolution.rlm[key] = {
             "text": (child or {}).get("answer") or "",
-            "citations": (child or {}).get("citations") or [],
+            "citations": [
+                json_format.MessageToDict(
+                    ref, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                )
+                | {"start_char": ref.start_char, "end_char": ref.end_char}  # ints, not JSON strings
+                for ref in refs
+            ],
             "meta": meta,
         }
         resolution.statuses[key] = "error" if error else "resolved"

@@ -11,6 +11,7 @@ whitespace word counts, so cost accounting has numbers to work with offline.
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ class ScriptedProvider:
 
     def __init__(self, script: dict[str, Any]) -> None:
         self.script = script
-        self.calls: list[dict[str, Any]] = []
+        # the most recent calls (bounded: a long-running appliance must not grow)
+        self.calls: collections.deque[dict[str, Any]] = collections.deque(maxlen=1_000)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScriptedProvider:
@@ -62,7 +64,7 @@ class ScriptedProvider:
         context: CallContext,
     ) -> Completion:
         prompt = "\n".join(m.get("content", "") for m in messages)
-        self.calls.append({"role": context.role, "model": model, "key": context.key})
+        self.calls.append({"role": context.role, "model": model, "key": context.key, "prompt": prompt})
         if context.role == "root":
             text = self._root(context)
         else:

@@ -138,3 +138,34 @@ def test_queue_llm_batch_counts_each_prompt_as_a_request(run: Runner) -> None:
                            ("tool.queue_llm_batch('b', 'not a list')", "prompts must be a list")]:  # fmt: skip
         result = run(code)
         assert result.error.code == "SANDBOX_RUNTIME_ERROR" and fragment in result.error.message, code
+
+
+def test_queue_rlm_records_a_child_over_documents_or_spans(run: Runner) -> None:
+    whole = run(
+        "tool.queue_rlm('c', 'What changed?', doc_indices=[1], budgets={'max_turns': 3})\ntool.YIELD()"
+    )
+    (request,) = whole.tool_requests.rlm
+    assert (request.key, request.question, list(request.doc_indices)) == ("c", "What changed?", [1])
+    assert json.loads(request.budgets_json) == {"max_turns": 3}
+    spans = run(
+        "tool.queue_rlm('s', 'q', spans=[[0, 5, 40], {'doc_index': 1, 'start_char': 0, 'end_char': 9}])"
+    )
+    assert [(s.doc_index, s.start_char, s.end_char) for s in spans.tool_requests.rlm[0].spans] == [
+        (0, 5, 40),
+        (1, 0, 9),
+    ]
+    assert json.loads(spans.tool_requests.rlm[0].budgets_json) is None
+
+
+def test_queue_rlm_arguments_are_checked_before_anything_is_queued(run: Runner) -> None:
+    for code, fragment in [("tool.queue_rlm('c', '')", "question must be"),
+                           ("tool.queue_rlm('c', 'q', doc_indices=[0], spans=[[0, 1, 2]])", "not both"),
+                           ("tool.queue_rlm('c', 'q', doc_indices=[-1])", "doc_indices must hold"),
+                           ("tool.queue_rlm('c', 'q', spans=[[0, 9, 3]])", "start < end"),
+                           ("tool.queue_rlm('c', 'q', spans=[[0, 1]])", "spans[0]"),
+                           ("tool.queue_rlm('c', 'q', budgets={'max_turns': 'many'})", "budgets must be")]:  # fmt: skip
+        result = run(code)
+        assert result.error.code == "SANDBOX_RUNTIME_ERROR" and fragment in result.error.message, code
+        assert not result.tool_requests.rlm
+    disabled = run("tool.queue_rlm('c', 'q')", enable_rlm=False)
+    assert "queue_rlm) are disabled" in disabled.error.message
