@@ -5,8 +5,9 @@ Starts the whole appliance as real processes on a temporary data directory
 drives the gateway for `--minutes` with concurrent runtime steps and Answerer
 executions. Reports throughput, p50/p99 latency and error counts per kind,
 and samples the resident memory and open file descriptors of every process
-(pool and its zygote included) over time, with the least-squares slope of
-each (MiB/min, fds/min): a flat soak has slopes near zero.
+over time (the pool as its server + zygote, and its short-lived workers
+apart as `pool-workers`), with the least-squares slope of each (MiB/min,
+fds/min) after the first minute of warm-up: a flat soak has slopes near zero.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 DESCRIPTION = "load/soak through the gateway: throughput, p50/p99, errors, RSS and fds over time"
 
@@ -51,6 +54,17 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _usage(processes: list[psutil.Process]) -> dict[str, Any]:
+    """RSS and fds summed over the processes still alive while they are read."""
+    rss, fds, alive = 0, 0, 0
+    for process in processes:
+        try:
+            rss, fds, alive = rss + process.memory_info().rss, fds + process.num_fds(), alive + 1
+        except psutil.Error:
+            continue  # exited between listing and reading
+    return {"rss_mib": round(rss / 2**20, 2), "fds": fds, "processes": alive}
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -135,7 +149,6 @@ class _Stack:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
-    import psutil
 
     from rlm_rs.ingestion.worker import IngestionWorker
     from rlm_rs.settings import Settings
@@ -226,14 +239,13 @@ def _drive(
             for name, process in stack.processes.items():
                 try:
                     parent = psutil.Process(process.pid)
-                    family = [parent, *parent.children(recursive=True)]
-                    point[name] = {
-                        "rss_mib": round(sum(p.memory_info().rss for p in family) / 2**20, 2),
-                        "fds": sum(p.num_fds() for p in family),
-                        "processes": len(family),
-                    }
+                    steady = [parent, *parent.children()]
+                    transient = [p for c in steady[1:] for p in c.children(recursive=True)]
                 except psutil.Error:
-                    point[name] = {"rss_mib": 0.0, "fds": 0, "processes": 0}
+                    continue  # the process is gone: no sample rather than a zero
+                point[name] = _usage(steady)
+                if name == "pool":  # workers come and go: counted apart from the server + zygote
+                    point["pool-workers"] = _usage(transient)
             samples.append(point)
             if stop.wait(args.sample_seconds):
                 return
@@ -249,15 +261,21 @@ def _drive(
     for thread in (*threads, sampler):
         thread.join(180)
     seconds = time.monotonic() - started
-    slopes = {
-        name: {
-            "rss_mib_per_min": round(_slope([(s["t_s"], s[name]["rss_mib"]) for s in samples]), 3),
-            "fds_per_min": round(_slope([(s["t_s"], s[name]["fds"]) for s in samples]), 3),
-            "rss_mib_first_last": [samples[0][name]["rss_mib"], samples[-1][name]["rss_mib"]],
-            "fds_first_last": [samples[0][name]["fds"], samples[-1][name]["fds"]],
+    # slopes over the samples after the first minute (warm-up: thread pools,
+    # caches and connections filling to their bounds)
+    names = sorted({name for point in samples for name in point if name != "t_s"})
+    steady = [point for point in samples if point["t_s"] >= 60] or samples
+    slopes = {}
+    for name in names:
+        points = [point for point in steady if name in point]
+        if len(points) < 2:
+            continue
+        slopes[name] = {
+            "rss_mib_per_min": round(_slope([(p["t_s"], p[name]["rss_mib"]) for p in points]), 3),
+            "fds_per_min": round(_slope([(p["t_s"], p[name]["fds"]) for p in points]), 3),
+            "rss_mib_first_last": [points[0][name]["rss_mib"], points[-1][name]["rss_mib"]],
+            "fds_first_last": [points[0][name]["fds"], points[-1][name]["fds"]],
         }
-        for name in stack.processes
-    }
     return {
         "seconds": round(seconds, 1),
         "clients": {"runtime": args.runtime_clients, "answerer": args.answerer_clients},

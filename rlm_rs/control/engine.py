@@ -118,8 +118,8 @@ class ExecutionEngine:
         self._changed = threading.Condition()
         self.events = EventLog(storage, self._notify)
         # per-turn phase durations of the Answerer loop (bench orchestrator reads them)
-        self.turn_timings: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
-        self.finish_timings_ms: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.turn_timings: collections.deque[dict[str, float]] = collections.deque(maxlen=2_000)
+        self.finish_timings_ms: collections.deque[float] = collections.deque(maxlen=2_000)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
