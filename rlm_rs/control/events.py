@@ -18,6 +18,7 @@ status), compaction (turns summarised, chars before and after), status
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from rlm_rs.storage.metadata import now_iso
 
 EVENT_TEXT_CHARS = 2_000
 STATUS_SEQ = 9999
+_MAX_TRACKED = 10_000
 _TABLE = "execution_state"
 
 
@@ -44,7 +46,9 @@ class EventLog:
         self.storage = storage
         self._notify = notify
         self._lock = threading.Lock()
-        self._seq: dict[str, tuple[int, int]] = {}  # execution_id -> (turn, next seq)
+        # execution_id -> (turn, next seq); LRU-bounded: runtime executions that
+        # are never finished must not make a long-running process grow
+        self._seq: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
 
     def emit(self, execution: dict[str, Any], turn: int, kind: str, data: dict[str, Any]) -> str:
         execution_id = execution["execution_id"]
@@ -56,6 +60,9 @@ class EventLog:
                 last_turn, seq = self._seq.get(execution_id, (turn, 0))
                 seq = seq if last_turn == turn else 0
                 self._seq[execution_id] = (turn, seq + 1)
+                self._seq.move_to_end(execution_id)
+                if len(self._seq) > _MAX_TRACKED:
+                    self._seq.popitem(last=False)
         eid = event_id(turn, min(seq, STATUS_SEQ - 1) if kind != "status" else seq)
         self.storage.metadata.items.put(
             _TABLE,

@@ -239,3 +239,29 @@ def test_long_history_is_compacted_by_a_sub_call_and_kept_in_state(api: Api) -> 
     assert "compaction" in kinds
     # the compaction call's tokens are counted
     assert execution.budgets_consumed.input_tokens > sum(len(p.split()) for p in roots)
+
+
+def test_cancelling_a_parent_cancels_its_running_children(api: Api) -> None:
+    engine = api.plane.engine
+    session = engine.storage.metadata.get_session("tenant-a", api.ready_session())
+    parent = engine.create(
+        "tenant-a", session, mode="ANSWERER", question="p", models={}, budgets={}, options={}
+    )
+    engine.storage.metadata.acquire_lease(  # another control plane "runs" it: the sweep leaves it alone
+        "executions", f"SESSION#{parent['session_id']}", f"EXEC#{parent['execution_id']}",
+        owner="elsewhere", ttl_seconds=60,
+    )  # fmt: skip
+    child = engine.create(
+        "tenant-a", session, mode="ANSWERER", question="c", models={}, budgets={}, options={},
+        extra={"parent_execution_id": parent["execution_id"], "depth": 1},
+    )  # fmt: skip
+    engine._update(parent, {"children": [child["execution_id"]]})
+    assert engine.cancel("tenant-a", parent["execution_id"])["status"] == "CANCELLED"
+    assert engine.get("tenant-a", child["execution_id"])["status"] == "CANCELLED"
+    # the takeover sweep never starts a child on its own: its parent runs it
+    orphan = engine.create(
+        "tenant-a", session, mode="ANSWERER", question="o", models={}, budgets={}, options={},
+        extra={"parent_execution_id": parent["execution_id"], "depth": 1},
+    )  # fmt: skip
+    engine.recover_orphans()
+    assert engine.get("tenant-a", orphan["execution_id"]).get("lease_owner") is None
