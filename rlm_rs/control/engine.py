@@ -689,7 +689,8 @@ class ExecutionEngine:
                 return execution  # cancelled (or finished elsewhere)
             if not self._lease(execution):
                 return execution  # lost the lease: the new owner carries on
-            self._renew_ancestors(execution)
+            if not self._ancestors_running(execution):
+                return self.cancel(tenant_id, execution_id)
             turn = int(execution["next_turn"])
             if turn >= int(budgets["max_turns"]):
                 return self.finish(
@@ -970,13 +971,18 @@ class ExecutionEngine:
         resolution.statuses[key] = "error" if error else "resolved"
         resolution.records.append({"type": "rlm", "key": key, "meta": meta})
 
-    def _renew_ancestors(self, execution: dict[str, Any]) -> None:
-        """A child runs inside its parent's turn: keep the parents' leases alive."""
+    def _ancestors_running(self, execution: dict[str, Any]) -> bool:
+        """A child runs inside its parent's turn: keep the parents' leases alive,
+        and tell whether they are all still RUNNING (a cancel may have come
+        between a parent's cascade and this child's creation)."""
         parent_id = execution.get("parent_execution_id")
         while parent_id:
             parent = self.get(execution["tenant_id"], parent_id)
+            if parent["status"] != "RUNNING":
+                return False
             self._lease(parent)
             parent_id = parent.get("parent_execution_id")
+        return True
 
     def _child_traces(self, execution: dict[str, Any]) -> list[dict[str, Any]]:
         out = []
