@@ -21,9 +21,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import grpc.aio
-from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -53,6 +53,12 @@ REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _DEFAULT_TIMEOUT = 30.0
 _RECONNECT_WAIT = 1.0
+# An event stream sends an SSE comment this often while nothing happens, so
+# proxies keep the connection open and a gone client is noticed.
+SSE_KEEPALIVE_SECONDS = 15.0
+# Set by the control plane's WatchExecution once the watch is accepted.
+WATCH_STARTED = "x-rlm-watch"
+EVENT_ID_PATTERN = r"^(\d{6}\.\d{4})?$"
 # Control-plane health services asked by /health/ready ("" = the whole server).
 # The three API services must serve; storage/sandbox/provider are reported
 # when the control plane registers them (UNKNOWN otherwise, not a failure).
@@ -115,7 +121,7 @@ async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
 def _allowed_methods(request: Request) -> list[str]:
     """Every method of every route matching the path (Starlette names only the first)."""
     methods: set[str] = set()
-    for route in (*router.routes, *viewer.routes, *health.routes):
+    for route in (*router.routes, *streams.routes, *viewer.routes, *health.routes):
         match, _ = route.matches(request.scope)
         if match != Match.NONE:
             methods.update(getattr(route, "methods", None) or ())
@@ -282,6 +288,34 @@ class Call:
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
 
+    async def stream(self, method: Callable[..., Any], request: Message) -> tuple[Any, Any]:
+        """Open a server-streaming call and wait until the control plane has
+        accepted it (WATCH_STARTED in its initial metadata), so an error before
+        the stream starts (auth, not found, validation) raises RlmError here,
+        while an HTTP status can still be chosen. Returns the call and what was
+        read from it already (None, a message, or grpc.aio.EOF). No deadline:
+        the stream ends with its execution, or when the caller goes away."""
+        for attempt in (0, 1):
+            channel = self.stubs.channel
+            state_before = channel.get_state(try_to_connect=False)
+            call = method(request, metadata=self.metadata)
+            try:
+                metadata = await call.initial_metadata()
+                if any(key == WATCH_STARTED for key, _ in metadata or ()):
+                    return call, None
+                # No mark: the call failed before it started (read raises its
+                # status), or it ended at once and the mark was not delivered
+                # with its end (seen ~1 in 300 for an empty stream).
+                return call, await call.read()
+            except grpc.aio.AioRpcError as exc:
+                if attempt == 1 or not never_sent(exc, state_before):
+                    raise error_from_rpc(exc) from None
+            try:  # the channel was (re)connecting: give it a moment, then one retry
+                await asyncio.wait_for(channel.channel_ready(), _RECONNECT_WAIT)
+            except TimeoutError:
+                raise RlmError("SERVICE_UNAVAILABLE", "the control plane is unavailable") from None
+        raise AssertionError("unreachable")
+
 
 def _call(request: Request, _auth: Annotated[Any, Depends(_bearer)] = None) -> Call:
     metadata: list[tuple[str, str]] = [(REQUEST_ID_HEADER, _request_id(request))]
@@ -343,6 +377,22 @@ async def start_execution(session_id: str, body: m.StartExecutionBody, call: Cal
     sync = body.options is not None and body.options.synchronous
     timeout = _timeout_for(body.options.synchronous_timeout_seconds if sync and body.options else 0)
     return to_dict(await call(call.stubs.executions.StartExecution, req, timeout))
+
+
+@router.post(
+    "/executions/{execution_id}/followups",
+    response_model=m.ExecutionView,
+    status_code=201,
+    tags=["executions"],
+)
+async def start_followup(execution_id: str, body: m.FollowupBody, call: Call = Caller) -> Any:
+    """A follow-up question on a finished execution (409 CONFLICT while it runs):
+    a new Answerer execution on the same session that starts from its `work`
+    state and a digest of its turns; `followup_of` names the source."""
+    req = _build(execution_pb2.StartFollowupRequest(), {"execution_id": execution_id, **_dump(body)})
+    sync = body.options is not None and body.options.synchronous
+    timeout = _timeout_for(body.options.synchronous_timeout_seconds if sync and body.options else 0)
+    return to_dict(await call(call.stubs.executions.StartFollowup, req, timeout))
 
 
 @router.post(
@@ -414,11 +464,94 @@ async def verify_citation(body: m.VerifyBody, call: Call = Caller) -> Any:
     return to_dict(await call(call.stubs.citations.VerifyCitation, req))
 
 
-# The viewer page is HTML, so it is declared on its own router: its errors are
-# still the JSON envelope, which the /v1 router's shared responses would label
-# with the route's text/html media type.
-viewer = APIRouter(prefix="/v1", tags=["executions"])
+# The viewer page (HTML) and the event stream (text/event-stream) are declared
+# on their own routers: their errors are still the JSON envelope, which the /v1
+# router's shared responses would label with the route's own media type.
 _ENVELOPE_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+streams = APIRouter(prefix="/v1", tags=["executions"])
+viewer = APIRouter(prefix="/v1", tags=["executions"])
+
+
+class EventStreamResponse(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"id: {event['event_id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+async def _event_stream(call: Any, first: Any, request_id: str) -> AsyncIterator[bytes]:
+    """The watch as SSE frames (`first`: a message already read, or None), with
+    a keep-alive comment while nothing happens. A failure mid-stream (e.g. the
+    control plane restarted) is one `stream_error` event with the error
+    envelope; the caller resumes with Last-Event-ID."""
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if first is not None:
+                message, first = first, None
+            else:
+                if pending is None:
+                    pending = asyncio.ensure_future(call.read())
+                done, _ = await asyncio.wait({pending}, timeout=SSE_KEEPALIVE_SECONDS)
+                if not done:
+                    yield b": keep-alive\n\n"
+                    continue
+                message, pending = pending.result(), None
+            if message is grpc.aio.EOF:
+                return
+            yield _sse(to_dict(message))
+    except grpc.aio.AioRpcError as exc:
+        err = error_from_rpc(exc)
+        yield f"event: stream_error\ndata: {json.dumps(err.envelope(request_id))}\n\n".encode()
+    finally:
+        if pending is not None:
+            pending.cancel()
+        call.cancel()
+
+
+@streams.get(
+    "/executions/{execution_id}/events",
+    response_class=EventStreamResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-Sent Events. `id:` the event id (`<turn:06d>.<seq:04d>`), "
+            "`event:` its type (turn_started, root_reply, step_result, tool_requests, tool_results, "
+            "child_started, child_finished, compaction, status), `data:` JSON {event_id, execution_id, "
+            "type, turn_index, at, data}. The stream ends after the `status` event.",
+        },
+        **{
+            status: {"content": _ENVELOPE_JSON, "description": spec["description"]}
+            for status, spec in ERROR_RESPONSES.items()
+        },
+    },
+)
+async def watch_events(
+    request: Request,
+    execution_id: str,
+    call: Call = Caller,
+    after: str | None = Query(
+        default=None, pattern=EVENT_ID_PATTERN, description="resume after this event id"
+    ),
+    last_event_id: str | None = Header(
+        default=None,
+        alias="Last-Event-ID",
+        pattern=EVENT_ID_PATTERN,
+        description="resume after this event id (sent by EventSource on reconnect; wins over `after`)",
+    ),
+) -> Any:
+    """The execution's live events as Server-Sent Events, from the start or
+    after a given event id, ending after the `status` event."""
+    req = _build(
+        execution_pb2.WatchExecutionRequest(),
+        {"execution_id": execution_id, "after_event_id": last_event_id or after or ""},
+    )
+    stream, first = await call.stream(call.stubs.executions.WatchExecution, req)
+    return EventStreamResponse(
+        _event_stream(stream, first, _request_id(request)),
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
 
 
 @viewer.get(
@@ -489,6 +622,7 @@ def create_app(settings: Settings, grpc_target: str | None = None) -> FastAPI:
     )
     app.state.pool = pool
     app.include_router(router)
+    app.include_router(streams)
     app.include_router(viewer)
     app.include_router(health)
     app.add_exception_handler(RlmError, _rlm_error_handler)

@@ -1,4 +1,4 @@
-"""The MCP server of SPEC §11: eleven tools over the HTTP API.
+"""The MCP server of SPEC §11: its eleven tools plus rlm_start_followup, over the HTTP API.
 
 A thin client of the REST gateway (RLM_BASE_URL, RLM_API_KEY) built on the
 official `mcp` SDK (2.x `MCPServer`), served over stdio or streamable HTTP.
@@ -111,6 +111,19 @@ def build_server(base_url: str | None = None, api_key: str | None = None) -> MCP
         return await api.request("POST", f"/v1/executions/{_seg(execution_id)}/wait", body)
 
     @server.tool()
+    async def rlm_start_followup(
+        execution_id: str,
+        question: str,
+        models: m.Models | None = None,
+        budgets: m.Budgets | None = None,
+        options: m.ExecutionOptions | None = None,
+    ) -> dict[str, Any]:
+        """Ask a follow-up of a finished execution: a new Answerer execution on the same
+        session that starts from its work state and a digest of its turns."""
+        body = m.FollowupBody(question=question, models=models, budgets=budgets, options=options)
+        return await api.request("POST", f"/v1/executions/{_seg(execution_id)}/followups", body)
+
+    @server.tool()
     async def rlm_runtime_create_execution(
         session_id: str,
         models: m.Models | None = None,
@@ -161,6 +174,7 @@ TOOL_NAMES = (
     "rlm_start_execution",
     "rlm_get_execution",
     "rlm_wait_execution",
+    "rlm_start_followup",
     "rlm_runtime_create_execution",
     "rlm_runtime_step",
     "rlm_resolve_tools",

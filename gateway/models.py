@@ -8,7 +8,7 @@ appear as real JSON values under the spec's names. No behaviour lives here.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -108,9 +108,29 @@ class SearchRequest(_In):
     filters: SearchFilters | None = None
 
 
+class SpanInput(_In):
+    doc_index: int = Field(ge=0, le=INT32)
+    start_char: int = Field(ge=0, le=INT64)
+    end_char: int = Field(ge=0, le=INT64)
+    tag: str = Field(default="", max_length=200)
+
+
+class RlmRequest(_In):
+    """A child execution (tool.queue_rlm) over a sub-corpus: whole documents
+    (doc_indices), spans, or (both empty) every document."""
+
+    type: Literal["rlm"] | None = None
+    key: str = Field(min_length=1, max_length=512)
+    question: str = Field(min_length=1, max_length=100_000)
+    doc_indices: list[Annotated[int, Field(ge=0, le=INT32)]] = Field(default_factory=list, max_length=1000)
+    spans: list[SpanInput] = Field(default_factory=list, max_length=1000)
+    budgets: Budgets | None = Field(default=None, description="overrides, capped by what the parent has left")
+
+
 class ToolRequests(_In):
     llm: list[LlmRequest] = Field(default_factory=list)
     search: list[SearchRequest] = Field(default_factory=list)
+    rlm: list[RlmRequest] = Field(default_factory=list)
 
 
 class Final(_Out):
@@ -220,6 +240,12 @@ class StartExecutionBody(_In):
     options: ExecutionOptions | None = None
 
 
+class FollowupBody(StartExecutionBody):
+    """A follow-up question on a finished execution: a new Answerer execution on
+    the same session that starts from its `work` state and a digest of its turns.
+    Models not given are the source execution's."""
+
+
 class CreateRuntimeBody(_In):
     models: Models | None = None
     budgets: Budgets | None = None
@@ -257,6 +283,12 @@ class ExecutionView(_Out):
     duration_ms: int = 0
     error: ErrorDetail | None = None
     trace: Any = Field(default=None, description="The trace document when return_trace was set")
+    parent_execution_id: str = Field(default="", description="A child's parent (tool.queue_rlm)")
+    depth: int = Field(default=0, description="0 for a top-level execution, parent's + 1 for a child")
+    children: list[ExecutionView] = Field(
+        default_factory=list, description="Child executions (tool.queue_rlm), each with its own children"
+    )
+    followup_of: str = Field(default="", description="The execution this one is a follow-up of")
 
 
 class WaitBody(_In):
@@ -277,6 +309,8 @@ class StepSummary(_Out):
 class ToolRequestsOut(_Out):
     llm: list[dict[str, Any]] = Field(default_factory=list)
     search: list[dict[str, Any]] = Field(default_factory=list)
+    llm_batch: list[dict[str, Any]] = Field(default_factory=list)
+    rlm: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class StepRecord(_Out):
@@ -346,9 +380,21 @@ class SearchResult(_Out):
     meta: Any = None
 
 
+class LlmBatchResult(_Out):
+    results: list[LlmResult] = Field(default_factory=list)
+
+
+class RlmResult(_Out):
+    text: str = Field(default="", description="The child execution's answer")
+    citations: list[SpanRef] = Field(default_factory=list, description="SpanRefs into the session's docs")
+    meta: Any = Field(default=None, description="execution_id, status, depth, budgets_consumed, error")
+
+
 class ToolResults(_Out):
     llm: dict[str, LlmResult] = Field(default_factory=dict)
     search: dict[str, SearchResult] = Field(default_factory=dict)
+    llm_batch: dict[str, LlmBatchResult] = Field(default_factory=dict)
+    rlm: dict[str, RlmResult] = Field(default_factory=dict)
 
 
 class ResolveToolsResult(_Out):

@@ -5,17 +5,20 @@ constant-time compare); `x-request-id` taken or generated and returned in the
 trailing metadata; a token bucket per tenant (RATE_LIMITS_JSON); an audit
 record per call; RlmError -> gRPC status with google.rpc.ErrorInfo(reason =
 spec code, domain "rlm-rs", metadata = details), any other exception ->
-INTERNAL_ERROR with no internals. Handlers receive a `Caller`.
+INTERNAL_ERROR with no internals. Handlers receive a `Caller`. `rpc` wraps
+unary handlers, `rpc_stream` server-streaming ones (the same path, held open
+for the stream's life).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,54 +91,91 @@ def abort(context: grpc.ServicerContext, error: RlmError, request_id: str) -> No
     context.abort_with_status(rpc_status.to_status(status))
 
 
+@contextlib.contextmanager
+def _guarded(
+    storage: Storage,
+    limiter: RateLimiter,
+    authenticate: bool,
+    method: str,
+    request: Any,
+    context: grpc.ServicerContext,
+) -> Iterator[Caller]:
+    """Request id, auth, rate limit; errors -> status; metrics and audit at the end."""
+    started = time.perf_counter()
+    metadata = _metadata(context)
+    request_id = (metadata.get("x-request-id") or "")[:128] or str(uuid.uuid4())
+    tenant, key_prefix, code, http_status = "", "", "", 200
+    try:
+        caller = Caller("", "", request_id)
+        if authenticate:
+            caller = _authenticate(storage, metadata, request_id)
+            tenant, key_prefix = caller.tenant_id, caller.key_prefix
+            wait = limiter.take(tenant)
+            if wait > 0:
+                raise RlmError(
+                    "RATE_LIMITED",
+                    "rate limit exceeded for this tenant",
+                    {"retry_after_seconds": max(1, int(wait + 0.999))},
+                )
+        yield caller
+        context.set_trailing_metadata((("x-request-id", request_id),))
+    except RlmError as error:
+        code, http_status = error.code, error.http_status
+        abort(context, error, request_id)
+    except GeneratorExit:  # a streaming caller went away
+        code, http_status = "CANCELLED", 499
+        raise
+    except Exception as exc:  # never leak internals to a caller
+        log.error(
+            "rpc_failed",
+            method=method,
+            request_id=request_id,
+            error=type(exc).__name__,
+            exc_info=True,
+        )
+        code, http_status = "INTERNAL_ERROR", 500
+        abort(context, RlmError("INTERNAL_ERROR", "internal error"), request_id)
+    finally:
+        latency = time.perf_counter() - started
+        API_REQUESTS.labels(method=method, code=code or "OK").inc()
+        API_LATENCY.labels(method=method).observe(latency)
+        if tenant:
+            _audit(storage, tenant, request_id, method, key_prefix, http_status, latency, request, code)
+
+
 def rpc(
     storage: Storage, limiter: RateLimiter, *, authenticate: bool = True
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wraps a unary handler `(self, request, context, caller) -> reply`."""
+
     def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
         method = handler.__name__
 
         @functools.wraps(handler)
         def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.perf_counter()
-            metadata = _metadata(context)
-            request_id = (metadata.get("x-request-id") or "")[:128] or str(uuid.uuid4())
-            tenant, key_prefix, code, http_status = "", "", "", 200
-            try:
-                caller = Caller("", "", request_id)
-                if authenticate:
-                    caller = _authenticate(storage, metadata, request_id)
-                    tenant, key_prefix = caller.tenant_id, caller.key_prefix
-                    wait = limiter.take(tenant)
-                    if wait > 0:
-                        raise RlmError(
-                            "RATE_LIMITED",
-                            "rate limit exceeded for this tenant",
-                            {"retry_after_seconds": max(1, int(wait + 0.999))},
-                        )
-                result = handler(self, request, context, caller)
-                context.set_trailing_metadata((("x-request-id", request_id),))
-                return result
-            except RlmError as error:
-                code, http_status = error.code, error.http_status
-                abort(context, error, request_id)
-            except Exception as exc:  # never leak internals to a caller
-                log.error(
-                    "rpc_failed",
-                    method=method,
-                    request_id=request_id,
-                    error=type(exc).__name__,
-                    exc_info=True,
-                )
-                code, http_status = "INTERNAL_ERROR", 500
-                abort(context, RlmError("INTERNAL_ERROR", "internal error"), request_id)
-            finally:
-                latency = time.perf_counter() - started
-                API_REQUESTS.labels(method=method, code=code or "OK").inc()
-                API_LATENCY.labels(method=method).observe(latency)
-                if tenant:
-                    _audit(
-                        storage, tenant, request_id, method, key_prefix, http_status, latency, request, code
-                    )
+            with _guarded(storage, limiter, authenticate, method, request, context) as caller:
+                return handler(self, request, context, caller)
+
+        return wrapper
+
+    return decorate
+
+
+def rpc_stream(
+    storage: Storage, limiter: RateLimiter
+) -> Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]]:
+    """Wraps a server-streaming handler `(self, request, context, caller) ->
+    iterator of replies` the same way: one rate-limit token and one audit
+    record per stream (latency = the stream's duration); an error before or
+    during the stream ends it with the spec's status."""
+
+    def decorate(handler: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        method = handler.__name__
+
+        @functools.wraps(handler)
+        def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with _guarded(storage, limiter, True, method, request, context) as caller:
+                yield from handler(self, request, context, caller)
 
         return wrapper
 

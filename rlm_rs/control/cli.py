@@ -26,11 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     executions = subparsers.add_parser("executions", help="follow executions")
     commands = executions.add_subparsers(dest="executions_command", required=True)
-    tail = commands.add_parser("tail", help="print an execution's turns as they happen")
+    tail = commands.add_parser("tail", help="print an execution's turns as they happen (WatchExecution)")
     tail.add_argument("execution_id")
     tail.add_argument("--grpc-target", help="HOST:PORT of the control plane (default RLM_GRPC_ADDRESS)")
     tail.add_argument("--api-key", help="API key (default RLM_API_KEY)")
-    tail.add_argument("--poll-seconds", type=float, default=0.5)
+    tail.add_argument("--after", default="", help="resume after this event id (e.g. 000002.0003)")
+    tail.add_argument("--poll-seconds", type=float, default=0.5, help=argparse.SUPPRESS)  # unused (streamed)
     tail.add_argument("--timeout-seconds", type=float, default=3600.0)
     tail.set_defaults(func=_tail)
 
@@ -63,7 +64,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    """Polls ListSteps/GetExecution and prints each new turn, then the outcome."""
+    """Follows WatchExecution and prints each turn as it lands, then the outcome.
+
+    A turn's line is printed at its step_result (its tool count comes with the
+    tool_requests event right after it). A dropped stream is resumed after the
+    last event seen until --timeout-seconds; `--after` starts after an event id.
+    """
+    import functools
+    import json
     import os
     import sys
     import time
@@ -78,37 +86,62 @@ def _tail(args: argparse.Namespace) -> int:
         return 2
     target = args.grpc_target or get_settings().grpc_address
     metadata = [("authorization", f"Bearer {key}")]
-    terminal = ("COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED", "CANCELLED")
-    seen = 0
     deadline = time.monotonic() + args.timeout_seconds
+    last = args.after or ""
+    pending: dict[str, Any] | None = None  # a step_result waiting for its tool count
+    say = functools.partial(print, flush=True)  # each line as it lands, also into a pipe
+
+    def print_turn(turn: int, data: dict[str, Any], tools: int) -> None:
+        error = data.get("error") or {}
+        outcome = "ok" if data.get("success") else f"{error.get('code')}: {error.get('message')}"
+        say(f"turn {turn}: {outcome}; spans {data.get('spans', 0)}; tools {tools}")
+        for line in (data.get("stdout") or "").splitlines()[:20]:
+            say(f"  | {line}")
+        if data.get("final") is not None:
+            say(f"  FINAL: {str(data['final'])[:500]}")
+
+    def flush(tools: int = 0) -> None:
+        nonlocal pending
+        if pending is not None:
+            print_turn(pending["turn"], pending["data"], tools)
+            pending = None
+
     with grpc.insecure_channel(target) as channel:
         stub = execution_pb2_grpc.ExecutionServiceStub(channel)
-        try:
-            while True:
-                execution = stub.GetExecution(
-                    execution_pb2.GetExecutionRequest(execution_id=args.execution_id), metadata=metadata
-                )
-                steps = stub.ListSteps(
-                    execution_pb2.ListStepsRequest(execution_id=args.execution_id), metadata=metadata
-                ).steps
-                for step in steps[seen:]:
-                    outcome = "ok" if step.success else f"{step.error.code}: {step.error.message}"
-                    tools = (
-                        len(step.tool_requests.llm)
-                        + len(step.tool_requests.search)
-                        + len(step.tool_requests.llm_batch)
-                    )
-                    print(f"turn {step.turn_index}: {outcome}; spans {len(step.span_log)}; tools {tools}")
-                    for line in step.stdout.splitlines()[:20]:
-                        print(f"  | {line}")
-                    if step.final.is_final:
-                        print(f"  FINAL: {step.final.answer[:500]}")
-                seen = len(steps)
-                if execution.status in terminal or time.monotonic() > deadline:
-                    answer = execution.answer if execution.HasField("answer") else ""
-                    print(f"{execution.status}: {answer[:500]}")
-                    return 0 if execution.status in terminal else 1
-                time.sleep(args.poll_seconds)
-        except grpc.RpcError as error:
-            print(f"rlm-rs executions tail: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
+        while True:
+            request = execution_pb2.WatchExecutionRequest(execution_id=args.execution_id, after_event_id=last)
+            try:
+                for event in stub.WatchExecution(
+                    request, metadata=metadata, timeout=max(deadline - time.monotonic(), 0.1)
+                ):
+                    last = event.event_id
+                    data = json.loads(event.data_json or "{}")
+                    if event.type == "tool_requests" and pending is not None:
+                        flush(sum(len(keys) for keys in data.values()))
+                        continue
+                    flush()
+                    if event.type == "step_result":
+                        pending = {"turn": event.turn_index, "data": data}
+                    elif event.type in ("child_started", "child_finished"):
+                        what = data.get("status") or "started"
+                        say(f"  child {data.get('key')} ({data.get('execution_id')}): {what}")
+                    elif event.type == "compaction":
+                        turns = data.get("turns") or ["?", "?"]
+                        say(f"  history of turns {turns[0]}-{turns[-1]} summarised")
+                    elif event.type == "status":
+                        say(f"{data.get('status')}: {(data.get('answer') or '')[:500]}")
+                        return 0
+                flush()
+                return 0  # resumed after the status event: nothing more to print
+            except grpc.RpcError as error:
+                code = error.code()
+                retry = code == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline
+                if retry:
+                    time.sleep(1.0)  # the control plane restarts: resume after the last event
+                    continue
+                flush()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    say(f"rlm-rs executions tail: still running after {args.timeout_seconds:g}s")
+                    return 1
+                print(f"rlm-rs executions tail: {code.name}: {error.details()}", file=sys.stderr)
+                return 1

@@ -1,18 +1,23 @@
 """ExecutionService and CitationService servicers: request validation and
 message conversion around the ExecutionEngine (engine.py). Every look-up is
 by the caller's tenant; another tenant's ids look exactly like missing ones.
+WatchExecution holds one server thread per stream, so live watchers are
+capped per tenant and per server (RATE_LIMITED past the cap).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
 from rlm_rs.citations import make_ref, verify_ref
-from rlm_rs.control._rpc import Caller, RateLimiter, rpc
+from rlm_rs.control._rpc import Caller, RateLimiter, rpc, rpc_stream
 from rlm_rs.control.budgets import budgets_from_dict, budgets_to_dict
 from rlm_rs.control.engine import ExecutionEngine
 from rlm_rs.control.sessions import load_session
@@ -25,6 +30,7 @@ from rlm_rs.v1.common_pb2 import (
     Final,
     LlmResult,
     Models,
+    RlmResult,
     SearchHit,
     SearchResult,
     Span,
@@ -34,9 +40,21 @@ from rlm_rs.v1.common_pb2 import (
 
 MAX_QUESTION_CHARS = 20_000
 MAX_CODE_CHARS = 200_000
+EVENT_ID = re.compile(r"^\d{6}\.\d{4}$")
+# The server has 32 RPC threads and a watcher holds one until its execution
+# ends (or its next event after the caller went away): leave most for calls.
+MAX_WATCHERS = 16
+MAX_WATCHERS_PER_TENANT = 8
+# Initial metadata sent once a watch is accepted (auth, id and tenant checked):
+# the gateway waits for it before it answers 200 with an event stream.
+WATCH_STARTED = "x-rlm-watch"
+
+Children = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
 
-def execution_message(record: dict[str, Any]) -> execution_pb2.Execution:
+def execution_message(record: dict[str, Any], children: Children | None = None) -> execution_pb2.Execution:
+    """The Execution message of a record; with `children` (engine.children),
+    its sub-executions as a tree."""
     message = execution_pb2.Execution(
         execution_id=record["execution_id"],
         session_id=record["session_id"],
@@ -54,7 +72,10 @@ def execution_message(record: dict[str, Any]) -> execution_pb2.Execution:
         trace_json=record.get("trace_json") or "",
         parent_execution_id=record.get("parent_execution_id") or "",
         depth=int(record.get("depth") or 0),
+        followup_of=record.get("followup_of") or "",
     )
+    if children is not None:
+        message.children.extend(execution_message(child, children) for child in children(record))
     if record.get("answer") is not None:
         message.answer = record["answer"]
     for ref in record.get("citations") or []:
@@ -104,16 +125,63 @@ def _options(request_options: execution_pb2.ExecutionOptions) -> dict[str, Any]:
     return options
 
 
+def _question(text: str) -> str:
+    question = text.strip()
+    if not question or len(question) > MAX_QUESTION_CHARS:
+        raise RlmError("VALIDATION_ERROR", f"question must be 1..{MAX_QUESTION_CHARS} characters")
+    return question
+
+
+class WatchSlots:
+    """Live-watcher counts per tenant and in total, with caps."""
+
+    def __init__(self, total: int = MAX_WATCHERS, per_tenant: int = MAX_WATCHERS_PER_TENANT) -> None:
+        self.total, self.per_tenant = total, per_tenant
+        self._lock = threading.Lock()
+        self._count: dict[str, int] = {}
+
+    def take(self, tenant: str) -> None:
+        with self._lock:
+            if self._count.get(tenant, 0) >= self.per_tenant or sum(self._count.values()) >= self.total:
+                raise RlmError(
+                    "RATE_LIMITED",
+                    "too many live watchers: close one or retry later",
+                    {"retry_after_seconds": 5},
+                )
+            self._count[tenant] = self._count.get(tenant, 0) + 1
+
+    def give(self, tenant: str) -> None:
+        with self._lock:
+            left = self._count.get(tenant, 1) - 1
+            if left > 0:
+                self._count[tenant] = left
+            else:
+                self._count.pop(tenant, None)
+
+
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     def __init__(self, engine: ExecutionEngine, storage: Storage, limiter: RateLimiter) -> None:
         self.engine = engine
         self.storage = storage
+        self.watchers = WatchSlots()
         guard = rpc(storage, limiter)
         for name in (
             "StartExecution", "GetExecution", "WaitExecution", "CancelExecution", "ListSteps",
-            "CreateRuntimeExecution", "RunStep", "ResolveTools",
+            "CreateRuntimeExecution", "RunStep", "ResolveTools", "StartFollowup",
         ):  # fmt: skip
             setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
+        self.WatchExecution = rpc_stream(storage, limiter)(ExecutionServicer._WatchExecution).__get__(self)
+
+    def _message(self, record: dict[str, Any]) -> execution_pb2.Execution:
+        return execution_message(record, self.engine.children)
+
+    def _run(self, caller: Caller, record: dict[str, Any], options: execution_pb2.ExecutionOptions) -> Any:
+        """Start an Answerer record; a synchronous request waits for it."""
+        self.engine.start(record)
+        if options.synchronous:
+            timeout = options.synchronous_timeout_seconds or 60.0
+            record = self.engine.wait(caller.tenant_id, record["execution_id"], timeout)
+        return self._message(record)
 
     def _create(
         self, caller: Caller, session_id: str, mode: str, question: str, request: Any
@@ -133,20 +201,55 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     def _StartExecution(
         self, request: execution_pb2.StartExecutionRequest, context: grpc.ServicerContext, caller: Caller
     ) -> execution_pb2.Execution:
-        question = request.question.strip()
-        if not question or len(question) > MAX_QUESTION_CHARS:
-            raise RlmError("VALIDATION_ERROR", f"question must be 1..{MAX_QUESTION_CHARS} characters")
+        question = _question(request.question)
         record = self._create(caller, request.session_id, "ANSWERER", question, request)
-        self.engine.start(record)
-        if request.options.synchronous:
-            timeout = request.options.synchronous_timeout_seconds or 60.0
-            record = self.engine.wait(caller.tenant_id, record["execution_id"], timeout)
-        return execution_message(record)
+        return self._run(caller, record, request.options)
+
+    def _StartFollowup(
+        self, request: execution_pb2.StartFollowupRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> execution_pb2.Execution:
+        question = _question(request.question)
+        record = self.engine.followup(
+            caller.tenant_id,
+            request.execution_id,
+            question=question,
+            models=json_format.MessageToDict(request.models, preserving_proto_field_name=True),
+            budgets=budgets_to_dict(request.budgets),
+            options=_options(request.options),
+        )
+        return self._run(caller, record, request.options)
+
+    def _WatchExecution(
+        self, request: execution_pb2.WatchExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> Iterator[execution_pb2.ExecutionEvent]:
+        after = request.after_event_id
+        if after and not EVENT_ID.match(after):
+            raise RlmError("VALIDATION_ERROR", "after_event_id must be empty or an event id like 000003.0002")
+        self.engine.get(caller.tenant_id, request.execution_id)  # NOT_FOUND before the stream starts
+        self.watchers.take(caller.tenant_id)
+        try:
+            context.send_initial_metadata(((WATCH_STARTED, "1"),))
+            if after and any(
+                e["type"] == "status" and e["event_id"] <= after
+                for e in self.engine.events.after(request.execution_id)
+            ):
+                return  # resumed after the status event: nothing more will come
+            for event in self.engine.watch(caller.tenant_id, request.execution_id, after):
+                yield execution_pb2.ExecutionEvent(
+                    event_id=event["event_id"],
+                    execution_id=event["execution_id"],
+                    type=event["type"],
+                    turn_index=int(event["turn_index"]),
+                    at=event["at"],
+                    data_json=event["data_json"],
+                )
+        finally:
+            self.watchers.give(caller.tenant_id)
 
     def _GetExecution(
         self, request: execution_pb2.GetExecutionRequest, context: grpc.ServicerContext, caller: Caller
     ) -> execution_pb2.Execution:
-        return execution_message(self.engine.get(caller.tenant_id, request.execution_id))
+        return self._message(self.engine.get(caller.tenant_id, request.execution_id))
 
     def _WaitExecution(
         self, request: execution_pb2.WaitExecutionRequest, context: grpc.ServicerContext, caller: Caller
@@ -154,7 +257,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         if not 0 <= request.timeout_seconds <= 300:
             raise RlmError("VALIDATION_ERROR", "timeout_seconds must be 0..300")
         record = self.engine.wait(caller.tenant_id, request.execution_id, request.timeout_seconds or 30.0)
-        return execution_message(record)
+        return self._message(record)
 
     def _CancelExecution(
         self, request: execution_pb2.CancelExecutionRequest, context: grpc.ServicerContext, caller: Caller
@@ -178,7 +281,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         context: grpc.ServicerContext,
         caller: Caller,
     ) -> execution_pb2.Execution:
-        return execution_message(self._create(caller, request.session_id, "RUNTIME", "", request))
+        return self._message(self._create(caller, request.session_id, "RUNTIME", "", request))
 
     def _RunStep(
         self, request: execution_pb2.RunStepRequest, context: grpc.ServicerContext, caller: Caller
@@ -199,6 +302,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             [r.key for r in requests.llm]
             + [r.key for r in requests.search]
             + [r.key for r in requests.llm_batch]
+            + [r.key for r in requests.rlm]
         )
         if not keys or any(not k for k in keys) or len(set(keys)) != len(keys):
             raise RlmError("VALIDATION_ERROR", "tool_requests need unique, non-empty keys")
@@ -214,6 +318,14 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             response.tool_results.llm_batch[key].results.extend(
                 LlmResult(text=r["text"], meta_json=json.dumps(r["meta"], sort_keys=True))
                 for r in value["results"]
+            )
+        for key, value in resolution.rlm.items():
+            response.tool_results.rlm[key].CopyFrom(
+                RlmResult(
+                    text=value["text"],
+                    citations=[json_format.ParseDict(ref, SpanRef()) for ref in value["citations"]],
+                    meta_json=json.dumps(value["meta"], sort_keys=True),
+                )
             )
         for key, value in resolution.search.items():
             response.tool_results.search[key].CopyFrom(

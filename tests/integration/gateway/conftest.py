@@ -30,8 +30,27 @@ ROOT_REPLY = (
     "tool.FINAL(line)\n"
     "```"
 )
+# Follow-ups: "remember" keeps the chief executive in state["work"], "recall"
+# (a follow-up of it) reads it back in its first step.
+REMEMBER_REPLY = (
+    "```repl\n"
+    "hit = context[0].find('Ada Lovelace')[0]\n"
+    "state['work']['ceo'] = context[0][hit['start_char']:hit['end_char']]\n"
+    "tool.FINAL('noted')\n"
+    "```"
+)
+RECALL_REPLY = (
+    "```repl\n"
+    "print('from before:', state['work']['ceo'])\n"
+    "tool.FINAL('The chief executive is ' + state['work']['ceo'])\n"
+    "```"
+)
 SCRIPT = {
-    "executions": [{"match": "revenue", "root": [ROOT_REPLY]}],
+    "executions": [
+        {"match": "revenue", "root": [ROOT_REPLY]},
+        {"match": "remember", "root": [REMEMBER_REPLY]},
+        {"match": "recall", "root": [RECALL_REPLY]},
+    ],
     "sub": [{"match": "summarize", "text": "a summary"}],
     "default_sub": "ok",
 }

@@ -1,5 +1,5 @@
 """The MCP server with the SDK's own client, against the running gateway: all
-eleven tools over stdio, and the streamable-HTTP transport."""
+twelve tools (SPEC §11's eleven and rlm_start_followup) over stdio, and the streamable-HTTP transport."""
 
 from __future__ import annotations
 
@@ -51,6 +51,13 @@ async def exercise_all_tools(session: ClientSession, stack: Stack) -> set[str]:
     assert waited["status"] == "COMPLETED", waited
     fetched = await call("rlm_get_execution", execution_id=started["execution_id"])
     assert fetched["answer"].startswith("Revenue grew 12%")
+    followed = await call(
+        "rlm_start_followup",
+        execution_id=started["execution_id"],
+        question="and the revenue once more?",
+        options={"synchronous": True, "synchronous_timeout_seconds": 20},
+    )
+    assert followed["followup_of"] == started["execution_id"] and followed["status"] == "COMPLETED"
 
     runtime = await call("rlm_runtime_create_execution", session_id=stack.session_id)
     step = await call(

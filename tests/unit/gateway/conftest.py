@@ -77,6 +77,32 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
     def RunStep(self, request: Any, context: grpc.ServicerContext) -> Any:
         return common_step(request)
 
+    def WatchExecution(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Streams chosen by the id. missing: refused before the stream;
+        unmarked: one event without the started mark (as when the mark is lost
+        with an at-once end); empty: no mark, no event; midway: one event, then
+        the control plane fails; slow: one event after a pause; else two events."""
+        eid = request.execution_id
+        if eid == "missing":
+            abort_with(context, "EXECUTION_NOT_FOUND", "no such execution", execution_id=eid)
+        if eid == "empty":
+            return
+        if eid != "unmarked":
+            context.send_initial_metadata((("x-rlm-watch", "1"),))
+        if eid == "slow":
+            time.sleep(0.5)
+        yield execution_pb2.ExecutionEvent(
+            event_id="000000.0000", execution_id=eid, type="turn_started", turn_index=0,
+            at="2026-01-01T00:00:00Z", data_json='{"budgets": {}}',
+        )  # fmt: skip
+        if eid == "midway":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+        if eid not in ("slow", "unmarked"):
+            yield execution_pb2.ExecutionEvent(
+                event_id="000001.9999", execution_id=eid, type="status", turn_index=1,
+                at="2026-01-01T00:00:01Z", data_json='{"status": "COMPLETED"}',
+            )  # fmt: skip
+
 
 def common_step(request: Any) -> Any:
     from rlm_rs.v1 import sandbox_pb2
