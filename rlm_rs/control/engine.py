@@ -30,7 +30,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -299,30 +299,41 @@ class ExecutionEngine:
         )
 
     def watch(
-        self, tenant_id: str, execution_id: str, after_event_id: str = "", *, poll_seconds: float = 0.25
+        self,
+        tenant_id: str,
+        execution_id: str,
+        after_event_id: str = "",
+        *,
+        poll_seconds: float = 0.25,
+        stop: Callable[[], bool] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Events past `after_event_id` as they are written, ending with the
-        `status` event. Events written by another control plane are seen by
-        polling storage every `poll_seconds`."""
+        `status` event (at once when the caller already has it). Events
+        written by another control plane are seen by polling storage every
+        `poll_seconds`; `stop()` true (the caller went away) ends the watch."""
         self.get(tenant_id, execution_id)  # NOT_FOUND for a foreign or unknown id
         last = after_event_id
         terminal_seen = False
-        while True:
+        while stop is None or not stop():
             fresh = self.events.after(execution_id, last)
             for event in fresh:
                 yield event
                 last = event["event_id"]
                 if event["type"] == "status":
                     return
-            if not fresh:
-                execution = self.get(tenant_id, execution_id)
-                if execution["status"] in TERMINAL:
-                    if terminal_seen:  # ended without a status event (e.g. before events existed)
-                        self._status_event(execution)
-                        continue
-                    terminal_seen = True
-                with self._changed:
-                    self._changed.wait(poll_seconds)
+            if fresh:
+                continue
+            execution = self.get(tenant_id, execution_id)
+            if execution["status"] in TERMINAL:
+                if terminal_seen:
+                    if not any(e["type"] == "status" for e in self.events.after(execution_id)):
+                        self._status_event(execution)  # ended before events existed
+                    if not self.events.after(execution_id, last):
+                        return  # the caller is already past the status event
+                    continue
+                terminal_seen = True  # its status event may be a moment behind the record
+            with self._changed:
+                self._changed.wait(poll_seconds)
 
     @staticmethod
     def _elapsed_ms(execution: dict[str, Any]) -> int:

@@ -229,12 +229,10 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self.watchers.take(caller.tenant_id)
         try:
             context.send_initial_metadata(((WATCH_STARTED, "1"),))
-            if after and any(
-                e["type"] == "status" and e["event_id"] <= after
-                for e in self.engine.events.after(request.execution_id)
-            ):
-                return  # resumed after the status event: nothing more will come
-            for event in self.engine.watch(caller.tenant_id, request.execution_id, after):
+            events = self.engine.watch(
+                caller.tenant_id, request.execution_id, after, stop=lambda: not context.is_active()
+            )
+            for event in events:
                 yield execution_pb2.ExecutionEvent(
                     event_id=event["event_id"],
                     execution_id=event["execution_id"],

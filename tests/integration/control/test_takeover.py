@@ -10,14 +10,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from rlm_rs.ingestion.worker import IngestionWorker
 from rlm_rs.providers.testing_server import OpenAICompatibleServer
 from rlm_rs.settings import Settings
-from rlm_rs.storage import open_storage
+from rlm_rs.storage import Storage, open_storage
 from rlm_rs.v1 import execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
 
 TURN_1 = "```repl\ntool.queue_llm('city', 'Name the city: ' + context[0][:44])\ntool.YIELD()\n```"
@@ -66,22 +68,12 @@ def _wait_ready(port: int) -> None:
     channel.close()
 
 
-def test_second_process_takes_over_after_sigkill(tmp_path: Path) -> None:
-    turn_2_seen = threading.Event()
-    stall_once = threading.Event()
-
-    def reply(messages: list[dict[str, str]]) -> str:
-        user = messages[-1]["content"]
-        if messages[0]["role"] != "system":
-            return "Lisbon"
-        if "Turn 1 of" in user:
-            return TURN_1
-        if not stall_once.is_set():  # the first owner stalls here and gets killed
-            stall_once.set()
-            turn_2_seen.set()
-            time.sleep(4)
-        return TURN_2
-
+def _kill_mid_run(
+    tmp_path: Path, reply: Callable[[list[dict[str, str]]], str], stalled: threading.Event
+) -> tuple[execution_pb2.Execution, Storage, str, list[dict[str, Any]]]:
+    """Two control planes on one data dir; start an execution on the first,
+    SIGKILL it once `stalled` is set, wait for the result on the second.
+    Returns (result, storage, execution id, the sub-calls the provider saw)."""
     data_dir = tmp_path / "data"
     settings = Settings(RLM_DATA_DIR=data_dir, API_KEY_PEPPER="pepper")
     storage = open_storage(settings)
@@ -110,7 +102,7 @@ def test_second_process_takes_over_after_sigkill(tmp_path: Path) -> None:
                 execution_pb2.StartExecutionRequest(session_id=session.session_id, question="Which city?"),
                 metadata=auth,
             )
-            assert turn_2_seen.wait(30), "the first process never reached turn 2"
+            assert stalled.wait(30), "the first process never reached the stall"
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
             channel_a.close()
@@ -126,10 +118,30 @@ def test_second_process_takes_over_after_sigkill(tmp_path: Path) -> None:
                     process.terminate()
                     process.wait(15)
         sub_calls = [r for r in llm.requests if r["messages"][0]["role"] != "system"]
+    return waited, storage, started.execution_id, sub_calls
+
+
+def test_second_process_takes_over_after_sigkill(tmp_path: Path) -> None:
+    turn_2_seen = threading.Event()
+    stall_once = threading.Event()
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        user = messages[-1]["content"]
+        if messages[0]["role"] != "system":
+            return "Lisbon"
+        if "Turn 1 of" in user:
+            return TURN_1
+        if not stall_once.is_set():  # the first owner stalls here and gets killed
+            stall_once.set()
+            turn_2_seen.set()
+            time.sleep(4)
+        return TURN_2
+
+    waited, storage, execution_id, sub_calls = _kill_mid_run(tmp_path, reply, turn_2_seen)
     assert waited.status == "COMPLETED" and waited.answer == "Lisbon"
     assert waited.budgets_consumed.turns == 2 and waited.budgets_consumed.llm_subcalls == 1
     assert len(sub_calls) == 1  # turn 1 was committed before the kill: its sub-call is not repeated
-    record = storage.metadata.get_execution("t", started.execution_id)
+    record = storage.metadata.get_execution("t", execution_id)
     assert record["lease_owner"] and len(waited.citations) == 1
 
 
@@ -157,54 +169,11 @@ def test_a_child_execution_is_resumed_not_restarted_after_sigkill(tmp_path: Path
             return CHILD_2
         return PARENT_1 if "Turn 1 of" in user else PARENT_2
 
-    data_dir = tmp_path / "data"
-    settings = Settings(RLM_DATA_DIR=data_dir, API_KEY_PEPPER="pepper")
-    storage = open_storage(settings)
-    key, _ = storage.metadata.create_api_key("t")
-    storage.blobs.put("raw/a.txt", b"Our fastest-growing office is in Lisbon, Portugal.")
-    auth = [("authorization", f"Bearer {key}")]
-    with OpenAICompatibleServer(reply) as llm:
-        port_a, port_b = _free_port(), _free_port()
-        first, second = _serve(data_dir, llm.base_url, port_a), _serve(data_dir, llm.base_url, port_b)
-        try:
-            _wait_ready(port_a)
-            _wait_ready(port_b)
-            channel_a = grpc.insecure_channel(f"127.0.0.1:{port_a}")
-            session = session_pb2_grpc.SessionServiceStub(channel_a).CreateSession(
-                session_pb2.CreateSessionRequest(
-                    docs=[
-                        session_pb2.DocumentInput(
-                            source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/a.txt"
-                        )
-                    ]
-                ),
-                metadata=auth,
-            )
-            IngestionWorker(storage, settings).run_once()
-            started = execution_pb2_grpc.ExecutionServiceStub(channel_a).StartExecution(
-                execution_pb2.StartExecutionRequest(session_id=session.session_id, question="Which city?"),
-                metadata=auth,
-            )
-            assert child_turn_2_seen.wait(30), "the first process never reached the child's turn 2"
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait(10)
-            channel_a.close()
-            channel_b = grpc.insecure_channel(f"127.0.0.1:{port_b}")
-            waited = execution_pb2_grpc.ExecutionServiceStub(channel_b).WaitExecution(
-                execution_pb2.WaitExecutionRequest(execution_id=started.execution_id, timeout_seconds=60),
-                metadata=auth,
-            )
-            channel_b.close()
-        finally:
-            for process in (first, second):
-                if process.poll() is None:
-                    process.terminate()
-                    process.wait(15)
-        sub_calls = [r for r in llm.requests if r["messages"][0]["role"] != "system"]
+    waited, storage, execution_id, sub_calls = _kill_mid_run(tmp_path, reply, child_turn_2_seen)
     assert waited.status == "COMPLETED" and waited.answer == "Lisbon", waited.error
     assert waited.budgets_consumed.rlm_subcalls == 1 and waited.budgets_consumed.llm_subcalls == 1
     assert len(sub_calls) == 1  # the child's committed turn 1 was not repeated
-    parent = storage.metadata.get_execution("t", started.execution_id)
+    parent = storage.metadata.get_execution("t", execution_id)
     (child_id,) = parent["children"]  # the replayed parent turn found its child: no second one
     child = storage.metadata.get_execution("t", child_id)
     assert child["status"] == "COMPLETED" and child["budgets_consumed"]["turns"] == 2
