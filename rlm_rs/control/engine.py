@@ -117,6 +117,8 @@ class ExecutionEngine:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answerer")
         self._changed = threading.Condition()
         self.events = EventLog(storage, self._notify)
+        self._active: set[str] = set()  # Answerer loops queued or running in this process
+        self._active_lock = threading.Lock()
         # per-turn phase durations of the Answerer loop (bench orchestrator reads them)
         self.turn_timings: collections.deque[dict[str, float]] = collections.deque(maxlen=2_000)
         self.finish_timings_ms: collections.deque[float] = collections.deque(maxlen=2_000)
@@ -190,6 +192,8 @@ class ExecutionEngine:
             "followup_of": None,
             **(extra or {}),
         }
+        if mode == "ANSWERER":  # leased from birth: the takeover sweep leaves a queued execution alone
+            record.update(lease_owner=self.owner, lease_until=time.time() + self.lease_seconds)
         return self.storage.metadata.put_execution(record)
 
     def get(self, tenant_id: str, execution_id: str) -> dict[str, Any]:
@@ -631,7 +635,15 @@ class ExecutionEngine:
 
     # --- Answerer mode --------------------------------------------------------------------------
     def start(self, execution: dict[str, Any]) -> None:
-        self._pool.submit(self._guarded_run, execution["tenant_id"], execution["execution_id"])
+        """Queue the execution's loop, at most once per process: the takeover
+        sweep may find an execution still queued here (its creation lease ran
+        out while every loop thread was busy) and must not run it twice."""
+        execution_id = execution["execution_id"]
+        with self._active_lock:
+            if execution_id in self._active:
+                return
+            self._active.add(execution_id)
+        self._pool.submit(self._guarded_run, execution["tenant_id"], execution_id)
 
     def _guarded_run(self, tenant_id: str, execution_id: str) -> None:
         try:
@@ -642,6 +654,9 @@ class ExecutionEngine:
             execution = self.get(tenant_id, execution_id)
             if execution["status"] == "RUNNING":
                 self.finish(execution, "FAILED", error=RlmError("INTERNAL_ERROR", "the execution failed"))
+        finally:
+            with self._active_lock:
+                self._active.discard(execution_id)
 
     def _lease(self, execution: dict[str, Any]) -> bool:
         return (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 
 from rlm_rs.v1 import citation_pb2, execution_pb2
 from rlm_rs.v1.common_pb2 import Budgets
@@ -265,3 +266,17 @@ def test_cancelling_a_parent_cancels_its_running_children(api: Api) -> None:
     )  # fmt: skip
     engine.recover_orphans()
     assert engine.get("tenant-a", orphan["execution_id"]).get("lease_owner") is None
+
+
+def test_a_queued_execution_is_leased_from_birth_so_the_sweep_leaves_it_alone(api: Api) -> None:
+    engine = api.plane.engine
+    session = engine.storage.metadata.get_session("tenant-a", api.ready_session())
+    queued = engine.create(
+        "tenant-a", session, mode="ANSWERER", question="q", models={}, budgets={}, options={}
+    )
+    assert queued["lease_owner"] == engine.owner and queued["lease_until"] > time.time()
+    assert engine.recover_orphans() == 0  # not an orphan: its loop may just be waiting for a thread
+    runtime = engine.create(
+        "tenant-a", session, mode="RUNTIME", question="", models={}, budgets={}, options={}
+    )
+    assert not runtime.get("lease_owner")  # runtime executions have no loop to lease
