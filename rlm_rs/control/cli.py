@@ -31,7 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tail.add_argument("--grpc-target", help="HOST:PORT of the control plane (default RLM_GRPC_ADDRESS)")
     tail.add_argument("--api-key", help="API key (default RLM_API_KEY)")
     tail.add_argument("--after", default="", help="resume after this event id (e.g. 000002.0003)")
-    tail.add_argument("--poll-seconds", type=float, default=0.5, help=argparse.SUPPRESS)  # unused (streamed)
     tail.add_argument("--timeout-seconds", type=float, default=3600.0)
     tail.set_defaults(func=_tail)
 
