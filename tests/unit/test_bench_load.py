@@ -16,5 +16,5 @@ def test_bench_load_reports_throughput_errors_and_process_samples() -> None:
     result = json.loads(output)
     assert result["runtime_steps"]["count"] > 0 and result["answerer_executions"]["count"] > 0
     assert result["errors"] == {}
-    assert set(result["slopes"]) == {"pool", "control-plane", "gateway"}
+    assert set(result["slopes"]) == {"pool", "pool-workers", "control-plane", "gateway"}
     assert len(result["samples"]) >= 2 and result["samples"][0]["pool"]["processes"] >= 2  # front + zygote
