@@ -39,7 +39,7 @@ from google.protobuf import json_format
 from rlm_rs.canonical import canonical_json
 from rlm_rs.citations import build_citations, make_ref
 from rlm_rs.control import children as kids
-from rlm_rs.control import prompts
+from rlm_rs.control import history, prompts
 from rlm_rs.control.budgets import consumed_zero, merge_budgets, snapshot, step_policy
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.control.costs import PriceTable, cost_spent
@@ -70,18 +70,11 @@ from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 TERMINAL = ("COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED", "CANCELLED")
 CONTEXTS_INLINE_LIMIT_CHARS = 256_000
 SANDBOX_RETRY_SECONDS = 20.0
-HISTORY_SUMMARY_CHARS = 8_000
-FOLLOWUP_DIGEST_CHARS = 12_000
 log = get_logger(component="engine")
 
 
 def initial_state() -> dict[str, Any]:
     return {"work": {}, "_tool_results": {"llm": {}, "search": {}}, "_tool_status": {}}
-
-
-def _tokens(*texts: str) -> int:
-    """The root prompt's size in tokens, estimated as chars / 4."""
-    return sum(len(t) for t in texts) // 4
 
 
 def _step_sk(turn: int) -> str:
@@ -708,7 +701,7 @@ class ExecutionEngine:
             rlm=int(budgets["max_rlm_subcalls"]) > 0
             and int(execution.get("depth") or 0) < int(budgets["max_depth"]),
         )
-        history = self._history(execution)
+        turns = history.committed_turns(self.storage, execution_id)
         while True:
             execution = self.get(tenant_id, execution_id)
             if execution["status"] != "RUNNING":
@@ -734,10 +727,12 @@ class ExecutionEngine:
             timings = {"storage_ms": (time.perf_counter() - clock) * 1000}
             self.events.emit(execution, turn, "turn_started", {"budgets": snapshot(budgets, consumed)})
             clock = time.perf_counter()
-            user = self._turn_prompt(execution, docs, state, consumed, history)
-            if _tokens(system, user) > self.settings.compaction_share * self.settings.root_context_tokens:
-                if self._compact(execution, state, consumed, history):
-                    user = self._turn_prompt(execution, docs, state, consumed, history)
+            user = history.turn_prompt(execution, docs, state, consumed, turns)
+            if history.too_large(self.settings, system, user):
+                compaction = history.compact(self.provider, self.prices, execution, state, consumed, turns)
+                if compaction is not None:
+                    self.events.emit(execution, turn, "compaction", compaction)
+                    user = history.turn_prompt(execution, docs, state, consumed, turns)
             timings["prompt_ms"] = (time.perf_counter() - clock) * 1000
             started = time.perf_counter()
             try:
@@ -821,7 +816,7 @@ class ExecutionEngine:
                 if exc.code == "CONFLICT":  # cancelled during the turn
                     return self.get(tenant_id, execution_id)
                 raise
-            history.append(entry)
+            turns.append(entry)
             if consumed["spans_total"] > int(budgets["max_spans_total"]):
                 return self.finish(
                     execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_spans_total spent")
@@ -1017,101 +1012,6 @@ class ExecutionEngine:
             out.append(read_trace(self.storage, uri) if uri else {"execution_id": child["execution_id"]})
         return out
 
-    # --- root history and compaction ------------------------------------------------------------
-    def _history(self, execution: dict[str, Any]) -> list[dict[str, Any]]:
-        """Committed turns, for the root prompt (also after a takeover)."""
-        items = self.storage.metadata.items.query(
-            "execution_state", f"EXEC#{execution['execution_id']}", "STEP#"
-        )
-        history = []
-        for item in sorted(items, key=lambda i: int(i["turn_index"])):
-            error = item.get("error") or {}
-            history.append(
-                {
-                    "turn": int(item["turn_index"]),
-                    "code": (item.get("trace") or {}).get("code", ""),
-                    "stdout": item.get("stdout", ""),
-                    "error": f"{error.get('code')}: {error.get('message')}" if error else "",
-                }
-            )
-        return history
-
-    def _turn_prompt(
-        self,
-        execution: dict[str, Any],
-        docs: list[Any],
-        state: dict[str, Any],
-        consumed: dict[str, Any],
-        history: list[dict[str, Any]],
-    ) -> str:
-        budgets = execution["budgets_requested"]
-        summary = state.get("_history") or {}
-        through = int(summary.get("through_turn", -1))
-        shown = [h for h in history if h["turn"] > through]
-        last = shown[-1] if shown else {}
-        return prompts.turn_prompt(
-            question=execution["question"],
-            doc_lengths=[(d.source_name, d.char_length) for d in docs],
-            turn_index=int(execution["next_turn"]),
-            max_turns=int(budgets["max_turns"]),
-            budget_snapshot=snapshot(budgets, consumed),
-            tool_status=state.get("_tool_status", {}),
-            summary=summary.get("summary", ""),
-            earlier_turns=shown[:-1],
-            last_code=last.get("code", ""),
-            last_stdout=last.get("stdout", ""),
-            last_error=last.get("error", ""),
-        )
-
-    def _compact(
-        self,
-        execution: dict[str, Any],
-        state: dict[str, Any],
-        consumed: dict[str, Any],
-        history: list[dict[str, Any]],
-    ) -> bool:
-        """Summarise every shown turn but the last into state["_history"] with
-        one sub-call (its tokens and cost are counted; it is not one of the
-        step's sub-calls). A failed call keeps a note that the turns were
-        dropped. False when there is nothing left to summarise."""
-        previous = state.get("_history") or {}
-        through = int(previous.get("through_turn", -1))
-        older = [h for h in history if h["turn"] > through][:-1]
-        if not older:
-            return False
-        turn = int(execution["next_turn"])
-        prompt = prompts.compaction_prompt(
-            question=execution["question"], summary=previous.get("summary", ""), turns=older
-        )
-        try:
-            with trace_span("llm.compaction", execution_id=execution["execution_id"], turn_index=turn):
-                completion = self.provider.complete(
-                    execution["models"]["sub_model"],
-                    [{"role": "user", "content": prompt}],
-                    max_tokens=2048,
-                    temperature=0.0,
-                    context=CallContext(role="compaction", question=execution["question"], turn_index=turn),
-                )
-            self.prices.record(consumed, completion.model, completion.input_tokens, completion.output_tokens)
-            summary = completion.text[:HISTORY_SUMMARY_CHARS]
-        except ProviderError as exc:
-            log.warning("compaction_failed", execution_id=execution["execution_id"], error=str(exc))
-            first, last = older[0]["turn"] + 1, older[-1]["turn"] + 1
-            note = f"[turns {first}-{last} were dropped: their summary could not be made]"
-            summary = (previous.get("summary", "") + "\n" + note)[-HISTORY_SUMMARY_CHARS:]
-        state["_history"] = {"summary": summary, "through_turn": older[-1]["turn"]}
-        self.events.emit(
-            execution,
-            turn,
-            "compaction",
-            {
-                "turns": [older[0]["turn"], older[-1]["turn"]],
-                "prompt_chars": len(prompt),
-                "summary_chars": len(summary),
-            },
-        )
-        return True
-
     # --- follow-ups -------------------------------------------------------------------------------
     def followup(
         self,
@@ -1147,17 +1047,8 @@ class ExecutionEngine:
             options=options,
             extra={"followup_of": execution_id},
         )
-        state = initial_state()
-        state["work"] = source_state.get("work") if isinstance(source_state.get("work"), dict) else {}
-        state["_history"] = {
-            "summary": prompts.followup_digest(
-                source=source,
-                summary=(source_state.get("_history") or {}).get("summary", ""),
-                turns=self._history(source)[-3:],
-                limit=FOLLOWUP_DIGEST_CHARS,
-            ),
-            "through_turn": -1,
-        }
+        turns = history.committed_turns(self.storage, source["execution_id"])
+        state = history.followup_state(initial_state(), source, source_state, turns)
         self._save_state(record, 0, canonical_json(state))
         return record
 
