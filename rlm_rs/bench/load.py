@@ -57,14 +57,20 @@ def _free_port() -> int:
 
 
 def _usage(processes: list[psutil.Process]) -> dict[str, Any]:
-    """RSS and fds summed over the processes still alive while they are read."""
-    rss, fds, alive = 0, 0, 0
+    """RSS, fds and threads summed over the processes still alive while they
+    are read (threads: thread pools grow to the peak concurrency they have
+    seen, and each thread may hold its own SQLite connection)."""
+    rss, fds, threads, alive = 0, 0, 0, 0
     for process in processes:
         try:
-            rss, fds, alive = rss + process.memory_info().rss, fds + process.num_fds(), alive + 1
+            with process.oneshot():
+                rss += process.memory_info().rss
+                fds += process.num_fds()
+                threads += process.num_threads()
+            alive += 1
         except psutil.Error:
             continue  # exited between listing and reading
-    return {"rss_mib": round(rss / 2**20, 2), "fds": fds, "processes": alive}
+    return {"rss_mib": round(rss / 2**20, 2), "fds": fds, "threads": threads, "processes": alive}
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
