@@ -108,8 +108,9 @@ class ExecutionEngine:
         self.prices = PriceTable(settings.price_table_json)
         self.resolver = ToolResolver(storage, provider, self.search_index, self.prices)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answerer")
-        self._changed = threading.Condition()
-        self.events = EventLog(storage, self._notify)
+        self._changed = threading.Condition()  # an execution record changed (waiters of wait())
+        self._new_events = threading.Condition()  # an event was written (watchers)
+        self.events = EventLog(storage, self._notify_watchers)
         self._active: set[str] = set()  # Answerer loops queued or running in this process
         self._active_lock = threading.Lock()
         # per-turn phase durations of the Answerer loop (bench orchestrator reads them)
@@ -122,6 +123,10 @@ class ExecutionEngine:
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
+
+    def _notify_watchers(self) -> None:
+        with self._new_events:
+            self._new_events.notify_all()
 
     # --- records ------------------------------------------------------------------------
     def create(
@@ -329,8 +334,8 @@ class ExecutionEngine:
                         return  # the caller is already past the status event
                     continue
                 terminal_seen = True  # its status event may be a moment behind the record
-            with self._changed:
-                self._changed.wait(poll_seconds)
+            with self._new_events:
+                self._new_events.wait(poll_seconds)
 
     @staticmethod
     def _elapsed_ms(execution: dict[str, Any]) -> int:
