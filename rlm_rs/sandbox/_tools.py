@@ -69,6 +69,7 @@ class ToolAPI:
             raise ValueError(f"key must be a non-empty str of <= {_MAX_KEY_CHARS} chars")
         if key in self._keys:
             raise ValueError(f"key {key!r} was already queued in this step")
+        self._keys.add(key)
         self._queued += weight
         if self._queued > self._max_requests:
             self._rt.halt(
@@ -99,7 +100,6 @@ class ToolAPI:
             raise ValueError(f"prompt is {len(prompt)} chars; the limit is {self._max_prompt_chars}")
         _check_call_options(model_hint, max_tokens, temperature, metadata)
         key = self._new_key(key)
-        self._keys.add(key)
         self._requests.llm.append(
             LlmRequest(
                 key=key,
@@ -138,7 +138,6 @@ class ToolAPI:
                 )
         _check_call_options(model_hint, max_tokens, temperature, metadata)
         key = self._new_key(key, weight=len(prompts))
-        self._keys.add(key)
         self._requests.llm_batch.append(
             LlmBatchRequest(
                 key=key,
@@ -174,7 +173,6 @@ class ToolAPI:
             ):
                 raise ValueError("budgets must be a dict of budget names to numbers")
         key = self._new_key(key)
-        self._keys.add(key)
         self._requests.rlm.append(
             RlmRequest(
                 key=key,
@@ -202,7 +200,6 @@ class ToolAPI:
             if not all(type(d) is str for d in doc_ids):
                 raise ValueError("filters.doc_ids must be a list of str")
         key = self._new_key(key)
-        self._keys.add(key)
         self._requests.search.append(
             SearchRequest(key=key, query=query, k=k, filters=SearchFilters(doc_ids=doc_ids))
         )
