@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -209,9 +211,14 @@ class ExecutionEngine:
         manifest = self.docs.manifest(execution["session_id"])
         if not execution.get("corpus"):
             return manifest
-        # under the document cache: the pool opens only files below RLM_SANDBOX_DOCUMENT_ROOT
-        derived = self.docs.cache_dir / "derived" / execution["execution_id"]
-        return kids.child_manifest(execution["corpus"], manifest, derived)
+        return kids.child_manifest(execution["corpus"], manifest, self._derived_dir(execution))
+
+    def _derived_dir(self, execution: dict[str, Any]) -> Path:
+        """A child's span documents: under the document cache (the pool opens
+        only files below RLM_SANDBOX_DOCUMENT_ROOT); removed when it ends
+        (citations map to the session's own documents), rewritten if a
+        resumed child needs them again."""
+        return self.docs.cache_dir / "derived" / execution["execution_id"]
 
     def children(self, execution: dict[str, Any]) -> list[dict[str, Any]]:
         """The execution's child records, in the order they were started."""
@@ -508,6 +515,8 @@ class ExecutionEngine:
             final = self._update(execution, {"trace_s3_uri": changes["trace_s3_uri"]})
         else:
             self._status_event(final)
+        if execution.get("corpus"):
+            shutil.rmtree(self._derived_dir(execution), ignore_errors=True)
         self.finish_timings_ms.append((time.perf_counter() - clock) * 1000)
         EXECUTIONS.labels(mode=execution["mode"], status=final["status"]).inc()
         EXECUTION_DURATION.observe((final.get("duration_ms") or 0) / 1000)

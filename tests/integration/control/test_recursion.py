@@ -101,6 +101,8 @@ def test_depth_two_tree_answers_with_citations_that_verify_against_the_parent_se
     assert [(c["depth"], c["status"]) for c in children] == [(1, "COMPLETED"), (1, "COMPLETED")]
     risks, notes = children
     assert risks["parent_execution_id"] == execution.execution_id and notes["corpus"][0]["whole"]
+    # span documents live only while their child runs
+    assert not (engine.docs.cache_dir / "derived" / risks["execution_id"]).exists()
     (grandchild,) = engine.children(risks)
     assert grandchild["depth"] == 2 and grandchild["answer"] == LEASE
     assert int(grandchild["citations"][0]["start_char"]) == REPORT.index(LEASE)
