@@ -934,21 +934,25 @@ class ExecutionEngine:
                 pieces = [kids.compose(piece, parent["corpus"]) for piece in pieces]
             current = self.get(tenant_id, parent["execution_id"])
             self._update(current, {"children": [*(current.get("children") or []), child_id]})
-            child = self.create(
-                tenant_id,
-                session,
-                mode="ANSWERER",
-                question=request.question,
-                models=parent["models"],
-                budgets=budgets,
-                options={"redact_trace": bool((parent.get("options") or {}).get("redact_trace"))},
-                extra={
-                    "execution_id": child_id,
-                    "parent_execution_id": parent["execution_id"],
-                    "depth": int(parent.get("depth") or 0) + 1,
-                    "corpus": pieces,
-                },
-            )
+            try:
+                child = self.create(
+                    tenant_id,
+                    session,
+                    mode="ANSWERER",
+                    question=request.question,
+                    models=parent["models"],
+                    budgets=budgets,
+                    options={"redact_trace": bool((parent.get("options") or {}).get("redact_trace"))},
+                    extra={
+                        "execution_id": child_id,
+                        "parent_execution_id": parent["execution_id"],
+                        "depth": int(parent.get("depth") or 0) + 1,
+                        "corpus": pieces,
+                    },
+                )
+            except RlmError as exc:  # e.g. the session is being deleted
+                self._rlm_result(resolution, request.key, None, f"{exc.code}: {exc.message}")
+                return
         self.events.emit(
             parent,
             turn,
