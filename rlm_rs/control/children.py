@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,7 @@ def child_budgets(
         raise RlmError(
             "BUDGET_EXCEEDED", f"rlm sub-call budget spent (max_rlm_subcalls={budgets['max_rlm_subcalls']})"
         )
-    seconds_left = float(parent["started_epoch"]) + float(budgets["max_total_seconds"]) - now
+    seconds_left = seconds_left_at(parent, now)
     if seconds_left < 1.0:
         raise RlmError("BUDGET_EXCEEDED", f"only {max(seconds_left, 0):.1f}s of max_total_seconds left")
     cost_cap = float(budgets["max_cost_usd"])
@@ -220,6 +219,6 @@ def roll_up(consumed: dict[str, Any], child_consumed: dict[str, Any]) -> None:
     consumed["cost_usd"] = round(float(consumed["cost_usd"]), 10)
 
 
-def wait_seconds(parent: dict[str, Any]) -> float:
-    budgets = parent["budgets_requested"]
-    return float(parent["started_epoch"]) + float(budgets["max_total_seconds"]) - time.time()
+def seconds_left_at(parent: dict[str, Any], now: float) -> float:
+    """What is left of the parent's max_total_seconds at `now`."""
+    return float(parent["started_epoch"]) + float(parent["budgets_requested"]["max_total_seconds"]) - now

@@ -964,7 +964,8 @@ class ExecutionEngine:
                 "question": clip(request.question),
             },
         )
-        give_up = time.time() + max(kids.wait_seconds(parent), 0.0) + self.lease_seconds
+        now = time.time()
+        give_up = now + max(kids.seconds_left_at(parent, now), 0.0) + self.lease_seconds
         while child["status"] == "RUNNING" and time.time() < give_up:
             child = self.run_answerer(tenant_id, child_id)
             if child["status"] == "RUNNING":
