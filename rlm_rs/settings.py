@@ -9,10 +9,26 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _parse_json_object(value: Any) -> Any:
+    """A JSON-object setting: empty or blank means unset (the default, {}), as
+    operators write `RATE_LIMITS_JSON=` in an env file; anything else must be a
+    JSON object."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else {}
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+# NoDecode: pydantic-settings would json.loads the raw value itself (and fail on
+# ""), before any validator could read it; _parse_json_object decides instead.
+JsonObject = Annotated[dict[str, Any], NoDecode, BeforeValidator(_parse_json_object)]
 
 
 class Settings(BaseSettings):
@@ -41,17 +57,17 @@ class Settings(BaseSettings):
     root_context_tokens: int = Field(128_000, ge=1_000, alias="RLM_ROOT_CONTEXT_TOKENS")
     compaction_share: float = Field(0.85, gt=0.0, le=1.0, alias="RLM_COMPACTION_SHARE")
     # --- budgets, limits ---
-    default_budgets_json: dict[str, Any] = Field(default_factory=dict, alias="DEFAULT_BUDGETS_JSON")
-    rate_limits_json: dict[str, Any] = Field(default_factory=dict, alias="RATE_LIMITS_JSON")
-    price_table_json: dict[str, Any] = Field(default_factory=dict, alias="RLM_PRICE_TABLE_JSON")
+    default_budgets_json: JsonObject = Field(default_factory=dict, alias="DEFAULT_BUDGETS_JSON")
+    rate_limits_json: JsonObject = Field(default_factory=dict, alias="RATE_LIMITS_JSON")
+    price_table_json: JsonObject = Field(default_factory=dict, alias="RLM_PRICE_TABLE_JSON")
     enable_search_default: bool = Field(False, alias="ENABLE_SEARCH_DEFAULT")
-    search_backend_config: dict[str, Any] = Field(default_factory=dict, alias="SEARCH_BACKEND_CONFIG")
+    search_backend_config: JsonObject = Field(default_factory=dict, alias="SEARCH_BACKEND_CONFIG")
     # --- security ---
     api_key_pepper: SecretStr = Field(SecretStr("rlm-rs-dev-pepper"), alias="API_KEY_PEPPER")
     # --- sandbox pool (the spec's LAMBDA_FUNCTION_NAME becomes a socket path) ---
     sandbox_socket: str | None = Field(None, alias="LAMBDA_FUNCTION_NAME")
     sandbox_strict: bool = Field(False, alias="RLM_SANDBOX_STRICT")
-    sandbox_policy_json: dict[str, Any] = Field(default_factory=dict, alias="RLM_SANDBOX_POLICY_JSON")
+    sandbox_policy_json: JsonObject = Field(default_factory=dict, alias="RLM_SANDBOX_POLICY_JSON")
     # The pool opens manifest documents only below this directory (the node's
     # document cache); unset = any path the control plane names.
     sandbox_document_root: Path | None = Field(None, alias="RLM_SANDBOX_DOCUMENT_ROOT")
@@ -67,22 +83,6 @@ class Settings(BaseSettings):
     # --- tracing (rlm_rs/tracing.py): OpenTelemetry spans over OTLP/gRPC, off by default ---
     otel_enabled: bool = Field(False, alias="RLM_OTEL_ENABLED")
     otel_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
-
-    @field_validator(
-        "default_budgets_json",
-        "rate_limits_json",
-        "price_table_json",
-        "search_backend_config",
-        "sandbox_policy_json",
-        mode="before",
-    )
-    @classmethod
-    def _parse_json_object(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = json.loads(value) if value.strip() else {}
-        if not isinstance(value, dict):
-            raise ValueError("must be a JSON object")
-        return value
 
 
 @lru_cache(maxsize=1)

@@ -4,8 +4,9 @@
 # fails when the committed output is stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/find-uv.sh
 out="${1:-.}"
-uv run --frozen python -m grpc_tools.protoc -Iproto \
+"$UV" run --frozen python -m grpc_tools.protoc -Iproto \
   --python_out="$out" --grpc_python_out="$out" --mypy_out="$out" \
   proto/rlm_rs/v1/*.proto
 touch "$out/rlm_rs/v1/__init__.py"
