@@ -47,7 +47,7 @@ def test_json_setting_is_parsed(monkeypatch: pytest.MonkeyPatch, alias: str) -> 
 @pytest.mark.parametrize("raw", ["not json", "[1, 2]", "3"])
 def test_bad_json_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.setenv("RATE_LIMITS_JSON", raw)
-    with pytest.raises(ValidationError, match="rate_limits_json|RATE_LIMITS_JSON"):
+    with pytest.raises(ValidationError, match=r"rate_limits_json|RATE_LIMITS_JSON"):
         Settings()
 
 
