@@ -64,6 +64,10 @@ class SandboxPolicy(_message.Message):
     SECCOMP_ALLOWLIST_FIELD_NUMBER: _builtins.int
     POOL_SIZE_FIELD_NUMBER: _builtins.int
     WARM_WORKERS_FIELD_NUMBER: _builtins.int
+    RESERVE_WORKERS_FIELD_NUMBER: _builtins.int
+    MAX_WORKERS_PER_TENANT_FIELD_NUMBER: _builtins.int
+    MAX_QUEUED_STEPS_PER_TENANT_FIELD_NUMBER: _builtins.int
+    MAX_QUEUE_SECONDS_FIELD_NUMBER: _builtins.int
     max_step_seconds: _builtins.float
     """--- step limits (enforced by the executor, SPEC §3, §6) ---
     wall clock, enforced from outside
@@ -117,11 +121,19 @@ class SandboxPolicy(_message.Message):
     sandbox_gid: _builtins.int
     seccomp_enabled: _builtins.bool
     pool_size: _builtins.int
-    """--- pool shape ---
-    max concurrent workers
+    """--- pool shape and fairness across tenants (docs/sandbox-pool.md) ---
+    max concurrent steps outside the reserve
     """
     warm_workers: _builtins.int
     """pre-forked, hardened, idle"""
+    reserve_workers: _builtins.int
+    """more steps, only for a tenant with none running"""
+    max_workers_per_tenant: _builtins.int
+    """one tenant's running steps (0: pool_size)"""
+    max_queued_steps_per_tenant: _builtins.int
+    """waiting beyond this -> RATE_LIMITED at once"""
+    max_queue_seconds: _builtins.float
+    """waiting longer for a worker -> RATE_LIMITED"""
     @_builtins.property
     def builtins_allowlist(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -162,10 +174,14 @@ class SandboxPolicy(_message.Message):
         seccomp_allowlist: _abc.Iterable[_builtins.str] | None = ...,
         pool_size: _builtins.int = ...,
         warm_workers: _builtins.int = ...,
+        reserve_workers: _builtins.int = ...,
+        max_workers_per_tenant: _builtins.int = ...,
+        max_queued_steps_per_tenant: _builtins.int = ...,
+        max_queue_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_space_mib", b"address_space_mib", "builtins_allowlist", b"builtins_allowlist", "cgroup_memory_mib", b"cgroup_memory_mib", "cgroup_pids_max", b"cgroup_pids_max", "clone_newipc", b"clone_newipc", "clone_newnet", b"clone_newnet", "clone_newns", b"clone_newns", "clone_newpid", b"clone_newpid", "clone_newuser", b"clone_newuser", "clone_newuts", b"clone_newuts", "cpu_seconds", b"cpu_seconds", "enable_llm", b"enable_llm", "enable_rlm", b"enable_rlm", "enable_search", b"enable_search", "file_size_bytes", b"file_size_bytes", "max_code_chars", b"max_code_chars", "max_hits_per_call", b"max_hits_per_call", "max_instructions", b"max_instructions", "max_llm_prompt_chars", b"max_llm_prompt_chars", "max_open_files", b"max_open_files", "max_processes", b"max_processes", "max_regex_seconds", b"max_regex_seconds", "max_spans_per_step", b"max_spans_per_step", "max_state_chars", b"max_state_chars", "max_stdout_chars", b"max_stdout_chars", "max_step_seconds", b"max_step_seconds", "max_tool_requests_per_step", b"max_tool_requests_per_step", "pool_size", b"pool_size", "sandbox_gid", b"sandbox_gid", "sandbox_uid", b"sandbox_uid", "seccomp_allowlist", b"seccomp_allowlist", "seccomp_enabled", b"seccomp_enabled", "warm_workers", b"warm_workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_space_mib", b"address_space_mib", "builtins_allowlist", b"builtins_allowlist", "cgroup_memory_mib", b"cgroup_memory_mib", "cgroup_pids_max", b"cgroup_pids_max", "clone_newipc", b"clone_newipc", "clone_newnet", b"clone_newnet", "clone_newns", b"clone_newns", "clone_newpid", b"clone_newpid", "clone_newuser", b"clone_newuser", "clone_newuts", b"clone_newuts", "cpu_seconds", b"cpu_seconds", "enable_llm", b"enable_llm", "enable_rlm", b"enable_rlm", "enable_search", b"enable_search", "file_size_bytes", b"file_size_bytes", "max_code_chars", b"max_code_chars", "max_hits_per_call", b"max_hits_per_call", "max_instructions", b"max_instructions", "max_llm_prompt_chars", b"max_llm_prompt_chars", "max_open_files", b"max_open_files", "max_processes", b"max_processes", "max_queue_seconds", b"max_queue_seconds", "max_queued_steps_per_tenant", b"max_queued_steps_per_tenant", "max_regex_seconds", b"max_regex_seconds", "max_spans_per_step", b"max_spans_per_step", "max_state_chars", b"max_state_chars", "max_stdout_chars", b"max_stdout_chars", "max_step_seconds", b"max_step_seconds", "max_tool_requests_per_step", b"max_tool_requests_per_step", "max_workers_per_tenant", b"max_workers_per_tenant", "pool_size", b"pool_size", "reserve_workers", b"reserve_workers", "sandbox_gid", b"sandbox_gid", "sandbox_uid", b"sandbox_uid", "seccomp_allowlist", b"seccomp_allowlist", "seccomp_enabled", b"seccomp_enabled", "warm_workers", b"warm_workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

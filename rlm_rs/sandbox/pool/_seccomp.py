@@ -35,7 +35,7 @@ EPERM_PROBES: tuple[str, ...] = (
 )  # fmt: skip
 
 # Allowed only with argument checks (added whatever the policy's list says).
-_CONDITIONAL = ("mmap", "mprotect", "prlimit64", "fcntl")
+_CONDITIONAL = ("mmap", "mprotect", "prlimit64", "fcntl", "setpriority")
 _F_GETFD, _F_SETFD, _F_GETFL, _F_DUPFD_CLOEXEC = 1, 2, 3, 1030
 
 
@@ -48,6 +48,7 @@ def effective_rules(policy: SandboxPolicy) -> dict[str, list[str]]:
             "mmap(prot without PROT_EXEC)",
             "mprotect(prot without PROT_EXEC)",
             "prlimit64(pid == 0) (lowering only: no CAP_SYS_RESOURCE)",
+            "setpriority(PRIO_PROCESS, 0) (itself; raising its nice value only)",
             "fcntl(cmd in F_GETFD, F_SETFD, F_GETFL, F_DUPFD_CLOEXEC)",
         ],
         "eperm": sorted(set(EPERM_PROBES) - set(plain)),
@@ -66,6 +67,9 @@ def build(policy: SandboxPolicy) -> bytes:
     for name in ("mmap", "mprotect"):
         flt.add_rule(sc.ALLOW, name, sc.Arg(2, sc.MASKED_EQ, mmap.PROT_EXEC, 0))
     flt.add_rule(sc.ALLOW, "prlimit64", sc.Arg(0, sc.EQ, 0))
+    # The worker lowers its own priority when the front says its step is one
+    # more of a busy tenant (_worker.py); without CAP_SYS_NICE it can only go down.
+    flt.add_rule(sc.ALLOW, "setpriority", sc.Arg(0, sc.EQ, 0), sc.Arg(1, sc.EQ, 0))
     for cmd in (_F_GETFD, _F_SETFD, _F_GETFL, _F_DUPFD_CLOEXEC):
         flt.add_rule(sc.ALLOW, "fcntl", sc.Arg(1, sc.EQ, cmd))
     with tempfile.TemporaryFile() as out:

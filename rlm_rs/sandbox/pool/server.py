@@ -1,11 +1,13 @@
 """The pool front: gRPC SandboxService on a Unix socket, in front of the zygote.
 
 The front owns everything gRPC (threads, health, reflection) and never forks a
-sandbox worker: it starts the zygote as a fresh interpreter, opens each
-manifest document read-only (text, then offsets if set, then meta if set, in
-manifest order) and passes the fds with the request over a Unix socket. It
-applies the pool's own policy to every request: step limits are capped at the
-pool's, hardening fields are always the pool's (never a request's).
+sandbox worker: it starts the zygote as a fresh interpreter, admits each step
+fairly across tenants (_fairness.py), opens each manifest document read-only
+(text, then offsets if set, then meta if set, in manifest order) and passes the
+fds with the request over a Unix socket to a warm worker it has checked is
+alive (a dead idle worker is dropped, never handed a step). It applies the
+pool's own policy to every request: step limits are capped at the pool's,
+hardening fields are always the pool's (never a request's).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from rlm_rs.observability import (
 )
 from rlm_rs.sandbox.policy import default_policy, with_defaults
 from rlm_rs.sandbox.pool import _wire
-from rlm_rs.sandbox.pool._worker import RUN_PREFIX
+from rlm_rs.sandbox.pool._fairness import FairScheduler, FairShare, SlotRefused
+from rlm_rs.sandbox.pool._worker import EXTRA_STEP_NICENESS, RUN_PREFIX, WORKER_NICENESS
 from rlm_rs.sandbox.pool.zygote import DISPATCH_PAYLOAD, FATE_PAYLOAD
 from rlm_rs.settings import Settings
 from rlm_rs.v1 import sandbox_pb2, sandbox_pb2_grpc
@@ -72,7 +75,6 @@ def _log() -> Any:
 
 
 _WORKER_WAIT_SECONDS = 30.0
-_SEND_ATTEMPTS = 3
 _MAX_RESULT_BYTES = 64 * 1024 * 1024
 
 
@@ -144,6 +146,16 @@ def open_documents(request: StepRequest, root: str | None = None) -> tuple[list[
     return fds, total
 
 
+def _idle_and_alive(sock: socket.socket) -> bool:
+    """A warm worker sends nothing before its step: anything readable (EOF
+    from a dead process, or bytes it had no business sending) means unusable."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    return False
+
+
 def _close(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
@@ -188,6 +200,8 @@ class PoolFront:
         self._waiting: dict[int, futures.Future[_wire.Frame]] = {}
         self._waiting_lock = threading.Lock()
         self._warm: queue.Queue[_WarmWorker | None] = queue.Queue()
+        self.scheduler = FairScheduler(FairShare.from_policy(policy))
+        self.dead_idle_workers_total = 0
         self.alive = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cmd = [
@@ -294,6 +308,16 @@ class PoolFront:
                 "VALIDATION_ERROR",
                 f"unsafe_disable_policy_layers is refused unless the pool runs with {UNSAFE_ENV}=1",
             )
+        try:
+            running = self.scheduler.acquire(request.tenant_id)
+        except SlotRefused as refused:
+            return error_result(request, "RATE_LIMITED", refused.message, **refused.details)
+        try:
+            return self._run_admitted(request, WORKER_NICENESS if running == 1 else EXTRA_STEP_NICENESS)
+        finally:
+            self.scheduler.release(request.tenant_id)
+
+    def _run_admitted(self, request: StepRequest, niceness: int) -> StepResult:
         requested = request.limits if request.HasField("limits") else None
         limits = merge_limits(requested, self.policy)
         outgoing = StepRequest()
@@ -314,7 +338,7 @@ class PoolFront:
                 files=len(fds),
             )
         seconds = limits.max_step_seconds
-        payload = RUN_PREFIX.pack(seconds, document_bytes) + outgoing.SerializeToString()
+        payload = RUN_PREFIX.pack(seconds, document_bytes, niceness) + outgoing.SerializeToString()
         try:
             frame, pid = self._exchange(payload, fds, seconds)
             if frame is None:
@@ -337,13 +361,22 @@ class PoolFront:
         return result
 
     def _exchange(self, payload: bytes, fds: list[int], seconds: float) -> tuple[_wire.Frame | None, int]:
-        """Send the step to a warm worker and read its answer (None: it died)."""
-        for _ in range(_SEND_ATTEMPTS):
-            worker = self._take_worker(_WORKER_WAIT_SECONDS)
+        """Send the step to a live warm worker and read its answer (None: it died).
+
+        Idle workers die too (the OOM killer picks them first: oom_score_adj
+        1000): one found dead before the step was sent is dropped and the next
+        one taken, until _WORKER_WAIT_SECONDS have passed."""
+        give_up = time.monotonic() + _WORKER_WAIT_SECONDS
+        while True:
+            worker = self._take_worker(max(0.0, give_up - time.monotonic()))
             with worker.sock:
                 try:
+                    if not _idle_and_alive(worker.sock):
+                        self.dead_idle_workers_total += 1
+                        continue
                     _wire.send_frame(worker.sock, _wire.RUN, 1, payload, fds)
                 except OSError:
+                    self.dead_idle_workers_total += 1
                     continue  # died while idle: nothing ran, take another one
                 self._send(_wire.DISPATCH, worker.pid, DISPATCH_PAYLOAD.pack(seconds))
                 worker.sock.settimeout(seconds + _FRONT_SLACK_SECONDS)
@@ -359,12 +392,13 @@ class PoolFront:
                 if frame is not None and frame.kind == _wire.RESULT:
                     return frame, worker.pid
                 return None, worker.pid
-        raise PoolUnavailable("sandbox workers keep dying before taking a step")
 
     def status_dict(self) -> dict[str, Any]:
         frame = self._call(_wire.STATUS, b"", 10.0)
         data = dict(json.loads(frame.payload))
         data["warm_at_front"] = self._warm.qsize()
+        data["dead_idle_workers_total"] = self.dead_idle_workers_total
+        data["fairness"] = self.scheduler.snapshot()
         return data
 
     def status(self) -> PoolStatus:
@@ -469,9 +503,16 @@ def serve(
     )
     from rlm_rs.tracing import ServerTracingInterceptor
 
+    # Waiting steps hold a thread each: enough threads that the fair queues,
+    # not gRPC's own first-come queue in front of the thread pool, decide who
+    # runs next (eight tenants with full queues); beyond that gRPC refuses at
+    # once (RESOURCE_EXHAUSTED) instead of queueing unfairly.
+    share = front.scheduler.share
+    threads = share.capacity + 8 * share.max_queued_steps_per_tenant + 4
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max(8, policy.pool_size * 2 + 4)),
+        futures.ThreadPoolExecutor(max_workers=threads),
         interceptors=[ServerTracingInterceptor()],
+        maximum_concurrent_rpcs=threads,
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -316,9 +316,13 @@ class Zygote:
                 self.workers_failed_total += 1
         else:
             self.workers_failed_total += 1
-            self.consecutive_failures += 1
-            if self.consecutive_failures >= 5:
-                self.spawn_after = time.monotonic() + 1.0
+            if worker.state == "starting":
+                # Only workers that never got hardened slow the refill down; a
+                # warm one killed while idle (the OOM killer's first pick) is
+                # replaced at once.
+                self.consecutive_failures += 1
+                if self.consecutive_failures >= 5:
+                    self.spawn_after = time.monotonic() + 1.0
             fate = _fate(
                 "LAMBDA_ERROR",
                 f"sandbox worker died before taking a step: {_describe(status, oom=oom)}",
