@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rlm_rs.errors import RlmError
+from rlm_rs.sandbox.pool._fairness import DEFAULT_MAX_QUEUE_SECONDS
 from rlm_rs.settings import Settings
 from rlm_rs.v1 import sandbox_pb2_grpc
 from rlm_rs.v1.sandbox_pb2 import (
@@ -36,8 +37,10 @@ from rlm_rs.v1.sandbox_pb2 import (
 )
 
 # How much longer than the step's own wall-clock limit a caller waits for the
-# pool's answer (the pool kills the worker at the limit and answers itself).
-_RPC_SLACK_SECONDS = 20.0
+# pool's answer (the pool kills the worker at the limit and answers itself),
+# plus the longest a step may wait for a worker in its tenant's queue (the
+# pool answers RATE_LIMITED itself after that).
+_RPC_SLACK_SECONDS = 20.0 + DEFAULT_MAX_QUEUE_SECONDS
 _DEFAULT_STEP_SECONDS = 30.0
 
 
