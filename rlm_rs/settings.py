@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -83,6 +83,20 @@ class Settings(BaseSettings):
     # --- tracing (rlm_rs/tracing.py): OpenTelemetry spans over OTLP/gRPC, off by default ---
     otel_enabled: bool = Field(False, alias="RLM_OTEL_ENABLED")
     otel_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    # --- fairness and quotas (rlm_rs/control/admission.py, quotas.py; docs/control-plane.md) ---
+    # The control plane's RPC threads; long calls (waits, watches, synchronous
+    # starts, steps, tool resolution) never take the last `rpc_reserved_threads`.
+    rpc_threads: int = Field(32, ge=4, le=1024, alias="RLM_RPC_THREADS")
+    rpc_reserved_threads: int = Field(8, ge=1, alias="RLM_RPC_RESERVED_THREADS")
+    # {"default": {"running_executions": n, "live_sessions": n, "long_calls": n},
+    #  "tenants": {"<tenant>": {...}}}; a missing field falls back, null = no limit
+    quotas_json: JsonObject = Field(default_factory=dict, alias="RLM_QUOTAS_JSON")
+
+    @model_validator(mode="after")
+    def _reserve_below_threads(self) -> Settings:
+        if self.rpc_reserved_threads >= self.rpc_threads:
+            raise ValueError("RLM_RPC_RESERVED_THREADS must be below RLM_RPC_THREADS")
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -1,13 +1,16 @@
-"""One wrapper for every RPC: request id, auth, rate limit, audit, errors.
+"""One wrapper for every RPC: request id, auth, admission, log context, audit, errors.
 
 `authorization: Bearer rlm_key_...` metadata -> tenant (keyed hash look-up,
 constant-time compare); `x-request-id` taken or generated and returned in the
-trailing metadata; a token bucket per tenant (RATE_LIMITS_JSON); an audit
-record per call; RlmError -> gRPC status with google.rpc.ErrorInfo(reason =
-spec code, domain "rlm-rs", metadata = details), any other exception ->
-INTERNAL_ERROR with no internals. Handlers receive a `Caller`. `rpc` wraps
-unary handlers, `rpc_stream` server-streaming ones (the same path, held open
-for the stream's life).
+trailing metadata; admission (admission.py: the tenant's token bucket, and a
+slot for a long call); `request_id`, `tenant_id` and `method` bound in the
+structlog context for the call's life; an audit record per call; RlmError ->
+gRPC status with google.rpc.ErrorInfo(reason = spec code, domain "rlm-rs",
+metadata = details), any other exception -> INTERNAL_ERROR with no internals,
+logged without request, metadata or frame locals. Handlers receive a `Caller`.
+`rpc` wraps unary handlers, `rpc_stream` server-streaming ones (the same path,
+held open for the stream's life). `AnonymousStreamLimit` gives the
+unauthenticated reflection stream, which no wrapper covers, slots of its own.
 """
 
 from __future__ import annotations
@@ -15,23 +18,36 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import structlog
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from rlm_rs.control.admission import Admission, CallSlots
 from rlm_rs.errors import ERROR_DOMAIN, RlmError
 from rlm_rs.observability import API_LATENCY, API_REQUESTS, get_logger
 from rlm_rs.storage import Storage
 
 log = get_logger(component="control")
+
+# Bidirectional streams served without an API key that hold a thread while
+# the client keeps them open (grpc.health.v1 Watch is non-blocking: no thread).
+ANONYMOUS_STREAMS = frozenset(
+    {
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    }
+)
+ANONYMOUS_STREAMS_MAX = 2
+_ANONYMOUS = ""  # their slot key: no tenant id is empty
 
 
 @dataclass(frozen=True)
@@ -39,39 +55,6 @@ class Caller:
     tenant_id: str
     key_prefix: str
     request_id: str
-
-
-class RateLimiter:
-    """Token bucket per tenant: {"default": {"rate_per_second": r, "burst": b},
-    "tenants": {"<tenant>": {...}}}; an empty config means no limit."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def _limits(self, tenant: str) -> tuple[float, float] | None:
-        entry = (self.config.get("tenants") or {}).get(tenant) or self.config.get("default")
-        if not entry:
-            return None
-        rate = float(entry.get("rate_per_second", 0))
-        return (rate, float(entry.get("burst", max(rate, 1)))) if rate > 0 else None
-
-    def take(self, tenant: str) -> float:
-        """0 when allowed, else the seconds until a token is available."""
-        limits = self._limits(tenant)
-        if limits is None:
-            return 0.0
-        rate, burst = limits
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(tenant, (burst, now))
-            tokens = min(burst, tokens + (now - last) * rate)
-            if tokens >= 1:
-                self._buckets[tenant] = (tokens - 1, now)
-                return 0.0
-            self._buckets[tenant] = (tokens, now)
-            return (1 - tokens) / rate
 
 
 def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
@@ -91,69 +74,77 @@ def abort(context: grpc.ServicerContext, error: RlmError, request_id: str) -> No
     context.abort_with_status(rpc_status.to_status(status))
 
 
+def _log_internal_error(exc: Exception) -> None:
+    """The traceback as plain text (file, line, code): never frame locals, where
+    the request and its `authorization` metadata live; request_id, tenant_id
+    and method come from the structlog context."""
+    log.error(
+        "rpc_failed",
+        error=type(exc).__name__,
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    )
+
+
 @contextlib.contextmanager
 def _guarded(
     storage: Storage,
-    limiter: RateLimiter,
+    admission: Admission,
     authenticate: bool,
     method: str,
     request: Any,
     context: grpc.ServicerContext,
 ) -> Iterator[Caller]:
-    """Request id, auth, rate limit; errors -> status; metrics and audit at the end."""
+    """Request id, auth, admission; errors -> status; metrics and audit at the end."""
     started = time.perf_counter()
     metadata = _metadata(context)
     request_id = (metadata.get("x-request-id") or "")[:128] or str(uuid.uuid4())
     tenant, key_prefix, code, http_status = "", "", "", 200
-    try:
-        caller = Caller("", "", request_id)
-        if authenticate:
-            caller = _authenticate(storage, metadata, request_id)
-            tenant, key_prefix = caller.tenant_id, caller.key_prefix
-            wait = limiter.take(tenant)
-            if wait > 0:
-                raise RlmError(
-                    "RATE_LIMITED",
-                    "rate limit exceeded for this tenant",
-                    {"retry_after_seconds": max(1, int(wait + 0.999))},
-                )
-        yield caller
-        context.set_trailing_metadata((("x-request-id", request_id),))
-    except RlmError as error:
-        code, http_status = error.code, error.http_status
-        abort(context, error, request_id)
-    except GeneratorExit:  # a streaming caller went away
-        code, http_status = "CANCELLED", 499
-        raise
-    except Exception as exc:  # never leak internals to a caller
-        log.error(
-            "rpc_failed",
-            method=method,
-            request_id=request_id,
-            error=type(exc).__name__,
-            exc_info=True,
-        )
-        code, http_status = "INTERNAL_ERROR", 500
-        abort(context, RlmError("INTERNAL_ERROR", "internal error"), request_id)
-    finally:
-        latency = time.perf_counter() - started
-        API_REQUESTS.labels(method=method, code=code or "OK").inc()
-        API_LATENCY.labels(method=method).observe(latency)
-        if tenant:
-            _audit(storage, tenant, request_id, method, key_prefix, http_status, latency, request, code)
+    with contextlib.ExitStack() as scope:
+        scope.enter_context(structlog.contextvars.bound_contextvars(request_id=request_id, method=method))
+        try:
+            caller = Caller("", "", request_id)
+            if authenticate:
+                caller = _authenticate(storage, metadata, request_id)
+                tenant, key_prefix = caller.tenant_id, caller.key_prefix
+                scope.enter_context(structlog.contextvars.bound_contextvars(tenant_id=tenant))
+                scope.enter_context(admission.admit(tenant, method, request))
+            del metadata  # the key stays out of every frame below this one
+            yield caller
+            context.set_trailing_metadata((("x-request-id", request_id),))
+        except RlmError as error:
+            code, http_status = error.code, error.http_status
+            abort(context, error, request_id)
+        except GeneratorExit:  # a streaming caller went away
+            code, http_status = "CANCELLED", 499
+            raise
+        except Exception as exc:  # never leak internals to a caller
+            _log_internal_error(exc)
+            code, http_status = "INTERNAL_ERROR", 500
+            abort(context, RlmError("INTERNAL_ERROR", "internal error"), request_id)
+        finally:
+            latency = time.perf_counter() - started
+            API_REQUESTS.labels(method=method, code=code or "OK").inc()
+            API_LATENCY.labels(method=method).observe(latency)
+            if tenant:
+                _audit(storage, tenant, request_id, method, key_prefix, http_status, latency, request, code)
+
+
+def _method(handler: Callable[..., Any]) -> str:
+    """The RPC's name as in the proto: handlers are `_<Method>`."""
+    return handler.__name__.lstrip("_")
 
 
 def rpc(
-    storage: Storage, limiter: RateLimiter, *, authenticate: bool = True
+    storage: Storage, admission: Admission, *, authenticate: bool = True
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Wraps a unary handler `(self, request, context, caller) -> reply`."""
 
     def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
-        method = handler.__name__
+        method = _method(handler)
 
         @functools.wraps(handler)
         def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-            with _guarded(storage, limiter, authenticate, method, request, context) as caller:
+            with _guarded(storage, admission, authenticate, method, request, context) as caller:
                 return handler(self, request, context, caller)
 
         return wrapper
@@ -162,24 +153,58 @@ def rpc(
 
 
 def rpc_stream(
-    storage: Storage, limiter: RateLimiter
+    storage: Storage, admission: Admission
 ) -> Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]]:
     """Wraps a server-streaming handler `(self, request, context, caller) ->
-    iterator of replies` the same way: one rate-limit token and one audit
-    record per stream (latency = the stream's duration); an error before or
-    during the stream ends it with the spec's status."""
+    iterator of replies` the same way: one rate-limit token, one long-call
+    slot and one audit record per stream (latency = the stream's duration);
+    an error before or during the stream ends it with the spec's status."""
 
     def decorate(handler: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        method = handler.__name__
+        method = _method(handler)
 
         @functools.wraps(handler)
         def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with _guarded(storage, limiter, True, method, request, context) as caller:
+            with _guarded(storage, admission, True, method, request, context) as caller:
                 yield from handler(self, request, context, caller)
 
         return wrapper
 
     return decorate
+
+
+class AnonymousStreamLimit(grpc.ServerInterceptor):
+    """Caps the `ANONYMOUS_STREAMS` (server reflection) at
+    `ANONYMOUS_STREAMS_MAX` in flight, taken from the same long-call slots as
+    the tenants' calls: with no key to rate-limit, they could otherwise hold
+    every RPC thread. Over the cap -> RATE_LIMITED before anything is read."""
+
+    def __init__(self, slots: CallSlots) -> None:
+        self.slots = slots
+
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method not in ANONYMOUS_STREAMS or handler.stream_stream is None:
+            return handler
+        inner = handler.stream_stream
+        slots = self.slots
+
+        def limited(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                slots.take(_ANONYMOUS, ANONYMOUS_STREAMS_MAX)
+            except RlmError as error:
+                abort(context, error, str(uuid.uuid4()))
+                return
+            try:
+                yield from inner(requests, context)
+            finally:
+                slots.give(_ANONYMOUS)
+
+        return grpc.stream_stream_rpc_method_handler(
+            limited,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 def _authenticate(storage: Storage, metadata: dict[str, str], request_id: str) -> Caller:

@@ -46,6 +46,7 @@ from rlm_rs.control.budgets import consumed_zero, merge_budgets, snapshot, step_
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.control.costs import PriceTable, cost_spent
 from rlm_rs.control.events import EventLog, clip
+from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.tools import Resolution, ToolResolver
 from rlm_rs.control.traces import build_trace, read_trace, write_trace
 from rlm_rs.errors import RlmError
@@ -106,6 +107,7 @@ class ExecutionEngine:
         self.owner = owner or f"cp-{uuid.uuid4().hex[:10]}"
         self.lease_seconds = lease_seconds
         self.docs = DocumentCache(storage, settings.data_dir / "doc-cache")
+        self.quotas = Quotas.from_settings(settings, storage)
         self.search_index = SearchIndex(settings.data_dir / "search.sqlite3")
         self.prices = PriceTable(settings.price_table_json)
         self.resolver = ToolResolver(storage, provider, self.search_index, self.prices)
@@ -194,7 +196,8 @@ class ExecutionEngine:
         }
         if mode == "ANSWERER":  # leased from birth: the takeover sweep leaves a queued execution alone
             record.update(lease_owner=self.owner, lease_until=time.time() + self.lease_seconds)
-        return self.storage.metadata.put_execution(record)
+        with self.quotas.admit_execution(record):
+            return self.storage.metadata.put_execution(record)
 
     def get(self, tenant_id: str, execution_id: str) -> dict[str, Any]:
         return self.storage.metadata.get_execution(tenant_id, execution_id)

@@ -11,7 +11,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from rlm_rs.control._rpc import RateLimiter
+from rlm_rs.control._rpc import AnonymousStreamLimit
+from rlm_rs.control.admission import Admission
 from rlm_rs.control.engine import ExecutionEngine
 from rlm_rs.control.services import CitationServicer, ExecutionServicer
 from rlm_rs.control.sessions import SessionServicer
@@ -70,21 +71,23 @@ def start_control_plane(
         owner=owner,
         lease_seconds=lease_seconds,
     )
-    limiter = RateLimiter(settings.rate_limits_json)
+    admission = Admission.from_settings(settings)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
-        interceptors=[ServerTracingInterceptor()],
+        futures.ThreadPoolExecutor(max_workers=settings.rpc_threads, thread_name_prefix="rpc"),
+        interceptors=[ServerTracingInterceptor(), AnonymousStreamLimit(admission.slots)],
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ],
     )
-    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(storage, settings, limiter), server)
+    session_pb2_grpc.add_SessionServiceServicer_to_server(
+        SessionServicer(storage, settings, admission), server
+    )
     execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
-        ExecutionServicer(engine, storage, limiter), server
+        ExecutionServicer(engine, storage, admission), server
     )
     citation_pb2_grpc.add_CitationServiceServicer_to_server(
-        CitationServicer(engine, storage, limiter), server
+        CitationServicer(engine, storage, admission), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

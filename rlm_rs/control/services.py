@@ -1,15 +1,15 @@
 """ExecutionService and CitationService servicers: request validation and
 message conversion around the ExecutionEngine (engine.py). Every look-up is
 by the caller's tenant; another tenant's ids look exactly like missing ones.
-WatchExecution holds one server thread per stream, so live watchers are
-capped per tenant and per server (RATE_LIMITED past the cap).
+Waits, watches and synchronous starts hold a server thread: admission.py
+caps them, and they end early when the caller goes away.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,9 +17,10 @@ import grpc
 from google.protobuf import json_format
 
 from rlm_rs.citations import make_ref, verify_ref
-from rlm_rs.control._rpc import Caller, RateLimiter, rpc, rpc_stream
+from rlm_rs.control._rpc import Caller, rpc, rpc_stream
+from rlm_rs.control.admission import Admission
 from rlm_rs.control.budgets import budgets_from_dict, budgets_to_dict
-from rlm_rs.control.engine import ExecutionEngine
+from rlm_rs.control.engine import TERMINAL, ExecutionEngine
 from rlm_rs.control.sessions import load_session
 from rlm_rs.errors import RlmError
 from rlm_rs.storage import Storage
@@ -41,10 +42,6 @@ from rlm_rs.v1.common_pb2 import (
 MAX_QUESTION_CHARS = 20_000
 MAX_CODE_CHARS = 200_000
 EVENT_ID = re.compile(r"^\d{6}\.\d{4}$")
-# The server has 32 RPC threads and a watcher holds one until its execution
-# ends (or its next event after the caller went away): leave most for calls.
-MAX_WATCHERS = 16
-MAX_WATCHERS_PER_TENANT = 8
 # Initial metadata sent once a watch is accepted (auth, id and tenant checked):
 # the gateway waits for it before it answers 200 with an event stream.
 WATCH_STARTED = "x-rlm-watch"
@@ -132,56 +129,46 @@ def _question(text: str) -> str:
     return question
 
 
-class WatchSlots:
-    """Live-watcher counts per tenant and in total, with caps."""
-
-    def __init__(self, total: int = MAX_WATCHERS, per_tenant: int = MAX_WATCHERS_PER_TENANT) -> None:
-        self.total, self.per_tenant = total, per_tenant
-        self._lock = threading.Lock()
-        self._count: dict[str, int] = {}
-
-    def take(self, tenant: str) -> None:
-        with self._lock:
-            if self._count.get(tenant, 0) >= self.per_tenant or sum(self._count.values()) >= self.total:
-                raise RlmError(
-                    "RATE_LIMITED",
-                    "too many live watchers: close one or retry later",
-                    {"retry_after_seconds": 5},
-                )
-            self._count[tenant] = self._count.get(tenant, 0) + 1
-
-    def give(self, tenant: str) -> None:
-        with self._lock:
-            left = self._count.get(tenant, 1) - 1
-            if left > 0:
-                self._count[tenant] = left
-            else:
-                self._count.pop(tenant, None)
-
-
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
-    def __init__(self, engine: ExecutionEngine, storage: Storage, limiter: RateLimiter) -> None:
+    def __init__(self, engine: ExecutionEngine, storage: Storage, admission: Admission) -> None:
         self.engine = engine
         self.storage = storage
-        self.watchers = WatchSlots()
-        guard = rpc(storage, limiter)
+        guard = rpc(storage, admission)
         for name in (
             "StartExecution", "GetExecution", "WaitExecution", "CancelExecution", "ListSteps",
             "CreateRuntimeExecution", "RunStep", "ResolveTools", "StartFollowup",
         ):  # fmt: skip
             setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
-        self.WatchExecution = rpc_stream(storage, limiter)(ExecutionServicer._WatchExecution).__get__(self)
+        self.WatchExecution = rpc_stream(storage, admission)(ExecutionServicer._WatchExecution).__get__(self)
 
     def _message(self, record: dict[str, Any]) -> execution_pb2.Execution:
         return execution_message(record, self.engine.children)
 
-    def _run(self, caller: Caller, record: dict[str, Any], options: execution_pb2.ExecutionOptions) -> Any:
+    def _run(
+        self,
+        caller: Caller,
+        record: dict[str, Any],
+        options: execution_pb2.ExecutionOptions,
+        context: grpc.ServicerContext,
+    ) -> Any:
         """Start an Answerer record; a synchronous request waits for it."""
         self.engine.start(record)
         if options.synchronous:
             timeout = options.synchronous_timeout_seconds or 60.0
-            record = self.engine.wait(caller.tenant_id, record["execution_id"], timeout)
+            record = self._wait(caller, record["execution_id"], timeout, context)
         return self._message(record)
+
+    def _wait(
+        self, caller: Caller, execution_id: str, timeout: float, context: grpc.ServicerContext
+    ) -> dict[str, Any]:
+        """engine.wait in one-second slices that stop when the caller went away,
+        so an abandoned wait gives its thread and its long-call slot back."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            record = self.engine.wait(caller.tenant_id, execution_id, min(left, 1.0))
+            if record["status"] in TERMINAL or left <= 1.0 or not context.is_active():
+                return record
 
     def _create(
         self, caller: Caller, session_id: str, mode: str, question: str, request: Any
@@ -203,7 +190,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> execution_pb2.Execution:
         question = _question(request.question)
         record = self._create(caller, request.session_id, "ANSWERER", question, request)
-        return self._run(caller, record, request.options)
+        return self._run(caller, record, request.options, context)
 
     def _StartFollowup(
         self, request: execution_pb2.StartFollowupRequest, context: grpc.ServicerContext, caller: Caller
@@ -217,7 +204,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             budgets=budgets_to_dict(request.budgets),
             options=_options(request.options),
         )
-        return self._run(caller, record, request.options)
+        return self._run(caller, record, request.options, context)
 
     def _WatchExecution(
         self, request: execution_pb2.WatchExecutionRequest, context: grpc.ServicerContext, caller: Caller
@@ -226,23 +213,19 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         if after and not EVENT_ID.match(after):
             raise RlmError("VALIDATION_ERROR", "after_event_id must be empty or an event id like 000003.0002")
         self.engine.get(caller.tenant_id, request.execution_id)  # NOT_FOUND before the stream starts
-        self.watchers.take(caller.tenant_id)
-        try:
-            context.send_initial_metadata(((WATCH_STARTED, "1"),))
-            events = self.engine.watch(
-                caller.tenant_id, request.execution_id, after, stop=lambda: not context.is_active()
+        context.send_initial_metadata(((WATCH_STARTED, "1"),))
+        events = self.engine.watch(
+            caller.tenant_id, request.execution_id, after, stop=lambda: not context.is_active()
+        )
+        for event in events:
+            yield execution_pb2.ExecutionEvent(
+                event_id=event["event_id"],
+                execution_id=event["execution_id"],
+                type=event["type"],
+                turn_index=int(event["turn_index"]),
+                at=event["at"],
+                data_json=event["data_json"],
             )
-            for event in events:
-                yield execution_pb2.ExecutionEvent(
-                    event_id=event["event_id"],
-                    execution_id=event["execution_id"],
-                    type=event["type"],
-                    turn_index=int(event["turn_index"]),
-                    at=event["at"],
-                    data_json=event["data_json"],
-                )
-        finally:
-            self.watchers.give(caller.tenant_id)
 
     def _GetExecution(
         self, request: execution_pb2.GetExecutionRequest, context: grpc.ServicerContext, caller: Caller
@@ -254,7 +237,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> execution_pb2.Execution:
         if not 0 <= request.timeout_seconds <= 300:
             raise RlmError("VALIDATION_ERROR", "timeout_seconds must be 0..300")
-        record = self.engine.wait(caller.tenant_id, request.execution_id, request.timeout_seconds or 30.0)
+        record = self._wait(caller, request.execution_id, request.timeout_seconds or 30.0, context)
         return self._message(record)
 
     def _CancelExecution(
@@ -336,10 +319,10 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
 
 
 class CitationServicer(citation_pb2_grpc.CitationServiceServicer):
-    def __init__(self, engine: ExecutionEngine, storage: Storage, limiter: RateLimiter) -> None:
+    def __init__(self, engine: ExecutionEngine, storage: Storage, admission: Admission) -> None:
         self.engine = engine
         self.storage = storage
-        guard = rpc(storage, limiter)
+        guard = rpc(storage, admission)
         self.GetSpan = guard(CitationServicer._GetSpan).__get__(self)
         self.VerifyCitation = guard(CitationServicer._VerifyCitation).__get__(self)
 

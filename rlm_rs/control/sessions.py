@@ -14,8 +14,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from rlm_rs.control._rpc import Caller, RateLimiter, rpc
+from rlm_rs.control._rpc import Caller, rpc
+from rlm_rs.control.admission import Admission
 from rlm_rs.control.budgets import budgets_to_dict, merge_budgets
+from rlm_rs.control.quotas import Quotas
 from rlm_rs.errors import RlmError
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
@@ -99,11 +101,11 @@ def session_message(storage: Storage, session: dict[str, Any]) -> session_pb2.Se
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, storage: Storage, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(self, storage: Storage, settings: Settings, admission: Admission) -> None:
         self.storage = storage
         self.settings = settings
-        self.limiter = limiter
-        guard = rpc(storage, limiter)
+        self.quotas = Quotas.from_settings(settings, storage)
+        guard = rpc(storage, admission)
         for name in ("CreateSession", "GetSession", "DeleteSession", "ListSessions"):
             setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
 
@@ -145,6 +147,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         enable_search = request.options.enable_search or (
             not request.HasField("options") and self.settings.enable_search_default
         )
+        self.quotas.check_session(caller.tenant_id)
         now = time.time()
         session_id = new_id("sess")
         record = {
@@ -182,7 +185,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         # The session is written last: the ingestion worker only looks at
         # sessions, so it never sees one whose documents are half-registered.
-        self.storage.metadata.put_session(record)
+        with self.quotas.admit_session(caller.tenant_id):
+            self.storage.metadata.put_session(record)
         return session_message(self.storage, record)
 
     def _GetSession(

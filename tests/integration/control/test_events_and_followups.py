@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from rlm_rs.control.services import MAX_WATCHERS_PER_TENANT
+from rlm_rs.control.quotas import DEFAULT_LIMITS
 from rlm_rs.v1 import execution_pb2
 from rlm_rs.v1.common_pb2 import RlmRequest, ToolRequests
 from tests.integration.control.conftest import REPORT, Api, error_code
@@ -141,7 +141,7 @@ def test_watch_of_a_runtime_execution_streams_steps_until_it_is_cancelled(api: A
 def test_live_watchers_are_capped_per_tenant_and_released(api: Api) -> None:
     execution_id = runtime(api, api.ready_session())
     streams = []
-    for _ in range(MAX_WATCHERS_PER_TENANT):
+    for _ in range(DEFAULT_LIMITS.long_calls or 0):
         stream = api.executions.WatchExecution(
             execution_pb2.WatchExecutionRequest(execution_id=execution_id), metadata=api.auth(), timeout=60
         )

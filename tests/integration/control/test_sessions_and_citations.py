@@ -122,7 +122,7 @@ def test_get_span_and_verify_citation(api: Api) -> None:
 
 def test_rate_limit_per_tenant(tmp_path, api: Api) -> None:  # type: ignore[no-untyped-def]
     api.plane.engine  # noqa: B018
-    from rlm_rs.control._rpc import RateLimiter
+    from rlm_rs.control.admission import RateLimiter
 
     limiter = RateLimiter({"default": {"rate_per_second": 1, "burst": 2}})
     assert limiter.take("t") == 0 and limiter.take("t") == 0
