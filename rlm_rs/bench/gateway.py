@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from rlm_rs.bench._limits import UNLIMITED_QUOTAS, UNLIMITED_RATE
+
 DESCRIPTION = "REST gateway overhead vs direct gRPC (req/s, p50/p99 at concurrency 1 and 32)"
 
 _DOC = "Annual report.\n" + "Revenue grew 12% to $4.5M in 2024. " * 200 + "\n"
@@ -181,7 +183,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         root = Path(directory)
         data = root / "data"
         env = {**os.environ, "RLM_DATA_DIR": str(data), "LLM_PROVIDER": "scripted"}
-        env.pop("RATE_LIMITS_JSON", None)
+        # throughput is measured here, not the limits (bench fairness measures those)
+        env["RATE_LIMITS_JSON"] = UNLIMITED_RATE
+        env["RLM_QUOTAS_JSON"] = UNLIMITED_QUOTAS
         key = _rlm(env, "keys", "create", "--tenant", "bench", "--data-dir", str(data))
         key = key.strip().splitlines()[-1]
         doc = root / "report.txt"

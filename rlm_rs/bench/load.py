@@ -29,6 +29,8 @@ from typing import Any
 
 import psutil
 
+from rlm_rs.bench._limits import UNLIMITED_QUOTAS, UNLIMITED_RATE
+
 DESCRIPTION = "load/soak through the gateway: throughput, p50/p99, errors, RSS and fds over time"
 
 DOC = ("Harbour report. The north pier was rebuilt in 2021. Traffic grew 8% in 2023.\n" * 200).encode()
@@ -112,7 +114,9 @@ class _Stack:
             "RLM_SCRIPTED_PROVIDER_FILE": str(script), "LAMBDA_FUNCTION_NAME": self.socket_path,
             "RLM_LOG_LEVEL": "WARNING",
         }  # fmt: skip
-        self.env.pop("RATE_LIMITS_JSON", None)
+        # throughput is measured here, not the limits (bench fairness measures those)
+        self.env["RATE_LIMITS_JSON"] = UNLIMITED_RATE
+        self.env["RLM_QUOTAS_JSON"] = UNLIMITED_QUOTAS
         grpc_target = f"127.0.0.1:{grpc_port}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._start("pool", "sandbox", "serve", "--socket", self.socket_path)

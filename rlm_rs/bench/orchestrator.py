@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from rlm_rs.bench._limits import UNLIMITED_QUOTAS, UNLIMITED_RATE
+
 DESCRIPTION = "control-plane overhead per turn and executions/s (scripted provider)"
 
 SCRIPT = {
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.v1 import execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
 
     with tempfile.TemporaryDirectory(prefix="rlm-bench-orch-") as directory:
-        settings = Settings(RLM_DATA_DIR=Path(directory), API_KEY_PEPPER="bench")
+        settings = Settings(RLM_DATA_DIR=Path(directory), API_KEY_PEPPER="bench",
+                            RATE_LIMITS_JSON=UNLIMITED_RATE, RLM_QUOTAS_JSON=UNLIMITED_QUOTAS)  # fmt: skip
         storage = open_storage(settings)
         plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=InProcessSandbox(),
                                     provider=ScriptedProvider(SCRIPT))  # fmt: skip
