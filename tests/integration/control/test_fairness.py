@@ -34,6 +34,7 @@ from rlm_rs.v1 import execution_pb2, session_pb2
 from tests.integration.control.conftest import Api
 
 THREADS, RESERVED, LONG_PER_TENANT = 8, 2, 4  # 6 long-call slots in all
+PROMPT = 2.0  # seconds: a short call takes milliseconds; stuck behind the waits, 20 s
 QUOTAS = {"default": {"long_calls": LONG_PER_TENANT, "running_executions": 3, "live_sessions": 3}}
 
 
@@ -115,15 +116,16 @@ def test_light_tenant_is_served_while_a_heavy_tenant_floods_waits(small: Api) ->
         assert details["limit"] == str(LONG_PER_TENANT) and int(details["retry_after_seconds"]) >= 1
     # the light tenant's short call is served at once, and so are its own waits ...
     get = execution_pb2.GetExecutionRequest(execution_id=light_execution)
-    assert timed(lambda: small.executions.GetExecution(get, metadata=small.auth(light))) < 0.5
+    assert timed(lambda: small.executions.GetExecution(get, metadata=small.auth(light))) < PROMPT
     light_waits = [
         wait_future(small, light_execution, light) for _ in range(THREADS - RESERVED - LONG_PER_TENANT)
     ]
+    _, held_light = settle(light_waits, refused=0)
+    assert len(held_light) == len(light_waits)  # accepted before the next one is sent
     # ... until the server's long-call slots are all held: the reserve stays free for short calls
     refused = wait_future(small, light_execution, light)
     assert info(refused.exception(timeout=5))[1]["quota"] == "server_long_calls"
-    assert not any(w.done() for w in light_waits)
-    assert timed(lambda: small.executions.GetExecution(get, metadata=small.auth(light))) < 0.5
+    assert timed(lambda: small.executions.GetExecution(get, metadata=small.auth(light))) < PROMPT
     # cancelling ends the waits with the execution's status and gives the slots back
     cancel(small, heavy_execution)
     assert {w.result(timeout=5).status for w in held} == {"CANCELLED"}
@@ -146,6 +148,7 @@ def test_waits_watches_and_synchronous_starts_share_one_cap(small: Api) -> None:
     session_id = small.ready_session()
     execution_id = runtime(small, session_id)
     waits = [wait_future(small, execution_id) for _ in range(2)]
+    assert len(settle(waits, refused=0)[1]) == 2  # both held
     watches = []
     for _ in range(2):
         watch = small.executions.WatchExecution(
@@ -217,7 +220,7 @@ def test_reflection_streams_cannot_take_every_thread(small: Api) -> None:
     assert set(outcomes) == {"open", "RATE_LIMITED"}
     session_id = small.ready_session()  # calls with a key are still served
     get = session_pb2.GetSessionRequest(session_id=session_id)
-    assert timed(lambda: small.sessions.GetSession(get, metadata=small.auth())) < 0.5
+    assert timed(lambda: small.sessions.GetSession(get, metadata=small.auth())) < PROMPT
     stop.set()
     for stream in streams:
         stream.cancel()
