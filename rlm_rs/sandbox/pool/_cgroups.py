@@ -10,7 +10,11 @@ zygote. Rejected: one cgroup per worker. On v1 every join is a cgroup
 migration, which waits for an RCU grace period under cgroup_threadgroup_rwsem
 (measured 4-27 ms per worker here); v2's CLONE_INTO_CGROUP would avoid it and
 is the better design where the host runs pure v2. Per-worker memory is bounded
-by RLIMIT_AS. Must never raise a limit it did not set nor touch other groups.
+by RLIMIT_AS. In a container the engine mounts the container's own cgroup
+read-only: the zygote bind-remounts such a mount read-write in its private mount
+namespace, only when the mount's root is the zygote's own cgroup (the container's
+delegated subtree; the front and the rest of the container keep the read-only
+view). Must never raise a limit it did not set nor touch other groups.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ import contextlib
 import os
 from pathlib import Path
 
+from rlm_rs.sandbox.pool import _linux
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
 _ROOT = Path("/sys/fs/cgroup")
 MIB = 1024 * 1024
 ZYGOTE_ALLOWANCE_MIB = 256
+_MS_BIND = 4096
+_OPTIONAL_LIMITS = {"memory.swap.max"}  # absent where the kernel does not account swap
+_KEPT_MOUNT_FLAGS = {"nosuid": _linux.MS_NOSUID, "nodev": _linux.MS_NODEV, "noexec": _linux.MS_NOEXEC}
 
 
 class PoolCgroup:
@@ -39,6 +47,9 @@ class PoolCgroup:
         slots = max(1, policy.pool_size) + max(1, policy.warm_workers)
         memory = (policy.cgroup_memory_mib * slots + ZYGOTE_ALLOWANCE_MIB) * MIB
         pids = policy.cgroup_pids_max * slots + 4
+        self.remounted: list[str] = []
+        if policy.cgroup_memory_mib > 0 or policy.cgroup_pids_max > 0:
+            self.remounted = writable_own_cgroup_mounts([v1_mem, v1_pids, unified])
         if policy.cgroup_memory_mib <= 0:
             self.errors["cgroup_memory"] = "disabled by policy"
         elif (v1_mem / "memory.limit_in_bytes").exists():
@@ -72,6 +83,10 @@ class PoolCgroup:
             for name, value in limits.items():
                 if (path / name).exists():
                     _write(path / name, str(value))
+                elif name not in _OPTIONAL_LIMITS:
+                    # v2 with the controller not enabled for the group: joining it
+                    # would report a layer that limits nothing.
+                    raise OSError(f"{name} missing: the controller is not enabled there")
             _write(path / "cgroup.procs", str(os.getpid()))
             self.dirs.append(path)
         except OSError as exc:
@@ -98,6 +113,62 @@ class PoolCgroup:
                 path.rmdir()
             with contextlib.suppress(OSError):
                 path.parent.rmdir()  # rlm-sandbox/, when no other pool uses it
+
+
+def writable_own_cgroup_mounts(paths: list[Path]) -> list[str]:
+    """Bind-remount read-write each read-only cgroup mount in `paths` whose root is
+    this process's own cgroup (so all it exposes is our own subtree). Call it only
+    in a private mount namespace. Returns the paths remounted."""
+    own = _own_cgroups()
+    mounts = _mounts()
+    done = []
+    for path in paths:
+        entry = mounts.get(str(path))
+        if entry is None:
+            continue
+        root, options, fstype, super_options = entry
+        if "ro" not in options or fstype not in ("cgroup", "cgroup2"):
+            continue
+        if fstype == "cgroup2":
+            mine = own.get("")
+        else:
+            mine = next((own[o] for o in super_options if o in own and o), None)
+        if mine is None or root != mine:
+            continue  # not (only) our own subtree: leave it alone
+        flags = _linux.MS_REMOUNT | _MS_BIND
+        flags |= sum(bit for name, bit in _KEPT_MOUNT_FLAGS.items() if name in options)
+        try:
+            _linux.mount("none", str(path), None, flags, None)
+        except OSError:
+            continue  # the layer reports the write that fails next
+        done.append(str(path))
+    return done
+
+
+def _own_cgroups() -> dict[str, str]:
+    """controller (or "name=..."; "" for cgroup v2) -> this process's cgroup path."""
+    own: dict[str, str] = {}
+    for line in _read(Path("/proc/self/cgroup")).splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller] = path
+    return own
+
+
+def _mounts() -> dict[str, tuple[str, set[str], str, list[str]]]:
+    """mount point -> (root, mount options, fs type, super options); the last
+    mount on a path wins, as it is the one visible there."""
+    mounts = {}
+    for line in _read(Path("/proc/self/mountinfo")).splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if len(fields) < sep + 4 or sep < 6:
+            continue
+        options = set(fields[5].split(","))
+        mounts[fields[4]] = (fields[3], options, fields[sep + 1], fields[sep + 3].split(","))
+    return mounts
 
 
 def make_worker_oom_target() -> str:

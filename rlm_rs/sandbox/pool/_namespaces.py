@@ -11,9 +11,13 @@ fresh per pool and shared by its workers. The shared namespaces hold nothing
 (no interface, an empty read-only root, no IPC objects: seccomp kills every
 SysV/POSIX IPC call), so sharing them gives a worker nothing another worker
 could use, and keeps ~0.5 ms of namespace set-up and teardown off each step.
-When the pool is not root, the zygote first enters a user namespace that maps
-its own uid to 0. This module must never leave a worker with a path
-to the host file system.
+The path is chosen by capabilities, not by uid: a pool that holds the ones it
+needs (root, or uid 10001 with the file capabilities sandbox_image/ gives its
+interpreter) builds the namespaces directly; only one without them first enters
+a user namespace that maps its own uid to 0 (where the worker cannot join the
+pool's PID namespace nor switch to an unmapped uid, so doctor reports those
+layers missing). This module must never leave a worker with a path to the host
+file system.
 """
 
 from __future__ import annotations
@@ -27,6 +31,22 @@ from dataclasses import dataclass, field
 from rlm_rs.sandbox.pool import _linux
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
+# What the direct path needs in the effective set: namespaces, mounts and setns
+# (CAP_SYS_ADMIN); the workers' uid/gid switch (CAP_SETUID, CAP_SETGID); clearing
+# the bounding set (CAP_SETPCAP); killing a worker that runs as another uid past
+# its wall clock (CAP_KILL).
+CAP_SETGID, CAP_SETUID, CAP_SETPCAP, CAP_KILL, CAP_SYS_ADMIN = 6, 7, 8, 5, 21
+DIRECT_PATH_CAPABILITIES = (CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP, CAP_SYS_ADMIN)
+
+
+def holds_pool_capabilities() -> bool:
+    """True when this process can isolate workers without a user namespace."""
+    try:
+        effective, _, _ = _linux.capabilities()
+    except OSError:
+        return False
+    return all(effective >> cap & 1 for cap in DIRECT_PATH_CAPABILITIES)
+
 
 @dataclass
 class ZygoteNamespaces:
@@ -34,7 +54,7 @@ class ZygoteNamespaces:
 
     netns: str = ""  # "" when active, else why not
     mountns: str = ""
-    userns: str = ""  # root needs none: it drops to an unprivileged uid
+    userns: str = ""  # the direct path needs none: it drops to an unprivileged uid
     empty_root: str | None = None
     mountns_fd: int | None = None
     pidns_fd: int | None = None
@@ -43,7 +63,7 @@ class ZygoteNamespaces:
 
 def prepare_zygote(policy: SandboxPolicy) -> ZygoteNamespaces:
     ns = ZygoteNamespaces()
-    if os.geteuid() != 0:
+    if not holds_pool_capabilities():
         ns.userns = _enter_user_namespace() if policy.clone_newuser else "disabled by policy"
     if policy.clone_newnet:
         try:

@@ -2,8 +2,9 @@
 
 Order matters: the capability bounding set is cleared while we still hold
 CAP_SETPCAP, then groups, gid and uid are switched (which empties the permitted
-and effective sets for a root process), then the result is verified with
-capget. Must never leave a capability behind silently: a nonzero mask is an error.
+and effective sets for a root process, not for a non-root one on file
+capabilities), then every set is cleared with capset and verified with capget.
+Must never leave a capability behind silently: a nonzero mask is an error.
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ def apply(policy: SandboxPolicy, cap_last: int) -> dict[str, str]:
         report["unprivileged_uid"] = "" if os.getuid() == uid else "uid unchanged"
     except OSError as exc:
         report["unprivileged_uid"] = f"cannot switch to {uid}:{gid}: {exc}"
-        try:
-            _linux.drop_all_capabilities()
-        except OSError as cap_exc:
-            report["capabilities"] = f"capset: {cap_exc}"
+    try:
+        # A root pool loses its capabilities with the uid switch; a non-root pool
+        # running on file capabilities (sandbox_image/) keeps them through it.
+        _linux.drop_all_capabilities()
+    except OSError as cap_exc:
+        report["capabilities"] = f"capset: {cap_exc}"
     effective, permitted, inheritable = _linux.capabilities()
     if effective or permitted or inheritable:
         report["capabilities"] = f"capabilities left: {effective:#x}/{permitted:#x}"

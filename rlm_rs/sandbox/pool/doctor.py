@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from rlm_rs.sandbox.pool import _wire
+from rlm_rs.sandbox.pool._namespaces import holds_pool_capabilities
 from rlm_rs.settings import Settings
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
@@ -57,6 +58,10 @@ def run_doctor(settings: Settings) -> dict[str, Any]:
         "missing": missing,
         "strict": settings.sandbox_strict,
         "running_as_root": os.geteuid() == 0,
+        "uid": os.geteuid(),
+        # "direct": the pool holds the capabilities it needs (root, or the image's
+        # file capabilities); "user namespace": it does not (some layers then miss).
+        "privilege_path": "direct" if holds_pool_capabilities() else "user namespace",
         "seccomp": report["seccomp"],
         "rlimits": report["rlimits"],
         "zygote": report["zygote"],

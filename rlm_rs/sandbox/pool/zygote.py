@@ -50,7 +50,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("pidns", "own PID namespace (worker is PID 1): no other process is visible or signalable"),
     ("ipcns", "pool-wide fresh IPC namespace: no SysV/POSIX IPC object of the host"),
     ("utsns", "pool-wide fresh UTS namespace: hostname 'sandbox'"),
-    ("userns", "user namespace (only needed when the pool is not root)"),
+    ("userns", "user namespace (only needed when the pool lacks the capabilities)"),
     ("fs_view", "pivot_root into an empty read-only tmpfs; documents only as read-only fds"),
     ("rlimits", "address space, CPU seconds, open files, processes, file size 0, core 0"),
     ("cgroup_memory", "pool cgroup memory limit; workers are the OOM killer's first pick"),
