@@ -41,7 +41,7 @@ COMPOSE_ONLY_ENV = {
 # Differences ECS cannot express, per service and check.
 ECS_CANNOT = {
     ("sandbox-pool", "cgroup"): "no cgroup-namespace option; the pool remounts only its own cgroup",
-    ("sandbox-pool", "seccomp"): "no custom profile on ECS: Docker's default applies (docs/deployment.md)",
+    ("sandbox-pool", "seccomp"): "no per-task profile: the daemon default on the pool instances",
     ("volume-init", "network"): "networkMode is per task: the api task's awsvpc",
     ("parser", "no_new_privs"): "Fargate has no dockerSecurityOptions",
     ("ingestion-worker", "no_new_privs"): "Fargate has no dockerSecurityOptions",
