@@ -104,6 +104,18 @@ def test_compose_interpolations_are_known() -> None:
     assert used and not used - settings_env_names()
 
 
+def test_every_env_example_name_reaches_a_container() -> None:
+    # A name an operator sets in .env that compose.yaml never interpolates does nothing.
+    text = (REPO / "compose.yaml").read_text(encoding="utf-8")
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    names = {
+        line.split("=", 1)[0]
+        for line in (REPO / ".env.example").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert not names - used, sorted(names - used)
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_dockerfile_is_multistage_locked_and_non_root(dockerfile: Path) -> None:
     lines = [ln.strip() for ln in dockerfile.read_text(encoding="utf-8").splitlines()]
