@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # {"default": {"running_executions": n, "live_sessions": n, "long_calls": n},
     #  "tenants": {"<tenant>": {...}}}; a missing field falls back, null = no limit
     quotas_json: JsonObject = Field(default_factory=dict, alias="RLM_QUOTAS_JSON")
+    # --- integrity: persisted sizes (rlm_rs/control/limits.py, docs/control-plane.md) ---
+    max_final_answer_chars: int = Field(200_000, ge=1, alias="RLM_MAX_FINAL_ANSWER_CHARS")
+    max_tool_metadata_chars: int = Field(16_384, ge=4, alias="RLM_MAX_TOOL_METADATA_CHARS")
+    max_step_record_bytes: int = Field(16 * 1024 * 1024, ge=65_536, alias="RLM_MAX_STEP_RECORD_BYTES")
 
     @model_validator(mode="after")
     def _reserve_below_threads(self) -> Settings:

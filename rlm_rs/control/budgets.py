@@ -123,3 +123,8 @@ def snapshot(budgets: dict[str, Any], consumed: dict[str, Any]) -> dict[str, Any
         "spans_remaining": max(int(budgets["max_spans_total"]) - int(consumed["spans_total"]), 0),
         "max_llm_prompt_chars": int(budgets["max_llm_prompt_chars"]),
     }
+
+
+def deadline_epoch(execution: dict[str, Any]) -> float:
+    """When the execution's max_total_seconds runs out (epoch seconds)."""
+    return float(execution["started_epoch"]) + float(execution["budgets_requested"]["max_total_seconds"])

@@ -42,11 +42,13 @@ from rlm_rs.canonical import canonical_json
 from rlm_rs.citations import build_citations, make_ref
 from rlm_rs.control import children as kids
 from rlm_rs.control import history, prompts
-from rlm_rs.control.budgets import consumed_zero, merge_budgets, snapshot, step_policy
+from rlm_rs.control.budgets import consumed_zero, deadline_epoch, merge_budgets, snapshot, step_policy
+from rlm_rs.control.claims import StepClaim, fence, not_running
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.control.costs import PriceTable, cost_spent
 from rlm_rs.control.events import EventLog, clip
 from rlm_rs.control.quotas import Quotas
+from rlm_rs.control.limits import bound_step_result, parse_state_override
 from rlm_rs.control.tools import Resolution, ToolResolver
 from rlm_rs.control.traces import build_trace, read_trace, write_trace
 from rlm_rs.errors import RlmError
@@ -388,7 +390,9 @@ class ExecutionEngine:
                 with trace_span(
                     "sandbox.step", execution_id=request.execution_id, turn_index=request.turn_index
                 ):
-                    return self.sandbox.run_step(request), manifest
+                    result = self.sandbox.run_step(request)
+                bound_step_result(result, request.state_json, self.settings)
+                return result, manifest
             except RlmError as exc:
                 if exc.code != "LAMBDA_ERROR":
                     raise
@@ -409,9 +413,17 @@ class ExecutionEngine:
         state_json: str | None,
         trace_turn: dict[str, Any],
         consumed: dict[str, Any],
+        claim: StepClaim | None = None,
     ) -> dict[str, Any]:
-        """Persist the step record, the new state (None: unchanged) and the counters."""
+        """Persist the step record, the new state (None: unchanged) and the
+        counters, fenced (claims.py): only the holder of the turn writes it,
+        and the counters' update is conditional on the fenced version; a
+        writer that lost the turn gets CONFLICT before it writes anything."""
         turn = int(execution["next_turn"])
+        if claim is not None:
+            execution = claim.fence(turn)
+        else:
+            execution = fence(self.storage.metadata, execution, self.owner, turn, self.lease_seconds)
         record_state = state_json if state_json is not None else canonical_json(self._load_state(execution))
         step = json_format.MessageToDict(result, preserving_proto_field_name=True)
         extra = {
@@ -431,7 +443,10 @@ class ExecutionEngine:
             self._save_state(execution, turn, state_json)
         consumed["turns"] = turn + 1
         return self._update(
-            execution, {"next_turn": turn + 1, "budgets_consumed": consumed}, from_statuses=("RUNNING",)
+            execution,
+            {"next_turn": turn + 1, "budgets_consumed": consumed},
+            from_statuses=("RUNNING",),
+            expected_version=execution["version"],
         )
 
     # --- finishing -------------------------------------------------------------------------------
@@ -570,78 +585,112 @@ class ExecutionEngine:
     def runtime_step(
         self, tenant_id: str, execution_id: str, code: str, state_override: str | None, resolve: bool
     ) -> StepResult:
-        execution = self.get(tenant_id, execution_id)
-        if execution["mode"] != "RUNTIME":
-            raise RlmError("VALIDATION_ERROR", "steps can be sent only to runtime executions")
-        if execution["status"] != "RUNNING":
-            raise RlmError("CONFLICT", f"execution is {execution['status']}", {"status": execution["status"]})
-        budgets = execution["budgets_requested"]
-        if int(execution["next_turn"]) >= int(budgets["max_turns"]):
-            self.finish(
-                execution, "MAX_TURNS_EXCEEDED", error=RlmError("MAX_TURNS_EXCEEDED", "max_turns reached")
-            )
-            raise RlmError("MAX_TURNS_EXCEEDED", f"max_turns ({budgets['max_turns']}) reached")
-        session = self.storage.metadata.get_session(tenant_id, execution["session_id"])
-        state = self._load_state(execution)
-        if state_override is not None:
-            try:
-                override = json.loads(state_override)
-            except ValueError:
-                raise RlmError("VALIDATION_ERROR", "state is not valid JSON") from None
-            if not isinstance(override, dict):
-                raise RlmError("VALIDATION_ERROR", "state must be a JSON object")
-            state = {
-                **{k: v for k, v in override.items() if not k.startswith("_")},
-                **{k: v for k, v in state.items() if k.startswith("_")},
+        """One caller-driven step, alone on its execution (claims.py): a step
+        sent while another runs on the same execution answers CONFLICT and
+        runs nothing; max_turns and max_total_seconds are checked under the
+        claim, so no race can pass them."""
+        execution = self._runtime(tenant_id, execution_id)
+        override = parse_state_override(state_override, execution) if state_override is not None else None
+        claim = StepClaim.take(self.storage.metadata, execution)
+        try:
+            execution = claim.execution
+            budgets = execution["budgets_requested"]
+            if int(execution["next_turn"]) >= int(budgets["max_turns"]):
+                self.finish(
+                    execution, "MAX_TURNS_EXCEEDED", error=RlmError("MAX_TURNS_EXCEEDED", "max_turns reached")
+                )
+                raise RlmError("MAX_TURNS_EXCEEDED", f"max_turns ({budgets['max_turns']}) reached")
+            self._runtime_deadline(execution)
+            with claim.kept_alive():
+                session = self.storage.metadata.get_session(tenant_id, execution["session_id"])
+                state = self._load_state(execution)
+                if override is not None:
+                    state = {
+                        **{k: v for k, v in override.items() if not k.startswith("_")},
+                        **{k: v for k, v in state.items() if k.startswith("_")},
+                    }
+                started = time.perf_counter()
+                result, _ = self._run_step(execution, session, code, state, require_block=False)
+                self._step_event(execution, int(execution["next_turn"]), result)
+                consumed = dict(execution["budgets_consumed"])
+                new_state: str | None = None
+                resolution_records: list[dict[str, Any]] = []
+                if result.success:
+                    consumed["spans_total"] += len(result.span_log)
+                    state_obj = json.loads(result.state_json)
+                    state_obj.pop("_budgets", None)
+                    if resolve and not result.final.is_final:
+                        resolution = self._resolve(execution, session, result.tool_requests, consumed)
+                        resolution.inject(state_obj)
+                        resolution_records = resolution.records
+                    new_state = canonical_json(state_obj)
+                    result.state_json = new_state
+            trace_turn = {
+                "turn_index": int(execution["next_turn"]),
+                "code": code,
+                "sandbox": {
+                    "success": result.success,
+                    "stdout": result.stdout,
+                    "error": json_format.MessageToDict(result.error) if result.HasField("error") else None,
+                    "duration_ms": round(result.duration_ms, 3),
+                },
+                "tool_resolution": {"results": resolution_records},
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             }
-        started = time.perf_counter()
-        result, _ = self._run_step(execution, session, code, state, require_block=False)
-        self._step_event(execution, int(execution["next_turn"]), result)
-        consumed = dict(execution["budgets_consumed"])
-        new_state: str | None = None
-        resolution_records: list[dict[str, Any]] = []
-        if result.success:
-            consumed["spans_total"] += len(result.span_log)
-            state_obj = json.loads(result.state_json)
-            state_obj.pop("_budgets", None)
-            if resolve and not result.final.is_final:
-                resolution = self._resolve(execution, session, result.tool_requests, consumed)
-                resolution.inject(state_obj)
-                resolution_records = resolution.records
-            new_state = canonical_json(state_obj)
-            result.state_json = new_state
-        trace_turn = {
-            "turn_index": int(execution["next_turn"]),
-            "code": code,
-            "sandbox": {
-                "success": result.success,
-                "stdout": result.stdout,
-                "error": json_format.MessageToDict(result.error) if result.HasField("error") else None,
-                "duration_ms": round(result.duration_ms, 3),
-            },
-            "tool_resolution": {"results": resolution_records},
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-        }
-        execution = self._commit_turn(execution, result, new_state, trace_turn, consumed)
-        if consumed["spans_total"] > budgets["max_spans_total"]:
-            self.finish(execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_spans_total"))
-        elif result.success and result.final.is_final:
-            self.finish(execution, "COMPLETED", answer=result.final.answer)
-        return result
+            execution = self._commit_turn(execution, result, new_state, trace_turn, consumed, claim)
+            if consumed["spans_total"] > budgets["max_spans_total"]:
+                self.finish(
+                    execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_spans_total")
+                )
+            elif result.success and result.final.is_final:
+                self.finish(execution, "COMPLETED", answer=result.final.answer)
+            return result
+        finally:
+            claim.release()
 
     def resolve_tools(self, tenant_id: str, execution_id: str, requests: ToolRequests, sub_model: str) -> Any:
+        """Resolve a runtime caller's tool requests and inject the results
+        into the persisted state; claimed like a step, so it never races one."""
+        execution = self._runtime(tenant_id, execution_id)
+        claim = StepClaim.take(self.storage.metadata, execution)
+        try:
+            execution = claim.execution
+            self._runtime_deadline(execution)
+            with claim.kept_alive():
+                session = self.storage.metadata.get_session(tenant_id, execution["session_id"])
+                consumed = dict(execution["budgets_consumed"])
+                resolution = self._resolve(execution, session, requests, consumed, sub_model)
+            # the next step sees the results too (callers may also pass them in a state override)
+            fenced = claim.fence(int(execution["next_turn"]))
+            state = self._load_state(fenced)
+            resolution.inject(state)
+            self._save_state(fenced, int(fenced["next_turn"]), canonical_json(state))
+            self._update(
+                fenced,
+                {"budgets_consumed": consumed},
+                from_statuses=("RUNNING",),
+                expected_version=fenced["version"],
+            )
+            return resolution
+        finally:
+            claim.release()
+
+    def _runtime(self, tenant_id: str, execution_id: str) -> dict[str, Any]:
         execution = self.get(tenant_id, execution_id)
+        if execution["mode"] != "RUNTIME":
+            raise RlmError("VALIDATION_ERROR", "steps and tool resolution are only for runtime executions")
         if execution["status"] != "RUNNING":
-            raise RlmError("CONFLICT", f"execution is {execution['status']}", {"status": execution["status"]})
-        session = self.storage.metadata.get_session(tenant_id, execution["session_id"])
-        consumed = dict(execution["budgets_consumed"])
-        resolution = self._resolve(execution, session, requests, consumed, sub_model)
-        # the next step sees the results too (callers may also pass them in a state override)
-        state = self._load_state(execution)
-        resolution.inject(state)
-        self._save_state(execution, int(execution["next_turn"]), canonical_json(state))
-        self._update(execution, {"budgets_consumed": consumed}, from_statuses=("RUNNING",))
-        return resolution
+            raise not_running(execution)
+        return execution
+
+    def _runtime_deadline(self, execution: dict[str, Any]) -> None:
+        """A runtime execution past max_total_seconds ends BUDGET_EXCEEDED when
+        its next step is due (the sweep ends idle ones: recover_orphans)."""
+        if time.time() >= deadline_epoch(execution):
+            self.finish(
+                execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_total_seconds spent")
+            )
+            raise RlmError("BUDGET_EXCEEDED", "max_total_seconds spent: the execution has ended")
 
     # --- Answerer mode --------------------------------------------------------------------------
     def start(self, execution: dict[str, Any]) -> None:
@@ -681,10 +730,14 @@ class ExecutionEngine:
         )
 
     def recover_orphans(self) -> int:
-        """Take over RUNNING Answerer executions whose owner's lease expired."""
+        """Take over RUNNING Answerer executions whose owner's lease expired,
+        and end runtime executions past max_total_seconds that no step holds."""
         taken = 0
         now = time.time()
         for execution in self.storage.metadata.executions_with_status("RUNNING"):
+            if execution.get("mode") == "RUNTIME" and now >= deadline_epoch(execution):
+                self._expire_runtime(execution)
+                continue
             if execution.get("mode") != "ANSWERER" or execution.get("parent_execution_id"):
                 continue  # runtime executions have no loop; children are run by their parent
             if execution.get("lease_owner") and float(execution.get("lease_until") or 0) > now:
@@ -698,6 +751,18 @@ class ExecutionEngine:
                 self.start(execution)
                 taken += 1
         return taken
+
+    def _expire_runtime(self, execution: dict[str, Any]) -> None:
+        try:
+            claim = StepClaim.take(self.storage.metadata, execution)
+        except RlmError:
+            return  # a step holds it (it ends the execution itself) or it just ended
+        try:
+            self._runtime_deadline(claim.execution)
+        except RlmError:
+            pass
+        finally:
+            claim.release()
 
     def run_answerer(self, tenant_id: str, execution_id: str) -> dict[str, Any]:
         execution = self.get(tenant_id, execution_id)

@@ -1,0 +1,139 @@
+"""One writer per execution turn: step claims and the commit fence.
+
+A runtime step (and a ResolveTools call) first *claims* its execution: a
+conditional write of `lease_owner` = a fresh token and `lease_until` that
+holds only if the record is RUNNING, unchanged since it was read (`version`)
+and not claimed by anyone else. The loser gets CONFLICT and runs nothing.
+A heartbeat renews the claim while the step runs. Before a turn is committed
+(both modes) the writer is *fenced*: the record is re-read and must still be
+RUNNING, at the same turn and not held by another owner; the fence renews the
+claim for the commit window, and the commit's own update is conditional on
+the version the fence left. Nothing here may let two writers commit one turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rlm_rs.errors import RlmError
+from rlm_rs.storage.metadata import MetadataStore
+
+CLAIM_SECONDS = 30.0  # a crashed holder blocks its execution at most this long
+COMMIT_WINDOW_SECONDS = 30.0  # the fence -> commit writes must finish inside it
+
+
+def busy(execution: dict[str, Any]) -> RlmError:
+    return RlmError(
+        "CONFLICT",
+        "another step or tool resolution is running on this execution: retry when it ends",
+        {"status": "RUNNING", "turn_index": int(execution.get("next_turn") or 0)},
+    )
+
+
+def not_running(execution: dict[str, Any]) -> RlmError:
+    return RlmError("CONFLICT", f"execution is {execution['status']}", {"status": execution["status"]})
+
+
+def _keys(execution: dict[str, Any]) -> tuple[str, str, str]:
+    return ("executions", f"SESSION#{execution['session_id']}", f"EXEC#{execution['execution_id']}")
+
+
+def _held_by_other(execution: dict[str, Any], owner: str, now: float) -> bool:
+    holder = execution.get("lease_owner")
+    return bool(holder) and holder != owner and float(execution.get("lease_until") or 0) > now
+
+
+def fence(
+    metadata: MetadataStore, execution: dict[str, Any], owner: str, turn: int, window: float
+) -> dict[str, Any]:
+    """The record, re-read and re-claimed by `owner` for `window` seconds,
+    provided it is still RUNNING at `turn` and nobody else holds it; else
+    CONFLICT. The caller commits with expected_version = the result's version."""
+    current = metadata.get_execution(execution["tenant_id"], execution["execution_id"])
+    now = time.time()
+    if current["status"] != "RUNNING":
+        raise not_running(current)
+    if int(current.get("next_turn") or 0) != turn or _held_by_other(current, owner, now):
+        raise busy(current)
+    try:
+        return metadata.update_execution(
+            current["session_id"],
+            current["execution_id"],
+            {"lease_owner": owner, "lease_until": now + window},
+            expected_version=current.get("version"),
+            from_statuses=("RUNNING",),
+            lease_owner=owner,
+        )
+    except RlmError as exc:
+        if exc.code != "CONFLICT":
+            raise
+        raise busy(current) from None
+
+
+class StepClaim:
+    """A held claim on one execution; `release()` in a finally."""
+
+    def __init__(self, metadata: MetadataStore, execution: dict[str, Any], token: str, ttl: float) -> None:
+        self.metadata = metadata
+        self.execution = execution
+        self.token = token
+        self.ttl = ttl
+
+    @classmethod
+    def take(
+        cls, metadata: MetadataStore, execution: dict[str, Any], ttl: float = CLAIM_SECONDS
+    ) -> StepClaim:
+        now = time.time()
+        if execution["status"] != "RUNNING":
+            raise not_running(execution)
+        if _held_by_other(execution, "", now):
+            raise busy(execution)
+        token = f"step-{uuid.uuid4().hex}"
+        try:
+            claimed = metadata.update_execution(
+                execution["session_id"],
+                execution["execution_id"],
+                {"lease_owner": token, "lease_until": now + ttl},
+                expected_version=execution.get("version"),
+                from_statuses=("RUNNING",),
+                lease_owner=token,
+            )
+        except RlmError as exc:
+            if exc.code != "CONFLICT":
+                raise
+            current = metadata.get_execution(execution["tenant_id"], execution["execution_id"])
+            raise (not_running(current) if current["status"] != "RUNNING" else busy(current)) from None
+        return cls(metadata, claimed, token, ttl)
+
+    def fence(self, turn: int) -> dict[str, Any]:
+        self.execution = fence(self.metadata, self.execution, self.token, turn, COMMIT_WINDOW_SECONDS)
+        return self.execution
+
+    @contextmanager
+    def kept_alive(self) -> Iterator[None]:
+        """Renew the claim every ttl/3 while the body runs (a step, tool
+        resolution, children); stopped before the fence, whose conditional
+        write a renewal would otherwise race."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.ttl / 3):
+                self.metadata.acquire_lease(*_keys(self.execution), owner=self.token, ttl_seconds=self.ttl)
+
+        thread = threading.Thread(target=beat, name="step-claim", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def release(self) -> None:
+        with contextlib.suppress(RlmError):  # else it expires by itself
+            self.metadata.release_lease(*_keys(self.execution), owner=self.token)
