@@ -50,7 +50,7 @@ from rlm_rs.control.events import EventLog, clip
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.limits import bound_step_result, parse_state_override
 from rlm_rs.control.tools import Resolution, ToolResolver
-from rlm_rs.control.traces import build_trace, read_trace, write_trace
+from rlm_rs.control.traces import build_trace, read_trace, redact, write_trace
 from rlm_rs.errors import RlmError
 from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.observability import (
@@ -521,7 +521,9 @@ class ExecutionEngine:
         trace_turns = turns if turns is not None else [s.get("trace") or {} for s in self.steps(execution)]
         options = execution.get("options") or {}
         trace = build_trace(merged, trace_turns, self._child_traces(execution))
-        changes["trace_s3_uri"] = write_trace(self.storage, trace, redacted=bool(options.get("redact_trace")))
+        if options.get("redact_trace"):
+            trace = redact(trace)  # every copy: the blob, trace_json, a parent's embedded copy
+        changes["trace_s3_uri"] = write_trace(self.storage, trace)
         if options.get("return_trace"):
             changes["trace_json"] = canonical_json(trace)
         try:

@@ -24,10 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 from rlm_rs.canonical import canonical_json
+from rlm_rs.control.traces import redact
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import now_iso
 
 EVENT_TEXT_CHARS = 2_000
+EVENT_DATA_CHARS = 32_000  # a whole event's data; past it only its size is kept
 STATUS_SEQ = 9999
 _MAX_TRACKED = 10_000
 _TABLE = "execution_state"
@@ -64,6 +66,11 @@ class EventLog:
                 if len(self._seq) > _MAX_TRACKED:
                     self._seq.popitem(last=False)
         eid = event_id(turn, min(seq, STATUS_SEQ - 1) if kind != "status" else seq)
+        if (execution.get("options") or {}).get("redact_trace"):
+            data = redact(data)  # events are a live copy of the trace
+        data_json = canonical_json(data)
+        if len(data_json) > EVENT_DATA_CHARS:
+            data_json = canonical_json({"truncated": True, "chars": len(data_json)})
         self.storage.metadata.items.put(
             _TABLE,
             {
@@ -74,7 +81,7 @@ class EventLog:
                 "type": kind,
                 "turn_index": turn,
                 "at": now_iso(),
-                "data_json": canonical_json(data),
+                "data_json": data_json,
                 "ttl_epoch": execution.get("ttl_epoch"),
             },
         )

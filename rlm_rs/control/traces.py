@@ -1,7 +1,12 @@
 """Execution traces (SPEC §12): gzipped JSON at
 `traces/{tenant}/{session}/{execution}.json.gz`, written once when the
-execution ends. `redact` replaces prompts and model output with their sizes
-and keeps the structure."""
+execution ends. `redact` replaces prompts, model output and what derives from
+it (code, stdout, answers, step error messages) with their sizes and keeps the
+structure. With `redact_trace` the redacted form is the only one that leaves
+the engine: the stored blob, the inline `trace_json` (return_trace), a
+child's trace inside its parent's, and the live events (events.py). Never
+redact only one copy.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,10 @@ from rlm_rs.canonical import canonical_json
 from rlm_rs.storage import Storage
 
 TRACE_VERSION = 1
-_REDACTED_FIELDS = ("root_output_raw", "code", "stdout", "prompt", "text", "question", "answer")
+_REDACTED_FIELDS = (
+    "root_output_raw", "code", "stdout", "prompt", "text", "question", "answer", "final",
+    "message", "details_json",
+)  # fmt: skip
 
 
 def redact(value: Any) -> Any:
@@ -64,8 +72,9 @@ def read_trace(storage: Storage, uri: str) -> dict[str, Any]:
     return loaded
 
 
-def write_trace(storage: Storage, trace: dict[str, Any], *, redacted: bool) -> str:
-    body = redact(trace) if redacted else trace
+def write_trace(storage: Storage, trace: dict[str, Any]) -> str:
+    """Store `trace` as given: the caller passes the redacted form when
+    redact_trace is set (the same object it returns inline)."""
     key = f"traces/{trace['tenant_id']}/{trace['session_id']}/{trace['execution_id']}.json.gz"
-    storage.blobs.put(key, gzip.compress(canonical_json(body).encode("utf-8"), mtime=0))
+    storage.blobs.put(key, gzip.compress(canonical_json(trace).encode("utf-8"), mtime=0))
     return storage.blobs.uri(key)

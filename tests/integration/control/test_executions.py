@@ -238,9 +238,9 @@ def test_return_and_redact_trace(api: Api) -> None:
     api.provider.script["executions"] = [{"match": "secret", "root": [FIND_AND_ANSWER]}]
     execution = start(api, api.ready_session(), "secret question", return_trace=True, redact_trace=True)
     trace = json.loads(execution.trace_json)
-    assert trace["question"] == "secret question"  # returned to the caller as is
+    assert trace["question"] == {"redacted": True, "chars": len("secret question")}  # inline: redacted too
     stored = json.loads(gzip.decompress(api.plane.storage.blobs.get(execution.trace_s3_uri.split("/", 3)[3])))
-    assert stored["question"] == {"redacted": True, "chars": len("secret question")}
+    assert stored == trace
     assert stored["turns"][0]["code"]["redacted"] is True
 
 
