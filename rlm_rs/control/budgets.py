@@ -7,6 +7,7 @@ the sandbox enforces per-step limits from the policy built here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from google.protobuf import json_format
@@ -68,8 +69,13 @@ def merge_budgets(*layers: dict[str, Any]) -> dict[str, Any]:
         for name, value in (layer or {}).items():
             if name not in SPEC_DEFAULTS:
                 raise RlmError("VALIDATION_ERROR", f"unknown budget {name!r}")
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise RlmError("VALIDATION_ERROR", f"budget {name} must be a number >= 0")
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):  # NaN passes every comparison below and poisons the record for good
+                raise RlmError("VALIDATION_ERROR", f"budget {name} must be a finite number >= 0")
             if value > _CEILINGS[name]:
                 raise RlmError(
                     "VALIDATION_ERROR",

@@ -26,7 +26,6 @@ resumed) instead of starting a second one.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 from rlm_rs.canonical import build_offsets, canonical_json
 from rlm_rs.control.budgets import merge_budgets
+from rlm_rs.control.limits import parse_json_object
 from rlm_rs.errors import RlmError
 from rlm_rs.textfile import TextFile
 from rlm_rs.v1.common_pb2 import RlmRequest, Span
@@ -81,12 +81,9 @@ def child_budgets(
     cost_left = cost_cap - float(consumed["cost_usd"])
     if cost_cap > 0 and cost_left <= 0:
         raise RlmError("BUDGET_EXCEEDED", f"cost budget spent (max_cost_usd={cost_cap})")
-    try:
-        overrides = json.loads(requested_json or "null") or {}
-    except ValueError:
-        raise RlmError("VALIDATION_ERROR", "budgets is not a JSON object") from None
-    if not isinstance(overrides, dict):
-        raise RlmError("VALIDATION_ERROR", "budgets must be a dict of budget names to numbers")
+    overrides = {}
+    if requested_json.strip() not in ("", "null"):
+        overrides = parse_json_object(requested_json, "budgets")  # no NaN, no RecursionError
     merged = merge_budgets(budgets, overrides)  # validates names, types and ceilings
     caps: dict[str, float] = {name: budgets[name] for name in _PER_STEP}
     caps.update(

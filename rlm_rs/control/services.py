@@ -41,6 +41,7 @@ from rlm_rs.v1.common_pb2 import (
 
 MAX_QUESTION_CHARS = 20_000
 MAX_CODE_CHARS = 200_000
+MAX_SPAN_CHARS = 1_000_000  # the most text GetSpan or VerifyCitation returns at once
 EVENT_ID = re.compile(r"^\d{6}\.\d{4}$")
 # Initial metadata sent once a watch is accepted (auth, id and tenant checked):
 # the gateway waits for it before it answers 200 with an event stream.
@@ -344,8 +345,8 @@ class CitationServicer(citation_pb2_grpc.CitationServiceServicer):
                 f"need 0 <= start_char <= end_char <= {len(text)}",
                 {"char_length": len(text)},
             )
-        if request.end_char - request.start_char > 1_000_000:
-            raise RlmError("VALIDATION_ERROR", "a span is at most 1,000,000 characters")
+        if request.end_char - request.start_char > MAX_SPAN_CHARS:
+            raise RlmError("VALIDATION_ERROR", f"a span is at most {MAX_SPAN_CHARS:,} characters")
         from rlm_rs.citations import CitedDocument
 
         ref = make_ref(
@@ -367,6 +368,8 @@ class CitationServicer(citation_pb2_grpc.CitationServiceServicer):
         doc = self._document(caller, ref.session_id, ref.doc_id)
         valid, text = verify_ref(ref, self.engine.docs.text(doc))
         valid = valid and int(doc["doc_index"]) == ref.doc_index
+        if len(text) > MAX_SPAN_CHARS:
+            text = ""  # as GetSpan: never more than MAX_SPAN_CHARS in one answer
         return citation_pb2.VerifyCitationResponse(
             valid=valid,
             text=text,

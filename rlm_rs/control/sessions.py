@@ -221,8 +221,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             for s in self.storage.metadata.list_sessions(caller.tenant_id, request.status or None)
             if s["status"] != "DELETING"
         ]
-        size = min(request.page_size or 50, 200)
-        start = int(request.page_token) if request.page_token.isdigit() else 0
+        if not 0 <= request.page_size <= 200:
+            raise RlmError("VALIDATION_ERROR", "page_size must be 0..200 (0: the default, 50)")
+        token = request.page_token
+        if token and not (token.isascii() and token.isdigit() and len(token) <= 9):
+            raise RlmError("VALIDATION_ERROR", "page_token is not one this service issued")
+        size = request.page_size or 50
+        start = int(token) if token else 0
         page = sessions[start : start + size]
         response = session_pb2.ListSessionsResponse(
             next_page_token=str(start + size) if start + size < len(sessions) else ""

@@ -16,6 +16,8 @@ from rlm_rs.canonical import canonical_json
 from rlm_rs.errors import RlmError
 
 _MAX_DEPTH = 64
+# Python refuses str() of ints past 4,300 digits; 14,000 bits is ~4,214 digits
+_MAX_INT_BITS = 14_000
 
 
 def check_json_value(
@@ -37,7 +39,15 @@ def check_json_value(
     if depth > _MAX_DEPTH:
         raise RlmError("STATE_INVALID_TYPE", f"{path}: nested deeper than {_MAX_DEPTH} levels")
     kind = type(value)
-    if value is None or kind in (str, bool, int):
+    if value is None or kind in (str, bool):
+        return
+    if kind is int:
+        if value.bit_length() > _MAX_INT_BITS:  # str() of it would raise ValueError
+            raise RlmError(
+                "STATE_INVALID_TYPE",
+                f"{path}: an integer over {_MAX_INT_BITS} bits (about 4,200 digits) is not JSON here",
+                {"path": path},
+            )
         return
     if kind is float:
         if not math.isfinite(value):
