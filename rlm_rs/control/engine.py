@@ -47,8 +47,8 @@ from rlm_rs.control.claims import StepClaim, fence, not_running
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.control.costs import PriceTable, cost_spent
 from rlm_rs.control.events import EventLog, clip
-from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.limits import bound_step_result, parse_state_override
+from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.tools import Resolution, ToolResolver
 from rlm_rs.control.traces import build_trace, read_trace, redact, write_trace
 from rlm_rs.errors import RlmError
