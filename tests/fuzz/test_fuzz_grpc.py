@@ -29,6 +29,7 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from rlm_rs.bench._limits import UNLIMITED_QUOTAS, UNLIMITED_RATE
 from rlm_rs.control.server import ControlPlane, start_control_plane
 from rlm_rs.ingestion.worker import IngestionWorker
 from rlm_rs.providers.scripted import DEFAULT_SCRIPT, ScriptedProvider
@@ -82,7 +83,13 @@ def _call(target: Target, method: pb_descriptor.MethodDescriptor, request: Messa
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     data = tmp_path_factory.mktemp("fuzz-grpc") / "data"
-    settings_ = Settings(RLM_DATA_DIR=data, API_KEY_PEPPER="pepper", LLM_PROVIDER="scripted")
+    settings_ = Settings(  # the limits are tested elsewhere; here they would only hide paths
+        RLM_DATA_DIR=data,
+        API_KEY_PEPPER="pepper",
+        LLM_PROVIDER="scripted",
+        RATE_LIMITS_JSON=UNLIMITED_RATE,
+        RLM_QUOTAS_JSON=UNLIMITED_QUOTAS,
+    )
     storage = open_storage(settings_)
     plane = start_control_plane(
         settings_,

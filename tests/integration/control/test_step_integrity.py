@@ -85,7 +85,7 @@ def test_concurrent_steps_on_one_execution_commit_exactly_max_turns(api: Api) ->
                     codes.append(reason)
                 if reason == "CONFLICT" and details.get("status") == "RUNNING":
                     assert exc.code() == grpc.StatusCode.ABORTED
-                    time.sleep(0.01)  # another step holds the execution: retry
+                    time.sleep(0.05)  # another step holds the execution: retry
                     continue
                 return  # the execution has ended (MAX_TURNS_EXCEEDED, then CONFLICT)
             with lock:
