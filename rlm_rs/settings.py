@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     search_backend_config: JsonObject = Field(default_factory=dict, alias="SEARCH_BACKEND_CONFIG")
     # --- security ---
     api_key_pepper: SecretStr = Field(SecretStr("rlm-rs-dev-pepper"), alias="API_KEY_PEPPER")
+    # --- tenancy and session lifecycle (docs/storage.md) ---
+    # Raw-document folders of S3_BUCKET a tenant may name besides its own
+    # raw/{tenant}/ namespace: {"tenant": ["shared/reference/", ...]}.
+    raw_prefixes_json: dict[str, list[str]] = Field(default_factory=dict, alias="RLM_RAW_PREFIXES_JSON")
+    # How often the control plane removes deleted and expired sessions' data (0: never).
+    session_sweep_seconds: float = Field(60.0, ge=0, alias="RLM_SESSION_SWEEP_SECONDS")
     # --- sandbox pool (the spec's LAMBDA_FUNCTION_NAME becomes a socket path) ---
     sandbox_socket: str | None = Field(None, alias="LAMBDA_FUNCTION_NAME")
     sandbox_strict: bool = Field(False, alias="RLM_SANDBOX_STRICT")

@@ -52,15 +52,19 @@ def mint_api_key(data_dir: Path, tenant: str = "demo") -> str:
     return str(plaintext)
 
 
-def upload_corpus(data_dir: Path) -> list[dict[str, str]]:
+def upload_corpus(data_dir: Path, api_key: str) -> list[dict[str, str]]:
+    """Upload into the namespace of the key's tenant (only it can name them)."""
     from rlm_rs.storage.cli import upload_file
 
     storage = _storage(data_dir)
+    record = storage.metadata.authenticate(api_key)
+    if record is None:
+        raise DemoError(f"the API key is not valid for the storage in {data_dir}")
     return [
         {
             "source_name": path.name,
             "mime_type": MIME_TYPES[path.suffix],
-            "raw_s3_uri": upload_file(storage, path),
+            "raw_s3_uri": upload_file(storage, path, record["tenant_id"]),
         }
         for path in corpus_files()
     ]
@@ -158,7 +162,7 @@ def demo_flow(
     out.write(f"RLM-RS demo against {base_url}\n")
     if minted:
         out.write(f"  API key (tenant demo, just created): {api_key}\n")
-    docs = upload_corpus(data_dir)
+    docs = upload_corpus(data_dir, api_key)
     out.write(f"  uploaded {len(docs)} documents: {', '.join(d['source_name'] for d in docs)}\n")
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=60.0) as client:

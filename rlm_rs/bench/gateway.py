@@ -190,7 +190,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         key = key.strip().splitlines()[-1]
         doc = root / "report.txt"
         doc.write_text(_DOC)
-        uri = _rlm(env, "upload", "--data-dir", str(data), str(doc)).strip().splitlines()[-1]
+        uri = (
+            _rlm(env, "upload", "--tenant", "bench", "--data-dir", str(data), str(doc))
+            .strip()
+            .splitlines()[-1]
+        )
         target = f"127.0.0.1:{_free_port()}"
         base_url = f"http://127.0.0.1:{_free_port()}"
         procs = [

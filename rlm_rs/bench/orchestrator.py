@@ -64,12 +64,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         key, _ = storage.metadata.create_api_key("bench")
         auth = [("authorization", f"Bearer {key}")]
         text = ("The Lisbon office grew fastest. " * 400).encode()
-        storage.blobs.put("raw/bench.txt", text)
+        storage.blobs.put("raw/bench/u/bench.txt", text)
         channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
         try:
             session = session_pb2_grpc.SessionServiceStub(channel).CreateSession(
                 session_pb2.CreateSessionRequest(docs=[session_pb2.DocumentInput(
-                    source_name="bench.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/bench.txt")]),
+                    source_name="bench.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/bench/u/bench.txt")]),
                 metadata=auth)  # fmt: skip
             IngestionWorker(storage, settings).run_once()
             stub = execution_pb2_grpc.ExecutionServiceStub(channel)

@@ -5,13 +5,20 @@ them directly; with S3, objects are downloaded once per node into
 RLM_DATA_DIR/doc-cache (immutable keys make the cache always valid). The
 sandbox receives these paths in its manifest (the pool opens them and passes
 read-only fds); citations and GetSpan read them through TextFile.
+Open TextFiles are kept for the MAX_OPEN_TEXTS most recently used documents.
+A deleted or expired session's files and open texts are dropped by
+`drop_session` (rlm_rs/control/lifecycle.py); nothing here decides who may read.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
+import shutil
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ from rlm_rs.textfile import TextFile
 from rlm_rs.v1.sandbox_pb2 import ContextDocument
 
 _PARSED = ("PARSED", "INDEXING", "INDEXED")
+MAX_OPEN_TEXTS = 256
 
 
 def _key(uri: str) -> str:
@@ -33,7 +41,10 @@ class DocumentCache:
         self.storage = storage
         self.cache_dir = cache_dir
         self._lock = threading.Lock()
-        self._texts: dict[str, TextFile] = {}
+        # uri -> open TextFile, least recently used first. An evicted entry is
+        # not closed here: a reader may still hold it; its mapping goes when
+        # the last reference does.
+        self._texts: collections.OrderedDict[str, TextFile] = collections.OrderedDict()
 
     def path(self, uri: str) -> str:
         key = _key(uri)
@@ -83,7 +94,44 @@ class DocumentCache:
             if cached is None:
                 cached = TextFile.open_path(self.path(uri), self.path(doc["offsets_s3_uri"]))
                 self._texts[uri] = cached
+                while len(self._texts) > MAX_OPEN_TEXTS:
+                    self._texts.popitem(last=False)
+            else:
+                self._texts.move_to_end(uri)
             return cached
+
+    # --- lifecycle ------------------------------------------------------------------
+    def drop_session(self, tenant_id: str, session_id: str, execution_ids: Iterable[str] = ()) -> int:
+        """Forget a session's open texts and remove this node's copies of its
+        files (S3 downloads, children's span documents); returns the number
+        of files removed. The blobs themselves are the lifecycle's to delete."""
+        prefix = f"parsed/{tenant_id}/{session_id}/"
+        with self._lock:
+            for uri in [u for u in self._texts if _key(u).startswith(prefix)]:
+                del self._texts[uri]
+        folders = [self.cache_dir / prefix]
+        folders += [self.cache_dir / "derived" / execution_id for execution_id in execution_ids]
+        removed = 0
+        for folder in folders:
+            if folder.is_dir():
+                removed += sum(1 for p in folder.rglob("*") if p.is_file())
+                shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.cache_dir / "parsed" / tenant_id).rmdir()  # when it was the tenant's last one
+        return removed
+
+    def cached_sessions(self) -> list[tuple[str, str]]:
+        """(tenant_id, session_id) of every session with files in this node's cache."""
+        root = self.cache_dir / "parsed"
+        if not root.is_dir():
+            return []
+        return sorted(
+            (tenant.name, session.name)
+            for tenant in root.iterdir()
+            if tenant.is_dir()
+            for session in tenant.iterdir()
+            if session.is_dir()
+        )
 
     def cited_documents(self, manifest: list[ContextDocument], session_id: str) -> dict[int, CitedDocument]:
         docs = {d["doc_id"]: d for d in self.parsed_documents(session_id)}

@@ -1,5 +1,6 @@
 """The control-plane gRPC server: the three services, health, reflection,
-optional TLS, and a background sweep that takes over orphaned executions."""
+optional TLS, a background sweep that takes over orphaned executions, and one
+that removes deleted and expired sessions' data (RLM_SESSION_SWEEP_SECONDS)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from rlm_rs.control._rpc import AnonymousStreamLimit
 from rlm_rs.control.admission import Admission
 from rlm_rs.control.engine import ExecutionEngine
+from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.services import CitationServicer, ExecutionServicer
 from rlm_rs.control.sessions import SessionServicer
 from rlm_rs.providers import Provider, make_provider
@@ -44,6 +46,7 @@ class ControlPlane:
     storage: Storage
     port: int
     _stop: threading.Event
+    reaper: SessionReaper | None = None
 
     def stop(self, grace: float = 5.0) -> None:
         self._stop.set()
@@ -61,6 +64,7 @@ def start_control_plane(
     lease_seconds: float = 30.0,
     sweep_seconds: float = 5.0,
     owner: str | None = None,
+    session_sweep_seconds: float | None = None,
 ) -> ControlPlane:
     storage = storage or open_storage(settings)
     engine = ExecutionEngine(
@@ -80,8 +84,9 @@ def start_control_plane(
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ],
     )
+    reaper = SessionReaper(storage, cancel=engine.cancel, docs=engine.docs, search=engine.search_index)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(storage, settings, admission), server
+        SessionServicer(storage, settings, admission, reaper), server
     )
     execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
         ExecutionServicer(engine, storage, admission), server
@@ -132,4 +137,7 @@ def start_control_plane(
                 continue
 
     threading.Thread(target=sweep, name="takeover-sweep", daemon=True).start()
-    return ControlPlane(server, engine, storage, port, stop)
+    interval = settings.session_sweep_seconds if session_sweep_seconds is None else session_sweep_seconds
+    if interval > 0:  # deleted and expired sessions' data (rlm_rs/control/lifecycle.py)
+        threading.Thread(target=reaper.run, args=(stop, interval), name="session-sweep", daemon=True).start()
+    return ControlPlane(server, engine, storage, port, stop, reaper)

@@ -3,10 +3,14 @@ message conversion around the ExecutionEngine (engine.py). Every look-up is
 by the caller's tenant; another tenant's ids look exactly like missing ones.
 Waits, watches and synchronous starts hold a server thread: admission.py
 caps them, and they end early when the caller goes away.
+Every call on an execution also checks its session, before and after: once
+the session is deleted or expired, every read answers SESSION_NOT_FOUND or
+SESSION_EXPIRED, a call in flight included (`_session_live`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -130,16 +134,38 @@ def _question(text: str) -> str:
     return question
 
 
+def _session_live(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Wraps a handler of a request with `execution_id`: the execution's
+    session must be live before the call and when its answer is ready (a
+    delete or expiry during the call wins over the answer or its error)."""
+
+    @functools.wraps(handler)
+    def checked(self: ExecutionServicer, request: Any, context: Any, caller: Caller) -> Any:
+        session_id = self.engine.get(caller.tenant_id, request.execution_id)["session_id"]
+        load_session(self.storage, caller.tenant_id, session_id)
+        try:
+            reply = handler(self, request, context, caller)
+        except RlmError:
+            load_session(self.storage, caller.tenant_id, session_id)
+            raise
+        load_session(self.storage, caller.tenant_id, session_id)
+        return reply
+
+    return checked
+
+
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     def __init__(self, engine: ExecutionEngine, storage: Storage, admission: Admission) -> None:
         self.engine = engine
         self.storage = storage
         guard = rpc(storage, admission)
-        for name in (
-            "StartExecution", "GetExecution", "WaitExecution", "CancelExecution", "ListSteps",
-            "CreateRuntimeExecution", "RunStep", "ResolveTools", "StartFollowup",
-        ):  # fmt: skip
+        for name in ("StartExecution", "CreateRuntimeExecution"):  # these load the session themselves
             setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
+        for name in (
+            "GetExecution", "WaitExecution", "CancelExecution", "ListSteps", "RunStep", "ResolveTools",
+            "StartFollowup",
+        ):  # fmt: skip
+            setattr(self, name, guard(_session_live(getattr(type(self), f"_{name}"))).__get__(self))
         self.WatchExecution = rpc_stream(storage, admission)(ExecutionServicer._WatchExecution).__get__(self)
 
     def _message(self, record: dict[str, Any]) -> execution_pb2.Execution:
@@ -213,7 +239,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         after = request.after_event_id
         if after and not EVENT_ID.match(after):
             raise RlmError("VALIDATION_ERROR", "after_event_id must be empty or an event id like 000003.0002")
-        self.engine.get(caller.tenant_id, request.execution_id)  # NOT_FOUND before the stream starts
+        execution = self.engine.get(caller.tenant_id, request.execution_id)  # NOT_FOUND before the stream
+        load_session(self.storage, caller.tenant_id, execution["session_id"])
         context.send_initial_metadata(((WATCH_STARTED, "1"),))
         events = self.engine.watch(
             caller.tenant_id, request.execution_id, after, stop=lambda: not context.is_active()

@@ -1,8 +1,11 @@
 """SessionService: create (documents REGISTERED, TTL), get with readiness,
 delete, list. Another tenant's session is indistinguishable from a missing
-one. A session past expires_at answers SESSION_EXPIRED (and is marked
-EXPIRED); a deleted one (DELETING) answers SESSION_NOT_FOUND and expires by
-TTL (ttl_epoch = now), its objects with it.
+one. A document's raw_s3_uri must name one of the caller's own uploads
+(rlm_rs/storage/uploads.py); anything else, another tenant's upload or an
+internal object included, answers exactly like a missing object. A session
+past expires_at answers SESSION_EXPIRED (and is marked EXPIRED); a deleted
+one (DELETING) answers SESSION_NOT_FOUND. Deleting stops the session's
+executions and removes its data (rlm_rs/control/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from google.protobuf import json_format
 from rlm_rs.control._rpc import Caller, rpc
 from rlm_rs.control.admission import Admission
 from rlm_rs.control.budgets import budgets_to_dict, merge_budgets
+from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.errors import RlmError
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
-from rlm_rs.storage.interfaces import split_s3_uri
 from rlm_rs.storage.metadata import new_id, now_iso
+from rlm_rs.storage.uploads import RawGrants, readable_raw_key
 from rlm_rs.v1 import session_pb2, session_pb2_grpc
 from rlm_rs.v1.common_pb2 import Models
 
@@ -101,15 +105,19 @@ def session_message(storage: Storage, session: dict[str, Any]) -> session_pb2.Se
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, storage: Storage, settings: Settings, admission: Admission) -> None:
+    def __init__(
+        self, storage: Storage, settings: Settings, admission: Admission, reaper: SessionReaper
+    ) -> None:
         self.storage = storage
         self.settings = settings
         self.quotas = Quotas.from_settings(settings, storage)
+        self.reaper = reaper
+        self.grants = RawGrants.parse(settings.raw_prefixes_json)  # a bad grant fails start-up
         guard = rpc(storage, admission)
         for name in ("CreateSession", "GetSession", "DeleteSession", "ListSessions"):
             setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
 
-    def _validate_docs(self, docs: Any) -> None:
+    def _validate_docs(self, tenant_id: str, docs: Any) -> None:
         if not docs:
             raise RlmError("VALIDATION_ERROR", "docs must list at least one document")
         if len(docs) > MAX_DOCS:
@@ -121,13 +129,17 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             if doc.mime_type.split(";")[0].strip().lower() not in _SUPPORTED_MIME:
                 raise RlmError("VALIDATION_ERROR", f"docs[{index}].mime_type is not supported", where)
             try:
-                bucket, key = split_s3_uri(doc.raw_s3_uri)
+                key = readable_raw_key(self.storage.blobs, tenant_id, doc.raw_s3_uri, self.grants)
             except RlmError:
                 raise RlmError(
                     "VALIDATION_ERROR", f"docs[{index}].raw_s3_uri is not an s3:// URI", where
                 ) from None
-            if bucket != self.storage.blobs.bucket or self.storage.blobs.head(key) is None:
-                raise RlmError("VALIDATION_ERROR", f"docs[{index}].raw_s3_uri does not exist", where)
+            if key is None:  # missing, another tenant's, internal: one answer for all
+                raise RlmError(
+                    "VALIDATION_ERROR",
+                    f"docs[{index}].raw_s3_uri does not exist among this tenant's uploads",
+                    where,
+                )
 
     def _CreateSession(
         self,
@@ -141,7 +153,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         mode = (request.options.readiness_mode or "STRICT").upper()
         if mode not in ("STRICT", "LAX"):
             raise RlmError("VALIDATION_ERROR", "options.readiness_mode must be STRICT or LAX")
-        self._validate_docs(request.docs)
+        self._validate_docs(caller.tenant_id, request.docs)
         budgets_default = budgets_to_dict(request.budgets_default)
         merge_budgets(budgets_default)  # validate now, not at the first execution
         enable_search = request.options.enable_search or (
@@ -201,13 +213,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         context: grpc.ServicerContext,
         caller: Caller,
     ) -> session_pb2.DeleteSessionResponse:
-        session = self.storage.metadata.get_session(caller.tenant_id, request.session_id)
-        if session["status"] != "DELETING":
-            self.storage.metadata.update_session(
-                caller.tenant_id,
-                request.session_id,
-                {"status": "DELETING", "ttl_epoch": int(time.time()), "deleted_at": now_iso()},
-            )
+        self.reaper.delete(caller.tenant_id, request.session_id)
         return session_pb2.DeleteSessionResponse(session_id=request.session_id, status="DELETING")
 
     def _ListSessions(

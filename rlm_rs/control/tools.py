@@ -4,9 +4,13 @@ Before every sub-call: the remaining sub-call count, the prompt's size and the
 execution's total prompt chars are checked; a refused or failed request gets
 status "error" with a short reason in its meta, and the loop goes on so the
 model can adapt. Temperature-0 calls go through the sub-call cache at
-`cache/{tenant_id}/llm/{sha256}.json` (key: provider, model, temperature,
-max_tokens, prompt; SPEC §6), which is also what keeps a resumed execution
-from paying twice for the same call. Requests of one step resolve
+`cache/{tenant_id}/llm/{digest}.json`, which is also what keeps a resumed
+execution from paying twice for the same call. The digest is a keyed hash
+(HMAC under the server's pepper) of tenant_id, provider, model, temperature,
+max_tokens and prompt: the tenant is inside the hash as well as the path, and
+no caller can compute a cache key from a guessed prompt. Each entry a session
+writes is also listed under `cache/{tenant_id}/sessions/{session_id}/`, so
+deleting the session deletes it (rlm_rs/control/lifecycle.py). Requests of one step resolve
 concurrently in one shared pool (at most 8 provider calls in flight per process).
 """
 
@@ -31,6 +35,18 @@ from rlm_rs.tracing import span
 from rlm_rs.v1.common_pb2 import LlmRequest, SearchRequest, ToolRequests
 
 MAX_CONCURRENCY = 4
+
+
+def llm_cache_object(tenant_id: str, digest: str) -> str:
+    """The blob key of one sub-call cache entry."""
+    return f"cache/{tenant_id}/llm/{digest}.json"
+
+
+def session_cache_prefix(tenant_id: str, session_id: str) -> str:
+    """Where the cache entries a session wrote are listed (one empty marker each)."""
+    return f"cache/{tenant_id}/sessions/{session_id}/"
+
+
 _ERROR_META_CHARS = 300
 
 
@@ -107,7 +123,9 @@ class ToolResolver:
             consumed["llm_prompt_chars_total"] += len(request.prompt)
             admitted.append((batch_key, index, request))
         outcomes = list(
-            self._pool.map(lambda job: self._llm(job[2], tenant_id, sub_model, question), admitted)
+            self._pool.map(
+                lambda job: self._llm(job[2], tenant_id, session["session_id"], sub_model, question), admitted
+            )
         )
         for (batch_key, index, request), (text, meta, error) in zip(admitted, outcomes, strict=True):
             if not error:
@@ -173,9 +191,11 @@ class ToolResolver:
         resolution.statuses[key] = "error"
         resolution.records.append({"type": kind, "key": key, "meta": entry})
 
-    def cache_key(self, model: str, request: LlmRequest) -> str:
+    def cache_key(self, tenant_id: str, model: str, request: LlmRequest) -> str:
+        """The entry's digest: keyed, and the tenant is part of what is hashed."""
         material = canonical_json(
             {
+                "tenant_id": tenant_id,
                 "provider": self.provider.name,
                 "model": model,
                 "temperature": request.temperature,
@@ -183,14 +203,15 @@ class ToolResolver:
                 "prompt": request.prompt,
             }
         )
-        return hashlib.sha256(material.encode("utf-8")).hexdigest()
+        return self.storage.metadata.keyed_digest("llm-cache", material.encode("utf-8"))
 
     def _llm(
-        self, request: LlmRequest, tenant_id: str, sub_model: str, question: str
+        self, request: LlmRequest, tenant_id: str, session_id: str, sub_model: str, question: str
     ) -> tuple[str, dict[str, Any], str]:
         model = sub_model if request.model_hint in ("", "sub") else request.model_hint
         cacheable = request.temperature == 0
-        key = f"cache/{tenant_id}/llm/{self.cache_key(model, request)}.json"
+        digest = self.cache_key(tenant_id, model, request)
+        key = llm_cache_object(tenant_id, digest)
         if cacheable and self.storage.blobs.head(key) is not None:
             record = json.loads(self.storage.blobs.get(key))
             LLM_REQUESTS.labels(model=model, cache_hit="true").inc()
@@ -223,6 +244,8 @@ class ToolResolver:
                 },
                 "response": {"text": completion.text, "raw": completion.raw},
             }
+            # the session's marker first: an entry is never left without one
+            self.storage.blobs.put(session_cache_prefix(tenant_id, session_id) + digest, b"")
             try:
                 self.storage.blobs.put(key, canonical_json(record).encode("utf-8"))
             except RlmError as exc:

@@ -5,7 +5,8 @@ OVERLAP_CHARS, indexed with their doc_index and character range. Hits are
 SPEC §2 `{score, doc_index, start_char, end_char, preview}`; higher score is
 better. Search is never the truth: citations come from what code reads. The
 index file lives on the node (embedded: under RLM_DATA_DIR; aws: the node's
-local directory, rebuilt from parsed text when missing).
+local directory, rebuilt from parsed text when missing). A deleted or expired
+session's chunks are removed by the lifecycle (rlm_rs/control/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -94,5 +95,16 @@ class SearchIndex:
             for doc_index, start, end, body, rank in self._conn().execute(sql, params)
         ]
 
-    def delete_session(self, session_id: str) -> None:
-        self._conn().execute("DELETE FROM chunks WHERE session_id=?", (session_id,))
+    def delete_session(self, session_id: str) -> int:
+        """Remove every chunk of a session (deleted or expired); returns the count."""
+        cursor = self._conn().execute("DELETE FROM chunks WHERE session_id=?", (session_id,))
+        return max(cursor.rowcount, 0)
+
+    def sessions(self) -> set[str]:
+        """Every session with chunks in this index (the lifecycle's node sweep)."""
+        return {row[0] for row in self._conn().execute("SELECT DISTINCT session_id FROM chunks")}
+
+    def count(self, session_id: str) -> int:
+        """How many chunks a session has here."""
+        row = self._conn().execute("SELECT count(*) FROM chunks WHERE session_id=?", (session_id,)).fetchone()
+        return int(row[0])

@@ -29,9 +29,11 @@ from rlm_rs.storage.interfaces import (
     Item,
     conflict,
     validate_key,
+    validate_prefix,
 )
 
 _SERIALIZER = TypeSerializer()
+_Batch = list[Any]  # ObjectIdentifier dicts; `list` is a method name in S3BlobStore
 _DESERIALIZER = TypeDeserializer()
 _CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30)
 
@@ -116,7 +118,7 @@ class DynamoItemStore:
             self.client.put_item(**kwargs)
         except ClientError as exc:
             if _is_condition_failure(exc):
-                raise conflict("item already exists", pk=item["PK"], sk=item["SK"]) from None
+                raise conflict("item already exists") from None
             raise
         return stored
 
@@ -204,7 +206,7 @@ class DynamoItemStore:
             )
         except ClientError as exc:
             if _is_condition_failure(exc):
-                raise conflict("conditional update failed", pk=pk, sk=sk) from None
+                raise conflict("conditional update failed") from None
             raise
         return _from_ddb(response["Attributes"])
 
@@ -240,7 +242,7 @@ class S3BlobStore:
         if existing is not None:
             if existing.size == len(data) and self.get(key) == data:
                 return existing
-            raise conflict("object keys are immutable", key=key)
+            raise conflict("object keys are immutable")
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data}
         if content_type:
             kwargs["ContentType"] = content_type
@@ -250,8 +252,8 @@ class S3BlobStore:
     def _read_error(self, key: str, exc: ClientError) -> RlmError:
         return RlmError(
             "S3_READ_ERROR",
-            f"could not read object {key!r}",
-            {"key": key, "reason": exc.response.get("Error", {}).get("Code", "")},
+            "could not read an object",
+            {"reason": exc.response.get("Error", {}).get("Code", "")},
         )
 
     def get(self, key: str) -> bytes:
@@ -290,6 +292,29 @@ class S3BlobStore:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for entry in page.get("Contents", []):
                 yield str(entry["Key"])
+
+    def delete_prefix(self, prefix: str) -> int:
+        """DeleteObjects in batches of 1,000 over a listing of the prefix.
+        (On a versioned bucket this leaves delete markers: noncurrent versions
+        need the bucket's lifecycle rule, docs/storage.md.)"""
+        validate_prefix(prefix)
+        deleted = 0
+        batch: _Batch = []
+        for key in list(self.list(prefix)):
+            batch.append({"Key": key})
+            if len(batch) == 1000:
+                deleted += self._delete_batch(batch)
+                batch = []
+        if batch:
+            deleted += self._delete_batch(batch)
+        return deleted
+
+    def _delete_batch(self, batch: _Batch) -> int:
+        response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        errors = response.get("Errors") or []
+        if errors:
+            raise RlmError("S3_READ_ERROR", "could not delete objects", {"failed": len(errors)})
+        return len(batch)
 
     def local_path(self, key: str) -> Path | None:
         return None

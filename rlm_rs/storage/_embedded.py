@@ -22,9 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from rlm_rs.errors import RlmError
-from rlm_rs.storage.interfaces import TABLES, BlobInfo, Condition, Item, conflict, validate_key
+from rlm_rs.storage.interfaces import (
+    TABLES,
+    BlobInfo,
+    Condition,
+    Item,
+    conflict,
+    validate_key,
+    validate_prefix,
+)
 
 _BUSY_TIMEOUT_MS = 30_000
+_Files = list[tuple[str, Path]]  # (key, path); `list` is a method name in LocalBlobStore
 
 
 class SqliteItemStore:
@@ -88,7 +97,7 @@ class SqliteItemStore:
                     (item["PK"], item["SK"]),
                 ).fetchone()
                 if row:
-                    raise conflict("item already exists", pk=item["PK"], sk=item["SK"])
+                    raise conflict("item already exists")
             conn.execute(
                 f"INSERT OR REPLACE INTO {self._table(table)} (pk, sk, gsi1pk, gsi2pk, body) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -132,7 +141,7 @@ class SqliteItemStore:
             row = conn.execute(f"SELECT body FROM {name} WHERE pk=? AND sk=?", (pk, sk)).fetchone()
             current = self._load(row[0]) if row else None
             if current is None or not (condition or Condition()).holds(current):
-                raise conflict("conditional update failed", pk=pk, sk=sk)
+                raise conflict("conditional update failed")
             updated = {**current, **changes, "version": int(current.get("version", 0)) + 1}
             conn.execute(
                 f"UPDATE {name} SET body=?, gsi1pk=?, gsi2pk=? WHERE pk=? AND sk=?",
@@ -188,7 +197,7 @@ class LocalBlobStore:
         if existing is not None:
             if existing.etag == etag and existing.size == len(data):
                 return existing  # same bytes: idempotent
-            raise conflict("object keys are immutable", key=key)
+            raise conflict("object keys are immutable")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -199,7 +208,7 @@ class LocalBlobStore:
             os.link(tmp, path)  # fails if another writer won the race
         except FileExistsError:
             if self.get(key) != data:
-                raise conflict("object keys are immutable", key=key) from None
+                raise conflict("object keys are immutable") from None
         finally:
             os.unlink(tmp)
         _fsync_dir(path.parent)
@@ -209,7 +218,7 @@ class LocalBlobStore:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
-            raise RlmError("S3_READ_ERROR", f"no object {key!r}", {"key": key}) from None
+            raise RlmError("S3_READ_ERROR", "no such object") from None
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of the object."""
@@ -218,7 +227,7 @@ class LocalBlobStore:
                 handle.seek(start)
                 return handle.read(max(end - start, 0))
         except FileNotFoundError:
-            raise RlmError("S3_READ_ERROR", f"no object {key!r}", {"key": key}) from None
+            raise RlmError("S3_READ_ERROR", "no such object") from None
 
     def head(self, key: str) -> BlobInfo | None:
         path = self._path(key)
@@ -234,14 +243,44 @@ class LocalBlobStore:
         self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> Iterator[str]:
-        if not self.root.exists():
-            return iter(())
-        keys = sorted(
-            str(p.relative_to(self.root))
-            for p in self.root.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-")
-        )
-        return iter([k for k in keys if k.startswith(prefix)])
+        """Keys starting with `prefix`, sorted; walks only the prefix's folder."""
+        return iter(sorted(k for k, _ in self._files(prefix)))
+
+    def _files(self, prefix: str) -> _Files:
+        folder = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if ".." in prefix.split("/") or not folder.is_dir():
+            return []
+        out: _Files = []
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                key = str(path.relative_to(self.root))
+                if key.startswith(prefix):
+                    out.append((key, path))
+        return out
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Unlink every object below the folder `prefix`, then the folders
+        left empty (the files are gone from disk when this returns)."""
+        validate_prefix(prefix)
+        folder = self.root / prefix
+        if not folder.is_dir():
+            return 0
+        deleted = 0
+        for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir():
+                path.rmdir()  # emptied by the deeper paths before it
+            else:
+                path.unlink(missing_ok=True)  # a killed writer's .tmp- file goes too
+                deleted += 0 if path.name.startswith(".tmp-") else 1
+        folder.rmdir()
+        parent = folder.parent
+        while parent != self.root:  # drop folders the deletion left empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+        return deleted
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)

@@ -1,15 +1,16 @@
 """`rlm-rs storage init`, `rlm-rs upload`, `rlm-rs keys create`.
 
-Upload stores raw files under `raw/<sha256 prefix>/<file name>` (content
-addressed, so uploading the same file twice is a no-op and immutability
-holds) and prints one s3:// URI per line. `keys create` prints the API key
+Upload stores raw files in the tenant's namespace,
+`raw/<tenant>/<sha256 prefix>/<file name>` (content addressed, so uploading
+the same file twice is a no-op and immutability holds; only that tenant can
+name them in a session: rlm_rs/storage/uploads.py) and prints one s3:// URI
+per line. `keys create` prints the API key
 once, on its last line; only its keyed hash is stored.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 from rlm_rs.errors import RlmError
 from rlm_rs.settings import Settings, get_settings
 from rlm_rs.storage import Storage, open_storage
+from rlm_rs.storage.metadata import validate_tenant_id
+from rlm_rs.storage.uploads import store_upload
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _data_dir_option(init)
     init.set_defaults(func=_init)
 
-    upload = subparsers.add_parser("upload", help="store raw files; prints one s3:// URI each")
+    upload = subparsers.add_parser(
+        "upload", help="store raw files in a tenant's namespace; prints one s3:// URI each"
+    )
+    upload.add_argument("--tenant", required=True, help="the tenant whose sessions may use the files")
     _data_dir_option(upload)
     upload.add_argument("files", nargs="+", type=Path)
     upload.set_defaults(func=_upload)
@@ -58,15 +64,16 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def upload_file(storage: Storage, path: Path) -> str:
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    key = f"raw/{digest}/{path.name}"
-    storage.blobs.put(key, data)
-    return storage.blobs.uri(key)
+def upload_file(storage: Storage, path: Path, tenant_id: str) -> str:
+    return store_upload(storage.blobs, tenant_id, path.name, path.read_bytes())
 
 
 def _upload(args: argparse.Namespace) -> int:
+    try:
+        validate_tenant_id(args.tenant)
+    except RlmError as exc:
+        print(f"rlm-rs upload: --tenant: {exc.message}", file=sys.stderr)
+        return 2
     storage = _open(args)
     for path in args.files:
         if not path.is_file():
@@ -74,7 +81,7 @@ def _upload(args: argparse.Namespace) -> int:
             return 1
     try:
         for path in args.files:
-            print(upload_file(storage, path))
+            print(upload_file(storage, path, args.tenant))
     except RlmError as exc:
         print(f"rlm-rs upload: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
@@ -83,7 +90,11 @@ def _upload(args: argparse.Namespace) -> int:
 
 def _create_key(args: argparse.Namespace) -> int:
     storage = _open(args)
-    plaintext, record = storage.metadata.create_api_key(args.tenant, name=args.name)
+    try:
+        plaintext, record = storage.metadata.create_api_key(args.tenant, name=args.name)
+    except RlmError as exc:
+        print(f"rlm-rs keys create: --tenant: {exc.message}", file=sys.stderr)
+        return 2
     name = record["name"] or "-"
     print(f"tenant: {record['tenant_id']}  name: {name}  prefix: {record['key_prefix']}")
     print("Keep this key now; it cannot be shown again:")

@@ -59,8 +59,10 @@ class Condition:
         return True
 
 
-def conflict(message: str, **details: Any) -> RlmError:
-    return RlmError("CONFLICT", message, details)
+def conflict(message: str) -> RlmError:
+    """A failed conditional write. It carries no storage keys (PK/SK, object
+    keys): the error can reach a caller, and internal keys are not theirs."""
+    return RlmError("CONFLICT", message)
 
 
 class ItemStore(Protocol):
@@ -109,6 +111,11 @@ class BlobStore(Protocol):
 
     def list(self, prefix: str) -> Iterable[str]: ...
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with `prefix` (a folder: it
+        must end with "/"); returns how many were deleted. Idempotent."""
+        ...
+
     def local_path(self, key: str) -> Path | None: ...
 
     def create_bucket(self) -> None: ...
@@ -122,6 +129,15 @@ def validate_key(key: str) -> str:
     if not key or key.startswith("/") or "\x00" in key or any(part in ("", ".", "..") for part in parts):
         raise RlmError("VALIDATION_ERROR", f"invalid object key {key!r}")
     return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A folder prefix for listing or deleting: a valid key followed by "/"
+    (never "" or "/": nothing may delete a whole bucket by accident)."""
+    if not prefix.endswith("/"):
+        raise RlmError("VALIDATION_ERROR", f"a prefix must end with '/': {prefix!r}")
+    validate_key(prefix[:-1])
+    return prefix
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -19,6 +20,12 @@ from rlm_rs.errors import RlmError
 from rlm_rs.storage.interfaces import Condition, Item, ItemStore
 
 API_KEY_PREFIX = "rlm_key_"
+# Tenant ids name storage namespaces (`raw/{tenant_id}/`, `parsed/{tenant_id}/`,
+# ...): one path segment, so no tenant's folder can contain another's.
+TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+# Sessions whose data has been removed leave this GSI2 value, so the sweeps
+# (sessions_with_status) never walk them again.
+PURGED = "PURGED"
 
 SESSION_STATUSES = ("CREATING", "READY", "FAILED", "EXPIRED", "DELETING")
 INGEST_STATUSES = ("REGISTERED", "PARSING", "PARSED", "INDEXING", "INDEXED", "FAILED")
@@ -35,6 +42,17 @@ def now_iso(epoch: float | None = None) -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def validate_tenant_id(tenant_id: str) -> str:
+    """A tenant id that is safe as one storage path segment, or VALIDATION_ERROR."""
+    if not TENANT_ID.match(tenant_id):
+        raise RlmError(
+            "VALIDATION_ERROR",
+            "a tenant id is 1-128 characters: letters, digits, '.', '_', '@', '-' "
+            "(starting with a letter or digit)",
+        )
+    return tenant_id
 
 
 def _public(item: Item | None) -> Item | None:
@@ -102,6 +120,23 @@ class MetadataStore:
             )
         ) or {}  # fmt: skip
 
+    def mark_session_purged(self, tenant_id: str, session_id: str, changes: Item | None = None) -> None:
+        """Take a session whose data is gone out of every status listing (GSI2)."""
+        self.items.update(
+            "sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}",
+            {**(changes or {}), "GSI2PK": f"STATUS#{PURGED}"},
+        )  # fmt: skip
+
+    def delete_session_records(self, tenant_id: str, session_id: str) -> None:
+        """Remove a purged session's own records: the session, its documents
+        and its executions (DynamoDB's TTL does the same on AWS; the embedded
+        back end has no TTL, so its sweeper calls this)."""
+        for doc in self.list_documents(session_id):
+            self.items.delete("documents", f"SESSION#{session_id}", f"DOC#{doc['doc_id']}")
+        for execution in self.list_executions(session_id):
+            self.items.delete("executions", f"SESSION#{session_id}", f"EXEC#{execution['execution_id']}")
+        self.items.delete("sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}")
+
     # --- documents ----------------------------------------------------------------
     def put_document(self, record: Item) -> Item:
         item = {**record, "PK": f"SESSION#{record['session_id']}", "SK": f"DOC#{record['doc_id']}"}
@@ -147,6 +182,18 @@ class MetadataStore:
         if not found or found[0].get("tenant_id") != tenant_id:
             raise RlmError("EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id})
         return _public(found[0]) or {}
+
+    def list_executions(self, session_id: str) -> list[Item]:
+        """Every execution of a session, children included (internal: lifecycle)."""
+        return [_public(i) or {} for i in self.items.query("executions", f"SESSION#{session_id}", "EXEC#")]
+
+    def delete_execution_data(self, execution_id: str) -> int:
+        """Delete an execution's state, step records and events (everything
+        under `EXEC#<id>` in execution_state); returns the count."""
+        items = self.items.query("execution_state", f"EXEC#{execution_id}")
+        for item in items:
+            self.items.delete("execution_state", item["PK"], item["SK"])
+        return len(items)
 
     def executions_with_status(self, status: str) -> list[Item]:
         """Every tenant's executions in `status` (internal: lease takeover sweeps)."""
@@ -207,6 +254,12 @@ class MetadataStore:
     def hash_api_key(self, plaintext: str) -> str:
         return hmac.new(self._pepper, plaintext.encode("utf-8"), hashlib.sha256).hexdigest()
 
+    def keyed_digest(self, purpose: str, data: bytes) -> str:
+        """HMAC-SHA256 under the server's pepper, separated by `purpose`, for
+        names a caller must not be able to compute (sub-call cache keys)."""
+        key = hmac.new(self._pepper, f"rlm-rs:{purpose}".encode(), hashlib.sha256).digest()
+        return hmac.new(key, data, hashlib.sha256).hexdigest()
+
     def create_api_key(
         self,
         tenant_id: str,
@@ -215,6 +268,7 @@ class MetadataStore:
         expires_at: str | None = None,
     ) -> tuple[str, Item]:
         """(plaintext key, record). Only the keyed hash is stored."""
+        validate_tenant_id(tenant_id)
         plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
         key_hash = self.hash_api_key(plaintext)
         record = {
@@ -260,6 +314,14 @@ class MetadataStore:
 
 
 __all__ = [
-    "API_KEY_PREFIX", "EXECUTION_STATUSES", "INGEST_STATUSES", "SESSION_STATUSES",
-    "MetadataStore", "new_id", "now_iso",
+    "API_KEY_PREFIX",
+    "EXECUTION_STATUSES",
+    "INGEST_STATUSES",
+    "PURGED",
+    "SESSION_STATUSES",
+    "TENANT_ID",
+    "MetadataStore",
+    "new_id",
+    "now_iso",
+    "validate_tenant_id",
 ]  # fmt: skip

@@ -60,18 +60,22 @@ def test_cli_upload_and_keys_share_one_data_dir(tmp_path: Path) -> None:
     document = tmp_path / "notes.txt"
     document.write_text("hello")
     run = [sys.executable, "-m", "rlm_rs.cli"]
-    uris = subprocess.run([*run, "upload", "--data-dir", str(tmp_path / "d"), str(document), str(document)],
-                          check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+    uris = subprocess.run([*run, "upload", "--tenant", "acme", "--data-dir", str(tmp_path / "d"), str(document),
+                           str(document)], check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
     assert len(uris) == 2 and uris[0] == uris[1] and uris[0].endswith("/notes.txt")
-    assert uris[0].startswith("s3://rlm-rs/raw/")
+    assert uris[0].startswith("s3://rlm-rs/raw/acme/")
     created = subprocess.run([*run, "keys", "create", "--tenant", "acme", "--name", "ci", "--data-dir",
                               str(tmp_path / "d")], check=True, capture_output=True, text=True)  # fmt: skip
     key = created.stdout.strip().splitlines()[-1]
     store = open_storage(Settings(RLM_DATA_DIR=tmp_path / "d"))
     assert store.metadata.authenticate(key)["tenant_id"] == "acme"  # type: ignore[index]
     assert store.blobs.get(uris[0].split("/", 3)[3]) == b"hello"
-    bad = subprocess.run([*run, "upload", "--data-dir", str(tmp_path / "d"), str(tmp_path / "missing")],
-                         capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run([*run, "upload", "--tenant", "acme", "--data-dir", str(tmp_path / "d"),
+                          str(tmp_path / "missing")], capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 1 and "not a file" in bad.stderr
+    for bad_tenant in ("a/b", "..", ""):  # a tenant id is one path segment: no namespace inside another
+        refused = subprocess.run([*run, "upload", "--tenant", bad_tenant, "--data-dir", str(tmp_path / "d"),
+                                  str(document)], capture_output=True, text=True)  # fmt: skip
+        assert refused.returncode == 2 and "tenant id" in refused.stderr, bad_tenant
     assert json.loads(subprocess.run([*run, "storage", "init", "--data-dir", str(tmp_path / "d")],
                                      check=True, capture_output=True, text=True).stdout)["status"] == "ok"  # fmt: skip

@@ -4,6 +4,7 @@ to get a READY session through the real gRPC API and ingestion worker."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,10 @@ from grpc_status import rpc_status
 from rlm_rs.control.server import ControlPlane, start_control_plane
 from rlm_rs.ingestion.worker import IngestionWorker
 from rlm_rs.providers.scripted import ScriptedProvider
-from rlm_rs.sandbox.client import InProcessSandbox
+from rlm_rs.sandbox.client import InProcessSandbox, SandboxClient
 from rlm_rs.settings import Settings
 from rlm_rs.storage import open_storage
+from rlm_rs.storage.uploads import store_upload
 from rlm_rs.v1 import citation_pb2_grpc, execution_pb2_grpc, session_pb2, session_pb2_grpc
 
 REPORT = (
@@ -57,11 +59,10 @@ class Api:
         storage = self.plane.storage
         docs = []
         for index, text in enumerate(texts or [REPORT, NOTES]):
-            key = f"raw/test/{index}-{abs(hash(text))}.txt"
-            storage.blobs.put(key, text.encode("utf-8"))
+            uri = store_upload(storage.blobs, "tenant-a", f"doc{index}.txt", text.encode("utf-8"))
             docs.append(
                 session_pb2.DocumentInput(
-                    source_name=f"doc{index}.txt", mime_type="text/plain", raw_s3_uri=storage.blobs.uri(key)
+                    source_name=f"doc{index}.txt", mime_type="text/plain", raw_s3_uri=uri
                 )
             )
         created = self.sessions.CreateSession(
@@ -82,8 +83,11 @@ def error_code(error: grpc.RpcError) -> str:
     return info.reason
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
+@contextlib.contextmanager
+def control_plane(tmp_path: Path, sandbox: SandboxClient | None = None) -> Iterator[Api]:
+    """A control plane on a free port with a key for tenant-a; `sandbox`
+    defaults to the in-process one. The session sweeper does not run on its
+    own (tests call `plane.reaper.sweep()`)."""
     settings = Settings(RLM_DATA_DIR=tmp_path / "data", API_KEY_PEPPER="pepper", LLM_PROVIDER="scripted")
     storage = open_storage(settings)
     provider = ScriptedProvider({"executions": [], "sub": [], "default_sub": "no idea"})
@@ -91,13 +95,22 @@ def api(tmp_path: Path) -> Iterator[Api]:
         settings,
         "127.0.0.1:0",
         storage=storage,
-        sandbox=InProcessSandbox(),
+        sandbox=sandbox or InProcessSandbox(),
         provider=provider,
         lease_seconds=5,
         sweep_seconds=0.5,
+        session_sweep_seconds=0,
     )
     key, _ = storage.metadata.create_api_key("tenant-a", name="tests")
     channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
-    yield Api(plane, provider, settings, key, channel)
-    channel.close()
-    plane.stop(1)
+    try:
+        yield Api(plane, provider, settings, key, channel)
+    finally:
+        channel.close()
+        plane.stop(1)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    with control_plane(tmp_path) as ready:
+        yield ready

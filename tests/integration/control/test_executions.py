@@ -247,12 +247,14 @@ def test_return_and_redact_trace(api: Api) -> None:
 def test_execution_on_a_session_that_is_not_ready(api: Api) -> None:
     from rlm_rs.v1 import session_pb2
 
-    api.plane.storage.blobs.put("raw/x.txt", b"hello")
+    api.plane.storage.blobs.put("raw/tenant-a/u1/x.txt", b"hello")
     created = api.sessions.CreateSession(
         session_pb2.CreateSessionRequest(
             docs=[
                 session_pb2.DocumentInput(
-                    source_name="x.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/x.txt"
+                    source_name="x.txt",
+                    mime_type="text/plain",
+                    raw_s3_uri="s3://rlm-rs/raw/tenant-a/u1/x.txt",
                 )
             ]
         ),

@@ -57,12 +57,12 @@ def openai_stack(settings: Settings) -> Iterator[Callable[..., execution_pb2.Exe
     storage = open_storage(settings)
     plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=InProcessSandbox())
     key, _ = storage.metadata.create_api_key("t")
-    storage.blobs.put("raw/a.txt", b"The office in Lisbon grew fastest this year.")
+    storage.blobs.put("raw/t/u1/a.txt", b"The office in Lisbon grew fastest this year.")
     channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
     auth = [("authorization", f"Bearer {key}")]
     try:
         document = session_pb2.DocumentInput(
-            source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/a.txt"
+            source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/t/u1/a.txt"
         )
         session = session_pb2_grpc.SessionServiceStub(channel).CreateSession(
             session_pb2.CreateSessionRequest(docs=[document]), metadata=auth

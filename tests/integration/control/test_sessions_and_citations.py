@@ -67,7 +67,9 @@ def test_request_id_is_returned(api: Api) -> None:
         (
             [
                 session_pb2.DocumentInput(
-                    source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/missing.txt"
+                    source_name="a.txt",
+                    mime_type="text/plain",
+                    raw_s3_uri="s3://rlm-rs/raw/tenant-a/u1/missing.txt",
                 )
             ],
             "does not exist",

@@ -78,7 +78,7 @@ def _kill_mid_run(
     settings = Settings(RLM_DATA_DIR=data_dir, API_KEY_PEPPER="pepper")
     storage = open_storage(settings)
     key, _ = storage.metadata.create_api_key("t")
-    storage.blobs.put("raw/a.txt", b"Our fastest-growing office is in Lisbon, Portugal.")
+    storage.blobs.put("raw/t/u1/a.txt", b"Our fastest-growing office is in Lisbon, Portugal.")
     auth = [("authorization", f"Bearer {key}")]
     with OpenAICompatibleServer(reply) as llm:
         port_a, port_b = _free_port(), _free_port()
@@ -91,7 +91,9 @@ def _kill_mid_run(
                 session_pb2.CreateSessionRequest(
                     docs=[
                         session_pb2.DocumentInput(
-                            source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/a.txt"
+                            source_name="a.txt",
+                            mime_type="text/plain",
+                            raw_s3_uri="s3://rlm-rs/raw/t/u1/a.txt",
                         )
                     ]
                 ),

@@ -141,7 +141,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     api_key, other_key, limited_key = key("t1"), key("t2"), key(LIMITED_TENANT)
     doc = root / "report.txt"
     doc.write_text(DOC_TEXT)
-    uri = rlm(env, "upload", "--data-dir", str(data_dir), str(doc)).strip().splitlines()[-1]
+    uri = rlm(env, "upload", "--tenant", "t1", "--data-dir", str(data_dir), str(doc)).strip().splitlines()[-1]
 
     grpc_port, http_port = free_port(), free_port()
     grpc_target = f"127.0.0.1:{grpc_port}"
