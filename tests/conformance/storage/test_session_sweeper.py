@@ -107,7 +107,7 @@ def _footprint(node: Node, session_id: str, execution_id: str) -> dict[str, Any]
             str(p)
             for p in (node.settings.data_dir / "doc-cache" / "parsed").rglob("*.*")
             if session_id in str(p)
-        ),  # fmt: skip
+        ),
     }
 
 
