@@ -102,7 +102,7 @@ class _Appliance:
         self.keys = {t: _rlm(self.env, "keys", "create", "--tenant", t) for t in ("light", "heavy")}
         doc = root / "report.txt"
         doc.write_text(DOC)
-        self.raw_uri = _rlm(self.env, "upload", str(doc))
+        self.raw_uris = {t: _rlm(self.env, "upload", "--tenant", t, str(doc)) for t in self.keys}
         target = f"127.0.0.1:{_free_port()}"
         self.server = subprocess.Popen(
             [sys.executable, "-m", "rlm_rs.cli", "server", "--grpc-address", target],
@@ -126,14 +126,15 @@ class _Appliance:
     def auth(self, tenant: str) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.keys[tenant]}")]
 
-    def session_request(self) -> Any:
+    def session_request(self, tenant: str) -> Any:
         from rlm_rs.v1 import session_pb2
 
-        doc = session_pb2.DocumentInput(source_name="r.txt", mime_type="text/plain", raw_s3_uri=self.raw_uri)
+        uri = self.raw_uris[tenant]  # a tenant names only its own uploads
+        doc = session_pb2.DocumentInput(source_name="r.txt", mime_type="text/plain", raw_s3_uri=uri)
         return session_pb2.CreateSessionRequest(ttl_minutes=30, docs=[doc])
 
     def create_session(self, tenant: str) -> str:
-        request = self.session_request()
+        request = self.session_request(tenant)
         return str(self.sessions.CreateSession(request, metadata=self.auth(tenant), timeout=30).session_id)
 
     def ready(self, session_ids: list[str]) -> None:
@@ -357,7 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return attempt
 
             runtime_request = execution_pb2.CreateRuntimeExecutionRequest(session_id=heavy_session)
-            session_request = app.session_request()
+            session_request = app.session_request("heavy")
             baseline = _measure(app, *light, args.seconds)
             phases: dict[str, Any] = {}
             n = args.heavy_calls

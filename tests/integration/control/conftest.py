@@ -57,9 +57,11 @@ class Api:
 
     def ready_session(self, texts: list[str] | None = None, **options: Any) -> str:
         storage = self.plane.storage
+        owner = storage.metadata.authenticate(self.key)
+        assert owner is not None
         docs = []
         for index, text in enumerate(texts or [REPORT, NOTES]):
-            uri = store_upload(storage.blobs, "tenant-a", f"doc{index}.txt", text.encode("utf-8"))
+            uri = store_upload(storage.blobs, owner["tenant_id"], f"doc{index}.txt", text.encode("utf-8"))
             docs.append(
                 session_pb2.DocumentInput(
                     source_name=f"doc{index}.txt", mime_type="text/plain", raw_s3_uri=uri
