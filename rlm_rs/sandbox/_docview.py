@@ -1,7 +1,12 @@
-"""The `context` global: a ContextView of DocViews over mmapped canonical text.
+r"""The `context` global: a ContextView of DocViews over mmapped canonical text.
 
-Every call that returns document text logs the span(s) it returned, because
-citations are built from what the code actually read. Views hold their
+Every call that returns document text logs the span(s) of every character of
+it, because citations and the span budget are built from what the code
+actually read: slices, find hits, regex hits and each regex group (groups
+can lie outside the hit: inside a lookbehind or lookahead, or before `\K`),
+section titles. A string that cannot be pointed at in the text (a section
+title that is not in it) is not returned. Positions (start_char, end_char,
+page numbers, lengths) are not text and log nothing. Views hold their
 internals in underscore slots, which restricted code cannot reach; every
 public result is a str, int or a list/dict of them.
 """
@@ -16,6 +21,7 @@ from typing import Any
 
 import regex
 
+from rlm_rs.sandbox._regex_reach import Instrumented, instrument
 from rlm_rs.sandbox._runtime import StepRuntime
 from rlm_rs.textfile import TextFile
 
@@ -27,6 +33,9 @@ _MAX_TAG_CHARS = 200
 _MAX_READ_CHARS = 10_000_000
 _REGEX_WINDOW_CHARS = 1_000_000
 _REGEX_OVERLAP_CHARS = 20_000
+# A section title is looked for this far past its heading's start_char
+# (a Markdown heading's "###### " and spaces come first).
+_TITLE_SEARCH_SLACK_CHARS = 64
 
 
 @dataclass
@@ -45,6 +54,24 @@ def _as_int(value: Any, name: str) -> int:
     if type(value) is not int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     return value
+
+
+_END = object()
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def _union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, merged, non-empty [start, end) intervals."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _check_tag(tag: Any) -> str | None:
@@ -184,6 +211,14 @@ class DocView:
             compiled = regex.compile(pattern)
         except regex.error as exc:
             raise ValueError(f"invalid regex: {exc}") from None
+        # The same pattern with its lookaround bodies (and, with \K, the whole
+        # consumed match) captured, so a hit's spans cover what it depends on.
+        reach = instrument(pattern)
+        if reach is not None:
+            try:
+                compiled = regex.compile(reach.pattern)
+            except regex.error:
+                reach = None
         self._rt.check_deadline()
         deadline = min(time.monotonic() + self._regex_seconds, self._rt.deadline)
         hits: list[dict[str, Any]] = []
@@ -205,15 +240,7 @@ class DocView:
                     if window_end < hi and match.start() >= _REGEX_WINDOW_CHARS:
                         break
                     match_end = window + match.end()
-                    groups = [g if g is None else str(g) for g in match.groups()]
-                    hits.append(
-                        {
-                            "start_char": match_start,
-                            "end_char": match_end,
-                            "text": self._read(match_start, match_end, None),
-                            "groups": groups,
-                        }
-                    )
+                    hits.append(self._regex_hit(match, window, chunk, reach))
                     seen_until = max(match_end, match_start + 1)
                     if len(hits) >= limit:
                         break
@@ -221,31 +248,78 @@ class DocView:
                 self._rt.check_deadline()
                 raise RuntimeError(f"regex timed out after {self._regex_seconds:g} s") from None
             window += _REGEX_WINDOW_CHARS
+        if hits and reach is None:
+            # What a negative lookaround (or a construct _regex_reach does not
+            # know) looked at leaves no capture: the whole range searched is read.
+            self._rt.log_span(self._doc.doc_index, lo, hi, None)
         return hits
 
-    # --- structure from meta.json (positions only: no text, no span) ----------
-    def sections(self) -> list[dict[str, Any]]:
-        """Flattened meta.structure: [{title, level, start_char, end_char, page}]."""
+    def _regex_hit(self, match: Any, window: int, chunk: str, reach: Instrumented | None) -> dict[str, Any]:
+        """One hit: its text and groups, with every character they depend on
+        logged. A group may lie outside the hit (lookbehind, lookahead, before
+        \\K), and so may what a positive lookaround or the text before \\K
+        matched: the logged spans are the union of all of them."""
+        if reach is None:
+            numbers: Any = range(1, len(match.groups()) + 1)
+            depends: list[tuple[int, int]] = []
+        else:
+            numbers = reach.user_groups
+            depends = [span for name in reach.reach_groups for span in match.spans(name)]
+        groups = [match.span(number) for number in numbers]
+        intervals = [match.span(), *groups, *depends]
+        for start, end in _union([(s, e) for s, e in intervals if s >= 0]):
+            self._rt.log_span(self._doc.doc_index, window + start, window + end, None)
+        return {
+            "start_char": window + match.start(),
+            "end_char": window + match.end(),
+            "text": chunk[match.start() : match.end()],
+            "groups": [None if s < 0 else chunk[s:e] for s, e in groups],
+        }
+
+    # --- structure from meta.json ----------------------------------------------
+    def sections(self, titles: Any = True) -> list[dict[str, Any]]:
+        """Flattened meta.structure: [{title, level, start_char, end_char, page}].
+
+        A title is document text: each one is found in the text at its
+        heading and its span logged (one span per title, so a long table of
+        contents spends the span budget; `titles=False` returns positions
+        only, with empty titles, and logs nothing). A title that is not in
+        the text at its heading comes back empty."""
+        if type(titles) is not bool:
+            raise TypeError("titles must be True or False")
         out: list[dict[str, Any]] = []
-
-        def walk(nodes: Any) -> None:
-            for node in nodes or []:
-                if not isinstance(node, dict):
-                    continue
-                out.append(
-                    {
-                        "title": str(node.get("title") or ""),
-                        "level": int(node.get("level") or 0),
-                        "start_char": int(node.get("start_char") or 0),
-                        "end_char": int(node.get("end_char") or 0),
-                        "page": node.get("page"),
-                    }
-                )
-                walk(node.get("children"))
-
         structure = self._doc.meta.get("structure") or {}
-        walk(structure.get("children") if isinstance(structure, dict) else None)
+        roots = structure.get("children") if isinstance(structure, dict) else None
+        stack: list[Iterator[Any]] = [iter(roots if isinstance(roots, list) else [])]
+        while stack:  # depth first, in document order, without recursion
+            node = next(stack[-1], _END)
+            if node is _END:
+                stack.pop()
+                continue
+            if not isinstance(node, dict):
+                continue
+            self._rt.tick()
+            start = _int_or_none(node.get("start_char")) or 0
+            out.append(
+                {
+                    "title": self._title(node.get("title"), start) if titles else "",
+                    "level": _int_or_none(node.get("level")) or 0,
+                    "start_char": start,
+                    "end_char": _int_or_none(node.get("end_char")) or 0,
+                    "page": _int_or_none(node.get("page")),
+                }
+            )
+            children = node.get("children")
+            if isinstance(children, list):
+                stack.append(iter(children))
         return out
+
+    def _title(self, title: Any, start: int) -> str:
+        """The title as it appears in the text at its heading (span logged), or ""."""
+        if type(title) is not str or not title or not 0 <= start < len(self):
+            return ""
+        found = self.find(title, start=start, end=start + len(title) + _TITLE_SEARCH_SLACK_CHARS, max_hits=1)
+        return str(found[0]["text"]) if found else ""
 
     def page_spans(self) -> list[dict[str, int]]:
         """meta.pages: [{page_num, start_char, end_char}]."""

@@ -30,7 +30,7 @@ META = {
              "end_char": 110, "page": 1, "children": [
                  {"type": "section", "title": "Lisbon", "level": 2, "start_char": 60,
                   "end_char": 110, "page": 1, "children": []}]},
-            {"type": "section", "title": "Risks", "level": 1, "start_char": 112,
+            {"type": "section", "title": "Risks", "level": 1, "start_char": 109,
              "end_char": 160, "page": 2, "children": []},
         ],
     },

@@ -92,7 +92,49 @@ def test_sections_and_page_spans_come_from_meta(run: Runner) -> None:
         ("Risks", 1),
     ]
     assert out["p"][1] == {"page_num": 2, "start_char": 111, "end_char": 160}
-    assert spans(result) == []  # positions only: no text read
+    # Titles are document text: each is logged where it stands; pages are positions.
+    doc = CORPUS[0]
+    assert spans(result) == [
+        (0, doc.index(t), doc.index(t) + len(t), "") for t in ("Revenue", "Lisbon", "Risks")
+    ]
+
+
+def test_sections_without_titles_log_nothing(run: Runner) -> None:
+    result = run("state['s'] = context[0].sections(titles=False)")
+    assert [s["title"] for s in state_of(result)["s"]] == ["", "", ""]
+    assert spans(result) == []
+
+
+def test_a_section_title_not_in_the_text_comes_back_empty(run: Runner, tmp_path: Path) -> None:
+    directory = tmp_path / "fake-title"
+    directory.mkdir()
+    meta = {"structure": {"children": [
+        {"title": "Secret outline entry", "level": 1, "start_char": 0, "end_char": 5, "page": "x"},
+    ]}}  # fmt: skip
+    docs = write_docs(directory, ["Plain text without that heading."], [meta])
+    result = run("state['s'] = context[0].sections()", docs=docs)
+    assert state_of(result)["s"] == [{"title": "", "level": 1, "start_char": 0, "end_char": 5, "page": None}]
+    assert spans(result) == []
+
+
+def test_regex_groups_outside_the_match_are_logged(run: Runner) -> None:
+    doc = CORPUS[0]
+    ceo = doc.index("CEO")
+    cases = {
+        r"(?<=(The ))CEO": [(ceo - 4, ceo + 3)],  # lookbehind group before the hit
+        r"CEO(?=(, Ana Souza))": [(ceo, ceo + 14)],  # lookahead group after the hit
+        r"(The )\KCEO": [(ceo - 4, ceo + 3)],  # group before \K
+        # the lookbehind read everything from "Revenue" to the hit
+        r"(?<=(Revenue) .{10,40})CEO": [(doc.index("Revenue"), ceo + 3)],
+    }
+    for pattern, expected in cases.items():
+        result = run(f"state['m'] = context[0].regex(r'{pattern}')")
+        assert result.success, (pattern, result.error)
+        (match,) = state_of(result)["m"]
+        assert match["text"] == "CEO" and match["start_char"] == ceo, pattern
+        assert [(s, e) for _, s, e, _ in spans(result)] == expected, pattern
+        for group in match["groups"]:
+            assert any(doc[s:e].find(group) >= 0 for s, e in expected), (pattern, group)
 
 
 def test_document_without_meta_has_no_sections(run: Runner) -> None:
@@ -129,3 +171,31 @@ def test_one_read_is_bounded(run: Runner, monkeypatch: pytest.MonkeyPatch) -> No
     assert result.error.code == "SANDBOX_RUNTIME_ERROR"
     assert "one read returns at most 50 chars" in result.error.message
     assert result.stdout == "50\n" and len(result.span_log) == 1
+
+
+def test_zero_width_hits_log_the_text_they_reveal(run: Runner) -> None:
+    doc = CORPUS[0]
+    where = [i for i, c in enumerate(doc) if c == "A"]
+    for pattern in [r"(?=A)", r"(?<=A)", r"A\K", r"(?=(?:A))", r"(?i)(?<=a)(?=n)"]:
+        result = run(f"state['m'] = context[0].regex(r'{pattern}', max_hits=50)")
+        assert result.success, (pattern, result.error)
+        hits = state_of(result)["m"]
+        assert hits and all(h["text"] == "" for h in hits), pattern
+        logged = {(s, e) for _, s, e, _ in spans(result)}
+        for hit in hits:  # the revealed character is inside a logged span
+            revealed = hit["start_char"] if pattern.startswith("(?=") else hit["start_char"] - 1
+            assert any(s <= revealed < e for s, e in logged), (pattern, hit, logged)
+        if pattern in (r"(?=A)", r"A\K"):
+            assert len(hits) == len(where)
+
+
+def test_negative_lookarounds_count_as_reading_the_whole_range(run: Runner) -> None:
+    doc = CORPUS[0]
+    for pattern in [r"(?![^A])", r"Ana(?! Souza)|CEO(?!x)", r"(?<!\w)Risks"]:
+        result = run(f"state['m'] = context[0].regex(r'{pattern}', start=5, end=150)")
+        assert result.success, (pattern, result.error)
+        assert state_of(result)["m"], pattern
+        assert (0, 5, 150, "") in spans(result), pattern
+    result = run("state['m'] = context[0].regex(r'Zebra(?!s)')")  # no hit: nothing read
+    assert state_of(result)["m"] == [] and spans(result) == []
+    assert len(doc) > 150
