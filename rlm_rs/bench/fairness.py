@@ -15,6 +15,7 @@ threads and retries a refused call after 0.5 s whatever the retry hint says.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import subprocess
@@ -157,11 +158,10 @@ class _Appliance:
         from rlm_rs.v1 import execution_pb2
 
         request = execution_pb2.CreateRuntimeExecutionRequest(session_id=session_id)
-        return str(
-            self.executions.CreateRuntimeExecution(
-                request, metadata=self.auth(tenant), timeout=30
-            ).execution_id
+        created = _patiently(
+            lambda: self.executions.CreateRuntimeExecution(request, metadata=self.auth(tenant), timeout=30)
         )
+        return str(created.execution_id)
 
     def cancel_running(self, tenant: str) -> None:
         """Cancels every RUNNING execution of `tenant` (found in storage)."""
@@ -173,10 +173,26 @@ class _Appliance:
         for record in open_storage(settings).metadata.executions_with_status("RUNNING"):
             if record.get("tenant_id") == tenant:
                 request = execution_pb2.CancelExecutionRequest(execution_id=record["execution_id"])
+                cancel = functools.partial(
+                    self.executions.CancelExecution, request, metadata=self.auth(tenant), timeout=60
+                )
                 try:
-                    self.executions.CancelExecution(request, metadata=self.auth(tenant), timeout=60)
+                    _patiently(cancel)
                 except Exception:  # best effort: it ends by itself at max_turns
                     continue
+
+
+def _patiently(call: Callable[[], Any], attempts: int = 20) -> Any:
+    """The bench's own set-up calls honour RATE_LIMITED (the heavy tenant's
+    hammering spends the same bucket)."""
+    for _ in range(attempts - 1):
+        try:
+            return call()
+        except Exception as error:
+            if not hasattr(error, "code") or _code(error) != "RATE_LIMITED":
+                raise
+            time.sleep(0.5)
+    return call()
 
 
 class _Heavy:
