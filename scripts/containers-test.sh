@@ -135,22 +135,31 @@ for path in sys.argv[1:]:
 EOF
 }
 BUILT=()
-images() {
-  local build=(podman build --format docker --pull=never --network host
-               -v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
+BUILD=(podman build --format docker --pull=never --network host
+       -v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
+build_all() {  # compose file: build its services' images, each Dockerfile once
   local service dockerfile tag s
   declare -A done_tags=()
   while read -r service dockerfile tag; do
     if [ -z "${done_tags[$tag]:-}" ]; then
       s=$(date +%s)
-      quiet "build-$(basename "$tag" | tr ':' '-')" "${build[@]}" -f "$dockerfile" -t "$tag" .
+      quiet "build-$(basename "$tag" | tr ':' '-')" "${BUILD[@]}" -f "$dockerfile" -t "$tag" .
       log "  built $tag from $dockerfile in $(( $(date +%s) - s ))s"
-      done_tags[$tag]=1; BUILT+=("$tag")
+      done_tags[$tag]=1
     fi
     # the name compose gives a service's image when the service has no `image:`
     [[ "$tag" != localhost/rlm-rs/*:dev ]] || podman tag "$tag" "localhost/${PROJECT}_${service}:latest"
-  done < <(compose_builds compose.yaml compose.moto.yaml)
-  [ ${#BUILT[@]} -ge 6 ] || die "expected five appliance images and the moto server, built: ${BUILT[*]}"
+  done < <(compose_builds "$1")
+}
+images() {
+  # The moto server shares nothing with the appliance's images: built alongside them.
+  build_all compose.moto.yaml &
+  local moto=$!
+  build_all compose.yaml
+  wait "$moto" || die "building compose.moto.yaml's images"
+  mapfile -t BUILT < <(compose_builds compose.yaml compose.moto.yaml | awk '!seen[$3]++ {print $3}')
+  for tag in "${BUILT[@]}"; do podman image exists "$tag" || die "image $tag was not built"; done
+  [ ${#BUILT[@]} -ge 6 ] || die "expected five appliance images and the moto server: ${BUILT[*]}"
 }
 
 # ---------------------------------------------------------------------------- helpers
