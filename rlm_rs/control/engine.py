@@ -12,7 +12,10 @@ Statuses: COMPLETED (FINAL), FAILED (the root model could not be reached, or
 the corpus could not be read), TIMEOUT (a turn ended past the execution's
 wall-clock deadline, max_total_seconds), BUDGET_EXCEEDED (the deadline was
 already past when a turn was due, or spans/sub-call/prompt budgets ran out),
-MAX_TURNS_EXCEEDED, CANCELLED.
+MAX_TURNS_EXCEEDED, CANCELLED. Runtime executions run one step at a time
+(claims.py: a claimed, fenced commit; the loser gets CONFLICT) and end
+BUDGET_EXCEEDED once max_total_seconds has passed; what a step may persist is
+bounded by limits.py.
 
 Beyond the spec (issue 9): child executions (tool.queue_rlm, see
 children.py) run to completion between the parent's steps; live events
