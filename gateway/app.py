@@ -415,8 +415,16 @@ async def get_execution(execution_id: str, call: Call = Caller) -> Any:
 
 
 @router.get("/executions/{execution_id}/steps", response_model=m.StepList, tags=["executions"])
-async def list_steps(execution_id: str, call: Call = Caller) -> Any:
-    req = _build(execution_pb2.ListStepsRequest(), {"execution_id": execution_id})
+async def list_steps(
+    execution_id: str,
+    call: Call = Caller,
+    page_size: int = Query(default=0, ge=0, le=1000, description="at most this many steps (0: all that fit)"),
+    page_token: str = Query(default="", max_length=9, description="a previous page's next_page_token"),
+) -> Any:
+    req = _build(
+        execution_pb2.ListStepsRequest(),
+        {"execution_id": execution_id, "page_size": page_size, "page_token": page_token},
+    )
     return to_dict(await call(call.stubs.executions.ListSteps, req))
 
 

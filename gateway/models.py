@@ -330,6 +330,7 @@ class StepRecord(_Out):
 
 class StepList(_Out):
     steps: list[StepRecord]
+    next_page_token: str = Field(default="", description="set when more steps follow")
 
 
 class RunStepOptions(_In):

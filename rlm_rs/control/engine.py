@@ -257,12 +257,16 @@ class ExecutionEngine:
         loaded = load_state(self.storage.metadata, self.storage.blobs, execution["execution_id"])
         return json.loads(loaded[0]) if loaded else initial_state()
 
-    def steps(self, execution: dict[str, Any]) -> list[dict[str, Any]]:
+    def steps(self, execution: dict[str, Any], *, with_state: bool = True) -> list[dict[str, Any]]:
+        """The step records in turn order; `with_state` False leaves an
+        offloaded state unread (read_state_record reads one later)."""
         items = self.storage.metadata.items.query(
             "execution_state", f"EXEC#{execution['execution_id']}", "STEP#"
         )
-        for item in items:
-            item["state_json"] = read_state_record(self.storage.blobs, item)
+        items.sort(key=lambda item: int(item["turn_index"]))
+        if with_state:
+            for item in items:
+                item["state_json"] = read_state_record(self.storage.blobs, item)
         return items
 
     # --- waiting and cancelling ---------------------------------------------------------------

@@ -28,6 +28,7 @@ from rlm_rs.control.engine import TERMINAL, ExecutionEngine
 from rlm_rs.control.sessions import load_session
 from rlm_rs.errors import RlmError
 from rlm_rs.storage import Storage
+from rlm_rs.storage.state import read_state_record
 from rlm_rs.v1 import citation_pb2, citation_pb2_grpc, execution_pb2, execution_pb2_grpc
 from rlm_rs.v1.common_pb2 import (
     BudgetsConsumed,
@@ -46,6 +47,7 @@ from rlm_rs.v1.common_pb2 import (
 MAX_QUESTION_CHARS = 20_000
 MAX_CODE_CHARS = 200_000
 MAX_SPAN_CHARS = 1_000_000  # the most text GetSpan or VerifyCitation returns at once
+LIST_STEPS_BYTES = 32 * 1024 * 1024  # a ListSteps page; the server sends at most 64 MiB
 EVENT_ID = re.compile(r"^\d{6}\.\d{4}$")
 # Initial metadata sent once a watch is accepted (auth, id and tenant checked):
 # the gateway waits for it before it answers 200 with an event stream.
@@ -281,8 +283,31 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     def _ListSteps(
         self, request: execution_pb2.ListStepsRequest, context: grpc.ServicerContext, caller: Caller
     ) -> execution_pb2.ListStepsResponse:
+        """A page of steps: page_size of them at most, and never more than
+        LIST_STEPS_BYTES (one step always, whatever its size); next_page_token
+        is the turn index the next page starts at."""
+        if not 0 <= request.page_size <= 1_000:
+            raise RlmError("VALIDATION_ERROR", "page_size must be 0..1000 (0: as many as fit)")
+        token = request.page_token
+        if token and not (token.isascii() and token.isdigit() and len(token) <= 9):
+            raise RlmError("VALIDATION_ERROR", "page_token is not one this service issued")
         execution = self.engine.get(caller.tenant_id, request.execution_id)
-        return execution_pb2.ListStepsResponse(steps=[step_message(i) for i in self.engine.steps(execution)])
+        start = int(token) if token else 0
+        items = [i for i in self.engine.steps(execution, with_state=False) if int(i["turn_index"]) >= start]
+        response = execution_pb2.ListStepsResponse()
+        size = 0
+        for index, item in enumerate(items):
+            if request.page_size and index == request.page_size:
+                response.next_page_token = str(int(item["turn_index"]))
+                break
+            item["state_json"] = read_state_record(self.storage.blobs, item)
+            message = step_message(item)
+            size += message.ByteSize() + 8
+            if index and size > LIST_STEPS_BYTES:
+                response.next_page_token = str(int(item["turn_index"]))
+                break
+            response.steps.append(message)
+        return response
 
     def _CreateRuntimeExecution(
         self,

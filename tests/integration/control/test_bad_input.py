@@ -187,3 +187,33 @@ def test_verify_citation_returns_at_most_the_span_limit(api: Api, monkeypatch: p
         citation_pb2.VerifyCitationRequest(ref=span.ref), metadata=api.auth()
     )
     assert small.valid and small.text == span.text
+
+
+def test_list_steps_pages_by_count_and_by_bytes(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    execution_id = _runtime(api)
+    for n in range(3):
+        assert _step(api, execution_id, f"print({n})").success
+
+    def page(size: int = 0, token: str = "") -> Any:
+        return api.executions.ListSteps(
+            execution_pb2.ListStepsRequest(execution_id=execution_id, page_size=size, page_token=token),
+            metadata=api.auth(),
+        )
+
+    first = page(2)
+    assert [s.turn_index for s in first.steps] == [0, 1] and first.next_page_token == "2"
+    last = page(2, first.next_page_token)
+    assert [s.turn_index for s in last.steps] == [2] and last.next_page_token == ""
+    monkeypatch.setattr(services, "LIST_STEPS_BYTES", 1, raising=False)  # one step per page, however big
+    turns, token = [], ""
+    while True:
+        got = page(0, token)
+        assert len(got.steps) == 1
+        turns.append(got.steps[0].turn_index)
+        token = got.next_page_token
+        if not token:
+            break
+    assert turns == [0, 1, 2]
+    for bad in ("²", "1" * 12, "-1"):
+        assert _code_of(lambda bad=bad: page(0, bad)) == "VALIDATION_ERROR"
+    assert _code_of(lambda: page(-1)) == "VALIDATION_ERROR"
