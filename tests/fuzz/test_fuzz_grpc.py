@@ -36,6 +36,7 @@ from rlm_rs.providers.scripted import DEFAULT_SCRIPT, ScriptedProvider
 from rlm_rs.sandbox.client import InProcessSandbox
 from rlm_rs.settings import Settings
 from rlm_rs.storage import open_storage
+from rlm_rs.storage.uploads import store_upload
 from rlm_rs.v1 import citation_pb2, execution_pb2, session_pb2
 from rlm_rs.v1.common_pb2 import Budgets
 
@@ -107,10 +108,14 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     sessions = session_pb2_grpc_stub(channel)
     executions = execution_pb2_grpc_stub(channel)
     auth = [("authorization", f"Bearer {key}")]
-    storage.blobs.put("raw/fuzz/report.txt", REPORT.encode())
-    uri = storage.blobs.uri("raw/fuzz/report.txt")
+    uris = {
+        tenant: store_upload(storage.blobs, tenant, "report.txt", REPORT.encode())
+        for tenant in ("tenant-fuzz", "tenant-other")
+    }
 
     def session(api_key: str) -> session_pb2.Session:
+        tenant = "tenant-fuzz" if api_key == key else "tenant-other"
+        uri = uris[tenant]
         created = sessions.CreateSession(
             session_pb2.CreateSessionRequest(
                 docs=[session_pb2.DocumentInput(source_name="r.txt", mime_type="text/plain", raw_s3_uri=uri)]
@@ -159,7 +164,12 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         "finished": [finished.execution_id],
         "doc": [d.doc_id for d in ready.docs],
         "foreign_doc": [d.doc_id for d in foreign.docs],
-        "uri": [uri, ready.docs[0].text_s3_uri, "s3://rlm-rs/raw/fuzz/missing.txt", "s3://elsewhere/x"],
+        "uri": [
+            *uris.values(),
+            ready.docs[0].text_s3_uri,
+            "s3://rlm-rs/raw/fuzz/missing.txt",
+            "s3://elsewhere/x",
+        ],
         "checksum": [c.checksum for c in finished.citations] or ["sha256:" + "0" * 64],
     }
     refresh()
