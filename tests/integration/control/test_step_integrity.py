@@ -139,18 +139,17 @@ def test_a_step_while_tools_resolve_is_a_conflict(api: Api) -> None:
         )
     )
     resolving.start()
+    metadata = api.plane.storage.metadata
     try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                _step(api, execution_id, "print(1)")
-            except grpc.RpcError as exc:
-                reason, details = _error(exc)
-                assert (reason, details["status"]) == ("CONFLICT", "RUNNING")
-                break
-            time.sleep(0.01)  # the resolver has not claimed yet
-        else:
-            pytest.fail("a step ran while tools were being resolved")
+        deadline = time.monotonic() + 10
+        while not str(metadata.get_execution("tenant-a", execution_id).get("lease_owner")).startswith(
+            "step-"
+        ):
+            assert time.monotonic() < deadline, "the resolver never claimed the execution"
+            time.sleep(0.01)
+        with pytest.raises(grpc.RpcError) as caught:
+            _step(api, execution_id, "print(1)")
+        assert _error(caught.value)[0] == "CONFLICT" and _error(caught.value)[1]["status"] == "RUNNING"
     finally:
         release.set()
         resolving.join()
