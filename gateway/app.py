@@ -43,11 +43,12 @@ from gateway.backend import (
 from gateway.convert import from_dict, to_dict
 from gateway.viewer import view_page
 from rlm_rs.errors import ERRORS, RlmError
-from rlm_rs.observability import API_LATENCY, API_REQUESTS
+from rlm_rs.observability import API_LATENCY, API_REQUESTS, end_log_scope, get_logger, start_log_scope
 from rlm_rs.settings import Settings
 from rlm_rs.v1 import citation_pb2, execution_pb2, session_pb2
 
 log = logging.getLogger("rlm_rs.gateway")
+access_log = get_logger()
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -62,6 +63,8 @@ EVENT_ID_PATTERN = r"^(\d{6}\.\d{4})?$"
 # Control-plane health services asked by /health/ready ("" = the whole server).
 # The three API services must serve; storage/sandbox/provider are reported
 # when the control plane registers them (UNKNOWN otherwise, not a failure).
+# "sandbox_hardened" NOT_SERVING (a control plane in development mode, steps
+# in its own process) shows as sandbox NOT_HARDENED: still ready, never hidden.
 HEALTH_COMPONENTS = [
     "",
     "rlm_rs.v1.SessionService",
@@ -69,6 +72,7 @@ HEALTH_COMPONENTS = [
     "rlm_rs.v1.CitationService",
     "storage",
     "sandbox",
+    "sandbox_hardened",
     "provider",
 ]
 
@@ -175,6 +179,7 @@ class EdgeMiddleware:
                     length = None
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        start_log_scope(request_id=request_id)  # every line of this request carries it
         started = False
         overflow = False
         status = 500
@@ -228,6 +233,9 @@ class EdgeMiddleware:
             method = f"{scope['method']} {getattr(route, 'path', 'unmatched')}"
             API_REQUESTS.labels(method=method, code=str(status)).inc()
             API_LATENCY.labels(method=method).observe(time.perf_counter() - t0)
+            latency_ms = round((time.perf_counter() - t0) * 1000, 3)
+            access_log.info("http_request", method=method, status=status, latency_ms=latency_ms)
+            end_log_scope()
 
     async def _too_large(self, request_id: str, send: Send) -> None:
         err = RlmError(
@@ -602,8 +610,11 @@ async def ready(request: Request) -> Any:
         other = await check_health(stubs, [""], timeout=2.0)
         if other[""] != "SERVING":
             overall = other[""]
+    hardened = components.pop("sandbox_hardened", "UNKNOWN")
+    if hardened == "NOT_SERVING" and components.get("sandbox") == "SERVING":
+        components["sandbox"] = "NOT_HARDENED"
     components = {"control_plane": overall, **components}
-    bad = {k: v for k, v in components.items() if v not in ("SERVING", "UNKNOWN")}
+    bad = {k: v for k, v in components.items() if v not in ("SERVING", "UNKNOWN", "NOT_HARDENED")}
     if bad:
         raise RlmError("SERVICE_UNAVAILABLE", "not ready", {"components": components})
     return {"status": "ok", "components": components}

@@ -55,14 +55,16 @@ def _write_openapi(args: argparse.Namespace) -> int:
 
 
 def _serve_gateway(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.app import create_app
     from rlm_rs.observability import configure_logging, serve_metrics
     from rlm_rs.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_level, component="gateway")
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.http_protocol import TimedH11Protocol
+
     serve_metrics(settings.metrics_port)
     from rlm_rs.tracing import configure_tracing
 
@@ -73,7 +75,14 @@ def _serve_gateway(args: argparse.Namespace) -> int:
         host=args.host or settings.http_host,
         port=args.port if args.port is not None else settings.http_port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        log_config=None,  # uvicorn's loggers go through the JSON pipeline (rlm_rs/logs.py)
+        access_log=False,  # the gateway logs one http_request line per request itself
+        http=TimedH11Protocol.configured(
+            settings.http_header_timeout_seconds, settings.http_body_timeout_seconds
+        ),
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
+        limit_concurrency=settings.http_max_connections,
+        timeout_keep_alive=5,
     )
     return 0
 

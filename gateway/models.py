@@ -439,4 +439,7 @@ class Live(_Out):
 
 class Ready(_Out):
     status: str = Field(description="ok when the control plane and its components serve")
-    components: dict[str, str] = Field(description="component -> SERVING|NOT_SERVING|UNKNOWN")
+    components: dict[str, str] = Field(
+        description="component -> SERVING|NOT_SERVING|UNKNOWN; sandbox NOT_HARDENED when the control "
+        "plane runs steps in its own process (development mode)"
+    )

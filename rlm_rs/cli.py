@@ -29,6 +29,7 @@ COMMAND_MODULES: dict[str, str] = {
     "up": "rlm_rs.appliance.cli",
     "demo": "rlm_rs.appliance.cli",
     "bench": "rlm_rs.bench.cli",
+    "grpc": "rlm_rs.grpc_client.cli",
 }
 
 

@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     max_final_answer_chars: int = Field(200_000, ge=1, alias="RLM_MAX_FINAL_ANSWER_CHARS")
     max_tool_metadata_chars: int = Field(16_384, ge=4, alias="RLM_MAX_TOOL_METADATA_CHARS")
     max_step_record_bytes: int = Field(16 * 1024 * 1024, ge=65_536, alias="RLM_MAX_STEP_RECORD_BYTES")
+    # --- operations (helper "logs"): dev mode, gateway timeouts, metric labels ---
+    # A control plane without a pool (no LAMBDA_FUNCTION_NAME) runs model code in
+    # its own process, next to the provider key: it refuses unless this is set.
+    dev_unsandboxed: bool = Field(False, alias="RLM_DEV_UNSANDBOXED")
+    # The gateway closes a connection whose request headers, or whose body, have
+    # not fully arrived this many seconds after they started (slow clients).
+    http_header_timeout_seconds: float = Field(10.0, gt=0, alias="RLM_HTTP_HEADER_TIMEOUT_SECONDS")
+    http_body_timeout_seconds: float = Field(60.0, gt=0, alias="RLM_HTTP_BODY_TIMEOUT_SECONDS")
+    http_max_header_bytes: int = Field(16 * 1024, ge=1024, alias="RLM_HTTP_MAX_HEADER_BYTES")
+    http_max_connections: int = Field(1000, ge=1, alias="RLM_HTTP_MAX_CONNECTIONS")
+    # Model names allowed as metric label values (comma-separated); default: every
+    # priced model plus DEFAULT_ROOT_MODEL and DEFAULT_SUB_MODEL. Others: "other".
+    model_allowlist: str = Field("", alias="RLM_MODEL_ALLOWLIST")
 
     @model_validator(mode="after")
     def _reserve_below_threads(self) -> Settings:

@@ -18,8 +18,10 @@ def register(subparsers: Any) -> None:
     if "up" not in subparsers.choices:
         up = subparsers.add_parser("up", help="start the whole appliance on this machine")
         up.add_argument("--data-dir", type=Path, default=None, help="default RLM_DATA_DIR or ./.rlm")
-        up.add_argument("--http-port", type=int, default=8080)
-        up.add_argument("--grpc-port", type=int, default=50051)
+        up.add_argument("--http-port", type=int, default=None, help="default RLM_HTTP_PORT (8080)")
+        up.add_argument(
+            "--grpc-port", type=int, default=None, help="default the port of RLM_GRPC_ADDRESS (50051)"
+        )
         up.add_argument("--demo", action="store_true", help="run the demo once everything is up")
         up.add_argument(
             "--metrics-port",
@@ -49,12 +51,19 @@ def data_dir_from(value: Path | None) -> Path:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from rlm_rs.appliance.supervisor import Appliance
+    import sys
 
+    from rlm_rs.appliance.supervisor import Appliance, ports_from_settings
+
+    try:
+        http_port, grpc_port = ports_from_settings(args.http_port, args.grpc_port)
+    except ValueError as exc:
+        print(f"rlm-rs up: {exc}", file=sys.stderr)
+        return 2
     appliance = Appliance(
         data_dir=data_dir_from(args.data_dir),
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
+        http_port=http_port,
+        grpc_port=grpc_port,
         ready_timeout=args.ready_timeout,
         metrics_port=args.metrics_port,
     )
@@ -64,7 +73,7 @@ def _up(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from rlm_rs.appliance.demo import DEFAULT_QUESTION, run_demo
 
-    base_url = args.base_url or f"http://127.0.0.1:{os.environ.get('RLM_HTTP_PORT', '8080')}"
+    base_url = args.base_url or f"http://127.0.0.1:{os.environ.get('RLM_HTTP_PORT') or '8080'}"
     return run_demo(
         base_url=base_url,
         api_key=args.api_key,

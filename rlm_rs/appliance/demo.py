@@ -142,20 +142,57 @@ def run_demo(
         and result["citations"]
         and all(c["valid"] for c in result["citations"])
     )
+    if result["status"] != "COMPLETED":
+        print(
+            f"rlm-rs demo: execution {result['execution_id']} ended {result['status']}: {result['error']}",
+            file=sys.stderr,
+        )
     return 0 if ok else 1
+
+
+def check_ready(base_url: str) -> None:
+    """DemoError naming what is not ready, before anything is uploaded or started."""
+    try:
+        response = httpx.get(f"{base_url}/health/ready", timeout=10.0)
+    except httpx.TransportError:
+        raise DemoError(
+            f"no appliance answers at {base_url}; start one with `rlm-rs up --demo` "
+            "(or `rlm-rs up`, then run the demo again)"
+        ) from None
+    if response.status_code == 200:
+        return
+    try:
+        components = response.json()["error"]["details"]["components"]
+    except (ValueError, KeyError, TypeError):
+        components = {}
+    down = {k: v for k, v in components.items() if v not in ("SERVING", "UNKNOWN", "NOT_HARDENED")}
+    if down.get("provider"):
+        raise DemoError(f"the appliance's model provider is not answering: {_provider_detail()}")
+    shown = ", ".join(f"{k} {v}" for k, v in down.items()) or f"HTTP {response.status_code}"
+    raise DemoError(f"the appliance at {base_url} is not ready: {shown}")
+
+
+def _provider_detail() -> str:
+    """What this shell's settings name as the provider, probed once (the appliance
+    started from the same settings names the same URL and model)."""
+    from rlm_rs.providers.probe import probe_provider
+    from rlm_rs.settings import Settings
+
+    return probe_provider(Settings()).detail
+
+
+def error_line(error: Any) -> str:
+    """An execution's error as one line: `CODE: message`."""
+    if isinstance(error, dict):
+        return f"{error.get('code', 'ERROR')}: {error.get('message', '')}".strip()
+    return str(error)
 
 
 def demo_flow(
     base_url: str, api_key: str | None, data_dir: Path, question: str, timeout: float, out: Any
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    try:
-        httpx.get(f"{base_url}/health/live", timeout=5.0)
-    except httpx.TransportError:
-        raise DemoError(
-            f"no appliance answers at {base_url}; start one with `rlm-rs up --demo` "
-            "(or `rlm-rs up`, then run the demo again)"
-        ) from None
+    check_ready(base_url)
     minted = api_key is None
     if api_key is None:
         api_key = mint_api_key(data_dir)
@@ -180,7 +217,7 @@ def demo_flow(
             f"{consumed.get('llm_subcalls', 0)} sub-calls)\n"
         )
         if view.get("error"):
-            out.write(f"Error: {view['error']}\n")
+            out.write(f"Error: {error_line(view['error'])}\n")
         out.write(f"Answer: {view.get('answer') or ''}\n\nCitations:\n")
         citations = []
         for index, ref in enumerate(view.get("citations") or [], start=1):
@@ -205,4 +242,5 @@ def demo_flow(
         "answer": view.get("answer") or "",
         "citations": citations,
         "trace_s3_uri": view.get("trace_s3_uri") or "",
+        "error": error_line(view["error"]) if view.get("error") else "",
     }

@@ -8,6 +8,11 @@ can sweep a child's own descendants (the pool's zygote and workers) after the gr
 SIGTERM. Stop order is the reverse of start order, so nothing accepts work that the next
 component down can no longer finish. It must never leave a child running after it exits,
 and never run two appliances on one data directory (an flock on run/up.lock says so).
+
+Before starting anything it checks that its ports are free and that the provider answers
+(rlm_rs/providers/probe.py); either failure is one line naming the port and its setting,
+or the provider's URL and model. Each component's log starts empty on every run (the
+previous run's is kept as `<name>.log.1`), so a printed tail is from this run only.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import fcntl
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +40,31 @@ from rlm_rs.appliance.demo import DEFAULT_QUESTION, SCRIPT_FILE, run_demo
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_SECONDS = 15.0
 _SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; keep a margin
+
+
+def ports_from_settings(http_port: int | None, grpc_port: int | None) -> tuple[int, int]:
+    """The flags when given, else RLM_HTTP_PORT and the port of RLM_GRPC_ADDRESS."""
+    from rlm_rs.settings import get_settings
+
+    settings = get_settings()
+    if grpc_port is None:
+        _host, _, port = settings.grpc_address.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"RLM_GRPC_ADDRESS={settings.grpc_address!r} has no port (HOST:PORT)")
+        grpc_port = int(port)
+    return (settings.http_port if http_port is None else http_port), grpc_port
+
+
+def busy_port(host: str, port: int) -> bool:
+    """True when something listens on (or holds) host:port; SO_REUSEPORT is not set
+    here, so even a gRPC server sharing its port is seen."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def choose_provider(env: dict[str, str]) -> str:
@@ -110,6 +141,8 @@ class Appliance:
                 "RLM_GRPC_ADDRESS": self.grpc_address,
                 "RLM_HTTP_PORT": str(self.http_port),
                 "LLM_PROVIDER": self.provider,
+                # the pool opens documents only below the data directory (blobs, doc-cache)
+                "RLM_SANDBOX_DOCUMENT_ROOT": str(self.data_dir),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -185,6 +218,10 @@ class Appliance:
             base = self.env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
             self._say(f"Provider: {self.provider} ({base})")
         self._say(f"Data directory: {self.data_dir}")
+        problem = self._busy_port() or self._provider_problem()
+        if problem:
+            print(f"rlm-rs up: {problem}", file=sys.stderr)
+            return 1
         try:
             self._init_storage()
             for component in self._plan():
@@ -206,6 +243,33 @@ class Appliance:
             self._say("Demo done; the appliance keeps running (Ctrl-C to stop).")
         return self._watch()
 
+    def _busy_port(self) -> str:
+        ports = [
+            (self.http_port, "the gateway's HTTP port", "set RLM_HTTP_PORT or pass --http-port"),
+            (self.grpc_port, "the control plane's gRPC port", "set RLM_GRPC_ADDRESS or pass --grpc-port"),
+        ]
+        if self.metrics_port:
+            ports += [
+                (self.metrics_port + i, "a metrics port", "pass another --metrics-port") for i in range(3)
+            ]
+        for port, what, fix in ports:
+            if busy_port("127.0.0.1", port):
+                return f"port {port} ({what}) is in use; {fix}"
+        return ""
+
+    def _provider_problem(self) -> str:
+        """'' when the provider the children will use answers, else one line naming it."""
+        from rlm_rs.providers.probe import probe_provider
+        from rlm_rs.settings import Settings
+
+        names = ["LLM_PROVIDER", "OPENAI_BASE_URL", "OPENAI_API_KEY"]
+        names += ["DEFAULT_ROOT_MODEL", "DEFAULT_SUB_MODEL"]
+        given: dict[str, Any] = {k: self.env[k] for k in names if self.env.get(k)}
+        result = probe_provider(Settings(**given))
+        if result.ok:
+            return ""
+        return f"{result.detail} (check OPENAI_BASE_URL, OPENAI_API_KEY and DEFAULT_ROOT_MODEL)"
+
     def _init_storage(self) -> None:
         started = time.monotonic()
         self._say("  storage          ... ")
@@ -221,7 +285,9 @@ class Appliance:
     def _start(self, component: Component) -> None:
         started = time.monotonic()
         component.log_path = self.data_dir / "logs" / f"{component.name.replace(' ', '-')}.log"
-        component.log_file = open(component.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        if component.log_path.exists():  # this run's log starts empty; the last run's stays as .1
+            component.log_path.replace(component.log_path.with_name(component.log_path.name + ".1"))
+        component.log_file = open(component.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self._say(f"  {component.name:<16} starting (log {component.log_path})")
         env = dict(self.env)
         if component.metrics_port:

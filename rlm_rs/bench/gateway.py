@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base_url = f"http://127.0.0.1:{_free_port()}"
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "rlm_rs.cli", "server", "--grpc-address", target],
+                [sys.executable, "-m", "rlm_rs.cli", "server", "--grpc-address", target, "--dev-unsandboxed"],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ),
             subprocess.Popen(

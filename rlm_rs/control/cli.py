@@ -22,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     server.add_argument(
         "--sweep-seconds", type=float, default=5.0, help="how often to look for orphaned executions"
     )
+    server.add_argument(
+        "--dev-unsandboxed",
+        action="store_true",
+        help="development only: without a pool (LAMBDA_FUNCTION_NAME), run model code in this "
+        "process (RLM_DEV_UNSANDBOXED=1); readiness then reports the sandbox NOT_HARDENED",
+    )
     server.set_defaults(func=_serve)
 
     executions = subparsers.add_parser("executions", help="follow executions")
@@ -36,20 +42,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from rlm_rs.control.server import start_control_plane
     from rlm_rs.observability import configure_logging, get_logger, serve_metrics
 
     settings = get_settings()
     configure_logging(settings.log_level, component="control")
+    from rlm_rs.control.server import SandboxRequired, start_control_plane
+
+    if args.dev_unsandboxed:
+        settings = settings.model_copy(update={"dev_unsandboxed": True})
     serve_metrics(settings.metrics_port)
     from rlm_rs.tracing import configure_tracing
 
     configure_tracing("control-plane", settings)
     address = args.grpc_address or settings.grpc_address
-    plane = start_control_plane(
-        settings, address, lease_seconds=args.lease_seconds, sweep_seconds=args.sweep_seconds
+    try:
+        plane = start_control_plane(
+            settings, address, lease_seconds=args.lease_seconds, sweep_seconds=args.sweep_seconds
+        )
+    except SandboxRequired as exc:
+        get_logger().error("control_plane_refused", reason=str(exc))  # one JSON line on stderr
+        return 1
+    except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+        get_logger().error("control_plane_refused", reason=f"cannot listen on {address} (in use?): {exc}")
+        return 1
+    get_logger().info(
+        "control_plane_serving",
+        address=address,
+        provider=settings.llm_provider,
+        sandbox="pool" if settings.sandbox_socket else "in-process (NOT HARDENED)",
     )
-    get_logger().info("control_plane_serving", address=address, provider=settings.llm_provider)
     stop = threading.Event()
 
     def _stop(*_: Any) -> None:

@@ -62,7 +62,9 @@ from rlm_rs.observability import (
     EXECUTION_SUBCALLS,
     EXECUTION_TURNS,
     EXECUTIONS,
+    bind_log_context,
     get_logger,
+    logged_execution,
 )
 from rlm_rs.providers.base import CallContext, Provider, ProviderError
 from rlm_rs.sandbox.client import SandboxClient
@@ -114,7 +116,7 @@ class ExecutionEngine:
         self.docs = DocumentCache(storage, settings.data_dir / "doc-cache")
         self.quotas = Quotas.from_settings(settings, storage)
         self.search_index = SearchIndex(settings.data_dir / "search.sqlite3")
-        self.prices = PriceTable(settings.price_table_json)
+        self.prices = PriceTable.from_settings(settings, getattr(provider, "name", None))
         self.resolver = ToolResolver(storage, provider, self.search_index, self.prices)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answerer")
         self._changed = threading.Condition()  # an execution record changed (waiters of wait())
@@ -370,6 +372,7 @@ class ExecutionEngine:
         *,
         require_block: bool,
     ) -> tuple[StepResult, list[Any]]:
+        bind_log_context(turn_index=int(execution["next_turn"]))  # runtime steps: until the RPC ends
         budgets = execution["budgets_requested"]
         manifest = self._manifest(execution)
         state = {**state, "_budgets": snapshot(budgets, execution["budgets_consumed"])}
@@ -591,6 +594,7 @@ class ExecutionEngine:
         return contexts
 
     # --- runtime mode -------------------------------------------------------------------------
+    @logged_execution
     def runtime_step(
         self, tenant_id: str, execution_id: str, code: str, state_override: str | None, resolve: bool
     ) -> StepResult:
@@ -657,6 +661,7 @@ class ExecutionEngine:
         finally:
             claim.release()
 
+    @logged_execution
     def resolve_tools(self, tenant_id: str, execution_id: str, requests: ToolRequests, sub_model: str) -> Any:
         """Resolve a runtime caller's tool requests and inject the results
         into the persisted state; claimed like a step, so it never races one."""
@@ -773,6 +778,7 @@ class ExecutionEngine:
         finally:
             claim.release()
 
+    @logged_execution
     def run_answerer(self, tenant_id: str, execution_id: str) -> dict[str, Any]:
         execution = self.get(tenant_id, execution_id)
         if not self._lease(execution):
@@ -802,6 +808,7 @@ class ExecutionEngine:
             if not self._ancestors_running(execution):
                 return self.cancel(tenant_id, execution_id)
             turn = int(execution["next_turn"])
+            bind_log_context(turn_index=turn)
             if turn >= int(budgets["max_turns"]):
                 return self.finish(
                     execution,
@@ -933,6 +940,16 @@ class ExecutionEngine:
 
     def _step_event(self, execution: dict[str, Any], turn: int, result: StepResult) -> None:
         requests = result.tool_requests
+        log.info(
+            "step_finished",
+            success=result.success,
+            error_code=result.error.code if result.HasField("error") else None,
+            spans=len(result.span_log),
+            state_size=len(result.state_json),
+            tool_counts={k: len(getattr(requests, k)) for k in ("llm", "llm_batch", "search", "rlm")},
+            final=result.final.is_final,
+            duration_ms=round(result.duration_ms, 3),
+        )
         self.events.emit(
             execution,
             turn,

@@ -1,6 +1,14 @@
 """The control-plane gRPC server: the three services, health, reflection,
 optional TLS, a background sweep that takes over orphaned executions, and one
-that removes deleted and expired sessions' data (RLM_SESSION_SWEEP_SECONDS)."""
+that removes deleted and expired sessions' data (RLM_SESSION_SWEEP_SECONDS).
+
+Health names besides the services: "storage", "sandbox" (reachable),
+"sandbox_hardened" (steps run in the hardened pool; NOT_SERVING in development
+mode), "provider" (a real probe every few seconds, rlm_rs/providers/probe.py).
+Without a pool it refuses to start unless development mode is asked for
+(RLM_DEV_UNSANDBOXED / `rlm-rs server --dev-unsandboxed`): model code would
+run in this process, next to the provider key.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +22,15 @@ from grpc_reflection.v1alpha import reflection
 
 from rlm_rs.control._rpc import AnonymousStreamLimit
 from rlm_rs.control.admission import Admission
+from rlm_rs.control.costs import model_allowlist
 from rlm_rs.control.engine import ExecutionEngine
 from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.services import CitationServicer, ExecutionServicer
 from rlm_rs.control.sessions import SessionServicer
+from rlm_rs.observability import get_logger, set_model_allowlist
 from rlm_rs.providers import Provider, make_provider
-from rlm_rs.sandbox.client import SandboxClient, make_sandbox_client
+from rlm_rs.providers.probe import PROBE_PERIOD_SECONDS, probe_provider
+from rlm_rs.sandbox.client import InProcessSandbox, SandboxClient, make_sandbox_client
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage, open_storage
 from rlm_rs.tracing import ServerTracingInterceptor
@@ -37,6 +48,22 @@ SERVICE_NAMES = (
     execution_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name,
     citation_pb2.DESCRIPTOR.services_by_name["CitationService"].full_name,
 )
+UNSANDBOXED_WARNING = (
+    "DEVELOPMENT MODE: no sandbox pool; model code runs inside the control plane with its "
+    "provider key and storage access. Never expose this process to untrusted tenants."
+)
+log = get_logger()
+
+
+class SandboxRequired(Exception):
+    """No pool is configured and development mode was not asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no sandbox pool: set LAMBDA_FUNCTION_NAME to the pool's socket (`rlm-rs sandbox serve`), "
+            "or pass --dev-unsandboxed (RLM_DEV_UNSANDBOXED=1) to run model code in this process "
+            "(development only)"
+        )
 
 
 @dataclass
@@ -66,11 +93,18 @@ def start_control_plane(
     owner: str | None = None,
     session_sweep_seconds: float | None = None,
 ) -> ControlPlane:
+    if sandbox is None and not settings.sandbox_socket and not settings.dev_unsandboxed:
+        raise SandboxRequired()
+    set_model_allowlist(model_allowlist(settings))
     storage = storage or open_storage(settings)
+    sandbox = sandbox or make_sandbox_client(settings)
+    hardened = not isinstance(sandbox, InProcessSandbox)
+    if not hardened:
+        log.warning("sandbox_not_hardened", message=UNSANDBOXED_WARNING)
     engine = ExecutionEngine(
         storage,
         settings,
-        sandbox or make_sandbox_client(settings),
+        sandbox,
         provider or make_provider(settings),
         owner=owner,
         lease_seconds=lease_seconds,
@@ -82,6 +116,8 @@ def start_control_plane(
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # a second control plane on a busy port fails to bind instead of sharing it
+            ("grpc.so_reuseport", 0),
         ],
     )
     reaper = SessionReaper(storage, cancel=engine.cancel, docs=engine.docs, search=engine.search_index)
@@ -125,7 +161,25 @@ def start_control_plane(
             health_servicer.set("storage", not_serving)
         probe = getattr(sandbox_client, "healthy", None)
         health_servicer.set("sandbox", serving if probe is None or probe(timeout=1.0) else not_serving)
-        health_servicer.set("provider", serving)  # configured; reachability shows per call
+        health_servicer.set("sandbox_hardened", serving if hardened else not_serving)
+
+    def probe_provider_forever() -> None:
+        """The provider's health from a real request every few seconds; a change is logged."""
+        last: bool | None = None
+        while True:
+            # scripted (or a test double): nothing remote to ask
+            remote = getattr(engine.provider, "name", "") == "openai"
+            result = probe_provider(settings) if remote else None
+            ok = result is None or result.ok
+            health_servicer.set(
+                "provider",
+                health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+            if result is not None and ok != last:
+                (log.info if ok else log.error)("provider_probe", ok=ok, detail=result.detail)
+            last = ok
+            if stop.wait(PROBE_PERIOD_SECONDS):
+                return
 
     def sweep() -> None:
         report_components()
@@ -137,6 +191,7 @@ def start_control_plane(
                 continue
 
     threading.Thread(target=sweep, name="takeover-sweep", daemon=True).start()
+    threading.Thread(target=probe_provider_forever, name="provider-probe", daemon=True).start()
     interval = settings.session_sweep_seconds if session_sweep_seconds is None else session_sweep_seconds
     if interval > 0:  # deleted and expired sessions' data (rlm_rs/control/lifecycle.py)
         threading.Thread(target=reaper.run, args=(stop, interval), name="session-sweep", daemon=True).start()

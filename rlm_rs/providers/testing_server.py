@@ -1,8 +1,9 @@
 """A local OpenAI-compatible HTTP server for tests and benchmarks.
 
 Implements POST /v1/chat/completions (with usage) on 127.0.0.1, answering
-from a `reply(messages) -> str` function; can be told to fail with a status or
-to stall. Real HTTP, so the real `openai` SDK is what gets exercised.
+from a `reply(messages) -> str` function, and GET /v1/models (the readiness
+probe's request) listing `models`; can be told to fail with a status or to
+stall. Real HTTP, so the real `openai` SDK is what gets exercised.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ from typing import Any
 
 
 class OpenAICompatibleServer:
-    def __init__(self, reply: Callable[[list[dict[str, str]]], str]) -> None:
+    def __init__(
+        self,
+        reply: Callable[[list[dict[str, str]]], str],
+        models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "test-model"),
+    ) -> None:
         self.reply = reply
+        self.models = models
+        self.model_list_requests = 0  # GET /models (not in `requests`: those are completions)
         self.requests: list[dict[str, Any]] = []
         self.fail_status: int | None = None
         self.delay_seconds = 0.0
@@ -26,6 +33,15 @@ class OpenAICompatibleServer:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 return None
+
+            def do_GET(self) -> None:
+                if not self.path.endswith("/models"):
+                    return self._send(404, {"error": {"message": "not found"}})
+                server.model_list_requests += 1
+                if server.fail_status:
+                    return self._send(server.fail_status, {"error": {"message": "injected"}})
+                listed = [{"id": m, "object": "model", "owned_by": "test"} for m in server.models]
+                self._send(200, {"object": "list", "data": listed})
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))

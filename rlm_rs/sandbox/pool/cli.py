@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 
 def register_into(sandbox_subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +52,9 @@ def _serve(args: argparse.Namespace) -> int:
             document_root=str(settings.sandbox_document_root) if settings.sandbox_document_root else None,
         )
     except PoolUnavailable as exc:
-        print(f"rlm-rs sandbox serve: {exc}", file=sys.stderr)
+        from rlm_rs.observability import get_logger
+
+        get_logger().error("sandbox_pool_refused", reason=str(exc))  # one JSON line on stderr
         return 1
 
 

@@ -55,6 +55,7 @@ def _serve(data_dir: Path, base_url: str, port: int) -> subprocess.Popen[bytes]:
             "2",
             "--sweep-seconds",
             "0.3",
+            "--dev-unsandboxed",  # no pool in this test: steps run in the control plane
         ],
         env=env,
         stdout=subprocess.DEVNULL,

@@ -145,7 +145,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     grpc_port, http_port = free_port(), free_port()
     grpc_target = f"127.0.0.1:{grpc_port}"
-    procs = [_start(env, root / "server.log", "server", "--grpc-address", grpc_target)]
+    # no pool here: the in-process sandbox, asked for explicitly (docs/gateway.md)
+    procs = [_start(env, root / "server.log", "server", "--grpc-address", grpc_target, "--dev-unsandboxed")]
     try:
         procs.append(
             _start(
