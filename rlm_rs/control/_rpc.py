@@ -127,6 +127,7 @@ def _guarded(
             API_LATENCY.labels(method=method).observe(latency)
             if tenant:
                 _audit(storage, tenant, request_id, method, key_prefix, http_status, latency, request, code)
+            log.info("rpc", code=code or "OK", latency_ms=round(latency * 1000, 3))  # one line per call
 
 
 def _method(handler: Callable[..., Any]) -> str:

@@ -48,9 +48,14 @@ class UpProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, timeout: float = 180.0) -> None:
+    def clean_env(self) -> dict[str, str]:
+        """This environment without the appliance's own settings, plus extra_env."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_PROVIDER", "RLM_"))}
         env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 180.0) -> None:
+        env = self.clean_env()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rlm_rs.cli", "up", "--data-dir", str(self.data_dir),
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)],
