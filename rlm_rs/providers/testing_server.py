@@ -38,6 +38,8 @@ class OpenAICompatibleServer:
                 if not self.path.endswith("/models"):
                     return self._send(404, {"error": {"message": "not found"}})
                 server.model_list_requests += 1
+                if server.delay_seconds:
+                    time.sleep(server.delay_seconds)
                 if server.fail_status:
                     return self._send(server.fail_status, {"error": {"message": "injected"}})
                 listed = [{"id": m, "object": "model", "owned_by": "test"} for m in server.models]
