@@ -59,9 +59,10 @@ class Reflected:
                 return find(name)
             except KeyError:
                 continue
-        if "/" in name or name.count(".") >= 2:
+        owner = name.replace("/", ".").rpartition(".")[0]
+        if owner in self.services():
             return self.method(name)
-        raise ClientError(f"no symbol {name!r} on this server")
+        raise ClientError(f"no symbol {name!r} on this server (services: {', '.join(self.services())})")
 
     def invoke(
         self,
