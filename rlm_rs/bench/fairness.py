@@ -106,7 +106,7 @@ class _Appliance:
         self.raw_uris = {t: _rlm(self.env, "upload", "--tenant", t, str(doc)) for t in self.keys}
         target = f"127.0.0.1:{_free_port()}"
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "rlm_rs.cli", "server", "--grpc-address", target],
+            [sys.executable, "-m", "rlm_rs.cli", "server", "--grpc-address", target, "--dev-unsandboxed"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.channel = grpc.insecure_channel(target)
