@@ -348,7 +348,7 @@ class Appliance:
             "RLM-RS is up.",
             f"  REST API      {self.base_url}/v1   (OpenAPI: {self.base_url}/docs)",
             f"  Health        {self.base_url}/health/ready",
-            f"  gRPC          {self.grpc_address}   (grpcurl -plaintext {self.grpc_address} list)",
+            f"  gRPC          {self.grpc_address}   (uv run rlm-rs grpc list --target {self.grpc_address})",
             f"  Sandbox pool  unix:{self.socket_path}",
             f"  Data dir      {data}   (logs in {data / 'logs'})",
             f"  Provider      {self.provider}",

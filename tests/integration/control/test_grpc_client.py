@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+from rlm_rs.storage.uploads import store_upload
 from tests.integration.control.conftest import Api
 
 
@@ -40,9 +41,10 @@ def test_list_and_describe_by_reflection(api: Api) -> None:
 
 def test_call_creates_and_reads_a_session_and_follows_a_stream(api: Api) -> None:
     storage = api.plane.storage
-    storage.blobs.put("raw/grpc-cli/a.txt", b"The lighthouse was first lit on 1 March 1874.")
-    body = {"docs": [{"source_name": "a.txt", "mime_type": "text/plain",
-                      "raw_s3_uri": storage.blobs.uri("raw/grpc-cli/a.txt")}]}  # fmt: skip
+    owner = storage.metadata.authenticate(api.key)
+    assert owner is not None
+    uri = store_upload(storage.blobs, owner["tenant_id"], "a.txt", b"The lighthouse was first lit in 1874.")
+    body = {"docs": [{"source_name": "a.txt", "mime_type": "text/plain", "raw_s3_uri": uri}]}
     auth = f"authorization: Bearer {api.key}"
     created = grpc_cli(
         api, "call", "rlm_rs.v1.SessionService/CreateSession", "-d", json.dumps(body), "-H", auth
