@@ -88,6 +88,11 @@ def _serve_gateway(args: argparse.Namespace) -> int:
 
 
 def _serve_mcp(args: argparse.Namespace) -> int:
+    from rlm_rs.observability import configure_logging
+    from rlm_rs.settings import get_settings
+
+    # first: the MCP SDK's own logging set-up (basicConfig) then finds our handler
+    configure_logging(get_settings().log_level, component="mcp")
     from gateway.mcp_server import serve
 
     serve(args.transport, host=args.host, port=args.port)

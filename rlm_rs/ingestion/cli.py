@@ -63,8 +63,17 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from rlm_rs.ingestion.service import create_app
+    from rlm_rs.observability import configure_logging
     from rlm_rs.storage import open_storage
 
-    storage = open_storage(_settings(args))
-    uvicorn.run(create_app(storage.blobs), host=args.host, port=args.port, log_level="warning")
+    settings = _settings(args)
+    configure_logging(settings.log_level, component="parser")
+    storage = open_storage(settings)
+    uvicorn.run(
+        create_app(storage.blobs),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        log_config=None,  # uvicorn's lines go through the JSON pipeline (rlm_rs/logs.py)
+    )
     return 0
