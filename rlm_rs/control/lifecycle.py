@@ -16,7 +16,8 @@ left (session, documents, executions: ids and statuses) answer "deleted" or
 "expired" until their `ttl_epoch`, one TOMBSTONE_SECONDS after the purge;
 DynamoDB's TTL then removes them on AWS, the sweeper on embedded storage.
 Every node's sweep also drops its own document cache and search chunks of
-sessions that are no longer live. Raw uploads are the tenant's, not the
+sessions that are no longer live (every NODE_SWEEP_EVERY-th pass: it scans
+the local index). Raw uploads are the tenant's, not the
 session's: they are never removed here. Nothing outside a session's own
 prefixes is ever deleted.
 """
@@ -40,6 +41,9 @@ from rlm_rs.storage.metadata import PURGED, now_iso
 
 SETTLE_SECONDS = 300.0  # longer than a turn in flight can take to end (root call + step)
 TOMBSTONE_SECONDS = 24 * 3600
+# The node pass reads every chunk row of the local search index (about 150 ms
+# per 20,000 chunks): it runs on the first sweep and every NODE_SWEEP_EVERY-th.
+NODE_SWEEP_EVERY = 10
 LIVE_STATUSES = ("CREATING", "READY", "FAILED")
 GONE_STATUSES = ("DELETING", "EXPIRED")
 # Execution fields that carry the session's content (emptied by the purge).
@@ -95,6 +99,7 @@ class SessionReaper:
         # sessions the search index has that the (eventually consistent) id
         # index did not know last pass: dropped only when missing twice
         self._unknown: set[str] = set()
+        self._passes = 0
 
     # --- deleting ------------------------------------------------------------------
     def delete(self, tenant_id: str, session_id: str) -> None:
@@ -212,7 +217,9 @@ class SessionReaper:
                 if float(session.get("ttl_epoch") or 0) <= now:
                     with contextlib.suppress(RlmError):
                         meta.delete_session_records(session["tenant_id"], session["session_id"])
-            self.sweep_node(now)
+            if self._passes % NODE_SWEEP_EVERY == 0:
+                self.sweep_node(now)
+            self._passes += 1
             return handled
 
     def sweep_node(self, now: float) -> int:

@@ -162,3 +162,29 @@ def test_sweeper_removes_an_expired_sessions_data_and_nothing_else(node: Node) -
     assert (
         meta.list_executions(doomed["session_id"]) == [] and meta.list_documents(doomed["session_id"]) == []
     )
+
+
+def test_every_node_drops_its_own_copies_of_a_deleted_session(node: Node, tmp_path: Path) -> None:
+    """Node A deletes a session; node B (its own document cache and search
+    index on the same shared storage) drops its copies on its next sweep."""
+    from rlm_rs.control.corpus import DocumentCache
+    from rlm_rs.ingestion.search import SearchIndex
+
+    meta = node.storage.metadata
+    b_docs = DocumentCache(node.storage, tmp_path / "node-b" / "doc-cache")
+    b_search = SearchIndex(tmp_path / "node-b" / "search.sqlite3")
+    b_reaper = SessionReaper(node.storage, cancel=node.engine.cancel, docs=b_docs, search=b_search)
+    session = _session(node, "shared")
+    doc = meta.list_documents(session["session_id"])[0]
+    b_search.index_document(session["session_id"], doc["doc_id"], 0, TEXT)  # B indexed it too
+    b_text = Path(b_docs.path(doc["text_s3_uri"]))
+    assert b_text.is_file() and b_search.count(session["session_id"]) > 0
+
+    node.reaper.delete(TENANT, session["session_id"])  # on node A
+
+    assert node.engine.search_index.count(session["session_id"]) == 0
+    assert b_search.count(session["session_id"]) > 0  # B has not swept yet
+    b_reaper.sweep()
+    assert b_search.count(session["session_id"]) == 0
+    assert not b_text.exists()  # embedded: the blob A deleted; aws: B's own downloaded copy
+    assert b_docs.cached_sessions() == []
