@@ -46,7 +46,7 @@ from rlm_rs.citations import build_citations, make_ref
 from rlm_rs.control import children as kids
 from rlm_rs.control import history, prompts
 from rlm_rs.control.budgets import consumed_zero, deadline_epoch, merge_budgets, snapshot, step_policy
-from rlm_rs.control.claims import StepClaim, fence, not_running
+from rlm_rs.control.claims import StepClaim, busy, fence, not_running
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.control.costs import PriceTable, cost_spent
 from rlm_rs.control.events import EventLog, clip
@@ -452,12 +452,18 @@ class ExecutionEngine:
         if state_json is not None:
             self._save_state(execution, turn, state_json)
         consumed["turns"] = turn + 1
-        return self._update(
-            execution,
-            {"next_turn": turn + 1, "budgets_consumed": consumed},
-            from_statuses=("RUNNING",),
-            expected_version=execution["version"],
-        )
+        try:
+            return self._update(
+                execution,
+                {"next_turn": turn + 1, "budgets_consumed": consumed},
+                from_statuses=("RUNNING",),
+                expected_version=execution["version"],
+            )
+        except RlmError as exc:
+            if exc.code != "CONFLICT":
+                raise
+            current = self.get(execution["tenant_id"], execution["execution_id"])  # e.g. cancelled
+            raise (not_running(current) if current["status"] != "RUNNING" else busy(current)) from None
 
     # --- finishing -------------------------------------------------------------------------------
     def _spans(self, execution: dict[str, Any]) -> list[tuple[int, list[Span]]]:

@@ -219,3 +219,45 @@ def test_the_sweep_ends_an_idle_runtime_execution_past_max_total_seconds(api: Ap
         time.sleep(0.2)
         status = api.plane.storage.metadata.get_execution("tenant-a", execution_id)["status"]
     assert status == "BUDGET_EXCEEDED"
+
+
+def test_a_step_cancelled_while_it_runs_commits_nothing(api: Api) -> None:
+    engine = api.plane.engine
+    execution_id = _runtime(api)
+
+    class CancellingSandbox:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def run_step(self, request: StepRequest) -> StepResult:
+            result: StepResult = self.inner.run_step(request)
+            engine.cancel("tenant-a", execution_id)  # another caller cancels mid-step
+            return result
+
+    engine.sandbox = CancellingSandbox(engine.sandbox)  # type: ignore[assignment]
+    with pytest.raises(grpc.RpcError) as caught:
+        _step(api, execution_id, "state['work']['x'] = 1")
+    assert _error(caught.value) == ("CONFLICT", {"status": "CANCELLED"})
+    metadata = api.plane.storage.metadata
+    assert metadata.items.query("execution_state", f"EXEC#{execution_id}", "STEP#") == []
+    assert load_state(metadata, api.plane.storage.blobs, execution_id) is None
+
+
+def test_a_commit_that_loses_its_version_reports_why(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled between the fence and the counters' update: CONFLICT with
+    the execution's status, never a bare storage conflict."""
+    engine = api.plane.engine
+    execution_id = _runtime(api)
+    save = engine._save_state
+
+    def save_then_cancel(execution: dict[str, Any], turn: int, state_json: str, **kw: Any) -> None:
+        save(execution, turn, state_json, **kw)
+        if kw.get("sk") is None:  # the latest state: the last write before the update
+            engine.cancel("tenant-a", execution_id)
+
+    monkeypatch.setattr(engine, "_save_state", save_then_cancel)
+    with pytest.raises(grpc.RpcError) as caught:
+        _step(api, execution_id, "state['work']['x'] = 1")
+    assert _error(caught.value) == ("CONFLICT", {"status": "CANCELLED"})
+    record = api.plane.storage.metadata.get_execution("tenant-a", execution_id)
+    assert record["status"] == "CANCELLED" and record["next_turn"] == 0
