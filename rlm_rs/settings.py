@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     # --- tenancy and session lifecycle (docs/storage.md) ---
     # Raw-document folders of S3_BUCKET a tenant may name besides its own
     # raw/{tenant}/ namespace: {"tenant": ["shared/reference/", ...]}.
-    raw_prefixes_json: dict[str, list[str]] = Field(default_factory=dict, alias="RLM_RAW_PREFIXES_JSON")
+    raw_prefixes_json: Annotated[dict[str, list[str]], NoDecode, BeforeValidator(_parse_json_object)] = Field(
+        default_factory=dict, alias="RLM_RAW_PREFIXES_JSON"
+    )
     # How often the control plane removes deleted and expired sessions' data (0: never).
     session_sweep_seconds: float = Field(60.0, ge=0, alias="RLM_SESSION_SWEEP_SECONDS")
     # --- sandbox pool (the spec's LAMBDA_FUNCTION_NAME becomes a socket path) ---

@@ -6,6 +6,7 @@ An empty JSON-object setting (`RATE_LIMITS_JSON=` as in .env.example) means
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,17 @@ def test_empty_json_setting_means_default(monkeypatch: pytest.MonkeyPatch, alias
     assert getattr(settings, name) == {}
 
 
+# A sample of each setting's own shape; the rest take any JSON object.
+SAMPLES: dict[str, Any] = {"RLM_RAW_PREFIXES_JSON": {"demo": ["shared/demo/"]}}
+
+
 @pytest.mark.parametrize("alias", JSON_OBJECT_ALIASES)
 def test_json_setting_is_parsed(monkeypatch: pytest.MonkeyPatch, alias: str) -> None:
-    monkeypatch.setenv(alias, '{"demo": {"requests_per_minute": 5}}')
+    sample = SAMPLES.get(alias, {"demo": {"requests_per_minute": 5}})
+    monkeypatch.setenv(alias, json.dumps(sample))
     name = next(n for n, f in Settings.model_fields.items() if f.alias == alias)
     value: Any = getattr(Settings(), name)
-    assert value == {"demo": {"requests_per_minute": 5}}
+    assert value == sample
 
 
 @pytest.mark.parametrize("raw", ["not json", "[1, 2]", "3"])
