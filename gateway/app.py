@@ -42,6 +42,7 @@ from gateway.backend import (
 )
 from gateway.convert import from_dict, to_dict
 from gateway.viewer import view_page
+from rlm_rs import limits as lim
 from rlm_rs.errors import ERRORS, RlmError
 from rlm_rs.observability import API_LATENCY, API_REQUESTS, end_log_scope, get_logger, start_log_scope
 from rlm_rs.settings import Settings
@@ -59,7 +60,7 @@ _RECONNECT_WAIT = 1.0
 SSE_KEEPALIVE_SECONDS = 15.0
 # Set by the control plane's WatchExecution once the watch is accepted.
 WATCH_STARTED = "x-rlm-watch"
-EVENT_ID_PATTERN = r"^(\d{6}\.\d{4})?$"
+EVENT_ID_PATTERN = f"^({lim.EVENT_ID_PATTERN})?$"
 # Control-plane health services asked by /health/ready ("" = the whole server).
 # The three API services must serve; storage/sandbox/provider are reported
 # when the control plane registers them (UNKNOWN otherwise, not a failure).
@@ -347,8 +348,17 @@ def _dump(body: Any) -> dict[str, Any]:
     return dict(body.model_dump(exclude_none=True)) if body is not None else {}
 
 
-def _timeout_for(seconds: float | None) -> float:
-    return max(_DEFAULT_TIMEOUT, (seconds or 0.0) + 10.0)
+def wait_deadline(seconds: float) -> float:
+    """The gRPC deadline of a call the control plane may hold `seconds`."""
+    return max(_DEFAULT_TIMEOUT, seconds + 10.0)
+
+
+def start_deadline(options: m.ExecutionOptions | None) -> float:
+    """A start's deadline: a synchronous start is held its timeout (0 or unset:
+    the control plane's default), an asynchronous one answers at once."""
+    if options is None or not options.synchronous:
+        return _DEFAULT_TIMEOUT
+    return wait_deadline(options.synchronous_timeout_seconds or lim.DEFAULT_SYNCHRONOUS_TIMEOUT_SECONDS)
 
 
 # ---------------------------------------------------------------- routes
@@ -382,9 +392,7 @@ async def delete_session(session_id: str, call: Call = Caller) -> Any:
 )
 async def start_execution(session_id: str, body: m.StartExecutionBody, call: Call = Caller) -> Any:
     req = _build(execution_pb2.StartExecutionRequest(), {"session_id": session_id, **_dump(body)})
-    sync = body.options is not None and body.options.synchronous
-    timeout = _timeout_for(body.options.synchronous_timeout_seconds if sync and body.options else 0)
-    return to_dict(await call(call.stubs.executions.StartExecution, req, timeout))
+    return to_dict(await call(call.stubs.executions.StartExecution, req, start_deadline(body.options)))
 
 
 @router.post(
@@ -398,9 +406,7 @@ async def start_followup(execution_id: str, body: m.FollowupBody, call: Call = C
     a new Answerer execution on the same session that starts from its `work`
     state and a digest of its turns; `followup_of` names the source."""
     req = _build(execution_pb2.StartFollowupRequest(), {"execution_id": execution_id, **_dump(body)})
-    sync = body.options is not None and body.options.synchronous
-    timeout = _timeout_for(body.options.synchronous_timeout_seconds if sync and body.options else 0)
-    return to_dict(await call(call.stubs.executions.StartFollowup, req, timeout))
+    return to_dict(await call(call.stubs.executions.StartFollowup, req, start_deadline(body.options)))
 
 
 @router.post(
@@ -426,8 +432,12 @@ async def get_execution(execution_id: str, call: Call = Caller) -> Any:
 async def list_steps(
     execution_id: str,
     call: Call = Caller,
-    page_size: int = Query(default=0, ge=0, le=1000, description="at most this many steps (0: all that fit)"),
-    page_token: str = Query(default="", max_length=9, description="a previous page's next_page_token"),
+    page_size: int = Query(
+        default=0, ge=0, le=lim.MAX_STEPS_PAGE_SIZE, description="at most this many steps (0: all that fit)"
+    ),
+    page_token: str = Query(
+        default="", max_length=lim.MAX_PAGE_TOKEN_CHARS, description="a previous page's next_page_token"
+    ),
 ) -> Any:
     req = _build(
         execution_pb2.ListStepsRequest(),
@@ -443,7 +453,8 @@ async def wait_execution(execution_id: str, body: m.WaitBody | None = None, call
         execution_pb2.WaitExecutionRequest(),
         {"execution_id": execution_id, "timeout_seconds": body.timeout_seconds},
     )
-    return to_dict(await call(call.stubs.executions.WaitExecution, req, _timeout_for(body.timeout_seconds)))
+    deadline = wait_deadline(body.timeout_seconds or lim.DEFAULT_WAIT_TIMEOUT_SECONDS)
+    return to_dict(await call(call.stubs.executions.WaitExecution, req, deadline))
 
 
 @router.post("/executions/{execution_id}/cancel", response_model=m.CancelResult, tags=["executions"])
@@ -581,7 +592,9 @@ async def watch_events(
         500: {"content": _ENVELOPE_JSON, "description": "INTERNAL_ERROR"},
     },
 )
-async def view_execution(execution_id: str = Path(max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")) -> Any:
+async def view_execution(
+    execution_id: str = Path(max_length=lim.MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_\-]+$"),
+) -> Any:
     """The trace viewer (HTML). The page carries no data: it reads the API key
     from the URL fragment (`#key=...`, never sent to a server) or asks for it,
     and calls this API from the browser."""

@@ -1,9 +1,12 @@
 """Pydantic models of SPEC §10's request and response bodies.
 
 They are the OpenAPI contract: every field the HTTP API accepts or returns is
-declared here with its type and bounds (integers bounded to what the gRPC wire
-can hold, so an oversized number is a 422, never a crash). JSON state fields
-appear as real JSON values under the spec's names. No behaviour lives here.
+declared here with its type and bounds. Every bound comes from rlm_rs/limits.py,
+the numbers the control plane and the sandbox enforce, so gateway/openapi.json
+advertises what is enforced; integers without a policy bound are bounded to
+what the gRPC wire can hold (an oversized number is a 422, never a crash).
+JSON state fields appear as real JSON values under the spec's names. No
+behaviour lives here.
 """
 
 from __future__ import annotations
@@ -12,12 +15,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-INT32 = 2**31 - 1
+from rlm_rs import limits as lim
+
+INT32 = lim.INT32_MAX
 # int64 fields accept JSON-safe integers only (2**53 - 1): exact in every client.
-INT64 = 2**53 - 1
+INT64 = lim.JSON_SAFE_INT_MAX
 Int32 = Field(default=None, ge=0, le=INT32)
-Int64 = Field(default=None, ge=0, le=INT64)
-Seconds = Field(default=None, ge=0, le=86_400)
+
+
+def _budget(name: str) -> Any:
+    """An optional budget override, at most its ceiling."""
+    return Field(default=None, ge=0, le=lim.BUDGET_CEILINGS[name])
+
+
+def _model_name() -> Any:
+    return Field(default=None, max_length=lim.MAX_MODEL_NAME_CHARS)
+
+
+def _tool_key() -> Any:
+    return Field(min_length=1, max_length=lim.MAX_TOOL_KEY_CHARS)
 
 
 class _In(BaseModel):
@@ -42,25 +58,25 @@ class ErrorEnvelope(_Out):
 
 # ---------------------------------------------------------------- shared
 class Models(_In):
-    root_model: str | None = Field(default=None, max_length=200)
-    sub_model: str | None = Field(default=None, max_length=200)
+    root_model: str | None = _model_name()
+    sub_model: str | None = _model_name()
 
 
 class Budgets(_In):
-    max_turns: int | None = Int32
-    max_total_seconds: float | None = Seconds
-    max_step_seconds: float | None = Seconds
-    max_spans_total: int | None = Int32
-    max_spans_per_step: int | None = Int32
-    max_tool_requests_per_step: int | None = Int32
-    max_llm_subcalls: int | None = Int32
-    max_llm_prompt_chars: int | None = Int64
-    max_total_llm_prompt_chars: int | None = Int64
-    max_stdout_chars: int | None = Int32
-    max_state_chars: int | None = Int64
-    max_rlm_subcalls: int | None = Int32
-    max_depth: int | None = Int32
-    max_cost_usd: float | None = Field(default=None, ge=0, le=1e9)
+    max_turns: int | None = _budget("max_turns")
+    max_total_seconds: float | None = _budget("max_total_seconds")
+    max_step_seconds: float | None = _budget("max_step_seconds")
+    max_spans_total: int | None = _budget("max_spans_total")
+    max_spans_per_step: int | None = _budget("max_spans_per_step")
+    max_tool_requests_per_step: int | None = _budget("max_tool_requests_per_step")
+    max_llm_subcalls: int | None = _budget("max_llm_subcalls")
+    max_llm_prompt_chars: int | None = _budget("max_llm_prompt_chars")
+    max_total_llm_prompt_chars: int | None = _budget("max_total_llm_prompt_chars")
+    max_stdout_chars: int | None = _budget("max_stdout_chars")
+    max_state_chars: int | None = _budget("max_state_chars")
+    max_rlm_subcalls: int | None = _budget("max_rlm_subcalls")
+    max_depth: int | None = _budget("max_depth")
+    max_cost_usd: float | None = _budget("max_cost_usd")
 
 
 class SpanRef(BaseModel):
@@ -88,11 +104,11 @@ class ErrorDetail(_Out):
 
 class LlmRequest(_In):
     type: Literal["llm"] | None = None
-    key: str = Field(min_length=1, max_length=512)
+    key: str = _tool_key()
     prompt: str
-    model_hint: str | None = Field(default=None, max_length=200)
-    max_tokens: int | None = Int32
-    temperature: float | None = Field(default=None, ge=0, le=10)
+    model_hint: str | None = _model_name()
+    max_tokens: int | None = Field(default=None, ge=0, le=lim.MAX_SUBCALL_MAX_TOKENS)
+    temperature: float | None = Field(default=None, ge=0, le=lim.MAX_TEMPERATURE)
     metadata: dict[str, Any] | None = None
 
 
@@ -102,9 +118,9 @@ class SearchFilters(_In):
 
 class SearchRequest(_In):
     type: Literal["search"] | None = None
-    key: str = Field(min_length=1, max_length=512)
-    query: str
-    k: int | None = Int32
+    key: str = _tool_key()
+    query: str = Field(max_length=lim.MAX_SEARCH_QUERY_CHARS)
+    k: int | None = Field(default=None, ge=0, le=lim.MAX_SEARCH_K)
     filters: SearchFilters | None = None
 
 
@@ -112,7 +128,7 @@ class SpanInput(_In):
     doc_index: int = Field(ge=0, le=INT32)
     start_char: int = Field(ge=0, le=INT64)
     end_char: int = Field(ge=0, le=INT64)
-    tag: str = Field(default="", max_length=200)
+    tag: str = Field(default="", max_length=lim.MAX_SPAN_TAG_CHARS)
 
 
 class RlmRequest(_In):
@@ -120,10 +136,12 @@ class RlmRequest(_In):
     (doc_indices), spans, or (both empty) every document."""
 
     type: Literal["rlm"] | None = None
-    key: str = Field(min_length=1, max_length=512)
-    question: str = Field(min_length=1, max_length=100_000)
-    doc_indices: list[Annotated[int, Field(ge=0, le=INT32)]] = Field(default_factory=list, max_length=1000)
-    spans: list[SpanInput] = Field(default_factory=list, max_length=1000)
+    key: str = _tool_key()
+    question: str = Field(min_length=1, max_length=lim.MAX_QUESTION_CHARS)
+    doc_indices: list[Annotated[int, Field(ge=0, le=INT32)]] = Field(
+        default_factory=list, max_length=lim.MAX_RLM_PIECES
+    )
+    spans: list[SpanInput] = Field(default_factory=list, max_length=lim.MAX_RLM_PIECES)
     budgets: Budgets | None = Field(default=None, description="overrides, capped by what the parent has left")
 
 
@@ -153,11 +171,11 @@ class BudgetsConsumed(_Out):
 
 # ---------------------------------------------------------------- sessions
 class DocumentInput(_In):
-    source_name: str = Field(min_length=1, max_length=1024)
-    mime_type: str = Field(min_length=1, max_length=200)
-    raw_s3_uri: str = Field(min_length=1, max_length=2048)
-    raw_s3_version_id: str | None = Field(default=None, max_length=1024)
-    raw_s3_etag: str | None = Field(default=None, max_length=1024)
+    source_name: str = Field(min_length=1, max_length=lim.MAX_SOURCE_NAME_CHARS)
+    mime_type: str = Field(min_length=1, max_length=lim.MAX_MIME_TYPE_CHARS)
+    raw_s3_uri: str = Field(min_length=1, max_length=lim.MAX_S3_URI_CHARS)
+    raw_s3_version_id: str | None = Field(default=None, max_length=lim.MAX_S3_VERSION_CHARS)
+    raw_s3_etag: str | None = Field(default=None, max_length=lim.MAX_S3_VERSION_CHARS)
 
 
 class SessionOptions(_In):
@@ -166,8 +184,10 @@ class SessionOptions(_In):
 
 
 class CreateSessionBody(_In):
-    ttl_minutes: int | None = Field(default=None, ge=1, le=INT32)
-    docs: list[DocumentInput] = Field(min_length=1, max_length=1000)
+    ttl_minutes: int | None = Field(
+        default=None, ge=1, le=lim.MAX_TTL_MINUTES, description=f"default {lim.DEFAULT_TTL_MINUTES}"
+    )
+    docs: list[DocumentInput] = Field(min_length=1, max_length=lim.MAX_DOCS_PER_SESSION)
     options: SessionOptions | None = None
     models_default: Models | None = None
     budgets_default: Budgets | None = None
@@ -229,12 +249,17 @@ class ExecutionOptions(_In):
     return_trace: bool | None = None
     redact_trace: bool | None = None
     synchronous: bool | None = None
-    synchronous_timeout_seconds: float | None = Field(default=None, ge=0, le=3600)
+    synchronous_timeout_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=lim.MAX_SYNCHRONOUS_TIMEOUT_SECONDS,
+        description=f"0 or unset: {lim.DEFAULT_SYNCHRONOUS_TIMEOUT_SECONDS:g}",
+    )
     output_mode: Literal["ANSWER", "CONTEXTS"] | None = None
 
 
 class StartExecutionBody(_In):
-    question: str = Field(min_length=1, max_length=100_000)
+    question: str = Field(min_length=1, max_length=lim.MAX_QUESTION_CHARS)
     models: Models | None = None
     budgets: Budgets | None = None
     options: ExecutionOptions | None = None
@@ -292,7 +317,9 @@ class ExecutionView(_Out):
 
 
 class WaitBody(_In):
-    timeout_seconds: float = Field(default=30.0, ge=0, le=900)
+    timeout_seconds: float = Field(
+        default=lim.DEFAULT_WAIT_TIMEOUT_SECONDS, ge=0, le=lim.MAX_WAIT_TIMEOUT_SECONDS
+    )
 
 
 class CancelResult(_Out):
@@ -338,7 +365,7 @@ class RunStepOptions(_In):
 
 
 class RunStepBody(_In):
-    code: str = Field(min_length=1, max_length=1_000_000)
+    code: str = Field(min_length=1, max_length=lim.MAX_CODE_CHARS)
     state: dict[str, Any] | None = None
     options: RunStepOptions | None = None
 
@@ -405,10 +432,12 @@ class ResolveToolsResult(_Out):
 
 # ---------------------------------------------------------------- spans, citations
 class SpanGetBody(_In):
-    session_id: str = Field(min_length=1, max_length=200)
-    doc_id: str = Field(min_length=1, max_length=200)
+    session_id: str = Field(min_length=1, max_length=lim.MAX_ID_CHARS)
+    doc_id: str = Field(min_length=1, max_length=lim.MAX_ID_CHARS)
     start_char: int = Field(ge=0, le=INT64)
-    end_char: int = Field(ge=0, le=INT64)
+    end_char: int = Field(
+        ge=0, le=INT64, description=f"end_char - start_char is at most {lim.MAX_SPAN_CHARS:,}"
+    )
 
 
 class SpanText(_Out):

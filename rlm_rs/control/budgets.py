@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from rlm_rs.errors import RlmError
+from rlm_rs.limits import BUDGET_CEILINGS
 from rlm_rs.sandbox.policy import default_policy
 from rlm_rs.v1.common_pb2 import Budgets
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
@@ -34,22 +35,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "max_cost_usd": 0.0,
 }
 
-_CEILINGS: dict[str, float] = {
-    "max_turns": 200,
-    "max_total_seconds": 3600,
-    "max_step_seconds": 300,
-    "max_spans_total": 100_000,
-    "max_spans_per_step": 10_000,
-    "max_tool_requests_per_step": 500,
-    "max_llm_subcalls": 10_000,
-    "max_llm_prompt_chars": 2_000_000,
-    "max_total_llm_prompt_chars": 100_000_000,
-    "max_stdout_chars": 1_000_000,
-    "max_state_chars": 20_000_000,
-    "max_rlm_subcalls": 100,
-    "max_depth": 5,
-    "max_cost_usd": 10_000,
-}
+# Each budget's ceiling is in rlm_rs/limits.py (the gateway advertises the same numbers).
+_CEILINGS = BUDGET_CEILINGS
 
 
 def budgets_to_dict(budgets: Budgets | None) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from rlm_rs.control.tools import Resolution, ToolResolver
 from rlm_rs.control.traces import build_trace, read_trace, redact, write_trace
 from rlm_rs.errors import RlmError
 from rlm_rs.ingestion.search import SearchIndex
+from rlm_rs.limits import MAX_WAIT_TIMEOUT_SECONDS
 from rlm_rs.observability import (
     EXECUTION_DURATION,
     EXECUTION_SPANS,
@@ -273,7 +274,7 @@ class ExecutionEngine:
 
     # --- waiting and cancelling ---------------------------------------------------------------
     def wait(self, tenant_id: str, execution_id: str, timeout_seconds: float) -> dict[str, Any]:
-        deadline = time.monotonic() + max(0.0, min(timeout_seconds, 300.0))
+        deadline = time.monotonic() + max(0.0, min(timeout_seconds, MAX_WAIT_TIMEOUT_SECONDS))
         while True:
             execution = self.get(tenant_id, execution_id)
             remaining = deadline - time.monotonic()

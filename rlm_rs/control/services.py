@@ -26,7 +26,20 @@ from rlm_rs.control.admission import Admission
 from rlm_rs.control.budgets import budgets_from_dict, budgets_to_dict
 from rlm_rs.control.engine import TERMINAL, ExecutionEngine
 from rlm_rs.control.sessions import load_session
+from rlm_rs.control.validation import check_models, check_tool_requests
 from rlm_rs.errors import RlmError
+from rlm_rs.limits import (
+    DEFAULT_SYNCHRONOUS_TIMEOUT_SECONDS,
+    DEFAULT_WAIT_TIMEOUT_SECONDS,
+    EVENT_ID_PATTERN,
+    MAX_CODE_CHARS,
+    MAX_PAGE_TOKEN_CHARS,
+    MAX_QUESTION_CHARS,
+    MAX_SPAN_CHARS,
+    MAX_STEPS_PAGE_SIZE,
+    MAX_SYNCHRONOUS_TIMEOUT_SECONDS,
+    MAX_WAIT_TIMEOUT_SECONDS,
+)
 from rlm_rs.storage import Storage
 from rlm_rs.storage.state import read_state_record
 from rlm_rs.v1 import citation_pb2, citation_pb2_grpc, execution_pb2, execution_pb2_grpc
@@ -44,11 +57,8 @@ from rlm_rs.v1.common_pb2 import (
     ToolRequests,
 )
 
-MAX_QUESTION_CHARS = 20_000
-MAX_CODE_CHARS = 200_000
-MAX_SPAN_CHARS = 1_000_000  # the most text GetSpan or VerifyCitation returns at once
 LIST_STEPS_BYTES = 32 * 1024 * 1024  # a ListSteps page; the server sends at most 64 MiB
-EVENT_ID = re.compile(r"^\d{6}\.\d{4}$")
+EVENT_ID = re.compile(EVENT_ID_PATTERN)
 # Initial metadata sent once a watch is accepted (auth, id and tenant checked):
 # the gateway waits for it before it answers 200 with an event stream.
 WATCH_STARTED = "x-rlm-watch"
@@ -124,8 +134,11 @@ def step_message(item: dict[str, Any]) -> execution_pb2.StepRecord:
 def _options(request_options: execution_pb2.ExecutionOptions) -> dict[str, Any]:
     options = json_format.MessageToDict(request_options, preserving_proto_field_name=True)
     timeout = float(options.get("synchronous_timeout_seconds") or 0)
-    if timeout < 0 or timeout > 300:
-        raise RlmError("VALIDATION_ERROR", "options.synchronous_timeout_seconds must be 0..300")
+    if not 0 <= timeout <= MAX_SYNCHRONOUS_TIMEOUT_SECONDS:  # NaN fails too
+        raise RlmError(
+            "VALIDATION_ERROR",
+            f"options.synchronous_timeout_seconds must be 0..{MAX_SYNCHRONOUS_TIMEOUT_SECONDS:g}",
+        )
     return options
 
 
@@ -183,7 +196,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         """Start an Answerer record; a synchronous request waits for it."""
         self.engine.start(record)
         if options.synchronous:
-            timeout = options.synchronous_timeout_seconds or 60.0
+            timeout = options.synchronous_timeout_seconds or DEFAULT_SYNCHRONOUS_TIMEOUT_SECONDS
             record = self._wait(caller, record["execution_id"], timeout, context)
         return self._message(record)
 
@@ -203,6 +216,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self, caller: Caller, session_id: str, mode: str, question: str, request: Any
     ) -> dict[str, Any]:
         session = load_session(self.storage, caller.tenant_id, session_id)
+        check_models(request.models)
         models = json_format.MessageToDict(request.models, preserving_proto_field_name=True)
         return self.engine.create(
             caller.tenant_id,
@@ -225,6 +239,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self, request: execution_pb2.StartFollowupRequest, context: grpc.ServicerContext, caller: Caller
     ) -> execution_pb2.Execution:
         question = _question(request.question)
+        check_models(request.models)
         record = self.engine.followup(
             caller.tenant_id,
             request.execution_id,
@@ -239,7 +254,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self, request: execution_pb2.WatchExecutionRequest, context: grpc.ServicerContext, caller: Caller
     ) -> Iterator[execution_pb2.ExecutionEvent]:
         after = request.after_event_id
-        if after and not EVENT_ID.match(after):
+        if after and not EVENT_ID.fullmatch(after):
             raise RlmError("VALIDATION_ERROR", "after_event_id must be empty or an event id like 000003.0002")
         execution = self.engine.get(caller.tenant_id, request.execution_id)  # NOT_FOUND before the stream
         load_session(self.storage, caller.tenant_id, execution["session_id"])
@@ -265,9 +280,10 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     def _WaitExecution(
         self, request: execution_pb2.WaitExecutionRequest, context: grpc.ServicerContext, caller: Caller
     ) -> execution_pb2.Execution:
-        if not 0 <= request.timeout_seconds <= 300:
-            raise RlmError("VALIDATION_ERROR", "timeout_seconds must be 0..300")
-        record = self._wait(caller, request.execution_id, request.timeout_seconds or 30.0, context)
+        if not 0 <= request.timeout_seconds <= MAX_WAIT_TIMEOUT_SECONDS:
+            raise RlmError("VALIDATION_ERROR", f"timeout_seconds must be 0..{MAX_WAIT_TIMEOUT_SECONDS:g}")
+        timeout = request.timeout_seconds or DEFAULT_WAIT_TIMEOUT_SECONDS
+        record = self._wait(caller, request.execution_id, timeout, context)
         return self._message(record)
 
     def _CancelExecution(
@@ -286,10 +302,12 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         """A page of steps: page_size of them at most, and never more than
         LIST_STEPS_BYTES (one step always, whatever its size); next_page_token
         is the turn index the next page starts at."""
-        if not 0 <= request.page_size <= 1_000:
-            raise RlmError("VALIDATION_ERROR", "page_size must be 0..1000 (0: as many as fit)")
+        if not 0 <= request.page_size <= MAX_STEPS_PAGE_SIZE:
+            raise RlmError(
+                "VALIDATION_ERROR", f"page_size must be 0..{MAX_STEPS_PAGE_SIZE} (0: as many as fit)"
+            )
         token = request.page_token
-        if token and not (token.isascii() and token.isdigit() and len(token) <= 9):
+        if token and not (token.isascii() and token.isdigit() and len(token) <= MAX_PAGE_TOKEN_CHARS):
             raise RlmError("VALIDATION_ERROR", "page_token is not one this service issued")
         execution = self.engine.get(caller.tenant_id, request.execution_id)
         start = int(token) if token else 0
@@ -332,14 +350,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> execution_pb2.ResolveToolsResponse:
         requests = ToolRequests()
         requests.CopyFrom(request.tool_requests)
-        keys = (
-            [r.key for r in requests.llm]
-            + [r.key for r in requests.search]
-            + [r.key for r in requests.llm_batch]
-            + [r.key for r in requests.rlm]
-        )
-        if not keys or any(not k for k in keys) or len(set(keys)) != len(keys):
-            raise RlmError("VALIDATION_ERROR", "tool_requests need unique, non-empty keys")
+        check_tool_requests(requests)
+        check_models(request.models)
         resolution = self.engine.resolve_tools(
             caller.tenant_id, request.execution_id, requests, request.models.sub_model
         )

@@ -22,7 +22,20 @@ from rlm_rs.control.admission import Admission
 from rlm_rs.control.budgets import budgets_to_dict, merge_budgets
 from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.quotas import Quotas
+from rlm_rs.control.validation import check_models
 from rlm_rs.errors import RlmError
+from rlm_rs.limits import (
+    DEFAULT_SESSIONS_PAGE_SIZE,
+    DEFAULT_TTL_MINUTES,
+    MAX_DOCS_PER_SESSION,
+    MAX_MIME_TYPE_CHARS,
+    MAX_PAGE_TOKEN_CHARS,
+    MAX_S3_URI_CHARS,
+    MAX_S3_VERSION_CHARS,
+    MAX_SESSIONS_PAGE_SIZE,
+    MAX_SOURCE_NAME_CHARS,
+    MAX_TTL_MINUTES,
+)
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import new_id, now_iso
@@ -30,8 +43,6 @@ from rlm_rs.storage.uploads import RawGrants, readable_raw_key
 from rlm_rs.v1 import session_pb2, session_pb2_grpc
 from rlm_rs.v1.common_pb2 import Models
 
-MAX_DOCS = 100
-MAX_TTL_MINUTES = 7 * 24 * 60
 _SUPPORTED_MIME = {
     "",
     "application/pdf",
@@ -120,12 +131,26 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def _validate_docs(self, tenant_id: str, docs: Any) -> None:
         if not docs:
             raise RlmError("VALIDATION_ERROR", "docs must list at least one document")
-        if len(docs) > MAX_DOCS:
-            raise RlmError("VALIDATION_ERROR", f"at most {MAX_DOCS} documents per session")
+        if len(docs) > MAX_DOCS_PER_SESSION:
+            raise RlmError("VALIDATION_ERROR", f"at most {MAX_DOCS_PER_SESSION} documents per session")
         for index, doc in enumerate(docs):
             where = {"doc": index}
-            if not doc.source_name or len(doc.source_name) > 512:
-                raise RlmError("VALIDATION_ERROR", f"docs[{index}].source_name is required", where)
+            if not doc.source_name or len(doc.source_name) > MAX_SOURCE_NAME_CHARS:
+                raise RlmError(
+                    "VALIDATION_ERROR",
+                    f"docs[{index}].source_name must be 1..{MAX_SOURCE_NAME_CHARS} characters",
+                    where,
+                )
+            for name, bound in (
+                ("mime_type", MAX_MIME_TYPE_CHARS),
+                ("raw_s3_uri", MAX_S3_URI_CHARS),
+                ("raw_s3_version_id", MAX_S3_VERSION_CHARS),
+                ("raw_s3_etag", MAX_S3_VERSION_CHARS),
+            ):
+                if len(getattr(doc, name)) > bound:
+                    raise RlmError(
+                        "VALIDATION_ERROR", f"docs[{index}].{name} must be at most {bound} characters", where
+                    )
             if doc.mime_type.split(";")[0].strip().lower() not in _SUPPORTED_MIME:
                 raise RlmError("VALIDATION_ERROR", f"docs[{index}].mime_type is not supported", where)
             try:
@@ -147,13 +172,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         context: grpc.ServicerContext,
         caller: Caller,
     ) -> session_pb2.Session:
-        ttl = request.ttl_minutes or 60
+        ttl = request.ttl_minutes or DEFAULT_TTL_MINUTES
         if not 1 <= ttl <= MAX_TTL_MINUTES:
             raise RlmError("VALIDATION_ERROR", f"ttl_minutes must be 1..{MAX_TTL_MINUTES}")
         mode = (request.options.readiness_mode or "STRICT").upper()
         if mode not in ("STRICT", "LAX"):
             raise RlmError("VALIDATION_ERROR", "options.readiness_mode must be STRICT or LAX")
         self._validate_docs(caller.tenant_id, request.docs)
+        check_models(request.models_default, "models_default")
         budgets_default = budgets_to_dict(request.budgets_default)
         merge_budgets(budgets_default)  # validate now, not at the first execution
         enable_search = request.options.enable_search or (
@@ -227,12 +253,16 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             for s in self.storage.metadata.list_sessions(caller.tenant_id, request.status or None)
             if s["status"] != "DELETING"
         ]
-        if not 0 <= request.page_size <= 200:
-            raise RlmError("VALIDATION_ERROR", "page_size must be 0..200 (0: the default, 50)")
+        if not 0 <= request.page_size <= MAX_SESSIONS_PAGE_SIZE:
+            raise RlmError(
+                "VALIDATION_ERROR",
+                f"page_size must be 0..{MAX_SESSIONS_PAGE_SIZE} "
+                f"(0: the default, {DEFAULT_SESSIONS_PAGE_SIZE})",
+            )
         token = request.page_token
-        if token and not (token.isascii() and token.isdigit() and len(token) <= 9):
+        if token and not (token.isascii() and token.isdigit() and len(token) <= MAX_PAGE_TOKEN_CHARS):
             raise RlmError("VALIDATION_ERROR", "page_token is not one this service issued")
-        size = request.page_size or 50
+        size = request.page_size or DEFAULT_SESSIONS_PAGE_SIZE
         start = int(token) if token else 0
         page = sessions[start : start + size]
         response = session_pb2.ListSessionsResponse(

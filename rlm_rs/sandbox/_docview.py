@@ -21,12 +21,13 @@ from typing import Any
 
 import regex
 
+from rlm_rs.limits import MAX_SPAN_TAG_CHARS
 from rlm_rs.sandbox._regex_reach import Instrumented, instrument
 from rlm_rs.sandbox._runtime import StepRuntime
 from rlm_rs.textfile import TextFile
 
 _MAX_PATTERN_CHARS = 2_000
-_MAX_TAG_CHARS = 200
+_MAX_TAG_CHARS = MAX_SPAN_TAG_CHARS  # rlm_rs/limits.py: the gateway advertises the same bound
 # One read materialises its text as a str (up to 4 bytes a char): 10M chars
 # keeps a single read far below the pool's memory limit, and a step that
 # reads a whole large document gets a clear error instead of an OOM kill.

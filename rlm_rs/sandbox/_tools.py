@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlm_rs import limits
 from rlm_rs.canonical import canonical_json
 from rlm_rs.sandbox._runtime import FinalStop, StepRuntime, StepStop, YieldStop
 from rlm_rs.sandbox._state import check_json_value
@@ -23,12 +24,13 @@ from rlm_rs.v1.common_pb2 import (
     ToolRequests,
 )
 
-_MAX_KEY_CHARS = 128
-_MAX_QUERY_CHARS = 2_000
-_MAX_TOKENS = 32_768
-_MAX_BATCH = 100
-_MAX_QUESTION_CHARS = 20_000
-_MAX_PIECES = 1_000
+# Bounds shared with the control plane and the gateway (rlm_rs/limits.py).
+_MAX_KEY_CHARS = limits.MAX_TOOL_KEY_CHARS
+_MAX_QUERY_CHARS = limits.MAX_SEARCH_QUERY_CHARS
+_MAX_TOKENS = limits.MAX_SUBCALL_MAX_TOKENS
+_MAX_BATCH = limits.MAX_BATCH_PROMPTS
+_MAX_QUESTION_CHARS = limits.MAX_QUESTION_CHARS
+_MAX_PIECES = limits.MAX_RLM_PIECES
 
 
 class ToolAPI:
@@ -190,8 +192,8 @@ class ToolAPI:
             raise RuntimeError("search is not enabled for this session")
         if type(query) is not str or not query or len(query) > _MAX_QUERY_CHARS:
             raise ValueError(f"query must be a non-empty str of <= {_MAX_QUERY_CHARS} chars")
-        if type(k) is not int or not 1 <= k <= 100:
-            raise ValueError("k must be an int from 1 to 100")
+        if type(k) is not int or not 1 <= k <= limits.MAX_SEARCH_K:
+            raise ValueError(f"k must be an int from 1 to {limits.MAX_SEARCH_K}")
         doc_ids: list[str] = []
         if filters is not None:
             if type(filters) is not dict or set(filters) - {"doc_ids"}:
@@ -254,12 +256,12 @@ class ToolAPI:
 
 def _check_call_options(model_hint: Any, max_tokens: Any, temperature: Any, metadata: Any) -> None:
     """The options queue_llm and queue_llm_batch share."""
-    if type(model_hint) is not str or len(model_hint) > 100:
+    if type(model_hint) is not str or len(model_hint) > limits.MAX_MODEL_NAME_CHARS:
         raise ValueError("model_hint must be a short str")
     if type(max_tokens) is not int or not 1 <= max_tokens <= _MAX_TOKENS:
         raise ValueError(f"max_tokens must be an int from 1 to {_MAX_TOKENS}")
-    if type(temperature) not in (int, float) or not 0 <= temperature <= 2:
-        raise ValueError("temperature must be a number from 0 to 2")
+    if type(temperature) not in (int, float) or not 0 <= temperature <= limits.MAX_TEMPERATURE:
+        raise ValueError(f"temperature must be a number from 0 to {limits.MAX_TEMPERATURE:g}")
     check_json_value(metadata, "metadata")
 
 

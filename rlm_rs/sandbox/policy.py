@@ -34,6 +34,7 @@ the table in _restricted.Guards.builtins is ignored, never looked up.
 
 from __future__ import annotations
 
+from rlm_rs.limits import MAX_CODE_CHARS
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
 # The spec's builtins allowlist (SPEC §3) plus harmless additions: none of
@@ -78,7 +79,7 @@ def default_policy() -> SandboxPolicy:
         max_spans_per_step=200,
         max_tool_requests_per_step=25,
         max_state_chars=500_000,
-        max_code_chars=100_000,
+        max_code_chars=MAX_CODE_CHARS,
         max_hits_per_call=200,
         max_regex_seconds=1.0,
         max_llm_prompt_chars=200_000,
