@@ -24,6 +24,7 @@ SRC=$(pwd)
 PROJECT=${PROJECT:-rlmci}
 OUT=${OUT:-$(mktemp -d /tmp/rlm-containers-test.XXXXXX)}
 WORK=$(mktemp -d /tmp/rlm-containers-work.XXXXXX)
+mkdir -p "$OUT"
 TOOLS=${TOOLS:-/opt/ci-tools}             # venv with podman-compose
 BASE_TAR=${BASE_TAR:-/var/tmp/debian-bookworm-py311.tar}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
