@@ -1,16 +1,17 @@
 """Format parsers: bytes -> canonical text + meta (SPEC §8), deterministic.
 
-Canonical text is UTF-8, NFC, `\\n` line endings, no BOM, with no trailing
-whitespace on lines and at most one blank line in a row; pages (PDF) are
-joined by one blank line. The same input bytes and PARSER_VERSION always give
-the same text.txt, meta.json and offsets.json bytes. Changing any of this
-requires a new PARSER_VERSION. Failures are ParseFailure with one of
-FAILURE_CODES, never an exception from a library.
+Canonical text (rlm_rs/ingestion/canonical_text.py) is UTF-8, NFC, `\\n` line
+endings, no BOM, with no trailing whitespace on lines and at most one blank
+line in a row; pages (PDF) are joined by one blank line. The same input bytes
+and PARSER_VERSION always give the same text.txt, meta.json and offsets.json
+bytes. Changing any of this requires a new PARSER_VERSION. Failures are
+ParseFailure with one of FAILURE_CODES, never an exception from a library.
 
-Third-party parsers (pdfminer.six, trafilatura/lxml, python-docx) run in a
-child process with an address-space limit and a wall-clock timeout, because a
-hostile file can make them hang or allocate without bound; plain text and
-Markdown are parsed in-process. Children come from a forkserver (a clean,
+Every format is parsed in a child process with an address-space limit and a
+wall-clock timeout (PARSE_TIMEOUT): a hostile file can make the third-party
+parsers (pdfminer.six, trafilatura/lxml, python-docx) hang or allocate without
+bound, and plain text gets the same wall so that no format can hold a worker
+slot longer than its timeout. Children come from a forkserver (a clean,
 single-threaded process that preloads this module), never from a plain fork
 of the caller: the worker and the parser service are multi-threaded, and a
 fork taken while another thread held a lock (logging, an import, malloc)
@@ -24,15 +25,17 @@ import io
 import multiprocessing
 import re
 import resource
-import unicodedata
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_rs.canonical import build_offsets, canonical_json, checksum_text
+from rlm_rs.ingestion.canonical_text import canonical_block
 
-PARSER_VERSION = "rlm-rs-parser/1"
+# 2: trailing spaces come off the last line too, NUL is removed before NFC,
+# and runs of more than 30 non-starters get a CGJ (see canonical_text.py).
+PARSER_VERSION = "rlm-rs-parser/2"
 META_VERSION = 1
 
 FAILURE_CODES = {
@@ -138,33 +141,6 @@ def _tree(headings: list[Heading], text_end: int) -> list[dict[str, Any]]:
     return roots
 
 
-# --- canonicalisation ----------------------------------------------------------------------
-
-_TRAILING_WS = re.compile(r"[ \t\u00a0]+\n")
-_BLANK_RUNS = re.compile(r"\n{3,}")
-
-
-def canonical_block(text: str) -> str:
-    """One block of extracted text in canonical form (see module docstring)."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not unicodedata.is_normalized("NFC", text):
-        text = unicodedata.normalize("NFC", text)
-    text = text.replace("\x00", "")
-    # Each pass only when it changes something: on a 50 MB document every
-    # needless copy is another 50-200 MB of peak memory.
-    # (plain substring tests first: they run at memchr speed, regex search does not)
-    if (" \n" in text or "\t\n" in text or "\u00a0\n" in text) and _TRAILING_WS.search(text):
-        text = _TRAILING_WS.sub("\n", text)
-    if "\n\n\n" in text:
-        text = _BLANK_RUNS.sub("\n\n", text)
-    if text.startswith("\n") or text.endswith("\n"):
-        text = text.strip("\n")
-    return text
-
-
 class _Builder:
     """Appends blocks and records where each starts."""
 
@@ -214,16 +190,38 @@ def _decode_text(data: bytes) -> str:
         ) from None
 
 
-_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+def _next_hash_line(text: str, position: int) -> int:
+    """Start of the next line at or after `position` that begins with `#`, or -1."""
+    if position == 0 and text.startswith("#"):
+        return 0
+    found = text.find("\n#", max(position - 1, 0))
+    return -1 if found == -1 else found + 1
+
+
+def markdown_headings(text: str) -> list[Heading]:
+    """ATX headings: a line of 1-6 `#`, a space or tab, then the title (its
+    closing `#`s and spaces dropped). One pass over the lines that start with
+    `#` (a regex here backtracked quadratically on long runs of spaces)."""
+    headings: list[Heading] = []
+    start = _next_hash_line(text, 0)
+    while start != -1:
+        end = text.find("\n", start)
+        line = text[start:] if end == -1 else text[start:end]
+        level = len(line) - len(line.lstrip("#"))
+        if 1 <= level <= 6 and line[level : level + 1] in (" ", "\t"):
+            rest = line[level:]
+            body = rest.lstrip(" \t")
+            if body:
+                headings.append(Heading(level, body[: max(1, len(body.rstrip(" \t#")))].strip(), start))
+            elif len(rest) >= 2:  # only spaces after the marks: an empty title
+                headings.append(Heading(level, "", start))
+        start = -1 if end == -1 else _next_hash_line(text, end + 1)
+    return headings
 
 
 def parse_text(data: bytes, markdown: bool = False) -> ParsedDocument:
     text = canonical_block(_decode_text(data))
-    headings = []
-    if markdown:
-        for match in _MD_HEADING.finditer(text):
-            headings.append(Heading(len(match.group(1)), match.group(2).strip(), match.start()))
-    return ParsedDocument(text=text, headings=headings)
+    return ParsedDocument(text=text, headings=markdown_headings(text) if markdown else [])
 
 
 def parse_pdf(data: bytes) -> ParsedDocument:
@@ -325,14 +323,21 @@ def parse_docx(data: bytes) -> ParsedDocument:
     return ParsedDocument(text=builder.text(), headings=headings, tables=tables, title=title)
 
 
-_LIBRARY_PARSERS = {"pdf": parse_pdf, "html": parse_html, "docx": parse_docx}
+def parse_markdown(data: bytes) -> ParsedDocument:
+    return parse_text(data, markdown=True)
+
+
+_PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
+    "pdf": parse_pdf, "html": parse_html, "docx": parse_docx, "text": parse_text,
+    "markdown": parse_markdown,
+}  # fmt: skip
 
 
 def _child_parse(kind: str, data: bytes, connection: Any) -> None:
     try:
         resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE_BYTES,) * 2)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        connection.send(("ok", _LIBRARY_PARSERS[kind](data)))
+        connection.send(("ok", _PARSERS[kind](data)))
     except ParseFailure as failure:
         connection.send(("failed", (failure.code, failure.message, failure.details)))
     except MemoryError:
@@ -392,10 +397,7 @@ def parse_document(
     if len(data) > MAX_INPUT_BYTES:
         raise ParseFailure("DOCUMENT_TOO_LARGE", f"the file is over {MAX_INPUT_BYTES} bytes")
     kind = detect_format(mime_type, source_name)
-    if kind in ("text", "markdown"):
-        parsed = parse_text(data, markdown=kind == "markdown")
-    else:
-        parsed = _run_isolated(kind, data, timeout_seconds)
+    parsed = _run_isolated(kind, data, timeout_seconds)
     if not parsed.text.strip():
         raise ParseFailure("EMPTY_DOCUMENT", "no text could be extracted")
     return parsed
