@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # Model names allowed as metric label values (comma-separated); default: every
     # priced model plus DEFAULT_ROOT_MODEL and DEFAULT_SUB_MODEL. Others: "other".
     model_allowlist: str = Field("", alias="RLM_MODEL_ALLOWLIST")
+    # --- ingestion worker (rlm_rs/ingestion/worker.py, docs/ingestion.md) ---
+    # Documents one worker parses at once, and at most this many for one tenant
+    # (the rest stay free for other tenants; each parse ends by PARSE_TIMEOUT).
+    ingest_max_parses: int = Field(4, ge=1, le=64, alias="RLM_INGEST_MAX_PARSES")
+    ingest_max_parses_per_tenant: int = Field(2, ge=1, le=64, alias="RLM_INGEST_MAX_PARSES_PER_TENANT")
 
     @model_validator(mode="after")
     def _reserve_below_threads(self) -> Settings:

@@ -11,20 +11,29 @@ parser-service faults with backoff. Then it decides the session:
           as soon as one document FAILED.
   LAX:    READY when every document is PARSED/INDEXED or FAILED and at least
           one succeeded; FAILED when all failed.
-Re-running is idempotent: outputs are immutable and identical for the same
-input and parser version, and every status change is conditional.
+Documents are parsed concurrently, at most RLM_INGEST_MAX_PARSES at once and
+RLM_INGEST_MAX_PARSES_PER_TENANT for one tenant, in a fair order across
+tenants and sessions (scheduling.py), and a session is decided as soon as its
+last document is done: one tenant's big or slow document never holds up
+another tenant's session. Re-running is idempotent: outputs are immutable and
+identical for the same input and parser version, and every status change is
+conditional.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rlm_rs.errors import RlmError
+from rlm_rs.ingestion.scheduling import FairScheduler, PendingDocument
 from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.ingestion.service import ParseRequest, ParseSource, handle_parse
 from rlm_rs.observability import get_logger
@@ -57,33 +66,97 @@ class IngestionWorker:
         self.owner = owner or f"ingest-{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
         self._search = search_index
+        self._search_lock = threading.Lock()
+        self.scheduler = FairScheduler(settings.ingest_max_parses, settings.ingest_max_parses_per_tenant)
         self.log = get_logger(component="ingestion", worker=self.owner)
 
     @property
     def search_index(self) -> SearchIndex:
-        if self._search is None:
-            self._search = SearchIndex(self.settings.data_dir / "search.sqlite3")
-        return self._search
+        with self._search_lock:
+            if self._search is None:
+                self._search = SearchIndex(self.settings.data_dir / "search.sqlite3")
+            return self._search
 
     # --- loop --------------------------------------------------------------------------
     def run_once(self) -> int:
-        """One pass over every CREATING session; returns documents processed."""
-        processed = 0
-        for session in self.storage.metadata.sessions_with_status("CREATING"):
-            for doc in self.storage.metadata.list_documents(session["session_id"]):
-                if doc.get("ingest_status") in _IN_FLIGHT:
-                    processed += self._process(session, doc)
-            self._decide_session(session)
-        return processed
+        """Process every pending document once (concurrently, fairly), decide
+        every CREATING session; returns the documents processed."""
+        return self._run(None, 0.0)
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
-        while not stop.is_set():
-            try:
-                if self.run_once():
+        self._run(stop, poll_seconds)
+
+    def _run(self, stop: threading.Event | None, poll_seconds: float) -> int:
+        once = stop is None
+        processed = 0
+        # A document tried once is not tried again before this time (never, in
+        # run_once): a lease another worker holds must not spin this loop.
+        not_before: dict[tuple[str, str], float] = {}
+        running: dict[Future[int], PendingDocument] = {}
+        with ThreadPoolExecutor(self.scheduler.slots, thread_name_prefix="ingest-parse") as pool:
+            while stop is None or not stop.is_set():
+                now = time.monotonic()
+                try:
+                    pending = [d for d in self._pending() if not_before.get(d.key, 0.0) <= now]
+                    for doc in self.scheduler.take(pending):
+                        not_before[doc.key] = math.inf if once else now + poll_seconds
+                        running[pool.submit(self._work, doc)] = doc
+                except Exception as exc:  # keep serving; the next pass retries
+                    if once:
+                        raise
+                    self.log.error("ingest_pass_failed", error=type(exc).__name__)
+                if not running:
+                    if stop is None:
+                        break
+                    stop.wait(poll_seconds)
                     continue
-            except Exception as exc:  # keep serving; the next pass retries
-                self.log.error("ingest_pass_failed", error=type(exc).__name__)
-            stop.wait(poll_seconds)
+                done, _ = wait(running, timeout=None if once else poll_seconds, return_when=FIRST_COMPLETED)
+                for future in done:
+                    running.pop(future)
+                    processed += future.result()
+                if not once:
+                    not_before = {k: t for k, t in not_before.items() if t > now}
+        return processed
+
+    def _pending(self) -> list[PendingDocument]:
+        """Documents to parse or index, of every CREATING session; a session
+        with nothing left in flight is decided here."""
+        pending: list[PendingDocument] = []
+        for session in self.storage.metadata.sessions_with_status("CREATING"):
+            docs = self.storage.metadata.list_documents(session["session_id"])
+            if self._decide_session(session, docs):
+                continue
+            pending.extend(
+                PendingDocument(
+                    tenant_id=session["tenant_id"],
+                    session_id=session["session_id"],
+                    doc_id=doc["doc_id"],
+                    doc_index=int(doc.get("doc_index") or 0),
+                    session_created_at=str(session.get("created_at") or ""),
+                )
+                for doc in docs
+                if doc.get("ingest_status") in _IN_FLIGHT
+            )
+        return pending
+
+    def _work(self, pending: PendingDocument) -> int:
+        """One document in a pool thread, then its session's decision; never raises."""
+        try:
+            session = self.storage.metadata.find_session(pending.session_id)
+            if session is None or session.get("status") != "CREATING":
+                return 0  # deleted, or decided meanwhile
+            doc = self.storage.metadata.get_document(pending.session_id, pending.doc_id)
+            if doc is None or doc.get("ingest_status") not in _IN_FLIGHT:
+                return 0
+            processed = self._process(session, doc)
+            self._decide_session(session)
+            return processed
+        except Exception as exc:  # the document stays in flight; its lease expires
+            self.log.error("ingest_document_failed", session_id=pending.session_id,
+                           doc_id=pending.doc_id, error=type(exc).__name__)  # fmt: skip
+            return 0
+        finally:
+            self.scheduler.release(pending)
 
     # --- one document --------------------------------------------------------------------
     def _process(self, session: dict[str, Any], doc: dict[str, Any]) -> int:
@@ -194,8 +267,11 @@ class IngestionWorker:
         meta.update_document(session_id, doc_id, done, from_statuses=("INDEXING",))
 
     # --- the session -------------------------------------------------------------------------
-    def _decide_session(self, session: dict[str, Any]) -> None:
-        docs = self.storage.metadata.list_documents(session["session_id"])
+    def _decide_session(self, session: dict[str, Any], docs: list[dict[str, Any]] | None = None) -> bool:
+        """Move a CREATING session to READY or FAILED when its documents say so;
+        True when it is decided (by this call or another worker)."""
+        if docs is None:
+            docs = self.storage.metadata.list_documents(session["session_id"])
         options = session.get("options") or {}
         search = bool(options.get("enable_search"))
         mode = (options.get("readiness_mode") or "STRICT").upper()
@@ -210,7 +286,7 @@ class IngestionWorker:
         elif pending == 0:
             decision = "READY" if succeeded and (mode == "LAX" or not failed) else "FAILED"
         if decision is None:
-            return
+            return False
         total_chars = sum(int(d.get("char_length") or 0) for d in docs)
         try:
             self.storage.metadata.update_session(
@@ -221,4 +297,6 @@ class IngestionWorker:
         except RlmError as exc:
             if exc.code != "CONFLICT":  # another worker decided first
                 raise
+            return True
         self.log.info("session_decided", session_id=session["session_id"], status=decision)
+        return True

@@ -186,7 +186,8 @@ def test_100mb_single_line_text_is_parsed_without_hurting_the_worker(tmp_path: P
     del line
     IngestionWorker(storage, settings).run_once()
     (doc,) = storage.metadata.list_documents("s1")
-    assert doc["ingest_status"] == "PARSED" and doc["char_length"] == 100_000_000
+    # parser v2 drops the line's trailing space
+    assert doc["ingest_status"] == "PARSED" and doc["char_length"] == 100_000_000 - 1
     text = TextFile.open_path(str(storage.blobs.local_path(doc["text_s3_uri"].split("/", 3)[3])),
                               str(storage.blobs.local_path(doc["offsets_s3_uri"].split("/", 3)[3])))  # fmt: skip
     assert text.slice(50_000_000, 50_000_010) == "word word "[:10]

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from rlm_rs.ingestion.service import create_app
 from rlm_rs.ingestion.worker import IngestionWorker
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
 from rlm_rs.textfile import TextFile
-from tests.integration.ingestion.conftest import register_session, statuses
+from tests.integration.ingestion.conftest import register_session, serve, statuses
 from tests.unit.ingestion.conftest import HTML, make_docx, make_pdf
 
 GOOD = [
@@ -92,19 +89,8 @@ def test_two_workers_never_parse_the_same_document(storage: Storage, settings: S
 
 @pytest.fixture
 def parser_service(storage: Storage) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(storage.blobs), host="127.0.0.1", port=port,
-                                           log_level="error"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve(create_app(storage.blobs)) as url:
+        yield url
 
 
 def test_parse_contract_over_http(storage: Storage, parser_service: str) -> None:
