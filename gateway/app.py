@@ -1,4 +1,4 @@
-"""The REST gateway: SPEC §10's HTTP API in front of the gRPC control plane.
+"""The REST gateway: the HTTP API (docs/api.md#rest-api) in front of the gRPC control plane.
 
 A translator only: each route validates its body (pydantic models in
 gateway.models), calls one control-plane RPC through the generated stubs with
@@ -649,7 +649,7 @@ def create_app(settings: Settings, grpc_target: str | None = None) -> FastAPI:
     app = FastAPI(
         title="RLM-RS API",
         version="1.3",
-        description="SPEC §10 HTTP API of the Recursive Language Model Runtime Service.",
+        description="HTTP API of the Recursive Language Model Runtime Service (docs/api.md).",
         lifespan=lifespan,
     )
     app.state.pool = pool

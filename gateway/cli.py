@@ -16,7 +16,7 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
 
 def register(subparsers: Any) -> None:
-    gw = subparsers.add_parser("gateway", help="the REST gateway (SPEC §10)")
+    gw = subparsers.add_parser("gateway", help="the REST gateway (docs/api.md#rest-api)")
     gw_sub = gw.add_subparsers(dest="gateway_command", required=True)
     serve = gw_sub.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--host", default=None, help="default RLM_HTTP_HOST")
@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     spec.add_argument("--output", default=str(OPENAPI_PATH), help="'-' for stdout")
     spec.set_defaults(func=_write_openapi)
 
-    mcp = subparsers.add_parser("mcp", help="the MCP server (SPEC §11)")
+    mcp = subparsers.add_parser("mcp", help="the MCP server (docs/api.md#mcp)")
     mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
     mserve = mcp_sub.add_parser("serve", help="serve the MCP tools over the HTTP API")
     mserve.add_argument("--transport", choices=["stdio", "http"], default="stdio")

@@ -1,4 +1,4 @@
-"""The MCP server of SPEC §11: its eleven tools plus rlm_start_followup, over the HTTP API.
+"""The MCP server (docs/api.md#mcp): the spec's eleven tools plus rlm_start_followup, over the HTTP API.
 
 A thin client of the REST gateway (RLM_BASE_URL, RLM_API_KEY) built on the
 official `mcp` SDK (2.x `MCPServer`), served over stdio or streamable HTTP.

@@ -1,4 +1,4 @@
-"""Pydantic models of SPEC §10's request and response bodies.
+"""Pydantic models of the REST API's request and response bodies (docs/api.md#rest-api).
 
 They are the OpenAPI contract: every field the HTTP API accepts or returns is
 declared here with its type and bounds. Every bound comes from rlm_rs/limits.py,
@@ -46,7 +46,7 @@ class _Out(BaseModel):
 
 # ---------------------------------------------------------------- errors
 class ErrorBody(_Out):
-    code: str = Field(description="A SPEC §10 error code, e.g. SESSION_NOT_FOUND")
+    code: str = Field(description="An error code (docs/api.md#errors), e.g. SESSION_NOT_FOUND")
     message: str
     request_id: str
     details: dict[str, Any] = Field(default_factory=dict)

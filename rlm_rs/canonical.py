@@ -1,6 +1,6 @@
 """Canonical forms shared by ingestion, the sandbox and the control plane.
 
-Canonical text (SPEC §4, §8): UTF-8, NFC, `\\n` line endings, no BOM. Its
+Canonical text (docs/api.md#citations): UTF-8, NFC, `\\n` line endings, no BOM. Its
 offsets.json maps character positions to byte positions every
 `CHECKPOINT_INTERVAL` characters so a reader can slice an mmapped file without
 holding the text as one str. Canonical JSON: sorted keys, no spaces, no NaN.
@@ -36,7 +36,7 @@ def checksum_bytes(data: bytes) -> str:
 
 
 def build_offsets(text: str, doc_id: str, interval: int = CHECKPOINT_INTERVAL) -> dict[str, Any]:
-    """offsets.json for `text` (SPEC §8): a {char, byte} checkpoint every `interval` chars."""
+    """offsets.json for `text` (docs/ingestion.md): a {char, byte} checkpoint every `interval` chars."""
     checkpoints = []
     byte_pos = 0
     for char_pos in range(0, len(text), interval):

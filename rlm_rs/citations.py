@@ -1,4 +1,4 @@
-"""Citations: span logs -> merged, checksummed SpanRefs (SPEC §4).
+"""Citations: span logs -> merged, checksummed SpanRefs (docs/api.md#citations).
 
 Per document: sort spans by start, merge overlapping (and touching) spans,
 optionally merge gaps of at most `merge_gap_chars`, then recompute each merged

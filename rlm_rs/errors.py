@@ -1,6 +1,6 @@
 """Every error code of the RLM-RS contract, in one table.
 
-Each spec error code (SPEC.md §10) maps to exactly one HTTP status and one gRPC
+Each error code (docs/api.md#errors) maps to exactly one HTTP status and one gRPC
 status code; every layer raises `RlmError` (or a subclass) from here and every
 edge (gRPC servicer, REST gateway, CLI) renders it from this table. Nothing
 else may invent a code or a status.

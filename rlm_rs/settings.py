@@ -1,6 +1,6 @@
 """Process settings: one pydantic-settings class, driven by the environment.
 
-Names are the spec's (SPEC.md §14) where the spec names them; RLM_* names are
+Names are the spec's (README.md, Configuration) where the spec names them; RLM_* names are
 this appliance's own. Never log a `SecretStr` value.
 """
 
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     max_final_answer_chars: int = Field(200_000, ge=1, alias="RLM_MAX_FINAL_ANSWER_CHARS")
     max_tool_metadata_chars: int = Field(16_384, ge=4, alias="RLM_MAX_TOOL_METADATA_CHARS")
     max_step_record_bytes: int = Field(16 * 1024 * 1024, ge=65_536, alias="RLM_MAX_STEP_RECORD_BYTES")
-    # --- operations (helper "logs"): dev mode, gateway timeouts, metric labels ---
+    # --- operations: dev mode, gateway timeouts, metric labels ---
     # A control plane without a pool (no LAMBDA_FUNCTION_NAME) runs model code in
     # its own process, next to the provider key: it refuses unless this is set.
     dev_unsandboxed: bool = Field(False, alias="RLM_DEV_UNSANDBOXED")

@@ -1,7 +1,7 @@
 """Read-only access to a canonical text file by character offsets.
 
 A `TextFile` mmaps the canonical UTF-8 text and uses its offsets.json
-checkpoints (SPEC §8) to turn character offsets into byte offsets, so a slice
+checkpoints (docs/api.md#parser-contract-and-search) to turn character offsets into byte offsets, so a slice
 of a 100 MB document decodes only the bytes between two checkpoints. It must
 never hold the whole text as one str. Standard library only: the sandbox
 worker uses it on file descriptors it was handed.

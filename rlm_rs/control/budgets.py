@@ -1,4 +1,4 @@
-"""Budgets (SPEC §6): defaults, merging, the step policy and the snapshot.
+"""Budgets (docs/api.md#budgets): defaults, merging, the step policy and the snapshot.
 
 Precedence: SPEC defaults < DEFAULT_BUDGETS_JSON < the session's
 budgets_default < the execution's budgets. The orchestrator enforces totals;

@@ -1,4 +1,4 @@
-"""Executions: the Answerer loop (SPEC §13), runtime steps, finalisation.
+"""Executions: the Answerer loop (docs/api.md#the-answerer-loop), runtime steps, finalisation.
 
 Every execution is a record (executions table) plus one record per step
 (execution_state, SK `STEP#<turn>`) and the latest state (SK `STATE`), saved
@@ -17,7 +17,7 @@ MAX_TURNS_EXCEEDED, CANCELLED. Runtime executions run one step at a time
 BUDGET_EXCEEDED once max_total_seconds has passed; what a step may persist is
 bounded by limits.py.
 
-Beyond the spec (issue 9): child executions (tool.queue_rlm, see
+Beyond the spec: child executions (tool.queue_rlm, see
 children.py) run to completion between the parent's steps; live events
 (events.py) are written as each phase happens; the root prompt carries a
 bounded history of earlier turns, summarised by a sub-call (compaction) when
@@ -891,7 +891,7 @@ class ExecutionEngine:
                 state_obj = json.loads(result.state_json)
                 state_obj.pop("_budgets", None)
                 if isinstance(state_obj.get("work"), dict):
-                    state_obj["work"]["last_error"] = error_text  # SPEC §13: recorded, loop goes on
+                    state_obj["work"]["last_error"] = error_text  # recorded, the loop goes on
                 new_state = canonical_json(state_obj)
                 entry = {"turn": turn, "code": completion.text, "stdout": result.stdout, "error": error_text}
             trace_turn = {

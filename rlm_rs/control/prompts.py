@@ -1,5 +1,5 @@
 """Root prompts from the package's templates (prompts/root.md, prompts/turn.md):
-sub-calls enabled and disabled variants and the CONTEXTS addendum (SPEC §13);
+sub-calls enabled and disabled variants and the CONTEXTS addendum (docs/api.md#the-answerer-loop);
 the turn prompt's bounded history (a summary plus earlier turns, each
 clipped), the compaction prompt (prompts/compaction.md) and a follow-up's
 digest of the execution it continues."""

@@ -1,4 +1,4 @@
-"""Execution traces (SPEC §12): gzipped JSON at
+"""Execution traces (docs/api.md#traces): gzipped JSON at
 `traces/{tenant}/{session}/{execution}.json.gz`, written once when the
 execution ends. `redact` replaces prompts, model output and what derives from
 it (code, stdout, answers, step error messages) with their sizes and keeps the

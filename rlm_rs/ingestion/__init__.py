@@ -1,4 +1,4 @@
-"""Ingestion: raw documents -> canonical text, meta.json, offsets.json (SPEC §8).
+"""Ingestion: raw documents -> canonical text, meta.json, offsets.json (docs/ingestion.md).
 
 `parsers` turns bytes into a ParsedDocument (or a ParseFailure with a spec
 code), `service` implements POST /parse over the blob store, `worker` moves

@@ -1,4 +1,4 @@
-"""Format parsers: bytes -> canonical text + meta (SPEC §8), deterministic.
+"""Format parsers: bytes -> canonical text + meta (docs/ingestion.md), deterministic.
 
 Canonical text (rlm_rs/ingestion/canonical_text.py) is UTF-8, NFC, `\\n` line
 endings, no BOM, with no trailing whitespace on lines and at most one blank

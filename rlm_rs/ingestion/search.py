@@ -1,8 +1,8 @@
-"""Optional search accelerator (SPEC §9): SQLite FTS5 with BM25 over chunks.
+"""Optional search accelerator (docs/ingestion.md): SQLite FTS5 with BM25 over chunks.
 
 Canonical text is cut into CHUNK_CHARS-character chunks overlapping by
 OVERLAP_CHARS, indexed with their doc_index and character range. Hits are
-SPEC §2 `{score, doc_index, start_char, end_char, preview}`; higher score is
+`{score, doc_index, start_char, end_char, preview}` (docs/api.md); higher score is
 better. Search is never the truth: citations come from what code reads. The
 index file lives on the node (embedded: under RLM_DATA_DIR; aws: the node's
 local directory, rebuilt from parsed text when missing). A deleted or expired

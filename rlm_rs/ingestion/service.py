@@ -1,4 +1,4 @@
-"""The parser contract (SPEC §8): POST /parse over the blob store.
+"""The parser contract (docs/api.md#parser-contract-and-search): POST /parse over the blob store.
 
 `handle_parse(blobs, request)` is the one implementation: the HTTP service
 (`rlm-rs parser serve`, FastAPI) and the embedded worker's in-process path

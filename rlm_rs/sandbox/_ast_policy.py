@@ -1,4 +1,4 @@
-"""Layer 1: the AST policy (SPEC §3 minimum and more), before RestrictedPython.
+"""Layer 1: the AST policy (docs/api.md#sandbox-policy, and more), before RestrictedPython.
 
 Rejects, with the offending line: imports, global/nonlocal, any attribute
 name containing "__", the forbidden names below, class definitions, async
@@ -14,7 +14,7 @@ from rlm_rs.errors import RlmError
 
 FORBIDDEN_NAMES = frozenset(
     {
-        # SPEC §3
+        # the spec's minimum (docs/api.md#sandbox-policy)
         "eval", "exec", "compile", "open", "input", "__import__", "globals", "locals",
         "vars", "dir", "help",
         "os", "sys", "subprocess", "socket", "pathlib", "shutil", "urllib", "requests",

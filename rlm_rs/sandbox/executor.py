@@ -8,7 +8,7 @@ StepRequest in, a StepResult out, nothing raised, nothing persisted.
 
 Layers, in order (each rejection names its layer in error.details.layer):
   1. reply format (Answerer mode): exactly one ```repl block  (_replies)
-  2. AST policy: SPEC §3 minimum and more                  (_ast_policy)
+  2. AST policy: the spec's minimum and more              (_ast_policy)
   3. RestrictedPython compile + guards for attribute, item, iteration,
      writes, in-place operators and print; our builtins      (_restricted)
   4. budgets inside the step: executed statements and iterations

@@ -1,4 +1,4 @@
-"""AWS Lambda handler running the same step executor: event in, StepResult out (SPEC §2).
+"""AWS Lambda handler running the same step executor: event in, StepResult out (docs/api.md#step-api).
 
 The weaker isolation option, for users who deploy steps on Lambda instead of
 the pool: inside, only the policy layers (AST policy, RestrictedPython, step
@@ -26,7 +26,7 @@ _FIELDS = {f.name for f in StepRequest.DESCRIPTOR.fields}
 
 
 def request_from_event(event: dict[str, Any]) -> StepRequest:
-    """SPEC §2 input (state as a JSON object, tool_results injected into state)."""
+    """The step input (state as a JSON object, tool_results injected into state)."""
     body = dict(event)
     state = body.pop("state", None)
     tool_results = body.pop("tool_results", None)
@@ -44,7 +44,7 @@ def request_from_event(event: dict[str, Any]) -> StepRequest:
 
 
 def result_to_event(result: StepResult) -> dict[str, Any]:
-    """SPEC §2 output: state as a JSON object, every field present."""
+    """The step output: state as a JSON object, every field present."""
     out = json_format.MessageToDict(
         result, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )

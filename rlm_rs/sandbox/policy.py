@@ -5,7 +5,7 @@ data. The control plane sends a complete policy with each step; zero numeric
 fields mean "default" and are filled here. Hardening fields in a request are
 never trusted: the pool applies its own configured policy for those.
 
-Builtins beyond the SPEC §3 allowlist, each harmless (no object graph, module,
+Builtins beyond the spec's allowlist (docs/api.md#step-api), each harmless (no object graph, module,
 frame or file is reachable through it; the step's wrappers are in
 rlm_rs/sandbox/_restricted.py):
 - any, all: reduce an iterable to a bool, iterating through the ticking guard.
@@ -37,7 +37,7 @@ from __future__ import annotations
 from rlm_rs.limits import MAX_CODE_CHARS
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
-# The spec's builtins allowlist (SPEC §3) plus harmless additions: none of
+# The spec's builtins allowlist (docs/api.md#step-api) plus harmless additions: none of
 # them reaches an object graph, a module, a frame or the file system; the
 # iterating ones iterate through the step's ticking guard (see
 # rlm_rs/sandbox/_restricted.py for each one's justification). Never added:
@@ -59,8 +59,8 @@ EXTRA_BUILTINS: tuple[str, ...] = (
 )  # fmt: skip
 
 # Syscalls a running, fully pre-imported CPython step needs (measured census in
-# SANDBOX_NOTES.md plus what fd passing and exit need). Everything else is
-# denied; see rlm_rs/sandbox/_seccomp.py for which denials kill and which EPERM.
+# docs/sandbox-pool.md plus what fd passing and exit need). Everything else is
+# denied; see rlm_rs/sandbox/pool/_seccomp.py for which denials kill and which EPERM.
 SECCOMP_ALLOWLIST: tuple[str, ...] = (
     "read", "write", "close", "lseek", "fstat", "newfstatat", "brk", "mmap",
     "munmap", "mremap", "mprotect", "madvise", "futex", "rt_sigreturn",

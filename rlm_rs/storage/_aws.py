@@ -1,6 +1,6 @@
 """AWS backend: DynamoDB items + S3 objects through boto3.
 
-Items keep the SPEC §7 key attributes (PK, SK) and every other attribute
+Items keep the spec's key attributes (PK, SK) and every other attribute
 natively (numbers as DynamoDB N); one global secondary index GSI1 on GSI1PK
 serves look-up of a session or an execution by its id. `ttl_epoch` is the
 table's TTL attribute. Works against AWS, LocalStack or moto's server

@@ -20,7 +20,7 @@ from rlm_rs.errors import RlmError
 
 Item = dict[str, Any]
 
-# Logical table names (SPEC §7); the physical name is DDB_TABLE_PREFIX + name
+# Logical table names (docs/api.md#storage); the physical name is DDB_TABLE_PREFIX + name
 # with the spec's own "rlm_" prefix dropped: default prefix "rlm_" gives
 # "rlm_sessions".
 INDEXES: tuple[str, ...] = ("GSI1", "GSI2")

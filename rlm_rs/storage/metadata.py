@@ -1,4 +1,4 @@
-"""Typed access to the six tables of SPEC §7: the only place keys are built.
+"""Typed access to the six tables (docs/api.md#storage): the only place keys are built.
 
 Every read that a tenant can trigger takes the tenant id and checks it: a
 record of another tenant is reported exactly like a missing one. Status

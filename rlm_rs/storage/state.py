@@ -1,4 +1,4 @@
-"""Execution state persistence (SPEC §5): inline up to 350 KB, else offloaded.
+"""Execution state persistence (docs/api.md#state): inline up to 350 KB, else offloaded.
 
 The canonical JSON is stored inline in the execution_state record when its
 UTF-8 size is at most INLINE_LIMIT_BYTES; otherwise it is gzipped

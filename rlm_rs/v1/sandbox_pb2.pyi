@@ -3,7 +3,7 @@
 isort:skip_file
 SandboxService: served by the hardened sandbox pool over a Unix socket and
 called only by the control plane. One RunStep = one fresh, hardened worker
-process running one step of model-written Python (SPEC §2, §3).
+process running one step of model-written Python (docs/api.md#step-api).
 """
 
 from collections import abc as _abc
@@ -69,7 +69,7 @@ class SandboxPolicy(_message.Message):
     MAX_QUEUED_STEPS_PER_TENANT_FIELD_NUMBER: _builtins.int
     MAX_QUEUE_SECONDS_FIELD_NUMBER: _builtins.int
     max_step_seconds: _builtins.float
-    """--- step limits (enforced by the executor, SPEC §3, §6) ---
+    """--- step limits (enforced by the executor, docs/api.md#sandbox-policy) ---
     wall clock, enforced from outside
     """
     max_instructions: _builtins.int
@@ -189,7 +189,7 @@ Global___SandboxPolicy: _TypeAlias = SandboxPolicy  # noqa: Y015
 
 @_typing.final
 class ContextDocument(_message.Message):
-    """One document of the step's context (SPEC §2 context_manifest). The pool
+    """One document of the step's context (its context_manifest). The pool
     opens the paths read-only and hands the worker file descriptors; the worker
     never opens a path itself.
     """
@@ -259,7 +259,7 @@ class StepRequest(_message.Message):
     code: _builtins.str
     """Bare Python, or a root reply holding exactly one ```repl fenced block."""
     state_json: _builtins.str
-    """Canonical JSON object carried between steps (SPEC §5), including the
+    """Canonical JSON object carried between steps (docs/api.md#state), including the
     orchestrator-owned keys (_tool_results, _tool_status, _budgets, ...).
     """
     require_repl_block: _builtins.bool

@@ -1,4 +1,4 @@
-"""The Lambda handler's event contract (SPEC §2): JSON in, JSON out, and the
+"""The Lambda handler's event contract (docs/api.md#step-api): JSON in, JSON out, and the
 test-only unsafe flag can never arrive through an event."""
 
 from __future__ import annotations

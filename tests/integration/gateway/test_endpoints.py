@@ -1,4 +1,4 @@
-"""Every SPEC §10 endpoint over real HTTP: gateway process -> control plane process."""
+"""Every REST endpoint (docs/api.md#rest-api) over real HTTP: gateway process -> control plane process."""
 
 from __future__ import annotations
 

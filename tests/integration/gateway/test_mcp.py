@@ -1,5 +1,5 @@
 """The MCP server with the SDK's own client, against the running gateway: all
-twelve tools (SPEC §11's eleven and rlm_start_followup) over stdio, and the streamable-HTTP transport."""
+twelve tools (the spec's eleven and rlm_start_followup) over stdio, and the streamable-HTTP transport."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ def test_committed_openapi_is_current() -> None:
 def test_every_operation_declares_the_error_envelope() -> None:
     doc = json.loads(openapi_text())
     ops = [(p, meth, op) for p, item in doc["paths"].items() for meth, op in item.items()]
-    # SPEC §10's 13 operations plus the trace viewer (GET /v1/executions/{id}/view),
+    # The spec's 13 operations (docs/api.md#rest-api) plus the trace viewer (GET /v1/executions/{id}/view),
     # the event stream (GET .../events) and follow-ups (POST .../followups)
     assert len([p for p, _, _ in ops if p.startswith("/v1/")]) == 16
     for path, _method, op in ops:
