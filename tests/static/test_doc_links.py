@@ -5,6 +5,8 @@
 - Every repository path those pages name in text (`rlm_rs/control/budgets.py`,
   `docs/storage.md`, `deploy/ecs/`) exists; so does every such path, and every
   `docs/<page>.md#<anchor>`, named in a comment or docstring of the code.
+- docs/architecture.md's map of `rlm_rs/` and `gateway/` names every module
+  and package there is, and nothing that is not.
 - Nobody refers to the old numbered digest ("SPEC §N", "SPEC.md"): the
   contract is docs/api.md.
 """
@@ -159,6 +161,50 @@ def test_no_reference_to_the_old_digest() -> None:
             if OLD_DIGEST.search(line):
                 hits.append(f"{_rel(path)}:{number}: {line.strip()[:100]}")
     assert not hits, "refer to docs/api.md instead:\n" + "\n".join(hits)
+
+
+def _mapped(section: str) -> set[str]:
+    """The paths the architecture map's table under the `<section>` heading names,
+    relative to that folder. A cell lists backticked names: the first may carry
+    a folder (`sandbox/pool/_rlimits.py`), later bare names share it."""
+    lines = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"### `{section}`")
+    names: set[str] = set()
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        if not line.startswith("| `"):
+            continue
+        cell = line.split("|")[1]
+        items = re.findall(r"`([^`]+)`", cell)
+        folder = items[0].rstrip("/").rpartition("/")[0] if items else ""
+        for item in items:
+            names.add(item if "/" in item.rstrip("/") or not folder else f"{folder}/{item}")
+    return names
+
+
+def _tree(section: str) -> set[str]:
+    """Every module and package folder under `section` (generated code aside)."""
+    base = ROOT / section
+    out: set[str] = set()
+    for path in base.rglob("*"):
+        rel = path.relative_to(base)
+        if rel.parts[0] in ("v1", "__pycache__") or "__pycache__" in rel.parts:
+            continue
+        if path.is_dir() and (path / "__init__.py").exists():
+            out.add(f"{rel}/")
+        elif path.name != "__init__.py" and (path.suffix == ".py" or path.name == "viewer.html"):
+            out.add(str(rel))
+    return out
+
+
+@pytest.mark.parametrize("section", ["rlm_rs/", "gateway/"])
+def test_architecture_map_matches_the_tree(section: str) -> None:
+    mapped = _mapped(section)
+    missing = sorted(_tree(section) - mapped)
+    assert not missing, f"docs/architecture.md does not map these {section} modules: {missing}"
+    stale = sorted(name for name in mapped if not (ROOT / section / name).exists())
+    assert not stale, f"docs/architecture.md maps {section} paths that do not exist: {stale}"
 
 
 def test_slug_matches_github() -> None:
