@@ -20,10 +20,9 @@
 # `--no-deps` and their health checks are polled here (no systemd runs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SRC=$(pwd)
 PROJECT=${PROJECT:-rlmci}
 OUT=${OUT:-$(mktemp -d /tmp/rlm-containers-test.XXXXXX)}
-WORK=$(mktemp -d /tmp/rlm-containers-work.XXXXXX)
+WORK=""                                    # the copy of the tree, made after the engine
 mkdir -p "$OUT"
 TOOLS=${TOOLS:-/opt/ci-tools}             # venv with podman-compose
 BASE_TAR=${BASE_TAR:-/var/tmp/debian-bookworm-py311.tar}
@@ -191,7 +190,7 @@ run_once() {  # label seconds service command...: a one-off container of a servi
 
 cleanup() {
   local rc=$?
-  if [ -f "$WORK/compose.yaml" ] && [ -x "$TOOLS/bin/podman-compose" ]; then
+  if [ -n "$WORK" ] && [ -f "$WORK/compose.yaml" ] && [ -x "$TOOLS/bin/podman-compose" ]; then
     if [ "$rc" != 0 ]; then
       for c in $(podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}' 2>/dev/null); do
         podman logs "$c" > "$OUT/container-$c.log" 2>&1 || true
@@ -200,7 +199,7 @@ cleanup() {
     fi
     (cd "$WORK" && "${PC[@]}" down -v -t 5 > "$OUT/down.log" 2>&1) || true
   fi
-  rm -rf "$WORK"
+  [ -z "$WORK" ] || rm -rf "$WORK"
   [ "$rc" = 0 ] || log "FAILED (rc=$rc); logs in $OUT"
 }
 trap cleanup EXIT
@@ -253,6 +252,7 @@ log "logs in $OUT"
 stage engine engine
 stage base base
 # A copy of the tree (tracked and untracked, not ignored files): .env and the like go there.
+WORK=$(mktemp -d /tmp/rlm-containers-work.XXXXXX)
 git ls-files -z --cached --others --exclude-standard \
   | tar --null --ignore-failed-read -T - -cf - 2> /dev/null | tar -xf - -C "$WORK"
 cd "$WORK"
