@@ -145,7 +145,13 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
             }
         )
     malformed = any(e["type"] == "json_invalid" for e in errors)
-    message = "malformed JSON body" if malformed else "request validation failed"
+    if malformed:
+        message = "malformed JSON body"
+    elif errors:  # name the first offending field, e.g. "body.tool_requests.llm.0.key"
+        first = errors[0]
+        message = f"request validation failed: {'.'.join(first['loc'])}: {first['msg']}"[:500]
+    else:
+        message = "request validation failed"
     err = RlmError("VALIDATION_ERROR", message, {"errors": errors[:50]})
     return error_response(err, _request_id(request))
 

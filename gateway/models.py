@@ -37,7 +37,10 @@ def _tool_key() -> Any:
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """A request body: a field the API does not define is refused (422
+    VALIDATION_ERROR naming it), never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class _Out(BaseModel):
@@ -80,6 +83,8 @@ class Budgets(_In):
 
 
 class SpanRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # also a request field (citations/verify)
+
     tenant_id: str = ""
     session_id: str
     doc_id: str
@@ -124,6 +129,19 @@ class SearchRequest(_In):
     filters: SearchFilters | None = None
 
 
+class LlmBatchRequest(_In):
+    """tool.queue_llm_batch: many prompts under one key, resolved like individual
+    sub-calls (each counts against the same budgets); one result list."""
+
+    type: Literal["llm_batch"] | None = None
+    key: str = _tool_key()
+    prompts: list[str] = Field(min_length=1, max_length=lim.MAX_BATCH_PROMPTS)
+    model_hint: str | None = _model_name()
+    max_tokens: int | None = Field(default=None, ge=0, le=lim.MAX_SUBCALL_MAX_TOKENS)
+    temperature: float | None = Field(default=None, ge=0, le=lim.MAX_TEMPERATURE)
+    metadata: dict[str, Any] | None = None
+
+
 class SpanInput(_In):
     doc_index: int = Field(ge=0, le=INT32)
     start_char: int = Field(ge=0, le=INT64)
@@ -148,6 +166,7 @@ class RlmRequest(_In):
 class ToolRequests(_In):
     llm: list[LlmRequest] = Field(default_factory=list)
     search: list[SearchRequest] = Field(default_factory=list)
+    llm_batch: list[LlmBatchRequest] = Field(default_factory=list)
     rlm: list[RlmRequest] = Field(default_factory=list)
 
 
