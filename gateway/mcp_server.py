@@ -1,39 +1,114 @@
 """The MCP server (docs/api.md#mcp): the spec's eleven tools plus rlm_start_followup, over the HTTP API.
 
-A thin client of the REST gateway (RLM_BASE_URL, RLM_API_KEY) built on the
-official `mcp` SDK (2.x `MCPServer`), served over stdio or streamable HTTP.
-Tool inputs are typed with the gateway's own request models so the MCP input
-schemas and the OpenAPI agree. An API error becomes a tool error whose text is
-the spec's envelope. It must never talk to the control plane directly.
+A thin client of the REST gateway (RLM_BASE_URL) built on the official `mcp`
+SDK (2.x `MCPServer`), served over stdio or streamable HTTP. Tool inputs are
+typed with the gateway's own request models so the MCP input schemas and the
+OpenAPI agree. An API error becomes a tool error whose text is the spec's
+envelope. It must never talk to the control plane directly, and the HTTP
+transport must never act with a key its caller did not present.
+
+Keys. stdio is local and single-user: every tool call carries RLM_API_KEY.
+Streamable HTTP is a network service for many tenants, so it takes no key of
+its own: every request must carry `Authorization: Bearer <the caller's RLM
+API key>`. The SDK's bearer middleware asks GatewayKeyVerifier, which asks the
+gateway (a GET of a session id that cannot exist: 404 = the key is good, 401
+= it is not); a request without a key, or with one the gateway refuses, is
+answered 401 before any MCP message is read, so no tool runs. Each tool call
+then passes the caller's own key to the gateway, which scopes it to that
+key's tenant. A good key is remembered for KEY_CACHE_SECONDS (by its SHA-256,
+never in clear); a revoked key still fails every tool call at once, since the
+gateway checks each call. An MCP session is bound to the key that opened it
+(another key gets 404 for that session id). The HTTP server runs under the
+gateway's slow-client deadlines (gateway/http_protocol.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import time
+from collections import OrderedDict
 from typing import Any
 
 import httpx
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from gateway import models as m
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+# A session id no session can have (ids are sess_ + hex): GET answers 404 for
+# a good key and 401 for a bad one, and reads nothing.
+KEY_CHECK_PATH = "/v1/sessions/sess_mcp-key-check"
+# Statuses that mean the gateway authenticated the key (429: authenticated, then rate limited).
+_KEY_ACCEPTED = (200, 404, 429)
+KEY_CACHE_SECONDS = 60.0
+KEY_CACHE_ENTRIES = 1024
+MAX_KEY_CHARS = 512
+
+log = logging.getLogger("rlm_rs.mcp")
+
+
+class GatewayKeyVerifier:
+    """The SDK's TokenVerifier: a bearer token is valid when the gateway accepts it as an API key."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._valid_until: OrderedDict[str, float] = OrderedDict()  # sha256(key) -> monotonic
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if not token or len(token) > MAX_KEY_CHARS or not (token.isascii() and token.isprintable()):
+            return None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        # client_id names the principal the SDK binds an MCP session to; never the key itself
+        access = AccessToken(token=token, client_id=f"rlm-key-{digest[:24]}", scopes=[])
+        if self._valid_until.get(digest, 0.0) > time.monotonic():
+            self._valid_until.move_to_end(digest)
+            return access
+        try:
+            answer = await self._client.get(KEY_CHECK_PATH, headers={"authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:  # fail closed: no gateway, no key check
+            log.warning("mcp_key_check_unreachable", extra={"error": type(exc).__name__})
+            return None
+        if answer.status_code not in _KEY_ACCEPTED:
+            if answer.status_code not in (401, 403):
+                log.warning("mcp_key_check_failed", extra={"status": answer.status_code})
+            return None
+        self._valid_until[digest] = time.monotonic() + KEY_CACHE_SECONDS
+        while len(self._valid_until) > KEY_CACHE_ENTRIES:
+            self._valid_until.popitem(last=False)
+        return access
 
 
 class RlmApi:
-    """The HTTP API, as the MCP tools need it."""
+    """The HTTP API, as the MCP tools need it: with RLM_API_KEY (stdio), or with
+    the key of the caller of this request (HTTP, `caller_keys=True`)."""
 
-    def __init__(self, base_url: str, api_key: str | None, timeout: float = 120.0):
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+    def __init__(
+        self, base_url: str, api_key: str | None, timeout: float = 120.0, *, caller_keys: bool = False
+    ):
+        self._api_key = None if caller_keys else api_key
+        self._caller_keys = caller_keys
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    def _authorization(self) -> dict[str, str]:
+        if self._caller_keys:
+            caller = get_access_token()
+            if caller is None:  # the transport refuses such requests before any tool runs
+                raise ToolError(json.dumps({"error": {"code": "UNAUTHORIZED", "message": "no API key"}}))
+            return {"authorization": f"Bearer {caller.token}"}
+        return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     async def request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         if isinstance(body, m.BaseModel):
             body = body.model_dump(exclude_none=True)
         try:
-            resp = await self._client.request(method, path, json=body)
+            resp = await self._client.request(method, path, json=body, headers=self._authorization())
         except httpx.HTTPError as exc:
             raise ToolError(f"RLM API unreachable: {type(exc).__name__}") from None
         try:
@@ -45,11 +120,24 @@ class RlmApi:
         return dict(data)
 
 
-def build_server(base_url: str | None = None, api_key: str | None = None) -> MCPServer:
+def build_server(
+    base_url: str | None = None, api_key: str | None = None, *, caller_keys: bool = False
+) -> MCPServer:
+    """The server; `caller_keys` (the HTTP transport) requires each request's own
+    API key and ignores `api_key`/RLM_API_KEY."""
+    base_url = base_url or os.environ.get("RLM_BASE_URL", DEFAULT_BASE_URL)
     api = RlmApi(
-        base_url or os.environ.get("RLM_BASE_URL", DEFAULT_BASE_URL),
+        base_url,
         api_key if api_key is not None else os.environ.get("RLM_API_KEY"),
+        caller_keys=caller_keys,
     )
+    auth: dict[str, Any] = {}
+    if caller_keys:
+        auth = {
+            "token_verifier": GatewayKeyVerifier(base_url),
+            # the gateway issues the keys; no OAuth routes or resource metadata are served
+            "auth": AuthSettings(issuer_url=base_url, resource_server_url=None),
+        }
     server = MCPServer(
         name="rlm-rs",
         instructions=(
@@ -57,6 +145,7 @@ def build_server(base_url: str | None = None, api_key: str | None = None) -> MCP
             "Create a session, wait until it is READY, then start an execution (Answerer) "
             "or drive steps yourself (Runtime); verify citations with rlm_verify_citation."
         ),
+        **auth,
     )
 
     @server.tool()
@@ -191,8 +280,26 @@ def _seg(value: str) -> str:
 
 
 def serve(transport: str, host: str = "127.0.0.1", port: int = 8090) -> None:
-    server = build_server()
     if transport == "stdio":
-        server.run("stdio")
-    else:
-        server.run("streamable-http", host=host, port=port)
+        build_server().run("stdio")
+        return
+    import uvicorn
+
+    from gateway.http_protocol import TimedH11Protocol
+    from rlm_rs.settings import get_settings
+
+    settings = get_settings()
+    app = build_server(caller_keys=True).streamable_http_app(host=host)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        http=TimedH11Protocol.configured(
+            settings.http_header_timeout_seconds, settings.http_body_timeout_seconds
+        ),
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
+        limit_concurrency=settings.http_max_connections,
+        timeout_keep_alive=5,
+    )

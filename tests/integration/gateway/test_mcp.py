@@ -1,5 +1,7 @@
 """The MCP server with the SDK's own client, against the running gateway: all
-twelve tools (the spec's eleven and rlm_start_followup) over stdio, and the streamable-HTTP transport."""
+twelve tools (the spec's eleven and rlm_start_followup) over stdio, and the
+streamable-HTTP transport, which requires each caller's own API key (401
+before any tool runs without one) and acts with it."""
 
 from __future__ import annotations
 
@@ -7,12 +9,17 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from gateway.mcp_server import TOOL_NAMES
 from tests.integration.gateway.conftest import DOC_TEXT, Stack, free_port, wait_until
@@ -103,9 +110,12 @@ def test_all_tools_over_stdio(stack: Stack) -> None:
     assert called == set(TOOL_NAMES)
 
 
-def test_streamable_http_transport(stack: Stack) -> None:
+@pytest.fixture(scope="module")
+def mcp_http(stack: Stack) -> Iterator[str]:
+    """`rlm-rs mcp serve --transport http`, with ANOTHER tenant's key in its
+    environment: the HTTP transport must act only with each caller's own key."""
     port = free_port()
-    env = {**stack.env, "RLM_BASE_URL": stack.base_url, "RLM_API_KEY": stack.api_key}
+    env = {**stack.env, "RLM_BASE_URL": stack.base_url, "RLM_API_KEY": stack.other_key}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rlm_rs.cli", "mcp", "serve", "--transport", "http",
          "--port", str(port)],
@@ -114,21 +124,77 @@ def test_streamable_http_transport(stack: Stack) -> None:
     url = f"http://127.0.0.1:{port}/mcp"
     try:
         wait_until(lambda: httpx.get(url, timeout=2).status_code < 500, "the MCP HTTP server")
-
-        async def main() -> dict[str, Any]:
-            async with (
-                streamable_http_client(url) as (read, write),
-                ClientSession(read, write) as session,
-            ):
-                await session.initialize()
-                tools = await session.list_tools()
-                assert {t.name for t in tools.tools} == set(TOOL_NAMES)
-                return result_json(
-                    await session.call_tool("rlm_get_session", {"session_id": stack.session_id})
-                )
-
-        got = asyncio.run(asyncio.wait_for(main(), timeout=60))
-        assert got["session_id"] == stack.session_id and got["status"] == "READY"
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def _session_call(url: str, key: str, tool: str, args: dict[str, Any]) -> tuple[set[str], Any]:
+    async with (
+        create_mcp_http_client(headers={"authorization": f"Bearer {key}"}) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        tools = await session.list_tools()
+        return {t.name for t in tools.tools}, await session.call_tool(tool, args)
+
+
+def test_streamable_http_acts_with_the_callers_own_key(stack: Stack, mcp_http: str) -> None:
+    args = {"session_id": stack.session_id}
+    names, result = asyncio.run(
+        asyncio.wait_for(_session_call(mcp_http, stack.api_key, "rlm_get_session", args), timeout=60)
+    )
+    assert names == set(TOOL_NAMES)
+    got = result_json(result)
+    assert got["session_id"] == stack.session_id and got["status"] == "READY"
+    # the same call with the other tenant's key is that tenant's view: not found
+    _, foreign = asyncio.run(
+        asyncio.wait_for(_session_call(mcp_http, stack.other_key, "rlm_get_session", args), timeout=60)
+    )
+    assert foreign.is_error and '"SESSION_NOT_FOUND"' in getattr(foreign.content[0], "text", "")
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0", "id": 1, "method": "initialize",
+    "params": {"protocolVersion": HANDSHAKE_PROTOCOL_VERSIONS[-1], "capabilities": {},
+               "clientInfo": {"name": "test", "version": "1"}},
+}  # fmt: skip
+MCP_HEADERS = {"accept": "application/json, text/event-stream"}
+
+
+def test_streamable_http_refuses_requests_without_a_good_key(stack: Stack, mcp_http: str) -> None:
+    delete = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+              "params": {"name": "rlm_delete_session", "arguments": {"session_id": stack.session_id}}}  # fmt: skip
+    refusals = [{}, {"authorization": "Bearer rlm_key_not_a_key"}, {"authorization": f"Bearer {stack.api_key}x"},
+                {"authorization": f"Basic {stack.api_key}"}, {"authorization": "Bearer " + "k" * 5000}]  # fmt: skip
+    for headers in refusals:
+        for message in (INITIALIZE, delete):
+            answer = httpx.post(mcp_http, json=message, headers={**MCP_HEADERS, **headers}, timeout=10)
+            # the MCP server's bearer middleware answers, not a tool: a tool error would be a 200
+            assert answer.status_code == 401, (headers.keys(), answer.text)
+            assert answer.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    # no tool ran: the session the delete named is still there
+    assert stack.client().get(f"/v1/sessions/{stack.session_id}").json()["status"] == "READY"
+
+    async def sdk_with_a_wrong_key() -> None:
+        await _session_call(mcp_http, "rlm_key_wrong", "rlm_get_session", {"session_id": stack.session_id})
+
+    # the SDK's client cannot even initialize (it reports the 401 as an error response)
+    with pytest.raises(BaseExceptionGroup) as refused:
+        asyncio.run(asyncio.wait_for(sdk_with_a_wrong_key(), timeout=60))
+    assert refused.group_contains(MCPError)
+
+
+def test_an_mcp_session_is_bound_to_the_key_that_opened_it(stack: Stack, mcp_http: str) -> None:
+    opened = httpx.post(mcp_http, json=INITIALIZE, timeout=10,
+                        headers={**MCP_HEADERS, "authorization": f"Bearer {stack.api_key}"})  # fmt: skip
+    assert opened.status_code == 200, opened.text
+    session = opened.headers["mcp-session-id"]
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    for key, status in ((stack.other_key, 404), (stack.api_key, 200)):
+        headers = {**MCP_HEADERS, "authorization": f"Bearer {key}", "mcp-session-id": session,
+                   "mcp-protocol-version": HANDSHAKE_PROTOCOL_VERSIONS[-1]}  # fmt: skip
+        answer = httpx.post(mcp_http, json=listing, headers=headers, timeout=10)
+        assert answer.status_code == status, (status, answer.text)
