@@ -1,28 +1,22 @@
 """The gateway's connection to the control plane: a small pool of gRPC channels.
 
 Channels are opened once per process (inside the serving event loop) and
-reused by every request, round-robin; gRPC multiplexes calls over each. Errors
-arriving as gRPC status are turned into `RlmError` with the spec code carried
-in google.rpc.ErrorInfo. This module must never import control-plane internals:
-it speaks to the control plane through the generated stubs only.
+reused by every request, round-robin; gRPC multiplexes calls over each
+(gateway/calls.py makes the calls, gateway/errors.py maps their failures).
+This module must never import control-plane internals: it speaks to the
+control plane through the generated stubs only.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-from typing import Any
 
 import grpc
 import grpc.aio
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rlm_rs.errors import ERROR_DOMAIN, ERRORS, RlmError, code_for_grpc_status
 from rlm_rs.tracing import AioClientTracingInterceptor
 from rlm_rs.v1 import citation_pb2_grpc, execution_pb2_grpc, session_pb2_grpc
-
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class Stubs:
@@ -83,65 +77,6 @@ class ChannelPool:
             self.open()
         assert self._cycle is not None
         return next(self._cycle)
-
-
-def never_sent(exc: grpc.aio.AioRpcError, state_before: grpc.ChannelConnectivity) -> bool:
-    """A call that failed because its channel had no connection: it never left
-    the gateway, so retrying it cannot run anything twice."""
-    return (
-        exc.code() == grpc.StatusCode.UNAVAILABLE
-        and state_before != grpc.ChannelConnectivity.READY
-        and _error_info(exc) is None
-    )
-
-
-def error_from_rpc(exc: grpc.aio.AioRpcError) -> RlmError:
-    """The spec error a failed call carried (ErrorInfo), or the table's fallback."""
-    code = exc.code()
-    info = _error_info(exc)
-    if info is not None and info.reason in ERRORS:
-        details: dict[str, Any] = dict(info.metadata)
-        message = exc.details() or info.reason
-        return RlmError(info.reason, message, details)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-        # The control plane itself is unreachable (no ErrorInfo): not a caller error.
-        return RlmError("SERVICE_UNAVAILABLE", "the control plane is unavailable")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return RlmError("SERVICE_UNAVAILABLE", "the control plane did not answer in time")
-    spec_code = code_for_grpc_status(code)
-    message = exc.details() or spec_code
-    if spec_code == "INTERNAL_ERROR":
-        message = "internal error"  # never pass an unexplained failure's text on
-    return RlmError(spec_code, message)
-
-
-def _error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
-    metadata = exc.trailing_metadata() or ()
-    for key, value in metadata:
-        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status()
-        try:
-            status.ParseFromString(value)
-        except Exception:  # a malformed detail is simply absent
-            return None
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
-                if not info.domain or info.domain == ERROR_DOMAIN:
-                    return info
-    return None
-
-
-def retry_after_seconds(err: RlmError) -> int | None:
-    """Seconds for a Retry-After header (RATE_LIMITED), rounded up, at least 1."""
-    raw = err.details.get("retry_after_seconds")
-    if raw is None:
-        return 1 if err.code == "RATE_LIMITED" else None
-    try:
-        return max(1, math.ceil(float(raw)))
-    except (TypeError, ValueError):
-        return 1
 
 
 async def check_health(stubs: Stubs, services: list[str], timeout: float) -> dict[str, str]:

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-import gateway.app
+import gateway.routes.events
 from tests.unit.gateway.test_edges import assert_envelope
 
 
@@ -57,7 +57,7 @@ def test_a_failure_midway_is_one_stream_error_frame(client: httpx.Client) -> Non
 def test_quiet_periods_send_keep_alive_comments(
     client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gateway.app, "SSE_KEEPALIVE_SECONDS", 0.05)
+    monkeypatch.setattr(gateway.routes.events, "SSE_KEEPALIVE_SECONDS", 0.05)
     _, parts = frames(client, "slow")
     assert parts[0] == ": keep-alive"
     assert any(p.startswith("id: 000000.0000\n") for p in parts)

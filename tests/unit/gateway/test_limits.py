@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import gateway.models
-from gateway import app as gateway_app
+from gateway import calls as gateway_calls
 from gateway.cli import openapi_text
 from rlm_rs import limits as lim
 
@@ -102,10 +102,10 @@ def test_the_gateway_waits_longer_than_the_control_plane_holds_a_call() -> None:
     for seconds in (0.0, None, 1.0, lim.MAX_SYNCHRONOUS_TIMEOUT_SECONDS):
         options = ExecutionOptions(synchronous=True, synchronous_timeout_seconds=seconds)
         held = seconds or lim.DEFAULT_SYNCHRONOUS_TIMEOUT_SECONDS
-        assert gateway_app.start_deadline(options) > held
+        assert gateway_calls.start_deadline(options) > held
     for seconds in (0.0, 1.0, lim.MAX_WAIT_TIMEOUT_SECONDS):
         held = seconds or lim.DEFAULT_WAIT_TIMEOUT_SECONDS
-        assert gateway_app.wait_deadline(seconds or lim.DEFAULT_WAIT_TIMEOUT_SECONDS) > held
+        assert gateway_calls.wait_deadline(seconds or lim.DEFAULT_WAIT_TIMEOUT_SECONDS) > held
 
 
 def test_limits_and_the_sandbox_tools_import_no_grpc() -> None:

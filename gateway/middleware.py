@@ -1,0 +1,137 @@
+"""The gateway's edge: request ids, the body size limit, the access log and the last-resort 500.
+
+Raw ASGI (not BaseHTTPMiddleware) so it costs little per request and sees the
+body stream: an oversized body is refused by Content-Length up front or when
+the streamed bytes pass the limit. Every log line of a request carries its
+request id; each request ends with one `http_request` line and its metrics.
+It never reads a body it forwards, and never lets a stack trace out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from gateway.errors import REQUEST_ID_HEADER, error_response
+from rlm_rs.errors import RlmError
+from rlm_rs.observability import API_LATENCY, API_REQUESTS, end_log_scope, get_logger, start_log_scope
+
+log = logging.getLogger("rlm_rs.gateway")
+access_log = get_logger()
+
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class EdgeMiddleware:
+    """Request ids, the body size limit, the access log and the last-resort 500."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        length: int | None = None
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID_OK.match(candidate):
+                    request_id = candidate
+            elif key == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        start_log_scope(request_id=request_id)  # every line of this request carries it
+        started = False
+        overflow = False
+        status = 500
+        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+
+        async def send_with_id(message: AsgiMessage) -> None:
+            nonlocal started, status
+            if overflow:
+                # The app answered a body it could not read whole: the answer is 413.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._too_large(request_id, send)
+                return
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = [h for h in message.get("headers", []) if h[0] != header[0]]
+                message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        if length is not None and length > self.max_body_bytes:
+            await self._too_large(request_id, send)
+            return
+        received = 0
+
+        async def limited_receive() -> AsgiMessage:
+            nonlocal received, overflow
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    overflow = True
+                    raise _BodyTooLarge
+            return message
+
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except Exception:  # the last resort: log, answer 500, no trace out
+            if not overflow:
+                log.exception("unhandled error", extra={"request_id": request_id})
+            if not started:
+                started = True
+                if overflow:
+                    await self._too_large(request_id, send)
+                else:
+                    err = RlmError("INTERNAL_ERROR", "internal error")
+                    await error_response(err, request_id)(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            method = f"{scope['method']} {getattr(route, 'path', 'unmatched')}"
+            API_REQUESTS.labels(method=method, code=str(status)).inc()
+            API_LATENCY.labels(method=method).observe(time.perf_counter() - t0)
+            latency_ms = round((time.perf_counter() - t0) * 1000, 3)
+            access_log.info("http_request", method=method, status=status, latency_ms=latency_ms)
+            end_log_scope()
+
+    async def _too_large(self, request_id: str, send: Send) -> None:
+        err = RlmError(
+            "PAYLOAD_TOO_LARGE",
+            "request body too large",
+            {"max_request_bytes": self.max_body_bytes},
+        )
+        body = json.dumps(err.envelope(request_id)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": err.http_status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
