@@ -7,16 +7,19 @@ from typing import Any
 from fastapi import APIRouter
 
 from gateway import models as m
-from gateway.calls import Call, build, caller, dump
+from gateway.calls import Call, build, caller, dump, wait_deadline
 from gateway.convert import to_dict
 from gateway.errors import ERROR_RESPONSES
+from rlm_rs import limits as lim
 from rlm_rs.v1 import execution_pb2
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES, tags=["runtime"])
 
-# gRPC deadlines: a step (its tools too, when resolve_tools is set), and a
-# tool resolution, which waits on providers and child executions.
-STEP_DEADLINE_SECONDS = 120.0
+# gRPC deadlines. A step may run for its execution's max_step_seconds, up to
+# that budget's ceiling: the gateway must not give up (503) on a step the
+# control plane is still running. Tool resolution waits on providers and
+# child executions.
+STEP_DEADLINE_SECONDS = wait_deadline(lim.BUDGET_CEILINGS["max_step_seconds"])
 RESOLVE_DEADLINE_SECONDS = 300.0
 
 

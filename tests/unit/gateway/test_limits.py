@@ -108,6 +108,13 @@ def test_the_gateway_waits_longer_than_the_control_plane_holds_a_call() -> None:
         assert gateway_calls.wait_deadline(seconds or lim.DEFAULT_WAIT_TIMEOUT_SECONDS) > held
 
 
+def test_the_gateway_waits_for_the_longest_step_a_budget_allows() -> None:
+    from gateway.routes import runtime
+
+    deadline, longest_step = runtime.STEP_DEADLINE_SECONDS, lim.BUDGET_CEILINGS["max_step_seconds"]
+    assert deadline > longest_step
+
+
 def test_limits_and_the_sandbox_tools_import_no_grpc() -> None:
     """The zygote's code imports rlm_rs.limits: it must stay standard library only."""
     code = (
