@@ -12,27 +12,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rlm_rs.cli import add_grpc_address
+
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
 
 def register(subparsers: Any) -> None:
     gw = subparsers.add_parser("gateway", help="the REST gateway (docs/api.md#rest-api)")
-    gw_sub = gw.add_subparsers(dest="gateway_command", required=True)
+    gw_sub = gw.add_subparsers(dest="gateway_command", required=True, metavar="COMMAND")
     serve = gw_sub.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument("--host", default=None, help="default RLM_HTTP_HOST")
-    serve.add_argument("--port", type=int, default=None, help="default RLM_HTTP_PORT")
-    serve.add_argument("--grpc-target", default=None, help="default RLM_GRPC_ADDRESS")
+    serve.add_argument("--host", default=None, help="listen host (default RLM_HTTP_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default RLM_HTTP_PORT)")
+    add_grpc_address(serve, "the control plane", "--grpc-target")
     serve.set_defaults(func=_serve_gateway)
     spec = gw_sub.add_parser("openapi", help="write the OpenAPI document (gateway/openapi.json)")
     spec.add_argument("--output", default=str(OPENAPI_PATH), help="'-' for stdout")
     spec.set_defaults(func=_write_openapi)
 
     mcp = subparsers.add_parser("mcp", help="the MCP server (docs/api.md#mcp)")
-    mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
+    mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True, metavar="COMMAND")
     mserve = mcp_sub.add_parser("serve", help="serve the MCP tools over the HTTP API")
-    mserve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    mserve.add_argument("--host", default="127.0.0.1")
-    mserve.add_argument("--port", type=int, default=8090)
+    mserve.add_argument(
+        "--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or streamable HTTP"
+    )
+    mserve.add_argument(
+        "--host", default="127.0.0.1", help="listen host for --transport http (default 127.0.0.1)"
+    )
+    mserve.add_argument(
+        "--port", type=int, default=8090, help="listen port for --transport http (default 8090)"
+    )
     mserve.set_defaults(func=_serve_mcp)
 
 
@@ -69,7 +77,7 @@ def _serve_gateway(args: argparse.Namespace) -> int:
     from rlm_rs.tracing import configure_tracing
 
     configure_tracing("gateway", settings)
-    app = create_app(settings, args.grpc_target or settings.grpc_address)
+    app = create_app(settings, args.grpc_address or settings.grpc_address)
     uvicorn.run(
         app,
         host=args.host or settings.http_host,

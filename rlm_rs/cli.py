@@ -2,8 +2,16 @@
 
 Each command group lives beside its component and exposes
 `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-This module only wires them up; it must not hold component logic. Bad usage
-exits 2 (argparse); a command's own failures exit 1 with a one-line message.
+This module only wires them up and holds the grammar they share; it must not
+hold component logic. Bad usage exits 2 (argparse); a command's own failures
+exit 1 with a one-line message.
+
+Grammar: `rlm-rs NOUN VERB` for every long-running process (`sandbox serve`,
+`control serve`, `ingest worker`, `parser serve`, `gateway serve`, `mcp
+serve`); every argument has help text; the control plane's gRPC address is
+`--grpc-address` wherever a command needs it (RLM_GRPC_ADDRESS by default).
+Old spellings (`rlm-rs server`, `--grpc-target`, `--target`) still work for
+one release, hidden from help.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 # command group -> module with register(subparsers). Imported lazily so a
 # command pays only for its own imports (the sandbox zygote stays small).
@@ -22,7 +31,8 @@ COMMAND_MODULES: dict[str, str] = {
     "keys": "rlm_rs.storage.cli",
     "ingest": "rlm_rs.ingestion.cli",
     "parser": "rlm_rs.ingestion.cli",
-    "server": "rlm_rs.control.cli",
+    "control": "rlm_rs.control.cli",
+    "server": "rlm_rs.control.cli",  # the old spelling of `control serve`, hidden
     "executions": "rlm_rs.control.cli",
     "gateway": "gateway.cli",
     "mcp": "gateway.cli",
@@ -33,9 +43,29 @@ COMMAND_MODULES: dict[str, str] = {
 }
 
 
+def add_grpc_address(parser: argparse.ArgumentParser, help: str, *old: str) -> None:
+    """The one flag for the control plane's gRPC address (`args.grpc_address`);
+    `old` spellings are accepted, hidden from help."""
+    parser.add_argument("--grpc-address", metavar="HOST:PORT", help=f"{help} (default RLM_GRPC_ADDRESS)")
+    for flag in old:
+        parser.add_argument(flag, dest="grpc_address", help=argparse.SUPPRESS)
+
+
+def version() -> str:
+    try:
+        return metadata.version("rlm-rs")
+    except metadata.PackageNotFoundError:  # run from a tree that is not installed
+        return "unknown"
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm-rs", description="RLM-RS appliance")
+    parser.add_argument(
+        "--version", action="version", version=f"rlm-rs {version()}", help="print the version"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if list(argv[:1]) == ["--version"]:
+        return parser  # answered before any command module is imported
     wanted = next((a for a in argv if not a.startswith("-")), None)
     loaded: set[str] = set()
     for command, module_name in COMMAND_MODULES.items():

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
         demo.add_argument("--base-url", default=None, help="default http://127.0.0.1:$RLM_HTTP_PORT")
         demo.add_argument("--api-key", default=None, help="default: create one in --data-dir")
         demo.add_argument("--data-dir", type=Path, default=None, help="the appliance's data directory")
-        demo.add_argument("--question", default=None)
+        demo.add_argument("--question", default=None, help="the question to ask (default: the demo's own)")
         demo.add_argument("--timeout", type=float, default=180.0, help="seconds for the whole demo")
         demo.add_argument("--json", action="store_true", help="also print the result as one JSON line")
         demo.set_defaults(func=_demo)

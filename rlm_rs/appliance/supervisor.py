@@ -164,7 +164,7 @@ class Appliance:
             ),
             Component(
                 "control plane",
-                [*rlm, "server", "--grpc-address", self.grpc_address],
+                [*rlm, "control", "serve", "--grpc-address", self.grpc_address],
                 "grpc-tcp",
                 self.grpc_address,
                 self.metrics_port + 1 if self.metrics_port else None,
@@ -173,7 +173,7 @@ class Appliance:
             Component(
                 "gateway",
                 [*rlm, "gateway", "serve", "--host", "127.0.0.1", "--port", str(self.http_port),
-                 "--grpc-target", self.grpc_address],
+                 "--grpc-address", self.grpc_address],
                 "http",
                 f"{self.base_url}/health/ready",
                 self.metrics_port + 2 if self.metrics_port else None,
@@ -348,7 +348,8 @@ class Appliance:
             "RLM-RS is up.",
             f"  REST API      {self.base_url}/v1   (OpenAPI: {self.base_url}/docs)",
             f"  Health        {self.base_url}/health/ready",
-            f"  gRPC          {self.grpc_address}   (uv run rlm-rs grpc list --target {self.grpc_address})",
+            f"  gRPC          {self.grpc_address}   "
+            f"(uv run rlm-rs grpc list --grpc-address {self.grpc_address})",
             f"  Sandbox pool  unix:{self.socket_path}",
             f"  Data dir      {data}   (logs in {data / 'logs'})",
             f"  Provider      {self.provider}",

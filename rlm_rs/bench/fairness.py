@@ -1,6 +1,6 @@
 """`rlm-rs bench fairness`: a light tenant's latency while a heavy tenant saturates.
 
-Starts a real control plane (`rlm-rs server` as a child process on a free
+Starts a real control plane (`rlm-rs control serve` as a child process on a free
 port, embedded storage in a temporary directory, the `openai` provider
 against a local OpenAI-compatible server that answers after
 `--model-seconds`, so executions last) with the default fairness settings.
@@ -106,7 +106,8 @@ class _Appliance:
         self.raw_uris = {t: _rlm(self.env, "upload", "--tenant", t, str(doc)) for t in self.keys}
         target = f"127.0.0.1:{_free_port()}"
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "rlm_rs.cli", "server", "--grpc-address", target, "--dev-unsandboxed"],
+            [sys.executable, "-m", "rlm_rs.cli", "control", "serve", "--grpc-address", target,
+             "--dev-unsandboxed"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.channel = grpc.insecure_channel(target)

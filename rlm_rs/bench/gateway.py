@@ -1,6 +1,6 @@
 """`rlm-rs bench gateway`: what the REST gateway adds on top of gRPC.
 
-Starts a real stack in a temp dir (embedded storage, `rlm-rs server`,
+Starts a real stack in a temp dir (embedded storage, `rlm-rs control serve`,
 `rlm-rs gateway serve`, a READY one-document session, a Runtime execution),
 then measures GET /v1/executions/{id} and POST /v1/spans/get at concurrency 1
 and 32 through the gateway (httpx, keep-alive) and the same RPCs called
@@ -33,7 +33,7 @@ _DOC = "Annual report.\n" + "Revenue grew 12% to $4.5M in 2024. " * 200 + "\n"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
-    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=200, help="requests sent before measuring")
 
 
 def _free_port() -> int:
@@ -199,11 +199,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base_url = f"http://127.0.0.1:{_free_port()}"
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "rlm_rs.cli", "server", "--grpc-address", target, "--dev-unsandboxed"],
+                [sys.executable, "-m", "rlm_rs.cli", "control", "serve", "--grpc-address", target,
+                 "--dev-unsandboxed"],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ),
             subprocess.Popen(
-                [sys.executable, "-m", "rlm_rs.cli", "gateway", "serve", "--grpc-target", target,
+                [sys.executable, "-m", "rlm_rs.cli", "gateway", "serve", "--grpc-address", target,
                  "--port", base_url.rsplit(":", 1)[1]],
                 env={**env, "RLM_LOG_LEVEL": "WARNING"},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -30,10 +30,10 @@ _WORDS = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--text-mb", type=float, default=50.0)
-    parser.add_argument("--pdf-pages", type=int, default=60)
-    parser.add_argument("--html-kb", type=int, default=2_000)
-    parser.add_argument("--docx-paragraphs", type=int, default=3_000)
+    parser.add_argument("--text-mb", type=float, default=50.0, help="size of the plain-text document in MB")
+    parser.add_argument("--pdf-pages", type=int, default=60, help="pages of the PDF document")
+    parser.add_argument("--html-kb", type=int, default=2_000, help="size of the HTML document in KB")
+    parser.add_argument("--docx-paragraphs", type=int, default=3_000, help="paragraphs of the DOCX document")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
 
 

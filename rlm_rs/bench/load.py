@@ -46,10 +46,10 @@ RUNTIME_CODE = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--minutes", type=float, default=1.0, help="how long to keep the load on")
     parser.add_argument("--runtime-clients", type=int, default=3, help="threads sending runtime steps")
     parser.add_argument("--answerer-clients", type=int, default=1, help="threads running executions")
-    parser.add_argument("--sample-seconds", type=float, default=5.0)
+    parser.add_argument("--sample-seconds", type=float, default=5.0, help="seconds between resource samples")
 
 
 def _free_port() -> int:
@@ -121,9 +121,9 @@ class _Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._start("pool", "sandbox", "serve", "--socket", self.socket_path)
         self._wait(lambda: os.path.exists(self.socket_path), "the sandbox pool")
-        self._start("control-plane", "server", "--grpc-address", grpc_target)
+        self._start("control-plane", "control", "serve", "--grpc-address", grpc_target)
         self._start(
-            "gateway", "gateway", "serve", "--port", str(self.http_port), "--grpc-target", grpc_target
+            "gateway", "gateway", "serve", "--port", str(self.http_port), "--grpc-address", grpc_target
         )
         self.base_url = f"http://127.0.0.1:{self.http_port}"
 

@@ -31,8 +31,8 @@ _ALPHABET = "abcdefghij klmnopqrst uvwxyz,.\néèüöñ€—“”😀漢字"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-mb", type=float, default=100.0, help="text size in MB")
-    parser.add_argument("--slices", type=int, default=10_000)
-    parser.add_argument("--slice-chars", type=int, default=2_000)
+    parser.add_argument("--slices", type=int, default=10_000, help="slices to read")
+    parser.add_argument("--slice-chars", type=int, default=2_000, help="characters per slice")
 
 
 def generate(directory: Path, size_mb: float) -> tuple[Path, Path, int]:

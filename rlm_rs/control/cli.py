@@ -1,4 +1,8 @@
-"""`rlm-rs server` (the control plane) and `rlm-rs executions tail`."""
+"""`rlm-rs control serve` (the control plane) and `rlm-rs executions tail`.
+
+`rlm-rs server` is the old spelling of `control serve`: accepted for one
+release, hidden from help, and it logs `deprecated_command` when it starts.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +11,52 @@ import signal
 import threading
 from typing import Any
 
+from rlm_rs.cli import add_grpc_address
 from rlm_rs.settings import get_settings
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    server = subparsers.add_parser("server", help="run the gRPC control plane")
-    server.add_argument("--grpc-address", help="HOST:PORT (default RLM_GRPC_ADDRESS)")
-    server.add_argument(
+def _serve_arguments(serve: argparse.ArgumentParser) -> None:
+    add_grpc_address(serve, "listen on this address")
+    serve.add_argument(
         "--lease-seconds",
         type=float,
         default=30.0,
-        help="execution lease; another control plane takes over after it expires",
+        help="execution lease; another control plane takes over after it expires (default 30)",
     )
-    server.add_argument(
-        "--sweep-seconds", type=float, default=5.0, help="how often to look for orphaned executions"
+    serve.add_argument(
+        "--sweep-seconds",
+        type=float,
+        default=5.0,
+        help="how often to look for orphaned executions (default 5)",
     )
-    server.add_argument(
+    serve.add_argument(
         "--dev-unsandboxed",
         action="store_true",
         help="development only: without a pool (LAMBDA_FUNCTION_NAME), run model code in this "
         "process (RLM_DEV_UNSANDBOXED=1); readiness then reports the sandbox NOT_HARDENED",
     )
-    server.set_defaults(func=_serve)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    control = subparsers.add_parser("control", help="the gRPC control plane")
+    control_commands = control.add_subparsers(dest="control_command", required=True, metavar="COMMAND")
+    serve = control_commands.add_parser("serve", help="serve the control plane's gRPC services")
+    _serve_arguments(serve)
+    serve.set_defaults(func=_serve)
+    old = subparsers.add_parser("server")  # no help: hidden (the old spelling, one release)
+    _serve_arguments(old)
+    old.set_defaults(func=_serve, deprecated="rlm-rs server")
 
     executions = subparsers.add_parser("executions", help="follow executions")
-    commands = executions.add_subparsers(dest="executions_command", required=True)
+    commands = executions.add_subparsers(dest="executions_command", required=True, metavar="COMMAND")
     tail = commands.add_parser("tail", help="print an execution's turns as they happen (WatchExecution)")
-    tail.add_argument("execution_id")
-    tail.add_argument("--grpc-target", help="HOST:PORT of the control plane (default RLM_GRPC_ADDRESS)")
+    tail.add_argument("execution_id", help="the execution to follow")
+    add_grpc_address(tail, "the control plane", "--grpc-target")
     tail.add_argument("--api-key", help="API key (default RLM_API_KEY)")
     tail.add_argument("--after", default="", help="resume after this event id (e.g. 000002.0003)")
-    tail.add_argument("--timeout-seconds", type=float, default=3600.0)
+    tail.add_argument(
+        "--timeout-seconds", type=float, default=3600.0, help="give up after this long (default 3600)"
+    )
     tail.set_defaults(func=_tail)
 
 
@@ -46,6 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(settings.log_level, component="control")
+    if getattr(args, "deprecated", None):
+        get_logger().warning("deprecated_command", command=args.deprecated, use="rlm-rs control serve")
     from rlm_rs.control.server import SandboxRequired, start_control_plane
 
     if args.dev_unsandboxed:
@@ -104,7 +125,7 @@ def _tail(args: argparse.Namespace) -> int:
     if not key:
         print("rlm-rs executions tail: pass --api-key or set RLM_API_KEY", file=sys.stderr)
         return 2
-    target = args.grpc_target or get_settings().grpc_address
+    target = args.grpc_address or get_settings().grpc_address
     metadata = [("authorization", f"Bearer {key}")]
     deadline = time.monotonic() + args.timeout_seconds
     last = args.after or ""

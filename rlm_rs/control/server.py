@@ -6,7 +6,7 @@ Health names besides the services: "storage", "sandbox" (reachable),
 "sandbox_hardened" (steps run in the hardened pool; NOT_SERVING in development
 mode), "provider" (a real probe every few seconds, rlm_rs/providers/probe.py).
 Without a pool it refuses to start unless development mode is asked for
-(RLM_DEV_UNSANDBOXED / `rlm-rs server --dev-unsandboxed`): model code would
+(RLM_DEV_UNSANDBOXED / `rlm-rs control serve --dev-unsandboxed`): model code would
 run in this process, next to the provider key.
 """
 

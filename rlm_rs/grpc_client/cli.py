@@ -4,7 +4,8 @@
     rlm-rs grpc describe SYMBOL
     rlm-rs grpc call SERVICE/METHOD [-d JSON | -d @FILE | -d @-] [-H 'name: value']...
 
-The target is --target (HOST:PORT or unix:PATH), default RLM_GRPC_ADDRESS; plaintext
+The target is --grpc-address (HOST:PORT or unix:PATH; --target still works),
+default RLM_GRPC_ADDRESS; plaintext
 unless --tls. The key comes from -H 'authorization: Bearer ...', --api-key or RLM_API_KEY.
 A failed call prints `CODE: message` and the error's reason and details, then exits 1.
 """
@@ -22,24 +23,26 @@ from typing import Any
 
 import grpc
 
+from rlm_rs.cli import add_grpc_address
+
 
 def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--target", help="HOST:PORT or unix:PATH (default RLM_GRPC_ADDRESS)")
+    add_grpc_address(common, "HOST:PORT or unix:PATH", "--target")
     common.add_argument("--tls", action="store_true", help="TLS instead of plaintext")
     common.add_argument("--ca-file", type=Path, help="CA certificate for --tls (default: the system's)")
     common.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
     grpc_parser = subparsers.add_parser(
         "grpc", help="call the control plane (or pool) over gRPC, by reflection: no grpcurl needed"
     )
-    commands = grpc_parser.add_subparsers(dest="grpc_command", required=True)
+    commands = grpc_parser.add_subparsers(dest="grpc_command", required=True, metavar="COMMAND")
     listing = commands.add_parser("list", parents=[common], help="services, or one service's methods")
-    listing.add_argument("service", nargs="?")
+    listing.add_argument("service", nargs="?", help="a service's full name, to list its methods")
     listing.set_defaults(func=_list)
     describing = commands.add_parser(
         "describe", parents=[common], help="a service, method or message as proto text"
     )
-    describing.add_argument("symbol")
+    describing.add_argument("symbol", help="a service, method or message full name")
     describing.set_defaults(func=_describe)
     call = commands.add_parser("call", parents=[common], help="call a method with a JSON request")
     call.add_argument("method", help="package.Service/Method, e.g. rlm_rs.v1.SessionService/GetSession")
@@ -55,7 +58,7 @@ def register(subparsers: Any) -> None:
 def _channel(args: argparse.Namespace) -> Iterator[grpc.Channel]:
     from rlm_rs.settings import get_settings
 
-    target = args.target or get_settings().grpc_address
+    target = args.grpc_address or get_settings().grpc_address
     if args.tls:
         root = args.ca_file.read_bytes() if args.ca_file else None
         channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=root))
@@ -100,7 +103,7 @@ def _run(args: argparse.Namespace, action: Any) -> int:
         except grpc.RpcError as exc:
             from rlm_rs.settings import get_settings
 
-            return _rpc_failure(exc, args.target or get_settings().grpc_address)
+            return _rpc_failure(exc, args.grpc_address or get_settings().grpc_address)
 
 
 def _list(args: argparse.Namespace) -> int:

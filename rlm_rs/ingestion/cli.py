@@ -17,16 +17,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest_commands = ingest.add_subparsers(dest="ingest_command", required=True)
     worker = ingest_commands.add_parser("worker", help="parse registered documents")
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
-    worker.add_argument("--poll-seconds", type=float, default=1.0)
-    worker.add_argument("--data-dir", type=Path)
+    worker.add_argument(
+        "--poll-seconds", type=float, default=1.0, help="pause between passes that found nothing (default 1)"
+    )
+    worker.add_argument("--data-dir", type=Path, help="embedded data directory (default RLM_DATA_DIR)")
     worker.set_defaults(func=_worker)
 
     parser = subparsers.add_parser("parser", help="the parser service (POST /parse)")
     parser_commands = parser.add_subparsers(dest="parser_command", required=True)
     serve = parser_commands.add_parser("serve", help="serve POST /parse over HTTP")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8090)
-    serve.add_argument("--data-dir", type=Path)
+    serve.add_argument("--host", default="127.0.0.1", help="listen host (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8090, help="listen port (default 8090)")
+    serve.add_argument("--data-dir", type=Path, help="embedded data directory (default RLM_DATA_DIR)")
     serve.set_defaults(func=_serve)
 
 

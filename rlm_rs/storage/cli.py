@@ -34,14 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     upload.add_argument("--tenant", required=True, help="the tenant whose sessions may use the files")
     _data_dir_option(upload)
-    upload.add_argument("files", nargs="+", type=Path)
+    upload.add_argument("files", nargs="+", type=Path, help="the files to store")
     upload.set_defaults(func=_upload)
 
     keys = subparsers.add_parser("keys", help="API keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="create an API key for a tenant")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--name", default="")
+    create.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    create.add_argument("--name", default="", help="a label for the key (shown in listings, never secret)")
     _data_dir_option(create)
     create.set_defaults(func=_create_key)
 

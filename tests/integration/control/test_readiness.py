@@ -64,7 +64,7 @@ def log_records(path: Path) -> list[dict[str, Any]]:
 
 def test_a_control_plane_without_a_pool_refuses_to_start(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "rlm_rs.cli", "server", "--grpc-address", f"127.0.0.1:{free_port()}"],
+        [sys.executable, "-m", "rlm_rs.cli", "control", "serve", "--grpc-address", f"127.0.0.1:{free_port()}"],
         env=base_env(tmp_path), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 1

@@ -1,6 +1,6 @@
 """The real stack for gateway end-to-end tests, as separate processes.
 
-Embedded storage in a tmp dir, `rlm-rs server` (the control plane) and
+Embedded storage in a tmp dir, `rlm-rs control serve` (the control plane) and
 `rlm-rs gateway serve` on free loopback ports, an API key per tenant from
 `rlm-rs keys create`, a document from `rlm-rs upload`, and a READY session
 (`rlm-rs ingest worker --once`). The scripted provider answers root and
@@ -146,7 +146,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     grpc_port, http_port = free_port(), free_port()
     grpc_target = f"127.0.0.1:{grpc_port}"
     # no pool here: the in-process sandbox, asked for explicitly (docs/gateway.md)
-    procs = [_start(env, root / "server.log", "server", "--grpc-address", grpc_target, "--dev-unsandboxed")]
+    procs = [
+        _start(
+            env, root / "server.log", "control", "serve", "--grpc-address", grpc_target, "--dev-unsandboxed"
+        )
+    ]
     try:
         procs.append(
             _start(
@@ -156,7 +160,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "serve",
                 "--port",
                 str(http_port),
-                "--grpc-target",
+                "--grpc-address",
                 grpc_target,
             )
         )

@@ -40,7 +40,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Pat
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "rlm_rs.cli", "gateway", "serve", "--port", str(port),
-             "--grpc-target", f"127.0.0.1:{free_port()}"],
+             "--grpc-address", f"127.0.0.1:{free_port()}"],
             env=env, stdout=out, stderr=out,
         )  # fmt: skip
     try:
