@@ -6,7 +6,9 @@ in-process sandbox, the scripted provider so model latency is ~0) runs
 overhead (everything but the root model call) median/p99 with its breakdown
 (storage, prompt, sandbox, tools, plus trace/finalisation per execution),
 and executions per second at concurrency 1 and 8 through StartExecution
-(synchronous).
+(synchronous). Storage round-trips are counted too (_storage_calls.py):
+per turn (the root model and tools aside), per execution's set-up and
+finalisation, and on the RPC threads (creation, the synchronous wait).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_rs.bench._limits import UNLIMITED_QUOTAS, UNLIMITED_RATE
+from rlm_rs.bench._storage_calls import count_storage_calls, per_turn
 
 DESCRIPTION = "control-plane overhead per turn and executions/s (scripted provider)"
 
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings(RLM_DATA_DIR=Path(directory), API_KEY_PEPPER="bench",
                             RATE_LIMITS_JSON=UNLIMITED_RATE, RLM_QUOTAS_JSON=UNLIMITED_QUOTAS)  # fmt: skip
         storage = open_storage(settings)
+        calls = count_storage_calls(storage)
         plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=InProcessSandbox(),
                                     provider=ScriptedProvider(SCRIPT))  # fmt: skip
         key, _ = storage.metadata.create_api_key("bench")
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plane.engine.finish_timings_ms.clear()
             throughput: dict[str, Any] = {}
             for concurrency in (1, 8):
+                calls.take()
+                calls.enabled = concurrency == 1
                 began = time.perf_counter()
                 with ThreadPoolExecutor(max_workers=concurrency) as pool:
                     statuses = list(pool.map(one, range(args.executions)))
@@ -98,6 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if concurrency == 1:
                     turn_timings = list(plane.engine.turn_timings)
                     finish_ms = list(plane.engine.finish_timings_ms)
+                    storage_calls = per_turn(calls.take(), args.executions)
+                    calls.enabled = False
         finally:
             channel.close()
             plane.stop(1)
@@ -114,5 +122,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "breakdown_median_ms": breakdown,
         "finalise_per_execution_ms": {"median": round(statistics.median(finish_ms), 3),
                                       "p99": round(_quantile(finish_ms, 0.99), 3)},
+        "storage_calls": storage_calls,
         "three_turn_executions": throughput,
     }  # fmt: skip

@@ -21,4 +21,8 @@ def test_bench_orchestrator_reports_overhead_and_throughput() -> None:
         "tools_ms",
         "root_model_ms",
     }
+    calls = result["storage_calls"]
+    # a turn reads and writes storage (the execution record, its state, its step record)
+    assert calls["per_turn_median"] > 0 and calls["finalise_per_execution_median"] > 0
+    assert "items.put execution_state:STEP" in calls["per_turn_mean_by_op"]
     assert {c: v["completed"] for c, v in result["three_turn_executions"].items()} == {"c1": 3, "c8": 3}
