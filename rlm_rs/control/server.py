@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from rlm_rs.control._rpc import AnonymousStreamLimit
 from rlm_rs.control.admission import Admission
 from rlm_rs.control.costs import model_allowlist
-from rlm_rs.control.engine import ExecutionEngine
+from rlm_rs.control.executions import ExecutionEngine
 from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.services import CitationServicer, ExecutionServicer
 from rlm_rs.control.sessions import SessionServicer

@@ -24,7 +24,7 @@ from rlm_rs.citations import make_ref, verify_ref
 from rlm_rs.control._rpc import Caller, rpc, rpc_stream
 from rlm_rs.control.admission import Admission
 from rlm_rs.control.budgets import budgets_from_dict, budgets_to_dict
-from rlm_rs.control.engine import TERMINAL, ExecutionEngine
+from rlm_rs.control.executions import TERMINAL, ExecutionEngine
 from rlm_rs.control.sessions import load_session
 from rlm_rs.control.validation import check_models, check_tool_requests
 from rlm_rs.errors import RlmError

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rlm_rs.control.engine import ExecutionEngine
+from rlm_rs.control.executions import ExecutionEngine
 from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.ingestion.worker import IngestionWorker
 from rlm_rs.providers.scripted import ScriptedProvider

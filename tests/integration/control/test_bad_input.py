@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from rlm_rs.control import services
-from rlm_rs.control.events import EVENT_DATA_CHARS
+from rlm_rs.control.executions.events import EVENT_DATA_CHARS
 from rlm_rs.v1 import citation_pb2, execution_pb2, session_pb2
 from rlm_rs.v1.common_pb2 import Budgets, RlmRequest, SpanRef, ToolRequests
 from tests.integration.control.conftest import Api, error_code

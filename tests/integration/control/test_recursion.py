@@ -258,7 +258,7 @@ def test_cancelling_a_parent_cancels_its_running_children(api: Api) -> None:
         "tenant-a", session, mode="ANSWERER", question="c", models={}, budgets={}, options={},
         extra={"parent_execution_id": parent["execution_id"], "depth": 1},
     )  # fmt: skip
-    engine._update(parent, {"children": [child["execution_id"]]})
+    engine.records.update(parent, {"children": [child["execution_id"]]})
     assert engine.cancel("tenant-a", parent["execution_id"])["status"] == "CANCELLED"
     assert engine.get("tenant-a", child["execution_id"])["status"] == "CANCELLED"
     # the takeover sweep never starts a child on its own: its parent runs it
@@ -266,7 +266,7 @@ def test_cancelling_a_parent_cancels_its_running_children(api: Api) -> None:
         "tenant-a", session, mode="ANSWERER", question="o", models={}, budgets={}, options={},
         extra={"parent_execution_id": parent["execution_id"], "depth": 1},
     )  # fmt: skip
-    engine._update(orphan, {"lease_owner": "", "lease_until": 0})  # its owner died long ago
+    engine.records.update(orphan, {"lease_owner": "", "lease_until": 0})  # its owner died long ago
     engine.recover_orphans()
     assert engine.get("tenant-a", orphan["execution_id"])["lease_owner"] == ""
 

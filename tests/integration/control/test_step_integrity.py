@@ -1,7 +1,7 @@
 """One step at a time per runtime execution, over a real gRPC socket: concurrent
 RunStep/ResolveTools calls on one execution are serialised by a claim, the
 losers get CONFLICT and run nothing, max_turns cannot be raced past, and a
-writer that lost its claim cannot commit (rlm_rs/control/claims.py)."""
+writer that lost its claim cannot commit (rlm_rs/control/executions/claims.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from rlm_rs.control.claims import StepClaim
+from rlm_rs.control.executions.claims import StepClaim
 from rlm_rs.errors import RlmError
 from rlm_rs.storage.state import load_state
 from rlm_rs.v1 import execution_pb2
@@ -248,14 +248,14 @@ def test_a_commit_that_loses_its_version_reports_why(api: Api, monkeypatch: pyte
     the execution's status, never a bare storage conflict."""
     engine = api.plane.engine
     execution_id = _runtime(api)
-    save = engine._save_state
+    save = engine.records.save_state
 
     def save_then_cancel(execution: dict[str, Any], turn: int, state_json: str, **kw: Any) -> None:
         save(execution, turn, state_json, **kw)
         if kw.get("sk") is None:  # the latest state: the last write before the update
             engine.cancel("tenant-a", execution_id)
 
-    monkeypatch.setattr(engine, "_save_state", save_then_cancel)
+    monkeypatch.setattr(engine.records, "save_state", save_then_cancel)
     with pytest.raises(grpc.RpcError) as caught:
         _step(api, execution_id, "state['work']['x'] = 1")
     assert _error(caught.value) == ("CONFLICT", {"status": "CANCELLED"})

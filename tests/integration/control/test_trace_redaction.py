@@ -1,4 +1,4 @@
-"""redact_trace holds on every copy of a trace (rlm_rs/control/traces.py): the
+"""redact_trace holds on every copy of a trace (rlm_rs/control/executions/traces.py): the
 stored blob, the inline trace_json (return_trace), a child's trace embedded in
 its parent's, the child's own blob, and the live events of both; a real
 control plane on a real socket, a scripted root model."""

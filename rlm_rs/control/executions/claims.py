@@ -1,6 +1,8 @@
-"""One writer per execution turn: step claims and the commit fence.
+"""One writer per execution turn: the Answerer loop's lease, step claims and the commit fence.
 
-A runtime step (and a ResolveTools call) first *claims* its execution: a
+An Answerer loop holds its execution by a lease (`lease_owner` = the control
+plane's owner name) renewed every turn; the takeover sweep resumes an
+execution whose lease ran out. A runtime step (and a ResolveTools call) first *claims* its execution: a
 conditional write of `lease_owner` = a fresh token and `lease_until` that
 holds only if the record is RUNNING, unchanged since it was read (`version`)
 and not claimed by anyone else. The loser gets CONFLICT and runs nothing.
@@ -19,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from rlm_rs.errors import RlmError
 from rlm_rs.storage.metadata import MetadataStore
@@ -47,6 +49,32 @@ def _keys(execution: dict[str, Any]) -> tuple[str, str, str]:
 def _held_by_other(execution: dict[str, Any], owner: str, now: float) -> bool:
     holder = execution.get("lease_owner")
     return bool(holder) and holder != owner and float(execution.get("lease_until") or 0) > now
+
+
+class TurnHolder(Protocol):
+    """Whoever may commit an execution's turn: a loop's lease or a step's claim."""
+
+    def fence(self, execution: dict[str, Any], turn: int) -> dict[str, Any]: ...
+
+
+def renew_lease(metadata: MetadataStore, execution: dict[str, Any], owner: str, seconds: float) -> bool:
+    """Take or renew `owner`'s lease on the execution; False when another owner holds a live one."""
+    return metadata.acquire_lease(*_keys(execution), owner=owner, ttl_seconds=seconds) is not None
+
+
+class LoopLease:
+    """An Answerer loop's hold on its executions (this control plane's owner name)."""
+
+    def __init__(self, metadata: MetadataStore, owner: str, seconds: float) -> None:
+        self.metadata = metadata
+        self.owner = owner
+        self.seconds = seconds
+
+    def renew(self, execution: dict[str, Any]) -> bool:
+        return renew_lease(self.metadata, execution, self.owner, self.seconds)
+
+    def fence(self, execution: dict[str, Any], turn: int) -> dict[str, Any]:
+        return fence(self.metadata, execution, self.owner, turn, self.seconds)
 
 
 def fence(
@@ -111,8 +139,8 @@ class StepClaim:
             raise (not_running(current) if current["status"] != "RUNNING" else busy(current)) from None
         return cls(metadata, claimed, token, ttl)
 
-    def fence(self, turn: int) -> dict[str, Any]:
-        self.execution = fence(self.metadata, self.execution, self.token, turn, COMMIT_WINDOW_SECONDS)
+    def fence(self, execution: dict[str, Any], turn: int) -> dict[str, Any]:
+        self.execution = fence(self.metadata, execution, self.token, turn, COMMIT_WINDOW_SECONDS)
         return self.execution
 
     @contextmanager

@@ -1,106 +1,44 @@
-"""Recursive sub-executions (tool.queue_rlm): child ids, budget caps, sub-corpus views.
+"""What documents an execution sees: the session's, or a child's sub-corpus.
 
-A child is an Answerer execution on the parent's session, over a sub-corpus:
-whole documents (`doc_indices`), or spans materialised as derived documents
-(`spans`), or, when both are empty, every document. The child's documents
-are numbered from 0 in its own context; its `corpus` record maps each one
-back to (parent doc_index, start_char, end_char), so the child's span log is
-turned into SpanRefs into the *session's* documents and its citations verify
-with the same GetSpan/VerifyCitation as any other.
-
-Depth: a top-level execution is depth 0; a child is created only while
-`depth + 1 <= max_depth` (default 2: root -> child -> grandchild).
-
-Budgets: the child's budgets are its request merged over the parent's, then
-capped by what the parent has left (sub-calls, prompt chars, spans, seconds,
-cost, rlm sub-calls after this one) and by the parent's per-step limits; the
-tree's max_depth cannot be raised. Children of one step run one after another,
-so each is capped by what the previous ones left. When a child ends, its
-consumption is added to the parent's (rlm_subcalls + 1 for the child itself).
-
-Ids are derived from (parent, turn, key): a parent turn replayed after a lease
-takeover finds the same child (finished: its result is reused; running: it is
-resumed) instead of starting a second one.
+A child (tool.queue_rlm) reads whole documents (`doc_indices`), or spans
+materialised as derived documents (`spans`), or, when both are empty, every
+document. Its documents are numbered from 0 in its own context; its `corpus`
+record maps each one back to (parent doc_index, start_char, end_char), so its
+span log turns into SpanRefs into the *session's* documents and its
+citations verify with the same GetSpan/VerifyCitation as any other. Derived
+documents live under the document cache (the pool opens only files below
+RLM_SANDBOX_DOCUMENT_ROOT); nothing here reads another session's files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from rlm_rs.canonical import build_offsets, canonical_json
-from rlm_rs.control.budgets import merge_budgets
-from rlm_rs.control.limits import parse_json_object
+from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.errors import RlmError
 from rlm_rs.textfile import TextFile
 from rlm_rs.v1.common_pb2 import RlmRequest, Span
 from rlm_rs.v1.sandbox_pb2 import ContextDocument
 
 MAX_SUBCORPUS_CHARS = 50_000_000
-# per-step limits a child may lower but never raise
-_PER_STEP = (
-    "max_turns", "max_step_seconds", "max_spans_per_step", "max_tool_requests_per_step",
-    "max_llm_prompt_chars", "max_stdout_chars", "max_state_chars",
-)  # fmt: skip
-# consumption that rolls up from a child into its parent
-ROLLUP = (
-    "llm_subcalls", "llm_prompt_chars_total", "spans_total", "input_tokens", "output_tokens",
-    "cost_usd", "cache_hits", "rlm_subcalls",
-)  # fmt: skip
 
 
-def child_execution_id(parent_id: str, turn: int, key: str) -> str:
-    digest = hashlib.sha256(f"{parent_id}\0{turn}\0{key}".encode()).hexdigest()
-    return f"exec_{digest[:24]}"
+def execution_manifest(docs: DocumentCache, execution: dict[str, Any]) -> list[ContextDocument]:
+    """The execution's context: the session's documents, or a child's sub-corpus."""
+    manifest = docs.manifest(execution["session_id"])
+    if not execution.get("corpus"):
+        return manifest
+    return child_manifest(execution["corpus"], manifest, derived_dir(docs, execution))
 
 
-def child_budgets(
-    parent: dict[str, Any], consumed: dict[str, Any], requested_json: str, now: float
-) -> dict[str, Any]:
-    """The child's budgets, or RlmError(BUDGET_EXCEEDED|VALIDATION_ERROR) with
-    a reason the root model can read."""
-    budgets = parent["budgets_requested"]
-    depth = int(parent.get("depth") or 0)
-    if depth + 1 > int(budgets["max_depth"]):
-        raise RlmError(
-            "BUDGET_EXCEEDED",
-            f"max_depth reached: this execution is at depth {depth} and max_depth is {budgets['max_depth']}",
-        )
-    rlm_left = int(budgets["max_rlm_subcalls"]) - int(consumed["rlm_subcalls"])
-    if rlm_left <= 0:
-        raise RlmError(
-            "BUDGET_EXCEEDED", f"rlm sub-call budget spent (max_rlm_subcalls={budgets['max_rlm_subcalls']})"
-        )
-    seconds_left = seconds_left_at(parent, now)
-    if seconds_left < 1.0:
-        raise RlmError("BUDGET_EXCEEDED", f"only {max(seconds_left, 0):.1f}s of max_total_seconds left")
-    cost_cap = float(budgets["max_cost_usd"])
-    cost_left = cost_cap - float(consumed["cost_usd"])
-    if cost_cap > 0 and cost_left <= 0:
-        raise RlmError("BUDGET_EXCEEDED", f"cost budget spent (max_cost_usd={cost_cap})")
-    overrides = {}
-    if requested_json.strip() not in ("", "null"):
-        overrides = parse_json_object(requested_json, "budgets")  # no NaN, no RecursionError
-    merged = merge_budgets(budgets, overrides)  # validates names, types and ceilings
-    caps: dict[str, float] = {name: budgets[name] for name in _PER_STEP}
-    caps.update(
-        max_llm_subcalls=int(budgets["max_llm_subcalls"]) - int(consumed["llm_subcalls"]),
-        max_total_llm_prompt_chars=int(budgets["max_total_llm_prompt_chars"])
-        - int(consumed["llm_prompt_chars_total"]),
-        max_spans_total=int(budgets["max_spans_total"]) - int(consumed["spans_total"]),
-        max_total_seconds=round(seconds_left, 3),
-        max_rlm_subcalls=rlm_left - 1,
-        max_depth=int(budgets["max_depth"]),
-    )
-    for name, cap in caps.items():
-        merged[name] = type(merged[name])(max(min(merged[name], cap), 0))
-    if cost_cap > 0:
-        requested_cost = float(merged["max_cost_usd"])
-        merged["max_cost_usd"] = cost_left if requested_cost <= 0 else min(requested_cost, cost_left)
-    return merged
+def derived_dir(docs: DocumentCache, execution: dict[str, Any]) -> Path:
+    """A child's span documents: removed when it ends (citations map to the
+    session's own documents), rewritten if a resumed child needs them again."""
+    return docs.cache_dir / "derived" / execution["execution_id"]
 
 
 def subcorpus(request: RlmRequest, manifest: list[ContextDocument]) -> list[dict[str, Any]]:
@@ -207,15 +145,3 @@ def compose(piece: dict[str, Any], parent_pieces: list[dict[str, Any]]) -> dict[
         "end_char": outer["start_char"] + piece["end_char"],
         "whole": piece["whole"] and outer["whole"],
     }
-
-
-def roll_up(consumed: dict[str, Any], child_consumed: dict[str, Any]) -> None:
-    for name in ROLLUP:
-        consumed[name] = consumed.get(name, 0) + child_consumed.get(name, 0)
-    consumed["rlm_subcalls"] += 1
-    consumed["cost_usd"] = round(float(consumed["cost_usd"]), 10)
-
-
-def seconds_left_at(parent: dict[str, Any], now: float) -> float:
-    """What is left of the parent's max_total_seconds at `now`."""
-    return float(parent["started_epoch"]) + float(parent["budgets_requested"]["max_total_seconds"]) - now

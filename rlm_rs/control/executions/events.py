@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlm_rs.canonical import canonical_json
-from rlm_rs.control.traces import redact
+from rlm_rs.control.executions.traces import redact
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import now_iso
 

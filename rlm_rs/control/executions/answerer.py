@@ -1,0 +1,235 @@
+"""Answerer mode: the loop that asks the root model for code, turn after turn.
+
+Each turn: the loop-top checks (still RUNNING, still this process's lease,
+parents still running, max_turns, the wall-clock deadline), the root prompt
+(history.py: a bounded history, compacted when it grows too large), one root
+model call, then the turn pipeline (turn.py). Loops run on a bounded pool,
+each execution at most once per process; the takeover sweep resumes an
+execution whose owner's lease ran out from its last committed turn. A loop
+never runs a turn without holding the lease.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from rlm_rs.control import prompts
+from rlm_rs.control.budgets import deadline_epoch, snapshot
+from rlm_rs.control.executions import history
+from rlm_rs.control.executions import turn as pipeline
+from rlm_rs.control.executions.children import ancestors_running
+from rlm_rs.control.executions.claims import LoopLease
+from rlm_rs.control.executions.context import Context
+from rlm_rs.control.executions.events import clip
+from rlm_rs.control.executions.finish import cancel, finish
+from rlm_rs.control.executions.records import Record
+from rlm_rs.control.executions.subcorpus import execution_manifest
+from rlm_rs.errors import RlmError
+from rlm_rs.observability import bind_log_context, get_logger, logged_execution
+from rlm_rs.providers.base import CallContext, Completion, ProviderError
+from rlm_rs.tracing import span as trace_span
+from rlm_rs.v1.sandbox_pb2 import ContextDocument
+
+ROOT_MAX_TOKENS = 4096
+log = get_logger(component="engine")
+
+
+@dataclass
+class Loop:
+    """What stays the same from one turn of an execution to the next."""
+
+    session: Record
+    lease: LoopLease
+    docs: list[ContextDocument]
+    system: str  # the root model's system prompt
+    turns: list[dict[str, Any]]  # history entries of the committed turns
+
+    @classmethod
+    def open(cls, ctx: Context, execution: Record, lease: LoopLease) -> Loop:
+        session = ctx.storage.metadata.get_session(execution["tenant_id"], execution["session_id"])
+        budgets = execution["budgets_requested"]
+        docs = execution_manifest(ctx.docs, execution)
+        system = prompts.system_prompt(
+            doc_count=len(docs),
+            subcalls=int(budgets["max_llm_subcalls"]) > 0,
+            search=bool((session.get("options") or {}).get("enable_search")),
+            contexts=execution.get("output_mode") == "CONTEXTS",
+            max_stdout_chars=int(budgets["max_stdout_chars"]),
+            rlm=int(budgets["max_rlm_subcalls"]) > 0
+            and int(execution.get("depth") or 0) < int(budgets["max_depth"]),
+        )
+        turns = history.committed_turns(ctx.storage, execution["execution_id"])
+        return cls(session, lease, docs, system, turns)
+
+
+@logged_execution
+def run_answerer(ctx: Context, tenant_id: str, execution_id: str) -> Record:
+    """Run the execution's turns until it ends, is cancelled or its lease is lost."""
+    execution = ctx.records.get(tenant_id, execution_id)
+    lease = LoopLease(ctx.storage.metadata, ctx.owner, ctx.lease_seconds)
+    if not lease.renew(execution):
+        return execution  # another control plane owns it
+    loop = Loop.open(ctx, execution, lease)
+    while True:
+        execution, ended = _turn_due(ctx, loop, tenant_id, execution_id)
+        if ended:
+            return execution
+        finished = _turn(ctx, loop, execution)
+        if finished is not None:
+            return finished
+
+
+def _turn_due(ctx: Context, loop: Loop, tenant_id: str, execution_id: str) -> tuple[Record, bool]:
+    """The record at the top of a turn, and whether the loop ends here."""
+    execution = ctx.records.get(tenant_id, execution_id)
+    if execution["status"] != "RUNNING":
+        return execution, True  # cancelled (or finished elsewhere)
+    if not loop.lease.renew(execution):
+        return execution, True  # lost the lease: the new owner carries on
+    if not ancestors_running(ctx, execution):
+        return cancel(ctx, tenant_id, execution_id), True
+    turn = int(execution["next_turn"])
+    bind_log_context(turn_index=turn)
+    if turn >= int(execution["budgets_requested"]["max_turns"]):
+        error = RlmError("MAX_TURNS_EXCEEDED", f"no FINAL after {turn} turns")
+        return finish(ctx, execution, "MAX_TURNS_EXCEEDED", error=error), True
+    if time.time() >= deadline_epoch(execution):
+        error = RlmError("BUDGET_EXCEEDED", "max_total_seconds spent")
+        return finish(ctx, execution, "BUDGET_EXCEEDED", error=error), True
+    return execution, False
+
+
+def _turn(ctx: Context, loop: Loop, execution: Record) -> Record | None:
+    """One turn; the record when the execution ended (or was taken from us), else None."""
+    turn = int(execution["next_turn"])
+    clock = time.perf_counter()
+    state = ctx.records.load_state(execution)
+    consumed = dict(execution["budgets_consumed"])
+    timings = {"storage_ms": pipeline.ms_since(clock)}
+    snapshot_now = snapshot(execution["budgets_requested"], consumed)
+    ctx.events.emit(execution, turn, "turn_started", {"budgets": snapshot_now})
+    clock = time.perf_counter()
+    user = _turn_prompt(ctx, loop, execution, state, consumed)
+    timings["prompt_ms"] = pipeline.ms_since(clock)
+    started = time.perf_counter()
+    try:
+        completion = _root_call(ctx, loop, execution, user)
+    except ProviderError as exc:
+        error = RlmError("LLM_PROVIDER_ERROR", f"root model: {exc}")
+        return finish(ctx, execution, "FAILED", error=error)
+    timings["root_model_ms"] = pipeline.ms_since(started)
+    _root_reply(ctx, execution, completion, consumed)
+    step = pipeline.step(
+        ctx, execution, loop.session, completion.text, state,
+        resolve=True, started=started, completion=completion, consumed=consumed,
+    )  # fmt: skip
+    step.timings.update(timings)
+    try:
+        execution = pipeline.commit(ctx, execution, step, loop.lease)
+    except RlmError as exc:
+        if exc.code == "CONFLICT":  # cancelled during the turn
+            return ctx.records.get(execution["tenant_id"], execution["execution_id"])
+        raise
+    ctx.turn_timings.append(step.timings)
+    loop.turns.append(step.history_entry())
+    return pipeline.end_if_due(ctx, execution, step)
+
+
+def _turn_prompt(
+    ctx: Context, loop: Loop, execution: Record, state: dict[str, Any], consumed: dict[str, Any]
+) -> str:
+    """The turn's user prompt; past the compaction share, earlier turns are
+    summarised first (history.py)."""
+    user = history.turn_prompt(execution, loop.docs, state, consumed, loop.turns)
+    if history.too_large(ctx.settings, loop.system, user):
+        compaction = history.compact(ctx.provider, ctx.prices, execution, state, consumed, loop.turns)
+        if compaction is not None:
+            ctx.events.emit(execution, int(execution["next_turn"]), "compaction", compaction)
+            user = history.turn_prompt(execution, loop.docs, state, consumed, loop.turns)
+    return user
+
+
+def _root_reply(ctx: Context, execution: Record, completion: Completion, consumed: dict[str, Any]) -> None:
+    ctx.prices.record(consumed, completion.model, completion.input_tokens, completion.output_tokens)
+    data = {
+        "model": completion.model,
+        "chars": len(completion.text),
+        "text": clip(completion.text),
+        "input_tokens": completion.input_tokens,
+        "output_tokens": completion.output_tokens,
+    }
+    ctx.events.emit(execution, int(execution["next_turn"]), "root_reply", data)
+
+
+def _root_call(ctx: Context, loop: Loop, execution: Record, user: str) -> Completion:
+    """The root model's reply (its usage and cost go into the turn's consumption)."""
+    turn = int(execution["next_turn"])
+    with trace_span("llm.root", execution_id=execution["execution_id"], turn_index=turn):
+        completion = ctx.provider.complete(
+            execution["models"]["root_model"],
+            [{"role": "system", "content": loop.system}, {"role": "user", "content": user}],
+            max_tokens=ROOT_MAX_TOKENS,
+            temperature=0.0,
+            context=CallContext(role="root", question=execution["question"], turn_index=turn),
+        )
+    return completion
+
+
+# --- the loops of this process ---------------------------------------------------------------
+class AnswererLoops:
+    """Answerer loops queued or running in this process, on a bounded pool."""
+
+    def __init__(self, ctx: Context, workers: int) -> None:
+        self.ctx = ctx
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answerer")
+        self._active: set[str] = set()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def start(self, execution: Record) -> None:
+        """Queue the execution's loop, at most once per process: the takeover
+        sweep may find an execution still queued here (its creation lease ran
+        out while every loop thread was busy) and must not run it twice."""
+        execution_id = execution["execution_id"]
+        with self._lock:
+            if execution_id in self._active:
+                return
+            self._active.add(execution_id)
+        self._pool.submit(self._guarded_run, execution["tenant_id"], execution_id)
+
+    def _guarded_run(self, tenant_id: str, execution_id: str) -> None:
+        try:
+            run_answerer(self.ctx, tenant_id, execution_id)
+        except Exception as exc:  # the loop must never die silently
+            # the traceback goes to the operator's log, never to the caller
+            log.error("answerer_crashed", execution_id=execution_id, error=type(exc).__name__, exc_info=True)
+            execution = self.ctx.records.get(tenant_id, execution_id)
+            if execution["status"] == "RUNNING":
+                finish(
+                    self.ctx, execution, "FAILED", error=RlmError("INTERNAL_ERROR", "the execution failed")
+                )
+        finally:
+            with self._lock:
+                self._active.discard(execution_id)
+
+    def take_over(self, execution: Record, now: float) -> bool:
+        """Resume a top-level Answerer execution whose owner's lease expired."""
+        if execution.get("mode") != "ANSWERER" or execution.get("parent_execution_id"):
+            return False  # runtime executions have no loop; children are run by their parent
+        if execution.get("lease_owner") and float(execution.get("lease_until") or 0) > now:
+            return False
+        if not LoopLease(self.ctx.storage.metadata, self.ctx.owner, self.ctx.lease_seconds).renew(execution):
+            return False
+        log.info(
+            "execution_taken_over",
+            execution_id=execution["execution_id"],
+            from_owner=execution.get("lease_owner"),
+        )
+        self.start(execution)
+        return True

@@ -1,0 +1,246 @@
+"""Recursive sub-executions (tool.queue_rlm): child ids, budget caps, running a child.
+
+A child is an Answerer execution on the parent's session over a sub-corpus
+(subcorpus.py), run to completion inside the parent's turn, between two of
+its steps; its answer and citations become the parent's `rlm` tool result.
+
+Depth: a top-level execution is depth 0; a child is created only while
+`depth + 1 <= max_depth` (default 2: root -> child -> grandchild).
+
+Budgets: the child's budgets are its request merged over the parent's, then
+capped by what the parent has left (sub-calls, prompt chars, spans, seconds,
+cost, rlm sub-calls after this one) and by the parent's per-step limits; the
+tree's max_depth cannot be raised. Children of one step run one after another,
+so each is capped by what the previous ones left. When a child ends, its
+consumption is added to the parent's (rlm_subcalls + 1 for the child itself).
+
+Ids are derived from (parent, turn, key): a parent turn replayed after a lease
+takeover finds the same child (finished: its result is reused; running: it is
+resumed) instead of starting a second one. A child never outlives a parent
+that stopped running (`ancestors_running`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from google.protobuf import json_format
+
+from rlm_rs.control.budgets import merge_budgets
+from rlm_rs.control.executions.claims import renew_lease
+from rlm_rs.control.executions.context import Context
+from rlm_rs.control.executions.events import clip
+from rlm_rs.control.executions.records import Record
+from rlm_rs.control.executions.subcorpus import compose, execution_manifest, subcorpus
+from rlm_rs.control.executions.traces import read_trace
+from rlm_rs.control.limits import parse_json_object
+from rlm_rs.control.tools import Resolution
+from rlm_rs.errors import RlmError
+from rlm_rs.v1.common_pb2 import RlmRequest, SpanRef
+
+# per-step limits a child may lower but never raise
+_PER_STEP = (
+    "max_turns", "max_step_seconds", "max_spans_per_step", "max_tool_requests_per_step",
+    "max_llm_prompt_chars", "max_stdout_chars", "max_state_chars",
+)  # fmt: skip
+# consumption that rolls up from a child into its parent
+ROLLUP = (
+    "llm_subcalls", "llm_prompt_chars_total", "spans_total", "input_tokens", "output_tokens",
+    "cost_usd", "cache_hits", "rlm_subcalls",
+)  # fmt: skip
+
+
+def child_execution_id(parent_id: str, turn: int, key: str) -> str:
+    digest = hashlib.sha256(f"{parent_id}\0{turn}\0{key}".encode()).hexdigest()
+    return f"exec_{digest[:24]}"
+
+
+def child_budgets(
+    parent: dict[str, Any], consumed: dict[str, Any], requested_json: str, now: float
+) -> dict[str, Any]:
+    """The child's budgets, or RlmError(BUDGET_EXCEEDED|VALIDATION_ERROR) with
+    a reason the root model can read."""
+    budgets = parent["budgets_requested"]
+    depth = int(parent.get("depth") or 0)
+    if depth + 1 > int(budgets["max_depth"]):
+        raise RlmError(
+            "BUDGET_EXCEEDED",
+            f"max_depth reached: this execution is at depth {depth} and max_depth is {budgets['max_depth']}",
+        )
+    rlm_left = int(budgets["max_rlm_subcalls"]) - int(consumed["rlm_subcalls"])
+    if rlm_left <= 0:
+        raise RlmError(
+            "BUDGET_EXCEEDED", f"rlm sub-call budget spent (max_rlm_subcalls={budgets['max_rlm_subcalls']})"
+        )
+    seconds_left = seconds_left_at(parent, now)
+    if seconds_left < 1.0:
+        raise RlmError("BUDGET_EXCEEDED", f"only {max(seconds_left, 0):.1f}s of max_total_seconds left")
+    cost_cap = float(budgets["max_cost_usd"])
+    cost_left = cost_cap - float(consumed["cost_usd"])
+    if cost_cap > 0 and cost_left <= 0:
+        raise RlmError("BUDGET_EXCEEDED", f"cost budget spent (max_cost_usd={cost_cap})")
+    overrides = {}
+    if requested_json.strip() not in ("", "null"):
+        overrides = parse_json_object(requested_json, "budgets")  # no NaN, no RecursionError
+    merged = merge_budgets(budgets, overrides)  # validates names, types and ceilings
+    caps: dict[str, float] = {name: budgets[name] for name in _PER_STEP}
+    caps.update(
+        max_llm_subcalls=int(budgets["max_llm_subcalls"]) - int(consumed["llm_subcalls"]),
+        max_total_llm_prompt_chars=int(budgets["max_total_llm_prompt_chars"])
+        - int(consumed["llm_prompt_chars_total"]),
+        max_spans_total=int(budgets["max_spans_total"]) - int(consumed["spans_total"]),
+        max_total_seconds=round(seconds_left, 3),
+        max_rlm_subcalls=rlm_left - 1,
+        max_depth=int(budgets["max_depth"]),
+    )
+    for name, cap in caps.items():
+        merged[name] = type(merged[name])(max(min(merged[name], cap), 0))
+    if cost_cap > 0:
+        requested_cost = float(merged["max_cost_usd"])
+        merged["max_cost_usd"] = cost_left if requested_cost <= 0 else min(requested_cost, cost_left)
+    return merged
+
+
+def roll_up(consumed: dict[str, Any], child_consumed: dict[str, Any]) -> None:
+    for name in ROLLUP:
+        consumed[name] = consumed.get(name, 0) + child_consumed.get(name, 0)
+    consumed["rlm_subcalls"] += 1
+    consumed["cost_usd"] = round(float(consumed["cost_usd"]), 10)
+
+
+def seconds_left_at(parent: dict[str, Any], now: float) -> float:
+    """What is left of the parent's max_total_seconds at `now`."""
+    return float(parent["started_epoch"]) + float(parent["budgets_requested"]["max_total_seconds"]) - now
+
+
+def run_child(
+    ctx: Context,
+    parent: Record,
+    session: Record,
+    request: RlmRequest,
+    consumed: dict[str, Any],
+    resolution: Resolution,
+) -> None:
+    """Find or start the child for `request`, run it to its end and put its
+    answer into `resolution.rlm`; its consumption rolls up into `consumed`."""
+    turn = int(parent.get("next_turn") or 0)
+    try:
+        child = _child(ctx, parent, session, request, consumed, turn)
+    except RlmError as exc:  # refused (budgets, sub-corpus) or not created (the session is going)
+        rlm_result(resolution, request.key, None, f"{exc.code}: {exc.message}")
+        return
+    data = {"key": request.key, "execution_id": child["execution_id"], "depth": child["depth"]}
+    ctx.events.emit(parent, turn, "child_started", {**data, "question": clip(request.question)})
+    child = _run_to_end(ctx, parent, child)
+    roll_up(consumed, child["budgets_consumed"])
+    error = ""
+    if child["status"] != "COMPLETED":
+        detail = child.get("error") or {}
+        reason = f"{detail.get('code', '')} {detail.get('message', '')}".strip()
+        error = f"child execution ended {child['status']}: {reason}"
+    rlm_result(resolution, request.key, child, error.strip())
+    ctx.events.emit(
+        parent,
+        turn,
+        "child_finished",
+        {"key": request.key, "execution_id": child["execution_id"], "status": child["status"]},
+    )
+
+
+def _child(
+    ctx: Context, parent: Record, session: Record, request: RlmRequest, consumed: dict[str, Any], turn: int
+) -> Record:
+    """The child's record: found (a replayed turn), else created; RlmError when refused."""
+    tenant_id = parent["tenant_id"]
+    child_id = child_execution_id(parent["execution_id"], turn, request.key)
+    try:
+        return ctx.records.get(tenant_id, child_id)  # a replayed turn finds its child
+    except RlmError:
+        pass
+    budgets = child_budgets(parent, consumed, request.budgets_json, time.time())
+    pieces = subcorpus(request, execution_manifest(ctx.docs, parent))
+    if parent.get("corpus"):  # a grandchild: compose with the parent's own view
+        pieces = [compose(piece, parent["corpus"]) for piece in pieces]
+    current = ctx.records.get(tenant_id, parent["execution_id"])
+    ctx.records.update(current, {"children": [*(current.get("children") or []), child_id]})
+    return ctx.records.create(
+        tenant_id,
+        session,
+        mode="ANSWERER",
+        question=request.question,
+        models=parent["models"],
+        budgets=budgets,
+        options={"redact_trace": bool((parent.get("options") or {}).get("redact_trace"))},
+        extra={
+            "execution_id": child_id,
+            "parent_execution_id": parent["execution_id"],
+            "depth": int(parent.get("depth") or 0) + 1,
+            "corpus": pieces,
+        },
+    )
+
+
+def _run_to_end(ctx: Context, parent: Record, child: Record) -> Record:
+    """Run the child's loop here until it ends, or until the parent's time
+    (plus one lease, for a child another owner still holds) is up."""
+    from rlm_rs.control.executions.answerer import run_answerer  # the loop runs children: a cycle
+
+    now = time.time()
+    give_up = now + max(seconds_left_at(parent, now), 0.0) + ctx.lease_seconds
+    while child["status"] == "RUNNING" and time.time() < give_up:
+        child = run_answerer(ctx, child["tenant_id"], child["execution_id"])
+        if child["status"] == "RUNNING":
+            time.sleep(0.5)  # another owner's lease has not expired yet
+    return child
+
+
+def rlm_result(resolution: Resolution, key: str, child: Record | None, error: str) -> None:
+    meta: dict[str, Any] = {}
+    if child is not None:
+        meta = {
+            "execution_id": child["execution_id"],
+            "status": child["status"],
+            "depth": child["depth"],
+            "budgets_consumed": child["budgets_consumed"],
+        }
+    if error:
+        meta["error"] = error[:300]
+    refs = [json_format.ParseDict(ref, SpanRef()) for ref in (child or {}).get("citations") or []]
+    resolution.rlm[key] = {
+        "text": (child or {}).get("answer") or "",
+        "citations": [
+            json_format.MessageToDict(
+                ref, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            | {"start_char": ref.start_char, "end_char": ref.end_char}  # ints, not JSON strings
+            for ref in refs
+        ],
+        "meta": meta,
+    }
+    resolution.statuses[key] = "error" if error else "resolved"
+    resolution.records.append({"type": "rlm", "key": key, "meta": meta})
+
+
+def ancestors_running(ctx: Context, execution: Record) -> bool:
+    """A child runs inside its parent's turn: keep the parents' leases alive,
+    and tell whether they are all still RUNNING (a cancel may have come
+    between a parent's cascade and this child's creation)."""
+    parent_id = execution.get("parent_execution_id")
+    while parent_id:
+        parent = ctx.records.get(execution["tenant_id"], parent_id)
+        if parent["status"] != "RUNNING":
+            return False
+        renew_lease(ctx.storage.metadata, parent, ctx.owner, ctx.lease_seconds)
+        parent_id = parent.get("parent_execution_id")
+    return True
+
+
+def child_traces(ctx: Context, execution: Record) -> list[dict[str, Any]]:
+    """The children's own traces, for the parent's (a recursive trace is a tree)."""
+    out = []
+    for child in ctx.records.children(execution):
+        uri = child.get("trace_s3_uri")
+        out.append(read_trace(ctx.storage, uri) if uri else {"execution_id": child["execution_id"]})
+    return out

@@ -1,0 +1,175 @@
+"""The façade the servicers call (services.py, server.py): create, read,
+wait for, watch, cancel, follow up and run executions. Each method hands
+over to the module that owns the responsibility; nothing is decided here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rlm_rs.control.budgets import deadline_epoch
+from rlm_rs.control.corpus import DocumentCache
+from rlm_rs.control.costs import PriceTable
+from rlm_rs.control.executions import finish, followups, runtime, watch
+from rlm_rs.control.executions.answerer import AnswererLoops, run_answerer
+from rlm_rs.control.executions.context import Context
+from rlm_rs.control.executions.events import EventLog
+from rlm_rs.control.executions.records import Record, Records
+from rlm_rs.control.quotas import Quotas
+from rlm_rs.control.tools import Resolution, ToolResolver
+from rlm_rs.ingestion.search import SearchIndex
+from rlm_rs.providers.base import Provider
+from rlm_rs.sandbox.client import SandboxClient
+from rlm_rs.settings import Settings
+from rlm_rs.storage import Storage
+from rlm_rs.v1.common_pb2 import ToolRequests
+from rlm_rs.v1.sandbox_pb2 import StepResult
+
+
+def _context(
+    storage: Storage,
+    settings: Settings,
+    sandbox: SandboxClient,
+    provider: Provider,
+    owner: str,
+    lease_seconds: float,
+) -> Context:
+    quotas = Quotas.from_settings(settings, storage)
+    search_index = SearchIndex(settings.data_dir / "search.sqlite3")
+    prices = PriceTable.from_settings(settings, getattr(provider, "name", None))
+    new_events = threading.Condition()
+
+    def notify_watchers() -> None:
+        with new_events:
+            new_events.notify_all()
+
+    return Context(
+        storage=storage,
+        settings=settings,
+        sandbox=sandbox,
+        provider=provider,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        docs=DocumentCache(storage, settings.data_dir / "doc-cache"),
+        quotas=quotas,
+        prices=prices,
+        search_index=search_index,
+        resolver=ToolResolver(storage, provider, search_index, prices),
+        events=EventLog(storage, notify_watchers),
+        records=Records(storage, settings, quotas, owner=owner, lease_seconds=lease_seconds),
+        new_events=new_events,
+    )
+
+
+class ExecutionEngine:
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        sandbox: SandboxClient,
+        provider: Provider,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+        workers: int = 8,
+    ) -> None:
+        self.ctx = _context(
+            storage, settings, sandbox, provider, owner or f"cp-{uuid.uuid4().hex[:10]}", lease_seconds
+        )
+        self.loops = AnswererLoops(self.ctx, workers)
+        # what the servicers, the server and tests reach through the engine
+        self.storage, self.owner = storage, self.ctx.owner
+        self.docs, self.search_index = self.ctx.docs, self.ctx.search_index
+        self.resolver, self.events, self.records = self.ctx.resolver, self.ctx.events, self.ctx.records
+        self.turn_timings, self.finish_timings_ms = self.ctx.turn_timings, self.ctx.finish_timings_ms
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self.ctx.settings = self.records.settings = settings
+
+    @property
+    def sandbox(self) -> SandboxClient:
+        return self.ctx.sandbox
+
+    @sandbox.setter
+    def sandbox(self, client: SandboxClient) -> None:
+        self.ctx.sandbox = client
+
+    @property
+    def provider(self) -> Provider:
+        return self.ctx.provider
+
+    def close(self) -> None:
+        self.loops.close()
+
+    # --- records ------------------------------------------------------------------------
+    def create(self, tenant_id: str, session: Record, **fields: Any) -> Record:
+        """A new RUNNING record (records.Records.create has the fields)."""
+        return self.records.create(tenant_id, session, **fields)
+
+    def get(self, tenant_id: str, execution_id: str) -> Record:
+        return self.records.get(tenant_id, execution_id)
+
+    def children(self, execution: Record) -> list[Record]:
+        return self.records.children(execution)
+
+    def steps(self, execution: Record, *, with_state: bool = True) -> list[Record]:
+        return self.records.steps(execution, with_state=with_state)
+
+    def followup(self, tenant_id: str, execution_id: str, **fields: Any) -> Record:
+        """A follow-up's record (followups.py); the caller starts it."""
+        return followups.followup(self.ctx, tenant_id, execution_id, **fields)
+
+    # --- waiting, watching, cancelling ------------------------------------------------------
+    def wait(self, tenant_id: str, execution_id: str, timeout_seconds: float) -> Record:
+        return watch.wait(self.ctx, tenant_id, execution_id, timeout_seconds)
+
+    def watch(
+        self,
+        tenant_id: str,
+        execution_id: str,
+        after_event_id: str = "",
+        *,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        return watch.watch(self.ctx, tenant_id, execution_id, after_event_id, stop=stop)
+
+    def cancel(self, tenant_id: str, execution_id: str) -> Record:
+        return finish.cancel(self.ctx, tenant_id, execution_id)
+
+    # --- running --------------------------------------------------------------------------
+    def start(self, execution: Record) -> None:
+        self.loops.start(execution)
+
+    def run_answerer(self, tenant_id: str, execution_id: str) -> Record:
+        return run_answerer(self.ctx, tenant_id, execution_id)
+
+    def runtime_step(
+        self, tenant_id: str, execution_id: str, code: str, state_override: str | None, resolve: bool
+    ) -> StepResult:
+        return runtime.run_step(self.ctx, tenant_id, execution_id, code, state_override, resolve)
+
+    def resolve_tools(
+        self, tenant_id: str, execution_id: str, requests: ToolRequests, sub_model: str
+    ) -> Resolution:
+        return runtime.resolve_tools(self.ctx, tenant_id, execution_id, requests, sub_model)
+
+    def recover_orphans(self) -> int:
+        """Take over RUNNING Answerer executions whose owner's lease expired,
+        and end runtime executions past max_total_seconds that no step holds."""
+        taken = 0
+        now = time.time()
+        for execution in self.storage.metadata.executions_with_status("RUNNING"):
+            if execution.get("mode") == "RUNTIME" and now >= deadline_epoch(execution):
+                runtime.expire(self.ctx, execution)
+            elif self.loops.take_over(execution, now):
+                taken += 1
+        return taken

@@ -1,0 +1,172 @@
+"""Execution records: creating one, reading it, its children and its step
+records, changing it, and its persisted state (inline or offloaded,
+rlm_rs/storage/state.py). Every change wakes this process's waiters
+(`changed`). Nothing here decides what a turn does; the callers pass the
+conditions that keep two writers apart (claims.py).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from rlm_rs.control.budgets import consumed_zero, merge_budgets
+from rlm_rs.control.quotas import Quotas
+from rlm_rs.errors import RlmError
+from rlm_rs.settings import Settings
+from rlm_rs.storage import Storage
+from rlm_rs.storage.metadata import new_id, now_iso
+from rlm_rs.storage.state import load_state, read_state_record, save_state
+
+Record = dict[str, Any]
+TERMINAL = ("COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED", "CANCELLED")
+
+
+def initial_state() -> dict[str, Any]:
+    return {"work": {}, "_tool_results": {"llm": {}, "search": {}}, "_tool_status": {}}
+
+
+def step_sk(turn: int) -> str:
+    return f"STEP#{turn:06d}"
+
+
+def elapsed_ms(execution: Record) -> int:
+    return int((time.time() - float(execution.get("started_epoch") or time.time())) * 1000)
+
+
+class Records:
+    def __init__(
+        self, storage: Storage, settings: Settings, quotas: Quotas, *, owner: str, lease_seconds: float
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.quotas = quotas
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.changed = threading.Condition()  # an execution record changed (waiters)
+
+    def notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def create(
+        self,
+        tenant_id: str,
+        session: Record,
+        *,
+        mode: str,
+        question: str,
+        models: dict[str, str],
+        budgets: dict[str, Any],
+        options: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+    ) -> Record:
+        """A new RUNNING execution record; `extra` sets the tree fields
+        (execution_id, parent_execution_id, depth, corpus, followup_of)."""
+        if session["status"] != "READY":
+            raise RlmError(
+                "SESSION_NOT_READY", f"session is {session['status']}", {"session_id": session["session_id"]}
+            )
+        defaults = session.get("defaults") or {}
+        requested = merge_budgets(
+            self.settings.default_budgets_json, defaults.get("budgets_default") or {}, budgets
+        )
+        output_mode = (options.get("output_mode") or "ANSWER").upper()
+        if output_mode not in ("ANSWER", "CONTEXTS"):
+            raise RlmError("VALIDATION_ERROR", "options.output_mode must be ANSWER or CONTEXTS")
+        record = {
+            "tenant_id": tenant_id,
+            "session_id": session["session_id"],
+            "execution_id": new_id("exec"),
+            "status": "RUNNING",
+            "mode": mode,
+            "output_mode": output_mode,
+            "question": question,
+            "answer": None,
+            "citations": [],
+            "models": self._models(models, defaults.get("models_default") or {}),
+            "options": options,
+            "budgets_requested": requested,
+            "budgets_consumed": consumed_zero(),
+            "next_turn": 0,
+            "started_at": now_iso(),
+            "started_epoch": time.time(),
+            "completed_at": None,
+            "duration_ms": None,
+            "trace_s3_uri": None,
+            "error": None,
+            "ttl_epoch": session.get("ttl_epoch"),
+            "parent_execution_id": None,
+            "depth": 0,
+            "children": [],
+            "followup_of": None,
+            **(extra or {}),
+        }
+        if mode == "ANSWERER":  # leased from birth: the takeover sweep leaves a queued execution alone
+            record.update(lease_owner=self.owner, lease_until=time.time() + self.lease_seconds)
+        with self.quotas.admit_execution(record):
+            return self.storage.metadata.put_execution(record)
+
+    def _models(self, requested: dict[str, str], session_models: dict[str, str]) -> dict[str, str]:
+        """Each model: the request's, else the session's default, else the server's."""
+        return {
+            "root_model": requested.get("root_model")
+            or session_models.get("root_model")
+            or self.settings.default_root_model,
+            "sub_model": requested.get("sub_model")
+            or session_models.get("sub_model")
+            or self.settings.default_sub_model,
+        }
+
+    def get(self, tenant_id: str, execution_id: str) -> Record:
+        return self.storage.metadata.get_execution(tenant_id, execution_id)
+
+    def update(self, execution: Record, changes: dict[str, Any], **condition: Any) -> Record:
+        updated = self.storage.metadata.update_execution(
+            execution["session_id"], execution["execution_id"], changes, **condition
+        )
+        self.notify()
+        return updated
+
+    def children(self, execution: Record) -> list[Record]:
+        """The execution's child records, in the order they were started."""
+        out = []
+        for child_id in execution.get("children") or []:
+            try:
+                out.append(self.get(execution["tenant_id"], child_id))
+            except RlmError:
+                continue  # not created yet (the parent died between the two writes)
+        return out
+
+    def steps(self, execution: Record, *, with_state: bool = True) -> list[Record]:
+        """The step records in turn order; `with_state` False leaves an
+        offloaded state unread (read_state_record reads one later)."""
+        items = self.storage.metadata.items.query(
+            "execution_state", f"EXEC#{execution['execution_id']}", "STEP#"
+        )
+        items.sort(key=lambda item: int(item["turn_index"]))
+        if with_state:
+            for item in items:
+                item["state_json"] = read_state_record(self.storage.blobs, item)
+        return items
+
+    def save_state(
+        self, execution: Record, turn: int, state_json: str, *, sk: str = "STATE", extra: Any = None
+    ) -> None:
+        save_state(
+            self.storage.metadata,
+            self.storage.blobs,
+            tenant_id=execution["tenant_id"],
+            execution_id=execution["execution_id"],
+            turn_index=turn,
+            state_json=state_json,
+            ttl_epoch=execution.get("ttl_epoch"),
+            sk=sk,
+            extra=extra,
+        )
+
+    def load_state(self, execution: Record) -> dict[str, Any]:
+        loaded = load_state(self.storage.metadata, self.storage.blobs, execution["execution_id"])
+        return json.loads(loaded[0]) if loaded else initial_state()

@@ -1,0 +1,136 @@
+"""Runtime mode: the caller drives the execution one step at a time.
+
+Each RunStep and ResolveTools call claims its execution (claims.py): a call
+sent while another runs on the same execution answers CONFLICT and runs
+nothing; max_turns and max_total_seconds are checked under the claim, so no
+race can pass them. A step goes through the same turn pipeline as an
+Answerer turn (turn.py). A runtime execution past max_total_seconds ends
+BUDGET_EXCEEDED when its next call is due, or when the sweep finds it idle.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rlm_rs.canonical import canonical_json
+from rlm_rs.control.budgets import deadline_epoch
+from rlm_rs.control.executions import turn as pipeline
+from rlm_rs.control.executions.claims import StepClaim, not_running
+from rlm_rs.control.executions.context import Context
+from rlm_rs.control.executions.finish import finish
+from rlm_rs.control.executions.records import Record
+from rlm_rs.control.limits import parse_state_override
+from rlm_rs.control.tools import Resolution
+from rlm_rs.errors import RlmError
+from rlm_rs.observability import logged_execution
+from rlm_rs.v1.common_pb2 import ToolRequests
+from rlm_rs.v1.sandbox_pb2 import StepResult
+
+
+@logged_execution
+def run_step(
+    ctx: Context, tenant_id: str, execution_id: str, code: str, state_override: str | None, resolve: bool
+) -> StepResult:
+    """One caller-driven step, alone on its execution."""
+    execution = _runtime(ctx, tenant_id, execution_id)
+    override = parse_state_override(state_override, execution) if state_override is not None else None
+    claim = StepClaim.take(ctx.storage.metadata, execution)
+    try:
+        execution = claim.execution
+        _check_turns(ctx, execution)
+        _check_deadline(ctx, execution)
+        with claim.kept_alive():
+            session = ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
+            state = _overridden(ctx.records.load_state(execution), override)
+            turn = pipeline.step(
+                ctx, execution, session, code, state, resolve=resolve, started=time.perf_counter()
+            )
+        execution = pipeline.commit(ctx, execution, turn, claim)
+        pipeline.end_if_due(ctx, execution, turn)
+        return turn.result
+    finally:
+        claim.release()
+
+
+def _overridden(state: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """The caller's state override, with the reserved `_` keys kept from the persisted state."""
+    if override is None:
+        return state
+    return {
+        **{k: v for k, v in override.items() if not k.startswith("_")},
+        **{k: v for k, v in state.items() if k.startswith("_")},
+    }
+
+
+@logged_execution
+def resolve_tools(
+    ctx: Context, tenant_id: str, execution_id: str, requests: ToolRequests, sub_model: str
+) -> Resolution:
+    """Resolve a runtime caller's tool requests and inject the results
+    into the persisted state; claimed like a step, so it never races one."""
+    execution = _runtime(ctx, tenant_id, execution_id)
+    claim = StepClaim.take(ctx.storage.metadata, execution)
+    try:
+        execution = claim.execution
+        _check_deadline(ctx, execution)
+        with claim.kept_alive():
+            session = ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
+            consumed = dict(execution["budgets_consumed"])
+            resolution = pipeline.resolve_tools(ctx, execution, session, requests, consumed, sub_model)
+        # the next step sees the results too (callers may also pass them in a state override)
+        fenced = claim.fence(execution, int(execution["next_turn"]))
+        state = ctx.records.load_state(fenced)
+        resolution.inject(state)
+        ctx.records.save_state(fenced, int(fenced["next_turn"]), canonical_json(state))
+        ctx.records.update(
+            fenced,
+            {"budgets_consumed": consumed},
+            from_statuses=("RUNNING",),
+            expected_version=fenced["version"],
+        )
+        return resolution
+    finally:
+        claim.release()
+
+
+def _runtime(ctx: Context, tenant_id: str, execution_id: str) -> Record:
+    execution = ctx.records.get(tenant_id, execution_id)
+    if execution["mode"] != "RUNTIME":
+        raise RlmError("VALIDATION_ERROR", "steps and tool resolution are only for runtime executions")
+    if execution["status"] != "RUNNING":
+        raise not_running(execution)
+    return execution
+
+
+def _check_turns(ctx: Context, execution: Record) -> None:
+    budgets = execution["budgets_requested"]
+    if int(execution["next_turn"]) >= int(budgets["max_turns"]):
+        finish(
+            ctx, execution, "MAX_TURNS_EXCEEDED", error=RlmError("MAX_TURNS_EXCEEDED", "max_turns reached")
+        )
+        raise RlmError("MAX_TURNS_EXCEEDED", f"max_turns ({budgets['max_turns']}) reached")
+
+
+def _check_deadline(ctx: Context, execution: Record) -> None:
+    """A runtime execution past max_total_seconds ends BUDGET_EXCEEDED when
+    its next call is due (the sweep ends idle ones: `expire`)."""
+    if time.time() >= deadline_epoch(execution):
+        finish(
+            ctx, execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_total_seconds spent")
+        )
+        raise RlmError("BUDGET_EXCEEDED", "max_total_seconds spent: the execution has ended")
+
+
+def expire(ctx: Context, execution: Record) -> None:
+    """End an idle runtime execution past max_total_seconds (the sweep)."""
+    try:
+        claim = StepClaim.take(ctx.storage.metadata, execution)
+    except RlmError:
+        return  # a step holds it (it ends the execution itself) or it just ended
+    try:
+        _check_deadline(ctx, claim.execution)
+    except RlmError:
+        pass
+    finally:
+        claim.release()

@@ -1,0 +1,344 @@
+"""One turn, the same pipeline in both modes: dispatch the step to the
+sandbox (an unreachable pool is retried with backoff), apply its result to
+the state, resolve its tool requests, commit (fenced, claims.py), then one
+check of the execution's limits.
+
+Answerer mode (answerer.py) feeds it the root model's code, runtime mode
+(runtime.py) the caller's. A failed step never persists the state it was
+given: Answerer mode records the error in `state.work.last_error` (the loop
+goes on so the model can adapt), runtime mode leaves the state as it was.
+Nothing here commits a turn without the fence.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential
+
+from rlm_rs.canonical import canonical_json
+from rlm_rs.control.budgets import deadline_epoch, snapshot, step_policy
+from rlm_rs.control.costs import cost_spent
+from rlm_rs.control.executions.children import run_child
+from rlm_rs.control.executions.claims import TurnHolder, busy, not_running
+from rlm_rs.control.executions.context import Context
+from rlm_rs.control.executions.events import clip
+from rlm_rs.control.executions.finish import finish
+from rlm_rs.control.executions.records import Record, step_sk
+from rlm_rs.control.executions.subcorpus import execution_manifest
+from rlm_rs.control.limits import bound_step_result
+from rlm_rs.control.tools import Resolution
+from rlm_rs.errors import RlmError
+from rlm_rs.observability import bind_log_context, get_logger
+from rlm_rs.providers.base import Completion
+from rlm_rs.sandbox.policy import with_defaults
+from rlm_rs.tracing import span as trace_span
+from rlm_rs.v1.common_pb2 import ErrorDetail, ToolRequests
+from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
+
+SANDBOX_RETRY_SECONDS = 20.0
+log = get_logger(component="engine")
+
+
+@dataclass
+class Turn:
+    """One step's outcome, ready to commit."""
+
+    index: int
+    code: str
+    result: StepResult
+    consumed: dict[str, Any]  # the execution's consumption after this turn
+    state_json: str | None  # the state to persist; None: unchanged
+    started: float  # perf_counter when the turn began (its trace's duration)
+    completion: Completion | None = None  # the root model's reply (Answerer mode)
+    resolved: list[dict[str, Any]] = field(default_factory=list)  # tool resolution, for the trace
+    timings: dict[str, float] = field(default_factory=dict)  # phase durations in ms
+
+    def history_entry(self) -> dict[str, Any]:
+        """What later root prompts show of this turn (history.py)."""
+        error = "" if self.result.success else f"{self.result.error.code}: {self.result.error.message}"
+        return {"turn": self.index, "code": self.code, "stdout": self.result.stdout, "error": error}
+
+
+def ms_since(since: float) -> float:
+    """Milliseconds since a perf_counter reading."""
+    return (time.perf_counter() - since) * 1000
+
+
+def has_requests(requests: ToolRequests) -> bool:
+    return bool(requests.llm or requests.search or requests.llm_batch or requests.rlm)
+
+
+# --- dispatch --------------------------------------------------------------------------
+def step_request(
+    ctx: Context, execution: Record, session: Record, code: str, state: dict[str, Any]
+) -> StepRequest:
+    budgets = execution["budgets_requested"]
+    state = {**state, "_budgets": snapshot(budgets, execution["budgets_consumed"])}
+    enable_search = bool((session.get("options") or {}).get("enable_search"))
+    return StepRequest(
+        tenant_id=execution["tenant_id"],
+        session_id=execution["session_id"],
+        execution_id=execution["execution_id"],
+        turn_index=int(execution["next_turn"]),
+        code=code,
+        state_json=canonical_json(state),
+        context_manifest=execution_manifest(ctx.docs, execution),
+        limits=with_defaults(step_policy(budgets, enable_search=enable_search)),
+        require_repl_block=execution["mode"] == "ANSWERER",
+    )
+
+
+def _pool_unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, RlmError) and exc.code == "LAMBDA_ERROR"
+
+
+def dispatch(ctx: Context, request: StepRequest) -> StepResult:
+    """Run the step. An unreachable pool (restarting, being replaced) is
+    retried with backoff for up to SANDBOX_RETRY_SECONDS before the step
+    counts as failed; a worker that died *during* the step is a StepResult
+    error already and is not retried (the step may be what killed it)."""
+    retrying = Retrying(
+        retry=retry_if_exception(_pool_unreachable),
+        wait=wait_exponential(multiplier=0.1, max=2.0),
+        stop=stop_before_delay(SANDBOX_RETRY_SECONDS),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with (
+                attempt,
+                trace_span("sandbox.step", execution_id=request.execution_id, turn_index=request.turn_index),
+            ):
+                result = ctx.sandbox.run_step(request)
+    except RlmError as exc:
+        if not _pool_unreachable(exc):
+            raise
+        log.error("sandbox_unavailable", execution_id=request.execution_id, error=exc.message)
+        result = StepResult(turn_index=request.turn_index, state_json=request.state_json)
+        result.error.CopyFrom(ErrorDetail(code=exc.code, message=exc.message, details_json="{}"))
+        return result
+    bound_step_result(result, request.state_json, ctx.settings)
+    return result
+
+
+# --- the step and its tools --------------------------------------------------------------
+def step(
+    ctx: Context,
+    execution: Record,
+    session: Record,
+    code: str,
+    state: dict[str, Any],
+    *,
+    resolve: bool,
+    started: float,
+    completion: Completion | None = None,
+    consumed: dict[str, Any] | None = None,
+) -> Turn:
+    """Dispatch `code` on `state`, then apply the result (and resolve its
+    tools when `resolve`); nothing is persisted yet."""
+    index = int(execution["next_turn"])
+    bind_log_context(turn_index=index)  # runtime steps: until the RPC ends
+    consumed = dict(execution["budgets_consumed"]) if consumed is None else consumed
+    clock = time.perf_counter()
+    result = dispatch(ctx, step_request(ctx, execution, session, code, state))
+    turn = Turn(index, code, result, consumed, None, started, completion)
+    turn.timings["sandbox_ms"] = ms_since(clock)
+    step_event(ctx, execution, index, result)
+    clock = time.perf_counter()
+    turn.state_json, turn.resolved = _apply(ctx, execution, session, result, consumed, resolve=resolve)
+    turn.timings["tools_ms"] = ms_since(clock)
+    return turn
+
+
+def _apply(
+    ctx: Context,
+    execution: Record,
+    session: Record,
+    result: StepResult,
+    consumed: dict[str, Any],
+    *,
+    resolve: bool,
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """The state to persist after the step (None: unchanged), with its tool
+    results injected, and the resolution's records for the trace."""
+    answerer = execution["mode"] == "ANSWERER"
+    if not result.success and not answerer:
+        return None, []  # a runtime caller sees the error; the state stays as it was
+    state = json.loads(result.state_json)
+    state.pop("_budgets", None)
+    work = state.get("work")
+    if not result.success:  # recorded in the state, the loop goes on
+        if isinstance(work, dict):
+            work["last_error"] = f"{result.error.code}: {result.error.message}"
+        return canonical_json(state), []
+    consumed["spans_total"] += len(result.span_log)
+    if answerer and isinstance(work, dict):
+        work.pop("last_error", None)
+    resolved: list[dict[str, Any]] = []
+    if resolve and not result.final.is_final and has_requests(result.tool_requests):
+        resolution = resolve_tools(ctx, execution, session, result.tool_requests, consumed)
+        resolution.inject(state)
+        resolved = resolution.records
+    result.state_json = canonical_json(state)
+    return result.state_json, resolved
+
+
+def resolve_tools(
+    ctx: Context,
+    execution: Record,
+    session: Record,
+    requests: ToolRequests,
+    consumed: dict[str, Any],
+    sub_model: str = "",
+) -> Resolution:
+    """Sub-calls, batches and searches (ToolResolver), then child executions
+    one after another; `consumed` is updated in place."""
+    resolution = ctx.resolver.resolve(
+        requests,
+        tenant_id=execution["tenant_id"],
+        session=session,
+        sub_model=sub_model or execution["models"]["sub_model"],
+        budgets=execution["budgets_requested"],
+        consumed=consumed,
+        question=execution.get("question") or "",
+    )
+    for request in requests.rlm:
+        run_child(ctx, execution, session, request, consumed, resolution)
+    turn = int(execution.get("next_turn") or 0)
+    ctx.events.emit(execution, turn, "tool_results", {"statuses": dict(resolution.statuses)})
+    return resolution
+
+
+def step_event(ctx: Context, execution: Record, turn: int, result: StepResult) -> None:
+    requests = result.tool_requests
+    error = {"code": result.error.code, "message": result.error.message} if result.HasField("error") else None
+    log.info(
+        "step_finished",
+        success=result.success,
+        error_code=error["code"] if error else None,
+        spans=len(result.span_log),
+        state_size=len(result.state_json),
+        tool_counts={k: len(getattr(requests, k)) for k in ("llm", "llm_batch", "search", "rlm")},
+        final=result.final.is_final,
+        duration_ms=round(result.duration_ms, 3),
+    )
+    data = {
+        "success": result.success,
+        "stdout": clip(result.stdout),
+        "error": error,
+        "spans": len(result.span_log),
+        "final": clip(result.final.answer) if result.final.is_final else None,
+        "duration_ms": round(result.duration_ms, 3),
+    }
+    ctx.events.emit(execution, turn, "step_result", data)
+    if result.success and has_requests(requests):
+        keys = {
+            kind: [r.key for r in getattr(requests, kind)] for kind in ("llm", "llm_batch", "search", "rlm")
+        }
+        ctx.events.emit(execution, turn, "tool_requests", keys)
+
+
+# --- commit and limits -------------------------------------------------------------------
+def trace_turn(turn: Turn) -> dict[str, Any]:
+    """The turn as the execution's trace shows it (traces.py)."""
+    result = turn.result
+    trace: dict[str, Any] = {"turn_index": turn.index}
+    if turn.completion is not None:
+        trace.update(root_model={"name": turn.completion.model}, root_output_raw=turn.completion.text)
+    trace["code"] = turn.code
+    trace["sandbox"] = {
+        "success": result.success,
+        "stdout": result.stdout,
+        "span_log": [json_format.MessageToDict(s) for s in result.span_log],
+        "tool_requests": json_format.MessageToDict(result.tool_requests),
+        "final": json_format.MessageToDict(result.final) if result.final.is_final else None,
+        "error": json_format.MessageToDict(result.error) if result.HasField("error") else None,
+        "duration_ms": round(result.duration_ms, 3),
+    }
+    trace["tool_resolution"] = {"results": turn.resolved}
+    trace["duration_ms"] = round(ms_since(turn.started), 3)
+    return trace
+
+
+def _step_record(turn: Turn) -> dict[str, Any]:
+    result = turn.result
+    step = json_format.MessageToDict(result, preserving_proto_field_name=True)
+    return {
+        "success": result.success,
+        "stdout": result.stdout,
+        "span_log": [
+            {"doc_index": s.doc_index, "start_char": s.start_char, "end_char": s.end_char, "tag": s.tag}
+            for s in result.span_log
+        ],
+        "tool_requests": step.get("tool_requests", {}),
+        "final": step.get("final") if result.final.is_final else None,
+        "error": step.get("error"),
+        "trace": trace_turn(turn),
+    }
+
+
+def commit(ctx: Context, execution: Record, turn: Turn, holder: TurnHolder) -> Record:
+    """Persist the step record, the new state and the counters, fenced
+    (claims.py): only the holder of the turn writes it, and the counters'
+    update is conditional on the fenced version; a writer that lost the turn
+    gets CONFLICT before it writes anything."""
+    clock = time.perf_counter()
+    extra = _step_record(turn)
+    execution = holder.fence(execution, turn.index)
+    state_json = turn.state_json
+    record_state = state_json if state_json is not None else canonical_json(ctx.records.load_state(execution))
+    ctx.records.save_state(execution, turn.index, record_state, sk=step_sk(turn.index), extra=extra)
+    if state_json is not None:
+        ctx.records.save_state(execution, turn.index, state_json)
+    turn.consumed["turns"] = turn.index + 1
+    try:
+        committed = ctx.records.update(
+            execution,
+            {"next_turn": turn.index + 1, "budgets_consumed": turn.consumed},
+            from_statuses=("RUNNING",),
+            expected_version=execution["version"],
+        )
+    except RlmError as exc:
+        if exc.code != "CONFLICT":
+            raise
+        current = ctx.records.get(execution["tenant_id"], execution["execution_id"])  # e.g. cancelled
+        raise (not_running(current) if current["status"] != "RUNNING" else busy(current)) from None
+    turn.timings["storage_ms"] = turn.timings.get("storage_ms", 0.0) + ms_since(clock)
+    return committed
+
+
+@dataclass(frozen=True)
+class Ending:
+    status: str
+    error: RlmError | None = None
+    answer: str | None = None
+
+
+def check_limits(execution: Record, turn: Turn) -> Ending | None:
+    """How the execution ends after this committed turn, if it does: its
+    budgets spent, its FINAL reached, or its wall-clock time passed."""
+    budgets, consumed, result = execution["budgets_requested"], turn.consumed, turn.result
+    if consumed["spans_total"] > int(budgets["max_spans_total"]):
+        return Ending("BUDGET_EXCEEDED", RlmError("BUDGET_EXCEEDED", "max_spans_total spent"))
+    if consumed["llm_prompt_chars_total"] > int(budgets["max_total_llm_prompt_chars"]):
+        return Ending("BUDGET_EXCEEDED", RlmError("BUDGET_EXCEEDED", "max_total_llm_prompt_chars spent"))
+    if result.success and result.final.is_final:
+        return Ending("COMPLETED", answer=result.final.answer)
+    if cost_spent(budgets, consumed):
+        return Ending("BUDGET_EXCEEDED", RlmError("BUDGET_EXCEEDED", "max_cost_usd spent"))
+    if time.time() >= deadline_epoch(execution):
+        return Ending("TIMEOUT", RlmError("STEP_TIMEOUT", "the execution passed max_total_seconds"))
+    return None
+
+
+def end_if_due(ctx: Context, execution: Record, turn: Turn) -> Record | None:
+    """The finished record when check_limits ends the execution, else None."""
+    ending = check_limits(execution, turn)
+    if ending is None:
+        return None
+    return finish(ctx, execution, ending.status, answer=ending.answer, error=ending.error)
