@@ -7,8 +7,13 @@ release, hidden from help, and it logs `deprecated_command` when it starts.
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import os
 import signal
+import sys
 import threading
+import time
 from typing import Any
 
 from rlm_rs.cli import add_grpc_address
@@ -104,19 +109,53 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class _TurnPrinter:
+    """Prints each turn of a watched execution as it lands. A turn's line is
+    printed at its step_result; its tool count comes with the tool_requests
+    event right after it, so the line waits for the next event."""
+
+    def __init__(self) -> None:
+        self.say = functools.partial(print, flush=True)  # each line as it lands, also into a pipe
+        self.pending: dict[str, Any] | None = None  # a step_result waiting for its tool count
+
+    def flush(self, tools: int = 0) -> None:
+        if self.pending is None:
+            return
+        turn, data, self.pending = self.pending["turn"], self.pending["data"], None
+        error = data.get("error") or {}
+        outcome = "ok" if data.get("success") else f"{error.get('code')}: {error.get('message')}"
+        self.say(f"turn {turn}: {outcome}; spans {data.get('spans', 0)}; tools {tools}")
+        for line in (data.get("stdout") or "").splitlines()[:20]:
+            self.say(f"  | {line}")
+        if data.get("final") is not None:
+            self.say(f"  FINAL: {str(data['final'])[:500]}")
+
+    def event(self, kind: str, turn: int, data: dict[str, Any]) -> bool:
+        """Print one event; True at the status event (the stream's last)."""
+        if kind == "tool_requests" and self.pending is not None:
+            self.flush(sum(len(keys) for keys in data.values()))
+            return False
+        self.flush()
+        if kind == "step_result":
+            self.pending = {"turn": turn, "data": data}
+        elif kind in ("child_started", "child_finished"):
+            what = data.get("status") or "started"
+            self.say(f"  child {data.get('key')} ({data.get('execution_id')}): {what}")
+        elif kind == "compaction":
+            turns = data.get("turns") or ["?", "?"]
+            self.say(f"  history of turns {turns[0]}-{turns[-1]} summarised")
+        elif kind == "status":
+            self.say(f"{data.get('status')}: {(data.get('answer') or '')[:500]}")
+            return True
+        return False
+
+
 def _tail(args: argparse.Namespace) -> int:
     """Follows WatchExecution and prints each turn as it lands, then the outcome.
 
-    A turn's line is printed at its step_result (its tool count comes with the
-    tool_requests event right after it). A dropped stream is resumed after the
-    last event seen until --timeout-seconds; `--after` starts after an event id.
+    A dropped stream is resumed after the last event seen until
+    --timeout-seconds; `--after` starts after an event id.
     """
-    import functools
-    import json
-    import os
-    import sys
-    import time
-
     import grpc
 
     from rlm_rs.v1 import execution_pb2, execution_pb2_grpc
@@ -129,60 +168,31 @@ def _tail(args: argparse.Namespace) -> int:
     metadata = [("authorization", f"Bearer {key}")]
     deadline = time.monotonic() + args.timeout_seconds
     last = args.after or ""
-    pending: dict[str, Any] | None = None  # a step_result waiting for its tool count
-    say = functools.partial(print, flush=True)  # each line as it lands, also into a pipe
-
-    def print_turn(turn: int, data: dict[str, Any], tools: int) -> None:
-        error = data.get("error") or {}
-        outcome = "ok" if data.get("success") else f"{error.get('code')}: {error.get('message')}"
-        say(f"turn {turn}: {outcome}; spans {data.get('spans', 0)}; tools {tools}")
-        for line in (data.get("stdout") or "").splitlines()[:20]:
-            say(f"  | {line}")
-        if data.get("final") is not None:
-            say(f"  FINAL: {str(data['final'])[:500]}")
-
-    def flush(tools: int = 0) -> None:
-        nonlocal pending
-        if pending is not None:
-            print_turn(pending["turn"], pending["data"], tools)
-            pending = None
-
+    printer = _TurnPrinter()
     with grpc.insecure_channel(target) as channel:
         stub = execution_pb2_grpc.ExecutionServiceStub(channel)
         while True:
             request = execution_pb2.WatchExecutionRequest(execution_id=args.execution_id, after_event_id=last)
+            timeout = max(deadline - time.monotonic(), 0.1)
             try:
-                for event in stub.WatchExecution(
-                    request, metadata=metadata, timeout=max(deadline - time.monotonic(), 0.1)
-                ):
+                for event in stub.WatchExecution(request, metadata=metadata, timeout=timeout):
                     last = event.event_id
-                    data = json.loads(event.data_json or "{}")
-                    if event.type == "tool_requests" and pending is not None:
-                        flush(sum(len(keys) for keys in data.values()))
-                        continue
-                    flush()
-                    if event.type == "step_result":
-                        pending = {"turn": event.turn_index, "data": data}
-                    elif event.type in ("child_started", "child_finished"):
-                        what = data.get("status") or "started"
-                        say(f"  child {data.get('key')} ({data.get('execution_id')}): {what}")
-                    elif event.type == "compaction":
-                        turns = data.get("turns") or ["?", "?"]
-                        say(f"  history of turns {turns[0]}-{turns[-1]} summarised")
-                    elif event.type == "status":
-                        say(f"{data.get('status')}: {(data.get('answer') or '')[:500]}")
+                    if printer.event(event.type, event.turn_index, json.loads(event.data_json or "{}")):
                         return 0
-                flush()
+                printer.flush()
                 return 0  # resumed after the status event: nothing more to print
             except grpc.RpcError as error:
                 code = error.code()
-                retry = code == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline
-                if retry:
+                if code == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
                     time.sleep(1.0)  # the control plane restarts: resume after the last event
                     continue
-                flush()
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    say(f"rlm-rs executions tail: still running after {args.timeout_seconds:g}s")
-                    return 1
-                print(f"rlm-rs executions tail: {code.name}: {error.details()}", file=sys.stderr)
-                return 1
+                printer.flush()
+                return _tail_failed(args, code, error)
+
+
+def _tail_failed(args: argparse.Namespace, code: Any, error: Any) -> int:
+    if code.name == "DEADLINE_EXCEEDED":
+        print(f"rlm-rs executions tail: still running after {args.timeout_seconds:g}s", flush=True)
+        return 1
+    print(f"rlm-rs executions tail: {code.name}: {error.details()}", file=sys.stderr)
+    return 1

@@ -130,69 +130,102 @@ def start_control_plane(
     citation_pb2_grpc.add_CitationServiceServicer_to_server(
         CitationServicer(engine, storage, admission), server
     )
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server
-    )
+    health_report = _Health(server, settings, engine, hardened)
+    port = _bind(server, settings, address)
+    server.start()
+    health_report.serving()
+    stop = threading.Event()
+    _start_background(stop, engine, health_report, reaper, sweep_seconds, settings, session_sweep_seconds)
+    return ControlPlane(server, engine, storage, port, stop, reaper)
+
+
+def _bind(server: grpc.Server, settings: Settings, address: str) -> int:
+    """The port: TLS when RLM_TLS_CERT_FILE and RLM_TLS_KEY_FILE are set."""
     if settings.tls_cert_file and settings.tls_key_file:
         credentials = grpc.ssl_server_credentials(
             [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
         )
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
-    server.start()
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    stop = threading.Event()
-    sandbox_client = engine.sandbox
+        return server.add_secure_port(address, credentials)
+    return server.add_insecure_port(address)
 
-    def report_components() -> None:
-        """grpc.health.v1 names "storage", "sandbox", "provider" for /health/ready."""
+
+class _Health:
+    """grpc.health.v1 for the services and the components "storage",
+    "sandbox", "sandbox_hardened" and "provider" (for /health/ready)."""
+
+    def __init__(
+        self, server: grpc.Server, settings: Settings, engine: ExecutionEngine, hardened: bool
+    ) -> None:
+        self.servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server
+        )
+        self.settings, self.engine, self.hardened = settings, engine, hardened
+        self.sandbox = engine.sandbox  # the client the server started with
+
+    def _set(self, name: str, ok: bool) -> None:
         serving, not_serving = (
             health_pb2.HealthCheckResponse.SERVING,
             health_pb2.HealthCheckResponse.NOT_SERVING,
         )
-        try:
-            storage.metadata.items.get("sessions", "HEALTH", "CHECK")
-            health_servicer.set("storage", serving)
-        except Exception:
-            health_servicer.set("storage", not_serving)
-        probe = getattr(sandbox_client, "healthy", None)
-        health_servicer.set("sandbox", serving if probe is None or probe(timeout=1.0) else not_serving)
-        health_servicer.set("sandbox_hardened", serving if hardened else not_serving)
+        self.servicer.set(name, serving if ok else not_serving)
 
-    def probe_provider_forever() -> None:
+    def serving(self) -> None:
+        for name in ("", *SERVICE_NAMES):
+            self._set(name, True)
+
+    def report_components(self) -> None:
+        try:
+            self.engine.storage.metadata.items.get("sessions", "HEALTH", "CHECK")
+            self._set("storage", True)
+        except Exception:
+            self._set("storage", False)
+        probe = getattr(self.sandbox, "healthy", None)
+        self._set("sandbox", probe is None or probe(timeout=1.0))
+        self._set("sandbox_hardened", self.hardened)
+
+    def probe_provider_forever(self, stop: threading.Event) -> None:
         """The provider's health from a real request every few seconds; a change is logged."""
         last: bool | None = None
         while True:
             # scripted (or a test double): nothing remote to ask
-            remote = getattr(engine.provider, "name", "") == "openai"
-            result = probe_provider(settings) if remote else None
+            remote = getattr(self.engine.provider, "name", "") == "openai"
+            result = probe_provider(self.settings) if remote else None
             ok = result is None or result.ok
-            health_servicer.set(
-                "provider",
-                health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING,
-            )
+            self._set("provider", ok)
             if result is not None and ok != last:
                 (log.info if ok else log.error)("provider_probe", ok=ok, detail=result.detail)
             last = ok
             if stop.wait(PROBE_PERIOD_SECONDS):
                 return
 
+
+def _start_background(
+    stop: threading.Event,
+    engine: ExecutionEngine,
+    health_report: _Health,
+    reaper: SessionReaper,
+    sweep_seconds: float,
+    settings: Settings,
+    session_sweep_seconds: float | None,
+) -> None:
+    """The takeover sweep (with the component health), the provider probe and
+    the session sweep (deleted and expired sessions' data, lifecycle.py)."""
+
     def sweep() -> None:
-        report_components()
+        health_report.report_components()
         while not stop.wait(sweep_seconds):
             try:
-                report_components()
+                health_report.report_components()
                 engine.recover_orphans()
             except Exception:  # a failed sweep retries next period
                 continue
 
     threading.Thread(target=sweep, name="takeover-sweep", daemon=True).start()
-    threading.Thread(target=probe_provider_forever, name="provider-probe", daemon=True).start()
+    threading.Thread(
+        target=health_report.probe_provider_forever, args=(stop,), name="provider-probe", daemon=True
+    ).start()
     interval = settings.session_sweep_seconds if session_sweep_seconds is None else session_sweep_seconds
-    if interval > 0:  # deleted and expired sessions' data (rlm_rs/control/lifecycle.py)
+    if interval > 0:
         threading.Thread(target=reaper.run, args=(stop, interval), name="session-sweep", daemon=True).start()
-    return ControlPlane(server, engine, storage, port, stop, reaper)

@@ -1,6 +1,6 @@
 """ExecutionService and CitationService servicers: request validation and
-message conversion around the ExecutionEngine (engine.py). Every look-up is
-by the caller's tenant; another tenant's ids look exactly like missing ones.
+message conversion around the ExecutionEngine (rlm_rs/control/executions/).
+Every look-up is by the caller's tenant; another tenant's ids look exactly like missing ones.
 Waits, watches and synchronous starts hold a server thread: admission.py
 caps them, and they end early when the caller goes away.
 Every call on an execution also checks its session, before and after: once

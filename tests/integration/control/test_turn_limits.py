@@ -1,0 +1,70 @@
+"""Both modes end on the same limits after a committed turn
+(rlm_rs/control/executions/turn.py check_limits): a runtime step that spends
+the cost budget or ends past max_total_seconds ends its execution, as an
+Answerer turn does (runtime steps used to check only max_spans_total)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rlm_rs.control.costs import PriceTable
+from rlm_rs.v1 import execution_pb2
+from rlm_rs.v1.common_pb2 import Budgets
+from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
+from tests.integration.control.conftest import Api
+
+
+def _runtime(api: Api, **budgets: Any) -> str:
+    created = api.executions.CreateRuntimeExecution(
+        execution_pb2.CreateRuntimeExecutionRequest(
+            session_id=api.ready_session(), budgets=Budgets(**budgets)
+        ),
+        metadata=api.auth(),
+    )
+    return created.execution_id
+
+
+def _step(api: Api, execution_id: str, code: str, resolve: bool = False) -> Any:
+    request = execution_pb2.RunStepRequest(
+        execution_id=execution_id, code=code, options=execution_pb2.RunStepOptions(resolve_tools=resolve)
+    )
+    return api.executions.RunStep(request, metadata=api.auth())
+
+
+def _record(api: Api, execution_id: str) -> dict[str, Any]:
+    return api.plane.storage.metadata.get_execution("tenant-a", execution_id)
+
+
+def test_a_runtime_step_that_spends_the_cost_budget_ends_the_execution(api: Api) -> None:
+    api.plane.engine.resolver.prices = PriceTable()  # priced like a real provider
+    api.provider.script["sub"] = [{"match": "Summarise", "text": "Revenue is up."}]
+    execution_id = _runtime(api, max_cost_usd=1e-9)
+    result = _step(
+        api, execution_id, "tool.queue_llm('s', 'Summarise the report')\ntool.YIELD()", resolve=True
+    )
+    assert result.success
+    record = _record(api, execution_id)
+    assert record["budgets_consumed"]["cost_usd"] > 1e-9
+    assert record["status"] == "BUDGET_EXCEEDED", record["status"]
+    assert record["error"]["message"] == "max_cost_usd spent"
+
+
+class _SlowSandbox:
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+
+    def run_step(self, request: StepRequest) -> StepResult:
+        time.sleep(self.seconds)
+        result: StepResult = self.inner.run_step(request)
+        return result
+
+
+def test_a_runtime_step_that_ends_past_max_total_seconds_times_the_execution_out(api: Api) -> None:
+    execution_id = _runtime(api, max_total_seconds=1.0)
+    api.plane.engine.sandbox = _SlowSandbox(api.plane.engine.sandbox, 1.2)  # type: ignore[assignment]
+    result = _step(api, execution_id, "state['work']['x'] = 1")
+    assert result.success  # the step's own result still comes back
+    record = _record(api, execution_id)
+    assert record["status"] == "TIMEOUT" and record["error"]["code"] == "STEP_TIMEOUT"
+    assert record["next_turn"] == 1  # the step was committed first
