@@ -22,7 +22,7 @@ from rlm_rs.limits import (
     MAX_TOOL_KEY_CHARS,
     MAX_TOOL_REQUESTS_PER_RESOLVE,
 )
-from rlm_rs.v1.common_pb2 import Models, ToolRequests
+from rlm_rs.v1.common_pb2 import Models, RlmRequest, ToolRequests
 
 
 def _refuse(field: str, rule: str) -> RlmError:
@@ -48,20 +48,7 @@ def _check_call(field: str, model_hint: str, max_tokens: int, temperature: float
 def check_tool_requests(requests: ToolRequests) -> None:
     """Unique keys within MAX_TOOL_KEY_CHARS, at most MAX_TOOL_REQUESTS_PER_RESOLVE
     requests, and each request's arguments within the tool API's bounds."""
-    named: list[tuple[str, list[str]]] = [
-        (name, [r.key for r in getattr(requests, name)]) for name in ("llm", "search", "llm_batch", "rlm")
-    ]
-    keys = [key for _, group in named for key in group]
-    if not keys or any(not k for k in keys) or len(set(keys)) != len(keys):
-        raise RlmError("VALIDATION_ERROR", "tool_requests need unique, non-empty keys")
-    if len(keys) > MAX_TOOL_REQUESTS_PER_RESOLVE:
-        raise _refuse("tool_requests", f"must hold at most {MAX_TOOL_REQUESTS_PER_RESOLVE} requests")
-    for name, group in named:
-        for index, key in enumerate(group):
-            if len(key) > MAX_TOOL_KEY_CHARS:
-                raise _refuse(
-                    f"tool_requests.{name}[{index}].key", f"must be 1..{MAX_TOOL_KEY_CHARS} characters"
-                )
+    _check_keys(requests)
     for index, llm in enumerate(requests.llm):
         _check_call(f"tool_requests.llm[{index}]", llm.model_hint, llm.max_tokens, llm.temperature)
     for index, batch in enumerate(requests.llm_batch):
@@ -76,10 +63,30 @@ def check_tool_requests(requests: ToolRequests) -> None:
         if not 0 <= search.k <= MAX_SEARCH_K:
             raise _refuse(f"{field}.k", f"must be 0..{MAX_SEARCH_K} (0: the default)")
     for index, rlm in enumerate(requests.rlm):
-        field = f"tool_requests.rlm[{index}]"
-        if len(rlm.question) > MAX_QUESTION_CHARS:
-            raise _refuse(f"{field}.question", f"must be at most {MAX_QUESTION_CHARS} characters")
-        if len(rlm.doc_indices) > MAX_RLM_PIECES or len(rlm.spans) > MAX_RLM_PIECES:
-            raise _refuse(field, f"may name at most {MAX_RLM_PIECES} doc_indices or spans")
-        if any(len(span.tag) > MAX_SPAN_TAG_CHARS for span in rlm.spans):
-            raise _refuse(f"{field}.spans", f"tags must be at most {MAX_SPAN_TAG_CHARS} characters")
+        _check_rlm(f"tool_requests.rlm[{index}]", rlm)
+
+
+def _check_keys(requests: ToolRequests) -> None:
+    named: list[tuple[str, list[str]]] = [
+        (name, [r.key for r in getattr(requests, name)]) for name in ("llm", "search", "llm_batch", "rlm")
+    ]
+    keys = [key for _, group in named for key in group]
+    if not keys or any(not k for k in keys) or len(set(keys)) != len(keys):
+        raise RlmError("VALIDATION_ERROR", "tool_requests need unique, non-empty keys")
+    if len(keys) > MAX_TOOL_REQUESTS_PER_RESOLVE:
+        raise _refuse("tool_requests", f"must hold at most {MAX_TOOL_REQUESTS_PER_RESOLVE} requests")
+    for name, group in named:
+        for index, key in enumerate(group):
+            if len(key) > MAX_TOOL_KEY_CHARS:
+                raise _refuse(
+                    f"tool_requests.{name}[{index}].key", f"must be 1..{MAX_TOOL_KEY_CHARS} characters"
+                )
+
+
+def _check_rlm(field: str, rlm: RlmRequest) -> None:
+    if len(rlm.question) > MAX_QUESTION_CHARS:
+        raise _refuse(f"{field}.question", f"must be at most {MAX_QUESTION_CHARS} characters")
+    if len(rlm.doc_indices) > MAX_RLM_PIECES or len(rlm.spans) > MAX_RLM_PIECES:
+        raise _refuse(field, f"may name at most {MAX_RLM_PIECES} doc_indices or spans")
+    if any(len(span.tag) > MAX_SPAN_TAG_CHARS for span in rlm.spans):
+        raise _refuse(f"{field}.spans", f"tags must be at most {MAX_SPAN_TAG_CHARS} characters")
