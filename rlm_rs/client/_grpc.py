@@ -1,0 +1,199 @@
+"""The gRPC transport: the control plane's services (`rlm_rs.v1`) through the generated stubs.
+
+Requests are built from the same REST-shaped JSON as the HTTP transport
+(`_proto.from_json`) and replies turned back into it (`_proto.to_json`), so
+one parser serves both. A failed call becomes the `RlmApiError` of the
+`google.rpc.ErrorInfo` it carries (reason = the spec code, metadata = the
+details), with the request id from the trailing metadata. A call that got no
+answer at all (UNAVAILABLE, a deadline, without ErrorInfo) is an
+`RlmConnectionError`. It never retries (`_retry.py` does) and never logs the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.rpc import error_details_pb2, status_pb2
+
+from rlm_rs.client._ops import Op
+from rlm_rs.client._proto import from_json, to_json
+from rlm_rs.client.errors import RlmClientError, RlmConnectionError, api_error
+from rlm_rs.errors import code_for_grpc_status
+from rlm_rs.v1 import citation_pb2_grpc, execution_pb2, execution_pb2_grpc, session_pb2_grpc
+
+REQUEST_ID_KEY = "x-request-id"
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_ERROR_DOMAIN = "rlm-rs"
+# grpc-core's message for a call that found no connection (it never left this process).
+_NOT_CONNECTED = ("failed to connect to all addresses", "DNS resolution failed", "Connection refused")
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # Reconnect quickly after a server restart (a channel in backoff fails calls at once).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+def _metadata(api_key: str, request_id: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"), (REQUEST_ID_KEY, request_id))
+
+
+def _error_info(trailing: Sequence[Any] | None) -> tuple[error_details_pb2.ErrorInfo | None, str]:
+    """(ErrorInfo of the rlm-rs domain or None, the server's request id or "")."""
+    info: error_details_pb2.ErrorInfo | None = None
+    request_id = ""
+    for key, value in trailing or ():
+        if key == REQUEST_ID_KEY:
+            request_id = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        elif key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status()
+            try:
+                status.ParseFromString(value)
+            except Exception:  # a malformed detail is simply absent
+                continue
+            for detail in status.details:
+                candidate = error_details_pb2.ErrorInfo()
+                if detail.Is(candidate.DESCRIPTOR) and detail.Unpack(candidate):
+                    if not candidate.domain or candidate.domain == _ERROR_DOMAIN:
+                        info = candidate
+    return info, request_id
+
+
+def error_from_rpc(exc: grpc.RpcError, request_id: str) -> RlmClientError:
+    """The client error for a failed call (`exc` is a grpc.Call as well)."""
+    call: Any = exc
+    code: grpc.StatusCode = call.code()
+    message = call.details() or ""
+    info, server_request_id = _error_info(call.trailing_metadata())
+    request_id = server_request_id or request_id
+    if info is not None:
+        return api_error(info.reason, message or info.reason, details=dict(info.metadata),
+                         request_id=request_id, grpc_status=code.name)  # fmt: skip
+    if code == grpc.StatusCode.UNAVAILABLE:
+        sent = not any(marker in message for marker in _NOT_CONNECTED)
+        return RlmConnectionError(f"gRPC UNAVAILABLE: {message}", sent=sent)
+    if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return RlmConnectionError(f"gRPC {code.name}: {message}", sent=True)
+    spec_code = code_for_grpc_status(code)
+    return api_error(spec_code, message or spec_code, request_id=request_id, grpc_status=code.name)
+
+
+def _credentials(tls: bool, root_certificates: bytes | None) -> grpc.ChannelCredentials | None:
+    return grpc.ssl_channel_credentials(root_certificates=root_certificates) if tls else None
+
+
+def _watch_request(execution_id: str, after: str) -> execution_pb2.WatchExecutionRequest:
+    return execution_pb2.WatchExecutionRequest(execution_id=execution_id, after_event_id=after)
+
+
+class _Stubs:
+    def __init__(self, channel: Any):
+        self.sessions = session_pb2_grpc.SessionServiceStub(channel)
+        self.executions = execution_pb2_grpc.ExecutionServiceStub(channel)
+        self.citations = citation_pb2_grpc.CitationServiceStub(channel)
+
+    def method(self, op: Op) -> Any:
+        return getattr(getattr(self, op.service), op.name)
+
+
+class GrpcTransport:
+    """Sync gRPC transport over one channel (calls are multiplexed on it)."""
+
+    kind = "grpc"
+
+    def __init__(
+        self, target: str, api_key: str, *, tls: bool = False, root_certificates: bytes | None = None
+    ):
+        self.target = target
+        self._api_key = api_key
+        credentials = _credentials(tls, root_certificates)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._stubs = _Stubs(self._channel)
+
+    def call(self, op: Op, params: Mapping[str, Any], request_id: str) -> dict[str, Any]:
+        request = from_json(op.request(), params)
+        try:
+            reply = self._stubs.method(op)(
+                request, metadata=_metadata(self._api_key, request_id), timeout=op.deadline(params)
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, request_id) from None
+        return to_json(reply)
+
+    def watch(self, execution_id: str, after: str, request_id: str) -> Generator[dict[str, Any], None, None]:
+        call = self._stubs.executions.WatchExecution(
+            _watch_request(execution_id, after), metadata=_metadata(self._api_key, request_id)
+        )
+        try:
+            for message in call:
+                yield to_json(message)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, request_id) from None
+        finally:
+            call.cancel()
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class AsyncGrpcTransport:
+    """Async gRPC transport; the grpc.aio channel is opened in the running event loop on first use."""
+
+    kind = "grpc"
+
+    def __init__(
+        self, target: str, api_key: str, *, tls: bool = False, root_certificates: bytes | None = None
+    ):
+        self.target = target
+        self._api_key = api_key
+        self._credentials = _credentials(tls, root_certificates)
+        self._channel: grpc.aio.Channel | None = None
+        self._stubs: _Stubs | None = None
+
+    def _open(self) -> _Stubs:
+        if self._stubs is None:
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self.target, self._credentials, options=CHANNEL_OPTIONS
+                )
+            self._stubs = _Stubs(self._channel)
+        return self._stubs
+
+    async def call(self, op: Op, params: Mapping[str, Any], request_id: str) -> dict[str, Any]:
+        request = from_json(op.request(), params)
+        try:
+            reply = await self._open().method(op)(
+                request, metadata=_metadata(self._api_key, request_id), timeout=op.deadline(params)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, request_id) from None
+        return to_json(reply)
+
+    async def watch(
+        self, execution_id: str, after: str, request_id: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        call = self._open().executions.WatchExecution(
+            _watch_request(execution_id, after), metadata=_metadata(self._api_key, request_id)
+        )
+        try:
+            async for message in call:
+                yield to_json(message)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, request_id) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel, self._stubs = None, None
