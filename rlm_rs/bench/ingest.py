@@ -6,6 +6,11 @@ isolated child where applicable, canonicalise, build offsets, write
 text/meta/offsets) versus the raw library call alone on the same bytes
 (pdfminer extract_text, trafilatura.extract, python-docx paragraphs, UTF-8
 decode + canonicalisation), each in a fresh process so peak RSS is its own.
+Then the pathological texts (runs of spaces, blank lines, CRs, NULs, heading
+lines full of spaces or `#`, alternating combining marks): CPU time of
+`parse_text` at 1 MB and at `--pathological-mb`, its throughput and the
+time ratio (linear: the size ratio; quadratic: its square), and the largest
+one through `parse_document` (the forkserver child, with the timeout).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import random
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html-kb", type=int, default=2_000, help="size of the HTML document in KB")
     parser.add_argument("--docx-paragraphs", type=int, default=3_000, help="paragraphs of the DOCX document")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
+    parser.add_argument("--pathological-mb", type=float, default=16.0,
+                        help="size of the larger pathological text (the smaller is 1 MB)")  # fmt: skip
+
+
+# Inputs that made version 1 of the text parser quadratic, or would make a
+# naive one so (n = characters); tests/unit/ingestion/test_canonical_text.py uses them too.
+PATHOLOGICAL: dict[str, Callable[[int], str]] = {
+    "space run, then a line end": lambda n: "a" + " " * n + "b \n",
+    "whitespace-only lines": lambda n: "  \n" * (n // 3),
+    "mixed line-end spaces": lambda n: " \t\u00a0" * (n // 4) + "x \n",
+    "blank lines": lambda n: "a" + "\n" * n + "b",
+    "CR run": lambda n: "\r" * n + "a",
+    "NUL run": lambda n: "a" + "\x00" * n,
+    "heading with a space run": lambda n: "# a" + " " * n + "b",
+    "heading with closing hashes": lambda n: "# a" + " #" * (n // 2) + "b",
+    "alternating combining marks": lambda n: "a" + "\u0301\u0316" * (n // 4),
+}
+
+
+def cpu_seconds(data: bytes, repeat: int) -> float:
+    """Best CPU time of parse_text (Markdown rules too) over `repeat` runs."""
+    from rlm_rs.ingestion.parsers import parse_text
+
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        parse_text(data, markdown=True)
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def pathological(args: argparse.Namespace) -> dict[str, Any]:
+    from rlm_rs.ingestion.parsers import parse_document
+
+    large_chars = int(args.pathological_mb * 1_000_000)
+    report: dict[str, Any] = {}
+    slowest = ("", 0.0)
+    for name, make in PATHOLOGICAL.items():
+        small, large = make(1_000_000).encode(), make(large_chars).encode()
+        small_s, large_s = cpu_seconds(small, args.repeat), cpu_seconds(large, args.repeat)
+        report[name] = {
+            "large_mb": round(len(large) / 1e6, 2),
+            "small_cpu_ms": round(small_s * 1000, 1),
+            "large_cpu_ms": round(large_s * 1000, 1),
+            "large_mb_per_s": round(len(large) / 1e6 / max(large_s, 1e-9), 1),
+            "time_ratio": round(large_s / max(small_s, 1e-9), 2),
+            "size_ratio": round(len(large) / len(small), 2),
+        }
+        if large_s > slowest[1]:
+            slowest = (name, large_s)
+    started = time.perf_counter()
+    parsed = parse_document(PATHOLOGICAL[slowest[0]](large_chars).encode(), "text/markdown", "x.md")
+    report["slowest_through_the_child"] = {
+        "input": slowest[0],
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "char_length": len(parsed.text),
+    }
+    return report
 
 
 def _sentence(rng: random.Random, words: int = 14) -> str:
@@ -180,4 +244,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 entry["pipeline_pages_per_s"] = round(pages / pipeline["seconds"], 1)
                 entry["raw_pages_per_s"] = round(pages / raw["seconds"], 1)
             report[kind] = entry
+    report["pathological_text"] = pathological(args)
     return report

@@ -76,10 +76,21 @@ def _break_run(match: re.Match[str]) -> str:
     return CGJ.join(run[i : i + MAX_NON_STARTERS] for i in range(0, len(run), MAX_NON_STARTERS))
 
 
+def _is_latin1(text: str) -> bool:
+    """Whether every character is below U+0100. CPython stores such a str one
+    byte per character and encodes it with one copy: ten times faster than the
+    scan below, which then has nothing to find."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def stream_safe(text: str) -> str:
     """`text` with a CGJ after every 30th character of each longer run of
     non-starters (unchanged otherwise)."""
-    if text.isascii():
+    if text.isascii() or _is_latin1(text):  # no non-starter below U+0300
         return text
     found = _FIRST_CANDIDATE.search(text)
     if found is None:
@@ -92,22 +103,18 @@ def stream_safe(text: str) -> str:
     return pattern.sub(_break_run, text)
 
 
-def _needs_tidy(text: str) -> bool:
-    return (
-        text.startswith("\n")
-        or text.endswith(("\n", " ", "\t", "\u00a0"))
-        or "\n\n\n" in text
-        or " \n" in text
-        or "\t\n" in text
-        or "\u00a0\n" in text
-    )
+def _needs_line_pass(text: str) -> bool:
+    """Whether a line other than the last has trailing spaces, or blank lines run."""
+    return "\n\n\n" in text or " \n" in text or "\t\n" in text or "\u00a0\n" in text
 
 
 def tidy_lines(text: str, chunk_chars: int = CHUNK_CHARS) -> str:
     """Trailing LINE_END_SPACE off every line, blank runs to one blank line, no
     blank line at either end. One pass of str.split/rstrip over whole lines."""
-    if not _needs_tidy(text):
-        return text
+    if not _needs_line_pass(text):
+        # only the ends can be off: trailing spaces on the last line, whitespace-only
+        # lines after it, blank lines before the first (none has trailing spaces)
+        return text.rstrip(LINE_END_SPACE + "\n").lstrip("\n")
     out: list[str] = []
     started = False  # a non-blank line has been written
     blank_pending = False  # blank line(s) seen since the last non-blank line
