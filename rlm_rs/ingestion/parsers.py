@@ -21,6 +21,7 @@ ingestion workers in one process).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import re
@@ -333,10 +334,20 @@ _PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
 }  # fmt: skip
 
 
+def limit_child() -> None:
+    """The parse child's own limits: address space, no core file, and first in
+    line for the kernel's OOM killer (several parses run at once: if together
+    they exhaust the node, a parse dies with PARSER_CRASHED, not a service)."""
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE_BYTES,) * 2)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # raising one's own score needs no privilege
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as score:
+        score.write("1000")
+
+
 def _child_parse(kind: str, data: bytes, connection: Any) -> None:
     try:
-        resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE_BYTES,) * 2)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        limit_child()
         connection.send(("ok", _PARSERS[kind](data)))
     except ParseFailure as failure:
         connection.send(("failed", (failure.code, failure.message, failure.details)))

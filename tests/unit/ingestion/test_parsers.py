@@ -124,3 +124,9 @@ def test_parsers_run_in_forkserver_children_not_forks_of_the_caller() -> None:
     assert parsers._CONTEXT.get_start_method() == "forkserver"
     parsed = parse_document(make_pdf(["Isolated."]), "application/pdf", "ok.pdf")
     assert parsed.text.strip() == "Isolated."
+
+
+def test_parse_children_are_limited_and_first_for_the_oom_killer() -> None:
+    with pytest.raises(ParseFailure) as caught:
+        parsers._run_isolated("text", b"x", 30.0, target=hostile_parsers.report_limits)
+    assert caught.value.details == {"oom_score_adj": 1000, "rlimit_as": parsers.CHILD_ADDRESS_SPACE_BYTES}
