@@ -1,15 +1,18 @@
 """A TCP proxy that can cut a connection mid-stream: the network failure the client's
 event streams must survive, made on real sockets between the client and the appliance.
 
-`cut_next_after(n)` makes the next accepted connection forward only `n` bytes from the
-server to the client and then close both sides. Each connection records the bytes
-it carried each way. Threads only; `close()` stops everything it started.
+`CuttingProxy.cut_next_after(n)` makes the next accepted connection forward only `n`
+bytes from the server to the client and then close both sides; each connection records
+the bytes it carried each way. `Forwarder` puts TLS or a Unix socket in front of a
+plaintext port. `close()` stops everything each started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 
@@ -81,3 +84,51 @@ class CuttingProxy:
         for sock in self._sockets:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+class Forwarder:
+    """Forwards a TLS port or a Unix socket to a plaintext TCP port (asyncio in a thread,
+    so TLS is handled by one event loop, never by two threads on one SSL object).
+
+    `Forwarder(port, ssl_context=ctx)` terminates TLS (ALPN h2 for gRPC) in front of
+    the control plane; `Forwarder(port, unix_path=p)` serves it on a Unix socket.
+    `connections` counts the connections that reached the target.
+    """
+
+    def __init__(self, target_port: int, *, ssl_context: ssl.SSLContext | None = None, unix_path: str = ""):
+        self.target_port = target_port
+        self.connections = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            self._start(ssl_context, unix_path), self._loop
+        ).result(10)
+        self.port = 0 if unix_path else int(self._server.sockets[0].getsockname()[1])
+
+    async def _start(self, ssl_context: ssl.SSLContext | None, unix_path: str) -> asyncio.Server:
+        if unix_path:
+            return await asyncio.start_unix_server(self._handle, path=unix_path)
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=ssl_context)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.connections += 1
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

@@ -8,12 +8,13 @@ header of the second request), and deliver every event exactly once, in order.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 
 import pytest
 
-from rlm_rs.client import Client, RetryPolicy
+from rlm_rs.client import AsyncClient, Client, RetryPolicy
 from tests.e2e.client._proxy import CuttingProxy
 from tests.e2e.client.conftest import Appliance
 
@@ -30,8 +31,22 @@ def _url(transport: str, proxy: CuttingProxy) -> str:
     return f"http://127.0.0.1:{proxy.port}" if transport == "http" else f"grpc://127.0.0.1:{proxy.port}"
 
 
+def _event_ids(url: str, api_key: str, execution_id: str, mode: str) -> list[str]:
+    policy = RetryPolicy(initial_backoff_seconds=0.1)
+    if mode == "sync":
+        with Client(url, api_key, retry=policy) as client:
+            return [e.event_id for e in client.executions.events(execution_id)]
+
+    async def collect() -> list[str]:
+        async with AsyncClient(url, api_key, retry=policy) as client:
+            return [e.event_id async for e in client.executions.events(execution_id)]
+
+    return asyncio.run(collect())
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_cut_stream_resumes_after_the_last_event(
-    appliance: Appliance, transport: str, proxy: CuttingProxy
+    appliance: Appliance, transport: str, proxy: CuttingProxy, mode: str
 ) -> None:
     with Client(appliance.http_url, appliance.api_key) as direct:
         session = direct.sessions.create(docs=appliance.uris)
@@ -46,9 +61,7 @@ def test_a_cut_stream_resumes_after_the_last_event(
     whole = proxy.connections[0].down_bytes
 
     proxy.cut_next_after(whole // 2)
-    policy = RetryPolicy(initial_backoff_seconds=0.1)
-    with Client(_url(transport, proxy), appliance.api_key, retry=policy) as client:
-        got = [e.event_id for e in client.executions.events(execution.execution_id)]
+    got = _event_ids(_url(transport, proxy), appliance.api_key, execution.execution_id, mode)
     cut, *after = proxy.connections[1:]
     assert cut.cut_after == whole // 2 and cut.down_bytes == whole // 2, "the proxy did not cut"
     assert after, "the client did not reconnect"
