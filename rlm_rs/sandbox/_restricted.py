@@ -6,9 +6,10 @@ access, iteration, writes, in-place operators and print through the guards
 below. After its pass, a second transformer adds what RestrictedPython has
 no hook for: `_tick_()` before every statement and at the start of every
 lambda body (the line budget), `_getiter_` around every `*iterable` in a
-display or call (C-level unpacking would skip the tick), `_binop_` around
-`*`, `**`, `<<` and `%` (memory bombs like 'x' * 10**10), and `_format_`
-around f-string format specs.
+display or call (C-level unpacking would skip the tick), `_op_<name>_`
+around `+`, `*`, `**`, `<<`, `%`, `|` and `^` (memory bombs like
+'x' * 10**10), `_fstring_`/`_format_` for f-strings, `_setslice_` for
+`x[a:b] = value` and `_dict_display_` for `{**a, **b}`.
 
 Builtins are the spec's allowlist plus: any, all, divmod, pow (bounded),
 chr, ord, hex, bin, oct, repr, callable, frozenset, slice, iter, next, and
@@ -19,15 +20,14 @@ guard; `isinstance` understands the wrapped types. Never added: getattr,
 type, object, vars, dir, open, eval, exec, compile, globals, locals,
 breakpoint, memoryview, format, hash, id.
 
-Size guards (checked before the allocation, MemoryError the step may catch):
-`*`, `**`, `<<`, `%` formatting widths, `+=` on sequences, the str/bytes
-methods whose result size an argument sets (ljust, rjust, center, zfill,
-expandtabs, replace, join, translate; bound or unbound), int.to_bytes, and
-any number in an f-string format spec (`f"{x:>{10**9}}"`). Container methods
-that consume an iterable in C (extend, update, fromkeys, union, ...) tick
-per element of a range or iterator argument. Class attributes
-of the builtin types str/int/float/bool/list/tuple/dict/set/frozenset are
-readable (dict.fromkeys, str.maketrans) except `mro`.
+Size guards: every operation whose result can outgrow its inputs is sized
+before it allocates (rlm_rs/sandbox/_sizes.py holds the enumeration of every
+method and operator and the checks; MemoryError the step may catch).
+Container methods that consume an iterable in C (extend, update, fromkeys,
+union, ...) tick per element of a range or iterator argument. Class
+attributes of the builtin types str/int/float/bool/list/tuple/dict/set/
+frozenset are readable (dict.fromkeys, str.maketrans) except `mro`; `range`
+is rlm_rs/sandbox/_range.py's (membership in O(1) for any value).
 """
 
 from __future__ import annotations
@@ -39,33 +39,21 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
-import regex
 from RestrictedPython import RestrictingNodeTransformer, compile_restricted_exec
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
 from rlm_rs.errors import RlmError
+from rlm_rs.sandbox import _sizes
+from rlm_rs.sandbox._range import StepRange
 from rlm_rs.sandbox._runtime import StepRuntime
-
-_MAX_SEQUENCE_RESULT = 50_000_000  # chars (str/bytes) a single operation may produce
-_MAX_SEQUENCE_ITEMS = 10_000_000  # items (list/tuple: 8 bytes each) likewise
-
-
-def _max_length(seq: Any) -> int:
-    return _MAX_SEQUENCE_ITEMS if isinstance(seq, list | tuple) else _MAX_SEQUENCE_RESULT
-
-
-_MAX_POW_BITS = 100_000
-_MAX_SHIFT = 100_000
 
 # Class attributes reachable on these builtin types (str.maketrans,
 # int.from_bytes, float.fromhex, dict.fromkeys...); `mro` is refused because
 # it hands back `object`.
 _SAFE_TYPES = frozenset({str, int, float, bool, list, tuple, dict, set, frozenset})
 _SAFE_TYPE_DENIED_NAMES = frozenset({"mro"})
-# str methods whose result size is set by an argument, checked before they run.
-_WIDTH_METHODS = frozenset({"ljust", "rjust", "center", "zfill"})
-_FORMAT_SPEC_NUMBER = regex.compile(r"\d+")
-_MAX_FORMAT_NUMBER = 100_000  # width or precision in an f-string format spec
+# Class-level methods among the checked ones: bound to the type, not unbound.
+_CLASS_METHODS = frozenset({"fromkeys", "maketrans", "fromhex", "from_bytes"})
 
 _DENIED_RESULT_TYPES = (
     types.ModuleType,
@@ -79,13 +67,17 @@ _DENIED_RESULT_TYPES = (
 
 
 class _PostPass(ast.NodeTransformer):
-    """Adds `_tick_()` before every statement and `_binop_` around risky operators."""
+    """Adds `_tick_()` before every statement and routes the operations that
+    can build large values through the size guards (rlm_rs/sandbox/_sizes.py)."""
 
     _OPS: ClassVar[dict[type[ast.operator], str]] = {
-        ast.Mult: "mul",
-        ast.Pow: "pow",
-        ast.LShift: "lshift",
-        ast.Mod: "mod",
+        ast.Add: "_op_add_",
+        ast.Mult: "_op_mul_",
+        ast.Pow: "_op_pow_",
+        ast.LShift: "_op_lshift_",
+        ast.Mod: "_op_mod_",
+        ast.BitOr: "_op_or_",
+        ast.BitXor: "_op_xor_",
     }
 
     def _ticked(self, body: list[ast.stmt]) -> list[ast.stmt]:
@@ -127,8 +119,60 @@ class _PostPass(ast.NodeTransformer):
         name = self._OPS.get(type(node.op))
         if name is None:
             return node
-        call = ast.Call(ast.Name("_binop_", ast.Load()), [ast.Constant(name), node.left, node.right], [])
+        call = ast.Call(ast.Name(name, ast.Load()), [node.left, node.right], [])
         return ast.copy_location(call, node)
+
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> ast.AST:
+        """`f"a{x!r:>{w}}b"` -> `_fstring_("a", _format_(x, 114, _fstring_(">", _format_(w, -1, ""))), "b")`:
+        each placeholder's spec and text, and the joined result, are sized."""
+        self.generic_visit(node)
+        parts: list[ast.expr] = []
+        for value in node.values:
+            if isinstance(value, ast.FormattedValue):
+                spec = value.format_spec if value.format_spec is not None else ast.Constant("")
+                call = ast.Call(
+                    ast.Name("_format_", ast.Load()), [value.value, ast.Constant(value.conversion), spec], []
+                )
+                parts.append(ast.copy_location(call, value))
+            else:
+                parts.append(value)
+        return ast.copy_location(ast.Call(ast.Name("_fstring_", ast.Load()), parts, []), node)
+
+    def visit_Dict(self, node: ast.Dict) -> ast.AST:
+        """`{**a, k: v, **b}` merges in C: -> `_dict_display_(splat, a, k, v, splat, b)`
+        (same evaluation order), sized before it is built."""
+        self.generic_visit(node)
+        if all(key is not None for key in node.keys):
+            return node
+        args: list[ast.expr] = []
+        for key, value in zip(node.keys, node.values, strict=True):
+            args += [ast.Name("_dict_splat_", ast.Load()) if key is None else key, value]
+        return ast.copy_location(ast.Call(ast.Name("_dict_display_", ast.Load()), args, []), node)
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+        """`x[a:b] = value` grows a list in C: -> `_setslice_(x, a, b, step, value)`."""
+        target = node.targets[0]
+        if (
+            len(node.targets) == 1
+            and isinstance(target, ast.Subscript)
+            and isinstance(target.slice, ast.Slice)
+        ):
+            parts = (target.slice.lower, target.slice.upper, target.slice.step)
+            args = [self.visit(target.value)]
+            args += [ast.Constant(None) if part is None else self.visit(part) for part in parts]
+            args.append(self.visit(node.value))
+            call = ast.copy_location(ast.Call(ast.Name("_setslice_", ast.Load()), args, []), node)
+            return ast.copy_location(ast.Expr(call), node)
+        return self.generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.ctx, ast.Store) and isinstance(node.slice, ast.Slice):
+            raise SyntaxError(
+                "assign to a slice only in a statement of its own (x[a:b] = value)",
+                ("<step>", getattr(node, "lineno", 0), 0, ""),
+            )
+        return node
 
 
 _AUG_OPS: dict[type[ast.operator], str] = {
@@ -162,7 +206,7 @@ class StepTransformer(RestrictingNodeTransformer):
     def visit_Module(self, node: ast.Module) -> ast.AST:
         result: Any = super().visit_Module(node)
         if not self.errors:
-            result = _PostPass().visit(_FormatPass().visit(result))
+            result = _PostPass().visit(result)
             ast.fix_missing_locations(result)
         return result
 
@@ -200,139 +244,7 @@ def _first_line(errors: Iterable[str]) -> int:
     return 0
 
 
-def _check_size(size: int) -> None:
-    if size > _MAX_SEQUENCE_RESULT:
-        raise MemoryError("result of that method would be too large")
-
-
-def _bounded_width(guards: Guards, text: str | bytes, method: Any) -> Any:
-    def call(width: Any, *args: Any) -> Any:
-        if isinstance(width, int):
-            _check_size(width)
-        return method(width, *args)
-
-    return call
-
-
-def _bounded_expandtabs(guards: Guards, text: str | bytes, method: Any) -> Any:
-    tab: Any = "\t" if type(text) is str else b"\t"
-
-    def call(tabsize: Any = 8) -> Any:
-        if isinstance(tabsize, int):
-            _check_size(len(text) + text.count(tab) * max(tabsize, 0))
-        return method(tabsize)
-
-    return call
-
-
-def _bounded_replace(guards: Guards, text: Any, method: Any) -> Any:
-    def call(old: Any, new: Any, count: Any = -1) -> Any:
-        if type(old) is type(text) and type(new) is type(text) and len(new) > len(old):
-            hits = text.count(old) if old else len(text) + 1
-            if isinstance(count, int) and count >= 0:
-                hits = min(hits, count)
-            _check_size(len(text) + hits * (len(new) - len(old)))
-        return method(old, new, count)
-
-    return call
-
-
-def _bounded_join(guards: Guards, text: str | bytes, method: Any) -> Any:
-    def call(iterable: Any) -> Any:
-        items = list(guards.ticking(iterable))
-        size = len(text) * max(len(items) - 1, 0)
-        size += sum(len(i) for i in items if type(i) in (str, bytes))
-        _check_size(size)
-        return method(items)
-
-    return call
-
-
-def _bounded_translate(guards: Guards, text: Any, method: Any) -> Any:
-    def call(table: Any) -> Any:
-        if type(text) is str and type(table) is dict:
-            longest = max((len(v) for v in table.values() if type(v) is str), default=1)
-            _check_size(len(text) * longest)
-        return method(table)
-
-    return call
-
-
-_STR_WRAPPERS: dict[str, Callable[[Guards, Any, Any], Any]] = {
-    **{name: _bounded_width for name in _WIDTH_METHODS},
-    "expandtabs": _bounded_expandtabs,
-    "replace": _bounded_replace,
-    "join": _bounded_join,
-    "translate": _bounded_translate,
-}
-
-# Container methods that consume any iterable in C (no tick per element):
-# an argument that is a range or an iterator is passed through the ticking
-# iterator, so `[].extend(range(10**12))` hits the line budget.
-_CONSUMING_METHODS = frozenset(
-    {
-        "extend", "update", "fromkeys", "union", "intersection", "difference",
-        "symmetric_difference", "issubset", "issuperset", "isdisjoint",
-        "intersection_update", "difference_update", "symmetric_difference_update",
-    }
-)  # fmt: skip
-_CONSUMING_TYPES = (list, set, frozenset, dict)
-
-
-def _is_lazy(value: Any) -> bool:
-    """A range or an iterator: its length is not already paid for in memory."""
-    return type(value) is range or isinstance(value, Iterator)
-
-
-_PRINTF_SPEC = regex.compile(r"%[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
-
-
-def _check_printf(template: str | bytes, args: Any) -> None:
-    """`"%1000000000d" % 1` and `"%*d" % (10**9, 1)` size their result before
-    any tick runs: widths and precisions above the format limit are refused."""
-    text = template.decode("latin-1") if isinstance(template, bytes) else template
-    if "%" not in text:
-        return
-    star = False
-    for match in _PRINTF_SPEC.finditer(text):
-        for number in match.groups():
-            if number == "*":
-                star = True
-            elif number is not None and (len(number) > 6 or int(number) > _MAX_FORMAT_NUMBER):
-                raise ValueError(f"format width/precision above {_MAX_FORMAT_NUMBER}")
-    if star:
-        values = args if type(args) is tuple else (args,)
-        if any(type(v) is int and v > _MAX_FORMAT_NUMBER for v in values):
-            raise ValueError(f"format width/precision above {_MAX_FORMAT_NUMBER}")
-
-
-class _FormatPass(ast.NodeTransformer):
-    """`f"{x:>{n}}"` -> `f"{_format_(x, f'>{n}')}"`: a format spec's width or
-    precision (which sizes the result before any tick runs) is checked."""
-
-    def visit_FormattedValue(self, node: ast.FormattedValue) -> ast.AST:
-        self.generic_visit(node)
-        if node.format_spec is None:
-            return node
-        call = ast.Call(
-            ast.Name("_format_", ast.Load()),
-            [node.value, ast.Constant(node.conversion), node.format_spec],
-            [],
-        )
-        return ast.copy_location(ast.FormattedValue(call, -1, None), node)
-
-
-def format_value(value: Any, conversion: int, spec: str) -> str:
-    for number in _FORMAT_SPEC_NUMBER.findall(spec):
-        if len(number) > 6 or int(number) > _MAX_FORMAT_NUMBER:
-            raise ValueError(f"format width/precision above {_MAX_FORMAT_NUMBER}")
-    if conversion == ord("r"):
-        value = repr(value)
-    elif conversion == ord("s"):
-        value = str(value)
-    elif conversion == ord("a"):
-        value = ascii(value)
-    return format(value, spec)
+_DICT_SPLAT = object()  # marks `**mapping` in a rewritten dict display
 
 
 class Guards:
@@ -341,6 +253,8 @@ class Guards:
     def __init__(self, runtime: StepRuntime) -> None:
         self.rt = runtime
         self.real_types: dict[Any, type] = {}  # wrapped constructor -> real type
+        self.sizer = _sizes.TextSizer(runtime.tick)
+        self.checks = _sizes.method_checks(runtime.tick)
 
     # --- iteration -------------------------------------------------------------
     def ticking(self, iterable: Any) -> Iterator[Any]:
@@ -358,56 +272,34 @@ class Guards:
             raise TypeError("attribute names must be str")
         if name.startswith("_"):
             raise AttributeError(f"attribute {name!r} is not accessible")
-        if (isinstance(obj, str) or obj is str) and name in ("format", "format_map"):
+        real = self.real_types.get(obj, obj) if type(obj) is types.FunctionType else obj
+        if (isinstance(obj, str) or real is str) and name in ("format", "format_map"):
             raise AttributeError("str.format is not available in steps; use f-strings")
         if isinstance(obj, BaseException) and name != "args":
             raise AttributeError("only .args of an exception is accessible")
-        real = self.real_types.get(obj, obj) if type(obj) is types.FunctionType else obj
         if type(real) is type and real in _SAFE_TYPES:
             if name in _SAFE_TYPE_DENIED_NAMES:
                 raise AttributeError(f"attribute {name!r} is not accessible")
             obj = real
-            if real is str and name in _STR_WRAPPERS:  # str.ljust(s, n): same bound
-                return self._unbound_str_method(name)
+            check = self.checks.get((real, name))
+            if check is not None and name not in _CLASS_METHODS:
+                return self._unbound(real, name, check)  # str.ljust(s, n): the same bound
         elif isinstance(obj, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attributes of {type(obj).__name__} objects are not accessible")
         value = getattr(obj, name, *default)
-        if type(obj) in (str, bytes) and name in _STR_WRAPPERS:
-            return _STR_WRAPPERS[name](self, obj, value)
-        kind = obj if type(obj) is type else type(obj)
-        if name in _CONSUMING_METHODS and kind in _CONSUMING_TYPES:
-            return self._consuming(value)
-        if name == "to_bytes" and kind in (int, bool):
-            return self._to_bytes(value, bound=kind is not obj)
+        check = self.checks.get((obj if type(obj) is type else type(obj), name))
+        if check is not None:
+            return check(obj, value)
         if isinstance(value, _DENIED_RESULT_TYPES):
             raise AttributeError(f"attribute {name!r} is not accessible")
         return value
 
-    def _consuming(self, method: Any) -> Callable[..., Any]:
-        ticking = self.ticking
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            ticked = (ticking(a) if _is_lazy(a) else a for a in args)
-            return method(*ticked, **kwargs)
-
-        return call
-
     @staticmethod
-    def _to_bytes(method: Any, *, bound: bool) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            position = 0 if bound else 1
-            length = kwargs.get("length", args[position] if len(args) > position else 1)
-            if isinstance(length, int):
-                _check_size(length)
-            return method(*args, **kwargs)
-
-        return call
-
-    def _unbound_str_method(self, name: str) -> Callable[..., Any]:
-        def call(text: Any, *args: Any) -> Any:
-            if type(text) is not str:
-                raise TypeError(f"str.{name} needs a str")
-            return _STR_WRAPPERS[name](self, text, getattr(text, name))(*args)
+    def _unbound(kind: type, name: str, check: Any) -> Callable[..., Any]:
+        def call(target: Any, *args: Any, **kwargs: Any) -> Any:
+            if not isinstance(target, kind):
+                raise TypeError(f"{kind.__name__}.{name} needs a {kind.__name__}")
+            return check(target, getattr(target, name))(*args, **kwargs)
 
         call.__name__ = name
         return call
@@ -423,46 +315,77 @@ class Guards:
             return obj
         raise TypeError(f"cannot assign to attributes or items of {type(obj).__name__}")
 
+    def setslice(self, obj: Any, lower: Any, upper: Any, step: Any, value: Any) -> None:
+        """`x[a:b] = value`: a list may grow by len(value) - (b - a)."""
+        target = self.write(obj)
+        key = slice(lower, upper, step)
+        if type(target) is list:
+            if _sizes._is_lazy(value) or not hasattr(value, "__len__"):
+                value = list(self.ticking(value))
+            replaced = len(range(*key.indices(len(target))))
+            _sizes.check_items(len(target) - replaced + len(value), "the list")
+        target[key] = value
+
+    def dict_display(self, *parts: Any) -> dict[Any, Any]:
+        """`{**a, k: v, **b}` (parts: key, value, ... with _DICT_SPLAT for `**`)."""
+        size = 0
+        for index in range(0, len(parts), 2):
+            mapping = parts[index + 1]
+            if parts[index] is _DICT_SPLAT:
+                if not hasattr(mapping, "keys"):
+                    raise TypeError(f"'{type(mapping).__name__}' object is not a mapping")
+                size += len(mapping)
+            else:
+                size += 1
+        _sizes.check_items(size, "the dict")
+        result: dict[Any, Any] = {}
+        for index in range(0, len(parts), 2):
+            if parts[index] is _DICT_SPLAT:
+                result.update(parts[index + 1])
+            else:
+                result[parts[index]] = parts[index + 1]
+        return result
+
     # --- operators -----------------------------------------------------------------
+    def mod(self, left: Any, right: Any) -> Any:
+        return _sizes.printf(left, right, self.sizer)
+
     def binop(self, op: str, left: Any, right: Any) -> Any:
-        if op == "mul":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | bytes | list | tuple) and isinstance(times, int):
-                    if len(seq) * max(times, 0) > _max_length(seq):
-                        raise MemoryError("result of * would be too large")
-            return left * right
-        if op == "pow":
-            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
-                if right * max(abs(left).bit_length(), 1) > _MAX_POW_BITS:
-                    raise MemoryError("result of ** would be too large")
-            return left**right
-        if op == "mod":
-            if type(left) in (str, bytes):
-                _check_printf(left, right)
-            return left % right
-        if isinstance(right, int) and right > _MAX_SHIFT:
-            raise MemoryError("result of << would be too large")
-        return left << right
+        return self._binops[op](left, right)
+
+    @property
+    def _binops(self) -> dict[str, Callable[[Any, Any], Any]]:
+        return {
+            "add": _sizes.add, "mul": _sizes.mul, "pow": _sizes.power,
+            "lshift": _sizes.lshift, "mod": self.mod, "or": _sizes.union, "xor": _sizes.symmetric,
+        }  # fmt: skip
 
     _INPLACE: ClassVar[dict[str, Callable[[Any, Any], Any]]] = {
-        "+=": operator.iadd, "-=": operator.isub, "/=": operator.itruediv,
-        "//=": operator.ifloordiv, "%=": operator.imod, ">>=": operator.irshift,
-        "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor,
-        "@=": operator.imatmul,
+        "-=": operator.isub, "/=": operator.itruediv, "//=": operator.ifloordiv,
+        ">>=": operator.irshift, "&=": operator.iand, "@=": operator.imatmul,
+    }  # fmt: skip
+    _GUARDED_INPLACE: ClassVar[dict[str, str]] = {
+        "+=": "add", "*=": "mul", "**=": "pow", "<<=": "lshift", "%=": "mod", "|=": "or", "^=": "xor",
     }  # fmt: skip
 
     def inplacevar(self, op: str, target: Any, value: Any) -> Any:
-        if op == "*=":
-            return self.binop("mul", target, value)
-        if op == "**=":
-            return self.binop("pow", target, value)
-        if op == "<<=":
-            return self.binop("lshift", target, value)
-        if op == "%=":
-            return self.binop("mod", target, value)
-        if op == "+=" and isinstance(target, str | bytes | list) and hasattr(value, "__len__"):
-            if len(target) + len(value) > _max_length(target):
-                raise MemoryError("result of += would be too large")
+        guarded = self._GUARDED_INPLACE.get(op)
+        if guarded is not None:
+            kind = type(target)
+            if op == "+=" and kind is list:  # list += any iterable, in place
+                if _sizes._is_lazy(value) or not hasattr(value, "__len__"):
+                    value = list(self.ticking(value))
+                _sizes.check_items(len(target) + len(value), "the result of +=")
+                target += value
+                return target
+            if op in ("|=", "^=") and kind in (dict, set) and hasattr(value, "__len__"):
+                _sizes.check_items(len(target) + len(value), f"the result of {op}")
+                return operator.ior(target, value) if op == "|=" else operator.ixor(target, value)
+            if op == "*=" and kind is list and type(value) in (int, bool):
+                _sizes.check_items(len(target) * max(value, 0), "the result of *=")
+                target *= value
+                return target
+            return self.binop(guarded, target, value)
         function = self._INPLACE.get(op)
         if function is None:
             raise TypeError(f"operator {op} is not supported")
@@ -476,9 +399,22 @@ class Guards:
     def apply(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return function(*args, **kwargs)
 
+    # --- text ----------------------------------------------------------------------
+    def text(self, value: Any) -> str:
+        """str(value), sized first (a shared-reference list prints every repetition)."""
+        if type(value) is str:
+            return value
+        if type(value) not in (int, float, bool) and value is not None:
+            _sizes.check_chars(self.sizer.str_size(value), "the text of that value")
+        return str(value)
+
+    def format(self, value: Any, conversion: int, spec: str) -> str:
+        return _sizes.format_value(value, conversion, spec, self.sizer)
+
     # --- print -------------------------------------------------------------------
     def print_factory(self) -> type:
         runtime = self.rt
+        text = self.text
 
         class _Print:
             def __init__(self, _getattr_: Any = None) -> None:
@@ -490,7 +426,14 @@ class Guards:
             def _call_print(self, *objects: Any, sep: Any = " ", end: Any = "\n", **kw: Any) -> None:
                 if kw.get("file") is not None or set(kw) - {"file", "flush"}:
                     raise TypeError("print() takes only sep and end here")
-                runtime.write(str(sep).join(str(o) for o in objects) + str(end))
+                # Piece by piece into the truncating buffer: `sep` is never
+                # repeated into one big string.
+                separator = " " if sep is None else text(sep)
+                for index, item in enumerate(objects):
+                    if index:
+                        runtime.write(separator)
+                    runtime.write(text(item))
+                runtime.write("\n" if end is None else text(end))
 
             def __call__(self) -> str:
                 return runtime.stdout()
@@ -501,9 +444,13 @@ class Guards:
     def builtins(self, allowlist: Iterable[str]) -> dict[str, Any]:
         ticking = self.ticking
         wrapped_types = self.real_types
+        sizer = self.sizer
 
         def wrap_type(real: type) -> Any:
             def constructor(*args: Any, **kwargs: Any) -> Any:
+                if real is dict:
+                    size = len(kwargs) + sum(len(a) for a in args[:1] if type(a) is dict)
+                    _sizes.check_items(size, "the dict")
                 if args and real is dict and type(args[0]) is dict:
                     return real(args[0], **kwargs)  # a copy: bounded by what exists
                 if args:
@@ -514,6 +461,16 @@ class Guards:
             wrapped_types[constructor] = real
             return constructor
 
+        def str_(*args: Any, **kwargs: Any) -> str:
+            if len(args) == 1 and not kwargs:
+                return self.text(args[0])
+            if args and type(args[0]) is bytes:  # str(data, encoding, errors): a decode
+                _sizes.check_chars(len(args[0]) * 4, "the decoded text")
+            return str(*args, **kwargs)
+
+        str_.__name__ = "str"
+        wrapped_types[str_] = str
+
         def one_iterable(function: Callable[..., Any]) -> Callable[..., Any]:
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 if len(args) == 1:
@@ -522,6 +479,12 @@ class Guards:
 
             wrapper.__name__ = function.__name__
             return wrapper
+
+        def sum_(iterable: Any, start: Any = 0) -> Any:
+            total = start
+            for item in ticking(iterable):
+                total = _sizes.add(total, item)
+            return total
 
         def real_types(classinfo: Any) -> Any:
             if isinstance(classinfo, tuple):
@@ -533,12 +496,25 @@ class Guards:
 
         def pow_(base: Any, exp: Any, mod: Any = None) -> Any:
             if mod is not None:
-                return _py_builtins.pow(base, exp, mod)
-            return self.binop("pow", base, exp)
+                return _sizes.pow_mod(base, exp, mod)
+            return _sizes.power(base, exp)
+
+        def repr_(value: Any) -> str:
+            _sizes.check_chars(sizer.repr_size(value), "the text of that value")
+            return repr(value)
+
+        def digits(function: Callable[[Any], str], bits_per_char: int) -> Callable[[Any], str]:
+            def call(number: Any) -> str:
+                if type(number) in (int, bool):
+                    _sizes.check_chars(abs(number).bit_length() // bits_per_char + 3, "the digits")
+                return function(number)
+
+            call.__name__ = function.__name__
+            return call
 
         available: dict[str, Any] = {
-            "len": len, "range": range, "abs": abs, "round": round, "int": int,
-            "float": float, "str": str, "bool": bool, "print": None,
+            "len": len, "range": StepRange, "abs": abs, "round": round, "int": int,
+            "float": float, "str": str_, "bool": bool, "print": None,
             "sorted": lambda iterable, key=None, reverse=False: sorted(
                 ticking(iterable), key=key, reverse=reverse
             ),
@@ -549,13 +525,13 @@ class Guards:
             "reversed": lambda seq: ticking(reversed(seq)),
             "iter": lambda iterable: ticking(iterable),
             "next": next,
-            "min": one_iterable(min), "max": one_iterable(max), "sum": one_iterable(sum),
+            "min": one_iterable(min), "max": one_iterable(max), "sum": sum_,
             "any": one_iterable(any), "all": one_iterable(all),
             "list": wrap_type(list), "tuple": wrap_type(tuple), "set": wrap_type(set),
             "frozenset": wrap_type(frozenset), "dict": wrap_type(dict),
             "isinstance": isinstance_, "pow": pow_,
-            "divmod": divmod, "chr": chr, "ord": ord, "hex": hex, "bin": bin, "oct": oct,
-            "repr": repr, "callable": callable, "slice": slice,
+            "divmod": divmod, "chr": chr, "ord": ord, "hex": digits(hex, 4), "bin": digits(bin, 1),
+            "oct": digits(oct, 3), "repr": repr_, "callable": callable, "slice": slice,
             "True": True, "False": False, "None": None,
         }  # fmt: skip
         for name in (
@@ -583,7 +559,17 @@ class Guards:
             "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
             "_unpack_sequence_": guarded_unpack_sequence,
             "_tick_": self.rt.tick,
-            "_binop_": self.binop,
+            "_op_add_": _sizes.add,
+            "_op_mul_": _sizes.mul,
+            "_op_pow_": _sizes.power,
+            "_op_lshift_": _sizes.lshift,
+            "_op_mod_": self.mod,
+            "_op_or_": _sizes.union,
+            "_op_xor_": _sizes.symmetric,
             "_augitem_": self.augitem,
-            "_format_": format_value,
+            "_format_": self.format,
+            "_fstring_": _sizes.join_fstring,
+            "_setslice_": self.setslice,
+            "_dict_display_": self.dict_display,
+            "_dict_splat_": _DICT_SPLAT,
         }

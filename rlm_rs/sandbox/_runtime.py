@@ -9,6 +9,7 @@ cannot run on past a limit.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -53,6 +54,8 @@ class StepRuntime:
         self.max_seconds = max_seconds
         self.instructions = 0
         self.stop: StepStop | None = None
+        self.finished = False
+        self._expire_lock = threading.Lock()
         self.spans: list[tuple[int, int, int, str]] = []
         self._stdout: list[str] = []
         self._stdout_chars = 0
@@ -86,13 +89,26 @@ class StepRuntime:
         if self.stop is not None:
             raise self.stop
         if time.monotonic() > self.deadline:
-            self.halt(
-                StepStop(
-                    "STEP_TIMEOUT",
-                    f"step exceeded {self.max_seconds:g} s of wall time",
-                    {"max_step_seconds": self.max_seconds},
-                )
-            )
+            self.halt(self._timeout())
+
+    def expire(self) -> None:
+        """Called by the watchdog thread at the deadline: the next tick ends the step."""
+        with self._expire_lock:
+            if self.finished or self.stop is not None:
+                return
+            self.stop = self._timeout()
+
+    def finish(self) -> None:
+        """The step's code has returned: a late watchdog must not fail it."""
+        with self._expire_lock:
+            self.finished = True
+
+    def _timeout(self) -> StepStop:
+        return StepStop(
+            "STEP_TIMEOUT",
+            f"step exceeded {self.max_seconds:g} s of wall time",
+            {"max_step_seconds": self.max_seconds},
+        )
 
     def halt(self, stop: StepStop) -> None:
         if self.stop is None:

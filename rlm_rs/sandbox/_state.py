@@ -24,54 +24,82 @@ def check_json_value(
     value: Any, path: str = "state", depth: int = 0, budget: list[int] | None = None
 ) -> None:
     """Raise STATE_INVALID_TYPE unless `value` is plain JSON. `budget` (one
-    int in a list) is the number of values still allowed: every JSON value
-    costs at least one character, so a state with more values than
-    max_state_chars is too large, and this walk stops there instead of
-    visiting a shared-reference bomb (`c = [[[1] * 1000] * 1000] * 1000`)."""
-    if budget is not None:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise RlmError(
-                "STATE_TOO_LARGE",
-                "state holds more values than max_state_chars allows",
-                {"path": path},
-            )
-    if depth > _MAX_DEPTH:
-        raise RlmError("STATE_INVALID_TYPE", f"{path}: nested deeper than {_MAX_DEPTH} levels")
-    kind = type(value)
-    if value is None or kind in (str, bool):
-        return
-    if kind is int:
-        if value.bit_length() > _MAX_INT_BITS:  # str() of it would raise ValueError
+    int in a list) is the number of characters of canonical JSON allowed;
+    past it, STATE_TOO_LARGE. Each container is walked once however often it
+    is referenced, with its JSON length and nesting height memoised per
+    object, so a shared-reference bomb (`c = [[[1] * 1000] * 1000] * 1000`,
+    `a = [a, a]` sixty times, `['a' * 10**7] * 1000`) is refused after a walk
+    of its distinct objects, never serialised or visited per reference."""
+    _Walk(budget[0] if budget is not None else None).size(value, path, depth)
+
+
+class _Walk:
+    """One JSON check: lower bounds of canonical JSON length, memoised per container."""
+
+    def __init__(self, budget: int | None) -> None:
+        self.budget = budget
+        self.limit = budget
+        self.memo: dict[int, tuple[int, int]] = {}  # id -> (json chars, nesting height)
+        self.on_path: set[int] = set()
+
+    def size(self, value: Any, path: str, depth: int) -> tuple[int, int]:
+        kind = type(value)
+        if value is None or kind is bool:
+            return 4, 0
+        if kind is str:
+            return self._charge(len(value) + 2, path), 0
+        if kind is int:
+            return self._charge(len(str(value)) if abs(value) < 10**18 else 20, path), 0
+        if kind is float:
+            if not math.isfinite(value):
+                raise RlmError("STATE_INVALID_TYPE", f"{path}: NaN/Infinity is not JSON", {"path": path})
+            return 3, 0
+        if kind not in (dict, list, tuple):
             raise RlmError(
                 "STATE_INVALID_TYPE",
-                f"{path}: an integer over {_MAX_INT_BITS} bits (about 4,200 digits) is not JSON here",
-                {"path": path},
+                f"{path}: a {kind.__name__} is not a JSON value",
+                {"path": path, "type": kind.__name__},
             )
-        return
-    if kind is float:
-        if not math.isfinite(value):
-            raise RlmError("STATE_INVALID_TYPE", f"{path}: NaN/Infinity is not JSON", {"path": path})
-        return
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
+        known = self.memo.get(id(value))
+        if known is not None:
+            if depth + known[1] > _MAX_DEPTH:
+                raise RlmError("STATE_INVALID_TYPE", f"{path}: nested deeper than {_MAX_DEPTH} levels")
+            return self._charge(known[0], path), known[1]
+        if depth > _MAX_DEPTH or id(value) in self.on_path:
+            raise RlmError("STATE_INVALID_TYPE", f"{path}: nested deeper than {_MAX_DEPTH} levels")
+        self.on_path.add(id(value))
+        total, height = 2 + max(len(value) - 1, 0), 0
+        self._charge(total, path)
+        if kind is dict:
+            for key, item in value.items():
+                if type(key) is not str:
+                    raise RlmError(
+                        "STATE_INVALID_TYPE", f"{path}: key {key!r} is not a string", {"path": path}
+                    )
+                key_size = self._charge(len(key) + 3, path)
+                item_size, item_height = self.size(item, f"{path}[{key!r}]", depth + 1)
+                total += key_size + item_size
+                height = max(height, item_height + 1)
+        else:
+            for index, item in enumerate(value):
+                item_size, item_height = self.size(item, f"{path}[{index}]", depth + 1)
+                total += item_size
+                height = max(height, item_height + 1)
+        self.on_path.discard(id(value))
+        self.memo[id(value)] = (total, height)
+        return total, height
+
+    def _charge(self, chars: int, path: str) -> int:
+        if self.budget is not None:
+            self.budget -= chars
+            if self.budget < 0:
+                root = path.split("[", 1)[0]
                 raise RlmError(
-                    "STATE_INVALID_TYPE",
-                    f"{path}: key {key!r} is not a string",
-                    {"path": path},
+                    "STATE_TOO_LARGE",
+                    f"{root} would be more than {self.limit} chars of JSON",
+                    {"path": path, "limit": self.limit},
                 )
-            check_json_value(item, f"{path}[{key!r}]", depth + 1, budget)
-        return
-    if kind in (list, tuple):
-        for index, item in enumerate(value):
-            check_json_value(item, f"{path}[{index}]", depth + 1, budget)
-        return
-    raise RlmError(
-        "STATE_INVALID_TYPE",
-        f"{path}: a {kind.__name__} is not a JSON value",
-        {"path": path, "type": kind.__name__},
-    )
+        return chars
 
 
 def merge_reserved(code_state: Any, input_state: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from rlm_rs import limits
 from rlm_rs.canonical import canonical_json
+from rlm_rs.errors import RlmError
 from rlm_rs.sandbox._runtime import FinalStop, StepRuntime, StepStop, YieldStop
 from rlm_rs.sandbox._state import check_json_value
 from rlm_rs.v1.common_pb2 import (
@@ -31,12 +32,19 @@ _MAX_TOKENS = limits.MAX_SUBCALL_MAX_TOKENS
 _MAX_BATCH = limits.MAX_BATCH_PROMPTS
 _MAX_QUESTION_CHARS = limits.MAX_QUESTION_CHARS
 _MAX_PIECES = limits.MAX_RLM_PIECES
+# The sandbox's own: canonical JSON of a request's metadata (a non-str FINAL
+# answer is bounded by max_state_chars); both walks are budgeted, so a
+# shared-reference bomb stops at the budget, never walked or serialised whole.
+MAX_METADATA_CHARS = 16_000
+_MAX_BUDGET_KEYS = 64
+_MAX_REASON_CHARS = 500
 
 
 class ToolAPI:
     __slots__ = (
         "_keys",
         "_llm_enabled",
+        "_max_answer_chars",
         "_max_prompt_chars",
         "_max_requests",
         "_queued",
@@ -55,8 +63,10 @@ class ToolAPI:
         llm_enabled: bool,
         search_enabled: bool,
         rlm_enabled: bool = False,
+        max_answer_chars: int = 500_000,
     ) -> None:
         self._rt = runtime
+        self._max_answer_chars = max_answer_chars
         self._rlm_enabled = rlm_enabled
         self._max_requests = max_requests
         self._max_prompt_chars = max_prompt_chars
@@ -100,7 +110,7 @@ class ToolAPI:
             raise ValueError("prompt must be a non-empty str")
         if len(prompt) > self._max_prompt_chars:
             raise ValueError(f"prompt is {len(prompt)} chars; the limit is {self._max_prompt_chars}")
-        _check_call_options(model_hint, max_tokens, temperature, metadata)
+        metadata_json = _check_call_options(model_hint, max_tokens, temperature, metadata)
         key = self._new_key(key)
         self._requests.llm.append(
             LlmRequest(
@@ -109,7 +119,7 @@ class ToolAPI:
                 model_hint=model_hint,
                 max_tokens=max_tokens,
                 temperature=float(temperature),
-                metadata_json=canonical_json(metadata),
+                metadata_json=metadata_json,
             )
         )
         return key
@@ -138,7 +148,7 @@ class ToolAPI:
                 raise ValueError(
                     f"prompts[{index}] is {len(prompt)} chars; the limit is {self._max_prompt_chars}"
                 )
-        _check_call_options(model_hint, max_tokens, temperature, metadata)
+        metadata_json = _check_call_options(model_hint, max_tokens, temperature, metadata)
         key = self._new_key(key, weight=len(prompts))
         self._requests.llm_batch.append(
             LlmBatchRequest(
@@ -147,7 +157,7 @@ class ToolAPI:
                 model_hint=model_hint,
                 max_tokens=max_tokens,
                 temperature=float(temperature),
-                metadata_json=canonical_json(metadata),
+                metadata_json=metadata_json,
             )
         )
         return key
@@ -170,8 +180,10 @@ class ToolAPI:
         indices = _int_list(doc_indices, "doc_indices") if doc_indices is not None else []
         pieces = [_span(s, i) for i, s in enumerate(_seq(spans, "spans"))] if spans is not None else []
         if budgets is not None:
-            if type(budgets) is not dict or not all(
-                type(k) is str and type(v) in (int, float) for k, v in budgets.items()
+            if (
+                type(budgets) is not dict
+                or len(budgets) > _MAX_BUDGET_KEYS
+                or not all(type(k) is str and type(v) in (int, float) for k, v in budgets.items())
             ):
                 raise ValueError("budgets must be a dict of budget names to numbers")
         key = self._new_key(key)
@@ -198,7 +210,10 @@ class ToolAPI:
         if filters is not None:
             if type(filters) is not dict or set(filters) - {"doc_ids"}:
                 raise ValueError('filters must be {"doc_ids": [...]}')
-            doc_ids = list(filters.get("doc_ids") or [])
+            doc_ids = filters.get("doc_ids") or []
+            if type(doc_ids) not in (list, tuple) or len(doc_ids) > _MAX_PIECES:
+                raise ValueError(f"filters.doc_ids must be a list of at most {_MAX_PIECES} str")
+            doc_ids = list(doc_ids)
             if not all(type(d) is str for d in doc_ids):
                 raise ValueError("filters.doc_ids must be a list of str")
         key = self._new_key(key)
@@ -209,13 +224,21 @@ class ToolAPI:
 
     def YIELD(self, reason: Any = None) -> None:
         """End this step so queued tools can be resolved."""
-        self._rt.halt(YieldStop("" if reason is None else str(reason)[:500]))
+        if reason is not None and type(reason) is not str:
+            raise TypeError("YIELD(reason): reason must be a str")
+        self._rt.halt(YieldStop("" if reason is None else reason[:_MAX_REASON_CHARS]))
 
     def FINAL(self, answer: Any) -> None:
-        """End the execution with `answer` (a str, or any JSON value)."""
+        """End the execution with `answer` (a str, or any JSON value), at most
+        max_state_chars characters (canonical JSON for a non-str answer)."""
         if type(answer) is not str:
-            check_json_value(answer, "answer")
-            answer = canonical_json(answer)
+            answer = _bounded_json(answer, "answer", self._max_answer_chars)
+        elif len(answer) > self._max_answer_chars:
+            raise RlmError(
+                "STATE_TOO_LARGE",
+                f"FINAL answer is {len(answer)} chars; the limit is {self._max_answer_chars}",
+                {"path": "answer"},
+            )
         self._rt.halt(FinalStop(answer))
 
     def schema(self) -> dict[str, Any]:
@@ -254,15 +277,29 @@ class ToolAPI:
         return "<tool: queue_llm, queue_llm_batch, queue_rlm, queue_search, YIELD, FINAL, schema>"
 
 
-def _check_call_options(model_hint: Any, max_tokens: Any, temperature: Any, metadata: Any) -> None:
-    """The options queue_llm and queue_llm_batch share."""
+def _bounded_json(value: Any, name: str, max_chars: int) -> str:
+    """Canonical JSON of `value`, walked within a budget of `max_chars`
+    (STATE_INVALID_TYPE for a non-JSON value, STATE_TOO_LARGE past the budget)."""
+    check_json_value(value, name, budget=[max_chars])
+    text = canonical_json(value)
+    if len(text) > max_chars:
+        raise RlmError(
+            "STATE_TOO_LARGE",
+            f"{name} is {len(text)} chars of JSON; the limit is {max_chars}",
+            {"path": name},
+        )
+    return text
+
+
+def _check_call_options(model_hint: Any, max_tokens: Any, temperature: Any, metadata: Any) -> str:
+    """The options queue_llm and queue_llm_batch share; returns the metadata's JSON."""
     if type(model_hint) is not str or len(model_hint) > limits.MAX_MODEL_NAME_CHARS:
         raise ValueError("model_hint must be a short str")
     if type(max_tokens) is not int or not 1 <= max_tokens <= _MAX_TOKENS:
         raise ValueError(f"max_tokens must be an int from 1 to {_MAX_TOKENS}")
     if type(temperature) not in (int, float) or not 0 <= temperature <= limits.MAX_TEMPERATURE:
         raise ValueError(f"temperature must be a number from 0 to {limits.MAX_TEMPERATURE:g}")
-    check_json_value(metadata, "metadata")
+    return _bounded_json(metadata, "metadata", MAX_METADATA_CHARS)
 
 
 def _seq(value: Any, name: str) -> list[Any] | tuple[Any, ...]:

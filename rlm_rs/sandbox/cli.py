@@ -1,7 +1,8 @@
 """`rlm-rs sandbox ...`: run one step from the command line; pool commands.
 
 `sandbox run` builds a StepRequest from files, runs it (through a temporary
-hardened pool by default, in this process with --in-process) and prints the
+hardened pool by default; with --in-process, development mode, without the
+pool in a forked child killed at max_step_seconds) and prints the
 StepResult as one JSON object. It exits 0 whether or not the step succeeded;
 2 for bad usage. `sandbox serve` and `sandbox doctor` come from
 rlm_rs/sandbox/pool/cli.py.
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--state", default="{}", help="the input state as a JSON object")
     run.add_argument("--limits", default="{}", help="SandboxPolicy fields as a JSON object")
     run.add_argument("--repl-block", action="store_true", help="require one ```repl block")
-    run.add_argument("--in-process", action="store_true", help="skip the pool (debugging)")
+    run.add_argument("--in-process", action="store_true", help="skip the pool (development: no OS isolation)")
     run.set_defaults(func=_run)
     try:
         from rlm_rs.sandbox.pool.cli import register_into
@@ -98,9 +99,9 @@ def build_request(args: argparse.Namespace, workdir: Path) -> StepRequest:
 def _execute(request: StepRequest, in_process: bool) -> StepResult:
     runner: Callable[[StepRequest], StepResult]
     if in_process:
-        from rlm_rs.sandbox.executor import run_step
+        from rlm_rs.sandbox._killable import run_step_killable
 
-        return run_step(request)
+        return run_step_killable(request)
     from rlm_rs.sandbox.client import PoolSandbox, temporary_pool
     from rlm_rs.settings import get_settings
 

@@ -5,8 +5,11 @@ own failure (that is in StepResult.error); it raises RlmError("LAMBDA_ERROR")
 only when the sandbox itself is unavailable. `PoolSandbox` calls the hardened
 pool (rlm_rs/sandbox/pool/) over gRPC on a Unix socket and is the default
 whenever a socket is configured; `InProcessSandbox` runs the executor in this
-process (debugging, tests of the policy layers only). `temporary_pool()`
-starts a private pool process for one command or test session.
+process: development and tests of the policy layers only (no OS isolation,
+and one C-level operation can outrun max_step_seconds), so
+`make_sandbox_client` refuses to choose it unless RLM_SANDBOX_IN_PROCESS=1.
+`temporary_pool()` starts a private pool process for one command or test
+session.
 """
 
 from __future__ import annotations
@@ -53,12 +56,13 @@ class SandboxClient(Protocol):
 
 
 class InProcessSandbox:
-    """Runs steps in the calling process: policy layers only, no OS isolation."""
+    """Runs steps in the calling process: policy layers only, no OS isolation.
+    Development mode: constructing it is the explicit choice (see module doc)."""
 
     def run_step(self, request: StepRequest) -> StepResult:
         from rlm_rs.sandbox.executor import run_step
 
-        return run_step(request)
+        return run_step(request, watchdog=True)
 
     def status(self) -> PoolStatus:
         return PoolStatus()
@@ -124,10 +128,18 @@ def _unavailable(socket_path: str, exc: grpc.RpcError) -> RlmError:
 
 
 def make_sandbox_client(settings: Settings) -> SandboxClient:
-    """The pool when a socket is configured (LAMBDA_FUNCTION_NAME), else in-process."""
+    """The pool when a socket is configured (LAMBDA_FUNCTION_NAME); in-process
+    only in explicit development mode (RLM_SANDBOX_IN_PROCESS=1); else refused."""
     if settings.sandbox_socket:
         return PoolSandbox(settings.sandbox_socket)
-    return InProcessSandbox()
+    if settings.sandbox_in_process:
+        return InProcessSandbox()
+    raise RlmError(
+        "LAMBDA_ERROR",
+        "no sandbox pool is configured: set LAMBDA_FUNCTION_NAME to the pool's socket "
+        "(rlm-rs sandbox serve), or RLM_SANDBOX_IN_PROCESS=1 to run steps in this process "
+        "for development (no OS isolation; C-level work can outrun max_step_seconds)",
+    )
 
 
 @contextlib.contextmanager

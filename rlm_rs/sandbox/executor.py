@@ -12,14 +12,25 @@ Layers, in order (each rejection names its layer in error.details.layer):
   3. RestrictedPython compile + guards for attribute, item, iteration,
      writes, in-place operators and print; our builtins      (_restricted)
   4. budgets inside the step: executed statements and iterations
-     (SANDBOX_LINE_LIMIT), a best-effort wall clock (STEP_TIMEOUT; the pool
-     kills from outside), stdout truncation, spans and tool requests per step
-     (BUDGET_EXCEEDED), state type and size (STATE_INVALID_TYPE /
-     STATE_TOO_LARGE)                                           (_runtime)
-     Single allocations a step sizes by an argument (`*`, `**`, `<<`, `%`
-     and f-string widths, str.ljust/zfill/replace/join...) are refused
-     before they happen; TOTAL memory is not bounded here (layer 5's cgroup
-     and RLIMIT_AS are the bound; in-process mode has none).
+     (SANDBOX_LINE_LIMIT), the wall clock (STEP_TIMEOUT: read every 4096
+     ticks, and in-process a watchdog thread stops the step at the next tick
+     after its deadline; the pool kills from outside), stdout truncation,
+     spans and tool requests per step (BUDGET_EXCEEDED), state type and size
+     (STATE_INVALID_TYPE / STATE_TOO_LARGE)                      (_runtime)
+     No single value grows past the size bounds (_sizes: every method and
+     operator of the builtin types is enumerated there) and the C-level
+     operations with no size to bound run in bounded time (`x in range(...)`
+     for any x, pow with a modulus, budgeted JSON walks); TOTAL memory is not
+     bounded here (layer 5's cgroup and RLIMIT_AS are the bound).
+
+In-process mode (this function called in the caller's process, no pool) is
+for development only: a single C-level operation that is neither sized nor
+ticked (comparing or hashing two deep shared-reference structures) can still
+run past max_step_seconds, and nothing in a process can interrupt it. The
+pool's SIGKILL is the bound there; the Lambda handler runs each step in a
+forked child it kills (rlm_rs/sandbox/_killable.py), and the control plane
+refuses to run steps in-process unless RLM_SANDBOX_IN_PROCESS=1
+(rlm_rs/sandbox/client.py). docs/sandbox-executor.md, "In-process mode".
   5. OS isolation: NOT here. rlm_rs/sandbox/pool/ runs this function inside a
      fresh, namespaced, rlimited, seccomp-locked process per step.
 A failed step returns the input state unchanged, queues no tool request, and
@@ -44,6 +55,7 @@ from typing import Any
 import regex
 
 from rlm_rs.errors import RlmError
+from rlm_rs.sandbox import _sizes, _watchdog
 from rlm_rs.sandbox._ast_policy import parse_and_check
 from rlm_rs.sandbox._docview import ContextView, DocView, OpenDocument
 from rlm_rs.sandbox._replies import code_from_submission
@@ -63,7 +75,11 @@ _FENCE_ALLOWANCE_CHARS = 64  # the ```repl ... ``` lines around the code
 
 
 def run_step(
-    request: StepRequest, fds: Sequence[int] | None = None, *, allow_unsafe: bool = False
+    request: StepRequest,
+    fds: Sequence[int] | None = None,
+    *,
+    allow_unsafe: bool = False,
+    watchdog: bool = True,
 ) -> StepResult:
     """Run one step. Never raises; every failure is in StepResult.error.
 
@@ -72,6 +88,8 @@ def run_step(
     if offsets_path is set, then its meta fd if meta_path is set; no path is
     opened. `allow_unsafe` lets request.unsafe_disable_policy_layers switch
     layers 2-3 off (test-only, to prove the OS layers hold alone).
+    `watchdog` arms the shared watchdog thread (_watchdog.py); pool workers
+    and the zygote pass False (they must never start a thread).
     """
     started = time.perf_counter()
     result = StepResult(
@@ -81,7 +99,7 @@ def run_step(
     )
     documents: list[OpenDocument] = []
     try:
-        documents = _execute(request, fds, allow_unsafe, result)
+        documents = _execute(request, fds, allow_unsafe, result, watchdog)
     except RlmError as exc:
         _fail(result, exc.code, exc.message, exc.details)
     except BaseException as exc:  # the executor itself must always answer
@@ -94,7 +112,11 @@ def run_step(
 
 
 def _execute(
-    request: StepRequest, fds: Sequence[int] | None, allow_unsafe: bool, result: StepResult
+    request: StepRequest,
+    fds: Sequence[int] | None,
+    allow_unsafe: bool,
+    result: StepResult,
+    watchdog: bool,
 ) -> list[OpenDocument]:
     policy = with_defaults(request.limits if request.HasField("limits") else None)
     input_state = _parse_state(request.state_json)
@@ -128,6 +150,7 @@ def _execute(
         llm_enabled=policy.enable_llm,
         rlm_enabled=policy.enable_rlm,
         search_enabled=policy.enable_search,
+        max_answer_chars=policy.max_state_chars,
     )
     context = ContextView(
         [DocView(d, runtime, policy.max_hits_per_call, policy.max_regex_seconds) for d in documents]
@@ -137,12 +160,17 @@ def _execute(
 
     outcome: StepStop | None = None
     failure: BaseException | None = None
+    alarm = _watchdog.arm(runtime.deadline, runtime) if watchdog else None
     try:
         exec(bytecode, step_globals)
     except StepStop as stop:
         outcome = stop
     except BaseException as exc:
         failure = exc
+    finally:
+        runtime.finish()
+        if alarm is not None:
+            _watchdog.disarm(alarm)
     outcome = runtime.stop or outcome  # a swallowed stop still counts
 
     result.stdout = runtime.stdout()
@@ -263,7 +291,7 @@ def _fail_with_exception(result: StepResult, exc: BaseException) -> None:
         return
     name = type(exc).__name__
     try:
-        text = str(exc)
+        text = _exception_text(exc)
     except BaseException:  # a hostile __str__ must not take the executor down
         text = ""
     where = f" (line {line})" if line else ""
@@ -275,6 +303,23 @@ def _fail_with_exception(result: StepResult, exc: BaseException) -> None:
     )
 
 
+def _exception_text(exc: BaseException) -> str:
+    """str(exc) when its text is small: `raise ValueError(bomb)` must not make
+    the executor build a huge message (the walk is capped, not ticked)."""
+    visited = [0]
+
+    def count() -> None:
+        visited[0] += 1
+        if visited[0] > 100_000:
+            raise MemoryError
+
+    try:
+        size = _sizes.TextSizer(count, limit=1_000_000).str_size(exc)
+    except MemoryError:
+        return "<message too large>"
+    return str(exc) if size <= 1_000_000 else "<message too large>"
+
+
 _WARM_CODE = """
 notes = []
 for i, word in enumerate(sorted(["b", "a"], key=lambda w: w)):
@@ -284,7 +329,12 @@ try:
 except KeyError as exc:
     notes.append(str(exc.args))
 print(" ".join(notes), sum(x * 2 for x in range(3)), max([1, 2]), len(context))
-print(f"{1.5:>6.2f}|{'x'!r:^5}", "%5.1f|%-3s" % (2.0, "é"), "a".ljust(3), dict({"k": 1}))
+print(f"{1.5:>6.2f}|{'x'!r:^5}|{[1]}", "%5.1f|%-3s" % (2.0, "é"), "%(k)s" % {"k": [1]},
+      "a".ljust(3), dict({"k": 1}), {**{"a": 1}}, 2 in range(3), str([1]), repr((1,)))
+x = [1, 2]
+x[0:1] = [3]
+x += (4,)
+words = "a b".split() + ["c"] * 2
 state["warm"] = {"ok": True, "n": 1.5}
 tool.YIELD("warm")
 """
@@ -300,6 +350,6 @@ def warm_up() -> None:
     unicodedata.normalize("NFC", "cafe\u0301")
     regex.compile(r"(?i)\b\w+\s*(\d+)").findall("Warm 42 up", timeout=1.0)
     b"x".decode("utf-8")
-    result = run_step(StepRequest(code=_WARM_CODE, state_json="{}"))
+    result = run_step(StepRequest(code=_WARM_CODE, state_json="{}"), watchdog=False)
     if not result.success:
         raise RuntimeError(f"executor warm-up failed: {result.error.message}")

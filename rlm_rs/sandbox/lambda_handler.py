@@ -2,7 +2,9 @@
 
 The weaker isolation option, for users who deploy steps on Lambda instead of
 the pool: inside, only the policy layers (AST policy, RestrictedPython, step
-limits) hold; between steps, Lambda's Firecracker microVM separates functions
+limits) hold, and each step runs in a forked child that is SIGKILLed at
+max_step_seconds (rlm_rs/sandbox/_killable.py), so C-level work cannot
+outrun the limit; between steps, Lambda's Firecracker microVM separates functions
 but reuses a warm execution environment across invocations of the same
 function, with outbound network unless the function sits in a VPC without
 egress. Deploy one function per tenant, set reserved concurrency, and keep
@@ -79,7 +81,7 @@ def _open_documents(request: StepRequest) -> list[int]:
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    from rlm_rs.sandbox.executor import run_step
+    from rlm_rs.sandbox._killable import run_step_killable
 
     try:
         request = request_from_event(event)
@@ -106,7 +108,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         )
         return result_to_event(result)
     try:
-        result = run_step(request, fds)
+        result = run_step_killable(request, fds)
     finally:
         for fd in fds:
             os.close(fd)

@@ -97,7 +97,7 @@ _PREFAULT_REQUEST = StepRequest(
 
 def _prefault(ctx: WorkerContext) -> None:
     try:
-        ctx.run_step(_PREFAULT_REQUEST, [], allow_unsafe=False).SerializeToString()
+        ctx.run_step(_PREFAULT_REQUEST, [], allow_unsafe=False, watchdog=False).SerializeToString()
         StepResult().ParseFromString(_PREFAULT_REQUEST.SerializeToString()[:0])
     except BaseException:
         pass
@@ -106,7 +106,7 @@ def _prefault(ctx: WorkerContext) -> None:
 def _run(ctx: WorkerContext, request: StepRequest, fds: list[int]) -> StepResult:
     started = time.perf_counter()
     try:
-        return ctx.run_step(request, fds, allow_unsafe=ctx.allow_unsafe)
+        return ctx.run_step(request, fds, allow_unsafe=ctx.allow_unsafe, watchdog=False)
     except BaseException as exc:
         return StepResult(
             success=False,

@@ -176,7 +176,11 @@ def test_unreachable_pool_raises_lambda_error(tmp_path: Path) -> None:
 def test_client_choice_follows_settings(tmp_path: Path) -> None:
     socket_path = str(tmp_path / "s.sock")
     assert isinstance(make_sandbox_client(Settings(LAMBDA_FUNCTION_NAME=socket_path)), PoolSandbox)
-    assert isinstance(make_sandbox_client(Settings()), InProcessSandbox)
+    # In-process is development mode: chosen only when asked for, else refused.
+    assert isinstance(make_sandbox_client(Settings(RLM_SANDBOX_IN_PROCESS="1")), InProcessSandbox)
+    with pytest.raises(RlmError) as refused:
+        make_sandbox_client(Settings())
+    assert "RLM_SANDBOX_IN_PROCESS=1" in refused.value.message
 
 
 def test_strict_mode_refuses_a_missing_layer() -> None:

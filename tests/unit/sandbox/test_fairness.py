@@ -103,6 +103,10 @@ def test_a_full_queue_is_refused_at_once() -> None:
     assert time.monotonic() - started < 0.5
     assert refused.value.reason == "queue_full" and refused.value.details["queued"] == 2
     assert scheduler.snapshot()["refused_total"] == 1
+    for _ in range(3):  # let the waiters through
+        scheduler.release("t")
+        time.sleep(0.05)
+    assert order == ["t", "t"]
 
 
 def test_a_timed_out_wait_leaves_no_ticket_behind() -> None:

@@ -154,11 +154,16 @@ def test_oversized_reply_is_refused_before_the_reply_parser(run: Runner) -> None
 
 
 def test_container_methods_consuming_lazy_iterables_count_iterations(run: Runner) -> None:
-    for code in ["x = []\nx.extend(range(10**12))", "s = set()\ns.update(range(10**12))",
-                 "d = dict.fromkeys(range(10**12))", "x = set().union(range(10**12))",
-                 "x = list.extend([], range(10**12))"]:  # fmt: skip
+    for code in ["x = []\nx.extend(iter(range(10**12)))", "s = set()\ns.update(iter(range(10**12)))",
+                 "d = dict.fromkeys(range(10**12))", "x = set().union(iter(range(10**12)))",
+                 "x = list.extend([], iter(range(10**12)))", "x = set().intersection(range(10**12))"]:  # fmt: skip
         result = run(code)
         assert result.error.code == "SANDBOX_LINE_LIMIT", code
+    # A range has a length: the size bound refuses it before any iteration.
+    for code in ["x = []\nx.extend(range(10**12))", "s = set()\ns.update(range(10**12))",
+                 "x = set().union(range(10**12))", "x = list.extend([], range(10**12))"]:  # fmt: skip
+        result = run(code)
+        assert "(sandbox size limit)" in result.error.message, code
     for code in ["x = 'a' * 10**7\ny = x.translate({97: 'b' * 100})", "x = (1).to_bytes(10**9, 'big')",
                  "x = int.to_bytes(1, 10**9, 'big')"]:  # fmt: skip
         result = run(code)
