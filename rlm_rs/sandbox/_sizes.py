@@ -665,18 +665,19 @@ def _consuming(tick: Tick, sized: bool) -> Callable[[Any, Any], Callable[..., An
     return wrap
 
 
-def method_checks(tick: Tick) -> dict[tuple[type, str], Callable[[Any, Any], Callable[..., Any]]]:
-    """(type, name) -> wrapper(obj, bound method) for every CHECKED method."""
-    join = _join(tick)
-    growing = _consuming(tick, sized=True)
-    consuming = _consuming(tick, sized=False)
-    checks: dict[tuple[type, str], Callable[[Any, Any], Callable[..., Any]]] = {}
+Wrapper = Callable[[Any, Any], Callable[..., Any]]
+
+
+def _check_table() -> dict[tuple[type, str], Wrapper | str]:
+    """(type, name) -> wrapper(obj, bound method) for every CHECKED method;
+    a str names a wrapper that needs the step's tick (made per step)."""
+    checks: dict[tuple[type, str], Wrapper | str] = {}
     for kind in (str, bytes):
         for name in ("center", "ljust", "rjust", "zfill"):
             checks[kind, name] = _width
         checks[kind, "expandtabs"] = _expandtabs
         checks[kind, "replace"] = _replace
-        checks[kind, "join"] = join
+        checks[kind, "join"] = "join"
         for name in ("split", "rsplit"):
             checks[kind, name] = _split
         checks[kind, "splitlines"] = _splitlines
@@ -686,19 +687,37 @@ def method_checks(tick: Tick) -> dict[tuple[type, str], Callable[[Any, Any], Cal
     checks[str, "encode"] = _encode
     checks[bytes, "decode"] = _decode
     checks[bytes, "hex"] = _hex
-    checks[list, "extend"] = growing
-    checks[dict, "update"] = growing
-    checks[dict, "fromkeys"] = consuming  # no larger than its argument
+    checks[list, "extend"] = "growing"
+    checks[dict, "update"] = "growing"
+    checks[dict, "fromkeys"] = "consuming"  # no larger than its argument
     for set_kind in (set, frozenset):
         for name in ("union", "symmetric_difference"):
-            checks[set_kind, name] = growing
-    checks[set, "update"] = growing
-    checks[set, "symmetric_difference_update"] = growing
+            checks[set_kind, name] = "growing"
+    checks[set, "update"] = "growing"
+    checks[set, "symmetric_difference_update"] = "growing"
     # Consuming an iterator is ticked even where the result cannot grow.
     for set_kind in (set, frozenset):
         for name in ("intersection", "difference", "issubset", "issuperset", "isdisjoint"):
-            checks[set_kind, name] = consuming
+            checks[set_kind, name] = "consuming"
     for name in ("intersection_update", "difference_update"):
-        checks[set, name] = consuming
+        checks[set, name] = "consuming"
     checks[int, "to_bytes"] = checks[bool, "to_bytes"] = _to_bytes
     return checks
+
+
+_CHECKS = _check_table()
+
+
+def method_checks(tick: Tick) -> Callable[[tuple[type, str]], Wrapper | None]:
+    """The step's look-up (type, name) -> wrapper, or None for an unchecked method."""
+    ticked: dict[str, Wrapper] = {
+        "join": _join(tick),
+        "growing": _consuming(tick, sized=True),
+        "consuming": _consuming(tick, sized=False),
+    }
+
+    def lookup(key: tuple[type, str]) -> Wrapper | None:
+        check = _CHECKS.get(key)
+        return ticked[check] if type(check) is str else check  # type: ignore[return-value]
+
+    return lookup
