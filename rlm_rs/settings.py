@@ -75,9 +75,6 @@ class Settings(BaseSettings):
     # --- sandbox pool (the spec's LAMBDA_FUNCTION_NAME becomes a socket path) ---
     sandbox_socket: str | None = Field(None, alias="LAMBDA_FUNCTION_NAME")
     sandbox_strict: bool = Field(False, alias="RLM_SANDBOX_STRICT")
-    # Development only: without a pool socket, run steps in the control plane's
-    # own process (no OS isolation). Unset, the control plane refuses to start.
-    sandbox_in_process: bool = Field(False, alias="RLM_SANDBOX_IN_PROCESS")
     sandbox_policy_json: JsonObject = Field(default_factory=dict, alias="RLM_SANDBOX_POLICY_JSON")
     # The pool opens manifest documents only below this directory (the node's
     # document cache); unset = any path the control plane names.

@@ -242,58 +242,56 @@ class TextSizer:
         return size
 
     def _walk(self, root: Any, memo: dict[int, int]) -> int:
-        # Iterative post-order: (node, children iterator, running size).
+        """Iterative post-order over (node, its children, size so far)."""
         on_path: set[int] = set()
-        stack: list[tuple[Any, Iterator[Any], int]] = []
-        result = 0
-
-        def enter(node: Any) -> int | None:
-            """Size of a leaf or a known node; None if it must be walked."""
-            known = memo.get(id(node))
-            if known is not None:
-                return known
-            kind = type(node)
-            if kind is str:
-                return _str_repr_size(node)
-            if kind is bytes:
-                return _bytes_repr_size(node)
-            scalar = _scalar_size(node)
-            if scalar is not None:
-                return scalar
-            if id(node) in on_path:
-                return 5  # a cycle prints as [...]
-            return None
-
-        first = enter(root)
+        first = _known_size(root, memo, on_path)
         if first is not None:
             return first
-        stack.append((root, _children(root), _overhead(root)))
+        stack: list[tuple[Any, Iterator[Any], int]] = [(root, _children(root), _overhead(root))]
         on_path.add(id(root))
-        while stack:
+        while True:
             node, children, running = stack[-1]
             child = next(children, _DONE)
-            if child is _DONE:
+            if child is _DONE:  # node complete: memoise, add to its parent
                 stack.pop()
                 on_path.discard(id(node))
                 memo[id(node)] = running
-                result = running
-                if stack:
-                    parent, parent_children, parent_running = stack[-1]
-                    stack[-1] = (parent, parent_children, parent_running + running)
+                if not stack:
+                    return running
+                node, children, size = stack[-1]
+                stack[-1] = (node, children, self._add(size, running))
                 continue
             self.tick()
-            size = enter(child)
-            if size is None:
+            known = _known_size(child, memo, on_path)
+            if known is None:
                 stack.append((child, _children(child), _overhead(child)))
                 on_path.add(id(child))
-                continue
-            running += size + 2
-            if running > self.limit:
-                raise too_large("the text of that value", running, self.limit, "chars")
-            stack[-1] = (node, children, running)
-        if result > self.limit:
-            raise too_large("the text of that value", result, self.limit, "chars")
-        return result
+            else:
+                stack[-1] = (node, children, self._add(running, known))
+
+    def _add(self, running: int, item: int) -> int:
+        total = running + item + 2  # ", " between items
+        if total > self.limit:
+            raise too_large("the text of that value", total, self.limit, "chars")
+        return total
+
+
+def _known_size(node: Any, memo: dict[int, int], on_path: set[int]) -> int | None:
+    """Size of a leaf or an already measured node; None if it must be walked."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    kind = type(node)
+    if kind is str:
+        return _str_repr_size(node)
+    if kind is bytes:
+        return _bytes_repr_size(node)
+    scalar = _scalar_size(node)
+    if scalar is not None:
+        return scalar
+    if id(node) in on_path:
+        return 5  # a cycle prints as [...]
+    return None
 
 
 _DONE = object()

@@ -7,7 +7,8 @@ pool (rlm_rs/sandbox/pool/) over gRPC on a Unix socket and is the default
 whenever a socket is configured; `InProcessSandbox` runs the executor in this
 process: development and tests of the policy layers only (no OS isolation,
 and one C-level operation can outrun max_step_seconds), so
-`make_sandbox_client` refuses to choose it unless RLM_SANDBOX_IN_PROCESS=1.
+`make_sandbox_client` refuses to choose it unless RLM_DEV_UNSANDBOXED=1
+(the control plane's development mode, rlm_rs/control/server.py).
 `temporary_pool()` starts a private pool process for one command or test
 session.
 """
@@ -129,15 +130,15 @@ def _unavailable(socket_path: str, exc: grpc.RpcError) -> RlmError:
 
 def make_sandbox_client(settings: Settings) -> SandboxClient:
     """The pool when a socket is configured (LAMBDA_FUNCTION_NAME); in-process
-    only in explicit development mode (RLM_SANDBOX_IN_PROCESS=1); else refused."""
+    only in explicit development mode (RLM_DEV_UNSANDBOXED=1); else refused."""
     if settings.sandbox_socket:
         return PoolSandbox(settings.sandbox_socket)
-    if settings.sandbox_in_process:
+    if settings.dev_unsandboxed:
         return InProcessSandbox()
     raise RlmError(
         "LAMBDA_ERROR",
         "no sandbox pool is configured: set LAMBDA_FUNCTION_NAME to the pool's socket "
-        "(rlm-rs sandbox serve), or RLM_SANDBOX_IN_PROCESS=1 to run steps in this process "
+        "(rlm-rs sandbox serve), or RLM_DEV_UNSANDBOXED=1 to run steps in this process "
         "for development (no OS isolation; C-level work can outrun max_step_seconds)",
     )
 

@@ -29,7 +29,7 @@ ticked (comparing or hashing two deep shared-reference structures) can still
 run past max_step_seconds, and nothing in a process can interrupt it. The
 pool's SIGKILL is the bound there; the Lambda handler runs each step in a
 forked child it kills (rlm_rs/sandbox/_killable.py), and the control plane
-refuses to run steps in-process unless RLM_SANDBOX_IN_PROCESS=1
+refuses to run steps in-process unless RLM_DEV_UNSANDBOXED=1
 (rlm_rs/sandbox/client.py). docs/sandbox-executor.md, "In-process mode".
   5. OS isolation: NOT here. rlm_rs/sandbox/pool/ runs this function inside a
      fresh, namespaced, rlimited, seccomp-locked process per step.

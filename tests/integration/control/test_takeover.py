@@ -41,7 +41,6 @@ def _serve(data_dir: Path, base_url: str, port: int) -> subprocess.Popen[bytes]:
         "OPENAI_BASE_URL": base_url,
         "OPENAI_API_KEY": "sk-test",
         "RLM_LLM_MAX_RETRIES": "0",
-        "RLM_SANDBOX_IN_PROCESS": "1",
     }
     env.pop("LAMBDA_FUNCTION_NAME", None)
     return subprocess.Popen(

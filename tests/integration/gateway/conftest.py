@@ -131,7 +131,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RLM_SCRIPTED_PROVIDER_FILE": str(script),
         "RATE_LIMITS_JSON": json.dumps({"tenants": {LIMITED_TENANT: {"rate_per_second": 0.2, "burst": 2}}}),
         "RLM_MAX_REQUEST_BYTES": str(256 * 1024),
-        "RLM_SANDBOX_IN_PROCESS": "1",
     }
     env.pop("RLM_GRPC_ADDRESS", None)
 

@@ -177,10 +177,10 @@ def test_client_choice_follows_settings(tmp_path: Path) -> None:
     socket_path = str(tmp_path / "s.sock")
     assert isinstance(make_sandbox_client(Settings(LAMBDA_FUNCTION_NAME=socket_path)), PoolSandbox)
     # In-process is development mode: chosen only when asked for, else refused.
-    assert isinstance(make_sandbox_client(Settings(RLM_SANDBOX_IN_PROCESS="1")), InProcessSandbox)
+    assert isinstance(make_sandbox_client(Settings(RLM_DEV_UNSANDBOXED="1")), InProcessSandbox)
     with pytest.raises(RlmError) as refused:
         make_sandbox_client(Settings())
-    assert "RLM_SANDBOX_IN_PROCESS=1" in refused.value.message
+    assert "RLM_DEV_UNSANDBOXED=1" in refused.value.message
 
 
 def test_strict_mode_refuses_a_missing_layer() -> None:
