@@ -1,25 +1,33 @@
-"""Every error code of the RLM-RS contract, in one table.
+"""Every error code of the RLM-RS contract, in one table, and one exception
+class per family of codes.
 
-Each error code (docs/api.md#errors) maps to exactly one HTTP status and one gRPC
-status code; every layer raises `RlmError` (or a subclass) from here and every
-edge (gRPC servicer, REST gateway, CLI) renders it from this table. Nothing
-else may invent a code or a status.
+Each error code (docs/api.md#errors) maps to exactly one HTTP status and one
+gRPC status code; every layer raises from here and every edge (gRPC
+servicer, REST gateway, CLI) renders it from this table. Nothing else may
+invent a code or a status. `RlmError(code, ...)` builds the family's class,
+so `except ConflictError` catches every CONFLICT however it was raised:
 
-    RlmError(code, message, details)        base; carries a spec code
-    ├── raised by the sandbox:  SANDBOX_AST_REJECTED, SANDBOX_LINE_LIMIT, SANDBOX_RUNTIME_ERROR,
-    │                           STEP_TIMEOUT, STATE_INVALID_TYPE, STATE_TOO_LARGE,
-    │                           LAMBDA_ERROR (the sandbox pool failed)
-    ├── raised by the control plane: SESSION_*, EXECUTION_NOT_FOUND, BUDGET_EXCEEDED,
-    │                           MAX_TURNS_EXCEEDED, CHECKSUM_MISMATCH, RATE_LIMITED, ...
-    └── raised at the edges:    UNAUTHORIZED, FORBIDDEN, VALIDATION_ERROR,
-                                PAYLOAD_TOO_LARGE, NOT_FOUND, METHOD_NOT_ALLOWED
+    RlmError(code, message, details)      base: a code, safe to show a caller
+    ├── Unauthenticated      UNAUTHORIZED
+    ├── Forbidden            FORBIDDEN
+    ├── NotFound             SESSION_NOT_FOUND, EXECUTION_NOT_FOUND, NOT_FOUND
+    ├── InvalidRequest       VALIDATION_ERROR, PAYLOAD_TOO_LARGE, METHOD_NOT_ALLOWED
+    ├── PreconditionFailed   SESSION_NOT_READY, SESSION_EXPIRED, CHECKSUM_MISMATCH
+    ├── ConflictError        CONFLICT (two writers on one execution, or it has ended)
+    ├── RateLimited          RATE_LIMITED
+    ├── BudgetExceeded       BUDGET_EXCEEDED, MAX_TURNS_EXCEEDED
+    ├── StepRefused          SANDBOX_AST_REJECTED, SANDBOX_LINE_LIMIT, SANDBOX_RUNTIME_ERROR,
+    │                        STEP_TIMEOUT, STATE_INVALID_TYPE, STATE_TOO_LARGE
+    ├── UpstreamError        S3_READ_ERROR, PARSER_ERROR, LLM_PROVIDER_ERROR, SERVICE_UNAVAILABLE
+    │   └── SandboxUnavailable   LAMBDA_ERROR (the sandbox pool failed or is unreachable)
+    └── InternalError        INTERNAL_ERROR
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import grpc
@@ -93,15 +101,27 @@ ERROR_DOMAIN = "rlm-rs"
 
 
 class RlmError(Exception):
-    """An error with a spec code; safe to show to a caller (no internals)."""
+    """An error with a spec code; safe to show to a caller (no internals).
+    Constructing one returns the instance of its code's family."""
+
+    codes: ClassVar[tuple[str, ...]] = ()
+
+    def __new__(cls, code: str, message: str, details: dict[str, Any] | None = None) -> RlmError:
+        family = _FAMILIES.get(code)
+        if family is None:
+            raise ValueError(f"unknown error code {code!r}")
+        if not issubclass(family, cls):
+            raise ValueError(f"{code} is a {family.__name__}, not a {cls.__name__}")
+        return super().__new__(family)
 
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None):
-        if code not in ERRORS:
-            raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)
         self.code = code
         self.message = message
         self.details: dict[str, Any] = details or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RlmError, (self.code, self.message, self.details))
 
     @property
     def spec(self) -> ErrorSpec:
@@ -130,7 +150,75 @@ class RlmError(Exception):
         return json.dumps(self.details, sort_keys=True, separators=(",", ":"))
 
     def __repr__(self) -> str:
-        return f"RlmError({self.code!r}, {self.message!r})"
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class Unauthenticated(RlmError):
+    codes = ("UNAUTHORIZED",)
+
+
+class Forbidden(RlmError):
+    codes = ("FORBIDDEN",)
+
+
+class NotFound(RlmError):
+    codes = ("SESSION_NOT_FOUND", "EXECUTION_NOT_FOUND", "NOT_FOUND")
+
+
+class InvalidRequest(RlmError):
+    codes = ("VALIDATION_ERROR", "PAYLOAD_TOO_LARGE", "METHOD_NOT_ALLOWED")
+
+
+class PreconditionFailed(RlmError):
+    codes = ("SESSION_NOT_READY", "SESSION_EXPIRED", "CHECKSUM_MISMATCH")
+
+
+class ConflictError(RlmError):
+    codes = ("CONFLICT",)
+
+
+class RateLimited(RlmError):
+    codes = ("RATE_LIMITED",)
+
+
+class BudgetExceeded(RlmError):
+    codes = ("BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED")
+
+
+class StepRefused(RlmError):
+    codes = (
+        "SANDBOX_AST_REJECTED", "SANDBOX_LINE_LIMIT", "SANDBOX_RUNTIME_ERROR", "STEP_TIMEOUT",
+        "STATE_INVALID_TYPE", "STATE_TOO_LARGE",
+    )  # fmt: skip
+
+
+class UpstreamError(RlmError):
+    codes: ClassVar[tuple[str, ...]] = (
+        "S3_READ_ERROR",
+        "PARSER_ERROR",
+        "LLM_PROVIDER_ERROR",
+        "SERVICE_UNAVAILABLE",
+    )
+
+
+class SandboxUnavailable(UpstreamError):
+    codes = ("LAMBDA_ERROR",)
+
+
+class InternalError(RlmError):
+    codes = ("INTERNAL_ERROR",)
+
+
+def _families(root: type[RlmError]) -> list[tuple[str, type[RlmError]]]:
+    found: list[tuple[str, type[RlmError]]] = []
+    for family in root.__subclasses__():
+        found += [(code, family) for code in family.codes] + _families(family)
+    return found
+
+
+_FAMILIES: dict[str, type[RlmError]] = dict(_families(RlmError))
+if len(_families(RlmError)) != len(_FAMILIES) or set(_FAMILIES) != set(ERRORS):
+    raise ImportError("every error code in the table belongs to exactly one family")
 
 
 def code_for_grpc_status(status: grpc.StatusCode) -> str:

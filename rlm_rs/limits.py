@@ -60,7 +60,7 @@ Tool requests (a step's tool API and a Runtime caller's ResolveTools alike)
 
 Budgets
 - BUDGET_CEILINGS: the largest value an execution may request for each
-  budget (rlm_rs/control/budgets.py holds the defaults). A ceiling protects
+  budget (rlm_rs/domain/budgets.py holds the defaults and what zero means). A ceiling protects
   the service, not the tenant's bill: max_cost_usd is the tenant's own cap.
 
 Wire

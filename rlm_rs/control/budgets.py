@@ -1,79 +1,71 @@
-"""Budgets (docs/api.md#budgets): defaults, merging, the step policy and the snapshot.
+"""Budgets (docs/api.md#budgets): merging, the step policy and the snapshot.
 
-Precedence: SPEC defaults < DEFAULT_BUDGETS_JSON < the session's
-budgets_default < the execution's budgets. The orchestrator enforces totals;
-the sandbox enforces per-step limits from the policy built here.
+The model (each budget's unit, default, ceiling and what zero means) is
+rlm_rs/domain/budgets.py. Precedence: the built-in defaults <
+DEFAULT_BUDGETS_JSON < the session's budgets_default < the execution's
+budgets. The orchestrator enforces totals; the sandbox enforces per-step
+limits from the policy built here. A message's budgets are read by presence
+with their own types (never through protobuf's JSON, which turns int64 into
+strings).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 
+from rlm_rs.domain.budgets import BUDGETS, BudgetField, Budgets, Consumed, ZeroMeans, default_budgets
+from rlm_rs.domain.records import ExecutionRecord
 from rlm_rs.errors import RlmError
-from rlm_rs.limits import BUDGET_CEILINGS
 from rlm_rs.sandbox.policy import default_policy
-from rlm_rs.v1.common_pb2 import Budgets
+from rlm_rs.v1 import common_pb2
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
-SPEC_DEFAULTS: dict[str, Any] = {
-    "max_turns": 20,
-    "max_total_seconds": 180.0,
-    "max_step_seconds": 30.0,
-    "max_spans_total": 2000,
-    "max_spans_per_step": 200,
-    "max_tool_requests_per_step": 25,
-    "max_llm_subcalls": 50,
-    "max_llm_prompt_chars": 200_000,
-    "max_total_llm_prompt_chars": 2_000_000,
-    "max_stdout_chars": 15_000,
-    "max_state_chars": 500_000,
-    "max_rlm_subcalls": 10,
-    "max_depth": 2,
-    "max_cost_usd": 0.0,
-}
 
-# Each budget's ceiling is in rlm_rs/limits.py (the gateway advertises the same numbers).
-_CEILINGS = BUDGET_CEILINGS
-
-
-def budgets_to_dict(budgets: Budgets | None) -> dict[str, Any]:
+def budgets_to_dict(budgets: common_pb2.Budgets | None) -> dict[str, Any]:
+    """The budgets a message sets (explicit zeros included), as ints and floats."""
     if budgets is None:
         return {}
-    return json_format.MessageToDict(budgets, preserving_proto_field_name=True)
+    return {name: getattr(budgets, name) for name in BUDGETS if budgets.HasField(name)}  # type: ignore[arg-type]
 
 
-def budgets_from_dict(values: dict[str, Any]) -> Budgets:
-    return json_format.ParseDict(values, Budgets())
+def budgets_from_dict(values: Any) -> common_pb2.Budgets:
+    return json_format.ParseDict(dict(values), common_pb2.Budgets())
 
 
-def merge_budgets(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Later layers win; every value validated against its ceiling."""
-    merged = dict(SPEC_DEFAULTS)
+def _checked(field: BudgetField, value: Any) -> int | float:
+    if (
+        not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0
+    ):  # NaN passes every comparison below and poisons the record for good
+        raise RlmError("VALIDATION_ERROR", f"budget {field.name} must be a finite number >= 0")
+    if value > field.ceiling:
+        raise RlmError(
+            "VALIDATION_ERROR",
+            f"budget {field.name} is above its ceiling {field.ceiling}",
+            {"budget": field.name, "ceiling": field.ceiling},
+        )
+    return field.unit(value)
+
+
+def merge_budgets(*layers: Any) -> Budgets:
+    """Later layers win; every value validated against its ceiling. A zero
+    for a budget whose zero means DEFAULT is "not set here"."""
+    merged: dict[str, Any] = {**default_budgets()}
     for layer in layers:
         for name, value in (layer or {}).items():
-            if name not in SPEC_DEFAULTS:
+            field = BUDGETS.get(name)
+            if field is None:
                 raise RlmError("VALIDATION_ERROR", f"unknown budget {name!r}")
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value < 0
-            ):  # NaN passes every comparison below and poisons the record for good
-                raise RlmError("VALIDATION_ERROR", f"budget {name} must be a finite number >= 0")
-            if value > _CEILINGS[name]:
-                raise RlmError(
-                    "VALIDATION_ERROR",
-                    f"budget {name} is above its ceiling {_CEILINGS[name]}",
-                    {"budget": name, "ceiling": _CEILINGS[name]},
-                )
-            merged[name] = type(SPEC_DEFAULTS[name])(value)
-    return merged
+            checked = _checked(field, value)
+            if checked == 0 and field.zero is ZeroMeans.DEFAULT:
+                continue
+            merged[name] = checked
+    return cast(Budgets, merged)
 
 
-def step_policy(budgets: dict[str, Any], *, enable_search: bool) -> SandboxPolicy:
+def step_policy(budgets: Budgets, *, enable_search: bool) -> SandboxPolicy:
     policy = default_policy()
     policy.max_step_seconds = float(budgets["max_step_seconds"])
     policy.max_spans_per_step = int(budgets["max_spans_per_step"])
@@ -87,22 +79,7 @@ def step_policy(budgets: dict[str, Any], *, enable_search: bool) -> SandboxPolic
     return policy
 
 
-def consumed_zero() -> dict[str, Any]:
-    return {
-        "turns": 0,
-        "llm_subcalls": 0,
-        "total_seconds": 0.0,
-        "spans_total": 0,
-        "llm_prompt_chars_total": 0,
-        "rlm_subcalls": 0,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "cost_usd": 0.0,
-        "cache_hits": 0,
-    }
-
-
-def snapshot(budgets: dict[str, Any], consumed: dict[str, Any]) -> dict[str, Any]:
+def snapshot(budgets: Budgets, consumed: Consumed) -> dict[str, Any]:
     """state._budgets: what is left."""
     return {
         "turns_remaining": max(int(budgets["max_turns"]) - int(consumed["turns"]), 0),
@@ -118,6 +95,6 @@ def snapshot(budgets: dict[str, Any], consumed: dict[str, Any]) -> dict[str, Any
     }
 
 
-def deadline_epoch(execution: dict[str, Any]) -> float:
+def deadline_epoch(execution: ExecutionRecord) -> float:
     """When the execution's max_total_seconds runs out (epoch seconds)."""
     return float(execution["started_epoch"]) + float(execution["budgets_requested"]["max_total_seconds"])

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from rlm_rs.citations import CitedDocument
+from rlm_rs.domain import PARSED_STATUSES
 from rlm_rs.errors import RlmError
 from rlm_rs.storage import Storage
 from rlm_rs.textfile import TextFile
 from rlm_rs.v1.sandbox_pb2 import ContextDocument
 
-_PARSED = ("PARSED", "INDEXING", "INDEXED")
 MAX_OPEN_TEXTS = 256
 
 
@@ -63,7 +63,9 @@ class DocumentCache:
 
     def parsed_documents(self, session_id: str) -> list[dict[str, Any]]:
         return [
-            d for d in self.storage.metadata.list_documents(session_id) if d.get("ingest_status") in _PARSED
+            d
+            for d in self.storage.metadata.list_documents(session_id)
+            if d.get("ingest_status") in PARSED_STATUSES
         ]
 
     def manifest(self, session_id: str) -> list[ContextDocument]:
@@ -86,7 +88,7 @@ class DocumentCache:
         return manifest
 
     def text(self, doc: dict[str, Any]) -> TextFile:
-        if doc.get("ingest_status") not in _PARSED:
+        if doc.get("ingest_status") not in PARSED_STATUSES:
             raise RlmError("SESSION_NOT_READY", "the document is not parsed", {"doc_id": doc["doc_id"]})
         uri = doc["text_s3_uri"]
         with self._lock:

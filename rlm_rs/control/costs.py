@@ -13,8 +13,10 @@ once spent and refuses further sub-calls. Metric labels: `model_allowlist`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from rlm_rs.domain import Consumed
 from rlm_rs.observability import LLM_COST_USD, LLM_TOKENS
 from rlm_rs.settings import Settings
 
@@ -66,7 +68,7 @@ class PriceTable:
             + output_tokens * float(price.get("output_per_1m", 0))
         ) / 1_000_000
 
-    def record(self, consumed: dict[str, Any], model: str, input_tokens: int, output_tokens: int) -> float:
+    def record(self, consumed: Consumed, model: str, input_tokens: int, output_tokens: int) -> float:
         """Add one call's usage and cost to `consumed`; returns the call's cost."""
         cost = self.cost_usd(model, input_tokens, output_tokens)
         consumed["input_tokens"] = int(consumed.get("input_tokens", 0)) + input_tokens
@@ -78,7 +80,7 @@ class PriceTable:
         return cost
 
 
-def cost_spent(budgets: dict[str, Any], consumed: dict[str, Any]) -> bool:
+def cost_spent(budgets: Mapping[str, Any], consumed: Mapping[str, Any]) -> bool:
     limit = float(budgets.get("max_cost_usd") or 0)
     return limit > 0 and float(consumed.get("cost_usd", 0.0)) >= limit
 

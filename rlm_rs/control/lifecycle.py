@@ -33,7 +33,8 @@ from typing import Any
 
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.control.tools import llm_cache_object, session_cache_prefix
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import ExecutionStatus, SessionStatus
+from rlm_rs.errors import NotFound, RlmError
 from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.observability import get_logger
 from rlm_rs.storage import Storage
@@ -44,8 +45,8 @@ TOMBSTONE_SECONDS = 24 * 3600
 # The node pass reads every chunk row of the local search index (about 150 ms
 # per 20,000 chunks): it runs on the first sweep and every NODE_SWEEP_EVERY-th.
 NODE_SWEEP_EVERY = 10
-LIVE_STATUSES = ("CREATING", "READY", "FAILED")
-GONE_STATUSES = ("DELETING", "EXPIRED")
+LIVE_STATUSES = tuple(s for s in SessionStatus if s.live)
+GONE_STATUSES = (SessionStatus.DELETING, SessionStatus.EXPIRED)
 # Execution fields that carry the session's content (emptied by the purge).
 _CONTENT_FIELDS: dict[str, Any] = {
     "question": "",
@@ -108,12 +109,12 @@ class SessionReaper:
         retried by the sweeper (the session stays DELETING until then)."""
         meta = self.storage.metadata
         session = meta.get_session(tenant_id, session_id)
-        if session["status"] != "DELETING":
+        if session["status"] != SessionStatus.DELETING:
             session = meta.update_session(
                 tenant_id,
                 session_id,
                 {
-                    "status": "DELETING",
+                    "status": SessionStatus.DELETING,
                     "deleted_at": now_iso(),
                     "ttl_epoch": int(time.time() + self.tombstone_seconds),
                 },
@@ -128,7 +129,7 @@ class SessionReaper:
         """Cancel the session's RUNNING executions; returns how many."""
         stopped = 0
         for execution in self.storage.metadata.list_executions(session["session_id"]):
-            if execution.get("status") == "RUNNING":
+            if execution.get("status") == ExecutionStatus.RUNNING:
                 with contextlib.suppress(RlmError):
                     self.cancel(session["tenant_id"], execution["execution_id"])
                     stopped += 1
@@ -200,7 +201,7 @@ class SessionReaper:
                             meta.update_session(
                                 session["tenant_id"],
                                 session["session_id"],
-                                {"status": "EXPIRED", "expired_at": now_iso(now)},
+                                {"status": SessionStatus.EXPIRED, "expired_at": now_iso(now)},
                                 from_statuses=LIVE_STATUSES,
                             )
             for status in GONE_STATUSES:
@@ -230,7 +231,7 @@ class SessionReaper:
         for tenant_id, session_id in self.docs.cached_sessions():
             try:
                 session: dict[str, Any] | None = meta.get_session(tenant_id, session_id)
-            except RlmError:
+            except NotFound:
                 session = None
             if not _live(session, now):
                 self.docs.drop_session(tenant_id, session_id)

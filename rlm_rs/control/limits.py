@@ -13,6 +13,7 @@ sandbox had refused it. Nothing here may let an over-limit value reach storage.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from rlm_rs.canonical import canonical_json
@@ -42,7 +43,7 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
     return value
 
 
-def parse_state_override(text: str, execution: dict[str, Any]) -> dict[str, Any]:
+def parse_state_override(text: str, execution: Mapping[str, Any]) -> dict[str, Any]:
     """A RunStep state override: a JSON object within the execution's
     max_state_chars and the sandbox's state rules (STATE_TOO_LARGE /
     STATE_INVALID_TYPE / VALIDATION_ERROR)."""

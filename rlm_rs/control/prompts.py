@@ -7,6 +7,7 @@ digest of the execution it continues."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -129,7 +130,9 @@ def compaction_prompt(*, question: str, summary: str, turns: list[dict[str, Any]
     )
 
 
-def followup_digest(*, source: dict[str, Any], summary: str, turns: list[dict[str, Any]], limit: int) -> str:
+def followup_digest(
+    *, source: Mapping[str, Any], summary: str, turns: list[dict[str, Any]], limit: int
+) -> str:
     """What a follow-up execution is told about the one it continues."""
     text = (
         f"This run continues execution {source['execution_id']} ({source['status']}).\n"

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from rlm_rs.domain import ExecutionStatus, SessionStatus
 from rlm_rs.errors import RlmError
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
@@ -84,7 +85,7 @@ class Quotas:
     def running_executions(self, tenant_id: str) -> int:
         return sum(
             1
-            for e in self.storage.metadata.executions_with_status("RUNNING")
+            for e in self.storage.metadata.executions_with_status(ExecutionStatus.RUNNING)
             if e.get("tenant_id") == tenant_id and not e.get("parent_execution_id")
         )
 
@@ -93,7 +94,8 @@ class Quotas:
         return sum(
             1
             for s in self.storage.metadata.list_sessions(tenant_id)
-            if s.get("status") not in ("DELETING", "EXPIRED") and float(s.get("ttl_epoch") or 0) > now
+            if s.get("status") not in (SessionStatus.DELETING, SessionStatus.EXPIRED)
+            and float(s.get("ttl_epoch") or 0) > now
         )
 
     @contextlib.contextmanager

@@ -24,9 +24,10 @@ from rlm_rs.citations import make_ref, verify_ref
 from rlm_rs.control._rpc import Caller, rpc, rpc_stream
 from rlm_rs.control.admission import Admission
 from rlm_rs.control.budgets import budgets_from_dict, budgets_to_dict
-from rlm_rs.control.executions import TERMINAL, ExecutionEngine
+from rlm_rs.control.executions import ExecutionEngine
 from rlm_rs.control.sessions import load_session
 from rlm_rs.control.validation import check_models, check_tool_requests
+from rlm_rs.domain import TERMINAL_STATUSES, ExecutionMode, ExecutionRecord, StepRecord
 from rlm_rs.errors import RlmError
 from rlm_rs.limits import (
     DEFAULT_SYNCHRONOUS_TIMEOUT_SECONDS,
@@ -63,10 +64,10 @@ EVENT_ID = re.compile(EVENT_ID_PATTERN)
 # the gateway waits for it before it answers 200 with an event stream.
 WATCH_STARTED = "x-rlm-watch"
 
-Children = Callable[[dict[str, Any]], list[dict[str, Any]]]
+Children = Callable[[ExecutionRecord], list[ExecutionRecord]]
 
 
-def execution_message(record: dict[str, Any], children: Children | None = None) -> execution_pb2.Execution:
+def execution_message(record: ExecutionRecord, children: Children | None = None) -> execution_pb2.Execution:
     """The Execution message of a record; with `children` (engine.children),
     its sub-executions as a tree."""
     message = execution_pb2.Execution(
@@ -90,8 +91,9 @@ def execution_message(record: dict[str, Any], children: Children | None = None) 
     )
     if children is not None:
         message.children.extend(execution_message(child, children) for child in children(record))
-    if record.get("answer") is not None:
-        message.answer = record["answer"]
+    answer = record.get("answer")
+    if answer is not None:
+        message.answer = answer
     for ref in record.get("citations") or []:
         message.citations.append(json_format.ParseDict(ref, SpanRef()))
     for item in record.get("contexts") or []:
@@ -111,23 +113,24 @@ def execution_message(record: dict[str, Any], children: Children | None = None) 
     return message
 
 
-def step_message(item: dict[str, Any]) -> execution_pb2.StepRecord:
+def step_message(item: StepRecord) -> execution_pb2.StepRecord:
     record = execution_pb2.StepRecord(
         turn_index=int(item["turn_index"]),
         updated_at=item.get("updated_at") or "",
         success=bool(item.get("success")),
         stdout=item.get("stdout") or "",
-        state_json=item["state_json"],
+        state_json=item["state_json"] or "",
         checksum=item.get("checksum") or "",
         code=(item.get("trace") or {}).get("code") or "",
         summary=execution_pb2.StepSummary(**(item.get("summary") or {})),
     )
     record.span_log.extend(Span(**s) for s in item.get("span_log") or [])
     json_format.ParseDict(item.get("tool_requests") or {}, record.tool_requests)
-    if item.get("final"):
-        record.final.CopyFrom(json_format.ParseDict(item["final"], Final()))
-    if item.get("error"):
-        record.error.CopyFrom(json_format.ParseDict(item["error"], ErrorDetail()))
+    final, error = item.get("final"), item.get("error")
+    if final:
+        record.final.CopyFrom(json_format.ParseDict(final, Final()))
+    if error:
+        record.error.CopyFrom(json_format.ParseDict(error, ErrorDetail()))
     return record
 
 
@@ -183,13 +186,13 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             setattr(self, name, guard(_session_live(getattr(type(self), f"_{name}"))).__get__(self))
         self.WatchExecution = rpc_stream(storage, admission)(ExecutionServicer._WatchExecution).__get__(self)
 
-    def _message(self, record: dict[str, Any]) -> execution_pb2.Execution:
+    def _message(self, record: ExecutionRecord) -> execution_pb2.Execution:
         return execution_message(record, self.engine.children)
 
     def _run(
         self,
         caller: Caller,
-        record: dict[str, Any],
+        record: ExecutionRecord,
         options: execution_pb2.ExecutionOptions,
         context: grpc.ServicerContext,
     ) -> Any:
@@ -202,19 +205,19 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
 
     def _wait(
         self, caller: Caller, execution_id: str, timeout: float, context: grpc.ServicerContext
-    ) -> dict[str, Any]:
+    ) -> ExecutionRecord:
         """engine.wait in one-second slices that stop when the caller went away,
         so an abandoned wait gives its thread and its long-call slot back."""
         deadline = time.monotonic() + timeout
         while True:
             left = max(0.0, deadline - time.monotonic())
             record = self.engine.wait(caller.tenant_id, execution_id, min(left, 1.0))
-            if record["status"] in TERMINAL or left <= 1.0 or not context.is_active():
+            if record["status"] in TERMINAL_STATUSES or left <= 1.0 or not context.is_active():
                 return record
 
     def _create(
-        self, caller: Caller, session_id: str, mode: str, question: str, request: Any
-    ) -> dict[str, Any]:
+        self, caller: Caller, session_id: str, mode: ExecutionMode, question: str, request: Any
+    ) -> ExecutionRecord:
         session = load_session(self.storage, caller.tenant_id, session_id)
         check_models(request.models)
         models = json_format.MessageToDict(request.models, preserving_proto_field_name=True)
@@ -232,7 +235,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self, request: execution_pb2.StartExecutionRequest, context: grpc.ServicerContext, caller: Caller
     ) -> execution_pb2.Execution:
         question = _question(request.question)
-        record = self._create(caller, request.session_id, "ANSWERER", question, request)
+        record = self._create(caller, request.session_id, ExecutionMode.ANSWERER, question, request)
         return self._run(caller, record, request.options, context)
 
     def _StartFollowup(
@@ -318,7 +321,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             if request.page_size and index == request.page_size:
                 response.next_page_token = str(int(item["turn_index"]))
                 break
-            item["state_json"] = read_state_record(self.storage.blobs, item)
+            item["state_json"] = read_state_record(self.storage.blobs, dict(item))
             message = step_message(item)
             size += message.ByteSize() + 8
             if index and size > LIST_STEPS_BYTES:
@@ -333,7 +336,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         context: grpc.ServicerContext,
         caller: Caller,
     ) -> execution_pb2.Execution:
-        return self._message(self._create(caller, request.session_id, "RUNTIME", "", request))
+        return self._message(self._create(caller, request.session_id, ExecutionMode.RUNTIME, "", request))
 
     def _RunStep(
         self, request: execution_pb2.RunStepRequest, context: grpc.ServicerContext, caller: Caller

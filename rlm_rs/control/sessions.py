@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import json_format
@@ -23,6 +23,7 @@ from rlm_rs.control.budgets import budgets_to_dict, merge_budgets
 from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.validation import check_models
+from rlm_rs.domain import PARSED_STATUSES, IngestStatus, ReadinessMode, SessionRecord, SessionStatus
 from rlm_rs.errors import RlmError
 from rlm_rs.limits import (
     DEFAULT_SESSIONS_PAGE_SIZE,
@@ -55,27 +56,29 @@ _SUPPORTED_MIME = {
 }
 
 
-def load_session(storage: Storage, tenant_id: str, session_id: str) -> dict[str, Any]:
+def load_session(storage: Storage, tenant_id: str, session_id: str) -> SessionRecord:
     """The caller's live session, or SESSION_NOT_FOUND / SESSION_EXPIRED."""
     if not session_id:
         raise RlmError("VALIDATION_ERROR", "session_id is required")
-    session = storage.metadata.get_session(tenant_id, session_id)
-    if session["status"] == "DELETING":
+    session = cast(SessionRecord, storage.metadata.get_session(tenant_id, session_id))
+    if session["status"] == SessionStatus.DELETING:
         raise RlmError("SESSION_NOT_FOUND", "session not found", {"session_id": session_id})
-    if session["status"] == "EXPIRED" or float(session.get("ttl_epoch") or 0) <= time.time():
-        if session["status"] != "EXPIRED":
+    if session["status"] == SessionStatus.EXPIRED or float(session.get("ttl_epoch") or 0) <= time.time():
+        if session["status"] != SessionStatus.EXPIRED:
             with contextlib.suppress(RlmError):
-                storage.metadata.update_session(tenant_id, session_id, {"status": "EXPIRED"})
+                storage.metadata.update_session(tenant_id, session_id, {"status": SessionStatus.EXPIRED})
         raise RlmError("SESSION_EXPIRED", "session has expired", {"session_id": session_id})
     return session
 
 
-def session_message(storage: Storage, session: dict[str, Any]) -> session_pb2.Session:
+def session_message(storage: Storage, session: SessionRecord) -> session_pb2.Session:
     docs = storage.metadata.list_documents(session["session_id"])
     options = session.get("options") or {}
     statuses = [d.get("ingest_status") for d in docs]
-    parsed = all(s in ("PARSED", "INDEXING", "INDEXED", "FAILED") for s in statuses)
-    search_ready = bool(options.get("enable_search")) and all(s in ("INDEXED", "FAILED") for s in statuses)
+    parsed = all(s in PARSED_STATUSES or s == IngestStatus.FAILED for s in statuses)
+    search_ready = bool(options.get("enable_search")) and all(
+        s in (IngestStatus.INDEXED, IngestStatus.FAILED) for s in statuses
+    )
     defaults = session.get("defaults") or {}
     message = session_pb2.Session(
         session_id=session["session_id"],
@@ -84,11 +87,11 @@ def session_message(storage: Storage, session: dict[str, Any]) -> session_pb2.Se
         created_at=session.get("created_at", ""),
         expires_at=session.get("expires_at", ""),
         readiness=session_pb2.Readiness(
-            parsed_ready=parsed, search_ready=search_ready, ready=session["status"] == "READY"
+            parsed_ready=parsed, search_ready=search_ready, ready=session["status"] == SessionStatus.READY
         ),
         options=session_pb2.SessionOptions(
             enable_search=bool(options.get("enable_search")),
-            readiness_mode=options.get("readiness_mode", "STRICT"),
+            readiness_mode=options.get("readiness_mode", ReadinessMode.STRICT),
         ),
         models_default=Models(**(defaults.get("models_default") or {})),
         doc_count=int(session.get("doc_count") or len(docs)),
@@ -175,8 +178,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         ttl = request.ttl_minutes or DEFAULT_TTL_MINUTES
         if not 1 <= ttl <= MAX_TTL_MINUTES:
             raise RlmError("VALIDATION_ERROR", f"ttl_minutes must be 1..{MAX_TTL_MINUTES}")
-        mode = (request.options.readiness_mode or "STRICT").upper()
-        if mode not in ("STRICT", "LAX"):
+        mode = (request.options.readiness_mode or ReadinessMode.STRICT).upper()
+        if mode not in tuple(ReadinessMode):
             raise RlmError("VALIDATION_ERROR", "options.readiness_mode must be STRICT or LAX")
         self._validate_docs(caller.tenant_id, request.docs)
         check_models(request.models_default, "models_default")
@@ -188,10 +191,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self.quotas.check_session(caller.tenant_id)
         now = time.time()
         session_id = new_id("sess")
-        record = {
+        record: SessionRecord = {
             "tenant_id": caller.tenant_id,
             "session_id": session_id,
-            "status": "CREATING",
+            "status": SessionStatus.CREATING,
             "created_at": now_iso(now),
             "expires_at": now_iso(now + ttl * 60),
             "ttl_epoch": int(now + ttl * 60),
@@ -217,14 +220,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                     "raw_s3_uri": doc.raw_s3_uri,
                     "raw_s3_version_id": doc.raw_s3_version_id or None,
                     "raw_s3_etag": doc.raw_s3_etag or None,
-                    "ingest_status": "REGISTERED",
+                    "ingest_status": IngestStatus.REGISTERED,
                     "ttl_epoch": record["ttl_epoch"],
                 }
             )
         # The session is written last: the ingestion worker only looks at
         # sessions, so it never sees one whose documents are half-registered.
         with self.quotas.admit_session(caller.tenant_id):
-            self.storage.metadata.put_session(record)
+            self.storage.metadata.put_session(dict(record))
         return session_message(self.storage, record)
 
     def _GetSession(
@@ -240,7 +243,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         caller: Caller,
     ) -> session_pb2.DeleteSessionResponse:
         self.reaper.delete(caller.tenant_id, request.session_id)
-        return session_pb2.DeleteSessionResponse(session_id=request.session_id, status="DELETING")
+        return session_pb2.DeleteSessionResponse(session_id=request.session_id, status=SessionStatus.DELETING)
 
     def _ListSessions(
         self,
@@ -251,7 +254,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         sessions = [
             s
             for s in self.storage.metadata.list_sessions(caller.tenant_id, request.status or None)
-            if s["status"] != "DELETING"
+            if s["status"] != SessionStatus.DELETING
         ]
         if not 0 <= request.page_size <= MAX_SESSIONS_PAGE_SIZE:
             raise RlmError(
@@ -269,5 +272,5 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             next_page_token=str(start + size) if start + size < len(sessions) else ""
         )
         for session in page:
-            response.sessions.append(session_message(self.storage, session))
+            response.sessions.append(session_message(self.storage, cast(SessionRecord, session)))
         return response

@@ -16,6 +16,7 @@ concurrently in one shared pool (at most 8 provider calls in flight per process)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -25,7 +26,8 @@ from typing import Any
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.costs import PriceTable, cost_spent
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import Budgets, Consumed, SessionRecord, ToolStatus
+from rlm_rs.errors import ConflictError
 from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.observability import LLM_ERRORS, LLM_LATENCY, LLM_REQUESTS
 from rlm_rs.providers.base import CallContext, Provider, ProviderError
@@ -90,10 +92,10 @@ class ToolResolver:
         requests: ToolRequests,
         *,
         tenant_id: str,
-        session: dict[str, Any],
+        session: SessionRecord,
         sub_model: str,
-        budgets: dict[str, Any],
-        consumed: dict[str, Any],
+        budgets: Budgets,
+        consumed: Consumed,
         question: str = "",
     ) -> Resolution:
         """Resolve one step's requests; `consumed` is updated in place.
@@ -140,7 +142,7 @@ class ToolResolver:
             self._llm_outcome(resolution, batch_key, index, request, text, meta, error)
         for key, batch_result in resolution.llm_batch.items():
             failed = any("error" in (r["meta"] or {}) for r in batch_result["results"])
-            resolution.statuses[key] = "error" if failed else "resolved"
+            resolution.statuses[key] = ToolStatus.ERROR if failed else ToolStatus.RESOLVED
         for search in requests.search:
             self._search(resolution, search, session)
         return resolution
@@ -160,13 +162,13 @@ class ToolResolver:
                 self._error(resolution, request.key, "llm", error, meta)
                 return
             resolution.llm[request.key] = {"text": text, "meta": meta}
-            resolution.statuses[request.key] = "resolved"
+            resolution.statuses[request.key] = ToolStatus.RESOLVED
         else:
             entry = {**meta, "error": error[:_ERROR_META_CHARS]} if error else meta
             resolution.llm_batch[batch_key]["results"][index] = {"text": text, "meta": entry}
         resolution.records.append({"type": "llm", "key": request.key, "meta": meta, "error": error or None})
 
-    def _refusal(self, request: LlmRequest, budgets: dict[str, Any], consumed: dict[str, Any]) -> str:
+    def _refusal(self, request: LlmRequest, budgets: Budgets, consumed: Consumed) -> str:
         if cost_spent(budgets, consumed):
             return f"cost budget spent (max_cost_usd={budgets['max_cost_usd']})"
         if consumed["llm_subcalls"] >= budgets["max_llm_subcalls"]:
@@ -188,7 +190,7 @@ class ToolResolver:
             resolution.llm[key] = {"text": "", "meta": entry}
         else:
             resolution.search[key] = {"hits": [], "meta": entry}
-        resolution.statuses[key] = "error"
+        resolution.statuses[key] = ToolStatus.ERROR
         resolution.records.append({"type": kind, "key": key, "meta": entry})
 
     def cache_key(self, tenant_id: str, model: str, request: LlmRequest) -> str:
@@ -246,20 +248,17 @@ class ToolResolver:
             }
             # the session's marker first: an entry is never left without one
             self.storage.blobs.put(session_cache_prefix(tenant_id, session_id) + digest, b"")
-            try:
+            with contextlib.suppress(ConflictError):  # a concurrent identical call wrote it first
                 self.storage.blobs.put(key, canonical_json(record).encode("utf-8"))
-            except RlmError as exc:
-                if exc.code != "CONFLICT":  # a concurrent identical call wrote it first
-                    raise
         meta = {"model": completion.model, "cache_hit": False, "usage": usage}
         return completion.text, meta, ""
 
-    def _search(self, resolution: Resolution, request: SearchRequest, session: dict[str, Any]) -> None:
+    def _search(self, resolution: Resolution, request: SearchRequest, session: SessionRecord) -> None:
         if not (session.get("options") or {}).get("enable_search") or self.search_index is None:
             self._error(resolution, request.key, "search", "search is not enabled for this session")
             return
         doc_ids = list(request.filters.doc_ids) if request.HasField("filters") else []
         hits = self.search_index.search(session["session_id"], request.query, request.k or 10, doc_ids)
         resolution.search[request.key] = {"hits": hits, "meta": {"count": len(hits)}}
-        resolution.statuses[request.key] = "resolved"
+        resolution.statuses[request.key] = ToolStatus.RESOLVED
         resolution.records.append({"type": "search", "key": request.key, "meta": {"count": len(hits)}})

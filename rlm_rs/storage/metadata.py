@@ -16,7 +16,8 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import ExecutionStatus, IngestStatus, SessionStatus
+from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.storage.interfaces import Condition, Item, ItemStore
 
 API_KEY_PREFIX = "rlm_key_"
@@ -27,12 +28,9 @@ TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 # (sessions_with_status) never walk them again.
 PURGED = "PURGED"
 
-SESSION_STATUSES = ("CREATING", "READY", "FAILED", "EXPIRED", "DELETING")
-INGEST_STATUSES = ("REGISTERED", "PARSING", "PARSED", "INDEXING", "INDEXED", "FAILED")
-EXECUTION_STATUSES = (
-    "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED",
-    "CANCELLED",
-)  # fmt: skip
+SESSION_STATUSES = tuple(SessionStatus)
+INGEST_STATUSES = tuple(IngestStatus)
+EXECUTION_STATUSES = tuple(ExecutionStatus)
 
 
 def now_iso(epoch: float | None = None) -> str:
@@ -233,10 +231,8 @@ class MetadataStore:
                 {"lease_owner": owner, "lease_until": now + ttl_seconds},
                 condition=Condition(lease_free_for=(owner, now)),
             )  # fmt: skip
-        except RlmError as exc:
-            if exc.code == "CONFLICT":
-                return None
-            raise
+        except ConflictError:
+            return None
 
     def release_lease(self, table: str, pk: str, sk: str, owner: str) -> bool:
         try:
@@ -244,10 +240,8 @@ class MetadataStore:
                 table, pk, sk, {"lease_owner": "", "lease_until": 0},
                 condition=Condition(lease_free_for=(owner, time.time())),
             )  # fmt: skip
-        except RlmError as exc:
-            if exc.code == "CONFLICT":
-                return False
-            raise
+        except ConflictError:
+            return False
         return True
 
     # --- API keys -------------------------------------------------------------------

@@ -40,3 +40,34 @@ def test_unknown_code_is_refused() -> None:
 def test_status_without_error_info_maps_to_a_spec_code() -> None:
     assert code_for_grpc_status(grpc.StatusCode.UNAUTHENTICATED) == "UNAUTHORIZED"
     assert code_for_grpc_status(grpc.StatusCode.UNKNOWN) == "INTERNAL_ERROR"
+
+
+def test_every_code_builds_its_family() -> None:
+    from rlm_rs import errors
+
+    for code in ERRORS:
+        error = RlmError(code, "x")
+        assert type(error) is not RlmError and code in type(error).codes, code
+    assert isinstance(RlmError("LAMBDA_ERROR", "x"), errors.SandboxUnavailable)
+    assert isinstance(RlmError("LAMBDA_ERROR", "x"), errors.UpstreamError)
+    assert isinstance(RlmError("MAX_TURNS_EXCEEDED", "x"), errors.BudgetExceeded)
+
+
+def test_a_family_catches_codes_raised_by_their_string() -> None:
+    from rlm_rs.errors import ConflictError, NotFound
+
+    with pytest.raises(ConflictError):
+        raise RlmError("CONFLICT", "two writers")
+    with pytest.raises(NotFound):
+        raise RlmError("EXECUTION_NOT_FOUND", "gone")
+    with pytest.raises(ValueError, match="is a NotFound, not a ConflictError"):
+        ConflictError("EXECUTION_NOT_FOUND", "x")
+
+
+def test_an_error_survives_pickling_with_its_family() -> None:
+    import pickle
+
+    from rlm_rs.errors import ConflictError
+
+    error = pickle.loads(pickle.dumps(RlmError("CONFLICT", "busy", {"status": "RUNNING"})))
+    assert isinstance(error, ConflictError) and error.details == {"status": "RUNNING"}

@@ -32,6 +32,5 @@ Modules, by responsibility:
 """
 
 from rlm_rs.control.executions.engine import ExecutionEngine
-from rlm_rs.control.executions.records import TERMINAL
 
-__all__ = ["TERMINAL", "ExecutionEngine"]
+__all__ = ["ExecutionEngine"]

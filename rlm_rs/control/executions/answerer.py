@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from rlm_rs.control import prompts
 from rlm_rs.control.budgets import deadline_epoch, snapshot
@@ -26,9 +26,18 @@ from rlm_rs.control.executions.claims import LoopLease
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.finish import cancel, finish
-from rlm_rs.control.executions.records import Record
+from rlm_rs.control.executions.records import State
 from rlm_rs.control.executions.subcorpus import execution_manifest
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import (
+    Consumed,
+    EventType,
+    ExecutionMode,
+    ExecutionRecord,
+    ExecutionStatus,
+    OutputMode,
+    SessionRecord,
+)
+from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.observability import bind_log_context, get_logger, logged_execution
 from rlm_rs.providers.base import CallContext, Completion, ProviderError
 from rlm_rs.tracing import span as trace_span
@@ -42,22 +51,24 @@ log = get_logger(component="engine")
 class Loop:
     """What stays the same from one turn of an execution to the next."""
 
-    session: Record
+    session: SessionRecord
     lease: LoopLease
     docs: list[ContextDocument]
     system: str  # the root model's system prompt
     turns: list[dict[str, Any]]  # history entries of the committed turns
 
     @classmethod
-    def open(cls, ctx: Context, execution: Record, lease: LoopLease) -> Loop:
-        session = ctx.storage.metadata.get_session(execution["tenant_id"], execution["session_id"])
+    def open(cls, ctx: Context, execution: ExecutionRecord, lease: LoopLease) -> Loop:
+        session = cast(
+            SessionRecord, ctx.storage.metadata.get_session(execution["tenant_id"], execution["session_id"])
+        )
         budgets = execution["budgets_requested"]
         docs = execution_manifest(ctx.docs, execution)
         system = prompts.system_prompt(
             doc_count=len(docs),
             subcalls=int(budgets["max_llm_subcalls"]) > 0,
             search=bool((session.get("options") or {}).get("enable_search")),
-            contexts=execution.get("output_mode") == "CONTEXTS",
+            contexts=execution.get("output_mode") == OutputMode.CONTEXTS,
             max_stdout_chars=int(budgets["max_stdout_chars"]),
             rlm=int(budgets["max_rlm_subcalls"]) > 0
             and int(execution.get("depth") or 0) < int(budgets["max_depth"]),
@@ -67,7 +78,7 @@ class Loop:
 
 
 @logged_execution
-def run_answerer(ctx: Context, tenant_id: str, execution_id: str) -> Record:
+def run_answerer(ctx: Context, tenant_id: str, execution_id: str) -> ExecutionRecord:
     """Run the execution's turns until it ends, is cancelled or its lease is lost."""
     execution = ctx.records.get(tenant_id, execution_id)
     lease = LoopLease(ctx.storage.metadata, ctx.owner, ctx.lease_seconds)
@@ -83,10 +94,10 @@ def run_answerer(ctx: Context, tenant_id: str, execution_id: str) -> Record:
             return finished
 
 
-def _turn_due(ctx: Context, loop: Loop, tenant_id: str, execution_id: str) -> tuple[Record, bool]:
+def _turn_due(ctx: Context, loop: Loop, tenant_id: str, execution_id: str) -> tuple[ExecutionRecord, bool]:
     """The record at the top of a turn, and whether the loop ends here."""
     execution = ctx.records.get(tenant_id, execution_id)
-    if execution["status"] != "RUNNING":
+    if execution["status"] != ExecutionStatus.RUNNING:
         return execution, True  # cancelled (or finished elsewhere)
     if not loop.lease.renew(execution):
         return execution, True  # lost the lease: the new owner carries on
@@ -96,22 +107,22 @@ def _turn_due(ctx: Context, loop: Loop, tenant_id: str, execution_id: str) -> tu
     bind_log_context(turn_index=turn)
     if turn >= int(execution["budgets_requested"]["max_turns"]):
         error = RlmError("MAX_TURNS_EXCEEDED", f"no FINAL after {turn} turns")
-        return finish(ctx, execution, "MAX_TURNS_EXCEEDED", error=error), True
+        return finish(ctx, execution, ExecutionStatus.MAX_TURNS_EXCEEDED, error=error), True
     if time.time() >= deadline_epoch(execution):
         error = RlmError("BUDGET_EXCEEDED", "max_total_seconds spent")
-        return finish(ctx, execution, "BUDGET_EXCEEDED", error=error), True
+        return finish(ctx, execution, ExecutionStatus.BUDGET_EXCEEDED, error=error), True
     return execution, False
 
 
-def _turn(ctx: Context, loop: Loop, execution: Record) -> Record | None:
+def _turn(ctx: Context, loop: Loop, execution: ExecutionRecord) -> ExecutionRecord | None:
     """One turn; the record when the execution ended (or was taken from us), else None."""
     turn = int(execution["next_turn"])
     clock = time.perf_counter()
     state = ctx.records.load_state(execution)
-    consumed = dict(execution["budgets_consumed"])
+    consumed = execution["budgets_consumed"].copy()
     timings = {"storage_ms": pipeline.ms_since(clock)}
     snapshot_now = snapshot(execution["budgets_requested"], consumed)
-    ctx.events.emit(execution, turn, "turn_started", {"budgets": snapshot_now})
+    ctx.events.emit(execution, turn, EventType.TURN_STARTED, {"budgets": snapshot_now})
     clock = time.perf_counter()
     user = _turn_prompt(ctx, loop, execution, state, consumed)
     timings["prompt_ms"] = pipeline.ms_since(clock)
@@ -120,7 +131,7 @@ def _turn(ctx: Context, loop: Loop, execution: Record) -> Record | None:
         completion = _root_call(ctx, loop, execution, user)
     except ProviderError as exc:
         error = RlmError("LLM_PROVIDER_ERROR", f"root model: {exc}")
-        return finish(ctx, execution, "FAILED", error=error)
+        return finish(ctx, execution, ExecutionStatus.FAILED, error=error)
     timings["root_model_ms"] = pipeline.ms_since(started)
     _root_reply(ctx, execution, completion, consumed)
     step = pipeline.step(
@@ -130,17 +141,15 @@ def _turn(ctx: Context, loop: Loop, execution: Record) -> Record | None:
     step.timings.update(timings)
     try:
         execution = pipeline.commit(ctx, execution, step, loop.lease)
-    except RlmError as exc:
-        if exc.code == "CONFLICT":  # cancelled during the turn
-            return ctx.records.get(execution["tenant_id"], execution["execution_id"])
-        raise
+    except ConflictError:  # cancelled during the turn
+        return ctx.records.get(execution["tenant_id"], execution["execution_id"])
     ctx.turn_timings.append(step.timings)
     loop.turns.append(step.history_entry())
     return pipeline.end_if_due(ctx, execution, step)
 
 
 def _turn_prompt(
-    ctx: Context, loop: Loop, execution: Record, state: dict[str, Any], consumed: dict[str, Any]
+    ctx: Context, loop: Loop, execution: ExecutionRecord, state: State, consumed: Consumed
 ) -> str:
     """The turn's user prompt; past the compaction share, earlier turns are
     summarised first (history.py)."""
@@ -148,12 +157,12 @@ def _turn_prompt(
     if history.too_large(ctx.settings, loop.system, user):
         compaction = history.compact(ctx.provider, ctx.prices, execution, state, consumed, loop.turns)
         if compaction is not None:
-            ctx.events.emit(execution, int(execution["next_turn"]), "compaction", compaction)
+            ctx.events.emit(execution, int(execution["next_turn"]), EventType.COMPACTION, compaction)
             user = history.turn_prompt(execution, loop.docs, state, consumed, loop.turns)
     return user
 
 
-def _root_reply(ctx: Context, execution: Record, completion: Completion, consumed: dict[str, Any]) -> None:
+def _root_reply(ctx: Context, execution: ExecutionRecord, completion: Completion, consumed: Consumed) -> None:
     ctx.prices.record(consumed, completion.model, completion.input_tokens, completion.output_tokens)
     data = {
         "model": completion.model,
@@ -162,10 +171,10 @@ def _root_reply(ctx: Context, execution: Record, completion: Completion, consume
         "input_tokens": completion.input_tokens,
         "output_tokens": completion.output_tokens,
     }
-    ctx.events.emit(execution, int(execution["next_turn"]), "root_reply", data)
+    ctx.events.emit(execution, int(execution["next_turn"]), EventType.ROOT_REPLY, data)
 
 
-def _root_call(ctx: Context, loop: Loop, execution: Record, user: str) -> Completion:
+def _root_call(ctx: Context, loop: Loop, execution: ExecutionRecord, user: str) -> Completion:
     """The root model's reply (its usage and cost go into the turn's consumption)."""
     turn = int(execution["next_turn"])
     with trace_span("llm.root", execution_id=execution["execution_id"], turn_index=turn):
@@ -192,7 +201,7 @@ class AnswererLoops:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def start(self, execution: Record) -> None:
+    def start(self, execution: ExecutionRecord) -> None:
         """Queue the execution's loop, at most once per process: the takeover
         sweep may find an execution still queued here (its creation lease ran
         out while every loop thread was busy) and must not run it twice."""
@@ -210,17 +219,16 @@ class AnswererLoops:
             # the traceback goes to the operator's log, never to the caller
             log.error("answerer_crashed", execution_id=execution_id, error=type(exc).__name__, exc_info=True)
             execution = self.ctx.records.get(tenant_id, execution_id)
-            if execution["status"] == "RUNNING":
-                finish(
-                    self.ctx, execution, "FAILED", error=RlmError("INTERNAL_ERROR", "the execution failed")
-                )
+            if execution["status"] == ExecutionStatus.RUNNING:
+                error = RlmError("INTERNAL_ERROR", "the execution failed")
+                finish(self.ctx, execution, ExecutionStatus.FAILED, error=error)
         finally:
             with self._lock:
                 self._active.discard(execution_id)
 
-    def take_over(self, execution: Record, now: float) -> bool:
+    def take_over(self, execution: ExecutionRecord, now: float) -> bool:
         """Resume a top-level Answerer execution whose owner's lease expired."""
-        if execution.get("mode") != "ANSWERER" or execution.get("parent_execution_id"):
+        if execution.get("mode") != ExecutionMode.ANSWERER or execution.get("parent_execution_id"):
             return False  # runtime executions have no loop; children are run by their parent
         if execution.get("lease_owner") and float(execution.get("lease_until") or 0) > now:
             return False

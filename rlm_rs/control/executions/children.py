@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 
@@ -32,12 +32,22 @@ from rlm_rs.control.budgets import merge_budgets
 from rlm_rs.control.executions.claims import renew_lease
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
-from rlm_rs.control.executions.records import Record
 from rlm_rs.control.executions.subcorpus import compose, execution_manifest, subcorpus
 from rlm_rs.control.executions.traces import read_trace
 from rlm_rs.control.limits import parse_json_object
 from rlm_rs.control.tools import Resolution
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import (
+    CONSUMED,
+    Budgets,
+    Consumed,
+    EventType,
+    ExecutionMode,
+    ExecutionRecord,
+    ExecutionStatus,
+    SessionRecord,
+    ToolStatus,
+)
+from rlm_rs.errors import NotFound, RlmError
 from rlm_rs.v1.common_pb2 import RlmRequest, SpanRef
 
 # per-step limits a child may lower but never raise
@@ -46,10 +56,7 @@ _PER_STEP = (
     "max_llm_prompt_chars", "max_stdout_chars", "max_state_chars",
 )  # fmt: skip
 # consumption that rolls up from a child into its parent
-ROLLUP = (
-    "llm_subcalls", "llm_prompt_chars_total", "spans_total", "input_tokens", "output_tokens",
-    "cost_usd", "cache_hits", "rlm_subcalls",
-)  # fmt: skip
+ROLLUP = tuple(name for name, field in CONSUMED.items() if field.rolls_up)
 
 
 def child_execution_id(parent_id: str, turn: int, key: str) -> str:
@@ -57,9 +64,7 @@ def child_execution_id(parent_id: str, turn: int, key: str) -> str:
     return f"exec_{digest[:24]}"
 
 
-def child_budgets(
-    parent: dict[str, Any], consumed: dict[str, Any], requested_json: str, now: float
-) -> dict[str, Any]:
+def child_budgets(parent: ExecutionRecord, consumed: Consumed, requested_json: str, now: float) -> Budgets:
     """The child's budgets, or RlmError(BUDGET_EXCEEDED|VALIDATION_ERROR) with
     a reason the root model can read."""
     budgets = parent["budgets_requested"]
@@ -84,8 +89,8 @@ def child_budgets(
     overrides = {}
     if requested_json.strip() not in ("", "null"):
         overrides = parse_json_object(requested_json, "budgets")  # no NaN, no RecursionError
-    merged = merge_budgets(budgets, overrides)  # validates names, types and ceilings
-    caps: dict[str, float] = {name: budgets[name] for name in _PER_STEP}
+    merged: dict[str, Any] = {**merge_budgets(budgets, overrides)}  # validates names, types, ceilings
+    caps: dict[str, float] = {name: cast(dict[str, float], budgets)[name] for name in _PER_STEP}
     caps.update(
         max_llm_subcalls=int(budgets["max_llm_subcalls"]) - int(consumed["llm_subcalls"]),
         max_total_llm_prompt_chars=int(budgets["max_total_llm_prompt_chars"])
@@ -100,27 +105,28 @@ def child_budgets(
     if cost_cap > 0:
         requested_cost = float(merged["max_cost_usd"])
         merged["max_cost_usd"] = cost_left if requested_cost <= 0 else min(requested_cost, cost_left)
-    return merged
+    return cast(Budgets, merged)
 
 
-def roll_up(consumed: dict[str, Any], child_consumed: dict[str, Any]) -> None:
+def roll_up(consumed: Consumed, child_consumed: Consumed) -> None:
+    counters, child = cast(dict[str, Any], consumed), cast(dict[str, Any], child_consumed)
     for name in ROLLUP:
-        consumed[name] = consumed.get(name, 0) + child_consumed.get(name, 0)
+        counters[name] = counters.get(name, 0) + child.get(name, 0)
     consumed["rlm_subcalls"] += 1
     consumed["cost_usd"] = round(float(consumed["cost_usd"]), 10)
 
 
-def seconds_left_at(parent: dict[str, Any], now: float) -> float:
+def seconds_left_at(parent: ExecutionRecord, now: float) -> float:
     """What is left of the parent's max_total_seconds at `now`."""
     return float(parent["started_epoch"]) + float(parent["budgets_requested"]["max_total_seconds"]) - now
 
 
 def run_child(
     ctx: Context,
-    parent: Record,
-    session: Record,
+    parent: ExecutionRecord,
+    session: SessionRecord,
     request: RlmRequest,
-    consumed: dict[str, Any],
+    consumed: Consumed,
     resolution: Resolution,
 ) -> None:
     """Find or start the child for `request`, run it to its end and put its
@@ -132,43 +138,49 @@ def run_child(
         rlm_result(resolution, request.key, None, f"{exc.code}: {exc.message}")
         return
     data = {"key": request.key, "execution_id": child["execution_id"], "depth": child["depth"]}
-    ctx.events.emit(parent, turn, "child_started", {**data, "question": clip(request.question)})
+    ctx.events.emit(parent, turn, EventType.CHILD_STARTED, {**data, "question": clip(request.question)})
     child = _run_to_end(ctx, parent, child)
     roll_up(consumed, child["budgets_consumed"])
     error = ""
-    if child["status"] != "COMPLETED":
-        detail = child.get("error") or {}
-        reason = f"{detail.get('code', '')} {detail.get('message', '')}".strip()
+    if child["status"] != ExecutionStatus.COMPLETED:
+        detail = child.get("error")
+        reason = f"{detail['code']} {detail['message']}".strip() if detail else ""
         error = f"child execution ended {child['status']}: {reason}"
     rlm_result(resolution, request.key, child, error.strip())
     ctx.events.emit(
         parent,
         turn,
-        "child_finished",
+        EventType.CHILD_FINISHED,
         {"key": request.key, "execution_id": child["execution_id"], "status": child["status"]},
     )
 
 
 def _child(
-    ctx: Context, parent: Record, session: Record, request: RlmRequest, consumed: dict[str, Any], turn: int
-) -> Record:
+    ctx: Context,
+    parent: ExecutionRecord,
+    session: SessionRecord,
+    request: RlmRequest,
+    consumed: Consumed,
+    turn: int,
+) -> ExecutionRecord:
     """The child's record: found (a replayed turn), else created; RlmError when refused."""
     tenant_id = parent["tenant_id"]
     child_id = child_execution_id(parent["execution_id"], turn, request.key)
     try:
         return ctx.records.get(tenant_id, child_id)  # a replayed turn finds its child
-    except RlmError:
+    except NotFound:
         pass
     budgets = child_budgets(parent, consumed, request.budgets_json, time.time())
     pieces = subcorpus(request, execution_manifest(ctx.docs, parent))
-    if parent.get("corpus"):  # a grandchild: compose with the parent's own view
-        pieces = [compose(piece, parent["corpus"]) for piece in pieces]
+    parent_pieces = parent.get("corpus")
+    if parent_pieces:  # a grandchild: compose with the parent's own view
+        pieces = [compose(piece, parent_pieces) for piece in pieces]
     current = ctx.records.get(tenant_id, parent["execution_id"])
     ctx.records.update(current, {"children": [*(current.get("children") or []), child_id]})
     return ctx.records.create(
         tenant_id,
         session,
-        mode="ANSWERER",
+        mode=ExecutionMode.ANSWERER,
         question=request.question,
         models=parent["models"],
         budgets=budgets,
@@ -182,21 +194,21 @@ def _child(
     )
 
 
-def _run_to_end(ctx: Context, parent: Record, child: Record) -> Record:
+def _run_to_end(ctx: Context, parent: ExecutionRecord, child: ExecutionRecord) -> ExecutionRecord:
     """Run the child's loop here until it ends, or until the parent's time
     (plus one lease, for a child another owner still holds) is up."""
     from rlm_rs.control.executions.answerer import run_answerer  # the loop runs children: a cycle
 
     now = time.time()
     give_up = now + max(seconds_left_at(parent, now), 0.0) + ctx.lease_seconds
-    while child["status"] == "RUNNING" and time.time() < give_up:
+    while child["status"] == ExecutionStatus.RUNNING and time.time() < give_up:
         child = run_answerer(ctx, child["tenant_id"], child["execution_id"])
-        if child["status"] == "RUNNING":
+        if child["status"] == ExecutionStatus.RUNNING:
             time.sleep(0.5)  # another owner's lease has not expired yet
     return child
 
 
-def rlm_result(resolution: Resolution, key: str, child: Record | None, error: str) -> None:
+def rlm_result(resolution: Resolution, key: str, child: ExecutionRecord | None, error: str) -> None:
     meta: dict[str, Any] = {}
     if child is not None:
         meta = {
@@ -207,9 +219,9 @@ def rlm_result(resolution: Resolution, key: str, child: Record | None, error: st
         }
     if error:
         meta["error"] = error[:300]
-    refs = [json_format.ParseDict(ref, SpanRef()) for ref in (child or {}).get("citations") or []]
+    refs = [json_format.ParseDict(ref, SpanRef()) for ref in (child["citations"] if child else [])]
     resolution.rlm[key] = {
-        "text": (child or {}).get("answer") or "",
+        "text": (child.get("answer") if child else None) or "",
         "citations": [
             json_format.MessageToDict(
                 ref, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -219,25 +231,25 @@ def rlm_result(resolution: Resolution, key: str, child: Record | None, error: st
         ],
         "meta": meta,
     }
-    resolution.statuses[key] = "error" if error else "resolved"
+    resolution.statuses[key] = ToolStatus.ERROR if error else ToolStatus.RESOLVED
     resolution.records.append({"type": "rlm", "key": key, "meta": meta})
 
 
-def ancestors_running(ctx: Context, execution: Record) -> bool:
+def ancestors_running(ctx: Context, execution: ExecutionRecord) -> bool:
     """A child runs inside its parent's turn: keep the parents' leases alive,
     and tell whether they are all still RUNNING (a cancel may have come
     between a parent's cascade and this child's creation)."""
     parent_id = execution.get("parent_execution_id")
     while parent_id:
         parent = ctx.records.get(execution["tenant_id"], parent_id)
-        if parent["status"] != "RUNNING":
+        if parent["status"] != ExecutionStatus.RUNNING:
             return False
         renew_lease(ctx.storage.metadata, parent, ctx.owner, ctx.lease_seconds)
         parent_id = parent.get("parent_execution_id")
     return True
 
 
-def child_traces(ctx: Context, execution: Record) -> list[dict[str, Any]]:
+def child_traces(ctx: Context, execution: ExecutionRecord) -> list[dict[str, Any]]:
     """The children's own traces, for the parent's (a recursive trace is a tree)."""
     out = []
     for child in ctx.records.children(execution):

@@ -21,32 +21,41 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
-from rlm_rs.errors import RlmError
+from rlm_rs.control.executions.records import as_execution
+from rlm_rs.domain import ExecutionRecord, ExecutionStatus
+from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.storage.metadata import MetadataStore
+
+RUNNING = (ExecutionStatus.RUNNING,)
 
 CLAIM_SECONDS = 30.0  # a crashed holder blocks its execution at most this long
 COMMIT_WINDOW_SECONDS = 30.0  # the fence -> commit writes must finish inside it
 
 
-def busy(execution: dict[str, Any]) -> RlmError:
+def busy(execution: ExecutionRecord) -> RlmError:
     return RlmError(
         "CONFLICT",
         "another step or tool resolution is running on this execution: retry when it ends",
-        {"status": "RUNNING", "turn_index": int(execution.get("next_turn") or 0)},
+        {"status": ExecutionStatus.RUNNING, "turn_index": int(execution.get("next_turn") or 0)},
     )
 
 
-def not_running(execution: dict[str, Any]) -> RlmError:
+def not_running(execution: ExecutionRecord) -> RlmError:
     return RlmError("CONFLICT", f"execution is {execution['status']}", {"status": execution["status"]})
 
 
-def _keys(execution: dict[str, Any]) -> tuple[str, str, str]:
+def lost(current: ExecutionRecord) -> RlmError:
+    """Why a conditional write on the execution failed: it ended, or someone else holds it."""
+    return not_running(current) if current["status"] != ExecutionStatus.RUNNING else busy(current)
+
+
+def _keys(execution: ExecutionRecord) -> tuple[str, str, str]:
     return ("executions", f"SESSION#{execution['session_id']}", f"EXEC#{execution['execution_id']}")
 
 
-def _held_by_other(execution: dict[str, Any], owner: str, now: float) -> bool:
+def _held_by_other(execution: ExecutionRecord, owner: str, now: float) -> bool:
     holder = execution.get("lease_owner")
     return bool(holder) and holder != owner and float(execution.get("lease_until") or 0) > now
 
@@ -54,10 +63,10 @@ def _held_by_other(execution: dict[str, Any], owner: str, now: float) -> bool:
 class TurnHolder(Protocol):
     """Whoever may commit an execution's turn: a loop's lease or a step's claim."""
 
-    def fence(self, execution: dict[str, Any], turn: int) -> dict[str, Any]: ...
+    def fence(self, execution: ExecutionRecord, turn: int) -> ExecutionRecord: ...
 
 
-def renew_lease(metadata: MetadataStore, execution: dict[str, Any], owner: str, seconds: float) -> bool:
+def renew_lease(metadata: MetadataStore, execution: ExecutionRecord, owner: str, seconds: float) -> bool:
     """Take or renew `owner`'s lease on the execution; False when another owner holds a live one."""
     return metadata.acquire_lease(*_keys(execution), owner=owner, ttl_seconds=seconds) is not None
 
@@ -70,44 +79,43 @@ class LoopLease:
         self.owner = owner
         self.seconds = seconds
 
-    def renew(self, execution: dict[str, Any]) -> bool:
+    def renew(self, execution: ExecutionRecord) -> bool:
         return renew_lease(self.metadata, execution, self.owner, self.seconds)
 
-    def fence(self, execution: dict[str, Any], turn: int) -> dict[str, Any]:
+    def fence(self, execution: ExecutionRecord, turn: int) -> ExecutionRecord:
         return fence(self.metadata, execution, self.owner, turn, self.seconds)
 
 
 def fence(
-    metadata: MetadataStore, execution: dict[str, Any], owner: str, turn: int, window: float
-) -> dict[str, Any]:
+    metadata: MetadataStore, execution: ExecutionRecord, owner: str, turn: int, window: float
+) -> ExecutionRecord:
     """The record, re-read and re-claimed by `owner` for `window` seconds,
     provided it is still RUNNING at `turn` and nobody else holds it; else
     CONFLICT. The caller commits with expected_version = the result's version."""
-    current = metadata.get_execution(execution["tenant_id"], execution["execution_id"])
+    current = as_execution(metadata.get_execution(execution["tenant_id"], execution["execution_id"]))
     now = time.time()
-    if current["status"] != "RUNNING":
+    if current["status"] != ExecutionStatus.RUNNING:
         raise not_running(current)
     if int(current.get("next_turn") or 0) != turn or _held_by_other(current, owner, now):
         raise busy(current)
     try:
-        return metadata.update_execution(
+        fenced = metadata.update_execution(
             current["session_id"],
             current["execution_id"],
             {"lease_owner": owner, "lease_until": now + window},
             expected_version=current.get("version"),
-            from_statuses=("RUNNING",),
+            from_statuses=RUNNING,
             lease_owner=owner,
         )
-    except RlmError as exc:
-        if exc.code != "CONFLICT":
-            raise
+    except ConflictError:
         raise busy(current) from None
+    return as_execution(fenced)
 
 
 class StepClaim:
     """A held claim on one execution; `release()` in a finally."""
 
-    def __init__(self, metadata: MetadataStore, execution: dict[str, Any], token: str, ttl: float) -> None:
+    def __init__(self, metadata: MetadataStore, execution: ExecutionRecord, token: str, ttl: float) -> None:
         self.metadata = metadata
         self.execution = execution
         self.token = token
@@ -115,10 +123,10 @@ class StepClaim:
 
     @classmethod
     def take(
-        cls, metadata: MetadataStore, execution: dict[str, Any], ttl: float = CLAIM_SECONDS
+        cls, metadata: MetadataStore, execution: ExecutionRecord, ttl: float = CLAIM_SECONDS
     ) -> StepClaim:
         now = time.time()
-        if execution["status"] != "RUNNING":
+        if execution["status"] != ExecutionStatus.RUNNING:
             raise not_running(execution)
         if _held_by_other(execution, "", now):
             raise busy(execution)
@@ -129,17 +137,15 @@ class StepClaim:
                 execution["execution_id"],
                 {"lease_owner": token, "lease_until": now + ttl},
                 expected_version=execution.get("version"),
-                from_statuses=("RUNNING",),
+                from_statuses=RUNNING,
                 lease_owner=token,
             )
-        except RlmError as exc:
-            if exc.code != "CONFLICT":
-                raise
-            current = metadata.get_execution(execution["tenant_id"], execution["execution_id"])
-            raise (not_running(current) if current["status"] != "RUNNING" else busy(current)) from None
-        return cls(metadata, claimed, token, ttl)
+        except ConflictError:
+            current = as_execution(metadata.get_execution(execution["tenant_id"], execution["execution_id"]))
+            raise lost(current) from None
+        return cls(metadata, as_execution(claimed), token, ttl)
 
-    def fence(self, execution: dict[str, Any], turn: int) -> dict[str, Any]:
+    def fence(self, execution: ExecutionRecord, turn: int) -> ExecutionRecord:
         self.execution = fence(self.metadata, execution, self.token, turn, COMMIT_WINDOW_SECONDS)
         return self.execution
 

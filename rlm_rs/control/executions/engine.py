@@ -18,9 +18,17 @@ from rlm_rs.control.executions import finish, followups, runtime, watch
 from rlm_rs.control.executions.answerer import AnswererLoops, run_answerer
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import EventLog
-from rlm_rs.control.executions.records import Record, Records
+from rlm_rs.control.executions.records import Records, as_execution
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.tools import Resolution, ToolResolver
+from rlm_rs.domain import (
+    EventRecord,
+    ExecutionMode,
+    ExecutionRecord,
+    ExecutionStatus,
+    SessionRecord,
+    StepRecord,
+)
 from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.providers.base import Provider
 from rlm_rs.sandbox.client import SandboxClient
@@ -111,25 +119,25 @@ class ExecutionEngine:
         self.loops.close()
 
     # --- records ------------------------------------------------------------------------
-    def create(self, tenant_id: str, session: Record, **fields: Any) -> Record:
+    def create(self, tenant_id: str, session: SessionRecord, **fields: Any) -> ExecutionRecord:
         """A new RUNNING record (records.Records.create has the fields)."""
         return self.records.create(tenant_id, session, **fields)
 
-    def get(self, tenant_id: str, execution_id: str) -> Record:
+    def get(self, tenant_id: str, execution_id: str) -> ExecutionRecord:
         return self.records.get(tenant_id, execution_id)
 
-    def children(self, execution: Record) -> list[Record]:
+    def children(self, execution: ExecutionRecord) -> list[ExecutionRecord]:
         return self.records.children(execution)
 
-    def steps(self, execution: Record, *, with_state: bool = True) -> list[Record]:
+    def steps(self, execution: ExecutionRecord, *, with_state: bool = True) -> list[StepRecord]:
         return self.records.steps(execution, with_state=with_state)
 
-    def followup(self, tenant_id: str, execution_id: str, **fields: Any) -> Record:
+    def followup(self, tenant_id: str, execution_id: str, **fields: Any) -> ExecutionRecord:
         """A follow-up's record (followups.py); the caller starts it."""
         return followups.followup(self.ctx, tenant_id, execution_id, **fields)
 
     # --- waiting, watching, cancelling ------------------------------------------------------
-    def wait(self, tenant_id: str, execution_id: str, timeout_seconds: float) -> Record:
+    def wait(self, tenant_id: str, execution_id: str, timeout_seconds: float) -> ExecutionRecord:
         return watch.wait(self.ctx, tenant_id, execution_id, timeout_seconds)
 
     def watch(
@@ -139,17 +147,17 @@ class ExecutionEngine:
         after_event_id: str = "",
         *,
         stop: Callable[[], bool] | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[EventRecord]:
         return watch.watch(self.ctx, tenant_id, execution_id, after_event_id, stop=stop)
 
-    def cancel(self, tenant_id: str, execution_id: str) -> Record:
+    def cancel(self, tenant_id: str, execution_id: str) -> ExecutionRecord:
         return finish.cancel(self.ctx, tenant_id, execution_id)
 
     # --- running --------------------------------------------------------------------------
-    def start(self, execution: Record) -> None:
+    def start(self, execution: ExecutionRecord) -> None:
         self.loops.start(execution)
 
-    def run_answerer(self, tenant_id: str, execution_id: str) -> Record:
+    def run_answerer(self, tenant_id: str, execution_id: str) -> ExecutionRecord:
         return run_answerer(self.ctx, tenant_id, execution_id)
 
     def runtime_step(
@@ -167,8 +175,9 @@ class ExecutionEngine:
         and end runtime executions past max_total_seconds that no step holds."""
         taken = 0
         now = time.time()
-        for execution in self.storage.metadata.executions_with_status("RUNNING"):
-            if execution.get("mode") == "RUNTIME" and now >= deadline_epoch(execution):
+        for item in self.storage.metadata.executions_with_status(ExecutionStatus.RUNNING):
+            execution = as_execution(item)
+            if execution.get("mode") == ExecutionMode.RUNTIME and now >= deadline_epoch(execution):
                 runtime.expire(self.ctx, execution)
             elif self.loops.take_over(execution, now):
                 taken += 1

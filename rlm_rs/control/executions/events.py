@@ -25,6 +25,7 @@ from typing import Any
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.executions.traces import redact
+from rlm_rs.domain import EventRecord, EventType, ExecutionRecord
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import now_iso
 
@@ -52,10 +53,10 @@ class EventLog:
         # are never finished must not make a long-running process grow
         self._seq: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
 
-    def emit(self, execution: dict[str, Any], turn: int, kind: str, data: dict[str, Any]) -> str:
+    def emit(self, execution: ExecutionRecord, turn: int, kind: EventType, data: dict[str, Any]) -> str:
         execution_id = execution["execution_id"]
         with self._lock:
-            if kind == "status":
+            if kind == EventType.STATUS:
                 seq = STATUS_SEQ
                 self._seq.pop(execution_id, None)
             else:
@@ -65,7 +66,7 @@ class EventLog:
                 self._seq.move_to_end(execution_id)
                 if len(self._seq) > _MAX_TRACKED:
                     self._seq.popitem(last=False)
-        eid = event_id(turn, min(seq, STATUS_SEQ - 1) if kind != "status" else seq)
+        eid = event_id(turn, min(seq, STATUS_SEQ - 1) if kind != EventType.STATUS else seq)
         if (execution.get("options") or {}).get("redact_trace"):
             data = redact(data)  # events are a live copy of the trace
         data_json = canonical_json(data)
@@ -78,7 +79,7 @@ class EventLog:
                 "SK": f"EVENT#{eid}",
                 "event_id": eid,
                 "execution_id": execution_id,
-                "type": kind,
+                "type": str(kind),
                 "turn_index": turn,
                 "at": now_iso(),
                 "data_json": data_json,
@@ -88,11 +89,18 @@ class EventLog:
         self._notify()
         return eid
 
-    def after(self, execution_id: str, after_event_id: str = "") -> list[dict[str, Any]]:
+    def after(self, execution_id: str, after_event_id: str = "") -> list[EventRecord]:
         """Events with ids past `after_event_id`, in order."""
         items = self.storage.metadata.items.query(_TABLE, f"EXEC#{execution_id}", "EVENT#")
         events = [
-            {k: item[k] for k in ("event_id", "execution_id", "type", "turn_index", "at", "data_json")}
+            EventRecord(
+                event_id=item["event_id"],
+                execution_id=item["execution_id"],
+                type=item["type"],
+                turn_index=item["turn_index"],
+                at=item["at"],
+                data_json=item["data_json"],
+            )
             for item in items
             if item["event_id"] > after_event_id
         ]

@@ -20,12 +20,14 @@ from google.protobuf import json_format
 from rlm_rs.canonical import canonical_json
 from rlm_rs.citations import CitedDocument, build_citations, make_ref
 from rlm_rs.control.executions.children import child_traces
+from rlm_rs.control.executions.claims import RUNNING
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
-from rlm_rs.control.executions.records import Record, elapsed_ms
+from rlm_rs.control.executions.records import elapsed_ms
 from rlm_rs.control.executions.subcorpus import derived_dir, to_parent
 from rlm_rs.control.executions.traces import build_trace, redact, write_trace
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import EventType, ExecutionRecord, ExecutionStatus, OutputMode
+from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.observability import (
     EXECUTION_DURATION,
     EXECUTION_SPANS,
@@ -42,10 +44,21 @@ TurnSpans = list[tuple[int, list[Span]]]
 
 
 def finish(
-    ctx: Context, execution: Record, status: str, *, answer: str | None = None, error: RlmError | None = None
-) -> Record:
+    ctx: Context,
+    execution: ExecutionRecord,
+    status: ExecutionStatus,
+    *,
+    answer: str | None = None,
+    error: RlmError | None = None,
+) -> ExecutionRecord:
+    """End the execution: `status`, its results when COMPLETED, its trace and
+    the status event, written once (an execution cancelled meanwhile keeps
+    CANCELLED and gets its trace)."""
     clock = time.perf_counter()
-    consumed = {**execution["budgets_consumed"], "total_seconds": round(elapsed_ms(execution) / 1000, 3)}
+    consumed: dict[str, Any] = {
+        **execution["budgets_consumed"],
+        "total_seconds": round(elapsed_ms(execution) / 1000, 3),
+    }
     changes: dict[str, Any] = {
         "status": status,
         "completed_at": now_iso(),
@@ -54,14 +67,12 @@ def finish(
     }
     if error is not None:
         changes["error"] = {"code": error.code, "message": error.message, "details": error.details}
-    if status == "COMPLETED":
+    if status == ExecutionStatus.COMPLETED:
         changes.update(_results(ctx, execution, answer))
     changes.update(_trace(ctx, execution, {**execution, **changes}))
     try:
-        final = ctx.records.update(execution, changes, from_statuses=("RUNNING",))
-    except RlmError as exc:
-        if exc.code != "CONFLICT":
-            raise
+        final = ctx.records.update(execution, changes, from_statuses=RUNNING)
+    except ConflictError:
         # cancelled meanwhile: keep CANCELLED, attach the trace
         final = ctx.records.update(execution, {"trace_s3_uri": changes["trace_s3_uri"]})
     else:
@@ -77,13 +88,13 @@ def finish(
     return final
 
 
-def _results(ctx: Context, execution: Record, answer: str | None) -> dict[str, Any]:
+def _results(ctx: Context, execution: ExecutionRecord, answer: str | None) -> dict[str, Any]:
     """A completed execution's answer and citations, or its contexts."""
     session_id = execution["session_id"]
     manifest = ctx.docs.manifest(session_id)
     documents = ctx.docs.cited_documents(manifest, session_id)
     turn_spans = _spans(ctx, execution)
-    if execution.get("output_mode") != "CONTEXTS":
+    if execution.get("output_mode") != OutputMode.CONTEXTS:
         spans = [s for _, step_spans in turn_spans for s in step_spans] + _children_spans(ctx, execution)
         refs = build_citations(execution["tenant_id"], session_id, spans, documents)
         citations = [json_format.MessageToDict(r, preserving_proto_field_name=True) for r in refs]
@@ -101,7 +112,7 @@ def _results(ctx: Context, execution: Record, answer: str | None) -> dict[str, A
     return changes
 
 
-def _trace(ctx: Context, execution: Record, merged: Record) -> dict[str, Any]:
+def _trace(ctx: Context, execution: ExecutionRecord, merged: dict[str, Any]) -> dict[str, Any]:
     """Write the trace (the redacted form only, with redact_trace); its uri,
     and the trace itself when the caller asked for it inline."""
     options = execution.get("options") or {}
@@ -115,7 +126,7 @@ def _trace(ctx: Context, execution: Record, merged: Record) -> dict[str, Any]:
     return changes
 
 
-def _spans(ctx: Context, execution: Record) -> TurnSpans:
+def _spans(ctx: Context, execution: ExecutionRecord) -> TurnSpans:
     """Each successful turn's span log, in the session's coordinates (a
     child's sub-corpus spans are mapped back to the session's documents)."""
     pieces = execution.get("corpus")
@@ -129,12 +140,12 @@ def _spans(ctx: Context, execution: Record) -> TurnSpans:
     return out
 
 
-def _children_spans(ctx: Context, execution: Record) -> list[Span]:
+def _children_spans(ctx: Context, execution: ExecutionRecord) -> list[Span]:
     """What the completed children read (their citations), for the parent's citations."""
     refs = [
         json_format.ParseDict(ref, SpanRef())
         for child in ctx.records.children(execution)
-        if child["status"] == "COMPLETED"
+        if child["status"] == ExecutionStatus.COMPLETED
         for ref in child.get("citations") or []
     ]
     return [Span(doc_index=r.doc_index, start_char=r.start_char, end_char=r.end_char) for r in refs]
@@ -145,7 +156,7 @@ def _is_context_tag(tag: str) -> bool:
 
 
 def _contexts(
-    execution: Record,
+    execution: ExecutionRecord,
     manifest: list[ContextDocument],
     documents: dict[int, CitedDocument],
     turn_spans: TurnSpans,
@@ -183,17 +194,19 @@ def _contexts(
 
 
 # --- cancelling and the status event -----------------------------------------------------------
-def cancel(ctx: Context, tenant_id: str, execution_id: str) -> Record:
+def cancel(ctx: Context, tenant_id: str, execution_id: str) -> ExecutionRecord:
     """CANCELLED, with its children; idempotent (an ended execution is returned as it is)."""
     execution = ctx.records.get(tenant_id, execution_id)
-    if execution["status"] != "RUNNING":
+    if execution["status"] != ExecutionStatus.RUNNING:
         return execution
-    changes = {"status": "CANCELLED", "completed_at": now_iso(), "duration_ms": elapsed_ms(execution)}
+    changes = {
+        "status": ExecutionStatus.CANCELLED,
+        "completed_at": now_iso(),
+        "duration_ms": elapsed_ms(execution),
+    }
     try:
-        cancelled = ctx.records.update(execution, changes, from_statuses=("RUNNING",))
-    except RlmError as exc:
-        if exc.code != "CONFLICT":
-            raise
+        cancelled = ctx.records.update(execution, changes, from_statuses=RUNNING)
+    except ConflictError:
         return ctx.records.get(tenant_id, execution_id)
     status_event(ctx, cancelled)
     for child_id in cancelled.get("children") or []:
@@ -204,12 +217,13 @@ def cancel(ctx: Context, tenant_id: str, execution_id: str) -> Record:
     return cancelled
 
 
-def status_event(ctx: Context, execution: Record) -> None:
+def status_event(ctx: Context, execution: ExecutionRecord) -> None:
     """The event that closes an execution's stream (events.py)."""
+    answer = execution.get("answer")
     data = {
         "status": execution["status"],
-        "answer": clip(execution["answer"]) if execution.get("answer") else None,
+        "answer": clip(answer) if answer else None,
         "error": execution.get("error"),
         "budgets_consumed": execution.get("budgets_consumed"),
     }
-    ctx.events.emit(execution, int(execution.get("next_turn") or 0), "status", data)
+    ctx.events.emit(execution, int(execution.get("next_turn") or 0), EventType.STATUS, data)

@@ -7,12 +7,13 @@ history summary (history.py). The source is only read, never changed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.executions import history
 from rlm_rs.control.executions.context import Context
-from rlm_rs.control.executions.records import TERMINAL, Record, initial_state
+from rlm_rs.control.executions.records import initial_state
+from rlm_rs.domain import TERMINAL_STATUSES, ExecutionMode, ExecutionRecord, SessionRecord
 from rlm_rs.errors import RlmError
 
 
@@ -25,10 +26,10 @@ def followup(
     models: dict[str, str],
     budgets: dict[str, Any],
     options: dict[str, Any],
-) -> Record:
+) -> ExecutionRecord:
     """The follow-up's record and first state; the caller starts it."""
     source = ctx.records.get(tenant_id, execution_id)
-    if source["status"] not in TERMINAL:
+    if source["status"] not in TERMINAL_STATUSES:
         raise RlmError(
             "CONFLICT",
             f"execution is {source['status']}: a follow-up needs a finished execution",
@@ -36,12 +37,12 @@ def followup(
         )
     if not question.strip():
         raise RlmError("VALIDATION_ERROR", "question must not be empty")
-    session = ctx.storage.metadata.get_session(tenant_id, source["session_id"])
+    session = cast(SessionRecord, ctx.storage.metadata.get_session(tenant_id, source["session_id"]))
     source_state = ctx.records.load_state(source)
     record = ctx.records.create(
         tenant_id,
         session,
-        mode="ANSWERER",
+        mode=ExecutionMode.ANSWERER,
         question=question,
         models={**source["models"], **{k: v for k, v in models.items() if v}},
         budgets=budgets,

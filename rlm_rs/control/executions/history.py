@@ -16,6 +16,7 @@ from typing import Any
 from rlm_rs.control import prompts
 from rlm_rs.control.budgets import snapshot
 from rlm_rs.control.costs import PriceTable
+from rlm_rs.domain import Consumed, ExecutionRecord
 from rlm_rs.observability import get_logger
 from rlm_rs.providers.base import CallContext, Provider, ProviderError
 from rlm_rs.settings import Settings
@@ -51,10 +52,10 @@ def too_large(settings: Settings, *texts: str) -> bool:
 
 
 def turn_prompt(
-    execution: dict[str, Any],
+    execution: ExecutionRecord,
     docs: list[Any],
     state: dict[str, Any],
-    consumed: dict[str, Any],
+    consumed: Consumed,
     turns: list[dict[str, Any]],
 ) -> str:
     budgets = execution["budgets_requested"]
@@ -80,9 +81,9 @@ def turn_prompt(
 def compact(
     provider: Provider,
     prices: PriceTable,
-    execution: dict[str, Any],
+    execution: ExecutionRecord,
     state: dict[str, Any],
-    consumed: dict[str, Any],
+    consumed: Consumed,
     turns: list[dict[str, Any]],
 ) -> dict[str, Any] | None:
     """Summarise every shown turn but the last into state["_history"] with one
@@ -124,7 +125,7 @@ def compact(
 
 
 def followup_state(
-    fresh: dict[str, Any], source: dict[str, Any], source_state: dict[str, Any], turns: list[dict[str, Any]]
+    fresh: dict[str, Any], source: ExecutionRecord, source_state: dict[str, Any], turns: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """A follow-up's first state: a fresh state with the source's `work` and
     a digest of the source (question, answer, summary, last three turns) as

@@ -10,21 +10,31 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
-from rlm_rs.control.budgets import consumed_zero, merge_budgets
+from rlm_rs.control.budgets import merge_budgets
 from rlm_rs.control.quotas import Quotas
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import (
+    ExecutionMode,
+    ExecutionRecord,
+    ExecutionStatus,
+    OutputMode,
+    SessionRecord,
+    SessionStatus,
+    StepRecord,
+    consumed_zero,
+)
+from rlm_rs.errors import NotFound, RlmError
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import new_id, now_iso
 from rlm_rs.storage.state import load_state, read_state_record, save_state
 
-Record = dict[str, Any]
-TERMINAL = ("COMPLETED", "FAILED", "TIMEOUT", "BUDGET_EXCEEDED", "MAX_TURNS_EXCEEDED", "CANCELLED")
+State = dict[str, Any]  # an execution's state: work, and the reserved `_` keys
 
 
-def initial_state() -> dict[str, Any]:
+def initial_state() -> State:
     return {"work": {}, "_tool_results": {"llm": {}, "search": {}}, "_tool_status": {}}
 
 
@@ -32,8 +42,13 @@ def step_sk(turn: int) -> str:
     return f"STEP#{turn:06d}"
 
 
-def elapsed_ms(execution: Record) -> int:
+def elapsed_ms(execution: ExecutionRecord) -> int:
     return int((time.time() - float(execution.get("started_epoch") or time.time())) * 1000)
+
+
+def as_execution(item: Mapping[str, Any]) -> ExecutionRecord:
+    """A stored execution item, read as an ExecutionRecord (no copy)."""
+    return cast(ExecutionRecord, item)
 
 
 class Records:
@@ -54,18 +69,18 @@ class Records:
     def create(
         self,
         tenant_id: str,
-        session: Record,
+        session: SessionRecord,
         *,
-        mode: str,
+        mode: ExecutionMode,
         question: str,
         models: dict[str, str],
-        budgets: dict[str, Any],
+        budgets: Mapping[str, Any],
         options: dict[str, Any],
         extra: dict[str, Any] | None = None,
-    ) -> Record:
+    ) -> ExecutionRecord:
         """A new RUNNING execution record; `extra` sets the tree fields
         (execution_id, parent_execution_id, depth, corpus, followup_of)."""
-        if session["status"] != "READY":
+        if session["status"] != SessionStatus.READY:
             raise RlmError(
                 "SESSION_NOT_READY", f"session is {session['status']}", {"session_id": session["session_id"]}
             )
@@ -73,14 +88,14 @@ class Records:
         requested = merge_budgets(
             self.settings.default_budgets_json, defaults.get("budgets_default") or {}, budgets
         )
-        output_mode = (options.get("output_mode") or "ANSWER").upper()
-        if output_mode not in ("ANSWER", "CONTEXTS"):
+        output_mode = (options.get("output_mode") or OutputMode.ANSWER).upper()
+        if output_mode not in tuple(OutputMode):
             raise RlmError("VALIDATION_ERROR", "options.output_mode must be ANSWER or CONTEXTS")
-        record = {
+        record: dict[str, Any] = {
             "tenant_id": tenant_id,
             "session_id": session["session_id"],
             "execution_id": new_id("exec"),
-            "status": "RUNNING",
+            "status": ExecutionStatus.RUNNING,
             "mode": mode,
             "output_mode": output_mode,
             "question": question,
@@ -104,10 +119,10 @@ class Records:
             "followup_of": None,
             **(extra or {}),
         }
-        if mode == "ANSWERER":  # leased from birth: the takeover sweep leaves a queued execution alone
+        if mode == ExecutionMode.ANSWERER:  # leased from birth: the takeover sweep leaves a queued one alone
             record.update(lease_owner=self.owner, lease_until=time.time() + self.lease_seconds)
         with self.quotas.admit_execution(record):
-            return self.storage.metadata.put_execution(record)
+            return as_execution(self.storage.metadata.put_execution(record))
 
     def _models(self, requested: dict[str, str], session_models: dict[str, str]) -> dict[str, str]:
         """Each model: the request's, else the session's default, else the server's."""
@@ -120,27 +135,29 @@ class Records:
             or self.settings.default_sub_model,
         }
 
-    def get(self, tenant_id: str, execution_id: str) -> Record:
-        return self.storage.metadata.get_execution(tenant_id, execution_id)
+    def get(self, tenant_id: str, execution_id: str) -> ExecutionRecord:
+        return as_execution(self.storage.metadata.get_execution(tenant_id, execution_id))
 
-    def update(self, execution: Record, changes: dict[str, Any], **condition: Any) -> Record:
+    def update(
+        self, execution: ExecutionRecord, changes: Mapping[str, Any], **condition: Any
+    ) -> ExecutionRecord:
         updated = self.storage.metadata.update_execution(
-            execution["session_id"], execution["execution_id"], changes, **condition
+            execution["session_id"], execution["execution_id"], dict(changes), **condition
         )
         self.notify()
-        return updated
+        return as_execution(updated)
 
-    def children(self, execution: Record) -> list[Record]:
+    def children(self, execution: ExecutionRecord) -> list[ExecutionRecord]:
         """The execution's child records, in the order they were started."""
         out = []
         for child_id in execution.get("children") or []:
             try:
                 out.append(self.get(execution["tenant_id"], child_id))
-            except RlmError:
+            except NotFound:
                 continue  # not created yet (the parent died between the two writes)
         return out
 
-    def steps(self, execution: Record, *, with_state: bool = True) -> list[Record]:
+    def steps(self, execution: ExecutionRecord, *, with_state: bool = True) -> list[StepRecord]:
         """The step records in turn order; `with_state` False leaves an
         offloaded state unread (read_state_record reads one later)."""
         items = self.storage.metadata.items.query(
@@ -150,10 +167,16 @@ class Records:
         if with_state:
             for item in items:
                 item["state_json"] = read_state_record(self.storage.blobs, item)
-        return items
+        return cast(list[StepRecord], items)
 
     def save_state(
-        self, execution: Record, turn: int, state_json: str, *, sk: str = "STATE", extra: Any = None
+        self,
+        execution: ExecutionRecord,
+        turn: int,
+        state_json: str,
+        *,
+        sk: str = "STATE",
+        extra: dict[str, Any] | None = None,
     ) -> None:
         save_state(
             self.storage.metadata,
@@ -167,6 +190,7 @@ class Records:
             extra=extra,
         )
 
-    def load_state(self, execution: Record) -> dict[str, Any]:
+    def load_state(self, execution: ExecutionRecord) -> State:
         loaded = load_state(self.storage.metadata, self.storage.blobs, execution["execution_id"])
-        return json.loads(loaded[0]) if loaded else initial_state()
+        state: State = json.loads(loaded[0]) if loaded else initial_state()
+        return state

@@ -11,18 +11,19 @@ BUDGET_EXCEEDED when its next call is due, or when the sweep finds it idle.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.budgets import deadline_epoch
 from rlm_rs.control.executions import turn as pipeline
-from rlm_rs.control.executions.claims import StepClaim, not_running
+from rlm_rs.control.executions.claims import RUNNING, StepClaim, not_running
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.finish import finish
-from rlm_rs.control.executions.records import Record
+from rlm_rs.control.executions.records import State
 from rlm_rs.control.limits import parse_state_override
 from rlm_rs.control.tools import Resolution
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import ExecutionMode, ExecutionRecord, ExecutionStatus, SessionRecord
+from rlm_rs.errors import BudgetExceeded, ConflictError, RlmError
 from rlm_rs.observability import logged_execution
 from rlm_rs.v1.common_pb2 import ToolRequests
 from rlm_rs.v1.sandbox_pb2 import StepResult
@@ -41,7 +42,9 @@ def run_step(
         _check_turns(ctx, execution)
         _check_deadline(ctx, execution)
         with claim.kept_alive():
-            session = ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
+            session = cast(
+                SessionRecord, ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
+            )
             state = _overridden(ctx.records.load_state(execution), override)
             turn = pipeline.step(
                 ctx, execution, session, code, state, resolve=resolve, started=time.perf_counter()
@@ -53,7 +56,7 @@ def run_step(
         claim.release()
 
 
-def _overridden(state: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+def _overridden(state: State, override: dict[str, Any] | None) -> State:
     """The caller's state override, with the reserved `_` keys kept from the persisted state."""
     if override is None:
         return state
@@ -75,8 +78,10 @@ def resolve_tools(
         execution = claim.execution
         _check_deadline(ctx, execution)
         with claim.kept_alive():
-            session = ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
-            consumed = dict(execution["budgets_consumed"])
+            session = cast(
+                SessionRecord, ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
+            )
+            consumed = execution["budgets_consumed"].copy()
             resolution = pipeline.resolve_tools(ctx, execution, session, requests, consumed, sub_model)
         # the next step sees the results too (callers may also pass them in a state override)
         fenced = claim.fence(execution, int(execution["next_turn"]))
@@ -86,7 +91,7 @@ def resolve_tools(
         ctx.records.update(
             fenced,
             {"budgets_consumed": consumed},
-            from_statuses=("RUNNING",),
+            from_statuses=RUNNING,
             expected_version=fenced["version"],
         )
         return resolution
@@ -94,43 +99,41 @@ def resolve_tools(
         claim.release()
 
 
-def _runtime(ctx: Context, tenant_id: str, execution_id: str) -> Record:
+def _runtime(ctx: Context, tenant_id: str, execution_id: str) -> ExecutionRecord:
     execution = ctx.records.get(tenant_id, execution_id)
-    if execution["mode"] != "RUNTIME":
+    if execution["mode"] != ExecutionMode.RUNTIME:
         raise RlmError("VALIDATION_ERROR", "steps and tool resolution are only for runtime executions")
-    if execution["status"] != "RUNNING":
+    if execution["status"] != ExecutionStatus.RUNNING:
         raise not_running(execution)
     return execution
 
 
-def _check_turns(ctx: Context, execution: Record) -> None:
+def _check_turns(ctx: Context, execution: ExecutionRecord) -> None:
     budgets = execution["budgets_requested"]
     if int(execution["next_turn"]) >= int(budgets["max_turns"]):
-        finish(
-            ctx, execution, "MAX_TURNS_EXCEEDED", error=RlmError("MAX_TURNS_EXCEEDED", "max_turns reached")
-        )
+        error = RlmError("MAX_TURNS_EXCEEDED", "max_turns reached")
+        finish(ctx, execution, ExecutionStatus.MAX_TURNS_EXCEEDED, error=error)
         raise RlmError("MAX_TURNS_EXCEEDED", f"max_turns ({budgets['max_turns']}) reached")
 
 
-def _check_deadline(ctx: Context, execution: Record) -> None:
+def _check_deadline(ctx: Context, execution: ExecutionRecord) -> None:
     """A runtime execution past max_total_seconds ends BUDGET_EXCEEDED when
     its next call is due (the sweep ends idle ones: `expire`)."""
     if time.time() >= deadline_epoch(execution):
-        finish(
-            ctx, execution, "BUDGET_EXCEEDED", error=RlmError("BUDGET_EXCEEDED", "max_total_seconds spent")
-        )
+        error = RlmError("BUDGET_EXCEEDED", "max_total_seconds spent")
+        finish(ctx, execution, ExecutionStatus.BUDGET_EXCEEDED, error=error)
         raise RlmError("BUDGET_EXCEEDED", "max_total_seconds spent: the execution has ended")
 
 
-def expire(ctx: Context, execution: Record) -> None:
+def expire(ctx: Context, execution: ExecutionRecord) -> None:
     """End an idle runtime execution past max_total_seconds (the sweep)."""
     try:
         claim = StepClaim.take(ctx.storage.metadata, execution)
-    except RlmError:
+    except ConflictError:
         return  # a step holds it (it ends the execution itself) or it just ended
     try:
         _check_deadline(ctx, claim.execution)
-    except RlmError:
-        pass
+    except BudgetExceeded:
+        pass  # ended: the error is for a caller, and there is none
     finally:
         claim.release()

@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from rlm_rs.canonical import build_offsets, canonical_json
 from rlm_rs.control.corpus import DocumentCache
+from rlm_rs.domain import ExecutionRecord, Piece
 from rlm_rs.errors import RlmError
 from rlm_rs.textfile import TextFile
 from rlm_rs.v1.common_pb2 import RlmRequest, Span
@@ -27,26 +27,27 @@ from rlm_rs.v1.sandbox_pb2 import ContextDocument
 MAX_SUBCORPUS_CHARS = 50_000_000
 
 
-def execution_manifest(docs: DocumentCache, execution: dict[str, Any]) -> list[ContextDocument]:
+def execution_manifest(docs: DocumentCache, execution: ExecutionRecord) -> list[ContextDocument]:
     """The execution's context: the session's documents, or a child's sub-corpus."""
     manifest = docs.manifest(execution["session_id"])
-    if not execution.get("corpus"):
+    pieces = execution.get("corpus")
+    if not pieces:
         return manifest
-    return child_manifest(execution["corpus"], manifest, derived_dir(docs, execution))
+    return child_manifest(pieces, manifest, derived_dir(docs, execution))
 
 
-def derived_dir(docs: DocumentCache, execution: dict[str, Any]) -> Path:
+def derived_dir(docs: DocumentCache, execution: ExecutionRecord) -> Path:
     """A child's span documents: removed when it ends (citations map to the
     session's own documents), rewritten if a resumed child needs them again."""
     return docs.cache_dir / "derived" / execution["execution_id"]
 
 
-def subcorpus(request: RlmRequest, manifest: list[ContextDocument]) -> list[dict[str, Any]]:
+def subcorpus(request: RlmRequest, manifest: list[ContextDocument]) -> list[Piece]:
     """The child's documents as pieces of the parent's: [{doc_index, start_char,
     end_char, whole}], validated against the manifest (RlmError otherwise)."""
     if request.doc_indices and request.spans:
         raise RlmError("VALIDATION_ERROR", "give doc_indices or spans, not both")
-    pieces: list[dict[str, Any]] = []
+    pieces: list[Piece] = []
     if request.spans:
         for span in request.spans:
             doc = _doc(manifest, span.doc_index)
@@ -80,7 +81,7 @@ def _doc(manifest: list[ContextDocument], index: int) -> ContextDocument:
 
 
 def child_manifest(
-    pieces: list[dict[str, Any]], manifest: list[ContextDocument], derived_dir: Path
+    pieces: list[Piece], manifest: list[ContextDocument], derived_dir: Path
 ) -> list[ContextDocument]:
     """The child's context: whole documents point at the parent's files;
     spans are written once as derived documents (text + offsets.json)."""
@@ -124,7 +125,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def to_parent(span: Span, pieces: list[dict[str, Any]]) -> Span:
+def to_parent(span: Span, pieces: list[Piece]) -> Span:
     """A span of the child's document -> the same text in the parent's document."""
     piece = pieces[span.doc_index]
     return Span(
@@ -135,7 +136,7 @@ def to_parent(span: Span, pieces: list[dict[str, Any]]) -> Span:
     )
 
 
-def compose(piece: dict[str, Any], parent_pieces: list[dict[str, Any]]) -> dict[str, Any]:
+def compose(piece: Piece, parent_pieces: list[Piece]) -> Piece:
     """A piece of a child's document -> the same text in the session's
     document (for a grandchild, whose parent is itself a child)."""
     outer = parent_pieces[piece["doc_index"]]

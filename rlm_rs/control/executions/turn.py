@@ -18,21 +18,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
-from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.budgets import deadline_epoch, snapshot, step_policy
 from rlm_rs.control.costs import cost_spent
 from rlm_rs.control.executions.children import run_child
-from rlm_rs.control.executions.claims import TurnHolder, busy, not_running
+from rlm_rs.control.executions.claims import RUNNING, TurnHolder, lost
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.finish import finish
-from rlm_rs.control.executions.records import Record, step_sk
+from rlm_rs.control.executions.records import State, step_sk
 from rlm_rs.control.executions.subcorpus import execution_manifest
 from rlm_rs.control.limits import bound_step_result
 from rlm_rs.control.tools import Resolution
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import (
+    Consumed,
+    EventType,
+    ExecutionMode,
+    ExecutionRecord,
+    ExecutionStatus,
+    SessionRecord,
+    ToolKind,
+)
+from rlm_rs.errors import ConflictError, RlmError, SandboxUnavailable
 from rlm_rs.observability import bind_log_context, get_logger
 from rlm_rs.providers.base import Completion
 from rlm_rs.sandbox.policy import with_defaults
@@ -51,7 +60,7 @@ class Turn:
     index: int
     code: str
     result: StepResult
-    consumed: dict[str, Any]  # the execution's consumption after this turn
+    consumed: Consumed  # the execution's consumption after this turn
     state_json: str | None  # the state to persist; None: unchanged
     started: float  # perf_counter when the turn began (its trace's duration)
     completion: Completion | None = None  # the root model's reply (Answerer mode)
@@ -75,7 +84,7 @@ def has_requests(requests: ToolRequests) -> bool:
 
 # --- dispatch --------------------------------------------------------------------------
 def step_request(
-    ctx: Context, execution: Record, session: Record, code: str, state: dict[str, Any]
+    ctx: Context, execution: ExecutionRecord, session: SessionRecord, code: str, state: State
 ) -> StepRequest:
     budgets = execution["budgets_requested"]
     state = {**state, "_budgets": snapshot(budgets, execution["budgets_consumed"])}
@@ -89,12 +98,8 @@ def step_request(
         state_json=canonical_json(state),
         context_manifest=execution_manifest(ctx.docs, execution),
         limits=with_defaults(step_policy(budgets, enable_search=enable_search)),
-        require_repl_block=execution["mode"] == "ANSWERER",
+        require_repl_block=execution["mode"] == ExecutionMode.ANSWERER,
     )
-
-
-def _pool_unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, RlmError) and exc.code == "LAMBDA_ERROR"
 
 
 def dispatch(ctx: Context, request: StepRequest) -> StepResult:
@@ -103,7 +108,7 @@ def dispatch(ctx: Context, request: StepRequest) -> StepResult:
     counts as failed; a worker that died *during* the step is a StepResult
     error already and is not retried (the step may be what killed it)."""
     retrying = Retrying(
-        retry=retry_if_exception(_pool_unreachable),
+        retry=retry_if_exception_type(SandboxUnavailable),
         wait=wait_exponential(multiplier=0.1, max=2.0),
         stop=stop_before_delay(SANDBOX_RETRY_SECONDS),
         reraise=True,
@@ -115,9 +120,7 @@ def dispatch(ctx: Context, request: StepRequest) -> StepResult:
                 trace_span("sandbox.step", execution_id=request.execution_id, turn_index=request.turn_index),
             ):
                 result = ctx.sandbox.run_step(request)
-    except RlmError as exc:
-        if not _pool_unreachable(exc):
-            raise
+    except SandboxUnavailable as exc:
         log.error("sandbox_unavailable", execution_id=request.execution_id, error=exc.message)
         result = StepResult(turn_index=request.turn_index, state_json=request.state_json)
         result.error.CopyFrom(ErrorDetail(code=exc.code, message=exc.message, details_json="{}"))
@@ -129,21 +132,21 @@ def dispatch(ctx: Context, request: StepRequest) -> StepResult:
 # --- the step and its tools --------------------------------------------------------------
 def step(
     ctx: Context,
-    execution: Record,
-    session: Record,
+    execution: ExecutionRecord,
+    session: SessionRecord,
     code: str,
-    state: dict[str, Any],
+    state: State,
     *,
     resolve: bool,
     started: float,
     completion: Completion | None = None,
-    consumed: dict[str, Any] | None = None,
+    consumed: Consumed | None = None,
 ) -> Turn:
     """Dispatch `code` on `state`, then apply the result (and resolve its
     tools when `resolve`); nothing is persisted yet."""
     index = int(execution["next_turn"])
     bind_log_context(turn_index=index)  # runtime steps: until the RPC ends
-    consumed = dict(execution["budgets_consumed"]) if consumed is None else consumed
+    consumed = execution["budgets_consumed"].copy() if consumed is None else consumed
     clock = time.perf_counter()
     result = dispatch(ctx, step_request(ctx, execution, session, code, state))
     turn = Turn(index, code, result, consumed, None, started, completion)
@@ -157,16 +160,16 @@ def step(
 
 def _apply(
     ctx: Context,
-    execution: Record,
-    session: Record,
+    execution: ExecutionRecord,
+    session: SessionRecord,
     result: StepResult,
-    consumed: dict[str, Any],
+    consumed: Consumed,
     *,
     resolve: bool,
 ) -> tuple[str | None, list[dict[str, Any]]]:
     """The state to persist after the step (None: unchanged), with its tool
     results injected, and the resolution's records for the trace."""
-    answerer = execution["mode"] == "ANSWERER"
+    answerer = execution["mode"] == ExecutionMode.ANSWERER
     if not result.success and not answerer:
         return None, []  # a runtime caller sees the error; the state stays as it was
     state = json.loads(result.state_json)
@@ -190,10 +193,10 @@ def _apply(
 
 def resolve_tools(
     ctx: Context,
-    execution: Record,
-    session: Record,
+    execution: ExecutionRecord,
+    session: SessionRecord,
     requests: ToolRequests,
-    consumed: dict[str, Any],
+    consumed: Consumed,
     sub_model: str = "",
 ) -> Resolution:
     """Sub-calls, batches and searches (ToolResolver), then child executions
@@ -210,11 +213,11 @@ def resolve_tools(
     for request in requests.rlm:
         run_child(ctx, execution, session, request, consumed, resolution)
     turn = int(execution.get("next_turn") or 0)
-    ctx.events.emit(execution, turn, "tool_results", {"statuses": dict(resolution.statuses)})
+    ctx.events.emit(execution, turn, EventType.TOOL_RESULTS, {"statuses": dict(resolution.statuses)})
     return resolution
 
 
-def step_event(ctx: Context, execution: Record, turn: int, result: StepResult) -> None:
+def step_event(ctx: Context, execution: ExecutionRecord, turn: int, result: StepResult) -> None:
     requests = result.tool_requests
     error = {"code": result.error.code, "message": result.error.message} if result.HasField("error") else None
     log.info(
@@ -223,7 +226,7 @@ def step_event(ctx: Context, execution: Record, turn: int, result: StepResult) -
         error_code=error["code"] if error else None,
         spans=len(result.span_log),
         state_size=len(result.state_json),
-        tool_counts={k: len(getattr(requests, k)) for k in ("llm", "llm_batch", "search", "rlm")},
+        tool_counts={str(kind): len(getattr(requests, kind)) for kind in ToolKind},
         final=result.final.is_final,
         duration_ms=round(result.duration_ms, 3),
     )
@@ -235,12 +238,10 @@ def step_event(ctx: Context, execution: Record, turn: int, result: StepResult) -
         "final": clip(result.final.answer) if result.final.is_final else None,
         "duration_ms": round(result.duration_ms, 3),
     }
-    ctx.events.emit(execution, turn, "step_result", data)
+    ctx.events.emit(execution, turn, EventType.STEP_RESULT, data)
     if result.success and has_requests(requests):
-        keys = {
-            kind: [r.key for r in getattr(requests, kind)] for kind in ("llm", "llm_batch", "search", "rlm")
-        }
-        ctx.events.emit(execution, turn, "tool_requests", keys)
+        keys = {str(kind): [r.key for r in getattr(requests, kind)] for kind in ToolKind}
+        ctx.events.emit(execution, turn, EventType.TOOL_REQUESTS, keys)
 
 
 # --- commit and limits -------------------------------------------------------------------
@@ -282,7 +283,7 @@ def _step_record(turn: Turn) -> dict[str, Any]:
     }
 
 
-def commit(ctx: Context, execution: Record, turn: Turn, holder: TurnHolder) -> Record:
+def commit(ctx: Context, execution: ExecutionRecord, turn: Turn, holder: TurnHolder) -> ExecutionRecord:
     """Persist the step record, the new state and the counters, fenced
     (claims.py): only the holder of the turn writes it, and the counters'
     update is conditional on the fenced version; a writer that lost the turn
@@ -300,43 +301,45 @@ def commit(ctx: Context, execution: Record, turn: Turn, holder: TurnHolder) -> R
         committed = ctx.records.update(
             execution,
             {"next_turn": turn.index + 1, "budgets_consumed": turn.consumed},
-            from_statuses=("RUNNING",),
+            from_statuses=RUNNING,
             expected_version=execution["version"],
         )
-    except RlmError as exc:
-        if exc.code != "CONFLICT":
-            raise
-        current = ctx.records.get(execution["tenant_id"], execution["execution_id"])  # e.g. cancelled
-        raise (not_running(current) if current["status"] != "RUNNING" else busy(current)) from None
+    except ConflictError:  # e.g. cancelled since the fence
+        raise lost(ctx.records.get(execution["tenant_id"], execution["execution_id"])) from None
     turn.timings["storage_ms"] = turn.timings.get("storage_ms", 0.0) + ms_since(clock)
     return committed
 
 
 @dataclass(frozen=True)
 class Ending:
-    status: str
+    status: ExecutionStatus
     error: RlmError | None = None
     answer: str | None = None
 
 
-def check_limits(execution: Record, turn: Turn) -> Ending | None:
+def check_limits(execution: ExecutionRecord, turn: Turn) -> Ending | None:
     """How the execution ends after this committed turn, if it does: its
     budgets spent, its FINAL reached, or its wall-clock time passed."""
     budgets, consumed, result = execution["budgets_requested"], turn.consumed, turn.result
     if consumed["spans_total"] > int(budgets["max_spans_total"]):
-        return Ending("BUDGET_EXCEEDED", RlmError("BUDGET_EXCEEDED", "max_spans_total spent"))
+        return _spent("max_spans_total")
     if consumed["llm_prompt_chars_total"] > int(budgets["max_total_llm_prompt_chars"]):
-        return Ending("BUDGET_EXCEEDED", RlmError("BUDGET_EXCEEDED", "max_total_llm_prompt_chars spent"))
+        return _spent("max_total_llm_prompt_chars")
     if result.success and result.final.is_final:
-        return Ending("COMPLETED", answer=result.final.answer)
+        return Ending(ExecutionStatus.COMPLETED, answer=result.final.answer)
     if cost_spent(budgets, consumed):
-        return Ending("BUDGET_EXCEEDED", RlmError("BUDGET_EXCEEDED", "max_cost_usd spent"))
+        return _spent("max_cost_usd")
     if time.time() >= deadline_epoch(execution):
-        return Ending("TIMEOUT", RlmError("STEP_TIMEOUT", "the execution passed max_total_seconds"))
+        error = RlmError("STEP_TIMEOUT", "the execution passed max_total_seconds")
+        return Ending(ExecutionStatus.TIMEOUT, error)
     return None
 
 
-def end_if_due(ctx: Context, execution: Record, turn: Turn) -> Record | None:
+def _spent(budget: str) -> Ending:
+    return Ending(ExecutionStatus.BUDGET_EXCEEDED, RlmError("BUDGET_EXCEEDED", f"{budget} spent"))
+
+
+def end_if_due(ctx: Context, execution: ExecutionRecord, turn: Turn) -> ExecutionRecord | None:
     """The finished record when check_limits ends the execution, else None."""
     ending = check_limits(execution, turn)
     if ending is None:
