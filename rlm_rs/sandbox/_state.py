@@ -49,7 +49,14 @@ class _Walk:
         if kind is str:
             return self._charge(len(value) + 2, path), 0
         if kind is int:
-            return self._charge(len(str(value)) if abs(value) < 10**18 else 20, path), 0
+            bits = abs(value).bit_length()
+            if bits > _MAX_INT_BITS:  # canonical JSON could not even write it
+                raise RlmError(
+                    "STATE_INVALID_TYPE",
+                    f"{path}: an integer of more than {_MAX_INT_BITS} bits is not JSON here",
+                    {"path": path, "max_int_bits": _MAX_INT_BITS},
+                )
+            return self._charge(len(str(value)) if bits < 60 else bits * 3 // 10, path), 0
         if kind is float:
             if not math.isfinite(value):
                 raise RlmError("STATE_INVALID_TYPE", f"{path}: NaN/Infinity is not JSON", {"path": path})

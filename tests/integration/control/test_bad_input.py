@@ -138,12 +138,20 @@ def test_a_final_answer_past_the_limit_fails_the_step_and_is_not_stored(api: Api
 
 
 def test_tool_metadata_past_the_limit_fails_the_step(api: Api) -> None:
+    # Two walls: the sandbox refuses metadata past its own 16,000 chars when the
+    # request is queued; the control plane's RLM_MAX_TOOL_METADATA_CHARS (set
+    # lower here) refuses what the sandbox let through, before anything is stored.
     execution_id = _runtime(api)
     code = "tool.queue_llm('k', 'a prompt', metadata={'m': 'x' * 40000})\ntool.YIELD()"
     result = _step(api, execution_id, code)
+    assert not result.success and result.error.code == "STATE_TOO_LARGE"
+    assert json.loads(result.error.details_json)["limit"] == 16_000
+    api.plane.engine.settings.max_tool_metadata_chars = 1_000
+    result = _step(api, execution_id, code.replace("40000", "5000"))
     assert not result.success and json.loads(result.error.details_json)["limit"] == "max_tool_metadata_chars"
-    (step,) = _steps(api, execution_id)
-    assert len(step.tool_requests.llm) == 0 and step.error.code == "BUDGET_EXCEEDED"
+    steps = _steps(api, execution_id)
+    assert [len(step.tool_requests.llm) for step in steps] == [0, 0]
+    assert steps[-1].error.code == "BUDGET_EXCEEDED"
 
 
 def test_a_step_record_past_the_limit_fails_the_step(api: Api) -> None:
