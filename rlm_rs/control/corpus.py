@@ -70,8 +70,11 @@ class DocumentCache:
 
     def manifest(self, session_id: str) -> list[ContextDocument]:
         """The step's context: parsed documents in doc_index order, re-indexed from 0."""
+        return self._manifest(self.parsed_documents(session_id))
+
+    def _manifest(self, documents: list[dict[str, Any]]) -> list[ContextDocument]:
         manifest = []
-        for position, doc in enumerate(self.parsed_documents(session_id)):
+        for position, doc in enumerate(documents):
             manifest.append(
                 ContextDocument(
                     doc_index=position,
@@ -135,9 +138,12 @@ class DocumentCache:
             if session.is_dir()
         )
 
-    def cited_documents(self, manifest: list[ContextDocument], session_id: str) -> dict[int, CitedDocument]:
-        docs = {d["doc_id"]: d for d in self.parsed_documents(session_id)}
-        return {
+    def cited(self, session_id: str) -> tuple[list[ContextDocument], dict[int, CitedDocument]]:
+        """The session's manifest and each entry's text (for citations), from one listing."""
+        documents = self.parsed_documents(session_id)
+        manifest = self._manifest(documents)
+        docs = {d["doc_id"]: d for d in documents}
+        return manifest, {
             entry.doc_index: CitedDocument(entry.doc_id, self.text(docs[entry.doc_id]))
             for entry in manifest
             if entry.doc_id in docs

@@ -27,7 +27,6 @@ from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.finish import cancel, finish
 from rlm_rs.control.executions.records import State
-from rlm_rs.control.executions.subcorpus import execution_manifest
 from rlm_rs.domain import (
     Consumed,
     EventType,
@@ -56,6 +55,10 @@ class Loop:
     docs: list[ContextDocument]
     system: str  # the root model's system prompt
     turns: list[dict[str, Any]]  # history entries of the committed turns
+    # the state after the last committed turn, and its canonical text (None
+    # when it changed since): read once, then carried from turn to turn
+    state: State
+    state_json: str | None
 
     @classmethod
     def open(cls, ctx: Context, execution: ExecutionRecord, lease: LoopLease) -> Loop:
@@ -63,7 +66,7 @@ class Loop:
             SessionRecord, ctx.storage.metadata.get_session(execution["tenant_id"], execution["session_id"])
         )
         budgets = execution["budgets_requested"]
-        docs = execution_manifest(ctx.docs, execution)
+        docs = ctx.manifests.of(execution)
         system = prompts.system_prompt(
             doc_count=len(docs),
             subcalls=int(budgets["max_llm_subcalls"]) > 0,
@@ -74,35 +77,34 @@ class Loop:
             and int(execution.get("depth") or 0) < int(budgets["max_depth"]),
         )
         turns = history.committed_turns(ctx.storage, execution["execution_id"])
-        return cls(session, lease, docs, system, turns)
+        state, state_json = ctx.records.load_state_text(execution)
+        return cls(session, lease, docs, system, turns, state, state_json)
 
 
 @logged_execution
 def run_answerer(ctx: Context, tenant_id: str, execution_id: str) -> ExecutionRecord:
     """Run the execution's turns until it ends, is cancelled or its lease is lost."""
-    execution = ctx.records.get(tenant_id, execution_id)
     lease = LoopLease(ctx.storage.metadata, ctx.owner, ctx.lease_seconds)
-    if not lease.renew(execution):
-        return execution  # another control plane owns it
+    execution, held = lease.take(ctx.records.get(tenant_id, execution_id))
+    if not held:
+        return execution  # ended, or another control plane owns it
     loop = Loop.open(ctx, execution, lease)
     while True:
-        execution, ended = _turn_due(ctx, loop, tenant_id, execution_id)
+        execution, ended = _turn_due(ctx, execution)
+        if not ended:
+            execution, ended = _turn(ctx, loop, execution)
+        if not ended:  # the next turn's lease (untimed, as the loop's top always was)
+            execution, held = lease.take(execution)
+            ended = not held  # cancelled (or finished elsewhere), or the lease went to a new owner
         if ended:
             return execution
-        finished = _turn(ctx, loop, execution)
-        if finished is not None:
-            return finished
 
 
-def _turn_due(ctx: Context, loop: Loop, tenant_id: str, execution_id: str) -> tuple[ExecutionRecord, bool]:
-    """The record at the top of a turn, and whether the loop ends here."""
-    execution = ctx.records.get(tenant_id, execution_id)
-    if execution["status"] != ExecutionStatus.RUNNING:
-        return execution, True  # cancelled (or finished elsewhere)
-    if not loop.lease.renew(execution):
-        return execution, True  # lost the lease: the new owner carries on
+def _turn_due(ctx: Context, execution: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+    """Whether the loop ends before this turn (the record, held under the
+    lease, is RUNNING): its parents stopped, its turns or its time ran out."""
     if not ancestors_running(ctx, execution):
-        return cancel(ctx, tenant_id, execution_id), True
+        return cancel(ctx, execution["tenant_id"], execution["execution_id"]), True
     turn = int(execution["next_turn"])
     bind_log_context(turn_index=turn)
     if turn >= int(execution["budgets_requested"]["max_turns"]):
@@ -114,51 +116,52 @@ def _turn_due(ctx: Context, loop: Loop, tenant_id: str, execution_id: str) -> tu
     return execution, False
 
 
-def _turn(ctx: Context, loop: Loop, execution: ExecutionRecord) -> ExecutionRecord | None:
-    """One turn; the record when the execution ended (or was taken from us), else None."""
+def _turn(ctx: Context, loop: Loop, execution: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+    """One turn: the committed record, and whether the execution ended (or
+    was taken from this loop)."""
     turn = int(execution["next_turn"])
-    clock = time.perf_counter()
-    state = ctx.records.load_state(execution)
     consumed = execution["budgets_consumed"].copy()
-    timings = {"storage_ms": pipeline.ms_since(clock)}
+    timings = {"storage_ms": 0.0}  # the state is carried: nothing to read
     snapshot_now = snapshot(execution["budgets_requested"], consumed)
     ctx.events.emit(execution, turn, EventType.TURN_STARTED, {"budgets": snapshot_now})
     clock = time.perf_counter()
-    user = _turn_prompt(ctx, loop, execution, state, consumed)
+    user = _turn_prompt(ctx, loop, execution, consumed)
     timings["prompt_ms"] = pipeline.ms_since(clock)
     started = time.perf_counter()
     try:
         completion = _root_call(ctx, loop, execution, user)
     except ProviderError as exc:
         error = RlmError("LLM_PROVIDER_ERROR", f"root model: {exc}")
-        return finish(ctx, execution, ExecutionStatus.FAILED, error=error)
+        return finish(ctx, execution, ExecutionStatus.FAILED, error=error), True
     timings["root_model_ms"] = pipeline.ms_since(started)
     _root_reply(ctx, execution, completion, consumed)
     step = pipeline.step(
-        ctx, execution, loop.session, completion.text, state,
+        ctx, execution, loop.session, completion.text, loop.state, state_json=loop.state_json,
         resolve=True, started=started, completion=completion, consumed=consumed,
     )  # fmt: skip
     step.timings.update(timings)
     try:
         execution = pipeline.commit(ctx, execution, step, loop.lease)
     except ConflictError:  # cancelled during the turn
-        return ctx.records.get(execution["tenant_id"], execution["execution_id"])
+        return ctx.records.get(execution["tenant_id"], execution["execution_id"]), True
     ctx.turn_timings.append(step.timings)
     loop.turns.append(step.history_entry())
-    return pipeline.end_if_due(ctx, execution, step)
+    if step.state is not None:
+        loop.state, loop.state_json = step.state, step.state_json
+    finished = pipeline.end_if_due(ctx, execution, step)
+    return (execution, False) if finished is None else (finished, True)
 
 
-def _turn_prompt(
-    ctx: Context, loop: Loop, execution: ExecutionRecord, state: State, consumed: Consumed
-) -> str:
+def _turn_prompt(ctx: Context, loop: Loop, execution: ExecutionRecord, consumed: Consumed) -> str:
     """The turn's user prompt; past the compaction share, earlier turns are
-    summarised first (history.py)."""
-    user = history.turn_prompt(execution, loop.docs, state, consumed, loop.turns)
+    summarised first (history.py) into the carried state."""
+    user = history.turn_prompt(execution, loop.docs, loop.state, consumed, loop.turns)
     if history.too_large(ctx.settings, loop.system, user):
-        compaction = history.compact(ctx.provider, ctx.prices, execution, state, consumed, loop.turns)
+        compaction = history.compact(ctx.provider, ctx.prices, execution, loop.state, consumed, loop.turns)
         if compaction is not None:
+            loop.state_json = None  # state["_history"] changed
             ctx.events.emit(execution, int(execution["next_turn"]), EventType.COMPACTION, compaction)
-            user = history.turn_prompt(execution, loop.docs, state, consumed, loop.turns)
+            user = history.turn_prompt(execution, loop.docs, loop.state, consumed, loop.turns)
     return user
 
 

@@ -82,6 +82,23 @@ class LoopLease:
     def renew(self, execution: ExecutionRecord) -> bool:
         return renew_lease(self.metadata, execution, self.owner, self.seconds)
 
+    def take(self, execution: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+        """Renew the lease in one conditional write, which holds while the
+        execution is RUNNING and nobody else holds it: (the renewed record,
+        True); else (the current record, False: ended, or another owner's)."""
+        try:
+            taken = self.metadata.update_execution(
+                execution["session_id"],
+                execution["execution_id"],
+                {"lease_owner": self.owner, "lease_until": time.time() + self.seconds},
+                from_statuses=RUNNING,
+                lease_owner=self.owner,
+            )
+        except ConflictError:
+            current = self.metadata.get_execution(execution["tenant_id"], execution["execution_id"])
+            return as_execution(current), False
+        return as_execution(taken), True
+
     def fence(self, execution: ExecutionRecord, turn: int) -> ExecutionRecord:
         return fence(self.metadata, execution, self.owner, turn, self.seconds)
 
@@ -89,9 +106,28 @@ class LoopLease:
 def fence(
     metadata: MetadataStore, execution: ExecutionRecord, owner: str, turn: int, window: float
 ) -> ExecutionRecord:
-    """The record, re-read and re-claimed by `owner` for `window` seconds,
-    provided it is still RUNNING at `turn` and nobody else holds it; else
-    CONFLICT. The caller commits with expected_version = the result's version."""
+    """The record, re-claimed by `owner` for `window` seconds, provided it is
+    still RUNNING at `turn` and nobody else holds it; else CONFLICT. The
+    caller commits with expected_version = the result's version.
+
+    First without reading: a write conditional on the version the caller
+    holds (unchanged since then, so still RUNNING at `turn` and this owner's);
+    when it fails (a heartbeat, a child's write, a cancel or a takeover
+    changed the record) the record is re-read and checked as it is now."""
+    changes = {"lease_owner": owner, "lease_until": time.time() + window}
+    unchanged = execution["status"] == ExecutionStatus.RUNNING and int(execution["next_turn"]) == turn
+    if unchanged and execution.get("version") is not None:
+        with contextlib.suppress(ConflictError):
+            return as_execution(
+                metadata.update_execution(
+                    execution["session_id"],
+                    execution["execution_id"],
+                    changes,
+                    expected_version=execution["version"],
+                    from_statuses=RUNNING,
+                    lease_owner=owner,
+                )
+            )
     current = as_execution(metadata.get_execution(execution["tenant_id"], execution["execution_id"]))
     now = time.time()
     if current["status"] != ExecutionStatus.RUNNING:

@@ -7,13 +7,13 @@ never decides anything itself.
 from __future__ import annotations
 
 import collections
-import threading
 from dataclasses import dataclass, field
 
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.control.costs import PriceTable
 from rlm_rs.control.executions.events import EventLog
 from rlm_rs.control.executions.records import Records
+from rlm_rs.control.executions.subcorpus import ManifestCache
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.tools import ToolResolver
 from rlm_rs.ingestion.search import SearchIndex
@@ -40,7 +40,7 @@ class Context:
     resolver: ToolResolver
     events: EventLog
     records: Records
-    new_events: threading.Condition  # notified when an event was written (watchers)
+    manifests: ManifestCache  # each execution's documents, listed once
     # per-turn phase durations of the Answerer loop and per-execution
     # finalisation times (`rlm-rs bench orchestrator` reads them)
     turn_timings: collections.deque[dict[str, float]] = field(

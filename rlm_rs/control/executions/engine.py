@@ -5,7 +5,6 @@ over to the module that owns the responsibility; nothing is decided here.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from rlm_rs.control.executions.answerer import AnswererLoops, run_answerer
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import EventLog
 from rlm_rs.control.executions.records import Records, as_execution
+from rlm_rs.control.executions.subcorpus import ManifestCache
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.tools import Resolution, ToolResolver
 from rlm_rs.domain import (
@@ -49,12 +49,7 @@ def _context(
     quotas = Quotas.from_settings(settings, storage)
     search_index = SearchIndex(settings.data_dir / "search.sqlite3")
     prices = PriceTable.from_settings(settings, getattr(provider, "name", None))
-    new_events = threading.Condition()
-
-    def notify_watchers() -> None:
-        with new_events:
-            new_events.notify_all()
-
+    docs = DocumentCache(storage, settings.data_dir / "doc-cache")
     return Context(
         storage=storage,
         settings=settings,
@@ -62,14 +57,14 @@ def _context(
         provider=provider,
         owner=owner,
         lease_seconds=lease_seconds,
-        docs=DocumentCache(storage, settings.data_dir / "doc-cache"),
+        docs=docs,
         quotas=quotas,
         prices=prices,
         search_index=search_index,
         resolver=ToolResolver(storage, provider, search_index, prices),
-        events=EventLog(storage, notify_watchers),
+        events=EventLog(storage),
         records=Records(storage, settings, quotas, owner=owner, lease_seconds=lease_seconds),
-        new_events=new_events,
+        manifests=ManifestCache(docs),
     )
 
 

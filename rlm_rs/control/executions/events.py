@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from rlm_rs.canonical import canonical_json
+from rlm_rs.control.executions.signals import Signals
 from rlm_rs.control.executions.traces import redact
 from rlm_rs.domain import EventRecord, EventType, ExecutionRecord
 from rlm_rs.storage import Storage
@@ -45,9 +45,9 @@ def event_id(turn: int, seq: int) -> str:
 
 
 class EventLog:
-    def __init__(self, storage: Storage, notify: Callable[[], None]) -> None:
+    def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self._notify = notify
+        self.written = Signals()  # WatchExecution's watchers
         self._lock = threading.Lock()
         # execution_id -> (turn, next seq); LRU-bounded: runtime executions that
         # are never finished must not make a long-running process grow
@@ -86,7 +86,7 @@ class EventLog:
                 "ttl_epoch": execution.get("ttl_epoch"),
             },
         )
-        self._notify()
+        self.written.notify(execution_id)
         return eid
 
     def after(self, execution_id: str, after_event_id: str = "") -> list[EventRecord]:

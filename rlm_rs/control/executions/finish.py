@@ -26,7 +26,7 @@ from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.records import elapsed_ms
 from rlm_rs.control.executions.subcorpus import derived_dir, to_parent
 from rlm_rs.control.executions.traces import build_trace, redact, write_trace
-from rlm_rs.domain import EventType, ExecutionRecord, ExecutionStatus, OutputMode
+from rlm_rs.domain import EventType, ExecutionRecord, ExecutionStatus, OutputMode, StepRecord
 from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.observability import (
     EXECUTION_DURATION,
@@ -67,9 +67,10 @@ def finish(
     }
     if error is not None:
         changes["error"] = {"code": error.code, "message": error.message, "details": error.details}
+    steps = ctx.records.steps(execution, with_state=False)  # their span logs and traces, read once
     if status == ExecutionStatus.COMPLETED:
-        changes.update(_results(ctx, execution, answer))
-    changes.update(_trace(ctx, execution, {**execution, **changes}))
+        changes.update(_results(ctx, execution, steps, answer))
+    changes.update(_trace(ctx, execution, steps, {**execution, **changes}))
     try:
         final = ctx.records.update(execution, changes, from_statuses=RUNNING)
     except ConflictError:
@@ -77,6 +78,7 @@ def finish(
         final = ctx.records.update(execution, {"trace_s3_uri": changes["trace_s3_uri"]})
     else:
         status_event(ctx, final)
+    ctx.manifests.forget(execution["execution_id"])
     if execution.get("corpus"):
         shutil.rmtree(derived_dir(ctx.docs, execution), ignore_errors=True)
     ctx.finish_timings_ms.append((time.perf_counter() - clock) * 1000)
@@ -88,12 +90,13 @@ def finish(
     return final
 
 
-def _results(ctx: Context, execution: ExecutionRecord, answer: str | None) -> dict[str, Any]:
+def _results(
+    ctx: Context, execution: ExecutionRecord, steps: list[StepRecord], answer: str | None
+) -> dict[str, Any]:
     """A completed execution's answer and citations, or its contexts."""
     session_id = execution["session_id"]
-    manifest = ctx.docs.manifest(session_id)
-    documents = ctx.docs.cited_documents(manifest, session_id)
-    turn_spans = _spans(ctx, execution)
+    manifest, documents = ctx.docs.cited(session_id)
+    turn_spans = _spans(execution, steps)
     if execution.get("output_mode") != OutputMode.CONTEXTS:
         spans = [s for _, step_spans in turn_spans for s in step_spans] + _children_spans(ctx, execution)
         refs = build_citations(execution["tenant_id"], session_id, spans, documents)
@@ -112,11 +115,13 @@ def _results(ctx: Context, execution: ExecutionRecord, answer: str | None) -> di
     return changes
 
 
-def _trace(ctx: Context, execution: ExecutionRecord, merged: dict[str, Any]) -> dict[str, Any]:
+def _trace(
+    ctx: Context, execution: ExecutionRecord, steps: list[StepRecord], merged: dict[str, Any]
+) -> dict[str, Any]:
     """Write the trace (the redacted form only, with redact_trace); its uri,
     and the trace itself when the caller asked for it inline."""
     options = execution.get("options") or {}
-    turns = [s.get("trace") or {} for s in ctx.records.steps(execution)]
+    turns = [s.get("trace") or {} for s in steps]
     trace = build_trace(merged, turns, child_traces(ctx, execution))
     if options.get("redact_trace"):
         trace = redact(trace)  # every copy: the blob, trace_json, a parent's embedded copy
@@ -126,12 +131,12 @@ def _trace(ctx: Context, execution: ExecutionRecord, merged: dict[str, Any]) -> 
     return changes
 
 
-def _spans(ctx: Context, execution: ExecutionRecord) -> TurnSpans:
+def _spans(execution: ExecutionRecord, steps: list[StepRecord]) -> TurnSpans:
     """Each successful turn's span log, in the session's coordinates (a
     child's sub-corpus spans are mapped back to the session's documents)."""
     pieces = execution.get("corpus")
     out = []
-    for step in ctx.records.steps(execution):
+    for step in steps:
         if step.get("success"):
             spans = [Span(**s) for s in step.get("span_log", [])]
             if pieces:

@@ -1,19 +1,20 @@
 """Execution records: creating one, reading it, its children and its step
 records, changing it, and its persisted state (inline or offloaded,
-rlm_rs/storage/state.py). Every change wakes this process's waiters
-(`changed`). Nothing here decides what a turn does; the callers pass the
-conditions that keep two writers apart (claims.py).
+rlm_rs/storage/state.py). A status change wakes this process's waiters for
+that execution (`status_changed`, signals.py). Nothing here decides what a
+turn does; the callers pass the conditions that keep two writers apart
+(claims.py).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any, cast
 
 from rlm_rs.control.budgets import merge_budgets
+from rlm_rs.control.executions.signals import Signals
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.domain import (
     ExecutionMode,
@@ -60,11 +61,7 @@ class Records:
         self.quotas = quotas
         self.owner = owner
         self.lease_seconds = lease_seconds
-        self.changed = threading.Condition()  # an execution record changed (waiters)
-
-    def notify(self) -> None:
-        with self.changed:
-            self.changed.notify_all()
+        self.status_changed = Signals()  # WaitExecution's waiters
 
     def create(
         self,
@@ -144,7 +141,8 @@ class Records:
         updated = self.storage.metadata.update_execution(
             execution["session_id"], execution["execution_id"], dict(changes), **condition
         )
-        self.notify()
+        if "status" in changes:
+            self.status_changed.notify(execution["execution_id"])
         return as_execution(updated)
 
     def children(self, execution: ExecutionRecord) -> list[ExecutionRecord]:
@@ -191,6 +189,12 @@ class Records:
         )
 
     def load_state(self, execution: ExecutionRecord) -> State:
+        return self.load_state_text(execution)[0]
+
+    def load_state_text(self, execution: ExecutionRecord) -> tuple[State, str | None]:
+        """The persisted state and its canonical text (None for a fresh execution)."""
         loaded = load_state(self.storage.metadata, self.storage.blobs, execution["execution_id"])
-        state: State = json.loads(loaded[0]) if loaded else initial_state()
-        return state
+        if loaded is None:
+            return initial_state(), None
+        state: State = json.loads(loaded[0])
+        return state, loaded[0]

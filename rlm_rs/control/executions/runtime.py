@@ -45,10 +45,13 @@ def run_step(
             session = cast(
                 SessionRecord, ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
             )
-            state = _overridden(ctx.records.load_state(execution), override)
+            state, state_json = ctx.records.load_state_text(execution)
+            if override is not None:
+                state, state_json = _overridden(state, override), None
             turn = pipeline.step(
-                ctx, execution, session, code, state, resolve=resolve, started=time.perf_counter()
-            )
+                ctx, execution, session, code, state,
+                state_json=state_json, resolve=resolve, started=time.perf_counter(),
+            )  # fmt: skip
         execution = pipeline.commit(ctx, execution, turn, claim)
         pipeline.end_if_due(ctx, execution, turn)
         return turn.result
@@ -56,10 +59,8 @@ def run_step(
         claim.release()
 
 
-def _overridden(state: State, override: dict[str, Any] | None) -> State:
+def _overridden(state: State, override: dict[str, Any]) -> State:
     """The caller's state override, with the reserved `_` keys kept from the persisted state."""
-    if override is None:
-        return state
     return {
         **{k: v for k, v in override.items() if not k.startswith("_")},
         **{k: v for k, v in state.items() if k.startswith("_")},

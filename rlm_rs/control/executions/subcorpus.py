@@ -12,8 +12,10 @@ RLM_SANDBOX_DOCUMENT_ROOT); nothing here reads another session's files.
 
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 from rlm_rs.canonical import build_offsets, canonical_json
@@ -34,6 +36,37 @@ def execution_manifest(docs: DocumentCache, execution: ExecutionRecord) -> list[
     if not pieces:
         return manifest
     return child_manifest(pieces, manifest, derived_dir(docs, execution))
+
+
+class ManifestCache:
+    """Each execution's manifest, listed once: a session's documents do not
+    change once it is READY, so no step lists them again. Least recently
+    used entries go past MAX_CACHED; `forget` when the execution ends."""
+
+    MAX_CACHED = 1_024
+
+    def __init__(self, docs: DocumentCache) -> None:
+        self.docs = docs
+        self._lock = threading.Lock()
+        self._manifests: collections.OrderedDict[str, list[ContextDocument]] = collections.OrderedDict()
+
+    def of(self, execution: ExecutionRecord) -> list[ContextDocument]:
+        execution_id = execution["execution_id"]
+        with self._lock:
+            cached = self._manifests.get(execution_id)
+            if cached is not None:
+                self._manifests.move_to_end(execution_id)
+                return cached
+        manifest = execution_manifest(self.docs, execution)
+        with self._lock:
+            self._manifests[execution_id] = manifest
+            while len(self._manifests) > self.MAX_CACHED:
+                self._manifests.popitem(last=False)
+        return manifest
+
+    def forget(self, execution_id: str) -> None:
+        with self._lock:
+            self._manifests.pop(execution_id, None)
 
 
 def derived_dir(docs: DocumentCache, execution: ExecutionRecord) -> Path:

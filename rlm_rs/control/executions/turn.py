@@ -29,7 +29,6 @@ from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.finish import finish
 from rlm_rs.control.executions.records import State, step_sk
-from rlm_rs.control.executions.subcorpus import execution_manifest
 from rlm_rs.control.limits import bound_step_result
 from rlm_rs.control.tools import Resolution
 from rlm_rs.domain import (
@@ -61,9 +60,10 @@ class Turn:
     code: str
     result: StepResult
     consumed: Consumed  # the execution's consumption after this turn
-    state_json: str | None  # the state to persist; None: unchanged
+    state_json: str | None  # the state to persist, canonical; None: unchanged
     started: float  # perf_counter when the turn began (its trace's duration)
     completion: Completion | None = None  # the root model's reply (Answerer mode)
+    state: State | None = None  # state_json, decoded (the Answerer loop carries it to its next turn)
     resolved: list[dict[str, Any]] = field(default_factory=list)  # tool resolution, for the trace
     timings: dict[str, float] = field(default_factory=dict)  # phase durations in ms
 
@@ -83,11 +83,28 @@ def has_requests(requests: ToolRequests) -> bool:
 
 
 # --- dispatch --------------------------------------------------------------------------
+def with_budgets(state: State, state_json: str | None, budgets_left: dict[str, Any]) -> str:
+    """The step's input state: `state` plus `_budgets`, as canonical JSON.
+    When the state's canonical text is at hand and every top-level key sorts
+    after `_budgets` (the orchestrator's `_history`, `_tool_*` and `work` do),
+    `_budgets` is spliced in front of the text instead of the whole state
+    being encoded again: the same text, one encoding fewer per turn."""
+    if state_json is None or not state or min(state) <= "_budgets":
+        return canonical_json({**state, "_budgets": budgets_left})
+    return '{"_budgets":' + canonical_json(budgets_left) + "," + state_json[1:]
+
+
 def step_request(
-    ctx: Context, execution: ExecutionRecord, session: SessionRecord, code: str, state: State
+    ctx: Context,
+    execution: ExecutionRecord,
+    session: SessionRecord,
+    code: str,
+    state: State,
+    state_json: str | None = None,
 ) -> StepRequest:
+    """`state_json`, when given, is canonical_json(state)."""
     budgets = execution["budgets_requested"]
-    state = {**state, "_budgets": snapshot(budgets, execution["budgets_consumed"])}
+    budgets_left = snapshot(budgets, execution["budgets_consumed"])
     enable_search = bool((session.get("options") or {}).get("enable_search"))
     return StepRequest(
         tenant_id=execution["tenant_id"],
@@ -95,8 +112,8 @@ def step_request(
         execution_id=execution["execution_id"],
         turn_index=int(execution["next_turn"]),
         code=code,
-        state_json=canonical_json(state),
-        context_manifest=execution_manifest(ctx.docs, execution),
+        state_json=with_budgets(state, state_json, budgets_left),
+        context_manifest=ctx.manifests.of(execution),
         limits=with_defaults(step_policy(budgets, enable_search=enable_search)),
         require_repl_block=execution["mode"] == ExecutionMode.ANSWERER,
     )
@@ -137,23 +154,27 @@ def step(
     code: str,
     state: State,
     *,
+    state_json: str | None = None,
     resolve: bool,
     started: float,
     completion: Completion | None = None,
     consumed: Consumed | None = None,
 ) -> Turn:
-    """Dispatch `code` on `state`, then apply the result (and resolve its
-    tools when `resolve`); nothing is persisted yet."""
+    """Dispatch `code` on `state` (`state_json`: its canonical text, when at
+    hand), then apply the result (and resolve its tools when `resolve`);
+    nothing is persisted yet."""
     index = int(execution["next_turn"])
     bind_log_context(turn_index=index)  # runtime steps: until the RPC ends
     consumed = execution["budgets_consumed"].copy() if consumed is None else consumed
     clock = time.perf_counter()
-    result = dispatch(ctx, step_request(ctx, execution, session, code, state))
+    result = dispatch(ctx, step_request(ctx, execution, session, code, state, state_json))
     turn = Turn(index, code, result, consumed, None, started, completion)
     turn.timings["sandbox_ms"] = ms_since(clock)
     step_event(ctx, execution, index, result)
     clock = time.perf_counter()
-    turn.state_json, turn.resolved = _apply(ctx, execution, session, result, consumed, resolve=resolve)
+    turn.state, turn.resolved = _apply(ctx, execution, session, result, consumed, resolve=resolve)
+    if turn.state is not None:
+        turn.state_json = result.state_json = canonical_json(turn.state)
     turn.timings["tools_ms"] = ms_since(clock)
     return turn
 
@@ -166,7 +187,7 @@ def _apply(
     consumed: Consumed,
     *,
     resolve: bool,
-) -> tuple[str | None, list[dict[str, Any]]]:
+) -> tuple[State | None, list[dict[str, Any]]]:
     """The state to persist after the step (None: unchanged), with its tool
     results injected, and the resolution's records for the trace."""
     answerer = execution["mode"] == ExecutionMode.ANSWERER
@@ -178,7 +199,7 @@ def _apply(
     if not result.success:  # recorded in the state, the loop goes on
         if isinstance(work, dict):
             work["last_error"] = f"{result.error.code}: {result.error.message}"
-        return canonical_json(state), []
+        return state, []
     consumed["spans_total"] += len(result.span_log)
     if answerer and isinstance(work, dict):
         work.pop("last_error", None)
@@ -187,8 +208,7 @@ def _apply(
         resolution = resolve_tools(ctx, execution, session, result.tool_requests, consumed)
         resolution.inject(state)
         resolved = resolution.records
-    result.state_json = canonical_json(state)
-    return result.state_json, resolved
+    return state, resolved
 
 
 def resolve_tools(
@@ -267,8 +287,13 @@ def trace_turn(turn: Turn) -> dict[str, Any]:
 
 
 def _step_record(turn: Turn) -> dict[str, Any]:
+    """The step record's fields besides the state (each part converted
+    alone: the state is never passed through protobuf's JSON)."""
     result = turn.result
-    step = json_format.MessageToDict(result, preserving_proto_field_name=True)
+
+    def as_dict(message: Any) -> dict[str, Any]:
+        return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
     return {
         "success": result.success,
         "stdout": result.stdout,
@@ -276,9 +301,9 @@ def _step_record(turn: Turn) -> dict[str, Any]:
             {"doc_index": s.doc_index, "start_char": s.start_char, "end_char": s.end_char, "tag": s.tag}
             for s in result.span_log
         ],
-        "tool_requests": step.get("tool_requests", {}),
-        "final": step.get("final") if result.final.is_final else None,
-        "error": step.get("error"),
+        "tool_requests": as_dict(result.tool_requests) if result.HasField("tool_requests") else {},
+        "final": as_dict(result.final) if result.final.is_final else None,
+        "error": as_dict(result.error) if result.HasField("error") else None,
         "trace": trace_turn(turn),
     }
 

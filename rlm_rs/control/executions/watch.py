@@ -2,8 +2,10 @@
 
 `wait` returns as soon as the execution has ended or the timeout passed;
 `watch` yields the events past a given id as they are written (events.py)
-and ends with the `status` event. Events and records written by another
-control plane are seen by polling storage. Neither ever changes a record
+and ends with the `status` event. Both sleep until this process signals a
+change to *that* execution (signals.py: a status change for waiters, a new
+event for watchers), and read storage again only then, or every
+POLL_SECONDS for what another control plane wrote. Neither changes a record
 (but a missing status event of an execution that ended before events
 existed is written once).
 """
@@ -15,19 +17,28 @@ from collections.abc import Callable, Iterator
 
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.finish import status_event
+from rlm_rs.control.executions.signals import POLL_SECONDS
 from rlm_rs.domain import TERMINAL_STATUSES, EventRecord, EventType, ExecutionRecord
 from rlm_rs.limits import MAX_WAIT_TIMEOUT_SECONDS
 
 
 def wait(ctx: Context, tenant_id: str, execution_id: str, timeout_seconds: float) -> ExecutionRecord:
+    """The record once it has ended, or when `timeout_seconds` passed (as read
+    at most POLL_SECONDS before, when no change was signalled since)."""
     deadline = time.monotonic() + max(0.0, min(timeout_seconds, MAX_WAIT_TIMEOUT_SECONDS))
-    while True:
-        execution = ctx.records.get(tenant_id, execution_id)
+    signals = ctx.records.status_changed
+    seen = signals.seq(execution_id)  # before the read: a change after it wakes the wait below
+    execution = ctx.records.get(tenant_id, execution_id)
+    while execution["status"] not in TERMINAL_STATUSES:
         remaining = deadline - time.monotonic()
-        if execution["status"] in TERMINAL_STATUSES or remaining <= 0:
+        if remaining <= 0:
             return execution
-        with ctx.records.changed:
-            ctx.records.changed.wait(min(remaining, 0.1))
+        signalled = signals.wait(execution_id, seen, min(remaining, POLL_SECONDS))
+        if not signalled and time.monotonic() >= deadline:
+            return execution
+        seen = signals.seq(execution_id)
+        execution = ctx.records.get(tenant_id, execution_id)
+    return execution
 
 
 def watch(
@@ -40,30 +51,50 @@ def watch(
     stop: Callable[[], bool] | None = None,
 ) -> Iterator[EventRecord]:
     """Events past `after_event_id` as they are written, ending with the
-    `status` event (at once when the caller already has it). Events
-    written by another control plane are seen by polling storage every
-    `poll_seconds`; `stop()` true (the caller went away) ends the watch."""
+    `status` event (at once when the caller already has it). `stop()` true
+    (the caller went away) ends the watch; it is asked every `poll_seconds`."""
     ctx.records.get(tenant_id, execution_id)  # NOT_FOUND for a foreign or unknown id
-    last = after_event_id
-    terminal_seen = False
+    cursor = _Cursor(ctx, tenant_id, execution_id, after_event_id)
     while stop is None or not stop():
-        fresh = ctx.events.after(execution_id, last)
-        for event in fresh:
-            yield event
-            last = event["event_id"]
-            if event["type"] == EventType.STATUS:
+        seen = ctx.events.written.seq(execution_id)
+        if cursor.due(seen):
+            fresh = ctx.events.after(execution_id, cursor.last)
+            yield from fresh
+            if cursor.advance(fresh):
                 return
+        ctx.events.written.wait(execution_id, seen, poll_seconds)
+
+
+class _Cursor:
+    """Where a watch is, and when it reads storage next."""
+
+    def __init__(self, ctx: Context, tenant_id: str, execution_id: str, last: str) -> None:
+        self.ctx, self.tenant_id, self.execution_id, self.last = ctx, tenant_id, execution_id, last
+        self.read_seq: int | None = None  # the signal count at the last read (None: read now)
+        self.read_at = 0.0
+        self.terminal_seen = False
+
+    def due(self, seq: int) -> bool:
+        """Read now: an event was signalled, or POLL_SECONDS passed since the last read."""
+        if seq == self.read_seq and time.monotonic() - self.read_at < POLL_SECONDS:
+            return False
+        self.read_seq, self.read_at = seq, time.monotonic()
+        return True
+
+    def advance(self, fresh: list[EventRecord]) -> bool:
+        """After yielding `fresh`: True when the stream is complete."""
         if fresh:
-            continue
-        execution = ctx.records.get(tenant_id, execution_id)
-        if execution["status"] in TERMINAL_STATUSES:
-            if terminal_seen:
-                if _closed(ctx, execution, last):
-                    return
-                continue
-            terminal_seen = True  # its status event may be a moment behind the record
-        with ctx.new_events:
-            ctx.new_events.wait(poll_seconds)
+            self.last = fresh[-1]["event_id"]
+            self.read_seq = None  # more may have come meanwhile: read again at once
+            return any(e["type"] == EventType.STATUS for e in fresh)
+        execution = self.ctx.records.get(self.tenant_id, self.execution_id)
+        if execution["status"] not in TERMINAL_STATUSES:
+            return False
+        if self.terminal_seen and _closed(self.ctx, execution, self.last):
+            return True
+        self.terminal_seen = True  # its status event may be a moment behind the record
+        self.read_seq = None
+        return False
 
 
 def _closed(ctx: Context, execution: ExecutionRecord, last: str) -> bool:
