@@ -20,10 +20,10 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from rlm_rs.citations import CitedDocument
-from rlm_rs.domain import PARSED_STATUSES
+from rlm_rs.domain import PARSED_STATUSES, DocumentRecord
 from rlm_rs.errors import RlmError
 from rlm_rs.storage import Storage
 from rlm_rs.textfile import TextFile
@@ -61,18 +61,15 @@ class DocumentCache:
             os.replace(tmp, target)
         return str(target)
 
-    def parsed_documents(self, session_id: str) -> list[dict[str, Any]]:
-        return [
-            d
-            for d in self.storage.metadata.list_documents(session_id)
-            if d.get("ingest_status") in PARSED_STATUSES
-        ]
+    def parsed_documents(self, session_id: str) -> list[DocumentRecord]:
+        documents = cast(list[DocumentRecord], self.storage.metadata.list_documents(session_id))
+        return [d for d in documents if d.get("ingest_status") in PARSED_STATUSES]
 
     def manifest(self, session_id: str) -> list[ContextDocument]:
         """The step's context: parsed documents in doc_index order, re-indexed from 0."""
         return self._manifest(self.parsed_documents(session_id))
 
-    def _manifest(self, documents: list[dict[str, Any]]) -> list[ContextDocument]:
+    def _manifest(self, documents: list[DocumentRecord]) -> list[ContextDocument]:
         manifest = []
         for position, doc in enumerate(documents):
             manifest.append(
@@ -85,12 +82,12 @@ class DocumentCache:
                     byte_length=int(doc.get("byte_length") or 0),
                     text_path=self.path(doc["text_s3_uri"]),
                     offsets_path=self.path(doc["offsets_s3_uri"]),
-                    meta_path=self.path(doc["meta_s3_uri"]) if doc.get("meta_s3_uri") else "",
+                    meta_path=self.path(meta) if (meta := doc.get("meta_s3_uri")) else "",
                 )
             )
         return manifest
 
-    def text(self, doc: dict[str, Any]) -> TextFile:
+    def text(self, doc: DocumentRecord) -> TextFile:
         if doc.get("ingest_status") not in PARSED_STATUSES:
             raise RlmError("SESSION_NOT_READY", "the document is not parsed", {"doc_id": doc["doc_id"]})
         uri = doc["text_s3_uri"]

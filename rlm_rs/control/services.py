@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import json_format
@@ -27,7 +27,7 @@ from rlm_rs.control.budgets import budgets_from_dict, budgets_to_dict
 from rlm_rs.control.executions import ExecutionEngine
 from rlm_rs.control.sessions import load_session
 from rlm_rs.control.validation import check_models, check_tool_requests
-from rlm_rs.domain import TERMINAL_STATUSES, ExecutionMode, ExecutionRecord, StepRecord
+from rlm_rs.domain import TERMINAL_STATUSES, DocumentRecord, ExecutionMode, ExecutionRecord, StepRecord
 from rlm_rs.errors import RlmError
 from rlm_rs.limits import (
     DEFAULT_SYNCHRONOUS_TIMEOUT_SECONDS,
@@ -394,12 +394,12 @@ class CitationServicer(citation_pb2_grpc.CitationServiceServicer):
         self.GetSpan = guard(CitationServicer._GetSpan).__get__(self)
         self.VerifyCitation = guard(CitationServicer._VerifyCitation).__get__(self)
 
-    def _document(self, caller: Caller, session_id: str, doc_id: str) -> dict[str, Any]:
+    def _document(self, caller: Caller, session_id: str, doc_id: str) -> DocumentRecord:
         load_session(self.storage, caller.tenant_id, session_id)
         doc = self.storage.metadata.get_document(session_id, doc_id) if doc_id else None
         if doc is None:
             raise RlmError("VALIDATION_ERROR", "no such document in this session", {"doc_id": doc_id})
-        return doc
+        return cast(DocumentRecord, doc)
 
     def _GetSpan(
         self, request: citation_pb2.GetSpanRequest, context: grpc.ServicerContext, caller: Caller
