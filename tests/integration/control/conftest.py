@@ -22,7 +22,8 @@ from rlm_rs.sandbox.client import InProcessSandbox, SandboxClient
 from rlm_rs.settings import Settings
 from rlm_rs.storage import open_storage
 from rlm_rs.storage.uploads import store_upload
-from rlm_rs.v1 import citation_pb2_grpc, execution_pb2_grpc, session_pb2, session_pb2_grpc
+from rlm_rs.v1 import citation_pb2_grpc, execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
+from rlm_rs.v1.common_pb2 import Budgets
 
 REPORT = (
     "Northwind Annual Report 2025\n\nRevenue grew 14% to $48.2M, driven by the Lisbon office.\n"
@@ -75,6 +76,16 @@ class Api:
         )
         IngestionWorker(storage, self.settings).run_once()
         return created.session_id
+
+    def runtime_execution(self, **budgets: Any) -> str:
+        """A runtime execution on a fresh ready session, with these budgets."""
+        created = self.executions.CreateRuntimeExecution(
+            execution_pb2.CreateRuntimeExecutionRequest(
+                session_id=self.ready_session(), budgets=Budgets(**budgets)
+            ),
+            metadata=self.auth(),
+        )
+        return created.execution_id
 
 
 def error_code(error: grpc.RpcError) -> str:

@@ -17,16 +17,6 @@ from rlm_rs.v1.common_pb2 import Budgets, RlmRequest, SpanRef, ToolRequests
 from tests.integration.control.conftest import Api, error_code
 
 
-def _runtime(api: Api, **budgets: Any) -> str:
-    created = api.executions.CreateRuntimeExecution(
-        execution_pb2.CreateRuntimeExecutionRequest(
-            session_id=api.ready_session(), budgets=Budgets(**budgets)
-        ),
-        metadata=api.auth(),
-    )
-    return created.execution_id
-
-
 def _step(api: Api, execution_id: str, code: str, state: str | None = None) -> Any:
     request = execution_pb2.RunStepRequest(execution_id=execution_id, code=code)
     if state is not None:
@@ -65,7 +55,7 @@ def test_a_page_token_it_issued_pages(api: Api) -> None:
 def test_nan_child_budgets_are_a_tool_error_and_the_parent_stays_readable(
     api: Api, budgets_json: str
 ) -> None:
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     response = api.executions.ResolveTools(
         execution_pb2.ResolveToolsRequest(
             execution_id=execution_id,
@@ -104,13 +94,13 @@ def test_nan_in_a_budgets_message_is_a_validation_error(api: Api) -> None:
     ],
 )
 def test_a_bad_state_override_is_refused_before_the_step(api: Api, state: str, expected: str) -> None:
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     assert _code_of(lambda: _step(api, execution_id, "print(1)", state)) == expected
     assert api.plane.storage.metadata.get_execution("tenant-a", execution_id)["next_turn"] == 0
 
 
 def test_an_integer_past_the_str_limit_in_state_is_state_invalid_type(api: Api) -> None:
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     result = _step(api, execution_id, "state['work']['n'] = 10 ** 5000")
     assert not result.success and result.error.code == "STATE_INVALID_TYPE", result.error
     final = _step(api, execution_id, "tool.FINAL(10 ** 5000)")
@@ -126,7 +116,7 @@ def _steps(api: Api, execution_id: str) -> list[Any]:
 
 
 def test_a_final_answer_past_the_limit_fails_the_step_and_is_not_stored(api: Api) -> None:
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     result = _step(api, execution_id, "state['work']['x'] = 1\ntool.FINAL('a' * 250000)")
     assert not result.success and result.error.code == "BUDGET_EXCEEDED"
     assert json.loads(result.error.details_json)["limit"] == "max_final_answer_chars"
@@ -141,7 +131,7 @@ def test_tool_metadata_past_the_limit_fails_the_step(api: Api) -> None:
     # Two walls: the sandbox refuses metadata past its own 16,000 chars when the
     # request is queued; the control plane's RLM_MAX_TOOL_METADATA_CHARS (set
     # lower here) refuses what the sandbox let through, before anything is stored.
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     code = "tool.queue_llm('k', 'a prompt', metadata={'m': 'x' * 40000})\ntool.YIELD()"
     result = _step(api, execution_id, code)
     assert not result.success and result.error.code == "STATE_TOO_LARGE"
@@ -156,7 +146,7 @@ def test_tool_metadata_past_the_limit_fails_the_step(api: Api) -> None:
 
 def test_a_step_record_past_the_limit_fails_the_step(api: Api) -> None:
     api.plane.engine.settings.max_step_record_bytes = 100_000
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     code = "for i in range(5):\n    tool.queue_llm('k' + str(i), 'p' * 30000)\ntool.YIELD()"
     result = _step(api, execution_id, code)
     assert not result.success and json.loads(result.error.details_json)["limit"] == "max_step_record_bytes"
@@ -165,7 +155,7 @@ def test_a_step_record_past_the_limit_fails_the_step(api: Api) -> None:
 
 
 def test_an_event_past_its_size_limit_keeps_only_its_size(api: Api) -> None:
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     record = api.plane.storage.metadata.get_execution("tenant-a", execution_id)
     api.plane.engine.events.emit(record, 0, "tool_requests", {"llm": ["k" * 250] * 500})
     (event,) = api.plane.engine.events.after(execution_id)
@@ -198,7 +188,7 @@ def test_verify_citation_returns_at_most_the_span_limit(api: Api, monkeypatch: p
 
 
 def test_list_steps_pages_by_count_and_by_bytes(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     for n in range(3):
         assert _step(api, execution_id, f"print({n})").success
 

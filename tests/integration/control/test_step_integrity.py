@@ -19,7 +19,7 @@ from rlm_rs.control.executions.claims import StepClaim
 from rlm_rs.errors import RlmError
 from rlm_rs.storage.state import load_state
 from rlm_rs.v1 import execution_pb2
-from rlm_rs.v1.common_pb2 import Budgets, LlmRequest, ToolRequests
+from rlm_rs.v1.common_pb2 import LlmRequest, ToolRequests
 from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 from tests.integration.control.conftest import Api
 
@@ -30,16 +30,6 @@ def _error(exc: grpc.RpcError) -> tuple[str, dict[str, str]]:
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)
     return info.reason, dict(info.metadata)
-
-
-def _runtime(api: Api, **budgets: Any) -> str:
-    created = api.executions.CreateRuntimeExecution(
-        execution_pb2.CreateRuntimeExecutionRequest(
-            session_id=api.ready_session(), budgets=Budgets(**budgets)
-        ),
-        metadata=api.auth(),
-    )
-    return created.execution_id
 
 
 def _step(api: Api, execution_id: str, code: str, **kw: Any) -> Any:
@@ -65,7 +55,7 @@ class SlowSandbox:
 def test_concurrent_steps_on_one_execution_commit_exactly_max_turns(api: Api) -> None:
     sandbox = SlowSandbox(api.plane.engine.sandbox, 0.05)
     api.plane.engine.sandbox = sandbox  # type: ignore[assignment]
-    execution_id = _runtime(api, max_turns=2)
+    execution_id = api.runtime_execution(max_turns=2)
     callers = 6
     barrier = threading.Barrier(callers)
     successes: list[str] = []
@@ -130,7 +120,7 @@ def test_a_step_while_tools_resolve_is_a_conflict(api: Api) -> None:
 
     engine = api.plane.engine
     engine.resolver.provider = BlockingProvider(engine.resolver.provider)  # type: ignore[assignment]
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     requests = ToolRequests(llm=[LlmRequest(key="q", prompt="anything", temperature=0.5)])
     resolving = threading.Thread(
         target=lambda: api.executions.ResolveTools(
@@ -162,7 +152,7 @@ def test_a_writer_whose_claim_was_taken_over_cannot_commit(api: Api) -> None:
     the execution: the stalled step's commit is refused by the fence and
     writes no step record and no state."""
     engine = api.plane.engine
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     metadata = api.plane.storage.metadata
 
     class TakeoverSandbox:
@@ -190,7 +180,7 @@ def test_a_writer_whose_claim_was_taken_over_cannot_commit(api: Api) -> None:
 
 
 def test_a_claim_is_refused_while_another_is_live_and_free_after_release(api: Api) -> None:
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     metadata = api.plane.storage.metadata
     first = StepClaim.take(metadata, metadata.get_execution("tenant-a", execution_id))
     with pytest.raises(RlmError) as caught:
@@ -201,7 +191,7 @@ def test_a_claim_is_refused_while_another_is_live_and_free_after_release(api: Ap
 
 
 def test_a_runtime_execution_past_max_total_seconds_ends(api: Api) -> None:
-    execution_id = _runtime(api, max_total_seconds=1.0)
+    execution_id = api.runtime_execution(max_total_seconds=1.0)
     assert _step(api, execution_id, "print(1)").success
     time.sleep(1.1)
     with pytest.raises(grpc.RpcError) as caught:
@@ -212,7 +202,7 @@ def test_a_runtime_execution_past_max_total_seconds_ends(api: Api) -> None:
 
 
 def test_the_sweep_ends_an_idle_runtime_execution_past_max_total_seconds(api: Api) -> None:
-    execution_id = _runtime(api, max_total_seconds=1.0)
+    execution_id = api.runtime_execution(max_total_seconds=1.0)
     deadline = time.monotonic() + 10  # the fixture sweeps every 0.5 s
     status = "RUNNING"
     while status == "RUNNING" and time.monotonic() < deadline:
@@ -223,7 +213,7 @@ def test_the_sweep_ends_an_idle_runtime_execution_past_max_total_seconds(api: Ap
 
 def test_a_step_cancelled_while_it_runs_commits_nothing(api: Api) -> None:
     engine = api.plane.engine
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
 
     class CancellingSandbox:
         def __init__(self, inner: Any) -> None:
@@ -247,7 +237,7 @@ def test_a_commit_that_loses_its_version_reports_why(api: Api, monkeypatch: pyte
     """Cancelled between the fence and the counters' update: CONFLICT with
     the execution's status, never a bare storage conflict."""
     engine = api.plane.engine
-    execution_id = _runtime(api)
+    execution_id = api.runtime_execution()
     save = engine.records.save_state
 
     def save_then_cancel(execution: dict[str, Any], turn: int, state_json: str, **kw: Any) -> None:

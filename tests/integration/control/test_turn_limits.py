@@ -10,19 +10,8 @@ from typing import Any
 
 from rlm_rs.control.costs import PriceTable
 from rlm_rs.v1 import execution_pb2
-from rlm_rs.v1.common_pb2 import Budgets
 from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 from tests.integration.control.conftest import Api
-
-
-def _runtime(api: Api, **budgets: Any) -> str:
-    created = api.executions.CreateRuntimeExecution(
-        execution_pb2.CreateRuntimeExecutionRequest(
-            session_id=api.ready_session(), budgets=Budgets(**budgets)
-        ),
-        metadata=api.auth(),
-    )
-    return created.execution_id
 
 
 def _step(api: Api, execution_id: str, code: str, resolve: bool = False) -> Any:
@@ -39,7 +28,7 @@ def _record(api: Api, execution_id: str) -> dict[str, Any]:
 def test_a_runtime_step_that_spends_the_cost_budget_ends_the_execution(api: Api) -> None:
     api.plane.engine.resolver.prices = PriceTable()  # priced like a real provider
     api.provider.script["sub"] = [{"match": "Summarise", "text": "Revenue is up."}]
-    execution_id = _runtime(api, max_cost_usd=1e-9)
+    execution_id = api.runtime_execution(max_cost_usd=1e-9)
     result = _step(
         api, execution_id, "tool.queue_llm('s', 'Summarise the report')\ntool.YIELD()", resolve=True
     )
@@ -61,7 +50,7 @@ class _SlowSandbox:
 
 
 def test_a_runtime_step_that_ends_past_max_total_seconds_times_the_execution_out(api: Api) -> None:
-    execution_id = _runtime(api, max_total_seconds=1.0)
+    execution_id = api.runtime_execution(max_total_seconds=1.0)
     api.plane.engine.sandbox = _SlowSandbox(api.plane.engine.sandbox, 1.2)  # type: ignore[assignment]
     result = _step(api, execution_id, "state['work']['x'] = 1")
     assert result.success  # the step's own result still comes back
