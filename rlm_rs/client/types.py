@@ -16,7 +16,7 @@ import json
 import mimetypes
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -83,6 +83,16 @@ def _meta(value: Any) -> Any:
     return value
 
 
+# How a field's annotation reads a JSON value (used by _from_scalars).
+_READERS = {"str": _str, "int": _int, "float": _float, "str | None": _opt}
+
+
+def _from_scalars(cls: Any, data: Any) -> Any:
+    """A dataclass whose fields are all scalars, each read by its annotation."""
+    data = _obj(data)
+    return cls(**{f.name: _READERS[str(f.type)](data.get(f.name)) for f in fields(cls)})
+
+
 # ---------------------------------------------------------------- shared pieces
 @dataclass(frozen=True)
 class SpanRef:
@@ -98,15 +108,7 @@ class SpanRef:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SpanRef:
-        return cls(
-            session_id=_str(data.get("session_id")),
-            doc_id=_str(data.get("doc_id")),
-            doc_index=_int(data.get("doc_index")),
-            start_char=_int(data.get("start_char")),
-            end_char=_int(data.get("end_char")),
-            checksum=_str(data.get("checksum")),
-            tenant_id=_str(data.get("tenant_id")),
-        )
+        return _from_scalars(cls, data)
 
     def to_json(self) -> Json:
         out: Json = {
@@ -133,12 +135,7 @@ class Span:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Span:
-        return cls(
-            doc_index=_int(data.get("doc_index")),
-            start_char=_int(data.get("start_char")),
-            end_char=_int(data.get("end_char")),
-            tag=_opt(data.get("tag")),
-        )
+        return _from_scalars(cls, data)
 
     def to_json(self) -> Json:
         out: Json = {"doc_index": self.doc_index, "start_char": self.start_char, "end_char": self.end_char}
@@ -183,19 +180,7 @@ class BudgetsConsumed:
 
     @classmethod
     def from_json(cls, data: Any) -> BudgetsConsumed:
-        data = _obj(data)
-        return cls(
-            turns=_int(data.get("turns")),
-            llm_subcalls=_int(data.get("llm_subcalls")),
-            total_seconds=_float(data.get("total_seconds")),
-            spans_total=_int(data.get("spans_total")),
-            llm_prompt_chars_total=_int(data.get("llm_prompt_chars_total")),
-            rlm_subcalls=_int(data.get("rlm_subcalls")),
-            input_tokens=_int(data.get("input_tokens")),
-            output_tokens=_int(data.get("output_tokens")),
-            cost_usd=_float(data.get("cost_usd")),
-            cache_hits=_int(data.get("cache_hits")),
-        )
+        return _from_scalars(cls, data)
 
 
 # ---------------------------------------------------------------- sessions
@@ -709,13 +694,7 @@ class SearchHit:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SearchHit:
-        return cls(
-            score=_float(data.get("score")),
-            doc_index=_int(data.get("doc_index")),
-            start_char=_int(data.get("start_char")),
-            end_char=_int(data.get("end_char")),
-            preview=_str(data.get("preview")),
-        )
+        return _from_scalars(cls, data)
 
 
 @dataclass(frozen=True)
