@@ -1,8 +1,9 @@
 """Layer 1: the AST policy (docs/api.md#sandbox-policy, and more), before RestrictedPython.
 
 Rejects, with the offending line: imports, global/nonlocal, any attribute
-name containing "__", the forbidden names below, class definitions, async
-code and `except*`. Rewrites bare `except:` to `except Exception:` so no step
+name containing "__", the refused names below (the error lists them all),
+reads of unavailable names the step never binds itself, class definitions,
+async code and `except*`. Rewrites bare `except:` to `except Exception:` so no step
 can catch the sandbox's own stop signal. Never executes anything.
 """
 
@@ -12,23 +13,39 @@ import ast
 
 from rlm_rs.errors import RlmError
 
-FORBIDDEN_NAMES = frozenset(
+# Refused wherever they appear: the escape hatches and the names of the
+# sandbox's own stop signal. Steps never need them as variables.
+REFUSED_NAMES = frozenset(
+    {
+        "eval", "exec", "compile", "__import__", "globals", "locals", "vars",
+        "getattr", "setattr", "delattr", "breakpoint", "object", "super",
+        "__builtins__", "__build_class__", "memoryview", "classmethod", "staticmethod",
+        "BaseException", "SystemExit", "KeyboardInterrupt", "GeneratorExit",
+        "builtins",  # RestrictedPython reserves it too
+    }
+)  # fmt: skip
+# Not available in a step (no builtin, no module), but ordinary words a step
+# may use as its own variables: reading one the step never binds is refused
+# at compile time; binding it (assignment, loop target, parameter, function,
+# `except ... as`) makes it the step's own name. Shadowing cannot weaken the
+# sandbox: a name the step binds only ever holds the step's own values, and
+# a read that runs before the binding falls through to the step's builtins,
+# where none of these names exists (NameError).
+UNAVAILABLE_NAMES = frozenset(
     {
         # the spec's minimum (docs/api.md#sandbox-policy)
-        "eval", "exec", "compile", "open", "input", "__import__", "globals", "locals",
-        "vars", "dir", "help",
+        "open", "input", "dir", "help",
         "os", "sys", "subprocess", "socket", "pathlib", "shutil", "urllib", "requests",
         "http",
-        # and more: introspection, object graph and escape hatches
-        "getattr", "setattr", "delattr", "hasattr", "type", "object", "super",
-        "breakpoint", "memoryview", "bytearray", "bytes", "classmethod",
-        "staticmethod", "property", "id", "issubclass", "__builtins__", "__build_class__",
-        "BaseException", "SystemExit", "KeyboardInterrupt", "GeneratorExit",
-        "importlib", "builtins", "ctypes", "gc", "inspect", "code", "codecs", "pickle",
+        # and more: introspection, object graph and module names
+        "hasattr", "type", "bytearray", "bytes", "property", "id", "issubclass",
+        "importlib", "ctypes", "gc", "inspect", "code", "codecs", "pickle",
         "marshal", "threading", "multiprocessing", "signal", "resource", "mmap",
         "asyncio", "io", "tempfile", "glob", "fcntl", "pty", "posix", "string",
     }
 )  # fmt: skip
+FORBIDDEN_NAMES = REFUSED_NAMES | UNAVAILABLE_NAMES
+_REFUSED_LIST = ", ".join(sorted(REFUSED_NAMES, key=str.lower))
 
 _FORBIDDEN_NODES: dict[type[ast.AST], str] = {
     ast.Import: "import statements are not allowed: everything you need is a global",
@@ -83,22 +100,61 @@ def parse_and_check(source: str, max_code_chars: int) -> ast.Module:
     return tree
 
 
+def _bound_names(tree: ast.Module) -> set[str]:
+    """Every name the step binds anywhere (targets, parameters, functions, handlers)."""
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            bound.add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.FunctionDef | ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return bound
+
+
+def _refused(node: ast.AST, name: str, what: str = "name") -> RlmError:
+    return _reject(node, f"{what} {name!r} is refused in a step; the refused names are: {_REFUSED_LIST}")
+
+
+def _unavailable(node: ast.AST, name: str) -> RlmError:
+    return _reject(
+        node,
+        f"name {name!r} is not available in a step (no such builtin or module); "
+        "you may assign it and use it as your own variable",
+    )
+
+
+def _check_names(node: ast.AST, bound: set[str]) -> None:
+    """The refused names anywhere; unavailable names read but never bound."""
+    if isinstance(node, ast.Name):
+        if node.id in REFUSED_NAMES:
+            raise _refused(node, node.id)
+        if node.id in UNAVAILABLE_NAMES and node.id not in bound:
+            raise _unavailable(node, node.id)
+    elif isinstance(node, ast.arg) and node.arg in REFUSED_NAMES:
+        raise _refused(node, node.arg, "parameter")
+    elif isinstance(node, ast.FunctionDef) and "__" in node.name:
+        raise _reject(node, f"function name {node.name!r}: names containing '__' are not allowed")
+    elif isinstance(node, ast.FunctionDef) and node.name in REFUSED_NAMES:
+        raise _refused(node, node.name, "function name")
+    elif isinstance(node, ast.ExceptHandler) and node.name in REFUSED_NAMES:
+        raise _refused(node, node.name)
+
+
 def _check(tree: ast.Module) -> None:
+    bound = _bound_names(tree)
     for node in ast.walk(tree):
         message = _FORBIDDEN_NODES.get(type(node))
         if message:
             raise _reject(node, message)
         if isinstance(node, ast.Attribute) and "__" in node.attr:
             raise _reject(node, f"attribute {node.attr!r}: names containing '__' are not allowed")
-        if isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
-            raise _reject(node, f"name {node.id!r} is not allowed in a step")
         if isinstance(node, ast.arg | ast.alias) and (
             "__" in (getattr(node, "arg", None) or getattr(node, "name", "") or "")
         ):
             raise _reject(node, "names containing '__' are not allowed")
-        if isinstance(node, ast.FunctionDef):
-            if node.name in FORBIDDEN_NAMES or "__" in node.name:
-                raise _reject(node, f"function name {node.name!r} is not allowed")
+        _check_names(node, bound)
         if isinstance(node, ast.keyword) and node.arg and "__" in node.arg:
             raise _reject(node, f"keyword {node.arg!r}: names containing '__' are not allowed")
         if isinstance(node, ast.ExceptHandler) and node.type is None:

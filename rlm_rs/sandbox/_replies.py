@@ -1,44 +1,80 @@
-"""Root-model replies: exactly one ```repl fenced block and nothing else.
+"""Root-model replies: the code of every ```repl or ```python block, in order.
 
-Answerer mode requires the whole reply to be one block opened with three
-backticks + `repl` and closed with three backticks; prose or a second block
-outside it is rejected before anything runs (SANDBOX_AST_REJECTED with
-details.reason = "reply_format"). Runtime mode also accepts bare code.
+A reply may carry prose around its code. Every fenced block opened with
+three backticks + `repl`, `python` or `py` (any case) and closed by a line of
+three backticks is code; the blocks run in order as one step (joined with
+newlines). Fences with another language (```text, ```json, a bare ```) are
+quoted material and never run. A reply with no code block, or with a code
+block left open, is refused before anything runs (SANDBOX_AST_REJECTED with
+details.reason = "reply_format") with a message the next turn shows the
+model as a corrective note. Runtime mode also accepts bare code. Never runs
+anything.
 """
 
 from __future__ import annotations
 
 from rlm_rs.errors import RlmError
 
-_OPEN = "```repl"
 _FENCE = "```"
+CODE_LANGUAGES = frozenset({"repl", "python", "py", "python3"})
+NO_CODE_NOTE = (
+    "your reply had no ```repl block, so nothing ran. Put the step's Python in a "
+    "```repl block (prose around it is fine; several blocks run in order as one step)"
+)
 
 
 def _reject(message: str) -> RlmError:
-    return RlmError("SANDBOX_AST_REJECTED", message, {"reason": "reply_format"})
+    return RlmError("SANDBOX_AST_REJECTED", message, {"reason": "reply_format", "layer": "reply_format"})
+
+
+def _opener(line: str) -> str | None:
+    """The fence's info string (lowercased) when `line` opens a fence, else None."""
+    stripped = line.strip()
+    if not stripped.startswith(_FENCE):
+        return None
+    return stripped.lstrip("`").strip().lower()
+
+
+def code_blocks(reply: str) -> list[str]:
+    """The bodies of the reply's code blocks, in order; other fenced blocks skipped."""
+    blocks: list[str] = []
+    lines = reply.split("\n")
+    index = 0
+    while index < len(lines):
+        info = _opener(lines[index])
+        index += 1
+        if info is None:
+            continue
+        body: list[str] = []
+        closed = False
+        while index < len(lines):
+            line = lines[index]
+            index += 1
+            if line.strip() == _FENCE:
+                closed = True
+                break
+            body.append(line)
+        is_code = info.split(maxsplit=1)[0] in CODE_LANGUAGES if info else False
+        if is_code and not closed:
+            raise _reject(
+                f"the ```{info} block is not closed by a ``` line, so nothing ran "
+                "(a reply cut off by its length limit? send a shorter step)"
+            )
+        if is_code:
+            blocks.append("\n".join(body))
+    return blocks
 
 
 def extract_repl_block(reply: str) -> str:
-    """The code inside the reply's single ```repl block, or RlmError."""
-    lines = reply.strip().split("\n")
-    if not lines or lines[0].strip() != _OPEN:
-        if _OPEN in reply:
-            raise _reject("the reply has text before its ```repl block; send only the block")
-        raise _reject("the reply must be exactly one ```repl fenced block")
-    if len(lines) < 2 or lines[-1].strip() != _FENCE:
-        raise _reject("the ```repl block is not closed by ``` on the reply's last line")
-    body = lines[1:-1]
-    for number, line in enumerate(body, start=2):
-        if line.lstrip().startswith(_FENCE):
-            raise _reject(
-                f"line {number}: a second fence inside or after the ```repl block; "
-                "send exactly one block and nothing outside it"
-            )
-    return "\n".join(body)
+    """The step's code: every code block of the reply, in order, or RlmError."""
+    blocks = code_blocks(reply)
+    if not blocks:
+        raise _reject(NO_CODE_NOTE)
+    return "\n".join(blocks)
 
 
 def code_from_submission(text: str, *, require_block: bool) -> str:
-    """Runtime mode: bare code or one ```repl block; Answerer mode: the block only."""
+    """Runtime mode: bare code or ```repl blocks; Answerer mode: the blocks only."""
     if require_block or text.lstrip().startswith(_FENCE):
         return extract_repl_block(text)
     return text
