@@ -10,14 +10,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from rlm_rs.cli import add_grpc_address
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gw = subparsers.add_parser("gateway", help="the REST gateway (docs/api.md#rest-api)")
     gw_sub = gw.add_subparsers(dest="gateway_command", required=True, metavar="COMMAND")
     serve = gw_sub.add_parser("serve", help="serve the HTTP API")

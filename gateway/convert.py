@@ -19,8 +19,9 @@ from rlm_rs.canonical import canonical_json
 _JSON_SUFFIX = "_json"
 
 
-def _is_map(field: Any) -> bool:
-    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+def _is_map(field: FieldDescriptor) -> bool:
+    message = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
+    return message is not None and message.GetOptions().map_entry
 
 
 def _value(field: Any, value: Any) -> Any:

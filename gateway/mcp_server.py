@@ -38,6 +38,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel
 
 from gateway import models as m
 
@@ -105,7 +106,7 @@ class RlmApi:
         return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     async def request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        if isinstance(body, m.BaseModel):
+        if isinstance(body, BaseModel):
             body = body.model_dump(exclude_none=True)
         try:
             resp = await self._client.request(method, path, json=body, headers=self._authorization())

@@ -45,7 +45,7 @@ class ErrorSpec:
     def grpc_status(self) -> grpc.StatusCode:
         import grpc
 
-        return getattr(grpc.StatusCode, self.grpc_status_name)
+        return grpc.StatusCode[self.grpc_status_name]
 
 
 _TABLE: tuple[ErrorSpec, ...] = (

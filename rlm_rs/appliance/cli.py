@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
 
 DEFAULT_DATA_DIR = Path(".rlm")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     if "up" not in subparsers.choices:
         up = subparsers.add_parser("up", help="start the whole appliance on this machine")
         up.add_argument("--data-dir", type=Path, default=None, help="default RLM_DATA_DIR or ./.rlm")

@@ -31,7 +31,7 @@ def _print_table(result: dict[str, Any], indent: str = "") -> None:
             print(f"{indent}{key}: {value}")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("bench", help="run a benchmark and print its numbers")
     names = parser.add_subparsers(dest="bench", required=True, metavar="NAME")
     for name, module in sorted(_bench_modules().items()):

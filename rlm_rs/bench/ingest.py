@@ -167,7 +167,7 @@ def _raw(kind: str, data: bytes) -> None:
 
         "\n".join(p.text for p in docx.Document(io.BytesIO(data)).paragraphs)
     else:
-        from rlm_rs.ingestion.parsers import canonical_block
+        from rlm_rs.ingestion.canonical_text import canonical_block
 
         canonical_block(data.decode("utf-8"))
 

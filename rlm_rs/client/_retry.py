@@ -61,7 +61,7 @@ class RetryPolicy:
         """Seconds before attempt `attempt + 1`: the server's Retry-After when it gave one."""
         if isinstance(error, RateLimitedError) and error.retry_after_seconds is not None:
             return error.retry_after_seconds + random.uniform(0, 0.1)
-        backoff = min(self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** (attempt - 1))
+        backoff = min(self.max_backoff_seconds, self.initial_backoff_seconds * 2.0 ** (attempt - 1))
         return backoff * random.uniform(0.5, 1.0)
 
     def _kwargs(self, call: str, idempotent: bool) -> dict[str, object]:

@@ -18,9 +18,12 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rlm_rs.client.errors import StepFailedError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # Execution statuses after which nothing changes (docs/api.md#statuses).
 FINISHED_STATUSES = frozenset(
@@ -83,11 +86,13 @@ def _meta(value: Any) -> Any:
     return value
 
 
+_Scalars = TypeVar("_Scalars", bound="DataclassInstance")
+
 # How a field's annotation reads a JSON value (used by _from_scalars).
 _READERS = {"str": _str, "int": _int, "float": _float, "str | None": _opt}
 
 
-def _from_scalars(cls: Any, data: Any) -> Any:
+def _from_scalars(cls: type[_Scalars], data: Any) -> _Scalars:
     """A dataclass whose fields are all scalars, each read by its annotation."""
     data = _obj(data)
     return cls(**{f.name: _READERS[str(f.type)](data.get(f.name)) for f in fields(cls)})

@@ -42,7 +42,7 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     control = subparsers.add_parser("control", help="the gRPC control plane")
     control_commands = control.add_subparsers(dest="control_command", required=True, metavar="COMMAND")
     serve = control_commands.add_parser("serve", help="serve the control plane's gRPC services")

@@ -172,7 +172,7 @@ def _session_live(handler: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
-class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
+class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
     def __init__(self, engine: ExecutionEngine, storage: Storage, admission: Admission) -> None:
         self.engine = engine
         self.storage = storage
@@ -195,7 +195,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         record: ExecutionRecord,
         options: execution_pb2.ExecutionOptions,
         context: grpc.ServicerContext,
-    ) -> Any:
+    ) -> execution_pb2.Execution:
         """Start an Answerer record; a synchronous request waits for it."""
         self.engine.start(record)
         if options.synchronous:
@@ -386,7 +386,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         return response
 
 
-class CitationServicer(citation_pb2_grpc.CitationServiceServicer):
+class CitationServicer(citation_pb2_grpc.CitationServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
     def __init__(self, engine: ExecutionEngine, storage: Storage, admission: Admission) -> None:
         self.engine = engine
         self.storage = storage

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final, TypedDict, get_type_hints
+from typing import Final, TypedDict, cast, get_type_hints
 
 from rlm_rs.limits import BUDGET_CEILINGS
 
@@ -103,7 +103,8 @@ if set(BUDGETS) != set(_UNITS) or set(BUDGETS) != set(BUDGET_CEILINGS):
 
 def default_budgets() -> Budgets:
     """Every budget at its built-in default."""
-    return Budgets(**{name: field.default for name, field in BUDGETS.items()})  # type: ignore[typeddict-item]
+    # the table's names are Budgets' keys (checked at import above)
+    return cast(Budgets, {name: field.default for name, field in BUDGETS.items()})
 
 
 @dataclass(frozen=True)
@@ -136,4 +137,4 @@ if set(CONSUMED) != set(get_type_hints(Consumed)):
 
 
 def consumed_zero() -> Consumed:
-    return Consumed(**{name: field.unit(0) for name, field in CONSUMED.items()})  # type: ignore[typeddict-item]
+    return cast(Consumed, {name: field.unit(0) for name, field in CONSUMED.items()})

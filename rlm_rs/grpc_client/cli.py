@@ -26,7 +26,7 @@ import grpc
 from rlm_rs.cli import add_grpc_address
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     add_grpc_address(common, "HOST:PORT or unix:PATH", "--target")
     common.add_argument("--tls", action="store_true", help="TLS instead of plaintext")
@@ -75,16 +75,15 @@ def _fail(message: str) -> int:
 
 def _rpc_failure(error: grpc.RpcError, target: str) -> int:
     """`CODE: message`, plus the google.rpc ErrorInfo reason and metadata when present."""
+    from google.rpc import error_details_pb2, status_pb2
     from grpc_status import rpc_status
 
     code = error.code() if isinstance(error, grpc.Call) else None
     if code == grpc.StatusCode.UNAVAILABLE:
         return _fail(f"UNAVAILABLE: nothing answers at {target} ({error.details()})")
     line = f"{code.name if code else 'ERROR'}: {error.details() if isinstance(error, grpc.Call) else error}"
-    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
-    for detail in status.details if status else []:
-        from google.rpc import error_details_pb2
-
+    status: status_pb2.Status | None = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    for detail in status.details if status else ():
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
             extra = f", details {json.dumps(dict(info.metadata), sort_keys=True)}" if info.metadata else ""

@@ -9,11 +9,12 @@ methods are refused (none of RLM-RS's services has one).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor, descriptor_pool, json_format, message_factory
+from google.protobuf.message import Message
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -80,14 +81,15 @@ class Reflected:
         except (json_format.ParseError, json.JSONDecodeError) as exc:
             raise ClientError(f"the body is not a {method.input_type.full_name}: {exc}") from None
         path = f"/{method.containing_service.full_name}/{method.name}"
-        kind = self.channel.unary_stream if method.server_streaming else self.channel.unary_unary
-        call = kind(
-            path,
-            request_serializer=lambda message: message.SerializeToString(),
-            response_deserializer=reply_class.FromString,
-        )
-        replies = call(request, metadata=list(metadata), timeout=timeout)
-        for reply in replies if method.server_streaming else [replies]:
+        serialize, deserialize = type(request).SerializeToString, reply_class.FromString
+        replies: Iterable[Message]
+        if method.server_streaming:
+            stream = self.channel.unary_stream(path, serialize, deserialize)
+            replies = stream(request, metadata=tuple(metadata), timeout=timeout)
+        else:
+            unary = self.channel.unary_unary(path, serialize, deserialize)
+            replies = [unary(request, metadata=tuple(metadata), timeout=timeout)]
+        for reply in replies:
             yield json_format.MessageToDict(
                 reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
             )

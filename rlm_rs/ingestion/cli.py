@@ -12,7 +12,7 @@ from typing import Any
 from rlm_rs.settings import Settings, get_settings
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ingest = subparsers.add_parser("ingest", help="the ingestion worker")
     ingest_commands = ingest.add_subparsers(dest="ingest_command", required=True)
     worker = ingest_commands.add_parser("worker", help="parse registered documents")

@@ -76,7 +76,7 @@ class ToolAPI:
         self._keys: set[str] = set()
         self._queued = 0  # requests, a batch counting one per prompt
 
-    def _new_key(self, key: Any, weight: int = 1) -> str:
+    def _new_key(self, key: object, weight: int = 1) -> str:
         if type(key) is not str or not key or len(key) > _MAX_KEY_CHARS:
             raise ValueError(f"key must be a non-empty str of <= {_MAX_KEY_CHARS} chars")
         if key in self._keys:
@@ -95,7 +95,7 @@ class ToolAPI:
 
     def queue_llm(
         self,
-        key: Any,
+        key: object,
         prompt: Any,
         model_hint: Any = "sub",
         max_tokens: Any = 1024,
@@ -126,7 +126,7 @@ class ToolAPI:
 
     def queue_llm_batch(
         self,
-        key: Any,
+        key: object,
         prompts: Any,
         model_hint: Any = "sub",
         max_tokens: Any = 1024,
@@ -163,7 +163,7 @@ class ToolAPI:
         return key
 
     def queue_rlm(
-        self, key: Any, question: Any, doc_indices: Any = None, spans: Any = None, budgets: Any = None
+        self, key: object, question: Any, doc_indices: Any = None, spans: Any = None, budgets: Any = None
     ) -> str:
         """Queue a child execution (a recursive RLM) over a sub-corpus: whole
         documents (doc_indices), or spans given as [doc_index, start, end]
@@ -198,7 +198,7 @@ class ToolAPI:
         )
         return key
 
-    def queue_search(self, key: Any, query: Any, k: Any = 10, filters: Any = None) -> str:
+    def queue_search(self, key: object, query: Any, k: Any = 10, filters: Any = None) -> str:
         """Queue a search; hits appear next step in state["_tool_results"]["search"][key]."""
         if not self._search_enabled:
             raise RuntimeError("search is not enabled for this session")
@@ -302,8 +302,12 @@ def _check_call_options(model_hint: Any, max_tokens: Any, temperature: Any, meta
     return _bounded_json(metadata, "metadata", MAX_METADATA_CHARS)
 
 
-def _seq(value: Any, name: str) -> list[Any] | tuple[Any, ...]:
-    if type(value) not in (list, tuple) or not 1 <= len(value) <= _MAX_PIECES:
+def _seq(value: object, name: str) -> list[Any] | tuple[Any, ...]:
+    if (
+        not isinstance(value, list | tuple)
+        or type(value) not in (list, tuple)
+        or not 1 <= len(value) <= _MAX_PIECES
+    ):
         raise ValueError(f"{name} must be a list of 1 to {_MAX_PIECES} items")
     return value
 

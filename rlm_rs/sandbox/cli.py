@@ -27,7 +27,7 @@ from rlm_rs.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepRequest, S
 SANDBOX_COMMANDS: Any = None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     global SANDBOX_COMMANDS
     parser = subparsers.add_parser("sandbox", help="run steps; serve and inspect the pool")
     SANDBOX_COMMANDS = parser.add_subparsers(dest="sandbox_command", required=True)

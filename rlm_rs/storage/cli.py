@@ -22,7 +22,7 @@ from rlm_rs.storage.metadata import validate_tenant_id
 from rlm_rs.storage.uploads import store_upload
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     storage = subparsers.add_parser("storage", help="storage administration")
     storage_commands = storage.add_subparsers(dest="storage_command", required=True)
     init = storage_commands.add_parser("init", help="create tables and bucket (idempotent)")

@@ -13,7 +13,7 @@ import json
 import os
 
 
-def register_into(sandbox_subparsers: argparse._SubParsersAction) -> None:
+def register_into(sandbox_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sandbox_subparsers.add_parser("serve", help="run the hardened sandbox pool")
     serve.add_argument(
         "--socket",

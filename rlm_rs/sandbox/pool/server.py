@@ -452,7 +452,7 @@ class PoolFront:
                 worker.sock.close()
 
 
-class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
+class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
     def __init__(self, front: PoolFront):
         self.front = front
 
