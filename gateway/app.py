@@ -20,6 +20,7 @@ from gateway import errors
 from gateway.backend import ChannelPool
 from gateway.middleware import EdgeMiddleware
 from gateway.routes import ROUTERS
+from gateway.routes.uploads import UPLOAD_PATH
 from rlm_rs.settings import Settings
 
 
@@ -45,5 +46,10 @@ def create_app(settings: Settings, grpc_target: str | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     errors.install(app, [route for router in ROUTERS for route in router.routes])
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        upload_path=UPLOAD_PATH,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     return app

@@ -35,9 +35,12 @@ class _BodyTooLarge(Exception):
 class EdgeMiddleware:
     """Request ids, the body size limit, the access log and the last-resort 500."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, upload_path: str = "", max_upload_bytes: int = 0):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # The upload route's body is streamed through, not read: its own limit.
+        self.upload_path = upload_path
+        self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,6 +59,9 @@ class EdgeMiddleware:
                 except ValueError:
                     length = None
         request_id = request_id or uuid.uuid4().hex
+        uploading = bool(self.upload_path) and scope.get("path") == self.upload_path
+        limit = self.max_upload_bytes if uploading else self.max_body_bytes
+        too_large = {"max_upload_bytes" if uploading else "max_request_bytes": limit}
         scope.setdefault("state", {})["request_id"] = request_id
         start_log_scope(request_id=request_id)  # every line of this request carries it
         started = False
@@ -69,7 +75,7 @@ class EdgeMiddleware:
                 # The app answered a body it could not read whole: the answer is 413.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._too_large(request_id, send)
+                    await self._too_large(request_id, send, too_large)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -78,8 +84,8 @@ class EdgeMiddleware:
                 message = {**message, "headers": [*headers, header]}
             await send(message)
 
-        if length is not None and length > self.max_body_bytes:
-            await self._too_large(request_id, send)
+        if length is not None and length > limit:
+            await self._too_large(request_id, send, too_large)
             return
         received = 0
 
@@ -88,7 +94,7 @@ class EdgeMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     overflow = True
                     raise _BodyTooLarge
             return message
@@ -102,7 +108,7 @@ class EdgeMiddleware:
             if not started:
                 started = True
                 if overflow:
-                    await self._too_large(request_id, send)
+                    await self._too_large(request_id, send, too_large)
                 else:
                     err = RlmError("INTERNAL_ERROR", "internal error")
                     await error_response(err, request_id)(scope, receive, send_with_id)
@@ -115,12 +121,8 @@ class EdgeMiddleware:
             access_log.info("http_request", method=method, status=status, latency_ms=latency_ms)
             end_log_scope()
 
-    async def _too_large(self, request_id: str, send: Send) -> None:
-        err = RlmError(
-            "PAYLOAD_TOO_LARGE",
-            "request body too large",
-            {"max_request_bytes": self.max_body_bytes},
-        )
+    async def _too_large(self, request_id: str, send: Send, details: dict[str, int]) -> None:
+        err = RlmError("PAYLOAD_TOO_LARGE", "request body too large", details)
         body = json.dumps(err.envelope(request_id)).encode()
         await send(
             {

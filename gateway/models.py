@@ -491,3 +491,24 @@ class Ready(_Out):
         description="component -> SERVING|NOT_SERVING|UNKNOWN; sandbox NOT_HARDENED when the control "
         "plane runs steps in its own process (development mode)"
     )
+
+
+# ---------------------------------------------------------------- uploads and listings
+class UploadView(_Out):
+    upload_id: str = Field(description="upl_ + 24 hex digits")
+    raw_s3_uri: str = Field(description="name it as a document's raw_s3_uri in POST /v1/sessions")
+    file_name: str = Field(description="the stored name (reduced to a safe base name)")
+    content_type: str = Field(description="the MIME type, without parameters")
+    size_bytes: int
+    sha256: str = Field(description="hex SHA-256 of the stored bytes")
+    created_at: str
+
+
+class SessionList(_Out):
+    sessions: list[SessionView]
+    next_page_token: str = Field(default="", description="set when more sessions may follow")
+
+
+class ExecutionList(_Out):
+    executions: list[ExecutionView] = Field(description="without contexts, trace and children")
+    next_page_token: str = Field(default="", description="set when more executions may follow")

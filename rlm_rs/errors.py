@@ -11,7 +11,8 @@ so `except ConflictError` catches every CONFLICT however it was raised:
     ├── Unauthenticated      UNAUTHORIZED
     ├── Forbidden            FORBIDDEN
     ├── NotFound             SESSION_NOT_FOUND, EXECUTION_NOT_FOUND, NOT_FOUND
-    ├── InvalidRequest       VALIDATION_ERROR, PAYLOAD_TOO_LARGE, METHOD_NOT_ALLOWED
+    ├── InvalidRequest       VALIDATION_ERROR, PAYLOAD_TOO_LARGE, METHOD_NOT_ALLOWED,
+    │                        UNSUPPORTED_MEDIA_TYPE
     ├── PreconditionFailed   SESSION_NOT_READY, SESSION_EXPIRED, CHECKSUM_MISMATCH
     ├── ConflictError        CONFLICT (two writers on one execution, or it has ended)
     ├── RateLimited          RATE_LIMITED
@@ -77,6 +78,8 @@ _TABLE: tuple[ErrorSpec, ...] = (
     ErrorSpec("NOT_FOUND", 404, "NOT_FOUND"),
     ErrorSpec("METHOD_NOT_ALLOWED", 405, "UNIMPLEMENTED"),
     ErrorSpec("PAYLOAD_TOO_LARGE", 413, "INVALID_ARGUMENT"),
+    # An upload whose MIME type no parser reads (docs/api.md#uploads).
+    ErrorSpec("UNSUPPORTED_MEDIA_TYPE", 415, "INVALID_ARGUMENT"),
     ErrorSpec("CONFLICT", 409, "ABORTED"),
     # The gateway cannot reach the control plane (or it is not ready).
     ErrorSpec("SERVICE_UNAVAILABLE", 503, "UNAVAILABLE"),
@@ -166,7 +169,7 @@ class NotFound(RlmError):
 
 
 class InvalidRequest(RlmError):
-    codes = ("VALIDATION_ERROR", "PAYLOAD_TOO_LARGE", "METHOD_NOT_ALLOWED")
+    codes = ("VALIDATION_ERROR", "PAYLOAD_TOO_LARGE", "METHOD_NOT_ALLOWED", "UNSUPPORTED_MEDIA_TYPE")
 
 
 class PreconditionFailed(RlmError):

@@ -40,7 +40,8 @@ Waiting
 
 Pages and reads
 - MAX_STEPS_PAGE_SIZE 1,000 and MAX_PAGE_TOKEN_CHARS 9 (a turn index);
-  MAX_SESSIONS_PAGE_SIZE 200 (DEFAULT 50).
+  MAX_SESSIONS_PAGE_SIZE 200 (DEFAULT 50), for the executions listing too;
+  MAX_LISTING_TOKEN_CHARS 512 (an opaque listing cursor).
 - MAX_SPAN_CHARS 1,000,000: the most text GetSpan or VerifyCitation returns
   in one answer (about 4 MB of UTF-8, well inside one gRPC message).
 - EVENT_ID_PATTERN: an execution event id, `<turn:06d>.<seq:04d>`.
@@ -98,6 +99,7 @@ MAX_STEPS_PAGE_SIZE: Final = 1_000
 MAX_PAGE_TOKEN_CHARS: Final = 9
 MAX_SESSIONS_PAGE_SIZE: Final = 200
 DEFAULT_SESSIONS_PAGE_SIZE: Final = 50
+MAX_LISTING_TOKEN_CHARS: Final = 512
 MAX_SPAN_CHARS: Final = 1_000_000
 EVENT_ID_PATTERN: Final = r"\d{6}\.\d{4}"  # unanchored
 

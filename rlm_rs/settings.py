@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = Field(None, alias="RLM_TLS_CERT_FILE")
     tls_key_file: Path | None = Field(None, alias="RLM_TLS_KEY_FILE")
     max_request_bytes: int = Field(10 * 1024 * 1024, alias="RLM_MAX_REQUEST_BYTES")
+    # One upload's size (POST /v1/uploads, gRPC Upload); streamed, never held whole.
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1, alias="RLM_MAX_UPLOAD_BYTES")
     log_level: str = Field("INFO", alias="RLM_LOG_LEVEL")
     # --- tracing (rlm_rs/tracing.py): OpenTelemetry spans over OTLP/gRPC, off by default ---
     otel_enabled: bool = Field(False, alias="RLM_OTEL_ENABLED")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.routes import citations, events, executions, health, runtime, sessions, viewer
+from gateway.routes import citations, events, executions, health, listings, runtime, sessions, uploads, viewer
 
 ROUTERS: list[APIRouter] = [
+    uploads.router,
+    listings.router,
     sessions.router,
     executions.router,
     runtime.router,

@@ -20,7 +20,7 @@ session over both transports. A code this version does not know is still an
         │   └── ExecutionNotFoundError  EXECUTION_NOT_FOUND
         ├── SessionNotReadyError        SESSION_NOT_READY
         ├── SessionExpiredError         SESSION_EXPIRED
-        ├── ValidationError             VALIDATION_ERROR, METHOD_NOT_ALLOWED
+        ├── ValidationError             VALIDATION_ERROR, METHOD_NOT_ALLOWED, UNSUPPORTED_MEDIA_TYPE
         │   └── PayloadTooLargeError    PAYLOAD_TOO_LARGE
         ├── ConflictError               CONFLICT
         ├── RateLimitedError            RATE_LIMITED (`.retry_after_seconds`)
@@ -212,6 +212,7 @@ ERROR_CLASSES: dict[str, type[RlmApiError]] = {
     "VALIDATION_ERROR": ValidationError,
     "METHOD_NOT_ALLOWED": ValidationError,
     "PAYLOAD_TOO_LARGE": PayloadTooLargeError,
+    "UNSUPPORTED_MEDIA_TYPE": ValidationError,
     "CONFLICT": ConflictError,
     "RATE_LIMITED": RateLimitedError,
     "BUDGET_EXCEEDED": BudgetExceededError,

@@ -9,7 +9,7 @@ gRPC status with google.rpc.ErrorInfo(reason = spec code, domain "rlm-rs",
 metadata = details), any other exception -> INTERNAL_ERROR with no internals,
 logged without request, metadata or frame locals. Handlers receive a `Caller`.
 `rpc` wraps unary handlers, `rpc_stream` server-streaming ones (the same path,
-held open for the stream's life). `AnonymousStreamLimit` gives the
+held open for the stream's life), `rpc_client_stream` client-streaming ones. `AnonymousStreamLimit` gives the
 unauthenticated reflection stream, which no wrapper covers, slots of its own.
 """
 
@@ -168,6 +168,26 @@ def rpc_stream(
         def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             with _guarded(storage, admission, True, method, request, context) as caller:
                 yield from handler(self, request, context, caller)
+
+        return wrapper
+
+    return decorate
+
+
+def rpc_client_stream(
+    storage: Storage, admission: Admission
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wraps a client-streaming handler `(self, request_iterator, context,
+    caller) -> reply` the same way: the caller is authenticated and admitted
+    from the metadata before the first message is read."""
+
+    def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
+        method = _method(handler)
+
+        @functools.wraps(handler)
+        def wrapper(self: Any, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            with _guarded(storage, admission, True, method, None, context) as caller:
+                return handler(self, requests, context, caller)
 
         return wrapper
 

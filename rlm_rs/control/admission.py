@@ -46,6 +46,7 @@ LONG_CALLS: dict[str, Callable[[Any], bool]] = {
     "StartFollowup": _if_synchronous,
     "RunStep": _always,  # a sandbox step, then its tools when resolve_tools is set
     "ResolveTools": _always,  # model calls and child executions
+    "Upload": _always,  # as long as the caller streams
 }
 
 

@@ -21,14 +21,23 @@ import grpc
 from google.protobuf import json_format
 
 from rlm_rs.citations import make_ref, verify_ref
+from rlm_rs.control import listings
 from rlm_rs.control._rpc import Caller, rpc, rpc_stream
 from rlm_rs.control.admission import Admission
 from rlm_rs.control.budgets import budgets_from_dict, budgets_to_dict
 from rlm_rs.control.executions import ExecutionEngine
 from rlm_rs.control.sessions import load_session
 from rlm_rs.control.validation import check_models, check_tool_requests
-from rlm_rs.domain import TERMINAL_STATUSES, DocumentRecord, ExecutionMode, ExecutionRecord, StepRecord
-from rlm_rs.errors import RlmError
+from rlm_rs.domain import (
+    TERMINAL_STATUSES,
+    DocumentRecord,
+    ExecutionMode,
+    ExecutionRecord,
+    ExecutionStatus,
+    SessionStatus,
+    StepRecord,
+)
+from rlm_rs.errors import NotFound, RlmError
 from rlm_rs.limits import (
     DEFAULT_SYNCHRONOUS_TIMEOUT_SECONDS,
     DEFAULT_WAIT_TIMEOUT_SECONDS,
@@ -185,6 +194,42 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
         ):  # fmt: skip
             setattr(self, name, guard(_session_live(getattr(type(self), f"_{name}"))).__get__(self))
         self.WatchExecution = rpc_stream(storage, admission)(ExecutionServicer._WatchExecution).__get__(self)
+        self.ListExecutions = guard(ExecutionServicer._ListExecutions).__get__(self)
+
+    def _ListExecutions(
+        self, request: execution_pb2.ListExecutionsRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> execution_pb2.ListExecutionsResponse:
+        """The caller's top-level executions newest first, optionally of one
+        session (SESSION_NOT_FOUND unless it is the caller's and not deleted)
+        and in one status; executions of deleted sessions are left out."""
+        size = listings.page_size(request.page_size)
+        status = listings.status_filter(request.status, ExecutionStatus)
+        if request.session_id:
+            session = self.storage.metadata.get_session(caller.tenant_id, request.session_id)
+            if session["status"] == SessionStatus.DELETING:
+                raise RlmError("SESSION_NOT_FOUND", "session not found", {"session_id": request.session_id})
+        filters = {"session_id": request.session_id, "status": status}
+        records, last = self.storage.metadata.list_executions_page(
+            caller.tenant_id,
+            limit=size,
+            after=listings.decode_cursor(request.page_token, filters),
+            session_id=request.session_id,
+            status=status,
+        )
+        live: dict[str, bool] = {}
+        response = execution_pb2.ListExecutionsResponse(next_page_token=listings.encode_cursor(last, filters))
+        for record in records:
+            session_id = record["session_id"]
+            if session_id not in live:
+                try:
+                    found = self.storage.metadata.get_session(caller.tenant_id, session_id)
+                    live[session_id] = found["status"] != SessionStatus.DELETING
+                except NotFound:
+                    live[session_id] = False
+            if live[session_id]:
+                listed = {k: v for k, v in record.items() if k not in ("contexts", "trace_json")}
+                response.executions.append(execution_message(cast(ExecutionRecord, listed)))
+        return response
 
     def _message(self, record: ExecutionRecord) -> execution_pb2.Execution:
         return execution_message(record, self.engine.children)

@@ -1,5 +1,6 @@
 """SessionService: create (documents REGISTERED, TTL), get with readiness,
-delete, list. Another tenant's session is indistinguishable from a missing
+delete, list (newest first, rlm_rs/control/listings.py), upload (streamed,
+rlm_rs/storage/uploads.py). Another tenant's session is indistinguishable from a missing
 one. A document's raw_s3_uri must name one of the caller's own uploads
 (rlm_rs/storage/uploads.py); anything else, another tenant's upload or an
 internal object included, answers exactly like a missing object. A session
@@ -11,13 +12,16 @@ executions and removes its data (rlm_rs/control/lifecycle.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
+from collections.abc import Iterator
 from typing import Any, cast
 
 import grpc
 from google.protobuf import json_format
 
-from rlm_rs.control._rpc import Caller, rpc
+from rlm_rs.control import listings
+from rlm_rs.control._rpc import Caller, rpc, rpc_client_stream
 from rlm_rs.control.admission import Admission
 from rlm_rs.control.budgets import budgets_to_dict, merge_budgets
 from rlm_rs.control.lifecycle import SessionReaper
@@ -26,21 +30,18 @@ from rlm_rs.control.validation import check_models
 from rlm_rs.domain import PARSED_STATUSES, IngestStatus, ReadinessMode, SessionRecord, SessionStatus
 from rlm_rs.errors import RlmError
 from rlm_rs.limits import (
-    DEFAULT_SESSIONS_PAGE_SIZE,
     DEFAULT_TTL_MINUTES,
     MAX_DOCS_PER_SESSION,
     MAX_MIME_TYPE_CHARS,
-    MAX_PAGE_TOKEN_CHARS,
     MAX_S3_URI_CHARS,
     MAX_S3_VERSION_CHARS,
-    MAX_SESSIONS_PAGE_SIZE,
     MAX_SOURCE_NAME_CHARS,
     MAX_TTL_MINUTES,
 )
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import new_id, now_iso
-from rlm_rs.storage.uploads import RawGrants, readable_raw_key
+from rlm_rs.storage.uploads import RawGrants, readable_raw_key, stream_upload
 from rlm_rs.v1 import session_pb2, session_pb2_grpc
 from rlm_rs.v1.common_pb2 import Models
 
@@ -130,6 +131,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
         guard = rpc(storage, admission)
         for name in ("CreateSession", "GetSession", "DeleteSession", "ListSessions"):
             setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
+        self.Upload = rpc_client_stream(storage, admission)(SessionServicer._Upload).__get__(self)
 
     def _validate_docs(self, tenant_id: str, docs: Any) -> None:
         if not docs:
@@ -251,26 +253,58 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
         context: grpc.ServicerContext,
         caller: Caller,
     ) -> session_pb2.ListSessionsResponse:
-        sessions = [
-            s
-            for s in self.storage.metadata.list_sessions(caller.tenant_id, request.status or None)
-            if s["status"] != SessionStatus.DELETING
-        ]
-        if not 0 <= request.page_size <= MAX_SESSIONS_PAGE_SIZE:
-            raise RlmError(
-                "VALIDATION_ERROR",
-                f"page_size must be 0..{MAX_SESSIONS_PAGE_SIZE} "
-                f"(0: the default, {DEFAULT_SESSIONS_PAGE_SIZE})",
-            )
-        token = request.page_token
-        if token and not (token.isascii() and token.isdigit() and len(token) <= MAX_PAGE_TOKEN_CHARS):
-            raise RlmError("VALIDATION_ERROR", "page_token is not one this service issued")
-        size = request.page_size or DEFAULT_SESSIONS_PAGE_SIZE
-        start = int(token) if token else 0
-        page = sessions[start : start + size]
-        response = session_pb2.ListSessionsResponse(
-            next_page_token=str(start + size) if start + size < len(sessions) else ""
+        """The caller's sessions newest first, DELETING ones left out (docs/api.md#listings)."""
+        size = listings.page_size(request.page_size)
+        status = listings.status_filter(request.status, SessionStatus)
+        filters = {"status": status}
+        records, last = self.storage.metadata.list_sessions_page(
+            caller.tenant_id,
+            limit=size,
+            after=listings.decode_cursor(request.page_token, filters),
+            status=status,
         )
-        for session in page:
+        response = session_pb2.ListSessionsResponse(next_page_token=listings.encode_cursor(last, filters))
+        for session in records:
             response.sessions.append(session_message(self.storage, cast(SessionRecord, session)))
         return response
+
+    def _Upload(
+        self,
+        requests: Iterator[session_pb2.UploadChunk],
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> session_pb2.UploadResult:
+        """A raw document streamed into the caller's namespace (docs/api.md#uploads):
+        the first chunk names it, the last is marked; nothing is kept otherwise."""
+        first = _next_chunk(requests)
+        if first is None:
+            raise RlmError("VALIDATION_ERROR", "an upload needs at least one chunk")
+
+        def chunks() -> Iterator[bytes]:
+            chunk: session_pb2.UploadChunk | None = first
+            while chunk is not None:
+                if chunk.data:
+                    yield chunk.data
+                if chunk.last:
+                    return
+                chunk = _next_chunk(requests)
+            raise RlmError("VALIDATION_ERROR", "the upload ended without its last chunk; nothing was stored")
+
+        stored = stream_upload(
+            self.storage.blobs,
+            caller.tenant_id,
+            first.file_name,
+            first.content_type,
+            chunks(),
+            self.settings.max_upload_bytes,
+        )
+        return session_pb2.UploadResult(**dataclasses.asdict(stored))
+
+
+def _next_chunk(requests: Iterator[session_pb2.UploadChunk]) -> session_pb2.UploadChunk | None:
+    """The next chunk, None at the stream's end; a caller that went away mid-stream
+    is VALIDATION_ERROR (the upload is discarded; nobody reads the answer)."""
+    try:
+        return next(requests, None)
+    except grpc.RpcError:
+        raise RlmError("VALIDATION_ERROR", "the upload stream broke; nothing was stored") from None

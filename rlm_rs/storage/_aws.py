@@ -10,10 +10,10 @@ table's TTL attribute. Works against AWS, LocalStack or moto's server
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from rlm_rs.errors import RlmError
 from rlm_rs.storage.interfaces import (
     INDEXES,
+    LISTING_INDEX,
     TABLES,
     BlobInfo,
     Condition,
@@ -32,9 +33,34 @@ from rlm_rs.storage.interfaces import (
     validate_prefix,
 )
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import GlobalSecondaryIndexTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
 _SERIALIZER = TypeSerializer()
 _Batch = list[Any]  # ObjectIdentifier dicts; `list` is a method name in S3BlobStore
 _DESERIALIZER = TypeDeserializer()
+_LISTING_KEYS = (f"{LISTING_INDEX}PK", f"{LISTING_INDEX}SK")
+_LISTING_GSI: GlobalSecondaryIndexTypeDef = {
+    "IndexName": LISTING_INDEX,
+    "KeySchema": [
+        {"AttributeName": _LISTING_KEYS[0], "KeyType": "HASH"},
+        {"AttributeName": _LISTING_KEYS[1], "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "ALL"},
+}
+_HASH_GSIS: list[GlobalSecondaryIndexTypeDef] = [
+    {
+        "IndexName": index,
+        "KeySchema": [{"AttributeName": f"{index}PK", "KeyType": "HASH"}],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+    for index in INDEXES
+]
+# Streamed objects: one PutObject up to this size, else a multipart upload
+# of parts this size (S3's minimum part is 5 MiB), so at most one part is
+# held in memory.
+MULTIPART_PART_BYTES = 8 * 1024 * 1024
 _CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30)
 
 
@@ -76,26 +102,21 @@ class DynamoItemStore:
         for table in TABLES:
             name = self._table(table)
             if name in existing:
+                self._add_listing_index(name)
                 continue
             try:
                 self.client.create_table(
                     TableName=name,
                     BillingMode="PAY_PER_REQUEST",
                     AttributeDefinitions=[
-                        {"AttributeName": a, "AttributeType": "S"} for a in ("PK", "SK", "GSI1PK", "GSI2PK")
+                        {"AttributeName": a, "AttributeType": "S"}
+                        for a in ("PK", "SK", "GSI1PK", "GSI2PK", *_LISTING_KEYS)
                     ],
                     KeySchema=[
                         {"AttributeName": "PK", "KeyType": "HASH"},
                         {"AttributeName": "SK", "KeyType": "RANGE"},
                     ],
-                    GlobalSecondaryIndexes=[
-                        {
-                            "IndexName": index,
-                            "KeySchema": [{"AttributeName": f"{index}PK", "KeyType": "HASH"}],
-                            "Projection": {"ProjectionType": "ALL"},
-                        }
-                        for index in INDEXES
-                    ],
+                    GlobalSecondaryIndexes=[*_HASH_GSIS, _LISTING_GSI],
                 )
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ResourceInUseException":
@@ -105,6 +126,18 @@ class DynamoItemStore:
                 TableName=name,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl_epoch"},
             )
+
+    def _add_listing_index(self, name: str) -> None:
+        """Add GSI3 to a table created before it existed (DynamoDB builds it
+        in the background; until then listings of older records are empty)."""
+        described = self.client.describe_table(TableName=name)["Table"]
+        if any(i["IndexName"] == LISTING_INDEX for i in described.get("GlobalSecondaryIndexes", [])):
+            return
+        self.client.update_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in _LISTING_KEYS],
+            GlobalSecondaryIndexUpdates=[{"Create": _LISTING_GSI}],
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -213,6 +246,29 @@ class DynamoItemStore:
     def delete(self, table: str, pk: str, sk: str) -> None:
         self.client.delete_item(TableName=self._table(table), Key={"PK": {"S": pk}, "SK": {"S": sk}})
 
+    def query_newest(self, table: str, value: str, *, before: str = "", limit: int) -> list[Item]:
+        """One Query of GSI3, descending (eventually consistent: a GSI
+        cannot be read consistently), followed while it stops short of `limit`."""
+        expression = "GSI3PK = :p" + (" AND GSI3SK < :b" if before else "")
+        values: dict[str, Any] = {":p": {"S": value}}
+        if before:
+            values[":b"] = {"S": before}
+        items: list[Item] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table(table),
+            "IndexName": LISTING_INDEX,
+            "KeyConditionExpression": expression,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+        }
+        while len(items) < limit:
+            response = self.client.query(**kwargs, Limit=limit - len(items))
+            items.extend(_from_ddb(raw) for raw in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return items
+
 
 class S3BlobStore:
     def __init__(self, *, bucket: str, region: str, endpoint_url: str | None = None) -> None:
@@ -248,6 +304,57 @@ class S3BlobStore:
             kwargs["ContentType"] = content_type
         response = self.client.put_object(**kwargs)
         return BlobInfo(key=key, size=len(data), etag=str(response.get("ETag", "")).strip('"'))
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "") -> BlobInfo:
+        """PutObject when the stream ends within one part, else a multipart
+        upload (parts of MULTIPART_PART_BYTES; one part in memory at a time),
+        aborted on any failure so no part outlives it."""
+        validate_key(key)
+        if self.head(key) is not None:
+            raise conflict("object keys are immutable")
+        extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+        buffer = bytearray()
+        stream = iter(chunks)
+        for chunk in stream:
+            buffer += chunk
+            if len(buffer) >= MULTIPART_PART_BYTES:
+                return self._multipart(key, stream, buffer, extra)
+        response = self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(buffer), **extra)
+        return BlobInfo(key=key, size=len(buffer), etag=str(response.get("ETag", "")).strip('"'))
+
+    def _multipart(
+        self, key: str, stream: Iterator[bytes], buffer: bytearray, extra: dict[str, Any]
+    ) -> BlobInfo:
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)["UploadId"]
+        parts: list[CompletedPartTypeDef] = []
+        size = 0
+
+        def send(data: bytes) -> None:
+            response = self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=data
+            )
+            parts.append({"PartNumber": len(parts) + 1, "ETag": response["ETag"]})
+
+        try:
+            while True:
+                while len(buffer) >= MULTIPART_PART_BYTES:
+                    send(bytes(buffer[:MULTIPART_PART_BYTES]))
+                    size += MULTIPART_PART_BYTES
+                    del buffer[:MULTIPART_PART_BYTES]
+                chunk = next(stream, None)
+                if chunk is None:
+                    break
+                buffer += chunk
+            if buffer:
+                send(bytes(buffer))
+                size += len(buffer)
+            response = self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return BlobInfo(key=key, size=size, etag=str(response.get("ETag", "")).strip('"'))
 
     def _read_error(self, key: str, exc: ClientError) -> RlmError:
         return RlmError(

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ from rlm_rs.storage.interfaces import (
 )
 
 _BUSY_TIMEOUT_MS = 30_000
+# The listing index's keys, read from the item's body (an expression index).
+_GSI3PK = "json_extract(body, '$.GSI3PK')"
+_GSI3SK = "json_extract(body, '$.GSI3SK')"
 _Files = list[tuple[str, Path]]  # (key, path); `list` is a method name in LocalBlobStore
 
 
@@ -72,6 +75,10 @@ class SqliteItemStore:
             for column in ("gsi1pk", "gsi2pk"):
                 index = f'"{self.prefix}{table}_{column}"'
                 conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {name} ({column})")
+            # The listing index (GSI3) on the body's own attributes: no column
+            # to fill, so put and update need not know it.
+            index = f'"{self.prefix}{table}_gsi3"'
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {name} ({_GSI3PK}, {_GSI3SK})")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -159,6 +166,21 @@ class SqliteItemStore:
         with self._write() as conn:
             conn.execute(f"DELETE FROM {self._table(table)} WHERE pk=? AND sk=?", (pk, sk))
 
+    def query_newest(self, table: str, value: str, *, before: str = "", limit: int) -> list[Item]:
+        """GSI3 newest first, through the expression index (one range scan)."""
+        bound = f"AND {_GSI3SK} < ? " if before else ""
+        params: tuple[Any, ...] = (value, before, limit) if before else (value, limit)
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT body FROM {self._table(table)} WHERE {_GSI3PK} = ? {bound}"
+                f"ORDER BY {_GSI3SK} DESC LIMIT ?",
+                params,
+            )
+            .fetchall()
+        )
+        return [self._load(r[0]) for r in rows]
+
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one serialised write."""
@@ -213,6 +235,32 @@ class LocalBlobStore:
             os.unlink(tmp)
         _fsync_dir(path.parent)
         return BlobInfo(key=key, size=len(data), etag=etag)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "") -> BlobInfo:
+        """Chunks into a temporary file beside the key (hashed as they come),
+        fsynced and linked into place only when the iterator is exhausted;
+        any failure unlinks the temporary file. A key that exists is a
+        CONFLICT (streamed keys are new: an upload id is random)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            raise conflict("object keys are immutable") from None
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(path.parent)
+        return BlobInfo(key=key, size=size, etag=digest.hexdigest())
 
     def get(self, key: str) -> bytes:
         try:

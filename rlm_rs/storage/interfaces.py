@@ -24,6 +24,9 @@ Item = dict[str, Any]
 # with the spec's own "rlm_" prefix dropped: default prefix "rlm_" gives
 # "rlm_sessions".
 INDEXES: tuple[str, ...] = ("GSI1", "GSI2")
+# The listing index: partition GSI3PK (a tenant), sort GSI3SK (creation time +
+# id), newest first. Sparse: only records that carry GSI3PK are listed.
+LISTING_INDEX = "GSI3"
 TABLES: tuple[str, ...] = (
     "sessions", "documents", "executions", "execution_state", "api_keys", "audit_log",
 )  # fmt: skip
@@ -82,6 +85,12 @@ class ItemStore(Protocol):
 
     def delete(self, table: str, pk: str, sk: str) -> None: ...
 
+    def query_newest(self, table: str, value: str, *, before: str = "", limit: int) -> list[Item]:
+        """At most `limit` items with GSI3PK == `value` and GSI3SK < `before`
+        ("": no bound), by GSI3SK descending (the LISTING_INDEX; on DynamoDB
+        eventually consistent)."""
+        ...
+
     def create_tables(self) -> None: ...
 
     def close(self) -> None: ...
@@ -100,6 +109,13 @@ class BlobStore(Protocol):
     bucket: str
 
     def put(self, key: str, data: bytes, content_type: str = "") -> BlobInfo: ...
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "") -> BlobInfo:
+        """Store the concatenated `chunks` under a new key without holding
+        them whole in memory. When the iterator raises, the error propagates
+        and nothing is left behind (no object, no temporary file, no open
+        multipart upload)."""
+        ...
 
     def get(self, key: str) -> bytes: ...
 

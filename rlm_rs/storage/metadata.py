@@ -14,6 +14,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rlm_rs.domain import ExecutionStatus, IngestStatus, SessionStatus
@@ -31,6 +32,12 @@ PURGED = "PURGED"
 SESSION_STATUSES = tuple(SessionStatus)
 INGEST_STATUSES = tuple(IngestStatus)
 EXECUTION_STATUSES = tuple(ExecutionStatus)
+
+
+_KEY_ATTRIBUTES = frozenset({"PK", "SK", "GSI1PK", "GSI2PK", "GSI3PK", "GSI3SK"})
+# A listing reads at most this many records per page it answers: a filter
+# that matches little ends the page early (with a cursor), never scans on.
+LISTING_SCAN_LIMIT = 1_000
 
 
 def now_iso(epoch: float | None = None) -> str:
@@ -53,11 +60,16 @@ def validate_tenant_id(tenant_id: str) -> str:
     return tenant_id
 
 
+def _listed(tenant_id: str, created_at: str, record_id: str) -> Item:
+    """The listing index's keys (GSI3): by tenant, newest first."""
+    return {"GSI3PK": f"TENANT#{tenant_id}", "GSI3SK": f"{created_at}#{record_id}"}
+
+
 def _public(item: Item | None) -> Item | None:
     """The record without storage keys."""
     if item is None:
         return None
-    return {k: v for k, v in item.items() if k not in ("PK", "SK", "GSI1PK", "GSI2PK")}
+    return {k: v for k, v in item.items() if k not in _KEY_ATTRIBUTES}
 
 
 class MetadataStore:
@@ -74,6 +86,7 @@ class MetadataStore:
             "SK": f"SESSION#{session_id}",
             "GSI1PK": f"SESSION#{session_id}",
             "GSI2PK": f"STATUS#{record['status']}",
+            **_listed(tenant, record.get("created_at", ""), session_id),
         }
         return _public(self.items.put("sessions", item, if_absent=True)) or {}
 
@@ -173,6 +186,8 @@ class MetadataStore:
             "GSI1PK": f"EXEC#{execution_id}",
             "GSI2PK": f"STATUS#{record['status']}",
         }
+        if not record.get("parent_execution_id"):  # children are listed in their parent's tree
+            item.update(_listed(record["tenant_id"], record.get("started_at", ""), execution_id))
         return _public(self.items.put("executions", item, if_absent=True)) or {}
 
     def get_execution(self, tenant_id: str, execution_id: str) -> Item:
@@ -220,6 +235,50 @@ class MetadataStore:
                 condition=condition,
             )
         ) or {}  # fmt: skip
+
+    # --- listings (newest first, by tenant) --------------------------------------------
+    def list_sessions_page(
+        self, tenant_id: str, *, limit: int, after: str = "", status: str = ""
+    ) -> tuple[list[Item], str]:
+        """The tenant's sessions newest first (GSI3: created_at), at most
+        `limit`, continuing after the cursor `after` ("" from the newest);
+        returns (records, the next cursor or "" at the end). DELETING
+        sessions are left out. Eventually consistent on DynamoDB."""
+        return self._page(
+            "sessions", tenant_id, limit, after,
+            lambda i: i.get("status") != SessionStatus.DELETING and (not status or i.get("status") == status),
+        )  # fmt: skip
+
+    def list_executions_page(
+        self, tenant_id: str, *, limit: int, after: str = "", session_id: str = "", status: str = ""
+    ) -> tuple[list[Item], str]:
+        """The tenant's top-level executions newest first (GSI3: started_at),
+        optionally of one session and/or in one status; as list_sessions_page."""
+        return self._page(
+            "executions", tenant_id, limit, after,
+            lambda i: (not session_id or i.get("session_id") == session_id)
+            and (not status or i.get("status") == status),
+        )  # fmt: skip
+
+    def _page(
+        self, table: str, tenant_id: str, limit: int, after: str, keep: Callable[[Item], bool]
+    ) -> tuple[list[Item], str]:
+        page: list[Item] = []
+        cursor, scanned = after, 0
+        while len(page) < limit and scanned < LISTING_SCAN_LIMIT:
+            batch = self.items.query_newest(
+                table, f"TENANT#{tenant_id}", before=cursor, limit=min(max(limit, 25), LISTING_SCAN_LIMIT)
+            )
+            for item in batch:
+                scanned += 1
+                cursor = str(item["GSI3SK"])
+                if item.get("tenant_id") == tenant_id and keep(item):
+                    page.append(_public(item) or {})
+                    if len(page) == limit:
+                        break
+            if len(batch) < min(max(limit, 25), LISTING_SCAN_LIMIT) and len(page) < limit:
+                return page, ""  # the index is exhausted
+        return page, cursor
 
     # --- leases (on any record: documents, executions) ------------------------------------
     def acquire_lease(self, table: str, pk: str, sk: str, owner: str, ttl_seconds: float) -> Item | None:

@@ -85,6 +85,11 @@ class ExecutionServiceStub:
                 request_serializer=rlm__rs_dot_v1_dot_execution__pb2.StartFollowupRequest.SerializeToString,
                 response_deserializer=rlm__rs_dot_v1_dot_execution__pb2.Execution.FromString,
                 _registered_method=True)
+        self.ListExecutions = channel.unary_unary(
+                '/rlm_rs.v1.ExecutionService/ListExecutions',
+                request_serializer=rlm__rs_dot_v1_dot_execution__pb2.ListExecutionsRequest.SerializeToString,
+                response_deserializer=rlm__rs_dot_v1_dot_execution__pb2.ListExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -150,6 +155,12 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExecutions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +213,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.StartFollowup,
                     request_deserializer=rlm__rs_dot_v1_dot_execution__pb2.StartFollowupRequest.FromString,
                     response_serializer=rlm__rs_dot_v1_dot_execution__pb2.Execution.SerializeToString,
+            ),
+            'ListExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecutions,
+                    request_deserializer=rlm__rs_dot_v1_dot_execution__pb2.ListExecutionsRequest.FromString,
+                    response_serializer=rlm__rs_dot_v1_dot_execution__pb2.ListExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -474,6 +490,33 @@ class ExecutionService:
             '/rlm_rs.v1.ExecutionService/StartFollowup',
             rlm__rs_dot_v1_dot_execution__pb2.StartFollowupRequest.SerializeToString,
             rlm__rs_dot_v1_dot_execution__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rlm_rs.v1.ExecutionService/ListExecutions',
+            rlm__rs_dot_v1_dot_execution__pb2.ListExecutionsRequest.SerializeToString,
+            rlm__rs_dot_v1_dot_execution__pb2.ListExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -317,6 +317,7 @@ class ListSessionsRequest(_message.Message):
     """Empty: every status."""
     page_size: _builtins.int
     page_token: _builtins.str
+    """A previous response's next_page_token, opaque ("": the newest first)."""
     def __init__(
         self,
         *,
@@ -354,3 +355,74 @@ class ListSessionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
+
+@_typing.final
+class UploadChunk(_message.Message):
+    """Upload: a raw document streamed in chunks to raw/{tenant}/ (docs/api.md#uploads)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    file_name: _builtins.str
+    """The first chunk names the file and its MIME type; later chunks leave them ""."""
+    content_type: _builtins.str
+    data: _builtins.bytes
+    last: _builtins.bool
+    """Set on the last chunk only: a stream that ends without it stores nothing."""
+    def __init__(
+        self,
+        *,
+        file_name: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        last: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "data", b"data", "file_name", b"file_name", "last", b"last"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadChunk: _TypeAlias = UploadChunk  # noqa: Y015
+
+@_typing.final
+class UploadResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    RAW_S3_URI_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    raw_s3_uri: _builtins.str
+    """Name it as a document's raw_s3_uri in CreateSession."""
+    file_name: _builtins.str
+    content_type: _builtins.str
+    size_bytes: _builtins.int
+    sha256: _builtins.str
+    """Hex SHA-256 of the stored bytes."""
+    created_at: _builtins.str
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        raw_s3_uri: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        created_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "created_at", b"created_at", "file_name", b"file_name", "raw_s3_uri", b"raw_s3_uri", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadResult: _TypeAlias = UploadResult  # noqa: Y015

@@ -54,6 +54,11 @@ class SessionServiceStub:
                 request_serializer=rlm__rs_dot_v1_dot_session__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=rlm__rs_dot_v1_dot_session__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.Upload = channel.stream_unary(
+                '/rlm_rs.v1.SessionService/Upload',
+                request_serializer=rlm__rs_dot_v1_dot_session__pb2.UploadChunk.SerializeToString,
+                response_deserializer=rlm__rs_dot_v1_dot_session__pb2.UploadResult.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -83,6 +88,12 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Upload(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=rlm__rs_dot_v1_dot_session__pb2.ListSessionsRequest.FromString,
                     response_serializer=rlm__rs_dot_v1_dot_session__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'Upload': grpc.stream_unary_rpc_method_handler(
+                    servicer.Upload,
+                    request_deserializer=rlm__rs_dot_v1_dot_session__pb2.UploadChunk.FromString,
+                    response_serializer=rlm__rs_dot_v1_dot_session__pb2.UploadResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class SessionService:
             '/rlm_rs.v1.SessionService/ListSessions',
             rlm__rs_dot_v1_dot_session__pb2.ListSessionsRequest.SerializeToString,
             rlm__rs_dot_v1_dot_session__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Upload(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/rlm_rs.v1.SessionService/Upload',
+            rlm__rs_dot_v1_dot_session__pb2.UploadChunk.SerializeToString,
+            rlm__rs_dot_v1_dot_session__pb2.UploadResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,7 +41,7 @@ def test_a_page_token_it_issued_pages(api: Api) -> None:
     for _ in range(3):
         api.ready_session()
     first = api.sessions.ListSessions(session_pb2.ListSessionsRequest(page_size=2), metadata=api.auth())
-    assert len(first.sessions) == 2 and first.next_page_token == "2"
+    assert len(first.sessions) == 2 and first.next_page_token  # opaque
     second = api.sessions.ListSessions(
         session_pb2.ListSessionsRequest(page_size=2, page_token=first.next_page_token), metadata=api.auth()
     )

@@ -34,6 +34,7 @@ def _calls(api: Api, session_id: str, execution_id: str, doc_id: str) -> dict[st
             execution_id=eid, tool_requests=ToolRequests(llm=[LlmRequest(key="k", prompt="p")])), metadata=api.auth(key)),
         "WatchExecution": lambda eid, key: list(e.WatchExecution(execution_pb2.WatchExecutionRequest(execution_id=eid), metadata=api.auth(key), timeout=10)),
         "StartFollowup": lambda eid, key: e.StartFollowup(execution_pb2.StartFollowupRequest(execution_id=eid, question="q"), metadata=api.auth(key)),
+        "ListExecutions": lambda sid, key: e.ListExecutions(execution_pb2.ListExecutionsRequest(session_id=sid), metadata=api.auth(key)),
     }  # fmt: skip
 
 
@@ -44,6 +45,7 @@ SESSION_METHODS = (
     "CreateRuntimeExecution",
     "GetSpan",
     "VerifyCitation",
+    "ListExecutions",
 )
 
 
@@ -65,7 +67,7 @@ def test_every_id_taking_method_hides_other_tenants(api: Api) -> None:
     )
     other, _ = api.plane.storage.metadata.create_api_key("tenant-b")
     calls = _calls(api, session_id, execution.execution_id, doc_id)
-    assert len(calls) == 14
+    assert len(calls) == 15
     for name, call in calls.items():
         real_id = session_id if name in SESSION_METHODS else execution.execution_id
         fake_id = (

@@ -55,6 +55,7 @@ SCRIPT = {
     "default_sub": "ok",
 }
 LIMITED_TENANT = "limited"
+UPLOAD_LIMIT = 2 * 1024 * 1024  # RLM_MAX_UPLOAD_BYTES (uploads stream past RLM_MAX_REQUEST_BYTES)
 
 
 def free_port() -> int:
@@ -131,6 +132,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RLM_SCRIPTED_PROVIDER_FILE": str(script),
         "RATE_LIMITS_JSON": json.dumps({"tenants": {LIMITED_TENANT: {"rate_per_second": 0.2, "burst": 2}}}),
         "RLM_MAX_REQUEST_BYTES": str(256 * 1024),
+        "RLM_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
     }
     env.pop("RLM_GRPC_ADDRESS", None)
 

@@ -17,8 +17,9 @@ def test_every_operation_declares_the_error_envelope() -> None:
     doc = json.loads(openapi_text())
     ops = [(p, meth, op) for p, item in doc["paths"].items() for meth, op in item.items()]
     # The spec's 13 operations (docs/api.md#rest-api) plus the trace viewer (GET /v1/executions/{id}/view),
-    # the event stream (GET .../events) and follow-ups (POST .../followups)
-    assert len([p for p, _, _ in ops if p.startswith("/v1/")]) == 16
+    # the event stream (GET .../events), follow-ups (POST .../followups), uploads (POST /v1/uploads)
+    # and the listings (GET /v1/sessions, GET /v1/executions)
+    assert len([p for p, _, _ in ops if p.startswith("/v1/")]) == 19
     for path, _method, op in ops:
         if path == "/health/live":
             continue

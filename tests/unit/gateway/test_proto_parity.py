@@ -33,6 +33,9 @@ OPERATIONS: dict[tuple[str, str], type[Any]] = {
     ("GET", "/v1/executions/{execution_id}/events"): execution_pb2.WatchExecutionRequest,
     ("POST", "/v1/spans/get"): citation_pb2.GetSpanRequest,
     ("POST", "/v1/citations/verify"): citation_pb2.VerifyCitationRequest,
+    ("POST", "/v1/uploads"): session_pb2.UploadChunk,
+    ("GET", "/v1/sessions"): session_pb2.ListSessionsRequest,
+    ("GET", "/v1/executions"): execution_pb2.ListExecutionsRequest,
 }
 
 # REST operations that send no request of their own.
@@ -40,13 +43,15 @@ NO_RPC = {
     ("GET", "/v1/executions/{execution_id}/view"),  # the viewer page: static HTML, the browser calls the API
 }
 
-# RPCs with no REST operation: the spec's HTTP API has no session listing.
-GRPC_ONLY = {"rlm_rs.v1.SessionService.ListSessions"}
+# RPCs with no REST operation.
+GRPC_ONLY: set[str] = set()
 
 # REST names that differ from the proto's, per proto message: REST name -> proto field.
 RENAMED: dict[str, dict[str, str]] = {
     # `after` (query) and `Last-Event-ID` (the header EventSource sends on reconnect)
     "WatchExecutionRequest": {"after": "after_event_id", "Last-Event-ID": "after_event_id"},
+    # the upload's MIME type is the body's own Content-Type header
+    "UploadChunk": {"content-type": "content_type"},
 }
 
 # REST-only fields, per proto message, each with why it is not on the wire.
@@ -60,7 +65,11 @@ REST_ONLY: dict[str, set[str]] = {
 }
 
 # Proto fields REST does not expose, per proto message, each with why.
-PROTO_ONLY: dict[str, set[str]] = {}
+PROTO_ONLY: dict[str, set[str]] = {
+    # REST: `data` is the request body itself, streamed into chunks by the
+    # gateway; `last` marks the body's end (docs/api.md#uploads).
+    "UploadChunk": {"data", "last"},
+}
 
 _JSON = "_json"
 
