@@ -41,7 +41,8 @@ Rejected alternatives: sys.settrace line counting (5-10x slower on every
 line; also visible to and disableable by nothing here, but the AST-inserted
 tick is cheaper and cannot be caught); in-process SIGALRM timeouts (C loops
 ignore signals: measured 35 s overrun); exposing stdlib modules such as re or
-json (their module graphs reach os and open: `json.codecs.open`).
+json (their module graphs reach os and open: `json.codecs.open`): the step's
+`re` and `json` are bounded wrappers instead (_step_re.py, _step_json.py).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ from rlm_rs.sandbox._replies import code_from_submission
 from rlm_rs.sandbox._restricted import Guards, compile_step
 from rlm_rs.sandbox._runtime import FinalStop, StepRuntime, StepStop, YieldStop
 from rlm_rs.sandbox._state import finish_state
+from rlm_rs.sandbox._step_json import StepJson
+from rlm_rs.sandbox._step_re import StepRe
 from rlm_rs.sandbox._tools import ToolAPI, queued_requests
 from rlm_rs.sandbox.policy import with_defaults
 from rlm_rs.textfile import TextFile, read_fd
@@ -159,6 +162,7 @@ def _execute(
     )
     step_globals = _unrestricted_globals(runtime) if unsafe else guards.globals(policy.builtins_allowlist)
     step_globals.update(context=context, state=json.loads(result.state_json), tool=tool)
+    step_globals.update(re=StepRe(runtime, policy.max_regex_seconds), json=StepJson(runtime))
 
     outcome: StepStop | None = None
     failure: BaseException | None = None
@@ -337,6 +341,8 @@ x = [1, 2]
 x[0:1] = [3]
 x += (4,)
 words = "a b".split() + ["c"] * 2
+found = re.findall(r"(\\w)(\\d)?", re.sub("b", lambda m: m.group(0).upper(), "a1 b2"))
+parts = re.split(r"\\s+", json.dumps(json.loads('{"k": [1, "x"]}'), indent=1, sort_keys=True))
 state["warm"] = {"ok": True, "n": 1.5}
 tool.YIELD("warm")
 """
