@@ -83,11 +83,13 @@ class StepMatch:
 
     @property
     def lastindex(self) -> int | None:
-        return self._match.lastindex
+        index = self._match.lastindex
+        return None if index is None else int(index)
 
     @property
     def lastgroup(self) -> str | None:
-        return self._match.lastgroup
+        name = self._match.lastgroup
+        return None if name is None else str(name)
 
     def __bool__(self) -> bool:
         return True
