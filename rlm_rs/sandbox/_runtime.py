@@ -60,6 +60,7 @@ class StepRuntime:
         self._stdout: list[str] = []
         self._stdout_chars = 0
         self.stdout_truncated = False
+        self._paused_at: float | None = None
 
     # --- the instruction budget -------------------------------------------------
 
@@ -92,11 +93,31 @@ class StepRuntime:
             self.halt(self._timeout())
 
     def expire(self) -> None:
-        """Called by the watchdog thread at the deadline: the next tick ends the step."""
+        """Called by the watchdog thread at the deadline: the next tick ends the step.
+        A step waiting on an inline call, or whose deadline moved by its waits,
+        is looked at again later instead."""
         with self._expire_lock:
             if self.finished or self.stop is not None:
                 return
+            now = time.monotonic()
+            if self._paused_at is not None or now < self.deadline:
+                from rlm_rs.sandbox import _watchdog
+
+                _watchdog.arm(max(self.deadline, now + 0.25), self)
+                return
             self.stop = self._timeout()
+
+    def pause(self) -> None:
+        """The step starts waiting on an inline call: its wall clock stops."""
+        with self._expire_lock:
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        """The wait is over: the deadline moves by the time waited."""
+        with self._expire_lock:
+            if self._paused_at is not None:
+                self.deadline += time.monotonic() - self._paused_at
+                self._paused_at = None
 
     def finish(self) -> None:
         """The step's code has returned: a late watchdog must not fail it."""

@@ -18,11 +18,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import queue
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Protocol
 
 import grpc
@@ -33,9 +34,12 @@ from rlm_rs.sandbox.pool._fairness import DEFAULT_MAX_QUEUE_SECONDS
 from rlm_rs.settings import Settings
 from rlm_rs.v1 import sandbox_pb2_grpc
 from rlm_rs.v1.sandbox_pb2 import (
+    InlineCall,
+    InlineReply,
     PoolStatus,
     PoolStatusRequest,
     SandboxPolicy,
+    StepInput,
     StepRequest,
     StepResult,
 )
@@ -46,6 +50,22 @@ from rlm_rs.v1.sandbox_pb2 import (
 # pool answers RATE_LIMITED itself after that).
 _RPC_SLACK_SECONDS = 20.0 + DEFAULT_MAX_QUEUE_SECONDS
 _DEFAULT_STEP_SECONDS = 30.0
+_DEFAULT_WAIT_SECONDS = 300.0
+# Resolves one inline call of the step within `timeout` seconds (the control
+# plane's rlm_rs/control/executions/inline.py); raising abandons the step.
+Inline = Callable[[InlineCall, float], InlineReply]
+
+
+def _in_process_channel(inline: Inline) -> Inline:
+    """In-process the step calls the resolver directly, with a copy of each
+    message (as the wire would give it: nothing shared with step code)."""
+
+    def call(message: InlineCall, timeout: float) -> InlineReply:
+        copied = InlineCall.FromString(message.SerializeToString())
+        getattr(copied, copied.WhichOneof("call") or "llm").key = ""
+        return inline(copied, timeout)
+
+    return call
 
 
 class SandboxClient(Protocol):
@@ -60,10 +80,13 @@ class InProcessSandbox:
     """Runs steps in the calling process: policy layers only, no OS isolation.
     Development mode: constructing it is the explicit choice (see module doc)."""
 
-    def run_step(self, request: StepRequest) -> StepResult:
+    supports_inline = True
+
+    def run_step(self, request: StepRequest, inline: Inline | None = None) -> StepResult:
         from rlm_rs.sandbox.executor import run_step
 
-        return run_step(request, watchdog=True)
+        channel = None if inline is None else _in_process_channel(inline)
+        return run_step(request, watchdog=True, inline=channel)
 
     def status(self) -> PoolStatus:
         return PoolStatus()
@@ -93,13 +116,41 @@ class PoolSandbox:
         self._stub = sandbox_pb2_grpc.SandboxServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    def run_step(self, request: StepRequest) -> StepResult:
+    supports_inline = True
+
+    def run_step(self, request: StepRequest, inline: Inline | None = None) -> StepResult:
+        """One step over RunStep's stream: the request, then a reply to each
+        inline call (resolved by `inline`; None: refused), the result last.
+        An `inline` that raises ends the stream: the pool kills the worker."""
         seconds = request.limits.max_step_seconds or _DEFAULT_STEP_SECONDS
+        wait = request.limits.max_step_wait_seconds or _DEFAULT_WAIT_SECONDS
+        outgoing: queue.SimpleQueue[StepInput | None] = queue.SimpleQueue()
+        outgoing.put(StepInput(request=request))
+
+        def sent() -> Iterator[StepInput]:
+            while (item := outgoing.get()) is not None:
+                yield item
+
+        stream = self._stub.RunStep(sent(), timeout=seconds + wait + _RPC_SLACK_SECONDS)
         try:
-            result: StepResult = self._stub.RunStep(request, timeout=seconds + _RPC_SLACK_SECONDS)
+            for message in stream:
+                if message.HasField("result"):
+                    return message.result
+                call = message.call
+                if inline is None:
+                    reply = InlineReply(
+                        error_code="VALIDATION_ERROR", error="inline calls are not available here"
+                    )
+                else:
+                    reply = inline(call, wait)
+                reply.call_id = call.call_id
+                outgoing.put(StepInput(reply=reply))
         except grpc.RpcError as exc:
             raise _unavailable(self.socket_path, exc) from exc
-        return result
+        finally:
+            outgoing.put(None)
+            stream.cancel()
+        raise RlmError("LAMBDA_ERROR", "the sandbox pool ended the step without a result")
 
     def status(self) -> PoolStatus:
         try:

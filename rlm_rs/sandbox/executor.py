@@ -59,6 +59,7 @@ from rlm_rs.errors import RlmError
 from rlm_rs.sandbox import _sizes, _watchdog
 from rlm_rs.sandbox._ast_policy import parse_and_check
 from rlm_rs.sandbox._docview import ContextView, DocView, OpenDocument
+from rlm_rs.sandbox._inline import Channel, InlineCalls
 from rlm_rs.sandbox._replies import code_from_submission
 from rlm_rs.sandbox._restricted import Guards, compile_step
 from rlm_rs.sandbox._runtime import FinalStop, StepRuntime, StepStop, YieldStop
@@ -85,6 +86,7 @@ def run_step(
     *,
     allow_unsafe: bool = False,
     watchdog: bool = True,
+    inline: Channel | None = None,
 ) -> StepResult:
     """Run one step. Never raises; every failure is in StepResult.error.
 
@@ -95,6 +97,8 @@ def run_step(
     layers 2-3 off (test-only, to prove the OS layers hold alone).
     `watchdog` arms the shared watchdog thread (_watchdog.py); pool workers
     and the zygote pass False (they must never start a thread).
+    `inline` is the channel of the step's inline calls (_inline.py): None
+    makes llm_query and its siblings fail with a RuntimeError.
     """
     started = time.perf_counter()
     result = StepResult(
@@ -104,7 +108,7 @@ def run_step(
     )
     documents: list[OpenDocument] = []
     try:
-        documents = _execute(request, fds, allow_unsafe, result, watchdog)
+        documents = _execute(request, fds, allow_unsafe, result, watchdog, inline)
     except RlmError as exc:
         _fail(result, exc.code, exc.message, exc.details)
     except BaseException as exc:  # the executor itself must always answer
@@ -122,6 +126,7 @@ def _execute(
     allow_unsafe: bool,
     result: StepResult,
     watchdog: bool,
+    inline: Channel | None = None,
 ) -> list[OpenDocument]:
     policy = with_defaults(request.limits if request.HasField("limits") else None)
     input_state = _parse_state(request.state_json)
@@ -157,11 +162,27 @@ def _execute(
         search_enabled=policy.enable_search,
         max_answer_chars=policy.max_state_chars,
     )
+    calls = InlineCalls(
+        runtime,
+        inline,
+        max_calls=policy.max_inline_calls_per_step,
+        max_wait_seconds=policy.max_step_wait_seconds,
+        max_prompt_chars=policy.max_llm_prompt_chars,
+        llm_enabled=policy.enable_llm,
+        rlm_enabled=policy.enable_rlm,
+    )
     context = ContextView(
         [DocView(d, runtime, policy.max_hits_per_call, policy.max_regex_seconds) for d in documents]
     )
     step_globals = _unrestricted_globals(runtime) if unsafe else guards.globals(policy.builtins_allowlist)
-    step_globals.update(context=context, state=json.loads(result.state_json), tool=tool)
+    step_globals.update(
+        context=context,
+        state=json.loads(result.state_json),
+        tool=tool,
+        llm_query=calls.llm_query,
+        llm_query_batched=calls.llm_query_batched,
+        rlm_query=calls.rlm_query,
+    )
     step_globals.update(re=StepRe(runtime, policy.max_regex_seconds), json=StepJson(runtime))
 
     outcome: StepStop | None = None

@@ -83,6 +83,8 @@ def default_policy() -> SandboxPolicy:
         max_hits_per_call=200,
         max_regex_seconds=1.0,
         max_llm_prompt_chars=200_000,
+        max_step_wait_seconds=300.0,
+        max_inline_calls_per_step=100,
         enable_search=False,
         enable_llm=True,
         enable_rlm=True,
@@ -113,6 +115,7 @@ _NUMERIC_STEP_FIELDS = (
     "max_step_seconds", "max_instructions", "max_stdout_chars", "max_spans_per_step",
     "max_tool_requests_per_step", "max_state_chars", "max_code_chars",
     "max_hits_per_call", "max_regex_seconds", "max_llm_prompt_chars",
+    "max_step_wait_seconds", "max_inline_calls_per_step",
 )  # fmt: skip
 
 

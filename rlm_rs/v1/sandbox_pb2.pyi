@@ -45,6 +45,8 @@ class SandboxPolicy(_message.Message):
     ENABLE_LLM_FIELD_NUMBER: _builtins.int
     BUILTINS_ALLOWLIST_FIELD_NUMBER: _builtins.int
     ENABLE_RLM_FIELD_NUMBER: _builtins.int
+    MAX_STEP_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_INLINE_CALLS_PER_STEP_FIELD_NUMBER: _builtins.int
     ADDRESS_SPACE_MIB_FIELD_NUMBER: _builtins.int
     CPU_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_OPEN_FILES_FIELD_NUMBER: _builtins.int
@@ -94,6 +96,12 @@ class SandboxPolicy(_message.Message):
     """queue_llm available (sub-calls)"""
     enable_rlm: _builtins.bool
     """queue_rlm available (child executions)"""
+    max_step_wait_seconds: _builtins.float
+    """Inline calls (llm_query, llm_query_batched, rlm_query; docs/sandbox-pool.md):
+    time waiting on them is not max_step_seconds but this ceiling per step.
+    """
+    max_inline_calls_per_step: _builtins.int
+    """more -> BUDGET_EXCEEDED"""
     address_space_mib: _builtins.int
     """--- OS hardening (enforced by the pool around each worker) ---
     RLIMIT_AS, before mmapped documents
@@ -155,6 +163,8 @@ class SandboxPolicy(_message.Message):
         enable_llm: _builtins.bool = ...,
         builtins_allowlist: _abc.Iterable[_builtins.str] | None = ...,
         enable_rlm: _builtins.bool = ...,
+        max_step_wait_seconds: _builtins.float = ...,
+        max_inline_calls_per_step: _builtins.int = ...,
         address_space_mib: _builtins.int = ...,
         cpu_seconds: _builtins.int = ...,
         max_open_files: _builtins.int = ...,
@@ -181,7 +191,7 @@ class SandboxPolicy(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_space_mib", b"address_space_mib", "builtins_allowlist", b"builtins_allowlist", "cgroup_memory_mib", b"cgroup_memory_mib", "cgroup_pids_max", b"cgroup_pids_max", "clone_newipc", b"clone_newipc", "clone_newnet", b"clone_newnet", "clone_newns", b"clone_newns", "clone_newpid", b"clone_newpid", "clone_newuser", b"clone_newuser", "clone_newuts", b"clone_newuts", "cpu_seconds", b"cpu_seconds", "enable_llm", b"enable_llm", "enable_rlm", b"enable_rlm", "enable_search", b"enable_search", "file_size_bytes", b"file_size_bytes", "max_code_chars", b"max_code_chars", "max_hits_per_call", b"max_hits_per_call", "max_instructions", b"max_instructions", "max_llm_prompt_chars", b"max_llm_prompt_chars", "max_open_files", b"max_open_files", "max_processes", b"max_processes", "max_queue_seconds", b"max_queue_seconds", "max_queued_steps_per_tenant", b"max_queued_steps_per_tenant", "max_regex_seconds", b"max_regex_seconds", "max_spans_per_step", b"max_spans_per_step", "max_state_chars", b"max_state_chars", "max_stdout_chars", b"max_stdout_chars", "max_step_seconds", b"max_step_seconds", "max_tool_requests_per_step", b"max_tool_requests_per_step", "max_workers_per_tenant", b"max_workers_per_tenant", "pool_size", b"pool_size", "reserve_workers", b"reserve_workers", "sandbox_gid", b"sandbox_gid", "sandbox_uid", b"sandbox_uid", "seccomp_allowlist", b"seccomp_allowlist", "seccomp_enabled", b"seccomp_enabled", "warm_workers", b"warm_workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_space_mib", b"address_space_mib", "builtins_allowlist", b"builtins_allowlist", "cgroup_memory_mib", b"cgroup_memory_mib", "cgroup_pids_max", b"cgroup_pids_max", "clone_newipc", b"clone_newipc", "clone_newnet", b"clone_newnet", "clone_newns", b"clone_newns", "clone_newpid", b"clone_newpid", "clone_newuser", b"clone_newuser", "clone_newuts", b"clone_newuts", "cpu_seconds", b"cpu_seconds", "enable_llm", b"enable_llm", "enable_rlm", b"enable_rlm", "enable_search", b"enable_search", "file_size_bytes", b"file_size_bytes", "max_code_chars", b"max_code_chars", "max_hits_per_call", b"max_hits_per_call", "max_inline_calls_per_step", b"max_inline_calls_per_step", "max_instructions", b"max_instructions", "max_llm_prompt_chars", b"max_llm_prompt_chars", "max_open_files", b"max_open_files", "max_processes", b"max_processes", "max_queue_seconds", b"max_queue_seconds", "max_queued_steps_per_tenant", b"max_queued_steps_per_tenant", "max_regex_seconds", b"max_regex_seconds", "max_spans_per_step", b"max_spans_per_step", "max_state_chars", b"max_state_chars", "max_stdout_chars", b"max_stdout_chars", "max_step_seconds", b"max_step_seconds", "max_step_wait_seconds", b"max_step_wait_seconds", "max_tool_requests_per_step", b"max_tool_requests_per_step", "max_workers_per_tenant", b"max_workers_per_tenant", "pool_size", b"pool_size", "reserve_workers", b"reserve_workers", "sandbox_gid", b"sandbox_gid", "sandbox_uid", b"sandbox_uid", "seccomp_allowlist", b"seccomp_allowlist", "seccomp_enabled", b"seccomp_enabled", "warm_workers", b"warm_workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,3 +448,143 @@ class PoolStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PoolStatus: _TypeAlias = PoolStatus  # noqa: Y015
+
+@_typing.final
+class InlineCall(_message.Message):
+    """An inline call from step code (llm_query, llm_query_batched, rlm_query),
+    relayed by the pool on the step's own RunStep stream. The step names no
+    key, execution or tenant: the control plane resolves it as a call of the
+    execution whose step this stream runs, under a key it chooses itself.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    LLM_FIELD_NUMBER: _builtins.int
+    LLM_BATCH_FIELD_NUMBER: _builtins.int
+    RLM_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    """1, 2, ... within the step (set by the pool)"""
+    @_builtins.property
+    def llm(self) -> _common_pb2.LlmRequest: ...
+    @_builtins.property
+    def llm_batch(self) -> _common_pb2.LlmBatchRequest: ...
+    @_builtins.property
+    def rlm(self) -> _common_pb2.RlmRequest: ...
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        llm: _common_pb2.LlmRequest | None = ...,
+        llm_batch: _common_pb2.LlmBatchRequest | None = ...,
+        rlm: _common_pb2.RlmRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "llm", b"llm", "llm_batch", b"llm_batch", "rlm", b"rlm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "call_id", b"call_id", "llm", b"llm", "llm_batch", b"llm_batch", "rlm", b"rlm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_call: _TypeAlias = _typing.Literal["llm", "llm_batch", "rlm"]  # noqa: Y015
+    _WhichOneofArgType_call: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_call) -> _WhichOneofReturnType_call | None: ...
+
+Global___InlineCall: _TypeAlias = InlineCall  # noqa: Y015
+
+@_typing.final
+class InlineReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    TEXTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    META_JSON_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    error: _builtins.str
+    """The whole call refused or abandoned (the step then fails with this)."""
+    error_code: _builtins.str
+    meta_json: _builtins.str
+    """rlm: {"execution_id", "status", "citations"} of the child."""
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """llm: one text; llm_batch: one per prompt, in order; rlm: the child's answer."""
+
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Per text: "" or why it failed (refused by a budget, the provider's error)."""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        texts: _abc.Iterable[_builtins.str] | None = ...,
+        errors: _abc.Iterable[_builtins.str] | None = ...,
+        error: _builtins.str = ...,
+        error_code: _builtins.str = ...,
+        meta_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "error", b"error", "error_code", b"error_code", "errors", b"errors", "meta_json", b"meta_json", "texts", b"texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InlineReply: _TypeAlias = InlineReply  # noqa: Y015
+
+@_typing.final
+class StepInput(_message.Message):
+    """RunStep's stream from the control plane: the request first, then one
+    reply per inline call, in order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    REPLY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___StepRequest: ...
+    @_builtins.property
+    def reply(self) -> Global___InlineReply: ...
+    def __init__(
+        self,
+        *,
+        request: Global___StepRequest | None = ...,
+        reply: Global___InlineReply | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "reply", b"reply", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "reply", b"reply", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "reply"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___StepInput: _TypeAlias = StepInput  # noqa: Y015
+
+@_typing.final
+class StepOutput(_message.Message):
+    """RunStep's stream from the pool: any inline calls, then the result last."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def call(self) -> Global___InlineCall: ...
+    @_builtins.property
+    def result(self) -> Global___StepResult: ...
+    def __init__(
+        self,
+        *,
+        call: Global___InlineCall | None = ...,
+        result: Global___StepResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "kind", b"kind", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "kind", b"kind", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["call", "result"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___StepOutput: _TypeAlias = StepOutput  # noqa: Y015

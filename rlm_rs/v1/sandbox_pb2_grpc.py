@@ -34,10 +34,10 @@ class SandboxServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.RunStep = channel.unary_unary(
+        self.RunStep = channel.stream_stream(
                 '/rlm_rs.v1.SandboxService/RunStep',
-                request_serializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepRequest.SerializeToString,
-                response_deserializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepResult.FromString,
+                request_serializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepInput.SerializeToString,
+                response_deserializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepOutput.FromString,
                 _registered_method=True)
         self.GetPoolStatus = channel.unary_unary(
                 '/rlm_rs.v1.SandboxService/GetPoolStatus',
@@ -49,8 +49,9 @@ class SandboxServiceStub:
 class SandboxServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def RunStep(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def RunStep(self, request_iterator, context):
+        """One step; bidirectional so the step's inline calls travel on it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -64,10 +65,10 @@ class SandboxServiceServicer:
 
 def add_SandboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'RunStep': grpc.unary_unary_rpc_method_handler(
+            'RunStep': grpc.stream_stream_rpc_method_handler(
                     servicer.RunStep,
-                    request_deserializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepRequest.FromString,
-                    response_serializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepResult.SerializeToString,
+                    request_deserializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepInput.FromString,
+                    response_serializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepOutput.SerializeToString,
             ),
             'GetPoolStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPoolStatus,
@@ -86,7 +87,7 @@ class SandboxService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def RunStep(request,
+    def RunStep(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -96,12 +97,12 @@ class SandboxService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/rlm_rs.v1.SandboxService/RunStep',
-            rlm__rs_dot_v1_dot_sandbox__pb2.StepRequest.SerializeToString,
-            rlm__rs_dot_v1_dot_sandbox__pb2.StepResult.FromString,
+            rlm__rs_dot_v1_dot_sandbox__pb2.StepInput.SerializeToString,
+            rlm__rs_dot_v1_dot_sandbox__pb2.StepOutput.FromString,
             options,
             channel_credentials,
             insecure,

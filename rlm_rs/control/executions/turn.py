@@ -28,6 +28,7 @@ from rlm_rs.control.executions.claims import RUNNING, TurnHolder, lost
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.finish import finish
+from rlm_rs.control.executions.inline import InlineResolver
 from rlm_rs.control.executions.records import State, step_sk
 from rlm_rs.control.limits import bound_step_result
 from rlm_rs.control.tools import Resolution
@@ -106,6 +107,11 @@ def step_request(
     budgets = execution["budgets_requested"]
     budgets_left = snapshot(budgets, execution["budgets_consumed"])
     enable_search = bool((session.get("options") or {}).get("enable_search"))
+    limits = with_defaults(step_policy(budgets, enable_search=enable_search))
+    # waiting on inline calls counts against max_total_seconds: never past it
+    limits.max_step_wait_seconds = max(
+        0.001, min(limits.max_step_wait_seconds, deadline_epoch(execution) - time.time())
+    )
     return StepRequest(
         tenant_id=execution["tenant_id"],
         session_id=execution["session_id"],
@@ -114,12 +120,12 @@ def step_request(
         code=code,
         state_json=with_budgets(state, state_json, budgets_left),
         context_manifest=ctx.manifests.of(execution),
-        limits=with_defaults(step_policy(budgets, enable_search=enable_search)),
+        limits=limits,
         require_repl_block=execution["mode"] == ExecutionMode.ANSWERER,
     )
 
 
-def dispatch(ctx: Context, request: StepRequest) -> StepResult:
+def dispatch(ctx: Context, request: StepRequest, inline: InlineResolver | None = None) -> StepResult:
     """Run the step. An unreachable pool (restarting, being replaced) is
     retried with backoff for up to SANDBOX_RETRY_SECONDS before the step
     counts as failed; a worker that died *during* the step is a StepResult
@@ -136,7 +142,10 @@ def dispatch(ctx: Context, request: StepRequest) -> StepResult:
                 attempt,
                 trace_span("sandbox.step", execution_id=request.execution_id, turn_index=request.turn_index),
             ):
-                result = ctx.sandbox.run_step(request)
+                if inline is not None and getattr(ctx.sandbox, "supports_inline", False):
+                    result = ctx.sandbox.run_step(request, inline=inline)  # type: ignore[call-arg]
+                else:
+                    result = ctx.sandbox.run_step(request)
     except SandboxUnavailable as exc:
         log.error("sandbox_unavailable", execution_id=request.execution_id, error=exc.message)
         result = StepResult(turn_index=request.turn_index, state_json=request.state_json)
@@ -167,12 +176,15 @@ def step(
     bind_log_context(turn_index=index)  # runtime steps: until the RPC ends
     consumed = execution["budgets_consumed"].copy() if consumed is None else consumed
     clock = time.perf_counter()
-    result = dispatch(ctx, step_request(ctx, execution, session, code, state, state_json))
+    inline = InlineResolver(ctx, execution, session, consumed)
+    result = dispatch(ctx, step_request(ctx, execution, session, code, state, state_json), inline)
+    inline.close()
     turn = Turn(index, code, result, consumed, None, started, completion)
     turn.timings["sandbox_ms"] = ms_since(clock)
     step_event(ctx, execution, index, result)
     clock = time.perf_counter()
     turn.state, turn.resolved = _apply(ctx, execution, session, result, consumed, resolve=resolve)
+    turn.resolved[:0] = inline.records
     if turn.state is not None:
         turn.state_json = result.state_json = canonical_json(turn.state)
     turn.timings["tools_ms"] = ms_since(clock)

@@ -34,10 +34,21 @@ WORKER = 9  # zygote -> front: a warm worker (req_id = pid, fd = its socket)
 DISPATCH = 10  # front -> zygote: worker req_id got a step; payload !d seconds
 FATE = 11  # front -> zygote: why did worker (payload !Q pid) not answer?
 FATE_REPLY = 12  # zygote -> front: JSON {code, message, details}
+CALL = 13  # worker -> front: InlineCall bytes (req_id = call_id), during its step
+CALL_REPLY = 14  # front -> worker: InlineReply bytes
+PAUSE = 15  # front -> zygote: worker req_id waits on a call; payload !d wait seconds allowed
+RESUME = 16  # front -> zygote: worker req_id computes again
+
+# The largest inline call a worker may send (its InlineCall bytes).
+MAX_CALL_BYTES = 16 * 1024 * 1024
 
 
 class WireError(Exception):
     """The peer broke the framing protocol."""
+
+
+class FrameTooLarge(WireError):
+    """A frame announced more bytes than its kind may carry."""
 
 
 @dataclass
@@ -61,9 +72,15 @@ def send_frame(sock: socket.socket, kind: int, req_id: int, payload: bytes, fds:
 class FrameReader:
     """Reassembles frames from a stream; fds queue up in arrival order."""
 
-    def __init__(self, sock: socket.socket, max_frame_bytes: int = MAX_FRAME_BYTES):
+    def __init__(
+        self,
+        sock: socket.socket,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        kind_limits: dict[int, int] | None = None,
+    ):
         self.sock = sock
         self.max_frame_bytes = max_frame_bytes
+        self.kind_limits = kind_limits or {}
         self._buffer = bytearray()
         self._fds: list[int] = []
         self._held: list[Frame] = []
@@ -104,8 +121,8 @@ class FrameReader:
         frames = []
         while len(self._buffer) >= HEADER.size:
             length, kind, req_id, nfds = HEADER.unpack_from(self._buffer)
-            if length > self.max_frame_bytes:
-                raise WireError(f"frame of {length} bytes is over the limit")
+            if length > self.kind_limits.get(kind, self.max_frame_bytes):
+                raise FrameTooLarge(f"frame of {length} bytes is over the limit")
             if len(self._buffer) < HEADER.size + length:
                 break
             if nfds > len(self._fds):

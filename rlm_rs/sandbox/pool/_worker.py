@@ -31,7 +31,7 @@ from rlm_rs.sandbox.pool import (
     _wire,
 )
 from rlm_rs.v1.common_pb2 import ErrorDetail
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest, StepResult
+from rlm_rs.v1.sandbox_pb2 import InlineCall, InlineReply, SandboxPolicy, StepRequest, StepResult
 
 WORKER_FD = 3
 # Workers are hardened and wait at WORKER_NICENESS; a step the front marks as
@@ -67,7 +67,8 @@ def main(sock_fd: int, ctx: WorkerContext, probe: bool) -> NoReturn:
         _wire.send_frame(sock, _wire.READY, os.getpid(), json.dumps(report).encode())
         if probe:
             os._exit(0)
-        frame = _wire.FrameReader(sock).read_frame()
+        reader = _wire.FrameReader(sock)
+        frame = reader.read_frame()
         if frame is None or frame.kind != _wire.RUN:
             os._exit(0)
         _, document_bytes, niceness = RUN_PREFIX.unpack_from(frame.payload)
@@ -78,7 +79,7 @@ def main(sock_fd: int, ctx: WorkerContext, probe: bool) -> NoReturn:
         if not report.get("rlimits"):
             _rlimits.size_for_documents(ctx.policy, ctx.base_vsz_bytes, document_bytes)
             _rlimits.fit_open_files(ctx.policy, frame.fds)
-        result = _run(ctx, request, frame.fds)
+        result = _run(ctx, request, frame.fds, _channel(sock, reader))
         _wire.send_frame(sock, _wire.RESULT, frame.req_id, result.SerializeToString())
     except BaseException:
         code = 70
@@ -103,10 +104,31 @@ def _prefault(ctx: WorkerContext) -> None:
         pass
 
 
-def _run(ctx: WorkerContext, request: StepRequest, fds: list[int]) -> StepResult:
+def _channel(sock: socket.socket, reader: _wire.FrameReader) -> Callable[[InlineCall, float], InlineReply]:
+    """The step's inline calls over the worker's one socket: a CALL frame out,
+    then block on its CALL_REPLY (the front and the zygote bound the wait; a
+    worker cannot poll). A front that hung up or answered anything else ends
+    the worker at once: nobody is left to take its answer."""
+
+    def call(message: InlineCall, timeout: float) -> InlineReply:
+        _wire.send_frame(sock, _wire.CALL, message.call_id, message.SerializeToString())
+        frame = reader.read_frame()
+        if frame is None or frame.kind != _wire.CALL_REPLY or frame.fds:
+            os._exit(71)
+        return InlineReply.FromString(frame.payload)
+
+    return call
+
+
+def _run(
+    ctx: WorkerContext,
+    request: StepRequest,
+    fds: list[int],
+    channel: Callable[[InlineCall, float], InlineReply] | None = None,
+) -> StepResult:
     started = time.perf_counter()
     try:
-        return ctx.run_step(request, fds, allow_unsafe=ctx.allow_unsafe, watchdog=False)
+        return ctx.run_step(request, fds, allow_unsafe=ctx.allow_unsafe, watchdog=False, inline=channel)
     except BaseException as exc:
         return StepResult(
             success=False,

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Generator, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +50,21 @@ from rlm_rs.sandbox.policy import default_policy, with_defaults
 from rlm_rs.sandbox.pool import _wire
 from rlm_rs.sandbox.pool._fairness import FairScheduler, FairShare, SlotRefused
 from rlm_rs.sandbox.pool._worker import EXTRA_STEP_NICENESS, RUN_PREFIX, WORKER_NICENESS
-from rlm_rs.sandbox.pool.zygote import DISPATCH_PAYLOAD, FATE_PAYLOAD
+from rlm_rs.sandbox.pool.zygote import DISPATCH_PAYLOAD, FATE_PAYLOAD, PAUSE_PAYLOAD
 from rlm_rs.settings import Settings
 from rlm_rs.v1 import sandbox_pb2, sandbox_pb2_grpc
 from rlm_rs.v1.common_pb2 import ErrorDetail
-from rlm_rs.v1.sandbox_pb2 import LayerStatus, PoolStatus, SandboxPolicy, StepRequest, StepResult
+from rlm_rs.v1.sandbox_pb2 import (
+    InlineCall,
+    InlineReply,
+    LayerStatus,
+    PoolStatus,
+    SandboxPolicy,
+    StepInput,
+    StepOutput,
+    StepRequest,
+    StepResult,
+)
 
 UNSAFE_ENV = "RLM_SANDBOX_ALLOW_UNSAFE_TEST_MODE"
 SERVICE_NAME = "rlm_rs.v1.SandboxService"
@@ -61,7 +72,7 @@ HARDENED_HEALTH_NAME = "rlm_rs.v1.SandboxService/hardened"
 _CAPPED_STEP_FIELDS = (
     "max_step_seconds", "max_instructions", "max_stdout_chars", "max_spans_per_step",
     "max_tool_requests_per_step", "max_state_chars", "max_code_chars", "max_hits_per_call",
-    "max_regex_seconds", "max_llm_prompt_chars",
+    "max_regex_seconds", "max_llm_prompt_chars", "max_step_wait_seconds", "max_inline_calls_per_step",
 )  # fmt: skip
 _HARDENING_FIELDS = tuple(f.name for f in SandboxPolicy.DESCRIPTOR.fields if f.number >= 20)
 # Extra time the front waits beyond the step's own limit before giving up on
@@ -74,6 +85,12 @@ def _log() -> Any:
     return get_logger(component="sandbox-pool")
 
 
+# Where a step's inline calls go (the control plane, over the RunStep stream).
+Relay = Callable[[InlineCall], InlineReply]
+# A step ended by the pool: (code, message, details).
+Refusal = tuple[str, str, dict[str, Any]]
+# A step as a conversation: yields inline calls, is sent their replies, returns the result.
+Conversation = Generator[InlineCall, InlineReply, StepResult]
 _WORKER_WAIT_SECONDS = 30.0
 _MAX_RESULT_BYTES = 64 * 1024 * 1024
 
@@ -301,23 +318,42 @@ class PoolFront:
                 continue
             return worker
 
-    def run_step(self, request: StepRequest) -> StepResult:
+    def run_step(self, request: StepRequest, relay: Relay | None = None) -> StepResult:
+        """One step; its inline calls go to `relay` (None: each is answered
+        with an error, and the step fails)."""
+        steps = self.steps(request)
+        try:
+            message = next(steps)
+            while isinstance(message, InlineCall):
+                reply = relay(message) if relay is not None else _no_relay(message)
+                message = steps.send(reply)
+        finally:
+            steps.close()  # releases the step's slot
+        return message
+
+    def steps(self, request: StepRequest) -> Generator[InlineCall | StepResult, InlineReply, None]:
+        """One step as a conversation: yields each inline call the step makes
+        (send its InlineReply back), then the StepResult last. Closing the
+        generator early (the caller went away) kills the step's worker."""
         if request.unsafe_disable_policy_layers and not self.allow_unsafe:
-            return error_result(
+            yield error_result(
                 request,
                 "VALIDATION_ERROR",
                 f"unsafe_disable_policy_layers is refused unless the pool runs with {UNSAFE_ENV}=1",
             )
+            return
         try:
             running = self.scheduler.acquire(request.tenant_id)
         except SlotRefused as refused:
-            return error_result(request, "RATE_LIMITED", refused.message, **refused.details)
+            yield error_result(request, "RATE_LIMITED", refused.message, **refused.details)
+            return
         try:
-            return self._run_admitted(request, WORKER_NICENESS if running == 1 else EXTRA_STEP_NICENESS)
+            niceness = WORKER_NICENESS if running == 1 else EXTRA_STEP_NICENESS
+            yield (yield from self._run_admitted(request, niceness))
         finally:
             self.scheduler.release(request.tenant_id)
 
-    def _run_admitted(self, request: StepRequest, niceness: int) -> StepResult:
+    def _run_admitted(self, request: StepRequest, niceness: int) -> Conversation:
         requested = request.limits if request.HasField("limits") else None
         limits = merge_limits(requested, self.policy)
         outgoing = StepRequest()
@@ -340,7 +376,9 @@ class PoolFront:
         seconds = limits.max_step_seconds
         payload = RUN_PREFIX.pack(seconds, document_bytes, niceness) + outgoing.SerializeToString()
         try:
-            frame, pid = self._exchange(payload, fds, seconds)
+            frame, pid, refusal = yield from self._exchange(payload, fds, limits)
+            if refusal is not None:
+                return error_result(request, refusal[0], refusal[1], **refusal[2])
             if frame is None:
                 fate = json.loads(self._call(_wire.FATE, FATE_PAYLOAD.pack(pid), 30.0).payload)
                 code = fate["code"] if fate["code"] != "OK" else "LAMBDA_ERROR"
@@ -360,13 +398,18 @@ class PoolFront:
             result.state_json = request.state_json
         return result
 
-    def _exchange(self, payload: bytes, fds: list[int], seconds: float) -> tuple[_wire.Frame | None, int]:
-        """Send the step to a live warm worker and read its answer (None: it died).
+    def _exchange(
+        self, payload: bytes, fds: list[int], limits: SandboxPolicy
+    ) -> Generator[InlineCall, InlineReply, tuple[_wire.Frame | None, int, Refusal | None]]:
+        """Send the step to a live warm worker, relay its inline calls, read its
+        answer (frame None: it died; a Refusal: it broke the channel's rules
+        and was killed).
 
         Idle workers die too (the OOM killer picks them first: oom_score_adj
         1000): one found dead before the step was sent is dropped and the next
         one taken, until _WORKER_WAIT_SECONDS have passed."""
         give_up = time.monotonic() + _WORKER_WAIT_SECONDS
+        seconds = limits.max_step_seconds
         while True:
             worker = self._take_worker(max(0.0, give_up - time.monotonic()))
             with worker.sock:
@@ -379,19 +422,68 @@ class PoolFront:
                     self.dead_idle_workers_total += 1
                     continue  # died while idle: nothing ran, take another one
                 self._send(_wire.DISPATCH, worker.pid, DISPATCH_PAYLOAD.pack(seconds))
-                worker.sock.settimeout(seconds + _FRONT_SLACK_SECONDS)
-                reader = _wire.FrameReader(worker.sock, _MAX_RESULT_BYTES)
+                reader = _wire.FrameReader(worker.sock, _MAX_RESULT_BYTES, {_wire.CALL: _wire.MAX_CALL_BYTES})
                 try:
-                    frame = reader.read_frame()
-                except (OSError, _wire.WireError):
-                    frame = None
+                    return (yield from self._converse(worker, reader, limits))
                 finally:
                     reader.close_fds()  # a worker has no business sending fds
-                if frame is not None:
-                    _close(frame.fds)
-                if frame is not None and frame.kind == _wire.RESULT:
-                    return frame, worker.pid
-                return None, worker.pid
+
+    def _converse(
+        self, worker: _WarmWorker, reader: _wire.FrameReader, limits: SandboxPolicy
+    ) -> Generator[InlineCall, InlineReply, tuple[_wire.Frame | None, int, Refusal | None]]:
+        """Frames from a worker running its step: CALL frames are relayed (up
+        to max_inline_calls_per_step, numbered 1, 2, ..., each well-formed and
+        within MAX_CALL_BYTES), the RESULT ends it; anything else kills it."""
+        calls, waited = 0, 0.0
+        while True:
+            worker.sock.settimeout(limits.max_step_seconds + _FRONT_SLACK_SECONDS)
+            try:
+                frame = reader.read_frame()
+            except _wire.FrameTooLarge:
+                return None, worker.pid, _violation(worker, "oversized", limit_bytes=_wire.MAX_CALL_BYTES)
+            except (OSError, _wire.WireError):
+                frame = None
+            if frame is not None:
+                _close(frame.fds)
+            if frame is None:
+                return None, worker.pid, None
+            if frame.kind == _wire.RESULT:
+                return frame, worker.pid, None
+            if frame.kind != _wire.CALL or frame.fds:
+                return None, worker.pid, _violation(worker, "unexpected_frame", kind=frame.kind)
+            calls += 1
+            call = _parse_call(frame, calls)
+            if call is None:
+                return None, worker.pid, _violation(worker, "malformed", call=calls)
+            if calls > limits.max_inline_calls_per_step:
+                _kill_worker(worker)
+                limit = limits.max_inline_calls_per_step
+                return (
+                    None,
+                    worker.pid,
+                    (
+                        "BUDGET_EXCEEDED",
+                        f"step made more than {limit} inline calls",
+                        {"limit": "max_inline_calls_per_step", "value": limit, "layer": "pool"},
+                    ),
+                )
+            left = limits.max_step_wait_seconds - waited
+            self._send(_wire.PAUSE, worker.pid, PAUSE_PAYLOAD.pack(max(left, 0.0) + _FRONT_SLACK_SECONDS))
+            started = time.monotonic()
+            reply = yield call
+            waited += time.monotonic() - started
+            self._send(_wire.RESUME, worker.pid, b"")
+            if waited > limits.max_step_wait_seconds:
+                reply = InlineReply(
+                    call_id=call.call_id,
+                    error_code="STEP_TIMEOUT",
+                    error=f"step waited more than {limits.max_step_wait_seconds:g} s on inline calls",
+                )
+            reply.call_id = call.call_id
+            try:
+                _wire.send_frame(worker.sock, _wire.CALL_REPLY, call.call_id, reply.SerializeToString())
+            except OSError:
+                return None, worker.pid, None
 
     def status_dict(self) -> dict[str, Any]:
         frame = self._call(_wire.STATUS, b"", 10.0)
@@ -452,13 +544,75 @@ class PoolFront:
                 worker.sock.close()
 
 
+def _no_relay(call: InlineCall) -> InlineReply:
+    return InlineReply(
+        call_id=call.call_id, error_code="VALIDATION_ERROR", error="inline calls are not available here"
+    )
+
+
+def _parse_call(frame: _wire.Frame, expected_id: int) -> InlineCall | None:
+    """The worker's InlineCall, or None when it is not one well-formed call
+    numbered `expected_id` (keys are the control plane's to choose: cleared)."""
+    try:
+        call = InlineCall.FromString(frame.payload)
+    except DecodeError:
+        return None
+    kind = call.WhichOneof("call")
+    if kind is None or call.call_id != expected_id or frame.req_id != expected_id:
+        return None
+    getattr(call, kind).key = ""
+    return call
+
+
+def _kill_worker(worker: _WarmWorker) -> None:
+    """Hang up on a worker that broke the channel's rules: blocked on its
+    socket it sees EOF and exits; the zygote's wall clock is the backstop."""
+    with contextlib.suppress(OSError):
+        worker.sock.shutdown(socket.SHUT_RDWR)
+
+
+def _violation(worker: _WarmWorker, cause: str, **details: Any) -> Refusal:
+    _kill_worker(worker)
+    return (
+        "LAMBDA_ERROR",
+        f"sandbox worker broke the inline-call channel ({cause}) and was stopped",
+        {"cause": f"inline_channel_{cause}", "layer": "pool", **details},
+    )
+
+
 class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
     def __init__(self, front: PoolFront):
         self.front = front
 
-    def RunStep(self, request: StepRequest, context: grpc.ServicerContext) -> StepResult:
+    def RunStep(
+        self, request_iterator: Iterator[StepInput], context: grpc.ServicerContext
+    ) -> Iterator[StepOutput]:
+        """The request first; then each inline call goes out and its reply is
+        read back, in order; the result last. A caller that goes away (or
+        sends anything but the reply due) ends the step and its worker."""
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("request"):
+            err = RlmError("VALIDATION_ERROR", "RunStep starts with a StepRequest")
+            context.abort(err.grpc_status, err.message)
+            return
+        request = first.request
         started = time.perf_counter()
-        result = self.front.run_step(request)
+        steps = self.front.steps(request)
+        try:
+            message = next(steps)
+            while isinstance(message, InlineCall):
+                yield StepOutput(call=message)
+                try:
+                    incoming = next(request_iterator, None)
+                except grpc.RpcError:  # cancelled, or past its deadline
+                    incoming = None
+                if incoming is None or not incoming.HasField("reply"):
+                    return  # the caller went away: closing `steps` kills the worker
+                message = steps.send(incoming.reply)
+        finally:
+            steps.close()
+        result = message
+        assert isinstance(result, StepResult)
         outcome = "success" if result.success else result.error.code or "error"
         SANDBOX_STEPS.labels(isolation="pool", outcome=outcome).inc()
         SANDBOX_STEP_SECONDS.labels(isolation="pool").observe(time.perf_counter() - started)
@@ -473,7 +627,7 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):  # type: ignore[
                 error_code=result.error.code,
                 error_message=result.error.message,
             )
-        return result
+        yield StepOutput(result=result)
 
     def GetPoolStatus(
         self, request: sandbox_pb2.PoolStatusRequest, context: grpc.ServicerContext

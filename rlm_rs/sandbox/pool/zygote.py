@@ -66,6 +66,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
 _DEATH_GRACE_SECONDS = 0.05
 _MAX_FATES = 4096
 DISPATCH_PAYLOAD = struct.Struct("!d")  # wall-clock seconds
+PAUSE_PAYLOAD = struct.Struct("!d")  # seconds the worker may wait
 FATE_PAYLOAD = struct.Struct("!Q")  # pid
 
 
@@ -81,6 +82,10 @@ class Worker:
     forked_at: float = 0.0
     timed_out: bool = False
     kill_at: float = 0.0
+    # waiting on an inline call: the compute time it had left (None: computing)
+    compute_left: float | None = None
+    step_seconds: float = 0.0
+    wait_seconds: float = 0.0
     fate_waiters: list[int] = field(default_factory=list)
 
 
@@ -249,6 +254,10 @@ class Zygote:
             _close_all(frame.fds)  # the front never needs to send the zygote fds
             if frame.kind == _wire.DISPATCH:
                 self._on_dispatch(frame.req_id, DISPATCH_PAYLOAD.unpack(frame.payload)[0])
+            elif frame.kind == _wire.PAUSE:
+                self._on_pause(frame.req_id, PAUSE_PAYLOAD.unpack(frame.payload)[0])
+            elif frame.kind == _wire.RESUME:
+                self._on_resume(frame.req_id)
             elif frame.kind == _wire.FATE:
                 self._on_fate_query(frame.req_id, FATE_PAYLOAD.unpack(frame.payload)[0])
             elif frame.kind == _wire.STATUS:
@@ -265,6 +274,26 @@ class Zygote:
             return  # already dead: the front will ask for its fate
         now = time.monotonic()
         worker.state, worker.dispatched_at, worker.deadline = "busy", now, now + seconds
+        worker.step_seconds = seconds
+
+    def _on_pause(self, pid: int, wait_seconds: float) -> None:
+        """The worker waits on an inline call: its compute clock stops and the
+        wait gets a deadline of its own (the front's ceiling is the first wall;
+        this SIGKILL the backstop)."""
+        worker = self.workers.get(pid)
+        if worker is None or worker.state != "busy" or worker.compute_left is not None:
+            return
+        now = time.monotonic()
+        worker.compute_left = max(0.0, worker.deadline - now)
+        worker.wait_seconds = wait_seconds
+        worker.deadline = now + wait_seconds
+
+    def _on_resume(self, pid: int) -> None:
+        worker = self.workers.get(pid)
+        if worker is None or worker.compute_left is None:
+            return
+        worker.deadline = time.monotonic() + worker.compute_left
+        worker.compute_left = None
 
     def _on_fate_query(self, req_id: int, pid: int) -> None:
         fate = self.fates.pop(pid, None)
@@ -336,7 +365,13 @@ class Zygote:
                 self.fates.popitem(last=False)
 
     def _busy_fate(self, worker: Worker, status: int, oom: bool) -> dict[str, Any]:
-        seconds = round(worker.deadline - worker.dispatched_at, 3)
+        seconds = round(worker.step_seconds, 3)
+        if worker.timed_out and worker.compute_left is not None:
+            return _fate(
+                "STEP_TIMEOUT",
+                f"step waited on an inline call past max_step_wait_seconds ({worker.wait_seconds:g} s)",
+                {"max_step_wait_seconds": worker.wait_seconds},
+            )
         if worker.timed_out:
             return _fate(
                 "STEP_TIMEOUT",
