@@ -135,8 +135,9 @@ class PoolSandbox:
         try:
             for message in stream:
                 if message.HasField("result"):
-                    return message.result
-                call = message.call
+                    result: StepResult = message.result
+                    return result
+                call: InlineCall = message.call
                 if inline is None:
                     reply = InlineReply(
                         error_code="VALIDATION_ERROR", error="inline calls are not available here"
