@@ -205,6 +205,7 @@ def test_a_flood_of_calls_from_step_code_stops_at_the_policy_limit(hardened_pool
         "sorted(range(10**6), key=lambda i: llm_query('k' + str(i)))",
         "max(range(10**6), key=lambda i: llm_query('k'))",
         "list(map(llm_query, ['m'] * 1000))",
+        "re.sub('x', lambda m: llm_query(m.group(0)), 'x' * 10000)",
     ],
 )
 def test_calls_from_a_sort_key_or_a_callback_are_counted_like_any_other(
