@@ -24,8 +24,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--port", type=int, default=None, help="listen port (default RLM_HTTP_PORT)")
     add_grpc_address(serve, "the control plane", "--grpc-target")
     serve.set_defaults(func=_serve_gateway)
-    spec = gw_sub.add_parser("openapi", help="write the OpenAPI document (gateway/openapi.json)")
-    spec.add_argument("--output", default=str(OPENAPI_PATH), help="'-' for stdout")
+    spec = gw_sub.add_parser("openapi", help="print the OpenAPI document (or write it with --output)")
+    spec.add_argument(
+        "--output",
+        default="-",
+        help=f"a file to write instead of stdout (the committed copy: {OPENAPI_PATH})",
+    )
     spec.set_defaults(func=_write_openapi)
 
     mcp = subparsers.add_parser("mcp", help="the MCP server (docs/api.md#mcp)")
@@ -58,6 +62,7 @@ def _write_openapi(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 

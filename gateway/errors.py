@@ -13,7 +13,6 @@ Never passes a stack trace or an unexplained failure's text to a caller.
 from __future__ import annotations
 
 import math
-import uuid
 from typing import Any
 
 import grpc
@@ -26,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from gateway import models as m
-from rlm_rs.errors import ERROR_DOMAIN, ERRORS, RlmError, code_for_grpc_status
+from rlm_rs.errors import ERROR_DOMAIN, ERRORS, RlmError, code_for_grpc_status, new_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -99,7 +98,7 @@ def retry_after_seconds(err: RlmError) -> int | None:
 # ---------------------------------------------------------------- the envelope
 def request_id(request: Request) -> str:
     """The request's id (set by the edge middleware; a fresh one otherwise)."""
-    return str(request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex)
+    return str(request.scope.get("state", {}).get("request_id") or new_request_id())
 
 
 def error_response(err: RlmError, request_id: str) -> JSONResponse:

@@ -13,13 +13,12 @@ import json
 import logging
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from gateway.errors import REQUEST_ID_HEADER, error_response
-from rlm_rs.errors import RlmError
+from rlm_rs.errors import RlmError, new_request_id
 from rlm_rs.observability import API_LATENCY, API_REQUESTS, end_log_scope, get_logger, start_log_scope
 
 log = logging.getLogger("rlm_rs.gateway")
@@ -58,7 +57,7 @@ class EdgeMiddleware:
                     length = int(value)
                 except ValueError:
                     length = None
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         uploading = bool(self.upload_path) and scope.get("path") == self.upload_path
         limit = self.max_upload_bytes if uploading else self.max_body_bytes
         too_large = {"max_upload_bytes" if uploading else "max_request_bytes": limit}

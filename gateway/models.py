@@ -98,7 +98,7 @@ class Span(_Out):
     doc_index: int
     start_char: int
     end_char: int
-    tag: str = ""
+    tag: str | None = Field(default=None, description="null when the read carried no tag")
 
 
 class ErrorDetail(_Out):
@@ -172,7 +172,7 @@ class ToolRequests(_In):
 
 class Final(_Out):
     is_final: bool = False
-    answer: str = ""
+    answer: str | None = Field(default=None, description="null unless is_final")
 
 
 class BudgetsConsumed(_Out):
@@ -319,20 +319,20 @@ class ExecutionView(_Out):
     answer: str | None = None
     citations: list[SpanRef] = Field(default_factory=list)
     contexts: list[ContextItem] | None = None
-    contexts_s3_uri: str | None = None
+    contexts_s3_uri: str | None = Field(default=None, description="set when contexts were stored aside")
     budgets_consumed: BudgetsConsumed | None = None
-    trace_s3_uri: str = ""
+    trace_s3_uri: str | None = Field(default=None, description="null until the trace is written")
     started_at: str = ""
-    completed_at: str = ""
+    completed_at: str | None = Field(default=None, description="null while RUNNING")
     duration_ms: int = 0
     error: ErrorDetail | None = None
     trace: Any = Field(default=None, description="The trace document when return_trace was set")
-    parent_execution_id: str = Field(default="", description="A child's parent (tool.queue_rlm)")
+    parent_execution_id: str | None = Field(default=None, description="A child's parent (tool.queue_rlm)")
     depth: int = Field(default=0, description="0 for a top-level execution, parent's + 1 for a child")
     children: list[ExecutionView] = Field(
         default_factory=list, description="Child executions (tool.queue_rlm), each with its own children"
     )
-    followup_of: str = Field(default="", description="The execution this one is a follow-up of")
+    followup_of: str | None = Field(default=None, description="The execution this one is a follow-up of")
 
 
 class WaitBody(_In):
@@ -344,7 +344,7 @@ class WaitBody(_In):
 class CancelResult(_Out):
     execution_id: str
     status: str
-    completed_at: str = ""
+    completed_at: str | None = None
 
 
 class StepSummary(_Out):

@@ -27,6 +27,7 @@ so `except ConflictError` catches every CONFLICT however it was raised:
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -101,6 +102,12 @@ _FALLBACK_BY_GRPC: dict[str, str] = {
 }
 
 ERROR_DOMAIN = "rlm-rs"
+REQUEST_ID_PREFIX = "req_"
+
+
+def new_request_id() -> str:
+    """A request id in the spec's `req_…` form, for a request that brought none."""
+    return REQUEST_ID_PREFIX + uuid.uuid4().hex
 
 
 class RlmError(Exception):

@@ -20,7 +20,6 @@ import functools
 import json
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from rlm_rs.control.admission import Admission, CallSlots
-from rlm_rs.errors import ERROR_DOMAIN, RlmError
+from rlm_rs.errors import ERROR_DOMAIN, RlmError, new_request_id
 from rlm_rs.observability import API_LATENCY, API_REQUESTS, get_logger
 from rlm_rs.storage import Storage
 
@@ -97,7 +96,7 @@ def _guarded(
     """Request id, auth, admission; errors -> status; metrics and audit at the end."""
     started = time.perf_counter()
     metadata = _metadata(context)
-    request_id = (metadata.get("x-request-id") or "")[:128] or str(uuid.uuid4())
+    request_id = (metadata.get("x-request-id") or "")[:128] or new_request_id()
     tenant, key_prefix, code, http_status = "", "", "", 200
     with contextlib.ExitStack() as scope:
         scope.enter_context(structlog.contextvars.bound_contextvars(request_id=request_id, method=method))
@@ -214,7 +213,7 @@ class AnonymousStreamLimit(grpc.ServerInterceptor):
             try:
                 slots.take(_ANONYMOUS, ANONYMOUS_STREAMS_MAX)
             except RlmError as error:
-                abort(context, error, str(uuid.uuid4()))
+                abort(context, error, new_request_id())
                 return
             try:
                 yield from inner(requests, context)

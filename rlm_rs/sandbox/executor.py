@@ -175,9 +175,13 @@ def _execute(
         [DocView(d, runtime, policy.max_hits_per_call, policy.max_regex_seconds) for d in documents]
     )
     step_globals = _unrestricted_globals(runtime) if unsafe else guards.globals(policy.builtins_allowlist)
+    code_state = json.loads(result.state_json)
+    # What this step may queue, for the code to read; reserved, so it is
+    # dropped from the state the step leaves behind (never persisted).
+    code_state["_tool_schema"] = tool.schema()
     step_globals.update(
         context=context,
-        state=json.loads(result.state_json),
+        state=code_state,
         tool=tool,
         llm_query=calls.llm_query,
         llm_query_batched=calls.llm_query_batched,

@@ -10,11 +10,12 @@ intact: whoever takes the lease over (after `lease_seconds`) replays that
 turn; its sub-calls come from the cache, not the provider.
 
 Statuses: COMPLETED (FINAL), FAILED (the root model could not be reached, or
-the corpus could not be read), TIMEOUT (a turn ended past the execution's
-wall-clock deadline, max_total_seconds), BUDGET_EXCEEDED (the deadline was
-already past when a turn was due, or spans/sub-call/prompt/cost budgets ran
-out), MAX_TURNS_EXCEEDED, CANCELLED. Both modes run the same turn pipeline
-and the same limit check after every committed turn (turn.py).
+the corpus could not be read), BUDGET_EXCEEDED (the wall-clock deadline,
+max_total_seconds, passed: when a turn was due or when one ended, in both
+modes; or spans/sub-call/prompt/cost budgets ran out), MAX_TURNS_EXCEEDED,
+CANCELLED. TIMEOUT is in the status list but never reached
+(docs/api.md#statuses). Both modes run the same turn pipeline and the same
+limit check after every committed turn (turn.py).
 
 Modules, by responsibility:
   engine.py     the façade the servicers call

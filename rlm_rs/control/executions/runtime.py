@@ -5,18 +5,22 @@ sent while another runs on the same execution answers CONFLICT and runs
 nothing; max_turns and max_total_seconds are checked under the claim, so no
 race can pass them. A step goes through the same turn pipeline as an
 Answerer turn (turn.py). A runtime execution past max_total_seconds ends
-BUDGET_EXCEEDED when its next call is due, or when the sweep finds it idle.
+BUDGET_EXCEEDED when its next call is due, when a step ends past it, or when
+the sweep finds it idle. A call on an execution that has ended answers the
+code of how it ended (`ended`), never CONFLICT.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.budgets import deadline_epoch
 from rlm_rs.control.executions import turn as pipeline
-from rlm_rs.control.executions.claims import RUNNING, StepClaim, not_running
+from rlm_rs.control.executions.claims import RUNNING, StepClaim
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.finish import finish
 from rlm_rs.control.executions.records import State
@@ -36,6 +40,18 @@ def run_step(
     """One caller-driven step, alone on its execution."""
     execution = _runtime(ctx, tenant_id, execution_id)
     override = parse_state_override(state_override, execution) if state_override is not None else None
+    with _ended_as_spec_code():
+        return _run_step(ctx, tenant_id, execution, code, override, resolve)
+
+
+def _run_step(
+    ctx: Context,
+    tenant_id: str,
+    execution: ExecutionRecord,
+    code: str,
+    override: dict[str, Any] | None,
+    resolve: bool,
+) -> StepResult:
     claim = StepClaim.take(ctx.storage.metadata, execution)
     try:
         execution = claim.execution
@@ -74,6 +90,13 @@ def resolve_tools(
     """Resolve a runtime caller's tool requests and inject the results
     into the persisted state; claimed like a step, so it never races one."""
     execution = _runtime(ctx, tenant_id, execution_id)
+    with _ended_as_spec_code():
+        return _resolve_tools(ctx, tenant_id, execution, requests, sub_model)
+
+
+def _resolve_tools(
+    ctx: Context, tenant_id: str, execution: ExecutionRecord, requests: ToolRequests, sub_model: str
+) -> Resolution:
     claim = StepClaim.take(ctx.storage.metadata, execution)
     try:
         execution = claim.execution
@@ -105,8 +128,39 @@ def _runtime(ctx: Context, tenant_id: str, execution_id: str) -> ExecutionRecord
     if execution["mode"] != ExecutionMode.RUNTIME:
         raise RlmError("VALIDATION_ERROR", "steps and tool resolution are only for runtime executions")
     if execution["status"] != ExecutionStatus.RUNNING:
-        raise not_running(execution)
+        raise ended(str(execution["status"]))
     return execution
+
+
+# Why a call on an ended runtime execution is refused, by how it ended: the
+# budget that ended it (the same answer as the call that ended it), else the
+# request itself is invalid. Never CONFLICT: that code is for a step that
+# meets another one still running (claims.py).
+_ENDED_CODES = {
+    ExecutionStatus.BUDGET_EXCEEDED: "BUDGET_EXCEEDED",
+    ExecutionStatus.MAX_TURNS_EXCEEDED: "MAX_TURNS_EXCEEDED",
+    ExecutionStatus.TIMEOUT: "STEP_TIMEOUT",
+}
+
+
+def ended(status: str) -> RlmError:
+    """The error for a step or tool resolution on an execution that has ended
+    (`details.status` = how it ended)."""
+    code = _ENDED_CODES.get(ExecutionStatus(status), "VALIDATION_ERROR")
+    return RlmError(code, f"the execution has ended ({status}): it takes no more steps", {"status": status})
+
+
+@contextmanager
+def _ended_as_spec_code() -> Iterator[None]:
+    """A claim or a commit that finds the execution ended meanwhile (a
+    cancel, the sweep) answers like a call that arrived after the end."""
+    try:
+        yield
+    except ConflictError as exc:
+        status = str(exc.details.get("status") or ExecutionStatus.RUNNING)
+        if status == ExecutionStatus.RUNNING:
+            raise
+        raise ended(status) from None
 
 
 def _check_turns(ctx: Context, execution: ExecutionRecord) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from rlm_rs.canonical import canonical_json
 from rlm_rs.storage import Storage
 
-TRACE_VERSION = 1
+TRACE_VERSION = "1.1"  # the trace schema this document follows (docs/api.md#traces)
 _REDACTED_FIELDS = (
     "root_output_raw", "code", "stdout", "prompt", "text", "question", "answer", "final",
     "message", "details_json",
@@ -60,10 +60,19 @@ def build_trace(
         "children": children or [],
         "final": {
             "answer": execution.get("answer"),
-            "citations": execution.get("citations", []),
+            "citations": [_span_ref(ref) for ref in execution.get("citations") or []],
             "completed_at": execution.get("completed_at"),
         },
     }
+
+
+def _span_ref(ref: dict[str, Any]) -> dict[str, Any]:
+    """A stored SpanRef with its numbers as JSON integers (protobuf's JSON
+    form writes int64 as strings and leaves zeros out)."""
+    out = dict(ref)
+    for name in ("doc_index", "start_char", "end_char"):
+        out[name] = int(ref.get(name) or 0)
+    return out
 
 
 def read_trace(storage: Storage, uri: str) -> dict[str, Any]:

@@ -277,23 +277,75 @@ def step_event(ctx: Context, execution: ExecutionRecord, turn: int, result: Step
 
 
 # --- commit and limits -------------------------------------------------------------------
+def _proto_dict(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def span_dicts(result: StepResult) -> list[dict[str, Any]]:
+    """The span log as the API shows it: an untagged read's tag is null."""
+    return [
+        {"doc_index": s.doc_index, "start_char": s.start_char, "end_char": s.end_char, "tag": s.tag or None}
+        for s in result.span_log
+    ]
+
+
+def _request_dict(kind: str, request: Any) -> dict[str, Any]:
+    """One queued request as the REST API shows it: `type` first, `*_json`
+    fields as JSON values under their plain name, integers as integers."""
+    out: dict[str, Any] = {"type": kind}
+    for name, value in _proto_dict(request).items():
+        if name.endswith("_json"):
+            out[name[: -len("_json")]] = json.loads(value) if value else None
+        elif name == "spans":
+            out[name] = [{k: v if k == "tag" else int(v) for k, v in span.items()} for span in value]
+        else:
+            out[name] = value
+    return out
+
+
+def requests_dict(requests: ToolRequests) -> dict[str, list[dict[str, Any]]]:
+    """Queued tool requests as `{llm: [], search: [], llm_batch: [], rlm: []}`,
+    each carrying its `type` ("llm", "search", ...)."""
+    return {str(kind): [_request_dict(str(kind), r) for r in getattr(requests, kind)] for kind in ToolKind}
+
+
+def final_dict(result: StepResult) -> dict[str, Any]:
+    """`{is_final, answer}`; the answer is null unless the step called FINAL."""
+    final = result.final.is_final
+    return {"is_final": final, "answer": result.final.answer if final else None}
+
+
+def error_dict(result: StepResult) -> dict[str, Any] | None:
+    if not result.HasField("error"):
+        return None
+    error = result.error
+    return {"code": error.code, "message": error.message, "details": json.loads(error.details_json or "{}")}
+
+
 def trace_turn(turn: Turn) -> dict[str, Any]:
-    """The turn as the execution's trace shows it (traces.py)."""
+    """The turn as the execution's trace shows it (traces.py): the step's
+    output under `lambda` and its tool resolution as `{requests, results,
+    duration_ms}`."""
     result = turn.result
     trace: dict[str, Any] = {"turn_index": turn.index}
     if turn.completion is not None:
         trace.update(root_model={"name": turn.completion.model}, root_output_raw=turn.completion.text)
     trace["code"] = turn.code
-    trace["sandbox"] = {
+    requests = requests_dict(result.tool_requests)
+    trace["lambda"] = {
         "success": result.success,
         "stdout": result.stdout,
-        "span_log": [json_format.MessageToDict(s) for s in result.span_log],
-        "tool_requests": json_format.MessageToDict(result.tool_requests),
-        "final": json_format.MessageToDict(result.final) if result.final.is_final else None,
-        "error": json_format.MessageToDict(result.error) if result.HasField("error") else None,
+        "span_log": span_dicts(result),
+        "tool_requests": requests,
+        "final": final_dict(result),
+        "error": error_dict(result),
         "duration_ms": round(result.duration_ms, 3),
     }
-    trace["tool_resolution"] = {"results": turn.resolved}
+    trace["tool_resolution"] = {
+        "requests": requests if turn.resolved else {str(kind): [] for kind in ToolKind},
+        "results": turn.resolved,
+        "duration_ms": round(turn.timings.get("tools_ms", 0.0), 3),
+    }
     trace["duration_ms"] = round(ms_since(turn.started), 3)
     return trace
 
@@ -302,10 +354,6 @@ def _step_record(turn: Turn) -> dict[str, Any]:
     """The step record's fields besides the state (each part converted
     alone: the state is never passed through protobuf's JSON)."""
     result = turn.result
-
-    def as_dict(message: Any) -> dict[str, Any]:
-        return json_format.MessageToDict(message, preserving_proto_field_name=True)
-
     return {
         "success": result.success,
         "stdout": result.stdout,
@@ -313,9 +361,9 @@ def _step_record(turn: Turn) -> dict[str, Any]:
             {"doc_index": s.doc_index, "start_char": s.start_char, "end_char": s.end_char, "tag": s.tag}
             for s in result.span_log
         ],
-        "tool_requests": as_dict(result.tool_requests) if result.HasField("tool_requests") else {},
-        "final": as_dict(result.final) if result.final.is_final else None,
-        "error": as_dict(result.error) if result.HasField("error") else None,
+        "tool_requests": _proto_dict(result.tool_requests) if result.HasField("tool_requests") else {},
+        "final": _proto_dict(result.final) if result.final.is_final else None,
+        "error": _proto_dict(result.error) if result.HasField("error") else None,
         "trace": trace_turn(turn),
     }
 
@@ -367,8 +415,7 @@ def check_limits(execution: ExecutionRecord, turn: Turn) -> Ending | None:
     if cost_spent(budgets, consumed):
         return _spent("max_cost_usd")
     if time.time() >= deadline_epoch(execution):
-        error = RlmError("STEP_TIMEOUT", "the execution passed max_total_seconds")
-        return Ending(ExecutionStatus.TIMEOUT, error)
+        return _spent("max_total_seconds")  # as when a turn is due past it (docs/api.md#statuses)
     return None
 
 

@@ -77,7 +77,7 @@ def test_concurrent_steps_on_one_execution_commit_exactly_max_turns(api: Api) ->
                     assert exc.code() == grpc.StatusCode.ABORTED
                     time.sleep(0.05)  # another step holds the execution: retry
                     continue
-                return  # the execution has ended (MAX_TURNS_EXCEEDED, then CONFLICT)
+                return  # the execution has ended (MAX_TURNS_EXCEEDED, then the same again)
             with lock:
                 successes.append(name)
             return
@@ -227,15 +227,16 @@ def test_a_step_cancelled_while_it_runs_commits_nothing(api: Api) -> None:
     engine.sandbox = CancellingSandbox(engine.sandbox)  # type: ignore[assignment]
     with pytest.raises(grpc.RpcError) as caught:
         _step(api, execution_id, "state['work']['x'] = 1")
-    assert _error(caught.value) == ("CONFLICT", {"status": "CANCELLED"})
+    assert _error(caught.value) == ("VALIDATION_ERROR", {"status": "CANCELLED"})
     metadata = api.plane.storage.metadata
     assert metadata.items.query("execution_state", f"EXEC#{execution_id}", "STEP#") == []
     assert load_state(metadata, api.plane.storage.blobs, execution_id) is None
 
 
 def test_a_commit_that_loses_its_version_reports_why(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cancelled between the fence and the counters' update: CONFLICT with
-    the execution's status, never a bare storage conflict."""
+    """Cancelled between the fence and the counters' update: the ended
+    execution's answer (VALIDATION_ERROR with its status), never a bare
+    storage conflict."""
     engine = api.plane.engine
     execution_id = api.runtime_execution()
     save = engine.records.save_state
@@ -248,6 +249,6 @@ def test_a_commit_that_loses_its_version_reports_why(api: Api, monkeypatch: pyte
     monkeypatch.setattr(engine.records, "save_state", save_then_cancel)
     with pytest.raises(grpc.RpcError) as caught:
         _step(api, execution_id, "state['work']['x'] = 1")
-    assert _error(caught.value) == ("CONFLICT", {"status": "CANCELLED"})
+    assert _error(caught.value) == ("VALIDATION_ERROR", {"status": "CANCELLED"})
     record = api.plane.storage.metadata.get_execution("tenant-a", execution_id)
     assert record["status"] == "CANCELLED" and record["next_turn"] == 0

@@ -59,7 +59,7 @@ def test_redact_trace_holds_on_every_copy(api: Api) -> None:
     trace = json.loads(execution.trace_json)
     assert trace == json.loads(copies["blob"])  # one document, returned and stored
     assert trace["question"] == {"redacted": True, "chars": len("[root] a question")}
-    assert trace["turns"][1]["sandbox"]["stdout"]["redacted"] is True
+    assert trace["turns"][1]["lambda"]["stdout"]["redacted"] is True
     embedded = trace["children"][0]
     assert embedded["execution_id"] == execution.children[0].execution_id
     assert embedded["turns"][0]["code"]["redacted"] is True

@@ -49,11 +49,12 @@ class _SlowSandbox:
         return result
 
 
-def test_a_runtime_step_that_ends_past_max_total_seconds_times_the_execution_out(api: Api) -> None:
+def test_a_runtime_step_that_ends_past_max_total_seconds_ends_budget_exceeded(api: Api) -> None:
     execution_id = api.runtime_execution(max_total_seconds=1.0)
     api.plane.engine.sandbox = _SlowSandbox(api.plane.engine.sandbox, 1.2)  # type: ignore[assignment]
     result = _step(api, execution_id, "state['work']['x'] = 1")
     assert result.success  # the step's own result still comes back
     record = _record(api, execution_id)
-    assert record["status"] == "TIMEOUT" and record["error"]["code"] == "STEP_TIMEOUT"
+    assert record["status"] == "BUDGET_EXCEEDED" and record["error"]["code"] == "BUDGET_EXCEEDED"
+    assert record["error"]["message"] == "max_total_seconds spent"
     assert record["next_turn"] == 1  # the step was committed first

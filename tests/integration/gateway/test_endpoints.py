@@ -83,7 +83,7 @@ def test_runtime_steps_tools_and_step_list(stack: Stack) -> None:
         assert out["success"] is True, out
         assert out["stdout"].strip() == DOC_TEXT[0:19]
         assert out["state"]["work"]["seen"] == DOC_TEXT[0:19]
-        assert out["span_log"][0] == {"doc_index": 0, "start_char": 0, "end_char": 19, "tag": ""}
+        assert out["span_log"][0] == {"doc_index": 0, "start_char": 0, "end_char": 19, "tag": None}
         llm = out["tool_requests"]["llm"]
         assert llm[0]["key"] == "k1"
 

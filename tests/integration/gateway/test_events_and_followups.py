@@ -141,7 +141,7 @@ def test_followup_reads_the_work_of_the_finished_execution(stack: Stack) -> None
         assert got["followup_of"] == first["execution_id"]
         steps = c.get(f"/v1/executions/{followed['execution_id']}/steps").json()["steps"]
         assert steps[0]["stdout"] == "from before: Ada Lovelace\n"
-        assert c.get(f"/v1/executions/{first['execution_id']}").json()["followup_of"] == ""
+        assert c.get(f"/v1/executions/{first['execution_id']}").json()["followup_of"] is None
 
 
 def test_followup_errors(stack: Stack) -> None:
@@ -180,5 +180,5 @@ def test_resolve_tools_returns_rlm_results_and_get_shows_the_tree(stack: Stack) 
         assert child["execution_id"] == result["meta"]["execution_id"]
         assert child["parent_execution_id"] == eid and child["depth"] == 1
         assert child["answer"] == ANSWER and child["children"] == []
-        assert parent["depth"] == 0 and parent["parent_execution_id"] == ""
+        assert parent["depth"] == 0 and parent["parent_execution_id"] is None
         c.post(f"/v1/executions/{eid}/cancel")

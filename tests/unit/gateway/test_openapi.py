@@ -9,7 +9,7 @@ from gateway.cli import OPENAPI_PATH, openapi_text
 
 def test_committed_openapi_is_current() -> None:
     assert OPENAPI_PATH.read_text(encoding="utf-8") == openapi_text(), (
-        "gateway/openapi.json is stale: run `uv run rlm-rs gateway openapi`"
+        "gateway/openapi.json is stale: run `uv run rlm-rs gateway openapi --output gateway/openapi.json`"
     )
 
 
