@@ -47,6 +47,7 @@ def system_prompt(
         )
     if search:
         tool_lines += "`tool.queue_search(key, query, k=10)` finds candidate spans; "
+    inline_lines = _inline_lines(subcalls, rlm)
     subcall_rule = (
         "use sub-calls only for semantic judgement on small pieces, never one per chunk of everything. "
         if subcalls
@@ -62,10 +63,35 @@ def system_prompt(
     return _template("root.md").format(
         doc_count=doc_count,
         tool_lines=tool_lines,
+        inline_lines=inline_lines,
         subcall_rule=subcall_rule,
         max_stdout_chars=max_stdout_chars,
-        pattern_tail="queue sub-calls for what code cannot judge, YIELD, read results," if subcalls else "",
+        pattern_tail="ask sub-calls inline for what code cannot judge and use the answers," if subcalls else "",
         contexts_addendum=addendum,
+    )
+
+
+def _inline_lines(subcalls: bool, rlm: bool) -> str:
+    """The inline calls (answers on the next line of the same step); the
+    queued `tool.queue_*` + YIELD form stays the spec-compatible alternative."""
+    calls = []
+    if subcalls:
+        calls += [
+            "`llm_query(prompt)` returns the sub-model's text",
+            "`llm_query_batched([prompt, ...])` returns the texts in order, asked concurrently",
+        ]
+    if rlm:
+        calls.append(
+            "`rlm_query(question, doc_indices=None, spans=None)` runs a child RLM like you and "
+            "returns its answer (what it cites counts as yours)"
+        )
+    if not calls:
+        return ""
+    return (
+        "- Inline calls, answered within the step: " + "; ".join(calls) + ". A failed call returns "
+        'text starting "Error:". Fan out and aggregate in one step, e.g. '
+        "`answers = llm_query_batched(chunks)` then combine `answers`. The queued form below "
+        "(answers next step) is the spec-compatible alternative.\n"
     )
 
 
