@@ -66,7 +66,7 @@ def system_prompt(
         inline_lines=inline_lines,
         subcall_rule=subcall_rule,
         max_stdout_chars=max_stdout_chars,
-        pattern_tail="ask sub-calls inline for what code cannot judge and use the answers," if subcalls else "",
+        pattern_tail="ask sub-calls inline for what code cannot judge, use the answers," if subcalls else "",
         contexts_addendum=addendum,
     )
 
