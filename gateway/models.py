@@ -175,6 +175,25 @@ class Final(_Out):
     answer: str | None = Field(default=None, description="null unless is_final")
 
 
+class BudgetsView(_Out):
+    """An execution's budgets as it applies them (every field set)."""
+
+    max_turns: int = 0
+    max_total_seconds: float = 0.0
+    max_step_seconds: float = 0.0
+    max_spans_total: int = 0
+    max_spans_per_step: int = 0
+    max_tool_requests_per_step: int = 0
+    max_llm_subcalls: int = 0
+    max_llm_prompt_chars: int = 0
+    max_total_llm_prompt_chars: int = 0
+    max_stdout_chars: int = 0
+    max_state_chars: int = 0
+    max_rlm_subcalls: int = 0
+    max_depth: int = 0
+    max_cost_usd: float = 0.0
+
+
 class BudgetsConsumed(_Out):
     turns: int = 0
     llm_subcalls: int = 0
@@ -320,6 +339,9 @@ class ExecutionView(_Out):
     citations: list[SpanRef] = Field(default_factory=list)
     contexts: list[ContextItem] | None = None
     contexts_s3_uri: str | None = Field(default=None, description="set when contexts were stored aside")
+    budgets_effective: BudgetsView | None = Field(
+        default=None, description="Every budget as this execution applies it (docs/api.md#budgets)"
+    )
     budgets_consumed: BudgetsConsumed | None = None
     trace_s3_uri: str | None = Field(default=None, description="null until the trace is written")
     started_at: str = ""

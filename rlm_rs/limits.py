@@ -56,8 +56,11 @@ Tool requests (a step's tool API and a Runtime caller's ResolveTools alike)
   sub-call against max_llm_subcalls.
 - MAX_RLM_PIECES 1,000: doc_indices or spans of one queue_rlm.
 - MAX_SPAN_TAG_CHARS 200: a span's tag (`context:<suffix>` included).
-- MAX_TOOL_REQUESTS_PER_RESOLVE 500: requests in one ResolveTools call, the
-  ceiling of max_tool_requests_per_step (a step can never queue more).
+- MAX_TOOL_REQUESTS_PER_RESOLVE 500: requests (keys) in one ResolveTools call.
+- MAX_TOOL_REQUESTS_PER_STEP 1,000: the ceiling of max_tool_requests_per_step
+  (a batch's prompts count one each): ten full batches per step, so a
+  5,000-record fan-out takes five steps; the queued prompts travel back in
+  one StepResult (at most 64 MiB), which bounds what one step may queue.
 
 Budgets
 - BUDGET_CEILINGS: the largest value an execution may request for each
@@ -113,6 +116,7 @@ MAX_BATCH_PROMPTS: Final = 100
 MAX_RLM_PIECES: Final = 1_000
 MAX_SPAN_TAG_CHARS: Final = 200
 MAX_TOOL_REQUESTS_PER_RESOLVE: Final = 500
+MAX_TOOL_REQUESTS_PER_STEP: Final = 1_000
 
 # budgets: the largest value an execution may ask for
 BUDGET_CEILINGS: Final = MappingProxyType(
@@ -122,7 +126,7 @@ BUDGET_CEILINGS: Final = MappingProxyType(
         "max_step_seconds": 300,
         "max_spans_total": 100_000,
         "max_spans_per_step": 10_000,
-        "max_tool_requests_per_step": MAX_TOOL_REQUESTS_PER_RESOLVE,
+        "max_tool_requests_per_step": MAX_TOOL_REQUESTS_PER_STEP,
         "max_llm_subcalls": 10_000,
         "max_llm_prompt_chars": 2_000_000,
         "max_total_llm_prompt_chars": 100_000_000,

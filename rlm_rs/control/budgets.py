@@ -1,4 +1,4 @@
-"""Budgets (docs/api.md#budgets): merging, the step policy and the snapshot.
+"""Budgets (docs/api.md#budgets): ceilings, merging, the step policy and the snapshot.
 
 The model (each budget's unit, default, ceiling and what zero means) is
 rlm_rs/domain/budgets.py. Precedence: the built-in defaults <
@@ -7,11 +7,25 @@ budgets. The orchestrator enforces totals; the sandbox enforces per-step
 limits from the policy built here. A message's budgets are read by presence
 with their own types (never through protobuf's JSON, which turns int64 into
 strings).
+
+Ceilings: a budget's ceiling is the lower of its own (rlm_rs/limits.py) and,
+for a per-step limit, the sandbox pool's cap on it. The control plane learns
+the pool's caps from the setting the pool itself reads
+(RLM_SANDBOX_POLICY_JSON, through configured_pool_policy), so both processes
+must be given the same value; the pool also reports its policy
+(GetPoolStatus). A value a caller or the operator sets above a ceiling is
+refused, naming the budget and the ceiling, never lowered; only a built-in
+default above an operator's lower cap is lowered to it. The per-step limits
+sent with each step are therefore exactly the execution's budgets, which
+the pool never has to cap.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from google.protobuf import json_format
@@ -19,9 +33,39 @@ from google.protobuf import json_format
 from rlm_rs.domain.budgets import BUDGETS, BudgetField, Budgets, Consumed, ZeroMeans, default_budgets
 from rlm_rs.domain.records import ExecutionRecord
 from rlm_rs.errors import RlmError
-from rlm_rs.sandbox.policy import default_policy
+from rlm_rs.limits import MAX_BATCH_PROMPTS
+from rlm_rs.sandbox.policy import POOL_STEP_CEILINGS, configured_pool_policy, default_policy
 from rlm_rs.v1 import common_pb2
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+
+POOL_SOURCE = "the sandbox pool's policy (RLM_SANDBOX_POLICY_JSON)"
+SERVICE_SOURCE = "the service's ceiling"
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """The largest value each budget may take here, and where each comes from."""
+
+    values: Mapping[str, float]
+    sources: Mapping[str, str]
+
+    @classmethod
+    def of(cls, sandbox_policy_json: Mapping[str, Any] | None = None) -> Ceilings:
+        """The service's ceilings lowered to the pool's caps (RLM_SANDBOX_POLICY_JSON)."""
+        pool = configured_pool_policy(sandbox_policy_json)
+        values: dict[str, float] = {name: field.ceiling for name, field in BUDGETS.items()}
+        sources = dict.fromkeys(BUDGETS, SERVICE_SOURCE)
+        for name in POOL_STEP_CEILINGS:
+            capped = getattr(pool, name)
+            if capped and capped < values[name]:
+                values[name] = BUDGETS[name].unit(capped)
+                sources[name] = POOL_SOURCE
+        return cls(values, sources)
+
+
+STATIC_CEILINGS = Ceilings(
+    {name: field.ceiling for name, field in BUDGETS.items()}, dict.fromkeys(BUDGETS, SERVICE_SOURCE)
+)
 
 
 def budgets_to_dict(budgets: common_pb2.Budgets | None) -> dict[str, Any]:
@@ -35,30 +79,37 @@ def budgets_from_dict(values: Any) -> common_pb2.Budgets:
     return json_format.ParseDict(dict(values), common_pb2.Budgets())
 
 
-def _checked(field: BudgetField, value: Any) -> int | float:
+def _checked(field: BudgetField, value: Any, ceilings: Ceilings) -> int | float:
     if (
         not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0
     ):  # NaN passes every comparison below and poisons the record for good
         raise RlmError("VALIDATION_ERROR", f"budget {field.name} must be a finite number >= 0")
-    if value > field.ceiling:
+    ceiling = ceilings.values[field.name]
+    if value > ceiling:
+        ceiling = field.unit(ceiling)
         raise RlmError(
             "VALIDATION_ERROR",
-            f"budget {field.name} is above its ceiling {field.ceiling}",
-            {"budget": field.name, "ceiling": field.ceiling},
+            f"budget {field.name} is {value}, above its ceiling {ceiling} ({ceilings.sources[field.name]})",
+            {"budget": field.name, "ceiling": ceiling},
         )
     return field.unit(value)
 
 
-def merge_budgets(*layers: Any) -> Budgets:
+def merge_budgets(*layers: Any, ceilings: Ceilings = STATIC_CEILINGS) -> Budgets:
     """Later layers win; every value validated against its ceiling. A zero
-    for a budget whose zero means DEFAULT is "not set here"."""
-    merged: dict[str, Any] = {**default_budgets()}
+    for a budget whose zero means DEFAULT is "not set here". A built-in
+    default above a lower ceiling (an operator's pool cap) becomes the
+    ceiling; a value a layer sets above it is refused."""
+    defaults: Mapping[str, float] = cast(Mapping[str, float], default_budgets())
+    merged: dict[str, Any] = {
+        name: BUDGETS[name].unit(min(value, ceilings.values[name])) for name, value in defaults.items()
+    }
     for layer in layers:
         for name, value in (layer or {}).items():
             field = BUDGETS.get(name)
             if field is None:
                 raise RlmError("VALIDATION_ERROR", f"unknown budget {name!r}")
-            checked = _checked(field, value)
+            checked = _checked(field, value, ceilings)
             if checked == 0 and field.zero is ZeroMeans.DEFAULT:
                 continue
             merged[name] = checked
@@ -79,20 +130,33 @@ def step_policy(budgets: Budgets, *, enable_search: bool) -> SandboxPolicy:
     return policy
 
 
-def snapshot(budgets: Budgets, consumed: Consumed) -> dict[str, Any]:
-    """state._budgets: what is left."""
-    return {
+# the per-step limits a step runs under, shown with what is left
+STEP_LIMITS = (
+    "max_step_seconds", "max_tool_requests_per_step", "max_llm_prompt_chars", "max_spans_per_step",
+    "max_stdout_chars", "max_state_chars",
+)  # fmt: skip
+
+
+def snapshot(
+    budgets: Budgets, consumed: Consumed, *, started_epoch: float, now: float | None = None
+) -> dict[str, Any]:
+    """state._budgets and the root prompt's budget line: what is left (the
+    seconds counted from `started_epoch` to `now`), and the effective
+    per-step limits the next step runs under."""
+    elapsed = max((time.time() if now is None else now) - float(started_epoch), 0.0)
+    left = {
         "turns_remaining": max(int(budgets["max_turns"]) - int(consumed["turns"]), 0),
-        "seconds_remaining": round(
-            max(float(budgets["max_total_seconds"]) - float(consumed["total_seconds"]), 0.0), 3
-        ),
+        "seconds_remaining": round(max(float(budgets["max_total_seconds"]) - elapsed, 0.0), 3),
         "llm_subcalls_remaining": max(int(budgets["max_llm_subcalls"]) - int(consumed["llm_subcalls"]), 0),
         "llm_prompt_chars_remaining": max(
             int(budgets["max_total_llm_prompt_chars"]) - int(consumed["llm_prompt_chars_total"]), 0
         ),
         "spans_remaining": max(int(budgets["max_spans_total"]) - int(consumed["spans_total"]), 0),
-        "max_llm_prompt_chars": int(budgets["max_llm_prompt_chars"]),
+        "max_llm_batch_prompts": MAX_BATCH_PROMPTS,
     }
+    budget_values = cast(Mapping[str, float], budgets)
+    left.update({name: budget_values[name] for name in STEP_LIMITS})
+    return left
 
 
 def deadline_epoch(execution: ExecutionRecord) -> float:

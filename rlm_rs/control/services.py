@@ -108,6 +108,7 @@ def execution_message(record: ExecutionRecord, children: Children | None = None)
     for item in record.get("contexts") or []:
         message.contexts.append(json_format.ParseDict(item, execution_pb2.ContextItem()))
     message.budgets_requested.CopyFrom(budgets_from_dict(record.get("budgets_requested") or {}))
+    message.budgets_effective.CopyFrom(message.budgets_requested)  # merged and within the ceilings
     consumed = {k: v for k, v in (record.get("budgets_consumed") or {}).items()}
     message.budgets_consumed.CopyFrom(json_format.ParseDict(consumed, BudgetsConsumed()))
     error = record.get("error")

@@ -23,7 +23,7 @@ from google.protobuf import json_format
 from rlm_rs.control import listings
 from rlm_rs.control._rpc import Caller, rpc, rpc_client_stream
 from rlm_rs.control.admission import Admission
-from rlm_rs.control.budgets import budgets_to_dict, merge_budgets
+from rlm_rs.control.budgets import Ceilings, budgets_to_dict, merge_budgets
 from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.validation import check_models
@@ -128,6 +128,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
         self.quotas = Quotas.from_settings(settings, storage)
         self.reaper = reaper
         self.grants = RawGrants.parse(settings.raw_prefixes_json)  # a bad grant fails start-up
+        self.ceilings = Ceilings.of(settings.sandbox_policy_json)
         guard = rpc(storage, admission)
         for name in ("CreateSession", "GetSession", "DeleteSession", "ListSessions"):
             setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
@@ -186,7 +187,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
         self._validate_docs(caller.tenant_id, request.docs)
         check_models(request.models_default, "models_default")
         budgets_default = budgets_to_dict(request.budgets_default)
-        merge_budgets(budgets_default)  # validate now, not at the first execution
+        merge_budgets(budgets_default, ceilings=self.ceilings)  # validate now, not at the first execution
         enable_search = request.options.enable_search or (
             not request.HasField("options") and self.settings.enable_search_default
         )

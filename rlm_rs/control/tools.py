@@ -10,8 +10,10 @@ execution from paying twice for the same call. The digest is a keyed hash
 max_tokens and prompt: the tenant is inside the hash as well as the path, and
 no caller can compute a cache key from a guessed prompt. Each entry a session
 writes is also listed under `cache/{tenant_id}/sessions/{session_id}/`, so
-deleting the session deletes it (rlm_rs/control/lifecycle.py). Requests of one step resolve
-concurrently in one shared pool (at most 8 provider calls in flight per process).
+deleting the session deletes it (rlm_rs/control/lifecycle.py). The sub-calls of
+one step run concurrently on the process's fair sub-call scheduler
+(subcalls.py: RLM_SUBCALL_CONCURRENCY in flight per process, fairly across
+tenants and executions).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import contextlib
 import hashlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.costs import PriceTable, cost_spent
+from rlm_rs.control.subcalls import SubcallScheduler
 from rlm_rs.domain import Budgets, Consumed, SessionRecord, ToolStatus
 from rlm_rs.errors import ConflictError
 from rlm_rs.ingestion.search import SearchIndex
@@ -35,8 +37,6 @@ from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import now_iso
 from rlm_rs.tracing import span
 from rlm_rs.v1.common_pb2 import LlmRequest, SearchRequest, ToolRequests
-
-MAX_CONCURRENCY = 4
 
 
 def llm_cache_object(tenant_id: str, digest: str) -> str:
@@ -61,6 +61,13 @@ class Resolution:
     statuses: dict[str, str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)  # for the trace
 
+    @staticmethod
+    def retire(state: dict[str, Any]) -> None:
+        """A step ran successfully with the results in `state`: they leave it
+        (the step record of the step that queued them keeps them)."""
+        state["_tool_results"] = {"llm": {}, "search": {}}
+        state["_tool_status"] = {}
+
     def inject(self, state: dict[str, Any]) -> None:
         results = state.setdefault("_tool_results", {})
         results.setdefault("llm", {}).update(self.llm)
@@ -79,13 +86,14 @@ class ToolResolver:
         provider: Provider,
         search_index: SearchIndex | None = None,
         prices: PriceTable | None = None,
+        scheduler: SubcallScheduler | None = None,
     ) -> None:
         self.storage = storage
         self.provider = provider
         self.search_index = search_index
         self.prices = prices or PriceTable()
-        # one long-lived pool (no thread churn per step); shared by all executions
-        self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENCY * 2, thread_name_prefix="tools")
+        # shared by all executions of this process (no thread churn per step)
+        self.scheduler = scheduler or SubcallScheduler(64, 32, 48)
 
     def resolve(
         self,
@@ -97,6 +105,7 @@ class ToolResolver:
         budgets: Budgets,
         consumed: Consumed,
         question: str = "",
+        execution_id: str = "",
     ) -> Resolution:
         """Resolve one step's requests; `consumed` is updated in place.
 
@@ -124,10 +133,11 @@ class ToolResolver:
             consumed["llm_subcalls"] += 1
             consumed["llm_prompt_chars_total"] += len(request.prompt)
             admitted.append((batch_key, index, request))
-        outcomes = list(
-            self._pool.map(
-                lambda job: self._llm(job[2], tenant_id, session["session_id"], sub_model, question), admitted
-            )
+        outcomes = self.scheduler.map(
+            tenant_id,
+            execution_id,
+            lambda job: self._llm(job[2], tenant_id, session["session_id"], sub_model, question),
+            admitted,
         )
         for (batch_key, index, request), (text, meta, error) in zip(admitted, outcomes, strict=True):
             if not error:

@@ -3,8 +3,10 @@
 State is a JSON object. Allowed values: dict with str keys, list (tuples are
 accepted and become lists, as json does), str, int, finite float, bool, None.
 Anything else -> STATE_INVALID_TYPE with the path; canonical JSON longer than
-max_state_chars -> STATE_TOO_LARGE. Keys starting with "_" are owned by the
-orchestrator: the step may read them, but its changes are discarded.
+max_state_chars -> STATE_TOO_LARGE; the limit applies to the model-owned keys
+(the reserved ones, tool results included, are bounded by the control plane).
+Keys starting with "_" are owned by the orchestrator: the step may read them,
+but its changes are discarded.
 """
 
 from __future__ import annotations
@@ -121,12 +123,13 @@ def merge_reserved(code_state: Any, input_state: dict[str, Any]) -> dict[str, An
 def finish_state(code_state: Any, input_state: dict[str, Any], max_state_chars: int) -> str:
     """Validated canonical JSON of the state a step leaves behind."""
     merged = merge_reserved(code_state, input_state)
-    check_json_value(merged, budget=[max_state_chars])
-    text = canonical_json(merged)
-    if len(text) > max_state_chars:
+    owned = {k: v for k, v in merged.items() if not k.startswith("_")}  # the reserved keys are bounded
+    check_json_value(owned, budget=[max_state_chars])  # by the control plane, not by this limit
+    owned_chars = len(canonical_json(owned))
+    if owned_chars > max_state_chars:
         raise RlmError(
             "STATE_TOO_LARGE",
-            f"state is {len(text)} chars of canonical JSON; the limit is {max_state_chars}",
-            {"state_chars": len(text), "max_state_chars": max_state_chars},
+            f"state is {owned_chars} chars of canonical JSON; the limit is {max_state_chars}",
+            {"state_chars": owned_chars, "max_state_chars": max_state_chars},
         )
-    return text
+    return canonical_json(merged)

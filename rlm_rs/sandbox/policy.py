@@ -34,7 +34,12 @@ the table in _restricted.Guards.builtins is ignored, never looked up.
 
 from __future__ import annotations
 
-from rlm_rs.limits import MAX_CODE_CHARS
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+from rlm_rs.limits import BUDGET_CEILINGS, MAX_CODE_CHARS
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
 # The spec's builtins allowlist (docs/api.md#step-api) plus harmless additions: none of
@@ -77,7 +82,7 @@ def default_policy() -> SandboxPolicy:
         max_instructions=2_000_000,
         max_stdout_chars=15_000,
         max_spans_per_step=200,
-        max_tool_requests_per_step=25,
+        max_tool_requests_per_step=500,
         max_state_chars=500_000,
         max_code_chars=MAX_CODE_CHARS,
         max_hits_per_call=200,
@@ -117,6 +122,35 @@ _NUMERIC_STEP_FIELDS = (
     "max_hits_per_call", "max_regex_seconds", "max_llm_prompt_chars",
     "max_step_wait_seconds", "max_inline_calls_per_step",
 )  # fmt: skip
+
+
+# The pool's own caps on the step limits a request may ask for, before
+# RLM_SANDBOX_POLICY_JSON: the budgets' ceilings (rlm_rs/limits.py), except the
+# step's seconds, which stay below the CPU rlimit (cpu_seconds, 35) that backs
+# the wall clock; an operator raises both together. The control plane reads
+# the same setting and refuses a budget above one of these (docs/api.md#budgets).
+POOL_STEP_CEILINGS: Mapping[str, float] = {
+    "max_step_seconds": 30.0,
+    "max_spans_per_step": BUDGET_CEILINGS["max_spans_per_step"],
+    "max_tool_requests_per_step": BUDGET_CEILINGS["max_tool_requests_per_step"],
+    "max_stdout_chars": BUDGET_CEILINGS["max_stdout_chars"],
+    "max_state_chars": BUDGET_CEILINGS["max_state_chars"],
+    "max_llm_prompt_chars": BUDGET_CEILINGS["max_llm_prompt_chars"],
+}
+
+
+def configured_pool_policy(overrides: Mapping[str, Any] | None = None) -> SandboxPolicy:
+    """The pool's policy: the defaults with the step limits at
+    POOL_STEP_CEILINGS, then `overrides` (RLM_SANDBOX_POLICY_JSON; a list
+    replaces the default list)."""
+    policy = default_policy()
+    for name, ceiling in POOL_STEP_CEILINGS.items():
+        setattr(policy, name, type(getattr(policy, name))(ceiling))
+    for name, value in (overrides or {}).items():
+        if isinstance(value, list):
+            policy.ClearField(name)  # type: ignore[arg-type]
+    json_format.ParseDict(dict(overrides or {}), policy)
+    return with_defaults(policy)
 
 
 def with_defaults(policy: SandboxPolicy | None) -> SandboxPolicy:

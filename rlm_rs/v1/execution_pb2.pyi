@@ -128,6 +128,7 @@ class Execution(_message.Message):
     DEPTH_FIELD_NUMBER: _builtins.int
     CHILDREN_FIELD_NUMBER: _builtins.int
     FOLLOWUP_OF_FIELD_NUMBER: _builtins.int
+    BUDGETS_EFFECTIVE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     session_id: _builtins.str
     tenant_id: _builtins.str
@@ -168,6 +169,14 @@ class Execution(_message.Message):
     def models(self) -> _common_pb2.Models: ...
     @_builtins.property
     def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___Execution]: ...
+    @_builtins.property
+    def budgets_effective(self) -> _common_pb2.Budgets:
+        """Every budget as this execution applies it (docs/api.md#budgets): the
+        defaults, DEFAULT_BUDGETS_JSON, budgets_default and the request merged,
+        each within its ceiling; a child's capped by its parent's remainder. The
+        per-step ones are the limits every step runs under.
+        """
+
     def __init__(
         self,
         *,
@@ -195,10 +204,11 @@ class Execution(_message.Message):
         depth: _builtins.int = ...,
         children: _abc.Iterable[Global___Execution] | None = ...,
         followup_of: _builtins.str = ...,
+        budgets_effective: _common_pb2.Budgets | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_answer", b"_answer", "answer", b"answer", "budgets_consumed", b"budgets_consumed", "budgets_requested", b"budgets_requested", "error", b"error", "models", b"models"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_answer", b"_answer", "answer", b"answer", "budgets_consumed", b"budgets_consumed", "budgets_effective", b"budgets_effective", "budgets_requested", b"budgets_requested", "error", b"error", "models", b"models"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_answer", b"_answer", "answer", b"answer", "budgets_consumed", b"budgets_consumed", "budgets_requested", b"budgets_requested", "children", b"children", "citations", b"citations", "completed_at", b"completed_at", "contexts", b"contexts", "contexts_s3_uri", b"contexts_s3_uri", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "followup_of", b"followup_of", "mode", b"mode", "models", b"models", "output_mode", b"output_mode", "parent_execution_id", b"parent_execution_id", "question", b"question", "session_id", b"session_id", "started_at", b"started_at", "status", b"status", "tenant_id", b"tenant_id", "trace_json", b"trace_json", "trace_s3_uri", b"trace_s3_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_answer", b"_answer", "answer", b"answer", "budgets_consumed", b"budgets_consumed", "budgets_effective", b"budgets_effective", "budgets_requested", b"budgets_requested", "children", b"children", "citations", b"citations", "completed_at", b"completed_at", "contexts", b"contexts", "contexts_s3_uri", b"contexts_s3_uri", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "followup_of", b"followup_of", "mode", b"mode", "models", b"models", "output_mode", b"output_mode", "parent_execution_id", b"parent_execution_id", "question", b"question", "session_id", b"session_id", "started_at", b"started_at", "status", b"status", "tenant_id", b"tenant_id", "trace_json", b"trace_json", "trace_s3_uri", b"trace_s3_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__answer: _TypeAlias = _typing.Literal["answer"]  # noqa: Y015
     _WhichOneofArgType__answer: _TypeAlias = _typing.Literal["_answer", b"_answer"]  # noqa: Y015

@@ -122,7 +122,9 @@ def _turn(ctx: Context, loop: Loop, execution: ExecutionRecord) -> tuple[Executi
     turn = int(execution["next_turn"])
     consumed = execution["budgets_consumed"].copy()
     timings = {"storage_ms": 0.0}  # the state is carried: nothing to read
-    snapshot_now = snapshot(execution["budgets_requested"], consumed)
+    snapshot_now = snapshot(
+        execution["budgets_requested"], consumed, started_epoch=execution["started_epoch"]
+    )
     ctx.events.emit(execution, turn, EventType.TURN_STARTED, {"budgets": snapshot_now})
     clock = time.perf_counter()
     user = _turn_prompt(ctx, loop, execution, consumed)

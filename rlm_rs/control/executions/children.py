@@ -8,11 +8,17 @@ Depth: a top-level execution is depth 0; a child is created only while
 `depth + 1 <= max_depth` (default 2: root -> child -> grandchild).
 
 Budgets: the child's budgets are its request merged over the parent's, then
-capped by what the parent has left (sub-calls, prompt chars, spans, seconds,
-cost, rlm sub-calls after this one) and by the parent's per-step limits; the
-tree's max_depth cannot be raised. Children of one step run one after another,
-so each is capped by what the previous ones left. When a child ends, its
-consumption is added to the parent's (rlm_subcalls + 1 for the child itself).
+capped by its share of what the parent has left (sub-calls, prompt chars,
+spans, cost, rlm sub-calls after the step's children themselves; seconds are
+wall clock, not shared out) and by the parent's per-step limits; the tree's
+max_depth cannot be raised. Children of one step run concurrently
+(RLM_CHILD_CONCURRENCY at a time). When a child starts, what it may spend is
+reserved out of the parent's remainder (a ChildLedger, one per step): each
+gets an equal share of what is neither consumed nor reserved among the
+children not yet started. When it ends, its consumption is added to the
+parent's (rlm_subcalls + 1 for the child itself) and the unused part of its
+reservation returns, so "capped by what the parent has left" stays exact
+however the children interleave.
 
 Ids are derived from (parent, turn, key): a parent turn replayed after a lease
 takeover finds the same child (finished: its result is reused; running: it is
@@ -23,7 +29,9 @@ that stopped running (`ancestors_running`).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from google.protobuf import json_format
@@ -64,40 +72,60 @@ def child_execution_id(parent_id: str, turn: int, key: str) -> str:
     return f"exec_{digest[:24]}"
 
 
-def child_budgets(parent: ExecutionRecord, consumed: Consumed, requested_json: str, now: float) -> Budgets:
+# budget -> the consumption counter a child's reservation holds it against
+RESERVED = {
+    "max_llm_subcalls": "llm_subcalls",
+    "max_total_llm_prompt_chars": "llm_prompt_chars_total",
+    "max_spans_total": "spans_total",
+}
+
+
+def child_budgets(
+    parent: ExecutionRecord,
+    consumed: Consumed,
+    requested_json: str,
+    now: float,
+    reserved: dict[str, float] | None = None,
+    share: int = 1,
+) -> Budgets:
     """The child's budgets, or RlmError(BUDGET_EXCEEDED|VALIDATION_ERROR) with
-    a reason the root model can read."""
+    a reason the root model can read. `reserved`: what running siblings hold
+    (by consumption counter: llm_subcalls, llm_prompt_chars_total,
+    spans_total, cost_usd, rlm_subcalls); `share`: how many children (this one
+    included) still split what is left."""
     budgets = parent["budgets_requested"]
+    limits, spent = cast(dict[str, float], budgets), cast(dict[str, float], consumed)
+    held: dict[str, float] = reserved or {}
     depth = int(parent.get("depth") or 0)
     if depth + 1 > int(budgets["max_depth"]):
         raise RlmError(
             "BUDGET_EXCEEDED",
             f"max_depth reached: this execution is at depth {depth} and max_depth is {budgets['max_depth']}",
         )
-    rlm_left = int(budgets["max_rlm_subcalls"]) - int(consumed["rlm_subcalls"])
+    rlm_left = int(limits["max_rlm_subcalls"]) - int(spent["rlm_subcalls"]) - int(held.get("rlm_subcalls", 0))
     if rlm_left <= 0:
         raise RlmError(
             "BUDGET_EXCEEDED", f"rlm sub-call budget spent (max_rlm_subcalls={budgets['max_rlm_subcalls']})"
         )
+    share = max(min(share, rlm_left), 1)  # only as many children as rlm sub-calls are left will start
     seconds_left = seconds_left_at(parent, now)
     if seconds_left < 1.0:
         raise RlmError("BUDGET_EXCEEDED", f"only {max(seconds_left, 0):.1f}s of max_total_seconds left")
     cost_cap = float(budgets["max_cost_usd"])
-    cost_left = cost_cap - float(consumed["cost_usd"])
+    cost_left = (cost_cap - float(consumed["cost_usd"]) - float(held.get("cost_usd", 0.0))) / share
     if cost_cap > 0 and cost_left <= 0:
         raise RlmError("BUDGET_EXCEEDED", f"cost budget spent (max_cost_usd={cost_cap})")
     overrides = {}
     if requested_json.strip() not in ("", "null"):
         overrides = parse_json_object(requested_json, "budgets")  # no NaN, no RecursionError
     merged: dict[str, Any] = {**merge_budgets(budgets, overrides)}  # validates names, types, ceilings
-    caps: dict[str, float] = {name: cast(dict[str, float], budgets)[name] for name in _PER_STEP}
+    caps: dict[str, float] = {name: limits[name] for name in _PER_STEP}
+    for name, counter in RESERVED.items():
+        caps[name] = (int(limits[name]) - int(spent[counter]) - int(held.get(counter, 0))) // share
     caps.update(
-        max_llm_subcalls=int(budgets["max_llm_subcalls"]) - int(consumed["llm_subcalls"]),
-        max_total_llm_prompt_chars=int(budgets["max_total_llm_prompt_chars"])
-        - int(consumed["llm_prompt_chars_total"]),
-        max_spans_total=int(budgets["max_spans_total"]) - int(consumed["spans_total"]),
         max_total_seconds=round(seconds_left, 3),
-        max_rlm_subcalls=rlm_left - 1,
+        # each unstarted child is one rlm sub-call itself; the rest is shared for their children
+        max_rlm_subcalls=max(rlm_left - share, 0) // share,
         max_depth=int(budgets["max_depth"]),
     )
     for name, cap in caps.items():
@@ -106,6 +134,42 @@ def child_budgets(parent: ExecutionRecord, consumed: Consumed, requested_json: s
         requested_cost = float(merged["max_cost_usd"])
         merged["max_cost_usd"] = cost_left if requested_cost <= 0 else min(requested_cost, cost_left)
     return cast(Budgets, merged)
+
+
+def reservation(budgets: Budgets, parent_cost_capped: bool) -> dict[str, float]:
+    """What a child with these budgets may spend of its parent's, held while it runs."""
+    values = cast(dict[str, float], budgets)
+    held = {counter: float(values[name]) for name, counter in RESERVED.items()}
+    held["cost_usd"] = float(values["max_cost_usd"]) if parent_cost_capped else 0.0
+    held["rlm_subcalls"] = 1.0 + float(values["max_rlm_subcalls"])
+    return held
+
+
+class ChildLedger:
+    """One step's children: their reservations out of the parent's remainder,
+    the parent's consumption and the resolution, changed under one lock."""
+
+    def __init__(self, consumed: Consumed, resolution: Resolution, children: int) -> None:
+        self.lock = threading.Condition()
+        self.started = 0  # children start (are budgeted) in request order
+        self.consumed = consumed
+        self.resolution = resolution
+        self.unstarted = children
+        self.reserved: dict[str, float] = {}
+        self.running = 0
+        self.peak = 0  # the most children of this step running at once
+
+    def hold(self, held: dict[str, float]) -> None:
+        for counter, value in held.items():
+            self.reserved[counter] = self.reserved.get(counter, 0.0) + value
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+
+    def release(self, held: dict[str, float], child_consumed: Consumed) -> None:
+        for counter, value in held.items():
+            self.reserved[counter] = self.reserved.get(counter, 0.0) - value
+        self.running -= 1
+        roll_up(self.consumed, child_consumed)
 
 
 def roll_up(consumed: Consumed, child_consumed: Consumed) -> None:
@@ -121,32 +185,70 @@ def seconds_left_at(parent: ExecutionRecord, now: float) -> float:
     return float(parent["started_epoch"]) + float(parent["budgets_requested"]["max_total_seconds"]) - now
 
 
+def run_children(
+    ctx: Context,
+    parent: ExecutionRecord,
+    session: SessionRecord,
+    requests: list[RlmRequest],
+    consumed: Consumed,
+    resolution: Resolution,
+) -> ChildLedger:
+    """Run one step's children concurrently (RLM_CHILD_CONCURRENCY at a
+    time), each to its end; their answers go into `resolution.rlm` and their
+    consumption rolls up into `consumed`."""
+    ledger = ChildLedger(consumed, resolution, len(requests))
+    width = min(len(requests), max(1, ctx.settings.child_concurrency))
+    if width <= 1:
+        for index, request in enumerate(requests):
+            run_child(ctx, parent, session, request, ledger, index)
+        return ledger
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="child") as pool:
+        for done in [
+            pool.submit(run_child, ctx, parent, session, r, ledger, i) for i, r in enumerate(requests)
+        ]:
+            done.result()
+    return ledger
+
+
 def run_child(
     ctx: Context,
     parent: ExecutionRecord,
     session: SessionRecord,
     request: RlmRequest,
-    consumed: Consumed,
-    resolution: Resolution,
+    ledger: ChildLedger,
+    index: int,
 ) -> None:
-    """Find or start the child for `request`, run it to its end and put its
-    answer into `resolution.rlm`; its consumption rolls up into `consumed`."""
+    """Find or start the child for `request` (its share reserved, after the
+    step's earlier children started), run it to its end and put its answer
+    into the ledger's resolution."""
     turn = int(parent.get("next_turn") or 0)
-    try:
-        child = _child(ctx, parent, session, request, consumed, turn)
-    except RlmError as exc:  # refused (budgets, sub-corpus) or not created (the session is going)
-        rlm_result(resolution, request.key, None, f"{exc.code}: {exc.message}")
-        return
+    with ledger.lock:
+        ledger.lock.wait_for(lambda: ledger.started == index)
+        ledger.unstarted -= 1
+        try:
+            child = _child(ctx, parent, session, request, ledger, turn)
+        except RlmError as exc:  # refused (budgets, sub-corpus) or not created (the session is going)
+            rlm_result(ledger.resolution, request.key, None, f"{exc.code}: {exc.message}")
+            return
+        finally:
+            ledger.started += 1
+            ledger.lock.notify_all()
+        held = reservation(child["budgets_requested"], float(parent["budgets_requested"]["max_cost_usd"]) > 0)
+        ledger.hold(held)
     data = {"key": request.key, "execution_id": child["execution_id"], "depth": child["depth"]}
     ctx.events.emit(parent, turn, EventType.CHILD_STARTED, {**data, "question": clip(request.question)})
-    child = _run_to_end(ctx, parent, child)
-    roll_up(consumed, child["budgets_consumed"])
+    try:
+        child = _run_to_end(ctx, parent, child)
+    finally:
+        with ledger.lock:
+            ledger.release(held, child["budgets_consumed"])
     error = ""
     if child["status"] != ExecutionStatus.COMPLETED:
         detail = child.get("error")
         reason = f"{detail['code']} {detail['message']}".strip() if detail else ""
         error = f"child execution ended {child['status']}: {reason}"
-    rlm_result(resolution, request.key, child, error.strip())
+    with ledger.lock:
+        rlm_result(ledger.resolution, request.key, child, error.strip())
     ctx.events.emit(
         parent,
         turn,
@@ -160,17 +262,20 @@ def _child(
     parent: ExecutionRecord,
     session: SessionRecord,
     request: RlmRequest,
-    consumed: Consumed,
+    ledger: ChildLedger,
     turn: int,
 ) -> ExecutionRecord:
-    """The child's record: found (a replayed turn), else created; RlmError when refused."""
+    """The child's record: found (a replayed turn), else created; RlmError
+    when refused. Called under the ledger's lock."""
     tenant_id = parent["tenant_id"]
     child_id = child_execution_id(parent["execution_id"], turn, request.key)
     try:
         return ctx.records.get(tenant_id, child_id)  # a replayed turn finds its child
     except NotFound:
         pass
-    budgets = child_budgets(parent, consumed, request.budgets_json, time.time())
+    budgets = child_budgets(
+        parent, ledger.consumed, request.budgets_json, time.time(), ledger.reserved, ledger.unstarted + 1
+    )
     pieces = subcorpus(request, execution_manifest(ctx.docs, parent))
     parent_pieces = parent.get("corpus")
     if parent_pieces:  # a grandchild: compose with the parent's own view

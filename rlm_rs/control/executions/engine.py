@@ -20,6 +20,7 @@ from rlm_rs.control.executions.events import EventLog
 from rlm_rs.control.executions.records import Records, as_execution
 from rlm_rs.control.executions.subcorpus import ManifestCache
 from rlm_rs.control.quotas import Quotas
+from rlm_rs.control.subcalls import SubcallScheduler
 from rlm_rs.control.tools import Resolution, ToolResolver
 from rlm_rs.domain import (
     EventRecord,
@@ -61,7 +62,17 @@ def _context(
         quotas=quotas,
         prices=prices,
         search_index=search_index,
-        resolver=ToolResolver(storage, provider, search_index, prices),
+        resolver=ToolResolver(
+            storage,
+            provider,
+            search_index,
+            prices,
+            SubcallScheduler(
+                settings.subcall_concurrency,
+                settings.subcall_concurrency_per_execution,
+                settings.subcall_concurrency_per_tenant,
+            ),
+        ),
         events=EventLog(storage),
         records=Records(storage, settings, quotas, owner=owner, lease_seconds=lease_seconds),
         manifests=ManifestCache(docs),
@@ -112,6 +123,7 @@ class ExecutionEngine:
 
     def close(self) -> None:
         self.loops.close()
+        self.ctx.resolver.scheduler.close()
 
     # --- records ------------------------------------------------------------------------
     def create(self, tenant_id: str, session: SessionRecord, **fields: Any) -> ExecutionRecord:

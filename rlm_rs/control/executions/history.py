@@ -68,7 +68,7 @@ def turn_prompt(
         doc_lengths=[(d.source_name, d.char_length) for d in docs],
         turn_index=int(execution["next_turn"]),
         max_turns=int(budgets["max_turns"]),
-        budget_snapshot=snapshot(budgets, consumed),
+        budget_snapshot=snapshot(budgets, consumed, started_epoch=execution["started_epoch"]),
         tool_status=state.get("_tool_status", {}),
         summary=summary.get("summary", ""),
         earlier_turns=shown[:-1],

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-from rlm_rs.control.budgets import merge_budgets
+from rlm_rs.control.budgets import Ceilings, merge_budgets
 from rlm_rs.control.executions.signals import Signals
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.domain import (
@@ -62,6 +62,8 @@ class Records:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.status_changed = Signals()  # WaitExecution's waiters
+        self.ceilings = Ceilings.of(settings.sandbox_policy_json)
+        merge_budgets(settings.default_budgets_json, ceilings=self.ceilings)  # refused at start, not per call
 
     def create(
         self,
@@ -83,7 +85,10 @@ class Records:
             )
         defaults = session.get("defaults") or {}
         requested = merge_budgets(
-            self.settings.default_budgets_json, defaults.get("budgets_default") or {}, budgets
+            self.settings.default_budgets_json,
+            defaults.get("budgets_default") or {},
+            budgets,
+            ceilings=self.ceilings,
         )
         output_mode = (options.get("output_mode") or OutputMode.ANSWER).upper()
         if output_mode not in tuple(OutputMode):

@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.budgets import deadline_epoch, snapshot, step_policy
 from rlm_rs.control.costs import cost_spent
-from rlm_rs.control.executions.children import run_child
+from rlm_rs.control.executions.children import run_children
 from rlm_rs.control.executions.claims import RUNNING, TurnHolder, lost
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
@@ -105,7 +105,7 @@ def step_request(
 ) -> StepRequest:
     """`state_json`, when given, is canonical_json(state)."""
     budgets = execution["budgets_requested"]
-    budgets_left = snapshot(budgets, execution["budgets_consumed"])
+    budgets_left = snapshot(budgets, execution["budgets_consumed"], started_epoch=execution["started_epoch"])
     enable_search = bool((session.get("options") or {}).get("enable_search"))
     limits = with_defaults(step_policy(budgets, enable_search=enable_search))
     # waiting on inline calls counts against max_total_seconds: never past it
@@ -213,6 +213,7 @@ def _apply(
             work["last_error"] = f"{result.error.code}: {result.error.message}"
         return state, []
     consumed["spans_total"] += len(result.span_log)
+    Resolution.retire(state)  # this step saw the results it was given (docs/api.md#state)
     if answerer and isinstance(work, dict):
         work.pop("last_error", None)
     resolved: list[dict[str, Any]] = []
@@ -232,7 +233,7 @@ def resolve_tools(
     sub_model: str = "",
 ) -> Resolution:
     """Sub-calls, batches and searches (ToolResolver), then child executions
-    one after another; `consumed` is updated in place."""
+    (concurrently, children.py); `consumed` is updated in place."""
     resolution = ctx.resolver.resolve(
         requests,
         tenant_id=execution["tenant_id"],
@@ -241,9 +242,10 @@ def resolve_tools(
         budgets=execution["budgets_requested"],
         consumed=consumed,
         question=execution.get("question") or "",
+        execution_id=execution["execution_id"],
     )
-    for request in requests.rlm:
-        run_child(ctx, execution, session, request, consumed, resolution)
+    if requests.rlm:
+        run_children(ctx, execution, session, list(requests.rlm), consumed, resolution)
     turn = int(execution.get("next_turn") or 0)
     ctx.events.emit(execution, turn, EventType.TOOL_RESULTS, {"statuses": dict(resolution.statuses)})
     return resolution

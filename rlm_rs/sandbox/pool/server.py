@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -46,7 +45,7 @@ from rlm_rs.observability import (
     get_logger,
     serve_metrics,
 )
-from rlm_rs.sandbox.policy import default_policy, with_defaults
+from rlm_rs.sandbox.policy import configured_pool_policy, with_defaults
 from rlm_rs.sandbox.pool import _wire
 from rlm_rs.sandbox.pool._fairness import FairScheduler, FairShare, SlotRefused
 from rlm_rs.sandbox.pool._worker import EXTRA_STEP_NICENESS, RUN_PREFIX, WORKER_NICENESS
@@ -101,14 +100,7 @@ class PoolUnavailable(Exception):
 
 def pool_policy(settings: Settings | None = None) -> SandboxPolicy:
     """The pool's own policy: the defaults, then RLM_SANDBOX_POLICY_JSON."""
-    policy = default_policy()
-    if settings is not None and settings.sandbox_policy_json:
-        data = settings.sandbox_policy_json
-        for name, value in data.items():
-            if isinstance(value, list):
-                policy.ClearField(name)  # type: ignore[arg-type]
-        json_format.ParseDict(data, policy)
-    return with_defaults(policy)
+    return configured_pool_policy(settings.sandbox_policy_json if settings is not None else None)
 
 
 def merge_limits(requested: SandboxPolicy | None, pool: SandboxPolicy) -> SandboxPolicy:

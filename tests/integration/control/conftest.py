@@ -56,7 +56,9 @@ class Api:
     def auth(self, key: str | None = None) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {key or self.key}")]
 
-    def ready_session(self, texts: list[str] | None = None, **options: Any) -> str:
+    def ready_session(
+        self, texts: list[str] | None = None, budgets_default: Budgets | None = None, **options: Any
+    ) -> str:
         storage = self.plane.storage
         owner = storage.metadata.authenticate(self.key)
         assert owner is not None
@@ -70,7 +72,10 @@ class Api:
             )
         created = self.sessions.CreateSession(
             session_pb2.CreateSessionRequest(
-                ttl_minutes=30, docs=docs, options=session_pb2.SessionOptions(**options)
+                ttl_minutes=30,
+                docs=docs,
+                options=session_pb2.SessionOptions(**options),
+                budgets_default=budgets_default,
             ),
             metadata=self.auth(),
         )
@@ -97,11 +102,14 @@ def error_code(error: grpc.RpcError) -> str:
 
 
 @contextlib.contextmanager
-def control_plane(tmp_path: Path, sandbox: SandboxClient | None = None) -> Iterator[Api]:
+def control_plane(tmp_path: Path, sandbox: SandboxClient | None = None, **env: Any) -> Iterator[Api]:
     """A control plane on a free port with a key for tenant-a; `sandbox`
-    defaults to the in-process one. The session sweeper does not run on its
-    own (tests call `plane.reaper.sweep()`)."""
-    settings = Settings(RLM_DATA_DIR=tmp_path / "data", API_KEY_PEPPER="pepper", LLM_PROVIDER="scripted")
+    defaults to the in-process one; `env` adds settings by their variable
+    names. The session sweeper does not run on its own (tests call
+    `plane.reaper.sweep()`)."""
+    settings = Settings(
+        RLM_DATA_DIR=tmp_path / "data", API_KEY_PEPPER="pepper", LLM_PROVIDER="scripted", **env
+    )
     storage = open_storage(settings)
     provider = ScriptedProvider({"executions": [], "sub": [], "default_sub": "no idea"})
     plane = start_control_plane(

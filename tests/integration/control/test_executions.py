@@ -297,11 +297,22 @@ def test_runtime_mode_end_to_end(api: Api) -> None:
     failed = step(api, execution_id, "state['work']['x'] = 1\nundefined_name")
     assert not failed.success and failed.error.code == "SANDBOX_RUNTIME_ERROR"
     forged = step(
-        api, execution_id, block("state['_tool_status']['s'] = 'forged'\nstate['work']['seen'] = True")
+        api,
+        execution_id,
+        block(
+            "print(state['_tool_status']['s'])\nstate['_tool_status']['s'] = 'forged'\n"
+            "state['work']['seen'] = True"
+        ),
     )
-    assert forged.success
+    assert forged.success and forged.stdout == "resolved\n"
     persisted = json.loads(forged.state_json)
-    assert persisted["_tool_status"]["s"] == "resolved" and persisted["work"] == {"seen": True}
+    assert "forged" not in forged.state_json and persisted["work"] == {"seen": True}
+    # the step saw the results: they left the state; the record of the step that queued them keeps them
+    assert persisted["_tool_results"]["llm"] == {} and persisted["_tool_status"] == {}
+    records = api.executions.ListSteps(
+        execution_pb2.ListStepsRequest(execution_id=execution_id), metadata=api.auth()
+    ).steps
+    assert json.loads(records[0].state_json)["_tool_results"]["llm"]["s"]["text"] == "Revenue is up."
     final = step(
         api,
         execution_id,

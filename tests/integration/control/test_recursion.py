@@ -106,17 +106,18 @@ def test_depth_two_tree_answers_with_citations_that_verify_against_the_parent_se
     (grandchild,) = engine.children(risks)
     assert grandchild["depth"] == 2 and grandchild["answer"] == LEASE
     assert int(grandchild["citations"][0]["start_char"]) == REPORT.index(LEASE)
-    # each child's own budgets were capped by what its parent had left
+    # each child's own budgets were capped by its share of what its parent had left: of the
+    # parent's 10 rlm sub-calls, one for each child and half of the other 8 each (children.py)
     assert (
-        risks["budgets_requested"]["max_depth"] == 2 and risks["budgets_requested"]["max_rlm_subcalls"] == 9
+        risks["budgets_requested"]["max_depth"] == 2 and risks["budgets_requested"]["max_rlm_subcalls"] == 4
     )
-    assert grandchild["budgets_requested"]["max_rlm_subcalls"] == 8
-    assert notes["budgets_requested"]["max_rlm_subcalls"] == 7  # risks and its grandchild used two
+    assert grandchild["budgets_requested"]["max_rlm_subcalls"] == 3
+    assert notes["budgets_requested"]["max_rlm_subcalls"] == 4  # started while risks held its 1 + 4
 
     steps = api.executions.ListSteps(
         execution_pb2.ListStepsRequest(execution_id=execution.execution_id), metadata=api.auth()
     ).steps
-    results = json.loads(steps[1].state_json)["_tool_results"]["rlm"]
+    results = json.loads(steps[0].state_json)["_tool_results"]["rlm"]  # the step that queued them
     assert results["notes"]["meta"]["status"] == "COMPLETED" and results["notes"]["meta"]["depth"] == 1
     assert results["risks"]["citations"] and results["risks"]["meta"]["execution_id"] == risks["execution_id"]
 
