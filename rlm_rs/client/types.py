@@ -420,6 +420,7 @@ class Execution:
     tenant_id: str | None = None
     models: Json | None = None
     budgets_requested: Json | None = None
+    budgets_effective: Json | None = None  # every budget as the execution applies it
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Execution:
@@ -455,6 +456,11 @@ class Execution:
             budgets_requested=(
                 {k: v for k, v in budgets_requested.items() if v is not None}
                 if isinstance(budgets_requested, Mapping)
+                else None
+            ),
+            budgets_effective=(
+                _obj(data["budgets_effective"])
+                if isinstance(data.get("budgets_effective"), Mapping)
                 else None
             ),
         )
