@@ -46,6 +46,8 @@ def _runner(module: Any) -> Any:
         result = module.run(args)
         if args.json:
             print(json.dumps(result, indent=2, sort_keys=True))
+        elif hasattr(module, "render"):  # a bench that prints its own table
+            print(module.render(result))
         else:
             _print_table(result)
         return 0

@@ -23,6 +23,8 @@ class OpenAICompatibleServer:
         models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "test-model"),
     ) -> None:
         self.reply = reply
+        # when set, called instead of `reply` with the request's model too
+        self.reply_with_model: Callable[[str, list[dict[str, str]]], str] | None = None
         self.models = models
         self.model_list_requests = 0  # GET /models (not in `requests`: those are completions)
         self.requests: list[dict[str, Any]] = []
@@ -57,7 +59,7 @@ class OpenAICompatibleServer:
                     return self._send(server.fail_status, {"error": {"message": "injected"}})
                 messages = body.get("messages", [])
                 try:
-                    text = server.reply(messages)
+                    text = server.answer(str(body.get("model", "")), messages)
                 except Exception as exc:  # a reply function may fail on purpose: HTTP 500
                     return self._send(500, {"error": {"message": f"reply failed: {type(exc).__name__}"}})
                 prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
@@ -80,6 +82,11 @@ class OpenAICompatibleServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def answer(self, model: str, messages: list[dict[str, str]]) -> str:
+        if self.reply_with_model is not None:
+            return self.reply_with_model(model, messages)
+        return self.reply(messages)
 
     @property
     def base_url(self) -> str:
