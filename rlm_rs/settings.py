@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("rlm-rs", alias="S3_BUCKET")
     # --- ingestion ---
     parser_service_url: str | None = Field(None, alias="PARSER_SERVICE_URL")
+    # Secrets Manager references (rlm_rs/secrets.py): the parser service's
+    # shared bearer token, and the model provider's API key
+    parser_service_auth_secret_arn: str | None = Field(None, alias="PARSER_SERVICE_AUTH_SECRET_ARN")
+    llm_provider_secret_arn: str | None = Field(None, alias="LLM_PROVIDER_SECRET_ARN")
     # --- providers ---
     llm_provider: str = Field("scripted", alias="LLM_PROVIDER")
     default_root_model: str = Field("gpt-4o", alias="DEFAULT_ROOT_MODEL")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _worker(args: argparse.Namespace) -> int:
     from rlm_rs.ingestion.worker import IngestionWorker
     from rlm_rs.observability import configure_logging
+    from rlm_rs.secrets import SecretError, parser_auth_token
     from rlm_rs.storage import open_storage
 
     settings = _settings(args)
     configure_logging(settings.log_level, component="ingestion")
+    if settings.parser_service_url:
+        try:
+            parser_auth_token(settings)  # a bad reference stops the worker here, not per document
+        except SecretError as exc:
+            print(f"rlm-rs ingest worker: {exc}", file=sys.stderr)
+            return 2
     worker = IngestionWorker(open_storage(settings), settings)
     if args.once:
         print(json.dumps({"processed": worker.run_once()}))
@@ -65,14 +73,25 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from rlm_rs.ingestion.service import create_app
-    from rlm_rs.observability import configure_logging
+    from rlm_rs.observability import configure_logging, get_logger
+    from rlm_rs.secrets import SecretError, parser_auth_token
     from rlm_rs.storage import open_storage
 
     settings = _settings(args)
     configure_logging(settings.log_level, component="parser")
+    try:
+        token = parser_auth_token(settings)
+    except SecretError as exc:
+        print(f"rlm-rs parser serve: {exc}", file=sys.stderr)
+        return 2
+    if token is None:
+        get_logger(component="parser").warning(
+            "parser_service_unauthenticated",
+            message="PARSER_SERVICE_AUTH_SECRET_ARN is not set: /parse answers any caller",
+        )
     storage = open_storage(settings)
     uvicorn.run(
-        create_app(storage.blobs),
+        create_app(storage.blobs, token),
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -10,10 +10,11 @@ the doc id is the last segment of the output prefix.
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from rlm_rs.canonical import checksum_bytes
 from rlm_rs.errors import RlmError
@@ -116,11 +117,20 @@ def handle_parse(blobs: BlobStore, request: ParseRequest) -> dict[str, Any]:
     }
 
 
-def create_app(blobs: BlobStore) -> Any:
-    """The parser HTTP service: POST /parse, GET /health/live; spec error envelope."""
+def _authorized(header: str | None, token: SecretStr) -> bool:
+    """`Authorization: Bearer <token>`, compared in constant time."""
+    scheme, _, presented = (header or "").partition(" ")
+    expected = token.get_secret_value().encode("utf-8")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode("utf-8"), expected)
+
+
+def create_app(blobs: BlobStore, auth_token: SecretStr | None = None) -> Any:
+    """The parser HTTP service: POST /parse, GET /health/live; spec error envelope.
+    With `auth_token` (PARSER_SERVICE_AUTH_SECRET_ARN), /parse answers only
+    callers that present it as a bearer token (401 UNAUTHORIZED otherwise)."""
     import uuid
 
-    from fastapi import FastAPI, Request
+    from fastapi import Depends, FastAPI, Header, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
@@ -144,7 +154,11 @@ def create_app(blobs: BlobStore) -> Any:
         error = RlmError("PARSER_ERROR", "the parser failed unexpectedly")
         return envelope(error, request.headers.get("x-request-id", str(uuid.uuid4())))
 
-    @app.post("/parse")
+    def caller_holds_the_secret(authorization: str | None = Header(default=None)) -> None:
+        if auth_token is not None and not _authorized(authorization, auth_token):
+            raise RlmError("UNAUTHORIZED", "the parser service needs its bearer token")
+
+    @app.post("/parse", dependencies=[Depends(caller_holds_the_secret)])
     def parse(body: ParseRequest) -> dict[str, Any]:
         return handle_parse(blobs, body)
 

@@ -37,6 +37,7 @@ from rlm_rs.ingestion.scheduling import FairScheduler, PendingDocument
 from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.ingestion.service import ParseRequest, ParseSource, handle_parse
 from rlm_rs.observability import get_logger
+from rlm_rs.secrets import parser_auth_token
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import now_iso
@@ -235,8 +236,10 @@ class IngestionWorker:
     def _call_parser(self, request: ParseRequest) -> dict[str, Any]:
         if self.settings.parser_service_url:
             url = self.settings.parser_service_url.rstrip("/") + "/parse"
+            token = parser_auth_token(self.settings)  # PARSER_SERVICE_AUTH_SECRET_ARN, read once
+            headers = {"authorization": f"Bearer {token.get_secret_value()}"} if token else {}
             response = httpx.post(
-                url, json=request.model_dump(), timeout=request.options.timeout_seconds + 30
+                url, json=request.model_dump(), headers=headers, timeout=request.options.timeout_seconds + 30
             )
             if response.status_code >= 500:
                 response.raise_for_status()

@@ -12,6 +12,7 @@ from typing import Any
 import openai
 
 from rlm_rs.providers.base import CallContext, Completion, ProviderError
+from rlm_rs.secrets import provider_api_key
 from rlm_rs.settings import Settings
 
 
@@ -19,7 +20,8 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, settings: Settings) -> None:
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+        secret = provider_api_key(settings)  # LLM_PROVIDER_SECRET_ARN or OPENAI_API_KEY
+        key = secret.get_secret_value() if secret else "unused"
         self.client = openai.OpenAI(
             api_key=key,
             base_url=settings.openai_base_url,

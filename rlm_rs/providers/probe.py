@@ -50,9 +50,15 @@ def probe_provider(settings: Settings, timeout: float = PROBE_TIMEOUT_SECONDS) -
         return ProbeResult(True, describe(settings))
     import openai
 
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+    from rlm_rs.secrets import SecretError, provider_api_key
+
     url = settings.openai_base_url or _DEFAULT_OPENAI_URL
     where = describe(settings)
+    try:
+        secret = provider_api_key(settings)
+    except SecretError as exc:
+        return ProbeResult(False, f"{where}: {exc}")
+    key = secret.get_secret_value() if secret else "unused"
     client = openai.OpenAI(api_key=key, base_url=url, timeout=timeout, max_retries=0)
     try:
         with quiet_http_client():

@@ -30,6 +30,7 @@ class OpenAICompatibleServer:
         self.requests: list[dict[str, Any]] = []
         self.fail_status: int | None = None
         self.delay_seconds = 0.0
+        self.required_api_key: str | None = None  # when set, other bearer tokens get HTTP 401
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,8 +56,9 @@ class OpenAICompatibleServer:
                     time.sleep(server.delay_seconds)
                 if not self.path.endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
-                if server.fail_status:
-                    return self._send(server.fail_status, {"error": {"message": "injected"}})
+                refused = server.refusal(self.headers.get("authorization"))
+                if refused:
+                    return self._send(refused, {"error": {"message": f"refused ({refused})"}})
                 messages = body.get("messages", [])
                 try:
                     text = server.answer(str(body.get("model", "")), messages)
@@ -87,6 +89,12 @@ class OpenAICompatibleServer:
         if self.reply_with_model is not None:
             return self.reply_with_model(model, messages)
         return self.reply(messages)
+
+    def refusal(self, authorization: str | None) -> int | None:
+        """The HTTP status a completion request gets instead of an answer, if any."""
+        if self.required_api_key is not None and authorization != f"Bearer {self.required_api_key}":
+            return 401
+        return self.fail_status
 
     @property
     def base_url(self) -> str:
