@@ -11,13 +11,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.e2e.conftest import REPO, UpProcess, free_port
 
 
-def run_demo(up: UpProcess) -> tuple[dict, str]:
+def run_demo(up: UpProcess) -> tuple[dict[str, Any], str]:
     result = subprocess.run(
         [sys.executable, "-m", "rlm_rs.cli", "demo", "--base-url", up.base_url,
          "--data-dir", str(up.data_dir), "--json", "--timeout", "150"],

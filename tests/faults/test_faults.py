@@ -144,7 +144,7 @@ def test_blob_store_failures_during_ingestion(
 ) -> None:
     settings = Settings(RLM_DATA_DIR=tmp_path / "data", API_KEY_PEPPER="p")
     real = open_storage(settings)
-    flaky = Storage(real.metadata, FlakyBlobs(real.blobs, failures))  # type: ignore[arg-type]
+    flaky = Storage(real.metadata, FlakyBlobs(real.blobs, failures))
     real.blobs.put("raw/f.txt", b"hello world")
     real.metadata.put_document({"tenant_id": "t", "session_id": "s1", "doc_id": "d0", "doc_index": 0,
                                 "source_name": "f.txt", "mime_type": "text/plain",

@@ -13,6 +13,7 @@ answers. CI runs a short, derandomised budget; set RLM_FUZZ_GRPC_EXAMPLES
 
 from __future__ import annotations
 
+import functools
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -69,7 +70,7 @@ class Target:
 def _call(target: Target, method: pb_descriptor.MethodDescriptor, request: Message) -> Any:
     path = f"/{method.containing_service.full_name}/{method.name}"
     output = message_factory.GetMessageClass(method.output_type)
-    metadata = [("authorization", f"Bearer {target.key}")]
+    metadata = (("authorization", f"Bearer {target.key}"),)
     if method.server_streaming:
         stream = target.channel.unary_stream(
             path, request_serializer=type(request).SerializeToString, response_deserializer=output.FromString
@@ -265,6 +266,7 @@ def _scalar(target: Target, method: str, fd: pb_descriptor.FieldDescriptor) -> s
     if fd.type == t.TYPE_BOOL:
         return st.booleans()
     if fd.type == t.TYPE_ENUM:
+        assert fd.enum_type is not None
         return st.sampled_from([v.number for v in fd.enum_type.values])
     bits = 64 if fd.type in (t.TYPE_INT64, t.TYPE_SINT64, t.TYPE_SFIXED64) else 32
     if fd.type in (t.TYPE_UINT32, t.TYPE_FIXED32, t.TYPE_UINT64, t.TYPE_FIXED64):
@@ -298,7 +300,7 @@ def message_strategy(
             continue
         if fd.message_type is not None:
             one: st.SearchStrategy[Any] = st.deferred(
-                lambda fd=fd: message_strategy(target, method, fd.message_type, depth + 1)
+                functools.partial(message_strategy, target, method, fd.message_type, depth + 1)
             )
         else:
             one = _scalar(target, method, fd)
@@ -344,7 +346,8 @@ def _reason(error: grpc.RpcError) -> str:
         return ""
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)
-    return info.reason
+    reason: str = info.reason
+    return reason
 
 
 @pytest.mark.parametrize("method", METHODS, ids=[m.name for m in METHODS])
@@ -366,15 +369,15 @@ def _one_request(target: Target, method: pb_descriptor.MethodDescriptor, data: s
     try:
         response = _call(target, method, request)
     except grpc.RpcError as error:
-        code = error.code()  # type: ignore[attr-defined]
+        code = error.code()
         if code == grpc.StatusCode.DEADLINE_EXCEEDED and method.name in WAITING:
             return _records_still_readable(target)
         assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (
             method.name,
-            error.details(),  # type: ignore[attr-defined]
+            error.details(),
         )
         reason = _reason(error)
-        assert reason and reason != "INTERNAL_ERROR", (method.name, code, error.details())  # type: ignore[attr-defined]
+        assert reason and reason != "INTERNAL_ERROR", (method.name, code, error.details())
     else:
         if method.name == "RunStep":
             assert response.error.code not in ("INTERNAL_ERROR", "LAMBDA_ERROR"), response.error

@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from rlm_rs.control.executions import ExecutionEngine
 from rlm_rs.control.lifecycle import SessionReaper
+from rlm_rs.domain.records import SessionRecord
 from rlm_rs.ingestion.worker import IngestionWorker
 from rlm_rs.providers.scripted import ScriptedProvider
 from rlm_rs.sandbox.client import InProcessSandbox
@@ -59,11 +60,11 @@ def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
     storage.close()
 
 
-def _session(node: Node, name: str) -> dict[str, Any]:
+def _session(node: Node, name: str) -> SessionRecord:
     """A READY, search-enabled session of one document, through the real ingestion worker."""
     meta = node.storage.metadata
     uri = store_upload(node.storage.blobs, TENANT, f"{name}.txt", (name + ": " + TEXT).encode())
-    session = {
+    session: SessionRecord = {
         "tenant_id": TENANT, "session_id": f"sess_{name}", "status": "CREATING",
         "created_at": "2026-01-01T00:00:00Z", "expires_at": "", "ttl_epoch": int(time.time() + 3600),
         "doc_count": 1, "total_chars": 0, "options": {"enable_search": True, "readiness_mode": "STRICT"},
@@ -72,14 +73,14 @@ def _session(node: Node, name: str) -> dict[str, Any]:
     meta.put_document({"tenant_id": TENANT, "session_id": session["session_id"], "doc_id": "doc_0",
                        "doc_index": 0, "source_name": f"{name}.txt", "mime_type": "text/plain",
                        "raw_s3_uri": uri, "ingest_status": "REGISTERED", "ttl_epoch": session["ttl_epoch"]})  # fmt: skip
-    meta.put_session(session)
+    meta.put_session(dict(session))
     IngestionWorker(node.storage, node.settings, search_index=node.engine.search_index).run_once()
-    ready = meta.get_session(TENANT, session["session_id"])
+    ready = cast(SessionRecord, meta.get_session(TENANT, session["session_id"]))
     assert ready["status"] == "READY", ready
     return ready
 
 
-def _run(node: Node, session: dict[str, Any], prompt_word: str) -> str:
+def _run(node: Node, session: SessionRecord, prompt_word: str) -> str:
     """A runtime execution with an offloaded state, a cached sub-call, and a trace."""
     engine = node.engine
     execution = engine.create(TENANT, session, mode="RUNTIME", question="", models={}, budgets={}, options={})

@@ -10,7 +10,7 @@ import pytest
 from rlm_rs.errors import RlmError
 from rlm_rs.storage import Storage
 from rlm_rs.storage._embedded import LocalBlobStore
-from rlm_rs.storage.interfaces import Condition
+from rlm_rs.storage.interfaces import BlobInfo, Condition
 from rlm_rs.storage.uploads import RawGrants, readable_raw_key, store_upload, upload_key
 
 
@@ -114,7 +114,7 @@ def test_raw_namespace_never_looks_at_a_key_it_refuses(storage: Storage) -> None
     seen: list[str] = []
     real_head = blobs.head
 
-    def head(key: str) -> object:
+    def head(key: str) -> BlobInfo | None:
         seen.append(key)
         return real_head(key)
 
@@ -123,7 +123,7 @@ def test_raw_namespace_never_looks_at_a_key_it_refuses(storage: Storage) -> None
         assert readable_raw_key(blobs, "acme", foreign, RawGrants()) is None
         assert readable_raw_key(blobs, "acme", missing, RawGrants()) is None
     finally:
-        del blobs.head  # type: ignore[method-assign]
+        del blobs.head
     assert seen == ["raw/acme/.absent", "raw/acme/.absent"]
 
 

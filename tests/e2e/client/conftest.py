@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ class Appliance:
     def url(self, transport: str) -> str:
         return self.http_url if transport == "http" else self.grpc_url
 
-    def control_plane_log_line(self, request_id: str, timeout: float = 5.0) -> dict:
+    def control_plane_log_line(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The control plane's log record of the call with this request id."""
         log = self.up.data_dir / "logs" / "control-plane.log"
         deadline = time.monotonic() + timeout

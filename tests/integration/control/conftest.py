@@ -70,7 +70,7 @@ class Api:
                     source_name=f"doc{index}.txt", mime_type="text/plain", raw_s3_uri=uri
                 )
             )
-        created = self.sessions.CreateSession(
+        created: session_pb2.Session = self.sessions.CreateSession(
             session_pb2.CreateSessionRequest(
                 ttl_minutes=30,
                 docs=docs,
@@ -84,7 +84,7 @@ class Api:
 
     def runtime_execution(self, **budgets: Any) -> str:
         """A runtime execution on a fresh ready session, with these budgets."""
-        created = self.executions.CreateRuntimeExecution(
+        created: execution_pb2.Execution = self.executions.CreateRuntimeExecution(
             execution_pb2.CreateRuntimeExecutionRequest(
                 session_id=self.ready_session(), budgets=Budgets(**budgets)
             ),
@@ -98,7 +98,8 @@ def error_code(error: grpc.RpcError) -> str:
     assert status is not None, error
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)
-    return info.reason
+    reason: str = info.reason
+    return reason
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import pytest
 
 from rlm_rs.control import services
 from rlm_rs.control.executions.events import EVENT_DATA_CHARS
+from rlm_rs.domain import EventType
 from rlm_rs.v1 import citation_pb2, execution_pb2, session_pb2
 from rlm_rs.v1.common_pb2 import Budgets, RlmRequest, SpanRef, ToolRequests
 from tests.integration.control.conftest import Api, error_code
@@ -156,8 +157,8 @@ def test_a_step_record_past_the_limit_fails_the_step(api: Api) -> None:
 
 def test_an_event_past_its_size_limit_keeps_only_its_size(api: Api) -> None:
     execution_id = api.runtime_execution()
-    record = api.plane.storage.metadata.get_execution("tenant-a", execution_id)
-    api.plane.engine.events.emit(record, 0, "tool_requests", {"llm": ["k" * 250] * 500})
+    record = api.plane.engine.get("tenant-a", execution_id)
+    api.plane.engine.events.emit(record, 0, EventType.TOOL_REQUESTS, {"llm": ["k" * 250] * 500})
     (event,) = api.plane.engine.events.after(execution_id)
     data = json.loads(event["data_json"])
     assert data["truncated"] is True and data["chars"] > EVENT_DATA_CHARS

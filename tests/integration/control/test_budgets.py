@@ -30,7 +30,7 @@ def _below_default(name: str) -> int | float:
 
 
 def test_every_budget_can_be_set_including_the_int64_ones(api: Api) -> None:
-    wanted = {name: _below_default(name) for name in BUDGETS}
+    wanted: dict[str, Any] = {name: _below_default(name) for name in BUDGETS}  # int and float fields
     record = _runtime(api, Budgets(**wanted))
     assert record["budgets_requested"] == wanted
     for name in ("max_llm_prompt_chars", "max_total_llm_prompt_chars", "max_state_chars"):

@@ -62,7 +62,7 @@ def test_watch_streams_an_answerer_execution_as_it_runs(api: Api) -> None:
         metadata=api.auth(),
         timeout=60,
     )
-    events = []
+    events: list[execution_pb2.ExecutionEvent] = []
     status_at_first_event = ""
     for event in stream:
         if not events:
@@ -179,7 +179,7 @@ RECALL = block(
 
 
 def followup(api: Api, execution_id: str, question: str, **options: Any) -> execution_pb2.Execution:
-    return api.executions.StartFollowup(
+    reply: execution_pb2.Execution = api.executions.StartFollowup(
         execution_pb2.StartFollowupRequest(
             execution_id=execution_id,
             question=question,
@@ -187,6 +187,7 @@ def followup(api: Api, execution_id: str, question: str, **options: Any) -> exec
         ),
         metadata=api.auth(),
     )
+    return reply
 
 
 def test_followup_starts_from_the_finished_executions_work(api: Api) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -25,8 +26,9 @@ FIND_AND_ANSWER = block(
 )
 
 
-def start(api: Api, session_id: str, question: str, **options: object) -> execution_pb2.Execution:
-    budgets = options.pop("budgets", None)
+def start(
+    api: Api, session_id: str, question: str, budgets: Budgets | None = None, **options: Any
+) -> execution_pb2.Execution:
     request = execution_pb2.StartExecutionRequest(
         session_id=session_id,
         question=question,
@@ -34,7 +36,8 @@ def start(api: Api, session_id: str, question: str, **options: object) -> execut
     )
     if budgets is not None:
         request.budgets.CopyFrom(budgets)
-    return api.executions.StartExecution(request, metadata=api.auth())
+    reply: execution_pb2.Execution = api.executions.StartExecution(request, metadata=api.auth())
+    return reply
 
 
 def test_answerer_loop_without_subcalls_cites_what_it_read(api: Api) -> None:
@@ -270,7 +273,7 @@ def test_execution_on_a_session_that_is_not_ready(api: Api) -> None:
 
 
 def runtime(api: Api, session_id: str) -> str:
-    created = api.executions.CreateRuntimeExecution(
+    created: execution_pb2.Execution = api.executions.CreateRuntimeExecution(
         execution_pb2.CreateRuntimeExecutionRequest(session_id=session_id), metadata=api.auth()
     )
     assert created.status == "RUNNING" and created.mode == "RUNTIME"

@@ -286,6 +286,7 @@ def test_quota_table_falls_back_per_field_and_rejects_nonsense() -> None:
     table = QuotaTable({"default": {"live_sessions": 5}, "tenants": {"big": {"running_executions": None}}})
     assert table.limits("any").live_sessions == 5 and table.limits("any").running_executions == 16
     assert table.limits("big").running_executions is None and table.limits("big").live_sessions == 5
+    bad: dict[str, Any]
     for bad in ({"default": {"sessions": 1}}, {"default": {"live_sessions": -1}}, {"other": {}}):
         with pytest.raises(ValueError):
             QuotaTable(bad)

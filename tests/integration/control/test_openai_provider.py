@@ -77,7 +77,8 @@ def openai_stack(settings: Settings) -> Iterator[Callable[..., execution_pb2.Exe
                 options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=30),
                 **fields,
             )
-            return stub.StartExecution(request, metadata=auth)
+            reply: execution_pb2.Execution = stub.StartExecution(request, metadata=auth)
+            return reply
 
         yield run
     finally:

@@ -70,7 +70,7 @@ def _tenant_b_objects(api: Api) -> dict[str, str]:
     }
 
 
-def _create(api: Api, uri: str) -> tuple[Any, str, str]:
+def _create(api: Api, uri: str) -> tuple[grpc.StatusCode, str, str | None]:
     with pytest.raises(grpc.RpcError) as caught:
         api.sessions.CreateSession(
             session_pb2.CreateSessionRequest(
@@ -103,7 +103,7 @@ def test_another_tenants_objects_are_refused_exactly_like_missing_ones(api: Api)
         outcomes["own_parsed_text"] = _create(api, own_parsed.text_s3_uri)  # internal, even its own
         outcomes["other_bucket"] = _create(api, "s3://another-bucket/" + foreign["upload"].split("/", 3)[3])
     finally:
-        del storage.blobs.head  # type: ignore[method-assign]
+        del storage.blobs.head
     assert missing == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "VALIDATION_ERROR",
@@ -156,7 +156,9 @@ def test_operator_grants_admit_a_shared_folder_for_one_tenant(tmp_path: Any) -> 
         )
         with pytest.raises(grpc.RpcError) as refused:
             stub.CreateSession(request, metadata=[("authorization", f"Bearer {key_b}")])
-        assert error_code(refused.value) == "VALIDATION_ERROR" and "does not exist" in refused.value.details()
+        assert error_code(refused.value) == "VALIDATION_ERROR" and "does not exist" in str(
+            refused.value.details()
+        )
     finally:
         channel.close()
         plane.stop(1)

@@ -8,8 +8,9 @@ import gzip
 import json
 import time
 
+from rlm_rs.control.sessions import load_session
 from rlm_rs.v1 import citation_pb2, execution_pb2
-from rlm_rs.v1.common_pb2 import Budgets
+from rlm_rs.v1.common_pb2 import Budgets, SpanRef
 from tests.integration.control.conftest import NOTES, REPORT, Api
 from tests.integration.control.test_executions import block, start
 
@@ -67,7 +68,7 @@ def _tree_script() -> list[dict[str, object]]:
     ]
 
 
-def _verify_all(api: Api, refs: list[object]) -> list[str]:
+def _verify_all(api: Api, refs: list[SpanRef]) -> list[str]:
     texts = []
     for ref in refs:
         verified = api.citations.VerifyCitation(
@@ -100,7 +101,8 @@ def test_depth_two_tree_answers_with_citations_that_verify_against_the_parent_se
     children = engine.children(parent)
     assert [(c["depth"], c["status"]) for c in children] == [(1, "COMPLETED"), (1, "COMPLETED")]
     risks, notes = children
-    assert risks["parent_execution_id"] == execution.execution_id and notes["corpus"][0]["whole"]
+    corpus = notes.get("corpus")
+    assert risks["parent_execution_id"] == execution.execution_id and corpus and corpus[0]["whole"]
     # span documents live only while their child runs
     assert not (engine.docs.cache_dir / "derived" / risks["execution_id"]).exists()
     (grandchild,) = engine.children(risks)
@@ -236,7 +238,9 @@ def test_long_history_is_compacted_by_a_sub_call_and_kept_in_state(api: Api) -> 
     assert "Summary of earlier work:\nSUMMARY: printed x four times" in roots[-1]
     # the prompt after a compaction is back under the threshold (chars / 4 tokens)
     assert len(roots[-1]) // 4 < 0.85 * 2_000
-    state = json.loads(engine.steps(engine.get("tenant-a", execution.execution_id))[-1]["state_json"])
+    state_json = engine.steps(engine.get("tenant-a", execution.execution_id))[-1]["state_json"]
+    assert state_json is not None
+    state = json.loads(state_json)
     assert state["_history"]["summary"] == "SUMMARY: printed x four times"
     assert state["_history"]["through_turn"] >= 1
     kinds = [e["type"] for e in engine.events.after(execution.execution_id)]
@@ -247,7 +251,7 @@ def test_long_history_is_compacted_by_a_sub_call_and_kept_in_state(api: Api) -> 
 
 def test_cancelling_a_parent_cancels_its_running_children(api: Api) -> None:
     engine = api.plane.engine
-    session = engine.storage.metadata.get_session("tenant-a", api.ready_session())
+    session = load_session(engine.storage, "tenant-a", api.ready_session())
     parent = engine.create(
         "tenant-a", session, mode="ANSWERER", question="p", models={}, budgets={}, options={}
     )
@@ -274,7 +278,7 @@ def test_cancelling_a_parent_cancels_its_running_children(api: Api) -> None:
 
 def test_a_queued_execution_is_leased_from_birth_so_the_sweep_leaves_it_alone(api: Api) -> None:
     engine = api.plane.engine
-    session = engine.storage.metadata.get_session("tenant-a", api.ready_session())
+    session = load_session(engine.storage, "tenant-a", api.ready_session())
     queued = engine.create(
         "tenant-a", session, mode="ANSWERER", question="q", models={}, budgets={}, options={}
     )

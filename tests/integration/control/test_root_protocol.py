@@ -15,7 +15,8 @@ def _start(api: Api, question: str) -> execution_pb2.Execution:
         question=question,
         options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=30),
     )
-    return api.executions.StartExecution(request, metadata=api.auth())
+    reply: execution_pb2.Execution = api.executions.StartExecution(request, metadata=api.auth())
+    return reply
 
 
 def _root_prompts(api: Api) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 from rlm_rs.sandbox.client import InProcessSandbox
 from rlm_rs.v1 import citation_pb2, execution_pb2, session_pb2
 from rlm_rs.v1.common_pb2 import LlmRequest, ToolRequests
-from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
+from rlm_rs.v1.sandbox_pb2 import PoolStatus, StepRequest, StepResult
 from tests.integration.control.conftest import Api, control_plane, error_code
 
 READ_AND_QUEUE = (
@@ -45,6 +45,9 @@ class GatedSandbox:
             assert self.gate.wait(30)
         return self.inner.run_step(request)
 
+    def status(self) -> PoolStatus:
+        return self.inner.status()
+
     def close(self) -> None:
         return None
 
@@ -64,13 +67,14 @@ def _runtime(api: Api, session_id: str) -> str:
     )
 
 
-def _step(api: Api, execution_id: str, code: str, resolve: bool = False) -> execution_pb2.StepResult:
-    return api.executions.RunStep(
+def _step(api: Api, execution_id: str, code: str, resolve: bool = False) -> StepResult:
+    result: StepResult = api.executions.RunStep(
         execution_pb2.RunStepRequest(
             execution_id=execution_id, code=code, options=execution_pb2.RunStepOptions(resolve_tools=resolve)
         ),
         metadata=api.auth(),
     )
+    return result
 
 
 def _reads(api: Api, session_id: str, execution_id: str, ref: Any) -> dict[str, Callable[[], Any]]:
@@ -281,6 +285,6 @@ def test_a_conflict_shows_no_storage_keys(gated: tuple[Api, GatedSandbox]) -> No
     slow.join(30)
     conflicts = [o for o in outcomes if isinstance(o, grpc.RpcError)]
     assert len(outcomes) == 2 and [error_code(c) for c in conflicts] == ["CONFLICT"], outcomes
-    shown = conflicts[0].details() + repr(rpc_status.from_call(conflicts[0]))
+    shown = f"{conflicts[0].details()}{rpc_status.from_call(conflicts[0])!r}"  # type: ignore[arg-type]
     for internal in ("state/", "SESSION#", "EXEC#", "tenant-a/", "parsed/"):
         assert internal not in shown, shown

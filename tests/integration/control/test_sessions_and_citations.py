@@ -88,7 +88,7 @@ def test_bad_session_requests_are_validation_errors(api: Api, docs: list, fragme
     with pytest.raises(grpc.RpcError) as caught:
         api.sessions.CreateSession(session_pb2.CreateSessionRequest(docs=docs), metadata=api.auth())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_code(caught.value) == "VALIDATION_ERROR" and fragment in caught.value.details()
+    assert error_code(caught.value) == "VALIDATION_ERROR" and fragment in str(caught.value.details())
 
 
 def test_get_span_and_verify_citation(api: Api) -> None:

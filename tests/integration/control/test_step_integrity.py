@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from rlm_rs.control.executions.claims import StepClaim
+from rlm_rs.domain.records import ExecutionRecord
 from rlm_rs.errors import RlmError
 from rlm_rs.storage.state import load_state
 from rlm_rs.v1 import execution_pb2
@@ -119,7 +120,7 @@ def test_a_step_while_tools_resolve_is_a_conflict(api: Api) -> None:
             return self.inner.complete(*args, **kwargs)
 
     engine = api.plane.engine
-    engine.resolver.provider = BlockingProvider(engine.resolver.provider)  # type: ignore[assignment]
+    engine.resolver.provider = BlockingProvider(engine.resolver.provider)
     execution_id = api.runtime_execution()
     requests = ToolRequests(llm=[LlmRequest(key="q", prompt="anything", temperature=0.5)])
     resolving = threading.Thread(
@@ -182,12 +183,12 @@ def test_a_writer_whose_claim_was_taken_over_cannot_commit(api: Api) -> None:
 def test_a_claim_is_refused_while_another_is_live_and_free_after_release(api: Api) -> None:
     execution_id = api.runtime_execution()
     metadata = api.plane.storage.metadata
-    first = StepClaim.take(metadata, metadata.get_execution("tenant-a", execution_id))
+    first = StepClaim.take(metadata, api.plane.engine.get("tenant-a", execution_id))
     with pytest.raises(RlmError) as caught:
-        StepClaim.take(metadata, metadata.get_execution("tenant-a", execution_id))
+        StepClaim.take(metadata, api.plane.engine.get("tenant-a", execution_id))
     assert caught.value.code == "CONFLICT" and caught.value.details["status"] == "RUNNING"
     first.release()
-    StepClaim.take(metadata, metadata.get_execution("tenant-a", execution_id)).release()
+    StepClaim.take(metadata, api.plane.engine.get("tenant-a", execution_id)).release()
 
 
 def test_a_runtime_execution_past_max_total_seconds_ends(api: Api) -> None:
@@ -241,7 +242,7 @@ def test_a_commit_that_loses_its_version_reports_why(api: Api, monkeypatch: pyte
     execution_id = api.runtime_execution()
     save = engine.records.save_state
 
-    def save_then_cancel(execution: dict[str, Any], turn: int, state_json: str, **kw: Any) -> None:
+    def save_then_cancel(execution: ExecutionRecord, turn: int, state_json: str, **kw: Any) -> None:
         save(execution, turn, state_json, **kw)
         if kw.get("sk") is None:  # the latest state: the last write before the update
             engine.cancel("tenant-a", execution_id)

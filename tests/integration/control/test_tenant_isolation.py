@@ -49,7 +49,7 @@ SESSION_METHODS = (
 )
 
 
-def _outcome(call: Callable[[], Any]) -> tuple[Any, str, str]:
+def _outcome(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str, str | None]:
     with pytest.raises(grpc.RpcError) as caught:
         call()
     return caught.value.code(), error_code(caught.value), caught.value.details()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 import httpx
 
 from tests.integration.gateway.conftest import DOC_TEXT, Stack
 
 
-def envelope(resp: httpx.Response, status: int, code: str) -> dict[str, object]:
+def envelope(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert resp.status_code == status, resp.text
     err = resp.json()["error"]
     assert set(err) == {"code", "message", "request_id", "details"}

@@ -17,7 +17,8 @@ ANSWER = "Revenue grew 12% to $4.5M in 2024."
 
 def read_sse(resp: httpx.Response) -> list[dict[str, Any]]:
     """The frames of an event stream: {"id", "event", "data"} (data parsed), comments skipped."""
-    frames, frame = [], {}
+    frames: list[dict[str, Any]] = []
+    frame: dict[str, Any] = {}
     for line in resp.iter_lines():
         if not line:
             if frame:

@@ -87,7 +87,7 @@ def test_slow_headers_silence_and_slow_bodies_are_cut_off_and_others_are_served(
     gateway: tuple[int, Path],
 ) -> None:
     port, log = gateway
-    stop, latencies = threading.Event(), []
+    stop, latencies = threading.Event(), list[float]()
     others = threading.Thread(target=fast_requests, args=(port, stop, latencies), daemon=True)
     others.start()
     results: dict[str, float | None] = {}

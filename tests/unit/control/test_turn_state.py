@@ -33,7 +33,12 @@ def test_the_usual_state_is_spliced_not_encoded(monkeypatch: pytest.MonkeyPatch)
     from rlm_rs.control.executions import turn
 
     encoded: list[Any] = []
-    monkeypatch.setattr(turn, "canonical_json", lambda value: encoded.append(value) or canonical_json(value))
+
+    def counting(value: Any) -> str:
+        encoded.append(value)
+        return canonical_json(value)
+
+    monkeypatch.setattr(turn, "canonical_json", counting)
     state = {"work": {"n": 1}, "_tool_status": {}}
     spliced = turn.with_budgets(state, canonical_json(state), {"turns_remaining": 3})
     assert spliced == '{"_budgets":{"turns_remaining":3},"_tool_status":{},"work":{"n":1}}'

@@ -43,11 +43,11 @@ def abort_with(context: grpc.ServicerContext, code: str, message: str, **meta: s
     context.abort_with_status(rpc_status.to_status(status))
 
 
-class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
+class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs
     """Replies chosen by the execution id; remembers the metadata it saw."""
 
     def __init__(self) -> None:
-        self.seen: list[dict[str, str]] = []
+        self.seen: list[dict[str, str | bytes]] = []
 
     def GetExecution(self, request: Any, context: grpc.ServicerContext) -> Any:
         self.seen.append({k: v for k, v in context.invocation_metadata()})

@@ -126,8 +126,10 @@ def _compare(where: str, rest_fields: dict[str, Any], descriptor: Descriptor, se
         if field.type != FieldDescriptor.TYPE_MESSAGE or proto.endswith(_JSON):
             continue
         target = field.message_type
+        assert target is not None
         if target.GetOptions().map_entry:
             target = target.fields_by_name["value"].message_type
+            assert target is not None
         refs = _refs(schema)
         if not refs:
             problems.append(f"{where}.{rest}: a message on the wire, no object schema in REST")

@@ -36,7 +36,11 @@ def waiter(scheduler: FairScheduler, tenant: str, order: list[str]) -> threading
 
 def wait_queued(scheduler: FairScheduler, count: int) -> None:
     give_up = time.monotonic() + 5
-    while sum(scheduler.snapshot()["queued"].values()) < count:  # type: ignore[union-attr]
+    while True:
+        queued = scheduler.snapshot()["queued"]
+        assert isinstance(queued, dict)
+        if sum(queued.values()) >= count:
+            return
         assert time.monotonic() < give_up
         time.sleep(0.005)
 
