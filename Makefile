@@ -39,6 +39,7 @@ lint: deps
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
+	$(UV) run --frozen lint-imports
 
 proto: deps
 	./scripts/gen_proto.sh

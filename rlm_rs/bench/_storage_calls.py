@@ -16,9 +16,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from rlm_rs.storage.keys import CACHE_PREFIX
+
 ITEM_CALLS = ("put", "get", "query", "query_index", "update", "delete")
 BLOB_CALLS = ("put", "get", "get_range", "head", "delete", "list", "delete_prefix")
-TOOL_PREFIXES = ("cache/",)  # the sub-call cache: tool resolution, not the turn
+TOOL_PREFIXES = (CACHE_PREFIX,)  # the sub-call cache: tool resolution, not the turn
 
 
 @dataclass(frozen=True)

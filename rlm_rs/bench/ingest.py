@@ -176,16 +176,18 @@ def _child(mode: str, kind: str, path: str, mime: str, data_dir: str, queue: Any
     from rlm_rs.ingestion.service import ParseRequest, ParseSource, handle_parse
     from rlm_rs.settings import Settings
     from rlm_rs.storage import open_storage
+    from rlm_rs.storage.keys import parsed_document_prefix
+    from rlm_rs.storage.uploads import upload_key
 
     data = Path(path).read_bytes()
     size = len(data)
     storage = open_storage(Settings(RLM_DATA_DIR=Path(data_dir)))
-    key = f"raw/bench/{Path(path).name}"
+    key = upload_key("bench", "ingest", Path(path).name)
     storage.blobs.put(key, data)
     request = ParseRequest(
         request_id="bench",
         source=ParseSource(s3_uri=storage.blobs.uri(key), mime_type=mime, source_name=Path(path).name),
-        output={"s3_prefix": f"parsed/bench/{mode}-{time.monotonic_ns()}/doc"},
+        output={"s3_prefix": parsed_document_prefix("bench", f"{mode}-{time.monotonic_ns()}", "doc")},
         options={"timeout_seconds": 600},
     )
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

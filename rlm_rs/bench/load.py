@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.ingestion.worker import IngestionWorker
     from rlm_rs.settings import Settings
     from rlm_rs.storage import open_storage
+    from rlm_rs.storage.uploads import store_upload
 
     # SIGTERM must still stop the stack (its processes run in their own sessions)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -173,13 +174,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             settings = Settings(RLM_DATA_DIR=root / "data")
             storage = open_storage(settings)
             key, _ = storage.metadata.create_api_key("load")
-            storage.blobs.put("raw/load/bench/harbour.txt", DOC)
+            uri = store_upload(storage.blobs, "load", "harbour.txt", DOC)
             headers = {"authorization": f"Bearer {key}"}
             stack._wait(lambda: httpx.get(f"{stack.base_url}/health/ready", timeout=2).status_code == 200,
                         "the gateway")  # fmt: skip
             created = httpx.post(f"{stack.base_url}/v1/sessions", headers=headers, timeout=30, json={
                 "docs": [{"source_name": "harbour.txt", "mime_type": "text/plain",
-                          "raw_s3_uri": storage.blobs.uri("raw/load/bench/harbour.txt")}]})  # fmt: skip
+                          "raw_s3_uri": uri}]})  # fmt: skip
             created.raise_for_status()
             session_id = created.json()["session_id"]
             IngestionWorker(storage, settings).run_once()

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.sandbox.client import InProcessSandbox
     from rlm_rs.settings import Settings
     from rlm_rs.storage import open_storage
+    from rlm_rs.storage.uploads import store_upload
     from rlm_rs.v1 import execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
 
     with tempfile.TemporaryDirectory(prefix="rlm-bench-orch-") as directory:
@@ -68,12 +69,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         key, _ = storage.metadata.create_api_key("bench")
         auth = [("authorization", f"Bearer {key}")]
         text = ("The Lisbon office grew fastest. " * 400).encode()
-        storage.blobs.put("raw/bench/u/bench.txt", text)
+        uri = store_upload(storage.blobs, "bench", "bench.txt", text)
         channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
         try:
             session = session_pb2_grpc.SessionServiceStub(channel).CreateSession(
                 session_pb2.CreateSessionRequest(docs=[session_pb2.DocumentInput(
-                    source_name="bench.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/bench/u/bench.txt")]),
+                    source_name="bench.txt", mime_type="text/plain", raw_s3_uri=uri)]),
                 metadata=auth)  # fmt: skip
             IngestionWorker(storage, settings).run_once()
             stub = execution_pb2_grpc.ExecutionServiceStub(channel)

@@ -26,14 +26,11 @@ from rlm_rs.citations import CitedDocument
 from rlm_rs.domain import PARSED_STATUSES, DocumentRecord
 from rlm_rs.errors import RlmError
 from rlm_rs.storage import Storage
+from rlm_rs.storage.keys import key_of, parsed_session_prefix
 from rlm_rs.textfile import TextFile
 from rlm_rs.v1.sandbox_pb2 import ContextDocument
 
 MAX_OPEN_TEXTS = 256
-
-
-def _key(uri: str) -> str:
-    return uri.split("/", 3)[3]
 
 
 class DocumentCache:
@@ -47,7 +44,7 @@ class DocumentCache:
         self._texts: collections.OrderedDict[str, TextFile] = collections.OrderedDict()
 
     def path(self, uri: str) -> str:
-        key = _key(uri)
+        key = key_of(uri)
         local = self.storage.blobs.local_path(key)
         if local is not None:
             return str(local)
@@ -107,9 +104,9 @@ class DocumentCache:
         """Forget a session's open texts and remove this node's copies of its
         files (S3 downloads, children's span documents); returns the number
         of files removed. The blobs themselves are the lifecycle's to delete."""
-        prefix = f"parsed/{tenant_id}/{session_id}/"
+        prefix = parsed_session_prefix(tenant_id, session_id)
         with self._lock:
-            for uri in [u for u in self._texts if _key(u).startswith(prefix)]:
+            for uri in [u for u in self._texts if key_of(u).startswith(prefix)]:
                 del self._texts[uri]
         folders = [self.cache_dir / prefix]
         folders += [self.cache_dir / "derived" / execution_id for execution_id in execution_ids]

@@ -32,13 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlm_rs.control.corpus import DocumentCache
-from rlm_rs.control.tools import llm_cache_object, session_cache_prefix
 from rlm_rs.domain import ExecutionStatus, SessionStatus
 from rlm_rs.errors import NotFound, RlmError
-from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.observability import get_logger
-from rlm_rs.storage import Storage
+from rlm_rs.storage import Storage, keys
 from rlm_rs.storage.metadata import PURGED, now_iso
+from rlm_rs.storage.search import SearchIndex
 
 SETTLE_SECONDS = 300.0  # longer than a turn in flight can take to end (root call + step)
 TOMBSTONE_SECONDS = 24 * 3600
@@ -68,15 +67,6 @@ class Purged:
     records: int = 0
     chunks: int = 0
     cached_files: int = 0
-
-
-def session_prefixes(tenant_id: str, session_id: str) -> tuple[str, ...]:
-    """The blob folders that belong to one session alone."""
-    return (
-        f"parsed/{tenant_id}/{session_id}/",
-        f"traces/{tenant_id}/{session_id}/",
-        f"contexts/{tenant_id}/{session_id}/",
-    )
 
 
 class SessionReaper:
@@ -141,18 +131,18 @@ class SessionReaper:
         tenant_id, session_id = session["tenant_id"], session["session_id"]
         executions = meta.list_executions(session_id)
         done = Purged()
-        for prefix in session_prefixes(tenant_id, session_id):
+        for prefix in keys.session_prefixes(tenant_id, session_id):
             done.blobs += blobs.delete_prefix(prefix)
         for execution in executions:
             execution_id = execution["execution_id"]
-            done.blobs += blobs.delete_prefix(f"state/{tenant_id}/{execution_id}/")
+            done.blobs += blobs.delete_prefix(keys.state_prefix(tenant_id, execution_id))
             done.records += meta.delete_execution_data(execution_id)
             if any(execution.get(k) != v for k, v in _CONTENT_FIELDS.items()):
                 with contextlib.suppress(RlmError):  # gone meanwhile (TTL)
                     meta.update_execution(session_id, execution_id, dict(_CONTENT_FIELDS))
-        markers = session_cache_prefix(tenant_id, session_id)
+        markers = keys.session_cache_prefix(tenant_id, session_id)
         for marker in list(blobs.list(markers)):
-            blobs.delete(llm_cache_object(tenant_id, marker[len(markers) :]))
+            blobs.delete(keys.llm_cache_key(tenant_id, marker[len(markers) :]))
             done.blobs += 1
         blobs.delete_prefix(markers)
         if self.search is not None:

@@ -177,7 +177,7 @@ class _Health:
 
     def report_components(self) -> None:
         try:
-            self.engine.storage.metadata.items.get("sessions", "HEALTH", "CHECK")
+            self.engine.storage.metadata.ping()
             self._set("storage", True)
         except Exception:
             self._set("storage", False)

@@ -30,23 +30,14 @@ from rlm_rs.control.costs import PriceTable, cost_spent
 from rlm_rs.control.subcalls import SubcallScheduler
 from rlm_rs.domain import Budgets, Consumed, SessionRecord, ToolStatus
 from rlm_rs.errors import ConflictError
-from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.observability import LLM_ERRORS, LLM_LATENCY, LLM_REQUESTS
 from rlm_rs.providers.base import CallContext, Provider, ProviderError
 from rlm_rs.storage import Storage
+from rlm_rs.storage.keys import llm_cache_key, session_cache_prefix
 from rlm_rs.storage.metadata import now_iso
+from rlm_rs.storage.search import SearchIndex
 from rlm_rs.tracing import span
 from rlm_rs.v1.common_pb2 import LlmRequest, SearchRequest, ToolRequests
-
-
-def llm_cache_object(tenant_id: str, digest: str) -> str:
-    """The blob key of one sub-call cache entry."""
-    return f"cache/{tenant_id}/llm/{digest}.json"
-
-
-def session_cache_prefix(tenant_id: str, session_id: str) -> str:
-    """Where the cache entries a session wrote are listed (one empty marker each)."""
-    return f"cache/{tenant_id}/sessions/{session_id}/"
 
 
 _ERROR_META_CHARS = 300
@@ -223,7 +214,7 @@ class ToolResolver:
         model = sub_model if request.model_hint in ("", "sub") else request.model_hint
         cacheable = request.temperature == 0
         digest = self.cache_key(tenant_id, model, request)
-        key = llm_cache_object(tenant_id, digest)
+        key = llm_cache_key(tenant_id, digest)
         if cacheable and self.storage.blobs.head(key) is not None:
             record = json.loads(self.storage.blobs.get(key))
             LLM_REQUESTS.labels(model=model, cache_hit="true").inc()

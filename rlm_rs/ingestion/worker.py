@@ -32,15 +32,16 @@ from typing import Any
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from rlm_rs.errors import RlmError
+from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.ingestion.scheduling import FairScheduler, PendingDocument
-from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.ingestion.service import ParseRequest, ParseSource, handle_parse
 from rlm_rs.observability import get_logger
 from rlm_rs.secrets import parser_auth_token
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
-from rlm_rs.storage.metadata import now_iso
+from rlm_rs.storage.keys import key_of, parsed_document_prefix
+from rlm_rs.storage.metadata import document_key, now_iso
+from rlm_rs.storage.search import SearchIndex
 
 _DONE = ("PARSED", "INDEXED")
 _IN_FLIGHT = ("REGISTERED", "PARSING", "INDEXING")
@@ -163,7 +164,7 @@ class IngestionWorker:
     def _process(self, session: dict[str, Any], doc: dict[str, Any]) -> int:
         meta = self.storage.metadata
         session_id, doc_id = session["session_id"], doc["doc_id"]
-        key = ("documents", f"SESSION#{session_id}", f"DOC#{doc_id}")
+        key = document_key(session_id, doc_id)
         leased = meta.acquire_lease(*key, owner=self.owner, ttl_seconds=self.lease_seconds)
         if leased is None or leased.get("ingest_status") not in _IN_FLIGHT:
             if leased is not None:
@@ -190,7 +191,7 @@ class IngestionWorker:
                 s3_etag=doc.get("raw_s3_etag"), mime_type=doc.get("mime_type") or "",
                 source_name=doc.get("source_name") or "",
             ),
-            output={"s3_prefix": f"parsed/{tenant}/{session_id}/{doc_id}"},
+            output={"s3_prefix": parsed_document_prefix(tenant, session_id, doc_id)},
             doc_id=doc_id,
         )  # fmt: skip
         try:
@@ -263,8 +264,7 @@ class IngestionWorker:
             return
         meta.update_document(session_id, doc_id, {"ingest_status": "INDEXING"},
                              from_statuses=("PARSED", "INDEXING"))  # fmt: skip
-        key = doc["text_s3_uri"].split("/", 3)[3]
-        text = self.storage.blobs.get(key).decode("utf-8")
+        text = self.storage.blobs.get(key_of(doc["text_s3_uri"])).decode("utf-8")
         chunks = self.search_index.index_document(session_id, doc_id, int(doc["doc_index"]), text)
         done = {"ingest_status": "INDEXED", "chunk_count": chunks}
         meta.update_document(session_id, doc_id, done, from_statuses=("INDEXING",))
@@ -297,9 +297,7 @@ class IngestionWorker:
                 {"status": decision, "total_chars": total_chars, "ready_at": now_iso()},
                 from_statuses=("CREATING",),
             )  # fmt: skip
-        except RlmError as exc:
-            if exc.code != "CONFLICT":  # another worker decided first
-                raise
+        except ConflictError:  # another worker decided first
             return True
         self.log.info("session_decided", session_id=session["session_id"], status=decision)
         return True

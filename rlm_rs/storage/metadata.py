@@ -65,6 +65,21 @@ def _listed(tenant_id: str, created_at: str, record_id: str) -> Item:
     return {"GSI3PK": f"TENANT#{tenant_id}", "GSI3SK": f"{created_at}#{record_id}"}
 
 
+def step_sk(turn: int) -> str:
+    """The sort key of one committed turn's step record (execution_state)."""
+    return f"STEP#{turn:06d}"
+
+
+def execution_key(session_id: str, execution_id: str) -> tuple[str, str, str]:
+    """(table, PK, SK) of an execution record: what acquire_lease/release_lease take."""
+    return ("executions", f"SESSION#{session_id}", f"EXEC#{execution_id}")
+
+
+def document_key(session_id: str, doc_id: str) -> tuple[str, str, str]:
+    """(table, PK, SK) of a document record: what acquire_lease/release_lease take."""
+    return ("documents", f"SESSION#{session_id}", f"DOC#{doc_id}")
+
+
 def _public(item: Item | None) -> Item | None:
     """The record without storage keys."""
     if item is None:
@@ -207,6 +222,22 @@ class MetadataStore:
         for item in items:
             self.items.delete("execution_state", item["PK"], item["SK"])
         return len(items)
+
+    # --- steps and events (execution_state; the state itself: storage/state.py) ---------
+    def list_steps(self, execution_id: str) -> list[Item]:
+        """The execution's step records (SK step_sk(turn)), unordered, state not read."""
+        return self.items.query("execution_state", f"EXEC#{execution_id}", "STEP#")
+
+    def put_event(self, execution_id: str, event_id: str, record: Item) -> None:
+        self.items.put("execution_state", {**record, "PK": f"EXEC#{execution_id}", "SK": f"EVENT#{event_id}"})
+
+    def list_events(self, execution_id: str) -> list[Item]:
+        """The execution's events, in event id order."""
+        return self.items.query("execution_state", f"EXEC#{execution_id}", "EVENT#")
+
+    def ping(self) -> None:
+        """One cheap read; raises when the store does not answer (health checks)."""
+        self.items.get("sessions", "HEALTH", "CHECK")
 
     def executions_with_status(self, status: str) -> list[Item]:
         """Every tenant's executions in `status` (internal: lease takeover sweeps)."""

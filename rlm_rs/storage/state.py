@@ -16,6 +16,7 @@ from typing import Any
 from rlm_rs.canonical import checksum_bytes
 from rlm_rs.errors import RlmError
 from rlm_rs.storage.interfaces import BlobStore, Item
+from rlm_rs.storage.keys import key_of, state_key
 from rlm_rs.storage.metadata import MetadataStore, now_iso
 
 INLINE_LIMIT_BYTES = 350_000
@@ -45,7 +46,7 @@ def save_state(
     if len(data) <= INLINE_LIMIT_BYTES:
         record["state_json"] = state_json
     else:
-        key = f"state/{tenant_id}/{execution_id}/state_{turn_index}.json.gz"
+        key = state_key(tenant_id, execution_id, turn_index)
         blobs.put(key, gzip.compress(data, mtime=0), content_type="application/gzip")
         record["state_s3_uri"] = blobs.uri(key)
     metadata.items.put("execution_state", record)
@@ -66,9 +67,7 @@ def read_state_record(blobs: BlobStore, record: Item) -> str:
     if record.get("state_json") is not None:
         text: str = record["state_json"]
     else:
-        uri: str = record["state_s3_uri"]
-        key = uri.split("/", 3)[3]
-        text = gzip.decompress(blobs.get(key)).decode("utf-8")
+        text = gzip.decompress(blobs.get(key_of(record["state_s3_uri"]))).decode("utf-8")
     if checksum_bytes(text.encode("utf-8")) != record["checksum"]:
         raise RlmError(
             "CHECKSUM_MISMATCH", "persisted state does not match its checksum",

@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from rlm_rs.errors import RlmError
 from rlm_rs.ingestion.parsers import EXTENSIONS, MIME_TYPES
 from rlm_rs.storage.interfaces import BlobStore, split_s3_uri, validate_key, validate_prefix
+from rlm_rs.storage.keys import INTERNAL_PREFIXES, RAW_PREFIX
 from rlm_rs.storage.metadata import now_iso, validate_tenant_id
 
-RAW_PREFIX = "raw/"
-# Written only by the appliance itself; never a caller's input.
-INTERNAL_PREFIXES = ("parsed/", "state/", "traces/", "cache/", "contexts/")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ ()+,=@-]")
 
 

@@ -26,7 +26,7 @@ from typing import Protocol
 from rlm_rs.control.executions.records import as_execution
 from rlm_rs.domain import ExecutionRecord, ExecutionStatus
 from rlm_rs.errors import ConflictError, RlmError
-from rlm_rs.storage.metadata import MetadataStore
+from rlm_rs.storage.metadata import MetadataStore, execution_key
 
 RUNNING = (ExecutionStatus.RUNNING,)
 
@@ -52,7 +52,7 @@ def lost(current: ExecutionRecord) -> RlmError:
 
 
 def _keys(execution: ExecutionRecord) -> tuple[str, str, str]:
-    return ("executions", f"SESSION#{execution['session_id']}", f"EXEC#{execution['execution_id']}")
+    return execution_key(execution["session_id"], execution["execution_id"])
 
 
 def _held_by_other(execution: ExecutionRecord, owner: str, now: float) -> bool:

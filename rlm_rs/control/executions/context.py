@@ -16,11 +16,11 @@ from rlm_rs.control.executions.records import Records
 from rlm_rs.control.executions.subcorpus import ManifestCache
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.tools import ToolResolver
-from rlm_rs.ingestion.search import SearchIndex
 from rlm_rs.providers.base import Provider
 from rlm_rs.sandbox.client import SandboxClient
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
+from rlm_rs.storage.search import SearchIndex
 
 TIMINGS_KEPT = 2_000
 

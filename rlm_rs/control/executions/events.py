@@ -33,7 +33,6 @@ EVENT_TEXT_CHARS = 2_000
 EVENT_DATA_CHARS = 32_000  # a whole event's data; past it only its size is kept
 STATUS_SEQ = 9999
 _MAX_TRACKED = 10_000
-_TABLE = "execution_state"
 
 
 def clip(text: str, limit: int = EVENT_TEXT_CHARS) -> str:
@@ -72,11 +71,10 @@ class EventLog:
         data_json = canonical_json(data)
         if len(data_json) > EVENT_DATA_CHARS:
             data_json = canonical_json({"truncated": True, "chars": len(data_json)})
-        self.storage.metadata.items.put(
-            _TABLE,
+        self.storage.metadata.put_event(
+            execution_id,
+            eid,
             {
-                "PK": f"EXEC#{execution_id}",
-                "SK": f"EVENT#{eid}",
                 "event_id": eid,
                 "execution_id": execution_id,
                 "type": str(kind),
@@ -91,7 +89,7 @@ class EventLog:
 
     def after(self, execution_id: str, after_event_id: str = "") -> list[EventRecord]:
         """Events with ids past `after_event_id`, in order."""
-        items = self.storage.metadata.items.query(_TABLE, f"EXEC#{execution_id}", "EVENT#")
+        items = self.storage.metadata.list_events(execution_id)
         events = [
             EventRecord(
                 event_id=item["event_id"],

@@ -35,6 +35,7 @@ from rlm_rs.observability import (
     EXECUTION_TURNS,
     EXECUTIONS,
 )
+from rlm_rs.storage import keys
 from rlm_rs.storage.metadata import now_iso
 from rlm_rs.v1.common_pb2 import Span, SpanRef
 from rlm_rs.v1.sandbox_pb2 import ContextDocument
@@ -109,7 +110,7 @@ def _results(
         "contexts": contexts,
     }
     if sum(c["text_char_length"] for c in contexts) > CONTEXTS_INLINE_LIMIT_CHARS:
-        key = f"contexts/{execution['tenant_id']}/{session_id}/{execution['execution_id']}.json"
+        key = keys.contexts_key(execution["tenant_id"], session_id, execution["execution_id"])
         ctx.storage.blobs.put(key, canonical_json(contexts).encode("utf-8"))
         changes.update(contexts_s3_uri=ctx.storage.blobs.uri(key), contexts=None)
     return changes

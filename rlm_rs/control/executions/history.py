@@ -30,7 +30,7 @@ log = get_logger(component="history")
 
 def committed_turns(storage: Storage, execution_id: str) -> list[dict[str, Any]]:
     """{turn, code, stdout, error} of every committed turn, in order."""
-    items = storage.metadata.items.query("execution_state", f"EXEC#{execution_id}", "STEP#")
+    items = storage.metadata.list_steps(execution_id)
     turns = []
     for item in sorted(items, key=lambda i: int(i["turn_index"])):
         error = item.get("error") or {}

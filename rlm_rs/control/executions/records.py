@@ -39,10 +39,6 @@ def initial_state() -> State:
     return {"work": {}, "_tool_results": {"llm": {}, "search": {}}, "_tool_status": {}}
 
 
-def step_sk(turn: int) -> str:
-    return f"STEP#{turn:06d}"
-
-
 def elapsed_ms(execution: ExecutionRecord) -> int:
     return int((time.time() - float(execution.get("started_epoch") or time.time())) * 1000)
 
@@ -163,9 +159,7 @@ class Records:
     def steps(self, execution: ExecutionRecord, *, with_state: bool = True) -> list[StepRecord]:
         """The step records in turn order; `with_state` False leaves an
         offloaded state unread (read_state_record reads one later)."""
-        items = self.storage.metadata.items.query(
-            "execution_state", f"EXEC#{execution['execution_id']}", "STEP#"
-        )
+        items = self.storage.metadata.list_steps(execution["execution_id"])
         items.sort(key=lambda item: int(item["turn_index"]))
         if with_state:
             for item in items:

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from rlm_rs.canonical import canonical_json
-from rlm_rs.storage import Storage
+from rlm_rs.storage import Storage, keys
 
 TRACE_VERSION = "1.1"  # the trace schema this document follows (docs/api.md#traces)
 _REDACTED_FIELDS = (
@@ -76,14 +76,13 @@ def _span_ref(ref: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_trace(storage: Storage, uri: str) -> dict[str, Any]:
-    key = uri.split("/", 3)[3]
-    loaded: dict[str, Any] = json.loads(gzip.decompress(storage.blobs.get(key)))
+    loaded: dict[str, Any] = json.loads(gzip.decompress(storage.blobs.get(keys.key_of(uri))))
     return loaded
 
 
 def write_trace(storage: Storage, trace: dict[str, Any]) -> str:
     """Store `trace` as given: the caller passes the redacted form when
     redact_trace is set (the same object it returns inline)."""
-    key = f"traces/{trace['tenant_id']}/{trace['session_id']}/{trace['execution_id']}.json.gz"
+    key = keys.trace_key(trace["tenant_id"], trace["session_id"], trace["execution_id"])
     storage.blobs.put(key, gzip.compress(canonical_json(trace).encode("utf-8"), mtime=0))
     return storage.blobs.uri(key)

@@ -29,7 +29,7 @@ from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.finish import finish
 from rlm_rs.control.executions.inline import InlineResolver
-from rlm_rs.control.executions.records import State, step_sk
+from rlm_rs.control.executions.records import State
 from rlm_rs.control.limits import bound_step_result
 from rlm_rs.control.tools import Resolution
 from rlm_rs.domain import (
@@ -45,6 +45,7 @@ from rlm_rs.errors import ConflictError, RlmError, SandboxUnavailable
 from rlm_rs.observability import bind_log_context, get_logger
 from rlm_rs.providers.base import Completion
 from rlm_rs.sandbox.policy import with_defaults
+from rlm_rs.storage.metadata import step_sk
 from rlm_rs.tracing import span as trace_span
 from rlm_rs.v1.common_pb2 import ErrorDetail, ToolRequests
 from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult

@@ -169,7 +169,7 @@ def test_every_node_drops_its_own_copies_of_a_deleted_session(node: Node, tmp_pa
     """Node A deletes a session; node B (its own document cache and search
     index on the same shared storage) drops its copies on its next sweep."""
     from rlm_rs.control.corpus import DocumentCache
-    from rlm_rs.ingestion.search import SearchIndex
+    from rlm_rs.storage.search import SearchIndex
 
     meta = node.storage.metadata
     b_docs = DocumentCache(node.storage, tmp_path / "node-b" / "doc-cache")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlm_rs.domain.records import ExecutionRecord
 from rlm_rs.providers.base import CallContext, Completion
 from rlm_rs.sandbox.client import Inline, InProcessSandbox
 from rlm_rs.v1 import execution_pb2
@@ -145,7 +146,7 @@ def test_a_recursion_bomb_through_rlm_query_stops_at_max_depth_and_budgets(api: 
     execution = start(api, api.ready_session(), "[bomb] go", budgets=Budgets(max_depth=2, max_rlm_subcalls=3))
     assert execution.status == "COMPLETED", execution.error
     engine = api.plane.engine
-    tree: list[dict[str, Any]] = []
+    tree: list[ExecutionRecord] = []
     frontier = [engine.get("tenant-a", execution.execution_id)]
     while frontier:
         node = frontier.pop()

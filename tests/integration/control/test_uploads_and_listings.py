@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -140,10 +141,10 @@ def test_executions_are_listed_newest_first_by_session_and_status(api: Api) -> N
         execution_pb2.CancelExecutionRequest(execution_id=started[0]), metadata=api.auth()
     )
 
-    def listed(**filters: object) -> list[str]:
+    def listed(**filters: Any) -> list[str]:  # str and int fields of the request
         page = api.executions.ListExecutions(
             execution_pb2.ListExecutionsRequest(**filters), metadata=api.auth()
-        )  # type: ignore[arg-type]
+        )
         return [e.execution_id for e in page.executions]
 
     assert listed() == list(reversed(started))

@@ -1,0 +1,75 @@
+"""Every blob key of the store, named in one place (docs/storage.md).
+
+Callers ask for "the trace of this execution" or "this session's parsed
+folder"; only this module knows the layout. A static test
+(tests/static/test_storage_keys.py) fails when code outside rlm_rs/storage
+spells a key prefix itself. Must never take a caller-supplied key: raw
+uploads are named by uploads.py, which checks who may name what.
+"""
+
+from __future__ import annotations
+
+from rlm_rs.storage.interfaces import split_s3_uri
+
+RAW_PREFIX = "raw/"
+PARSED_PREFIX = "parsed/"
+STATE_PREFIX = "state/"
+TRACES_PREFIX = "traces/"
+CONTEXTS_PREFIX = "contexts/"
+CACHE_PREFIX = "cache/"
+# Written only by the appliance itself; never a caller's input.
+INTERNAL_PREFIXES = (PARSED_PREFIX, STATE_PREFIX, TRACES_PREFIX, CACHE_PREFIX, CONTEXTS_PREFIX)
+
+
+def key_of(uri: str) -> str:
+    """The object key of one of this store's `s3://bucket/key` URIs."""
+    return split_s3_uri(uri)[1]
+
+
+# --- parsed documents (the ingestion worker writes, the control plane reads) -----------
+def parsed_document_prefix(tenant_id: str, session_id: str, doc_id: str) -> str:
+    """The parser's output folder of one document (text.txt, meta.json, offsets.json)."""
+    return f"{PARSED_PREFIX}{tenant_id}/{session_id}/{doc_id}"
+
+
+def parsed_session_prefix(tenant_id: str, session_id: str) -> str:
+    return f"{PARSED_PREFIX}{tenant_id}/{session_id}/"
+
+
+# --- executions ---------------------------------------------------------------------------
+def state_key(tenant_id: str, execution_id: str, turn_index: int) -> str:
+    """An offloaded state (storage/state.py)."""
+    return f"{STATE_PREFIX}{tenant_id}/{execution_id}/state_{turn_index}.json.gz"
+
+
+def state_prefix(tenant_id: str, execution_id: str) -> str:
+    return f"{STATE_PREFIX}{tenant_id}/{execution_id}/"
+
+
+def trace_key(tenant_id: str, session_id: str, execution_id: str) -> str:
+    return f"{TRACES_PREFIX}{tenant_id}/{session_id}/{execution_id}.json.gz"
+
+
+def contexts_key(tenant_id: str, session_id: str, execution_id: str) -> str:
+    """CONTEXTS mode's contexts when they are too large to keep inline."""
+    return f"{CONTEXTS_PREFIX}{tenant_id}/{session_id}/{execution_id}.json"
+
+
+def session_prefixes(tenant_id: str, session_id: str) -> tuple[str, ...]:
+    """The blob folders that belong to one session alone."""
+    return (
+        parsed_session_prefix(tenant_id, session_id),
+        f"{TRACES_PREFIX}{tenant_id}/{session_id}/",
+        f"{CONTEXTS_PREFIX}{tenant_id}/{session_id}/",
+    )
+
+
+# --- the sub-call cache ---------------------------------------------------------------------
+def llm_cache_key(tenant_id: str, digest: str) -> str:
+    """The blob key of one sub-call cache entry."""
+    return f"{CACHE_PREFIX}{tenant_id}/llm/{digest}.json"
+
+
+def session_cache_prefix(tenant_id: str, session_id: str) -> str:
+    """Where the cache entries a session wrote are listed (one empty marker each)."""
+    return f"{CACHE_PREFIX}{tenant_id}/sessions/{session_id}/"
