@@ -39,7 +39,6 @@ from rlm_rs.storage.search import SearchIndex
 from rlm_rs.tracing import span
 from rlm_rs.v1.common_pb2 import LlmRequest, SearchRequest, ToolRequests
 
-
 _ERROR_META_CHARS = 300
 
 

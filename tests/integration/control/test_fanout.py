@@ -92,7 +92,12 @@ def test_one_tenants_fan_out_does_not_starve_another(api: Api) -> None:
     big = api.runtime_execution(max_tool_requests_per_step=1_000, max_llm_subcalls=1_000)
     small = other.runtime_execution()
     big_done = threading.Event()
-    runner = threading.Thread(target=lambda: (_fan_out_step(api, big, 1_000), big_done.set()))
+
+    def run_big() -> None:
+        _fan_out_step(api, big, 1_000)
+        big_done.set()
+
+    runner = threading.Thread(target=run_big)
     runner.start()
     while slow.running < 20:
         time.sleep(0.005)

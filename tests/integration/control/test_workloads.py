@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def _below_default(name: str) -> int | float:
     return field.unit(field.default / 2) if field.default else field.unit(1)
 
 
-WANTED = {name: _below_default(name) for name in BUDGETS}
+WANTED: dict[str, Any] = {name: _below_default(name) for name in BUDGETS}  # int and float fields
 
 
 def _effective(api: Api, execution_id: str) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def _effective(api: Api, execution_id: str) -> dict[str, Any]:
 
 
 def _runtime(api: Api, session_id: str, budgets: Budgets | None = None) -> str:
-    created = api.executions.CreateRuntimeExecution(
+    created: execution_pb2.Execution = api.executions.CreateRuntimeExecution(
         execution_pb2.CreateRuntimeExecutionRequest(session_id=session_id, budgets=budgets),
         metadata=api.auth(),
     )
@@ -71,7 +72,7 @@ def test_a_budget_above_the_pools_ceiling_is_refused_naming_budget_and_ceiling(t
     with control_plane(tmp_path, RLM_SANDBOX_POLICY_JSON=POOL_CAP) as api:
         session_id = api.ready_session()
         over = Budgets(max_tool_requests_per_step=51)
-        attempts = [
+        attempts: list[Callable[[], object]] = [
             lambda: _runtime(api, session_id, over),
             lambda: api.executions.StartExecution(
                 execution_pb2.StartExecutionRequest(session_id=session_id, question="q", budgets=over),
