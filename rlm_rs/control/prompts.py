@@ -12,6 +12,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from rlm_rs.domain.budgets import BUDGETS
+from rlm_rs.limits import MAX_BATCH_PROMPTS
+
 _TRUNCATE = 4_000
 _HISTORY_CODE_CHARS = 1_500
 _HISTORY_OUTPUT_CHARS = 1_000
@@ -30,7 +33,13 @@ def system_prompt(
     contexts: bool,
     max_stdout_chars: int,
     rlm: bool = False,
+    limits: Mapping[str, Any] | None = None,
 ) -> str:
+    """The root model's system prompt. `limits` are the execution's effective
+    budgets (rlm_rs/domain/budgets.py names; missing ones take the defaults):
+    the prompt states them and its examples are sized by them."""
+    numbers = {name: field.default for name, field in BUDGETS.items()}
+    numbers.update({k: v for k, v in (limits or {}).items() if k in numbers})
     tool_lines = ""
     if subcalls:
         tool_lines += (
@@ -47,9 +56,11 @@ def system_prompt(
         )
     if search:
         tool_lines += "`tool.queue_search(key, query, k=10)` finds candidate spans; "
-    inline_lines = _inline_lines(subcalls, rlm)
     subcall_rule = (
-        "use sub-calls only for semantic judgement on small pieces, never one per chunk of everything. "
+        "decide with code what code can decide and ask sub-calls for semantic judgement. When every "
+        "record or chunk must be judged (counting, classifying, aggregating), batch: many records in "
+        "each prompt, many prompts in each llm_query_batched call, then aggregate the answers in code "
+        "in the same step. "
         if subcalls
         else "sub-calls are disabled for this run: answer with code alone. "
     )
@@ -63,12 +74,137 @@ def system_prompt(
     return _template("root.md").format(
         doc_count=doc_count,
         tool_lines=tool_lines,
-        inline_lines=inline_lines,
+        inline_lines=_inline_lines(subcalls, rlm),
         subcall_rule=subcall_rule,
         max_stdout_chars=max_stdout_chars,
+        results_line=_results_line(subcalls or rlm or search),
+        limits_line=_limits_line(subcalls, numbers),
         pattern_tail="ask sub-calls inline for what code cannot judge, use the answers," if subcalls else "",
+        examples=examples(subcalls=subcalls, rlm=rlm, contexts=contexts, limits=numbers),
         contexts_addendum=addendum,
     )
+
+
+def _results_line(tools: bool) -> str:
+    """Where answers appear: inline in the step, queued ones for one step in state."""
+    if not tools:
+        return ""
+    return (
+        "Where results appear: inline calls return their answers in the same step. Queued tools' results "
+        'are in state["_tool_results"][kind][key] with state["_tool_status"][key] (pending, resolved or '
+        "error) for the next step only, then they leave the state: copy what you need into "
+        'state["work"].\n'
+    )
+
+
+def _limits_line(subcalls: bool, limits: Mapping[str, Any]) -> str:
+    """The effective caps this run's steps meet (the turn prompt's "Budget left" shows what remains)."""
+    step_seconds, state_chars = _number(limits["max_step_seconds"]), _number(limits["max_state_chars"])
+    line = f"This run's limits: {step_seconds} s of compute per step"
+    if subcalls:
+        subcalls_total = _number(limits["max_llm_subcalls"])
+        per_step = _number(limits["max_tool_requests_per_step"])
+        prompt_chars = _number(limits["max_llm_prompt_chars"])
+        line += (
+            f"; {subcalls_total} sub-calls in all; up to {MAX_BATCH_PROMPTS} prompts per llm_query_batched "
+            f"call or queued batch; {per_step} queued requests per step (each prompt of a batch is one); "
+            f"prompts up to {prompt_chars} chars each"
+        )
+    return line + f"; state up to {state_chars} chars. Each turn shows the budget left.\n"
+
+
+def _number(value: Any) -> str:
+    number = float(value)
+    return f"{int(number):,}" if number.is_integer() else f"{number:g}"
+
+
+def examples(*, subcalls: bool, rlm: bool, contexts: bool, limits: Mapping[str, Any] | None = None) -> str:
+    """The prompt's example steps for this variant, as ```repl blocks (each runs
+    unchanged in the sandbox: tests/unit/control/test_prompt_examples.py)."""
+    numbers = {name: field.default for name, field in BUDGETS.items()}
+    numbers.update(limits or {})
+    steps = [_EXAMPLE_READ]
+    if subcalls:
+        per_step = max(min(MAX_BATCH_PROMPTS, int(numbers["max_tool_requests_per_step"])), 1)
+        steps.append((_EXAMPLE_BATCH[0], _EXAMPLE_BATCH[1].replace("BATCH", str(MAX_BATCH_PROMPTS))))
+        steps.append((_EXAMPLE_QUEUED[0], _EXAMPLE_QUEUED[1].replace("PER_STEP", str(per_step))))
+        steps.append(_EXAMPLE_QUEUED_NEXT)
+    if rlm:
+        steps.append(_EXAMPLE_RLM)
+    steps.append(_EXAMPLE_CONTEXTS if contexts else _EXAMPLE_FINAL)
+    return "".join(f"{title}:\n```repl\n{code.strip()}\n```\n" for title, code in steps)
+
+
+_EXAMPLE_READ = (
+    "Look, then read around hits",
+    r"""
+doc = context[0]
+print(len(context), len(doc), doc[:300])
+hits = doc.find("refund", max_hits=5)
+for hit in hits:
+    print(hit["start_char"], doc[max(hit["start_char"] - 100, 0):hit["end_char"] + 100])
+state["work"]["refund_hits"] = [hit["start_char"] for hit in hits]
+""",
+)
+_EXAMPLE_BATCH = (
+    "Judge every record: many per prompt, many prompts per call, aggregate in the same step",
+    r"""
+lines = [line for line in context[0][0:len(context[0])].split("\n") if line.strip()]
+chunks = ["\n".join(lines[i:i + 50]) for i in range(0, len(lines), 50)]
+ask = 'How many of these records are complaints? Answer as JSON {"complaints": n}.\n'
+prompts = [ask + chunk for chunk in chunks]
+answers = []
+for i in range(0, len(prompts), BATCH):
+    answers += llm_query_batched(prompts[i:i + BATCH])
+total = 0
+for text in answers:
+    found = re.search(r'"complaints":\s*(\d+)', text)
+    total += int(found.group(1)) if found else 0
+state["work"]["complaints"] = total
+print(len(prompts), "prompts,", total, "complaints")
+""",
+)
+_EXAMPLE_QUEUED = (
+    "The queued form (answers next step)",
+    r"""
+lines = [line for line in context[0][0:20000].split("\n") if line.strip()]
+prompts = ["Summarise in one line:\n" + "\n".join(lines[i:i + 50]) for i in range(0, len(lines), 50)]
+tool.queue_llm_batch("summaries", prompts[:PER_STEP])
+tool.YIELD("waiting for summaries")
+""",
+)
+_EXAMPLE_QUEUED_NEXT = (
+    "The next step reads them (and keeps what it needs)",
+    r"""
+results = state["_tool_results"]["llm_batch"]["summaries"]["results"]
+state["work"]["summaries"] = [r["text"] for r in results if r["text"]]
+print(state["_tool_status"]["summaries"], len(state["work"]["summaries"]))
+""",
+)
+_EXAMPLE_RLM = (
+    "A child RLM over one document",
+    r"""
+answer = rlm_query("Which decisions were taken, and when?", doc_indices=[len(context) - 1])
+state["work"]["decisions"] = answer
+print(answer)
+""",
+)
+_EXAMPLE_FINAL = (
+    "Answer",
+    r"""
+hits = context[0].find("refund", max_hits=1)
+first = hits[0]["text"] if hits else "none"
+tool.FINAL(f"{len(state['work'].get('refund_hits', []))} refund mentions; first: {first}")
+""",
+)
+_EXAMPLE_CONTEXTS = (
+    "Mark the passages that answer (CONTEXTS mode)",
+    r"""
+for hit in context[0].find("refund", max_hits=3):
+    context[0].slice(hit["start_char"], hit["end_char"] + 200, tag="context")
+tool.FINAL("done")
+""",
+)
 
 
 def _inline_lines(subcalls: bool, rlm: bool) -> str:

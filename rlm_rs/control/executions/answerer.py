@@ -75,6 +75,7 @@ class Loop:
             max_stdout_chars=int(budgets["max_stdout_chars"]),
             rlm=int(budgets["max_rlm_subcalls"]) > 0
             and int(execution.get("depth") or 0) < int(budgets["max_depth"]),
+            limits=budgets,
         )
         turns = history.committed_turns(ctx.storage, execution["execution_id"])
         state, state_json = ctx.records.load_state_text(execution)
