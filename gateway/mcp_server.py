@@ -1,4 +1,5 @@
-"""The MCP server (docs/api.md#mcp): the spec's eleven tools plus rlm_start_followup, over the HTTP API.
+"""The MCP server (docs/api.md#mcp): the spec's eleven tools plus rlm_start_followup, rlm_upload
+and the listings (rlm_list_sessions, rlm_list_executions), over the HTTP API.
 
 A thin client of the REST gateway (RLM_BASE_URL) built on the official `mcp`
 SDK (2.x `MCPServer`), served over stdio or streamable HTTP. Tool inputs are
@@ -24,6 +25,8 @@ gateway's slow-client deadlines (gateway/http_protocol.py).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -105,11 +108,29 @@ class RlmApi:
             return {"authorization": f"Bearer {caller.token}"}
         return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
-    async def request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        content_type: str = "",
+    ) -> dict[str, Any]:
+        """One REST call: a JSON `body`, or raw `content` (an upload); `params`
+        is the query string (None values left out)."""
         if isinstance(body, BaseModel):
             body = body.model_dump(exclude_none=True)
+        headers = self._authorization()
+        extra: dict[str, Any] = {"json": body}
+        if content is not None:
+            headers["content-type"] = content_type or "application/octet-stream"
+            extra = {"content": content}
+        if params:
+            extra["params"] = {k: v for k, v in params.items() if v is not None}
         try:
-            resp = await self._client.request(method, path, json=body, headers=self._authorization())
+            resp = await self._client.request(method, path, headers=headers, **extra)
         except httpx.HTTPError as exc:
             raise ToolError(f"RLM API unreachable: {type(exc).__name__}") from None
         try:
@@ -166,6 +187,54 @@ def build_server(
             budgets_default=budgets_default,
         )
         return await api.request("POST", "/v1/sessions", body)
+
+    @server.tool()
+    async def rlm_upload(
+        file_name: str,
+        content: str | None = None,
+        content_base64: str | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload one document (text as `content`, or any file as `content_base64`);
+        returns its raw_s3_uri for rlm_create_session. The type defaults to the one
+        file_name's extension implies (.pdf, .docx, .html, .md, .txt). For large
+        files use POST /v1/uploads or the Python client, which stream."""
+        if (content is None) == (content_base64 is None):
+            raise ToolError(_envelope("VALIDATION_ERROR", "give exactly one of content and content_base64"))
+        if content is not None:
+            data = content.encode("utf-8")
+        else:
+            try:
+                data = base64.b64decode(content_base64 or "", validate=True)
+            except (binascii.Error, ValueError):
+                raise ToolError(_envelope("VALIDATION_ERROR", "content_base64 is not base64")) from None
+        return await api.request(
+            "POST",
+            "/v1/uploads",
+            params={"file_name": file_name},
+            content=data,
+            content_type=content_type or "",
+        )
+
+    @server.tool()
+    async def rlm_list_sessions(
+        status: str | None = None, page_size: int | None = None, page_token: str | None = None
+    ) -> dict[str, Any]:
+        """Your sessions, newest first: {sessions, next_page_token} (pass the token back for more)."""
+        query = {"status": status, "page_size": page_size, "page_token": page_token}
+        return await api.request("GET", "/v1/sessions", params=query)
+
+    @server.tool()
+    async def rlm_list_executions(
+        session_id: str | None = None,
+        status: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        """Your executions, newest first, optionally of one session and in one status:
+        {executions, next_page_token}."""
+        query = {"session_id": session_id, "status": status, "page_size": page_size, "page_token": page_token}
+        return await api.request("GET", "/v1/executions", params=query)
 
     @server.tool()
     async def rlm_get_session(session_id: str) -> dict[str, Any]:
@@ -258,6 +327,9 @@ def build_server(
 
 
 TOOL_NAMES = (
+    "rlm_upload",
+    "rlm_list_sessions",
+    "rlm_list_executions",
     "rlm_create_session",
     "rlm_get_session",
     "rlm_delete_session",
@@ -271,6 +343,10 @@ TOOL_NAMES = (
     "rlm_get_span",
     "rlm_verify_citation",
 )
+
+
+def _envelope(code: str, message: str) -> str:
+    return json.dumps({"error": {"code": code, "message": message}}, sort_keys=True)
 
 
 def _seg(value: str) -> str:

@@ -2,7 +2,7 @@
 
     from rlm_rs.client import Client
     client = Client("http://127.0.0.1:8080", api_key)        # or grpc://127.0.0.1:50051
-    session = client.sessions.create(docs=["s3://rlm-rs/raw/acme/…/log.txt"], progress=print)
+    session = client.sessions.create(files=["report.pdf"], progress=print)   # upload, create, READY
     answer = session.ask("When was the light first lit?")     # citations verified
 
 The URL picks the transport (`http(s)://` → the REST gateway, `grpc(s)://` or
@@ -78,6 +78,8 @@ from rlm_rs.client.types import (
     ToolRequests,
     ToolResolution,
     ToolResults,
+    UploadInfo,
+    UploadProgress,
 )
 
 __version__ = "0.1.0"
@@ -143,6 +145,8 @@ __all__ = [
     "ToolResolution",
     "ToolResults",
     "UnauthorizedError",
+    "UploadInfo",
+    "UploadProgress",
     "UpstreamError",
     "ValidationError",
     "WaitTimeoutError",

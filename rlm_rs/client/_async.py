@@ -25,12 +25,14 @@ from rlm_rs.client._common import (
     DEFAULT_ASK_TIMEOUT,
     DEFAULT_READY_TIMEOUT,
     WAIT_CHUNK_SECONDS,
+    UploadFile,
     create_session_params,
     execution_params,
     new_request_id,
     parse_target,
     poll_interval,
     run_step_params,
+    upload_source,
 )
 from rlm_rs.client._grpc import AsyncGrpcTransport
 from rlm_rs.client._http import AsyncHttpTransport
@@ -60,6 +62,8 @@ from rlm_rs.client.types import (
     StepResult,
     ToolRequests,
     ToolResolution,
+    UploadInfo,
+    UploadProgress,
 )
 
 Progress = Any  # Callable[[AsyncSession], None | Awaitable[None]]
@@ -67,7 +71,7 @@ Progress = Any  # Callable[[AsyncSession], None | Awaitable[None]]
 _VERIFY_CONCURRENCY = 8
 
 
-async def _report(progress: Progress, session: AsyncSession) -> None:
+async def _report(progress: Progress, session: AsyncSession | UploadProgress) -> None:
     result = progress(session)
     if asyncio.iscoroutine(result):
         await result
@@ -101,6 +105,7 @@ class AsyncClient:
         self.sessions = AsyncSessions(self)
         self.executions = AsyncExecutions(self)
         self.citations = AsyncCitations(self)
+        self.uploads = AsyncUploads(self)
 
     @property
     def transport(self) -> str:
@@ -215,8 +220,9 @@ class AsyncSessions:
 
     async def create(
         self,
-        docs: Sequence[DocumentInput | str | Mapping[str, Any]],
+        docs: Sequence[DocumentInput | str | Mapping[str, Any]] = (),
         *,
+        files: Sequence[UploadFile] = (),
         ttl_minutes: int | None = None,
         enable_search: bool | None = None,
         readiness_mode: str | None = None,
@@ -227,8 +233,12 @@ class AsyncSessions:
         timeout: float | None = DEFAULT_READY_TIMEOUT,
     ) -> AsyncSession:
         """As `Sessions.create`; `progress` may be a plain function or a coroutine function."""
+        uploaded = [
+            (await self._client.uploads.upload(f, progress=progress, index=i, files=len(files))).document()
+            for i, f in enumerate(files)
+        ]
         params = create_session_params(
-            docs,
+            [*uploaded, *docs],
             ttl_minutes=ttl_minutes,
             enable_search=enable_search,
             readiness_mode=readiness_mode,
@@ -270,6 +280,68 @@ class AsyncSessions:
     async def delete(self, session_id: str) -> str:
         return str((await self._client.call("DeleteSession", {"session_id": session_id})).get("status", ""))
 
+    async def list(
+        self, *, status: str | None = None, page_size: int = 0, limit: int | None = None
+    ) -> AsyncIterator[AsyncSession]:
+        """As `Sessions.list`: an async iterator."""
+        params = {"status": status or "", "page_size": page_size}
+        async for item in _paged(self._client, "ListSessions", "sessions", params, limit):
+            yield self._bind(item)
+
+
+async def _paged(
+    client: AsyncClient, name: str, key: str, params: Mapping[str, Any], limit: int | None
+) -> AsyncIterator[Mapping[str, Any]]:
+    token, count = "", 0
+    while True:
+        page = await client.call(name, {**params, "page_token": token})
+        for item in page.get(key) or []:
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield item
+        token = str(page.get("next_page_token") or "")
+        if not token or (limit is not None and count >= limit):
+            return
+
+
+# ---------------------------------------------------------------- uploads
+class AsyncUploads:
+    def __init__(self, client: AsyncClient):
+        self._client = client
+
+    async def upload(
+        self,
+        file: UploadFile,
+        *,
+        file_name: str | None = None,
+        content_type: str | None = None,
+        progress: Progress = None,
+        index: int = 0,
+        files: int = 1,
+    ) -> UploadInfo:
+        """As `Uploads.upload`; `progress` may be a coroutine function. The file
+        is read in pieces on the event loop's thread (local reads of 1 MiB)."""
+        source = upload_source(file, file_name, content_type)
+        request_id = new_request_id()
+
+        async def pieces() -> AsyncIterator[bytes]:
+            sent = 0
+            for piece in source.open():
+                sent += len(piece)
+                yield piece
+                if progress is not None:
+                    await _report(progress, source.progress(index, files, sent))
+            if progress is not None:
+                await _report(progress, source.progress(index, files, sent, done=True))
+
+        async def attempt() -> dict[str, Any]:
+            return await self._client._transport.upload(
+                source.file_name, source.content_type, pieces(), request_id
+            )
+
+        return UploadInfo.from_json(await self._client.retry.acall("Upload", False, attempt))
+
 
 # ---------------------------------------------------------------- executions
 class AsyncExecutions:
@@ -309,6 +381,19 @@ class AsyncExecutions:
         params = execution_params(question=question, models=models, budgets=budgets)
         data = await self._client.call("StartFollowup", {"execution_id": execution_id, **params})
         return Execution.from_json(data)
+
+    async def list(
+        self,
+        *,
+        session_id: str | None = None,
+        status: str | None = None,
+        page_size: int = 0,
+        limit: int | None = None,
+    ) -> AsyncIterator[Execution]:
+        """As `Executions.list`: an async iterator."""
+        params = {"session_id": session_id or "", "status": status or "", "page_size": page_size}
+        async for item in _paged(self._client, "ListExecutions", "executions", params, limit):
+            yield Execution.from_json(item)
 
     async def get(self, execution_id: str) -> Execution:
         return Execution.from_json(await self._client.call("GetExecution", {"execution_id": execution_id}))

@@ -9,13 +9,15 @@ on a Unix socket. Anything else is refused, never guessed.
 
 from __future__ import annotations
 
+import os
+import posixpath
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
-from rlm_rs.client.types import DocumentInput, Json, docs_json
+from rlm_rs.client.types import MIME_TYPES, DocumentInput, Json, UploadProgress, docs_json
 
 # Answerer runs end within max_total_seconds (ceiling 3,600 s); ask() waits this
 # long by default before WaitTimeoutError.
@@ -117,3 +119,72 @@ def run_step_params(code: str, state: Mapping[str, Any] | None, resolve_tools: b
 def poll_interval(attempt: int) -> float:
     """Seconds between session polls: quick at first, then every 2 s."""
     return min(2.0, 0.2 * 1.5**attempt)
+
+
+# ---------------------------------------------------------------- uploads
+# An upload is read from its source in pieces of this size (the progress
+# callback's step) and sent as gRPC UploadChunk messages of UPLOAD_CHUNK_BYTES
+# (well under the server's smallest sensible RLM_MAX_REQUEST_BYTES).
+UPLOAD_PIECE_BYTES = 1024 * 1024
+UPLOAD_CHUNK_BYTES = 128 * 1024
+# An upload may take as long as its size needs.
+UPLOAD_TIMEOUT = 3600.0
+
+UploadFile = str | os.PathLike[str] | bytes | IO[bytes]
+
+
+@dataclass(frozen=True)
+class UploadSource:
+    """One file to upload, readable again from the start for each attempt."""
+
+    file_name: str
+    content_type: str
+    size: int | None
+    open: Callable[[], Iterator[bytes]]
+
+    def progress(self, index: int, files: int, sent: int, done: bool = False) -> UploadProgress:
+        return UploadProgress(self.file_name, index, files, sent, self.size, done)
+
+
+def upload_source(
+    source: UploadFile, file_name: str | None = None, content_type: str | None = None
+) -> UploadSource:
+    """A path, bytes or a binary file object (seekable to be retried) as an UploadSource.
+    The content type defaults to the one the name's extension implies, else
+    application/octet-stream (the server then infers it from the name, or refuses)."""
+    size: int | None
+    opener: Callable[[], Iterator[bytes]]
+    if isinstance(source, bytes):
+        data = source
+        name = file_name or "upload"
+        size = len(data)
+
+        def opener() -> Iterator[bytes]:
+            for start in range(0, len(data), UPLOAD_PIECE_BYTES):
+                yield data[start : start + UPLOAD_PIECE_BYTES]
+
+    elif isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        name = file_name or os.path.basename(path)
+        size = os.path.getsize(path)
+
+        def opener() -> Iterator[bytes]:
+            with open(path, "rb") as handle:
+                while piece := handle.read(UPLOAD_PIECE_BYTES):
+                    yield piece
+
+    else:
+        handle = source
+        name = file_name or os.path.basename(str(getattr(handle, "name", "") or "")) or "upload"
+        start = handle.tell() if handle.seekable() else None
+        size = None
+
+        def opener() -> Iterator[bytes]:
+            if start is not None:
+                handle.seek(start)
+            while piece := handle.read(UPLOAD_PIECE_BYTES):
+                yield piece
+
+    if not content_type:
+        content_type = MIME_TYPES.get(posixpath.splitext(name)[1].lower(), "application/octet-stream")
+    return UploadSource(file_name=name, content_type=content_type, size=size, open=opener)

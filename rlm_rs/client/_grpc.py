@@ -11,18 +11,19 @@ answer at all (UNAVAILABLE, a deadline, without ErrorInfo) is an
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
 import grpc.aio
 from google.rpc import error_details_pb2, status_pb2
 
+from rlm_rs.client._common import UPLOAD_CHUNK_BYTES, UPLOAD_TIMEOUT
 from rlm_rs.client._ops import Op
 from rlm_rs.client._proto import from_json, to_json
 from rlm_rs.client.errors import RlmClientError, RlmConnectionError, api_error
 from rlm_rs.errors import code_for_grpc_status
-from rlm_rs.v1 import citation_pb2_grpc, execution_pb2, execution_pb2_grpc, session_pb2_grpc
+from rlm_rs.v1 import citation_pb2_grpc, execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
 
 REQUEST_ID_KEY = "x-request-id"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -91,6 +92,32 @@ def _watch_request(execution_id: str, after: str) -> execution_pb2.WatchExecutio
     return execution_pb2.WatchExecutionRequest(execution_id=execution_id, after_event_id=after)
 
 
+def _chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    for piece in pieces:
+        for start in range(0, len(piece), UPLOAD_CHUNK_BYTES):
+            yield piece[start : start + UPLOAD_CHUNK_BYTES]
+
+
+def _upload_messages(
+    file_name: str, content_type: str, pieces: Iterator[bytes]
+) -> Iterator[session_pb2.UploadChunk]:
+    """The Upload stream: a naming chunk, the data, and the `last` mark."""
+    yield session_pb2.UploadChunk(file_name=file_name, content_type=content_type)
+    for data in _chunked(pieces):
+        yield session_pb2.UploadChunk(data=data)
+    yield session_pb2.UploadChunk(last=True)
+
+
+async def _async_upload_messages(
+    file_name: str, content_type: str, pieces: AsyncIterator[bytes]
+) -> AsyncIterator[session_pb2.UploadChunk]:
+    yield session_pb2.UploadChunk(file_name=file_name, content_type=content_type)
+    async for piece in pieces:
+        for data in _chunked(iter([piece])):
+            yield session_pb2.UploadChunk(data=data)
+    yield session_pb2.UploadChunk(last=True)
+
+
 class _Stubs:
     def __init__(self, channel: Any):
         self.sessions = session_pb2_grpc.SessionServiceStub(channel)
@@ -123,6 +150,20 @@ class GrpcTransport:
         try:
             reply = self._stubs.method(op)(
                 request, metadata=_metadata(self._api_key, request_id), timeout=op.deadline(params)
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, request_id) from None
+        return to_json(reply)
+
+    def upload(
+        self, file_name: str, content_type: str, pieces: Iterator[bytes], request_id: str
+    ) -> dict[str, Any]:
+        """The client-streaming Upload: the pieces in UPLOAD_CHUNK_BYTES messages."""
+        try:
+            reply = self._stubs.sessions.Upload(
+                _upload_messages(file_name, content_type, pieces),
+                metadata=_metadata(self._api_key, request_id),
+                timeout=UPLOAD_TIMEOUT,
             )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, request_id) from None
@@ -174,6 +215,19 @@ class AsyncGrpcTransport:
         try:
             reply = await self._open().method(op)(
                 request, metadata=_metadata(self._api_key, request_id), timeout=op.deadline(params)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, request_id) from None
+        return to_json(reply)
+
+    async def upload(
+        self, file_name: str, content_type: str, pieces: AsyncIterator[bytes], request_id: str
+    ) -> dict[str, Any]:
+        try:
+            reply = await self._open().sessions.Upload(
+                _async_upload_messages(file_name, content_type, pieces),
+                metadata=_metadata(self._api_key, request_id),
+                timeout=UPLOAD_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, request_id) from None

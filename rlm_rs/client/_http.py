@@ -10,13 +10,14 @@ and never logs the API key.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from rlm_rs.client._ops import WATCH_PATH, Op
+from rlm_rs.client._common import UPLOAD_TIMEOUT
+from rlm_rs.client._ops import UPLOAD_PATH, WATCH_PATH, Op
 from rlm_rs.client.errors import RlmApiError, RlmConnectionError, api_error
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -177,6 +178,16 @@ def _event_of(frame: SseFrame, request_id: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _upload_args(file_name: str, content_type: str, request_id: str) -> dict[str, Any]:
+    return {
+        "method": "POST",
+        "url": UPLOAD_PATH,
+        "params": {"file_name": file_name},
+        "headers": {REQUEST_ID_HEADER: request_id, "content-type": content_type},
+        "timeout": httpx.Timeout(UPLOAD_TIMEOUT, connect=CONNECT_TIMEOUT),
+    }
+
+
 # ---------------------------------------------------------------- transports
 class HttpTransport:
     """Sync REST transport over one httpx.Client (connection pooling, keep-alive)."""
@@ -190,6 +201,16 @@ class HttpTransport:
     def call(self, op: Op, params: Mapping[str, Any], request_id: str) -> dict[str, Any]:
         try:
             response = self._http.request(**_request_args(op, params, request_id))
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from None
+        return _reply(response, request_id)
+
+    def upload(
+        self, file_name: str, content_type: str, pieces: Iterator[bytes], request_id: str
+    ) -> dict[str, Any]:
+        """POST /v1/uploads with the pieces as a chunked body (never joined)."""
+        try:
+            response = self._http.request(**_upload_args(file_name, content_type, request_id), content=pieces)
         except httpx.TransportError as exc:
             raise connection_error(exc) from None
         return _reply(response, request_id)
@@ -224,6 +245,17 @@ class AsyncHttpTransport:
     async def call(self, op: Op, params: Mapping[str, Any], request_id: str) -> dict[str, Any]:
         try:
             response = await self._http.request(**_request_args(op, params, request_id))
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from None
+        return _reply(response, request_id)
+
+    async def upload(
+        self, file_name: str, content_type: str, pieces: AsyncIterator[bytes], request_id: str
+    ) -> dict[str, Any]:
+        try:
+            response = await self._http.request(
+                **_upload_args(file_name, content_type, request_id), content=pieces
+            )
         except httpx.TransportError as exc:
             raise connection_error(exc) from None
         return _reply(response, request_id)

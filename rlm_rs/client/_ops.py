@@ -114,9 +114,16 @@ OPS: dict[str, Op] = {
            _fixed(DEFAULT_TIMEOUT)),
         Op("VerifyCitation", _C, "POST", "/v1/citations/verify", citation_pb2.VerifyCitationRequest, True,
            _fixed(DEFAULT_TIMEOUT)),
+        Op("ListSessions", _S, "GET", "/v1/sessions", session_pb2.ListSessionsRequest, True,
+           _fixed(DEFAULT_TIMEOUT), query=("status", "page_size", "page_token")),
+        Op("ListExecutions", _E, "GET", "/v1/executions", execution_pb2.ListExecutionsRequest, True,
+           _fixed(DEFAULT_TIMEOUT), query=("session_id", "status", "page_size", "page_token")),
     )
 }  # fmt: skip
 
-# The event stream (WatchExecution / GET .../events) is resumable by event id;
-# each transport implements it apart from the table.
+# The event stream (WatchExecution / GET .../events) is resumable by event id,
+# and an upload (SessionService/Upload / POST /v1/uploads) is a client stream;
+# each transport implements them apart from the table. An upload creates a new
+# object each time: it is not idempotent (a repeat stores a second copy).
+UPLOAD_PATH = "/v1/uploads"
 WATCH_PATH = "/v1/executions/{execution_id}/events"

@@ -23,12 +23,14 @@ from rlm_rs.client._common import (
     DEFAULT_ASK_TIMEOUT,
     DEFAULT_READY_TIMEOUT,
     WAIT_CHUNK_SECONDS,
+    UploadFile,
     create_session_params,
     execution_params,
     new_request_id,
     parse_target,
     poll_interval,
     run_step_params,
+    upload_source,
 )
 from rlm_rs.client._grpc import GrpcTransport
 from rlm_rs.client._http import HttpTransport
@@ -58,6 +60,7 @@ from rlm_rs.client.types import (
     StepResult,
     ToolRequests,
     ToolResolution,
+    UploadInfo,
 )
 
 Progress = Any  # Callable[[Session], None]; Any keeps the public signature readable
@@ -97,6 +100,7 @@ class Client:
         self.sessions = Sessions(self)
         self.executions = Executions(self)
         self.citations = Citations(self)
+        self.uploads = Uploads(self)
 
     @property
     def transport(self) -> str:
@@ -217,8 +221,9 @@ class Sessions:
 
     def create(
         self,
-        docs: Sequence[DocumentInput | str | Mapping[str, Any]],
+        docs: Sequence[DocumentInput | str | Mapping[str, Any]] = (),
         *,
+        files: Sequence[UploadFile] = (),
         ttl_minutes: int | None = None,
         enable_search: bool | None = None,
         readiness_mode: str | None = None,
@@ -228,11 +233,19 @@ class Sessions:
         progress: Progress = None,
         timeout: float | None = DEFAULT_READY_TIMEOUT,
     ) -> Session:
-        """Create a session over uploaded documents (`s3://` URIs as `rlm-rs upload`
-        prints them, or `DocumentInput`s) and, unless `wait=False`, wait until it
-        is READY, calling `progress(session)` whenever its ingestion moves on."""
+        """Create a session and, unless `wait=False`, wait until it is READY.
+
+        The documents are `files` (paths, bytes or binary file objects: each is
+        uploaded first, `progress(UploadProgress)` after every MiB) followed by
+        `docs` (already uploaded: `s3://` URIs, `DocumentInput`s or
+        `UploadInfo.document()`s). While it waits, `progress(session)` is
+        called whenever its ingestion moves on."""
+        uploaded = [
+            self._client.uploads.upload(f, progress=progress, index=i, files=len(files)).document()
+            for i, f in enumerate(files)
+        ]
         params = create_session_params(
-            docs,
+            [*uploaded, *docs],
             ttl_minutes=ttl_minutes,
             enable_search=enable_search,
             readiness_mode=readiness_mode,
@@ -275,6 +288,75 @@ class Sessions:
     def delete(self, session_id: str) -> str:
         """Delete the session (its executions are cancelled); the new status, DELETING."""
         return str(self._client.call("DeleteSession", {"session_id": session_id}).get("status", ""))
+
+    def list(
+        self, *, status: str | None = None, page_size: int = 0, limit: int | None = None
+    ) -> Iterator[Session]:
+        """The caller's sessions, newest first (pages followed lazily; at most `limit`)."""
+        params = {"status": status or "", "page_size": page_size}
+        for item in _paged(self._client, "ListSessions", "sessions", params, limit):
+            yield self._bind(item)
+
+
+def _paged(
+    client: Client, name: str, key: str, params: Mapping[str, Any], limit: int | None
+) -> Iterator[Mapping[str, Any]]:
+    """Every item of a listing, following next_page_token."""
+    token, count = "", 0
+    while True:
+        page = client.call(name, {**params, "page_token": token})
+        for item in page.get(key) or []:
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield item
+        token = str(page.get("next_page_token") or "")
+        if not token or (limit is not None and count >= limit):
+            return
+
+
+# ---------------------------------------------------------------- uploads
+class Uploads:
+    """`client.uploads`: files into the appliance (POST /v1/uploads or gRPC Upload), streamed."""
+
+    def __init__(self, client: Client):
+        self._client = client
+
+    def upload(
+        self,
+        file: UploadFile,
+        *,
+        file_name: str | None = None,
+        content_type: str | None = None,
+        progress: Progress = None,
+        index: int = 0,
+        files: int = 1,
+    ) -> UploadInfo:
+        """Upload one file (a path, bytes, or a binary file object), read and
+        sent in pieces, never whole; `progress(UploadProgress)` after each MiB.
+        A refused attempt (RATE_LIMITED, a connection that never opened) is
+        repeated from the start of the file."""
+        source = upload_source(file, file_name, content_type)
+        request_id = new_request_id()
+
+        def pieces() -> Iterator[bytes]:
+            sent = 0
+            for piece in source.open():
+                sent += len(piece)
+                yield piece
+                if progress is not None:
+                    progress(source.progress(index, files, sent))
+            if progress is not None:
+                progress(source.progress(index, files, sent, done=True))
+
+        reply = self._client.retry.call(
+            "Upload",
+            False,
+            lambda: self._client._transport.upload(
+                source.file_name, source.content_type, pieces(), request_id
+            ),
+        )
+        return UploadInfo.from_json(reply)
 
 
 # ---------------------------------------------------------------- executions
@@ -322,6 +404,21 @@ class Executions:
 
     def get(self, execution_id: str) -> Execution:
         return Execution.from_json(self._client.call("GetExecution", {"execution_id": execution_id}))
+
+    def list(
+        self,
+        *,
+        session_id: str | None = None,
+        status: str | None = None,
+        page_size: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[Execution]:
+        """The caller's top-level executions, newest first, optionally of one
+        session and in one status (pages followed lazily; at most `limit`).
+        Each is the view without contexts, trace and children."""
+        params = {"session_id": session_id or "", "status": status or "", "page_size": page_size}
+        for item in _paged(self._client, "ListExecutions", "executions", params, limit):
+            yield Execution.from_json(item)
 
     def wait(self, execution_id: str, *, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Execution:
         """The execution once it has ended; WaitTimeoutError if it still runs after `timeout`."""

@@ -936,5 +936,51 @@ class Answer:
         return self.text
 
 
+@dataclass(frozen=True)
+class UploadInfo:
+    """A stored upload (POST /v1/uploads, gRPC Upload): `raw_s3_uri` names it in a session."""
+
+    upload_id: str
+    raw_s3_uri: str
+    file_name: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UploadInfo:
+        return cls(
+            upload_id=_str(data.get("upload_id")),
+            raw_s3_uri=_str(data.get("raw_s3_uri")),
+            file_name=_str(data.get("file_name")),
+            content_type=_str(data.get("content_type")),
+            size_bytes=_int(data.get("size_bytes")),
+            sha256=_str(data.get("sha256")),
+            created_at=_time(data.get("created_at")),
+        )
+
+    def document(self, source_name: str | None = None) -> DocumentInput:
+        """The session document this upload is."""
+        return DocumentInput(
+            source_name=source_name or self.file_name, mime_type=self.content_type, raw_s3_uri=self.raw_s3_uri
+        )
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """How far one file of an upload has gone (`progress` callbacks).
+
+    `index` counts the files of one `sessions.create(files=...)` from 0;
+    `total_bytes` is None when the size is not known in advance."""
+
+    file_name: str
+    index: int
+    files: int
+    sent_bytes: int
+    total_bytes: int | None
+    done: bool = False
+
+
 def docs_json(docs: Sequence[DocumentInput | str | Mapping[str, Any]]) -> list[Json]:
     return [DocumentInput.coerce(d).to_json() for d in docs]

@@ -150,3 +150,29 @@ def test_stream_upload_checks_type_size_and_content_before_keeping_anything(stor
             stream_upload(storage.blobs, "t1", name, content_type, iter(chunks), limit)
         assert caught.value.code == code, (name, content_type)
     assert list(storage.blobs.list("raw/t1/")) == [stored.raw_s3_uri.split("/", 3)[3]]
+
+
+def test_create_tables_adds_the_listing_index_to_an_older_dynamodb_table(moto_endpoint: str) -> None:
+    """A table made before GSI3 existed gets it from `storage init` (create_tables)."""
+    from rlm_rs.storage._aws import DynamoItemStore
+
+    store = DynamoItemStore(region="us-east-1", table_prefix="old_rlm_", endpoint_url=moto_endpoint)
+    store.client.create_table(
+        TableName="old_rlm_sessions",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("PK", "SK", "GSI1PK")],
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "GSI1",
+                "KeySchema": [{"AttributeName": "GSI1PK", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    store.create_tables()
+    indexes = store.client.describe_table(TableName="old_rlm_sessions")["Table"]["GlobalSecondaryIndexes"]
+    assert "GSI3" in {index["IndexName"] for index in indexes}
+    store.create_tables()  # idempotent
+    store.put("sessions", {"PK": "TENANT#t", "SK": "SESSION#s", "GSI3PK": "TENANT#t", "GSI3SK": "2026#s"})
+    assert [i["SK"] for i in store.query_newest("sessions", "TENANT#t", limit=5)] == ["SESSION#s"]

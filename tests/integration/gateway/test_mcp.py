@@ -1,5 +1,6 @@
 """The MCP server with the SDK's own client, against the running gateway: all
-twelve tools (the spec's eleven and rlm_start_followup) over stdio, and the
+fifteen tools (the spec's eleven, rlm_start_followup, rlm_upload and the two
+listings) over stdio, and the
 streamable-HTTP transport, which requires each caller's own API key (401
 before any tool runs without one) and acts with it."""
 
@@ -45,9 +46,18 @@ async def exercise_all_tools(session: ClientSession, stack: Stack) -> set[str]:
     schema = next(t for t in tools.tools if t.name == "rlm_get_span").input_schema
     assert schema["properties"]["start_char"]["type"] == "integer"
 
-    doc = {"source_name": "again.txt", "mime_type": "text/plain", "raw_s3_uri": stack.raw_uri}
+    uploaded = await call("rlm_upload", file_name="mcp notes.md", content="# From MCP\nRevenue grew.\n")
+    assert uploaded["content_type"] == "text/markdown" and "/raw/t1/" in uploaded["raw_s3_uri"]
+    binary = await call("rlm_upload", file_name="b.txt", content_base64="aGVsbG8K", content_type="text/plain")
+    assert binary["size_bytes"] == 6
+    refused = await session.call_tool("rlm_upload", {"file_name": "a.txt"})
+    assert refused.is_error and '"VALIDATION_ERROR"' in getattr(refused.content[0], "text", "")
+    doc = {"source_name": "again.md", "mime_type": "text/markdown", "raw_s3_uri": uploaded["raw_s3_uri"]}
     created = await call("rlm_create_session", docs=[doc], ttl_minutes=30)
     assert created["status"] == "CREATING"
+    listed = await call("rlm_list_sessions", page_size=1)
+    assert [s["session_id"] for s in listed["sessions"]] == [created["session_id"]]
+    assert listed["next_page_token"]
     got = await call("rlm_get_session", session_id=stack.session_id)
     assert got["status"] == "READY"
     deleted = await call("rlm_delete_session", session_id=created["session_id"])
@@ -65,6 +75,10 @@ async def exercise_all_tools(session: ClientSession, stack: Stack) -> set[str]:
         options={"synchronous": True, "synchronous_timeout_seconds": 20},
     )
     assert followed["followup_of"] == started["execution_id"] and followed["status"] == "COMPLETED"
+    executions = await call("rlm_list_executions", session_id=stack.session_id, status="COMPLETED")
+    assert [e["execution_id"] for e in executions["executions"][:2]] == [
+        followed["execution_id"], started["execution_id"],
+    ]  # fmt: skip
 
     runtime = await call("rlm_runtime_create_execution", session_id=stack.session_id)
     step = await call(

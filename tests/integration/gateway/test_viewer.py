@@ -61,3 +61,26 @@ def test_viewer_without_a_key_asks_for_one_and_shows_no_data(stack: Stack) -> No
     assert 'id="auth" style="display: block;"' in dom and "loading" in dom
     bad = httpx.get(f"{stack.base_url}/v1/executions/..%2F..%2Fetc/view")
     assert bad.status_code in (404, 422) and "error" in bad.json()
+
+
+def test_viewer_index_lists_the_callers_recent_executions_with_links(stack: Stack) -> None:
+    with stack.client() as client:
+        created = client.post(
+            f"/v1/sessions/{stack.session_id}/executions",
+            json={"question": "And the revenue, briefly?", "options": {"synchronous": True}},
+        )
+        assert created.status_code == 201, created.text
+    execution_id = created.json()["execution_id"]
+    page = httpx.get(f"{stack.base_url}/v1/view")
+    assert page.status_code == 200 and "default-src 'none'" in page.headers["content-security-policy"]
+    assert execution_id not in page.text  # the page itself carries no data
+    dom = _chromium("--dump-dom", f"{stack.base_url}/v1/view#key={stack.api_key}").stdout
+    link = f'href="/v1/executions/{execution_id}/view#key={stack.api_key}"'
+    assert link in dom and dom.index(execution_id) < dom.index("</tbody>")
+    first_row = dom[dom.index("<tbody") :].split("</tr>")[0]
+    assert execution_id in first_row and "COMPLETED" in first_row  # newest first
+    assert "Revenue grew 12%" in first_row
+    other = _chromium("--dump-dom", f"{stack.base_url}/v1/view#key={stack.other_key}").stdout
+    assert execution_id not in other and stack.session_id not in other  # another tenant sees none of it
+    asked = _chromium("--dump-dom", f"{stack.base_url}/v1/view").stdout
+    assert 'id="auth" style="display: block;"' in asked and "exec_" not in asked

@@ -18,8 +18,8 @@ def test_every_operation_declares_the_error_envelope() -> None:
     ops = [(p, meth, op) for p, item in doc["paths"].items() for meth, op in item.items()]
     # The spec's 13 operations (docs/api.md#rest-api) plus the trace viewer (GET /v1/executions/{id}/view),
     # the event stream (GET .../events), follow-ups (POST .../followups), uploads (POST /v1/uploads)
-    # and the listings (GET /v1/sessions, GET /v1/executions)
-    assert len([p for p, _, _ in ops if p.startswith("/v1/")]) == 19
+    # the listings (GET /v1/sessions, GET /v1/executions) and the viewer's index (GET /v1/view)
+    assert len([p for p, _, _ in ops if p.startswith("/v1/")]) == 20
     for path, _method, op in ops:
         if path == "/health/live":
             continue

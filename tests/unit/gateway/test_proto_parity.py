@@ -41,6 +41,7 @@ OPERATIONS: dict[tuple[str, str], type[Any]] = {
 # REST operations that send no request of their own.
 NO_RPC = {
     ("GET", "/v1/executions/{execution_id}/view"),  # the viewer page: static HTML, the browser calls the API
+    ("GET", "/v1/view"),  # the viewer's index page: the same
 }
 
 # RPCs with no REST operation.
