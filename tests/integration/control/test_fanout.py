@@ -99,7 +99,8 @@ def test_one_tenants_fan_out_does_not_starve_another(api: Api) -> None:
 
     runner = threading.Thread(target=run_big)
     runner.start()
-    while slow.running < 20:
+    deadline = time.monotonic() + 30
+    while slow.running < 4 and time.monotonic() < deadline:
         time.sleep(0.005)
     started = time.perf_counter()
     result = _fan_out_step(other, small, 2)
@@ -110,6 +111,7 @@ def test_one_tenants_fan_out_does_not_starve_another(api: Api) -> None:
     }
     # behind a FIFO of 1,000 calls of 50 ms it would wait for most of them (>= 1.5 s at 32 at once)
     assert not big_done.is_set() and waited < 1.0, waited
+    print(f"2 calls of another tenant behind a 1,000-call fan-out: answered in {waited:.2f} s")
     runner.join()
 
 
@@ -149,10 +151,11 @@ def test_children_of_one_step_run_concurrently_with_their_budgets_reserved(api: 
     ]
     api.provider.script["sub"] = [{"match": "slow child", "text": "kid-answer"}]
     api.provider.script["default_sub"] = "ok"
+    session_id = api.ready_session()
     started = time.perf_counter()
     done = api.executions.StartExecution(
         execution_pb2.StartExecutionRequest(
-            session_id=api.ready_session(),
+            session_id=session_id,
             question="[parent] fan out to children",
             budgets=Budgets(max_llm_subcalls=10),
             options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=60),
