@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,7 @@ class SessionReaper:
         stop its executions, purge its data now. A purge that fails here is
         retried by the sweeper (the session stays DELETING until then)."""
         meta = self.storage.metadata
-        session = meta.get_session(tenant_id, session_id)
+        session: Mapping[str, Any] = meta.get_session(tenant_id, session_id)
         if session["status"] != SessionStatus.DELETING:
             session = meta.update_session(
                 tenant_id,
@@ -115,7 +115,7 @@ class SessionReaper:
         except Exception as exc:  # storage trouble: the sweep finishes the job
             log.error("session_purge_failed", session_id=session_id, error=type(exc).__name__)
 
-    def stop(self, session: dict[str, Any]) -> int:
+    def stop(self, session: Mapping[str, Any]) -> int:
         """Cancel the session's RUNNING executions; returns how many."""
         stopped = 0
         for execution in self.storage.metadata.list_executions(session["session_id"]):
@@ -125,7 +125,7 @@ class SessionReaper:
                     stopped += 1
         return stopped
 
-    def purge(self, session: dict[str, Any]) -> Purged:
+    def purge(self, session: Mapping[str, Any]) -> Purged:
         """Remove the session's data (idempotent)."""
         meta, blobs = self.storage.metadata, self.storage.blobs
         tenant_id, session_id = session["tenant_id"], session["session_id"]
@@ -152,7 +152,7 @@ class SessionReaper:
         )
         return done
 
-    def _settle(self, session: dict[str, Any], now: float) -> None:
+    def _settle(self, session: Mapping[str, Any], now: float) -> None:
         """Purge; after the settle window, take the session out of the sweeps."""
         tenant_id, session_id = session["tenant_id"], session["session_id"]
         purged = self.purge(session)
@@ -220,7 +220,7 @@ class SessionReaper:
         dropped = 0
         for tenant_id, session_id in self.docs.cached_sessions():
             try:
-                session: dict[str, Any] | None = meta.get_session(tenant_id, session_id)
+                session: Mapping[str, Any] | None = meta.get_session(tenant_id, session_id)
             except NotFound:
                 session = None
             if not _live(session, now):
@@ -247,7 +247,7 @@ class SessionReaper:
                 log.error("session_sweep_failed", error=type(exc).__name__)
 
 
-def _live(session: dict[str, Any] | None, now: float) -> bool:
+def _live(session: Mapping[str, Any] | None, now: float) -> bool:
     return (
         session is not None
         and session.get("status") in LIVE_STATUSES

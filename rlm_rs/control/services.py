@@ -445,7 +445,7 @@ class CitationServicer(citation_pb2_grpc.CitationServiceServicer):  # type: igno
         doc = self.storage.metadata.get_document(session_id, doc_id) if doc_id else None
         if doc is None:
             raise RlmError("VALIDATION_ERROR", "no such document in this session", {"doc_id": doc_id})
-        return cast(DocumentRecord, doc)
+        return doc
 
     def _GetSpan(
         self, request: citation_pb2.GetSpanRequest, context: grpc.ServicerContext, caller: Caller

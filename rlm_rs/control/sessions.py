@@ -61,7 +61,7 @@ def load_session(storage: Storage, tenant_id: str, session_id: str) -> SessionRe
     """The caller's live session, or SESSION_NOT_FOUND / SESSION_EXPIRED."""
     if not session_id:
         raise RlmError("VALIDATION_ERROR", "session_id is required")
-    session = cast(SessionRecord, storage.metadata.get_session(tenant_id, session_id))
+    session = storage.metadata.get_session(tenant_id, session_id)
     if session["status"] == SessionStatus.DELETING:
         raise RlmError("SESSION_NOT_FOUND", "session not found", {"session_id": session_id})
     if session["status"] == SessionStatus.EXPIRED or float(session.get("ttl_epoch") or 0) <= time.time():

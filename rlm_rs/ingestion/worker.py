@@ -26,6 +26,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -161,7 +162,7 @@ class IngestionWorker:
             self.scheduler.release(pending)
 
     # --- one document --------------------------------------------------------------------
-    def _process(self, session: dict[str, Any], doc: dict[str, Any]) -> int:
+    def _process(self, session: dict[str, Any], doc: Mapping[str, Any]) -> int:
         meta = self.storage.metadata
         session_id, doc_id = session["session_id"], doc["doc_id"]
         key = document_key(session_id, doc_id)
@@ -182,7 +183,7 @@ class IngestionWorker:
         finally:
             meta.release_lease(*key, owner=self.owner)
 
-    def _parse(self, session: dict[str, Any], doc: dict[str, Any]) -> bool:
+    def _parse(self, session: dict[str, Any], doc: Mapping[str, Any]) -> bool:
         tenant, session_id, doc_id = session["tenant_id"], session["session_id"], doc["doc_id"]
         request = ParseRequest(
             request_id=f"ingest-{doc_id}-{uuid.uuid4().hex[:8]}",

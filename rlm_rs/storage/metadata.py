@@ -16,8 +16,16 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 
-from rlm_rs.domain import ExecutionStatus, IngestStatus, SessionStatus
+from rlm_rs.domain import (
+    DocumentRecord,
+    ExecutionRecord,
+    ExecutionStatus,
+    IngestStatus,
+    SessionRecord,
+    SessionStatus,
+)
 from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.storage.interfaces import Condition, Item, ItemStore
 
@@ -109,11 +117,11 @@ class MetadataStore:
         """Every tenant's sessions in `status` (internal: ingestion, expiry sweeps)."""
         return [_public(i) or {} for i in self.items.query_index("sessions", f"STATUS#{status}", "GSI2")]
 
-    def get_session(self, tenant_id: str, session_id: str) -> Item:
+    def get_session(self, tenant_id: str, session_id: str) -> SessionRecord:
         item = self.items.get("sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}")
         if item is None:
             raise RlmError("SESSION_NOT_FOUND", "session not found", {"session_id": session_id})
-        return _public(item) or {}
+        return cast(SessionRecord, _public(item))
 
     def find_session(self, session_id: str) -> Item | None:
         """A session by id alone (internal: workers that hold no tenant)."""
@@ -172,8 +180,9 @@ class MetadataStore:
         docs = [_public(i) or {} for i in self.items.query("documents", f"SESSION#{session_id}", "DOC#")]
         return sorted(docs, key=lambda d: int(d.get("doc_index", 0)))
 
-    def get_document(self, session_id: str, doc_id: str) -> Item | None:
-        return _public(self.items.get("documents", f"SESSION#{session_id}", f"DOC#{doc_id}"))
+    def get_document(self, session_id: str, doc_id: str) -> DocumentRecord | None:
+        item = self.items.get("documents", f"SESSION#{session_id}", f"DOC#{doc_id}")
+        return cast(DocumentRecord | None, _public(item))
 
     def update_document(
         self,
@@ -205,11 +214,11 @@ class MetadataStore:
             item.update(_listed(record["tenant_id"], record.get("started_at", ""), execution_id))
         return _public(self.items.put("executions", item, if_absent=True)) or {}
 
-    def get_execution(self, tenant_id: str, execution_id: str) -> Item:
+    def get_execution(self, tenant_id: str, execution_id: str) -> ExecutionRecord:
         found = self.items.query_index("executions", f"EXEC#{execution_id}")
         if not found or found[0].get("tenant_id") != tenant_id:
             raise RlmError("EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id})
-        return _public(found[0]) or {}
+        return cast(ExecutionRecord, _public(found[0]))
 
     def list_executions(self, session_id: str) -> list[Item]:
         """Every execution of a session, children included (internal: lifecycle)."""

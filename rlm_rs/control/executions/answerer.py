@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from rlm_rs.control import prompts
 from rlm_rs.control.budgets import deadline_epoch, snapshot
@@ -62,9 +62,7 @@ class Loop:
 
     @classmethod
     def open(cls, ctx: Context, execution: ExecutionRecord, lease: LoopLease) -> Loop:
-        session = cast(
-            SessionRecord, ctx.storage.metadata.get_session(execution["tenant_id"], execution["session_id"])
-        )
+        session = ctx.storage.metadata.get_session(execution["tenant_id"], execution["session_id"])
         budgets = execution["budgets_requested"]
         docs = ctx.manifests.of(execution)
         system = prompts.system_prompt(

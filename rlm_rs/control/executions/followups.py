@@ -7,13 +7,13 @@ history summary (history.py). The source is only read, never changed.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.executions import history
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.records import initial_state
-from rlm_rs.domain import TERMINAL_STATUSES, ExecutionMode, ExecutionRecord, SessionRecord
+from rlm_rs.domain import TERMINAL_STATUSES, ExecutionMode, ExecutionRecord
 from rlm_rs.errors import RlmError
 
 
@@ -37,7 +37,7 @@ def followup(
         )
     if not question.strip():
         raise RlmError("VALIDATION_ERROR", "question must not be empty")
-    session = cast(SessionRecord, ctx.storage.metadata.get_session(tenant_id, source["session_id"]))
+    session = ctx.storage.metadata.get_session(tenant_id, source["session_id"])
     source_state = ctx.records.load_state(source)
     record = ctx.records.create(
         tenant_id,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.budgets import deadline_epoch
@@ -26,7 +26,7 @@ from rlm_rs.control.executions.finish import finish
 from rlm_rs.control.executions.records import State
 from rlm_rs.control.limits import parse_state_override
 from rlm_rs.control.tools import Resolution
-from rlm_rs.domain import ExecutionMode, ExecutionRecord, ExecutionStatus, SessionRecord
+from rlm_rs.domain import ExecutionMode, ExecutionRecord, ExecutionStatus
 from rlm_rs.errors import BudgetExceeded, ConflictError, RlmError
 from rlm_rs.observability import logged_execution
 from rlm_rs.v1.common_pb2 import ToolRequests
@@ -58,9 +58,7 @@ def _run_step(
         _check_turns(ctx, execution)
         _check_deadline(ctx, execution)
         with claim.kept_alive():
-            session = cast(
-                SessionRecord, ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
-            )
+            session = ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
             state, state_json = ctx.records.load_state_text(execution)
             if override is not None:
                 state, state_json = _overridden(state, override), None
@@ -102,9 +100,7 @@ def _resolve_tools(
         execution = claim.execution
         _check_deadline(ctx, execution)
         with claim.kept_alive():
-            session = cast(
-                SessionRecord, ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
-            )
+            session = ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
             consumed = execution["budgets_consumed"].copy()
             resolution = pipeline.resolve_tools(ctx, execution, session, requests, consumed, sub_model)
         # the next step sees the results too (callers may also pass them in a state override)

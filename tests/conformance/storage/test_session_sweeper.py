@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -75,7 +75,7 @@ def _session(node: Node, name: str) -> SessionRecord:
                        "raw_s3_uri": uri, "ingest_status": "REGISTERED", "ttl_epoch": session["ttl_epoch"]})  # fmt: skip
     meta.put_session(dict(session))
     IngestionWorker(node.storage, node.settings, search_index=node.engine.search_index).run_once()
-    ready = cast(SessionRecord, meta.get_session(TENANT, session["session_id"]))
+    ready = meta.get_session(TENANT, session["session_id"])
     assert ready["status"] == "READY", ready
     return ready
 

@@ -199,7 +199,8 @@ def test_a_runtime_execution_past_max_total_seconds_ends(api: Api) -> None:
         _step(api, execution_id, "print(2)")
     assert _error(caught.value)[0] == "BUDGET_EXCEEDED"
     record = api.plane.storage.metadata.get_execution("tenant-a", execution_id)
-    assert record["status"] == "BUDGET_EXCEEDED" and record["error"]["code"] == "BUDGET_EXCEEDED"
+    error = record["error"]
+    assert record["status"] == "BUDGET_EXCEEDED" and error is not None and error["code"] == "BUDGET_EXCEEDED"
 
 
 def test_the_sweep_ends_an_idle_runtime_execution_past_max_total_seconds(api: Api) -> None:

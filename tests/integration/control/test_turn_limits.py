@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from rlm_rs.control.costs import PriceTable
+from rlm_rs.domain.records import ErrorRecord, ExecutionRecord
 from rlm_rs.v1 import execution_pb2
 from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 from tests.integration.control.conftest import Api
@@ -21,8 +22,14 @@ def _step(api: Api, execution_id: str, code: str, resolve: bool = False) -> Any:
     return api.executions.RunStep(request, metadata=api.auth())
 
 
-def _record(api: Api, execution_id: str) -> dict[str, Any]:
+def _record(api: Api, execution_id: str) -> ExecutionRecord:
     return api.plane.storage.metadata.get_execution("tenant-a", execution_id)
+
+
+def _ended_with(record: ExecutionRecord) -> ErrorRecord:
+    error = record["error"]
+    assert error is not None, record
+    return error
 
 
 def test_a_runtime_step_that_spends_the_cost_budget_ends_the_execution(api: Api) -> None:
@@ -36,7 +43,7 @@ def test_a_runtime_step_that_spends_the_cost_budget_ends_the_execution(api: Api)
     record = _record(api, execution_id)
     assert record["budgets_consumed"]["cost_usd"] > 1e-9
     assert record["status"] == "BUDGET_EXCEEDED", record["status"]
-    assert record["error"]["message"] == "max_cost_usd spent"
+    assert _ended_with(record)["message"] == "max_cost_usd spent"
 
 
 class _SlowSandbox:
@@ -55,6 +62,6 @@ def test_a_runtime_step_that_ends_past_max_total_seconds_ends_budget_exceeded(ap
     result = _step(api, execution_id, "state['work']['x'] = 1")
     assert result.success  # the step's own result still comes back
     record = _record(api, execution_id)
-    assert record["status"] == "BUDGET_EXCEEDED" and record["error"]["code"] == "BUDGET_EXCEEDED"
-    assert record["error"]["message"] == "max_total_seconds spent"
+    assert record["status"] == "BUDGET_EXCEEDED" and _ended_with(record)["code"] == "BUDGET_EXCEEDED"
+    assert _ended_with(record)["message"] == "max_total_seconds spent"
     assert record["next_turn"] == 1  # the step was committed first
