@@ -3,7 +3,8 @@
 Three sources of failure reach a caller, each as `{"error": {code, message,
 request_id, details}}` with the HTTP status of rlm_rs/errors.py's table:
 - a gRPC status from the control plane (`error_from_rpc`: the code carried in
-  google.rpc.ErrorInfo, or the table's fallback for the bare status);
+  google.rpc.ErrorInfo, the details in ErrorDetail, the delay in RetryInfo
+  (Retry-After); or the table's fallback for the bare status);
 - FastAPI's own refusals (`install`: schema violations, unknown routes and
   methods, oversized bodies);
 - anything unexpected (gateway/middleware.py answers INTERNAL_ERROR).
@@ -20,15 +21,15 @@ import grpc.aio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from gateway import models as m
-from rlm_rs.errors import ERROR_DOMAIN, ERRORS, RlmError, code_for_grpc_status, new_request_id
+from rlm_rs import error_details
+from rlm_rs.errors import ERRORS, RlmError, code_for_grpc_status, new_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _MESSAGE_CHARS = 500
 
 # Every /v1 operation declares the envelope for each status, described by its codes.
@@ -46,13 +47,13 @@ ENVELOPE_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/E
 
 # ---------------------------------------------------------------- gRPC -> spec error
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> RlmError:
-    """The spec error a failed call carried (ErrorInfo), or the table's fallback."""
+    """The spec error a failed call carried (its google.rpc.Status details:
+    rlm_rs/error_details.py), or the table's fallback."""
     code = exc.code()
-    info = error_info(exc)
-    if info is not None and info.reason in ERRORS:
-        details: dict[str, Any] = dict(info.metadata)
-        message = exc.details() or info.reason
-        return RlmError(info.reason, message, details)
+    found = error_details.read(exc.trailing_metadata())
+    if found.code in ERRORS:
+        assert found.code is not None
+        return RlmError(found.code, exc.details() or found.code, found.details())
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         # The control plane itself is unreachable (no ErrorInfo): not a caller error.
         return RlmError("SERVICE_UNAVAILABLE", "the control plane is unavailable")
@@ -67,32 +68,15 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> RlmError:
 
 def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
     """The project's ErrorInfo among a failed call's status details, if any."""
-    metadata = exc.trailing_metadata() or ()
-    for key, value in metadata:
-        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status()
-        try:
-            status.ParseFromString(value)
-        except Exception:  # a malformed detail is simply absent
-            return None
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
-                if not info.domain or info.domain == ERROR_DOMAIN:
-                    return info
-    return None
+    return error_details.read(exc.trailing_metadata()).info
 
 
 def retry_after_seconds(err: RlmError) -> int | None:
     """Seconds for a Retry-After header (RATE_LIMITED), rounded up, at least 1."""
-    raw = err.details.get("retry_after_seconds")
-    if raw is None:
+    seconds = error_details.retry_seconds(err.details)
+    if seconds is None:
         return 1 if err.code == "RATE_LIMITED" else None
-    try:
-        return max(1, math.ceil(float(raw)))
-    except (TypeError, ValueError):
-        return 1
+    return max(1, math.ceil(seconds))
 
 
 # ---------------------------------------------------------------- the envelope

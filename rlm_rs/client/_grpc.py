@@ -1,10 +1,11 @@
 """The gRPC transport: the control plane's services (`rlm_rs.v1`) through the generated stubs.
 
 Requests are built from the same REST-shaped JSON as the HTTP transport
-(`_proto.from_json`) and replies turned back into it (`_proto.to_json`), so
+(`rlm_rs.codec.from_json`) and replies turned back into it (`codec.to_json`), so
 one parser serves both. A failed call becomes the `RlmApiError` of the
-`google.rpc.ErrorInfo` it carries (reason = the spec code, metadata = the
-details), with the request id from the trailing metadata. A call that got no
+google.rpc.Status details it carries (rlm_rs/error_details.py: ErrorInfo's
+reason = the error code, ErrorDetail's details as JSON, RetryInfo's delay as
+details.retry_after_seconds), with the request id from the trailing metadata. A call that got no
 answer at all (UNAVAILABLE, a deadline, without ErrorInfo) is an
 `RlmConnectionError`. It never retries (`_retry.py` does) and never logs the key.
 """
@@ -16,18 +17,16 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from google.rpc import error_details_pb2, status_pb2
 
+from rlm_rs import error_details
 from rlm_rs.client._common import UPLOAD_CHUNK_BYTES, UPLOAD_TIMEOUT
 from rlm_rs.client._ops import Op
-from rlm_rs.client._proto import from_json, to_json
 from rlm_rs.client.errors import RlmClientError, RlmConnectionError, api_error
+from rlm_rs.codec import from_json, to_json
 from rlm_rs.errors import code_for_grpc_status
 from rlm_rs.v1 import citation_pb2_grpc, execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
 
 REQUEST_ID_KEY = "x-request-id"
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
-_ERROR_DOMAIN = "rlm-rs"
 # grpc-core's message for a call that found no connection (it never left this process).
 _NOT_CONNECTED = ("failed to connect to all addresses", "DNS resolution failed", "Connection refused")
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -44,25 +43,11 @@ def _metadata(api_key: str, request_id: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {api_key}"), (REQUEST_ID_KEY, request_id))
 
 
-def _error_info(trailing: Sequence[Any] | None) -> tuple[error_details_pb2.ErrorInfo | None, str]:
-    """(ErrorInfo of the rlm-rs domain or None, the server's request id or "")."""
-    info: error_details_pb2.ErrorInfo | None = None
-    request_id = ""
+def _server_request_id(trailing: Sequence[Any] | None) -> str:
     for key, value in trailing or ():
         if key == REQUEST_ID_KEY:
-            request_id = value if isinstance(value, str) else value.decode("utf-8", "replace")
-        elif key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
-            status = status_pb2.Status()
-            try:
-                status.ParseFromString(value)
-            except Exception:  # a malformed detail is simply absent
-                continue
-            for detail in status.details:
-                candidate = error_details_pb2.ErrorInfo()
-                if detail.Is(candidate.DESCRIPTOR) and detail.Unpack(candidate):
-                    if not candidate.domain or candidate.domain == _ERROR_DOMAIN:
-                        info = candidate
-    return info, request_id
+            return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+    return ""
 
 
 def error_from_rpc(exc: grpc.RpcError, request_id: str) -> RlmClientError:
@@ -70,10 +55,11 @@ def error_from_rpc(exc: grpc.RpcError, request_id: str) -> RlmClientError:
     call: Any = exc
     code: grpc.StatusCode = call.code()
     message = call.details() or ""
-    info, server_request_id = _error_info(call.trailing_metadata())
-    request_id = server_request_id or request_id
-    if info is not None:
-        return api_error(info.reason, message or info.reason, details=dict(info.metadata),
+    trailing = call.trailing_metadata()
+    found = error_details.read(trailing)
+    request_id = _server_request_id(trailing) or request_id
+    if found.code is not None:
+        return api_error(found.code, message or found.code, details=found.details(),
                          request_id=request_id, grpc_status=code.name)  # fmt: skip
     if code == grpc.StatusCode.UNAVAILABLE:
         sent = not any(marker in message for marker in _NOT_CONNECTED)

@@ -5,9 +5,10 @@ constant-time compare); `x-request-id` taken or generated and returned in the
 trailing metadata; admission (admission.py: the tenant's token bucket, and a
 slot for a long call); `request_id`, `tenant_id` and `method` bound in the
 structlog context for the call's life; an audit record per call; RlmError ->
-gRPC status with google.rpc.ErrorInfo(reason = spec code, domain "rlm-rs",
-metadata = details), any other exception -> INTERNAL_ERROR with no internals,
-logged without request, metadata or frame locals. Handlers receive a `Caller`.
+a google.rpc.Status (ErrorInfo with reason = the error code, ErrorDetail,
+RetryInfo, BadRequest: rlm_rs/error_details.py), any other exception ->
+INTERNAL_ERROR with no internals, logged without request, metadata or frame
+locals. Handlers receive a `Caller`.
 `rpc` wraps unary handlers, `rpc_stream` server-streaming ones (the same path,
 held open for the stream's life), `rpc_client_stream` client-streaming ones. `AnonymousStreamLimit` gives the
 unauthenticated reflection stream, which no wrapper covers, slots of its own.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -26,12 +26,11 @@ from typing import Any
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from rlm_rs import error_details
 from rlm_rs.control.admission import Admission, CallSlots
-from rlm_rs.errors import ERROR_DOMAIN, RlmError, new_request_id
+from rlm_rs.errors import RlmError, new_request_id
 from rlm_rs.observability import API_LATENCY, API_REQUESTS, get_logger
 from rlm_rs.storage import Storage
 
@@ -61,16 +60,9 @@ def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
 
 
 def abort(context: grpc.ServicerContext, error: RlmError, request_id: str) -> None:
-    info = error_details_pb2.ErrorInfo(
-        reason=error.code,
-        domain=ERROR_DOMAIN,
-        metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in error.details.items()},
-    )
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    status = status_pb2.Status(code=error.grpc_status.value[0], message=error.message, details=[detail])
+    """End the call with the error's google.rpc.Status (error_details.py)."""
     context.set_trailing_metadata((("x-request-id", request_id),))
-    context.abort_with_status(rpc_status.to_status(status))
+    context.abort_with_status(rpc_status.to_status(error_details.to_status(error)))
 
 
 def _log_internal_error(exc: Exception) -> None:

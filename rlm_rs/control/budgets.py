@@ -28,8 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from google.protobuf import json_format
-
+from rlm_rs import codec
 from rlm_rs.domain.budgets import BUDGETS, BudgetField, Budgets, Consumed, ZeroMeans, default_budgets
 from rlm_rs.domain.records import ExecutionRecord
 from rlm_rs.errors import RlmError
@@ -76,7 +75,7 @@ def budgets_to_dict(budgets: common_pb2.Budgets | None) -> dict[str, Any]:
 
 
 def budgets_from_dict(values: Any) -> common_pb2.Budgets:
-    return json_format.ParseDict(dict(values), common_pb2.Budgets())
+    return codec.parse(common_pb2.Budgets, dict(values))
 
 
 def _checked(field: BudgetField, value: Any, ceilings: Ceilings) -> int | float:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import grpc
-from google.protobuf import json_format
 
+from rlm_rs import codec
 from rlm_rs.citations import make_ref, verify_ref
 from rlm_rs.control import listings
 from rlm_rs.control._rpc import Caller, rpc, rpc_stream
@@ -54,9 +54,6 @@ from rlm_rs.storage import Storage
 from rlm_rs.storage.state import read_state_record
 from rlm_rs.v1 import citation_pb2, citation_pb2_grpc, execution_pb2, execution_pb2_grpc
 from rlm_rs.v1.common_pb2 import (
-    BudgetsConsumed,
-    ErrorDetail,
-    Final,
     LlmResult,
     Models,
     RlmResult,
@@ -104,22 +101,15 @@ def execution_message(record: ExecutionRecord, children: Children | None = None)
     if answer is not None:
         message.answer = answer
     for ref in record.get("citations") or []:
-        message.citations.append(json_format.ParseDict(ref, SpanRef()))
+        codec.from_json(message.citations.add(), ref)
     for item in record.get("contexts") or []:
-        message.contexts.append(json_format.ParseDict(item, execution_pb2.ContextItem()))
+        codec.from_json(message.contexts.add(), item)
     message.budgets_requested.CopyFrom(budgets_from_dict(record.get("budgets_requested") or {}))
     message.budgets_effective.CopyFrom(message.budgets_requested)  # merged and within the ceilings
-    consumed = {k: v for k, v in (record.get("budgets_consumed") or {}).items()}
-    message.budgets_consumed.CopyFrom(json_format.ParseDict(consumed, BudgetsConsumed()))
+    codec.from_json(message.budgets_consumed, record.get("budgets_consumed") or {})
     error = record.get("error")
     if error:
-        message.error.CopyFrom(
-            ErrorDetail(
-                code=error["code"],
-                message=error["message"],
-                details_json=json.dumps(error.get("details") or {}, sort_keys=True),
-            )
-        )
+        codec.from_json(message.error, dict(error) | {"details": error.get("details") or {}})
     return message
 
 
@@ -135,17 +125,17 @@ def step_message(item: StepRecord) -> execution_pb2.StepRecord:
         summary=execution_pb2.StepSummary(**(item.get("summary") or {})),
     )
     record.span_log.extend(Span(**s) for s in item.get("span_log") or [])
-    json_format.ParseDict(item.get("tool_requests") or {}, record.tool_requests)
+    codec.from_json(record.tool_requests, item.get("tool_requests") or {})
     final, error = item.get("final"), item.get("error")
     if final:
-        record.final.CopyFrom(json_format.ParseDict(final, Final()))
+        codec.from_json(record.final, final)
     if error:
-        record.error.CopyFrom(json_format.ParseDict(error, ErrorDetail()))
+        codec.from_json(record.error, error)
     return record
 
 
 def _options(request_options: execution_pb2.ExecutionOptions) -> dict[str, Any]:
-    options = json_format.MessageToDict(request_options, preserving_proto_field_name=True)
+    options = {k: v for k, v in codec.to_json(request_options).items() if v}
     timeout = float(options.get("synchronous_timeout_seconds") or 0)
     if not 0 <= timeout <= MAX_SYNCHRONOUS_TIMEOUT_SECONDS:  # NaN fails too
         raise RlmError(
@@ -153,6 +143,11 @@ def _options(request_options: execution_pb2.ExecutionOptions) -> dict[str, Any]:
             f"options.synchronous_timeout_seconds must be 0..{MAX_SYNCHRONOUS_TIMEOUT_SECONDS:g}",
         )
     return options
+
+
+def _models(models: Models) -> dict[str, str]:
+    """The models a caller named (unnamed ones left out: the session's default applies)."""
+    return {k: v for k, v in codec.to_json(models).items() if v}
 
 
 def _question(text: str) -> str:
@@ -266,7 +261,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
     ) -> ExecutionRecord:
         session = load_session(self.storage, caller.tenant_id, session_id)
         check_models(request.models)
-        models = json_format.MessageToDict(request.models, preserving_proto_field_name=True)
+        models = _models(request.models)
         return self.engine.create(
             caller.tenant_id,
             session,
@@ -293,7 +288,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
             caller.tenant_id,
             request.execution_id,
             question=question,
-            models=json_format.MessageToDict(request.models, preserving_proto_field_name=True),
+            models=_models(request.models),
             budgets=budgets_to_dict(request.budgets),
             options=_options(request.options),
         )
@@ -418,7 +413,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
             response.tool_results.rlm[key].CopyFrom(
                 RlmResult(
                     text=value["text"],
-                    citations=[json_format.ParseDict(ref, SpanRef()) for ref in value["citations"]],
+                    citations=[codec.parse(SpanRef, ref) for ref in value["citations"]],
                     meta_json=json.dumps(value["meta"], sort_keys=True),
                 )
             )

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import grpc
-from google.protobuf import json_format
 
+from rlm_rs import codec
 from rlm_rs.control import listings
 from rlm_rs.control._rpc import Caller, rpc, rpc_client_stream
 from rlm_rs.control.admission import Admission
@@ -98,7 +98,7 @@ def session_message(storage: Storage, session: SessionRecord) -> session_pb2.Ses
         doc_count=int(session.get("doc_count") or len(docs)),
         total_chars=int(session.get("total_chars") or 0),
     )
-    json_format.ParseDict(defaults.get("budgets_default") or {}, message.budgets_default)
+    codec.from_json(message.budgets_default, defaults.get("budgets_default") or {})
     for doc in docs:
         message.docs.append(
             session_pb2.DocumentStatus(
@@ -205,9 +205,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
             "total_chars": 0,
             "options": {"enable_search": enable_search, "readiness_mode": mode},
             "defaults": {
-                "models_default": json_format.MessageToDict(
-                    request.models_default, preserving_proto_field_name=True
-                ),
+                "models_default": {k: v for k, v in codec.to_json(request.models_default).items() if v},
                 "budgets_default": budgets_default,
             },
         }

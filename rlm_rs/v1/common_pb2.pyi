@@ -9,8 +9,10 @@ Timestamps are RFC 3339 UTC strings, exactly as the HTTP API shows them.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import extension_dict as _extension_dict
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -785,3 +787,6 @@ class Final(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Final: _TypeAlias = Final  # noqa: Y015
+
+JSON_LOWERCASE_FIELD_NUMBER: _builtins.int
+json_lowercase: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumOptions, _builtins.bool]

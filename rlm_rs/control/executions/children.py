@@ -34,8 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-from google.protobuf import json_format
-
+from rlm_rs import codec
 from rlm_rs.control.budgets import merge_budgets
 from rlm_rs.control.executions.claims import renew_lease
 from rlm_rs.control.executions.context import Context
@@ -324,16 +323,10 @@ def rlm_result(resolution: Resolution, key: str, child: ExecutionRecord | None, 
         }
     if error:
         meta["error"] = error[:300]
-    refs = [json_format.ParseDict(ref, SpanRef()) for ref in (child["citations"] if child else [])]
+    refs = [codec.parse(SpanRef, ref) for ref in (child["citations"] if child else [])]
     resolution.rlm[key] = {
         "text": (child.get("answer") if child else None) or "",
-        "citations": [
-            json_format.MessageToDict(
-                ref, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-            )
-            | {"start_char": ref.start_char, "end_char": ref.end_char}  # ints, not JSON strings
-            for ref in refs
-        ],
+        "citations": [codec.to_json(ref) for ref in refs],
         "meta": meta,
     }
     resolution.statuses[key] = ToolStatus.ERROR if error else ToolStatus.RESOLVED

@@ -15,8 +15,7 @@ import shutil
 import time
 from typing import Any
 
-from google.protobuf import json_format
-
+from rlm_rs import codec
 from rlm_rs.canonical import canonical_json
 from rlm_rs.citations import CitedDocument, build_citations, make_ref
 from rlm_rs.control.executions.children import child_traces
@@ -101,7 +100,7 @@ def _results(
     if execution.get("output_mode") != OutputMode.CONTEXTS:
         spans = [s for _, step_spans in turn_spans for s in step_spans] + _children_spans(ctx, execution)
         refs = build_citations(execution["tenant_id"], session_id, spans, documents)
-        citations = [json_format.MessageToDict(r, preserving_proto_field_name=True) for r in refs]
+        citations = [codec.to_json(r) for r in refs]
         return {"answer": answer, "citations": citations}
     contexts = _contexts(execution, manifest, documents, turn_spans)
     changes: dict[str, Any] = {
@@ -149,7 +148,7 @@ def _spans(execution: ExecutionRecord, steps: list[StepRecord]) -> TurnSpans:
 def _children_spans(ctx: Context, execution: ExecutionRecord) -> list[Span]:
     """What the completed children read (their citations), for the parent's citations."""
     refs = [
-        json_format.ParseDict(ref, SpanRef())
+        codec.parse(SpanRef, ref)
         for child in ctx.records.children(execution)
         if child["status"] == ExecutionStatus.COMPLETED
         for ref in child.get("citations") or []
@@ -193,7 +192,7 @@ def _contexts(
                     "text_char_length": len(text),
                     "source_name": by_index[span.doc_index].source_name,
                     "mime_type": by_index[span.doc_index].mime_type,
-                    "ref": json_format.MessageToDict(ref, preserving_proto_field_name=True),
+                    "ref": codec.to_json(ref),
                 }
             )
     return contexts

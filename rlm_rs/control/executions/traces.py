@@ -1,11 +1,13 @@
 """Execution traces (docs/api.md#traces): gzipped JSON at
 `traces/{tenant}/{session}/{execution}.json.gz`, written once when the
 execution ends. `redact` replaces prompts, model output and what derives from
-it (code, stdout, answers, step error messages) with their sizes and keeps the
-structure. With `redact_trace` the redacted form is the only one that leaves
-the engine: the stored blob, the inline `trace_json` (return_trace), a
-child's trace inside its parent's, and the live events (events.py). Never
-redact only one copy.
+it (code, stdout, answers, step error messages and details) with their sizes
+and keeps the structure. Protobuf parts (span logs, tool requests, errors) are
+in the project's JSON shape (rlm_rs/codec.py), as everywhere else. With
+`redact_trace` the redacted form is the only one that leaves the engine:
+the stored blob, the inline `trace_json` (return_trace), a child's trace
+inside its parent's, and the live events (events.py). Never redact only one
+copy.
 """
 
 from __future__ import annotations
@@ -24,14 +26,21 @@ _REDACTED_FIELDS = (
 )  # fmt: skip
 
 
+# Errors' details (the codec's JSON value of `details_json`): may quote the step's code.
+_REDACTED_VALUES = ("details",)
+
+
+def _redacted(key: str, value: Any) -> Any:
+    if key in _REDACTED_FIELDS and isinstance(value, str):
+        return {"redacted": True, "chars": len(value)}
+    if key in _REDACTED_VALUES and value is not None:
+        return {"redacted": True, "chars": len(canonical_json(value))}
+    return redact(value)
+
+
 def redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: {"redacted": True, "chars": len(v)}
-            if k in _REDACTED_FIELDS and isinstance(v, str)
-            else redact(v)
-            for k, v in value.items()
-        }
+        return {k: _redacted(k, v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
 from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
+from rlm_rs import codec
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.budgets import deadline_epoch, snapshot, step_policy
 from rlm_rs.control.costs import cost_spent
@@ -280,51 +280,6 @@ def step_event(ctx: Context, execution: ExecutionRecord, turn: int, result: Step
 
 
 # --- commit and limits -------------------------------------------------------------------
-def _proto_dict(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
-
-
-def span_dicts(result: StepResult) -> list[dict[str, Any]]:
-    """The span log as the API shows it: an untagged read's tag is null."""
-    return [
-        {"doc_index": s.doc_index, "start_char": s.start_char, "end_char": s.end_char, "tag": s.tag or None}
-        for s in result.span_log
-    ]
-
-
-def _request_dict(kind: str, request: Any) -> dict[str, Any]:
-    """One queued request as the REST API shows it: `type` first, `*_json`
-    fields as JSON values under their plain name, integers as integers."""
-    out: dict[str, Any] = {"type": kind}
-    for name, value in _proto_dict(request).items():
-        if name.endswith("_json"):
-            out[name[: -len("_json")]] = json.loads(value) if value else None
-        elif name == "spans":
-            out[name] = [{k: v if k == "tag" else int(v) for k, v in span.items()} for span in value]
-        else:
-            out[name] = value
-    return out
-
-
-def requests_dict(requests: ToolRequests) -> dict[str, list[dict[str, Any]]]:
-    """Queued tool requests as `{llm: [], search: [], llm_batch: [], rlm: []}`,
-    each carrying its `type` ("llm", "search", ...)."""
-    return {str(kind): [_request_dict(str(kind), r) for r in getattr(requests, kind)] for kind in ToolKind}
-
-
-def final_dict(result: StepResult) -> dict[str, Any]:
-    """`{is_final, answer}`; the answer is null unless the step called FINAL."""
-    final = result.final.is_final
-    return {"is_final": final, "answer": result.final.answer if final else None}
-
-
-def error_dict(result: StepResult) -> dict[str, Any] | None:
-    if not result.HasField("error"):
-        return None
-    error = result.error
-    return {"code": error.code, "message": error.message, "details": json.loads(error.details_json or "{}")}
-
-
 def trace_turn(turn: Turn) -> dict[str, Any]:
     """The turn as the execution's trace shows it (traces.py): the step's
     output under `lambda` and its tool resolution as `{requests, results,
@@ -334,14 +289,14 @@ def trace_turn(turn: Turn) -> dict[str, Any]:
     if turn.completion is not None:
         trace.update(root_model={"name": turn.completion.model}, root_output_raw=turn.completion.text)
     trace["code"] = turn.code
-    requests = requests_dict(result.tool_requests)
+    requests = codec.to_json(result.tool_requests)
     trace["lambda"] = {
         "success": result.success,
         "stdout": result.stdout,
-        "span_log": span_dicts(result),
+        "span_log": [codec.to_json(s) for s in result.span_log],
         "tool_requests": requests,
-        "final": final_dict(result),
-        "error": error_dict(result),
+        "final": codec.to_json(result.final),
+        "error": codec.to_json(result.error) if result.HasField("error") else None,
         "duration_ms": round(result.duration_ms, 3),
     }
     trace["tool_resolution"] = {
@@ -354,19 +309,16 @@ def trace_turn(turn: Turn) -> dict[str, Any]:
 
 
 def _step_record(turn: Turn) -> dict[str, Any]:
-    """The step record's fields besides the state (each part converted
-    alone: the state is never passed through protobuf's JSON)."""
+    """The step record's fields besides the state (each part through the
+    codec alone: the state is never converted)."""
     result = turn.result
     return {
         "success": result.success,
         "stdout": result.stdout,
-        "span_log": [
-            {"doc_index": s.doc_index, "start_char": s.start_char, "end_char": s.end_char, "tag": s.tag}
-            for s in result.span_log
-        ],
-        "tool_requests": _proto_dict(result.tool_requests) if result.HasField("tool_requests") else {},
-        "final": _proto_dict(result.final) if result.final.is_final else None,
-        "error": _proto_dict(result.error) if result.HasField("error") else None,
+        "span_log": [codec.to_json(s) for s in result.span_log],
+        "tool_requests": codec.to_json(result.tool_requests) if result.HasField("tool_requests") else {},
+        "final": codec.to_json(result.final) if result.final.is_final else None,
+        "error": codec.to_json(result.error) if result.HasField("error") else None,
         "trace": trace_turn(turn),
     }
 

@@ -40,7 +40,7 @@ def test_other_tenants_objects_answer_like_missing_ones(stack: Stack) -> None:
             "error": {
                 "code": "VALIDATION_ERROR",
                 "message": "docs[0].raw_s3_uri does not exist among this tenant's uploads",
-                "details": {"doc": "0"},
+                "details": {"doc": 0},
             }
         },
     ), missing

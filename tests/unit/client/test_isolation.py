@@ -13,7 +13,11 @@ import sys
 from pathlib import Path
 
 CLIENT = Path(__file__).resolve().parents[3] / "rlm_rs" / "client"
-ALLOWED_PROJECT_MODULES = ("rlm_rs.client", "rlm_rs.v1", "rlm_rs.errors")
+# The wire contract a caller shares with the server: the messages, the error
+# codes, the JSON shape (codec and its canonical JSON) and the error details.
+ALLOWED_PROJECT_MODULES = (
+    "rlm_rs.client", "rlm_rs.v1", "rlm_rs.errors", "rlm_rs.codec", "rlm_rs.canonical", "rlm_rs.error_details",
+)  # fmt: skip
 
 
 def _allowed(module: str) -> bool:

@@ -9,9 +9,9 @@ from rlm_rs.client import errors as ce
 from rlm_rs.client._common import parse_target
 from rlm_rs.client._http import SseDecoder
 from rlm_rs.client._ops import OPS
-from rlm_rs.client._proto import from_json, to_json
 from rlm_rs.client._retry import RetryPolicy
 from rlm_rs.client.types import DocumentInput, Execution, StepResult, ToolRequests
+from rlm_rs.codec import from_json, to_json
 from rlm_rs.v1 import execution_pb2
 
 

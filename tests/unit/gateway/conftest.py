@@ -15,11 +15,13 @@ import grpc
 import httpx
 import pytest
 import uvicorn
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.app import create_app
+from rlm_rs import error_details
+from rlm_rs.errors import RlmError
 from rlm_rs.settings import Settings
 from rlm_rs.v1 import common_pb2, execution_pb2, execution_pb2_grpc
 
@@ -60,6 +62,17 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
             context.abort(grpc.StatusCode.INTERNAL, "Traceback (most recent call last): secret")
         if eid == "noinfo":
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "not yours")
+        if eid == "typed":  # the control plane's own status: ErrorDetail's JSON details
+            error = RlmError("VALIDATION_ERROR", "ttl_minutes must be 1..10", {"limit": 10, "range": [1, 10]})
+            context.abort_with_status(rpc_status.to_status(error_details.to_status(error)))
+        if eid == "retryinfo":  # the delay in RetryInfo alone, none in the details
+            info = error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain="rlm-rs")
+            retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=4))
+            packed = [any_pb2.Any(), any_pb2.Any()]
+            packed[0].Pack(info)
+            packed[1].Pack(retry)
+            status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="slow", details=packed)
+            context.abort_with_status(rpc_status.to_status(status))
         return execution_pb2.Execution(
             execution_id=eid,
             status="COMPLETED",

@@ -123,6 +123,18 @@ def test_rate_limited_has_retry_after(client: httpx.Client) -> None:
     assert resp.headers["retry-after"] == "3"
 
 
+def test_rate_limited_retry_after_from_retry_info(client: httpx.Client) -> None:
+    resp = client.get("/v1/executions/retryinfo")
+    err = assert_envelope(resp, 429, "RATE_LIMITED")
+    assert resp.headers["retry-after"] == "4"
+    assert err["details"] == {"retry_after_seconds": 4.0}
+
+
+def test_error_details_keep_their_json_types(client: httpx.Client) -> None:
+    err = assert_envelope(client.get("/v1/executions/typed"), 422, "VALIDATION_ERROR")
+    assert err["details"] == {"limit": 10, "range": [1, 10]}  # not "10" and "[1, 10]"
+
+
 def test_status_without_error_info_uses_table_fallback(client: httpx.Client) -> None:
     assert_envelope(client.get("/v1/executions/noinfo"), 403, "FORBIDDEN")
 
