@@ -6,7 +6,7 @@ Python client's gRPC transport reads them (rlm_rs/error_details.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -47,14 +47,14 @@ def one_session(tmp_path: Path) -> Iterator[Api]:
     plane.stop(0.5)
 
 
-def _refused(call: object) -> grpc.RpcError:
+def _refused(call: Callable[[], object]) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
-        call()  # type: ignore[operator]
+        call()
     return caught.value
 
 
 def _details(error: grpc.RpcError) -> dict[str, object]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     found: dict[str, object] = {}
     for packed in status.details:
