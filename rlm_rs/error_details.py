@@ -15,7 +15,7 @@ import datetime
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +129,7 @@ def _unpack(status: status_pb2.Status, found: StatusDetails) -> None:
             found.field_violations.extend((v.field, v.description) for v in bad.field_violations)
 
 
-def read(trailing_metadata: Sequence[Any] | None) -> StatusDetails:
+def read(trailing_metadata: Iterable[Any] | None) -> StatusDetails:
     """The details among a failed call's trailing metadata (grpc-status-details-bin)."""
     found = StatusDetails()
     for key, value in trailing_metadata or ():
