@@ -6,7 +6,11 @@ an unset optional field or message as null, a `*_json` string field (canonical
 JSON text on the wire) as the JSON value itself under the name without the
 suffix, and an enum as the contract's value (the value name without the enum's
 prefix, lower-cased for enums marked `(rlm_rs.v1.json_lowercase)`; 0, the
-`*_UNSPECIFIED` value, is null). `from_json` is the inverse, and also reads
+`*_UNSPECIFIED` value, is null). The proto's JSON options (common.proto) add
+the contract's presentation: a `(json_type)` message starts with its `type`,
+a `(json_null_when_empty)` string is null when empty, and an unset field of a
+`(json_empty_when_unset)` message type shows its empty form. `from_json` is
+the inverse, and also reads
 records stored in protobuf's own JSON shape (camelCase names, int64 strings)
 before this module existed. It never interprets a value beyond its type.
 """
@@ -108,6 +112,8 @@ class _Field:
     presence: bool
     message: bool
     json_text: bool
+    null_when_empty: bool
+    empty_when_unset: bool
     enum: EnumCodec | None
     value_field: FieldDescriptor | None  # a map's value field
 
@@ -127,14 +133,26 @@ def _plan_field(field: FieldDescriptor) -> _Field:
         presence=field.has_presence and not field.is_repeated,
         message=typed.type == FieldDescriptor.TYPE_MESSAGE,
         json_text=json_text,
+        null_when_empty=field.GetOptions().Extensions[common_pb2.json_null_when_empty],
+        empty_when_unset=message_type is not None
+        and message_type.GetOptions().Extensions[common_pb2.json_empty_when_unset],
         enum=enum_codec(typed.enum_type) if typed.type == FieldDescriptor.TYPE_ENUM else None,
         value_field=value_field,
     )
 
 
+@dataclass(frozen=True)
+class _Plan:
+    type_tag: str  # (json_type), "" for none
+    fields: tuple[_Field, ...]
+
+
 @functools.cache
-def _plan(descriptor: Descriptor) -> tuple[_Field, ...]:
-    return tuple(_plan_field(f) for f in descriptor.fields)
+def _plan(descriptor: Descriptor) -> _Plan:
+    return _Plan(
+        descriptor.GetOptions().Extensions[common_pb2.json_type],
+        tuple(_plan_field(f) for f in descriptor.fields),
+    )
 
 
 @functools.cache
@@ -142,7 +160,7 @@ def _by_key(descriptor: Descriptor) -> Mapping[str, _Field]:
     """Every name a stored or sent dict may use for a field: its JSON name,
     its proto name, and protobuf JSON's camelCase (records written before)."""
     keys: dict[str, _Field] = {}
-    for f in _plan(descriptor):
+    for f in _plan(descriptor).fields:
         keys.setdefault(f.field.json_name, f)
         keys[f.name] = f
         keys[f.out] = f
@@ -169,17 +187,20 @@ def _scalar_out(f: _Field, value: Any) -> Any:
 
 def to_json(msg: Message) -> dict[str, Any]:
     """A message in the project's JSON shape."""
-    out: dict[str, Any] = {}
-    for f in _plan(msg.DESCRIPTOR):
+    plan = _plan(msg.DESCRIPTOR)
+    out: dict[str, Any] = {"type": plan.type_tag} if plan.type_tag else {}
+    for f in plan.fields:
         value = getattr(msg, f.name)
         if f.is_map:
             result: Any = {k: _scalar_out(f, v) for k, v in value.items()}
         elif f.repeated:
             result = [_scalar_out(f, v) for v in value]
         elif f.presence and not msg.HasField(f.name):
-            result = None
+            result = to_json(value) if f.empty_when_unset else None
         elif f.json_text:
             result = _load_json(value)
+        elif f.null_when_empty and value == "":
+            result = None
         else:
             result = _scalar_out(f, value)
         out[f.out] = result

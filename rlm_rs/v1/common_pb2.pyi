@@ -78,7 +78,7 @@ class Span(_message.Message):
     start_char: _builtins.int
     end_char: _builtins.int
     tag: _builtins.str
-    """Empty when the read carried no tag."""
+    """Unset (null) when the read carried no tag."""
     def __init__(
         self,
         *,
@@ -773,20 +773,41 @@ class Final(_message.Message):
     ANSWER_FIELD_NUMBER: _builtins.int
     is_final: _builtins.bool
     answer: _builtins.str
-    """The answer text; a non-string FINAL value is carried as canonical JSON."""
+    """The answer text (unset unless is_final); a non-string FINAL value is
+    carried as canonical JSON.
+    """
     def __init__(
         self,
         *,
         is_final: _builtins.bool = ...,
-        answer: _builtins.str = ...,
+        answer: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_answer", b"_answer", "answer", b"answer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "is_final", b"is_final"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_answer", b"_answer", "answer", b"answer", "is_final", b"is_final"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__answer: _TypeAlias = _typing.Literal["answer"]  # noqa: Y015
+    _WhichOneofArgType__answer: _TypeAlias = _typing.Literal["_answer", b"_answer"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__answer) -> _WhichOneofReturnType__answer | None: ...
 
 Global___Final: _TypeAlias = Final  # noqa: Y015
 
 JSON_LOWERCASE_FIELD_NUMBER: _builtins.int
+JSON_TYPE_FIELD_NUMBER: _builtins.int
+JSON_EMPTY_WHEN_UNSET_FIELD_NUMBER: _builtins.int
+JSON_NULL_WHEN_EMPTY_FIELD_NUMBER: _builtins.int
 json_lowercase: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumOptions, _builtins.bool]
+"""The enum's JSON values are its value names without the enum's prefix in
+lower case (event types, tool statuses); without it, in upper case
+(statuses, modes).
+"""
+json_type: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MessageOptions, _builtins.str]
+"""The message's JSON object starts with {"type": <this>} (queued tool
+requests: "llm", "search", ...).
+"""
+json_empty_when_unset: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MessageOptions, _builtins.bool]
+"""A field of this message type that is unset shows the message's empty
+form, not null (a step's tool_requests and final).
+"""
+json_null_when_empty: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
+"""A string field whose "" means "not set": JSON null."""

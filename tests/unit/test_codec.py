@@ -69,3 +69,15 @@ def test_unknown_names_are_ignored_and_bad_values_refused() -> None:
         except (TypeError, ValueError):
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+def test_the_protos_json_options_give_the_contracts_presentation() -> None:
+    step = codec.to_json(execution_pb2.StepRecord(span_log=[common_pb2.Span(doc_index=1, end_char=3)]))
+    assert step["span_log"] == [{"doc_index": 1, "start_char": 0, "end_char": 3, "tag": None}]
+    assert step["final"] == {"is_final": False, "answer": None}  # (json_empty_when_unset)
+    assert step["tool_requests"] == {"llm": [], "search": [], "llm_batch": [], "rlm": []}
+    requests = codec.to_json(common_pb2.ToolRequests(search=[common_pb2.SearchRequest(key="k")]))
+    assert list(requests["search"][0])[:2] == ["type", "key"] and requests["search"][0]["type"] == "search"
+    assert codec.parse(common_pb2.SearchRequest, requests["search"][0]).key == "k"  # `type` is ignored
+    execution = codec.to_json(execution_pb2.Execution(execution_id="e"))
+    assert execution["completed_at"] is None and execution["trace_s3_uri"] is None

@@ -24,7 +24,7 @@ def test_citations_and_trace_spans_are_stored_snake_case_with_ints(api: Api) -> 
     assert citation["doc_index"] == 0 and citation["start_char"] == start_char
     assert citation["end_char"] == start_char + 26
     trace = json.loads(gzip.decompress(api.plane.storage.blobs.get(execution.trace_s3_uri.split("/", 3)[3])))
-    spans = trace["turns"][0]["sandbox"]["span_log"]
+    spans = trace["turns"][0]["lambda"]["span_log"]
     assert {"doc_index": 0, "start_char": start_char, "end_char": start_char + 26} in [
         {k: s[k] for k in ("doc_index", "start_char", "end_char")} for s in spans
     ]
