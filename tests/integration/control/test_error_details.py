@@ -54,7 +54,7 @@ def _refused(call: Callable[[], object]) -> grpc.RpcError:
 
 
 def _details(error: grpc.RpcError) -> dict[str, object]:
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None
     found: dict[str, object] = {}
     for packed in status.details:
