@@ -453,12 +453,19 @@ def rlm_rs_stack(base_url: str, directory: Path, sandbox_kind: str) -> Iterator[
             seconds = time.perf_counter() - began
             status = _status(execution)
             error = "" if status == "COMPLETED" else f"{status}: {execution.error.message}"
+            if error:  # what the steps said (the last failed step's error)
+                steps = executions.ListSteps(
+                    execution_pb2.ListStepsRequest(execution_id=execution.execution_id), metadata=auth
+                ).steps
+                failed = [step.error for step in steps if not step.success]
+                if failed:
+                    error += f"; last step error {failed[-1].code}: {failed[-1].message}"
             return Cell(
                 seconds,
                 execution.answer,
                 execution.answer.strip() == task.truth,
                 turns=execution.budgets_consumed.turns,
-                error=error[:200],
+                error=error[:400],
             )
 
         yield run
@@ -641,7 +648,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _cell(cell: dict[str, Any]) -> str:
     if cell.get("seconds") is None:
         return f"- ({cell.get('error') or 'not run'})"
-    verdict = "correct" if cell["correct"] else f"WRONG ({cell['answer'][:20]!r}; {cell['error'][:80]})"
+    verdict = "correct" if cell["correct"] else f"WRONG ({cell['answer'][:20]!r}; {cell['error'][:300]})"
     turns = f"{cell['turns']} turns, " if cell.get("turns") else ""
     return (
         f"{cell['seconds']:.2f} s, {verdict}, {turns}{cell['root_calls']} root calls, "
