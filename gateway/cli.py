@@ -34,7 +34,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     mcp = subparsers.add_parser("mcp", help="the MCP server (docs/api.md#mcp)")
     mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True, metavar="COMMAND")
-    mserve = mcp_sub.add_parser("serve", help="serve the MCP tools over the HTTP API")
+    mserve = mcp_sub.add_parser(
+        "serve",
+        help="serve the MCP tools over the HTTP API",
+        description="Serve the RLM-RS MCP tools, each one call of the REST API.",
+        epilog=(
+            "environment: RLM_BASE_URL, the gateway's URL (default http://127.0.0.1:8080); "
+            "RLM_API_KEY, the API key the tools call with (stdio). Over --transport http every "
+            "request carries its caller's own 'Authorization: Bearer' key instead."
+        ),
+    )
     mserve.add_argument(
         "--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or streamable HTTP"
     )

@@ -7,5 +7,5 @@
 set -eu
 socket="${LAMBDA_FUNCTION_NAME:-/run/rlm/sandbox.sock}"
 mkdir -p "$(dirname "$socket")"
-rlm-rs sandbox doctor || [ "${RLM_SANDBOX_STRICT:-1}" != "1" ]
+rlm-rs sandbox doctor --json || [ "${RLM_SANDBOX_STRICT:-1}" != "1" ]
 exec rlm-rs sandbox serve --socket "$socket"

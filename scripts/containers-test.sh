@@ -213,7 +213,7 @@ sandbox() {
   wait_healthy sandbox-pool 90
   local name; name=$(container sandbox-pool)
   [ "$(podman exec "$name" printenv RLM_SANDBOX_STRICT)" = 1 ] || die "the pool is not in strict mode"
-  podman exec "$name" rlm-rs sandbox doctor > "$OUT/doctor.json" 2> "$OUT/doctor.err" \
+  podman exec "$name" rlm-rs sandbox doctor --json > "$OUT/doctor.json" 2> "$OUT/doctor.err" \
     || { cat "$OUT/doctor.err"; die "sandbox doctor in the shipped container reports missing layers"; }
   podman exec -i "$name" python - < tests/containers/pool_probe.py > "$OUT/pool-probe.json" 2>&1 \
     || { cat "$OUT/pool-probe.json"; die "real steps in the shipped pool"; }

@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         demo.add_argument("--question", default=None, help="the question to ask (default: the demo's own)")
         demo.add_argument("--timeout", type=float, default=180.0, help="seconds for the whole demo")
         demo.add_argument("--json", action="store_true", help="also print the result as one JSON line")
+        demo.add_argument(
+            "--model", default=None, help="root and sub model of the execution (default: the appliance's)"
+        )
         demo.set_defaults(func=_demo)
 
 
@@ -80,4 +83,5 @@ def _demo(args: argparse.Namespace) -> int:
         question=args.question or DEFAULT_QUESTION,
         timeout=args.timeout,
         as_json=args.json,
+        model=args.model,
     )

@@ -2,7 +2,8 @@
 
 Uploads demo_corpus/ (text, HTML, DOCX, PDF) into the appliance's storage, creates a
 session, waits for READY, runs one Answerer execution and prints the answer, every
-citation with the text POST /v1/citations/verify returns for it, and the trace location.
+citation with the text POST /v1/citations/verify returns for it, and the URL of the
+trace viewer (an s3:// trace path cannot be opened on embedded storage).
 It talks to the appliance only over HTTP, except for the upload and (when no key is
 given) minting an API key, which go to the storage named by --data-dir / settings.
 It must never print an API key other than the one it minted itself.
@@ -128,10 +129,11 @@ def run_demo(
     timeout: float,
     as_json: bool = False,
     out: Any = None,
+    model: str | None = None,
 ) -> int:
     out = out or sys.stdout
     try:
-        result = demo_flow(base_url, api_key, data_dir, question, timeout, out)
+        result = demo_flow(base_url, api_key, data_dir, question, timeout, out, model=model)
     except (DemoError, httpx.HTTPError) as exc:
         print(f"rlm-rs demo: {exc}", file=sys.stderr)
         return 1
@@ -188,9 +190,29 @@ def error_line(error: Any) -> str:
     return str(error)
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 sub-call`, `2 sub-calls`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def viewer_url(base_url: str, execution_id: str, minted_key: str | None) -> str:
+    """The trace viewer's page; with a key the demo minted itself in the URL
+    fragment (never sent to a server), else the page asks for one."""
+    url = f"{base_url.rstrip('/')}/v1/executions/{execution_id}/view"
+    return f"{url}#key={minted_key}" if minted_key else url
+
+
 def demo_flow(
-    base_url: str, api_key: str | None, data_dir: Path, question: str, timeout: float, out: Any
+    base_url: str,
+    api_key: str | None,
+    data_dir: Path,
+    question: str,
+    timeout: float,
+    out: Any,
+    *,
+    model: str | None = None,
 ) -> dict[str, Any]:
+    """`model`, when given, is the root and sub model of the execution."""
     deadline = time.monotonic() + timeout
     check_ready(base_url)
     minted = api_key is None
@@ -207,14 +229,17 @@ def demo_flow(
         session_id = session["session_id"]
         out.write(f"  session {session_id}\n")
         wait_ready(client, session_id, deadline, out)
-        started = _call(client, "POST", f"/v1/sessions/{session_id}/executions", {"question": question})
+        body: dict[str, Any] = {"question": question}
+        if model:
+            body["models"] = {"root_model": model, "sub_model": model}
+        started = _call(client, "POST", f"/v1/sessions/{session_id}/executions", body)
         execution_id = started["execution_id"]
         out.write(f"  execution {execution_id}: {question}\n")
         view = wait_execution(client, execution_id, deadline)
         consumed = view.get("budgets_consumed") or {}
         out.write(
-            f"\nStatus: {view['status']} ({consumed.get('turns', 0)} turns, "
-            f"{consumed.get('llm_subcalls', 0)} sub-calls)\n"
+            f"\nStatus: {view['status']} ({plural(int(consumed.get('turns', 0)), 'turn')}, "
+            f"{plural(int(consumed.get('llm_subcalls', 0)), 'sub-call')})\n"
         )
         if view.get("error"):
             out.write(f"Error: {error_line(view['error'])}\n")
@@ -234,7 +259,8 @@ def demo_flow(
             )
         if not citations:
             out.write("  (none)\n")
-        out.write(f"\nTrace: {view.get('trace_s3_uri') or '(none)'}\n")
+        viewer = viewer_url(base_url, execution_id, api_key if minted else None)
+        out.write(f"\nTrace viewer: {viewer}\n")
     return {
         "session_id": session_id,
         "execution_id": execution_id,
@@ -242,5 +268,6 @@ def demo_flow(
         "answer": view.get("answer") or "",
         "citations": citations,
         "trace_s3_uri": view.get("trace_s3_uri") or "",
+        "viewer_url": viewer,
         "error": error_line(view["error"]) if view.get("error") else "",
     }

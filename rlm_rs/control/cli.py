@@ -154,7 +154,10 @@ def _tail(args: argparse.Namespace) -> int:
     """Follows WatchExecution and prints each turn as it lands, then the outcome.
 
     A dropped stream is resumed after the last event seen until
-    --timeout-seconds; `--after` starts after an event id.
+    --timeout-seconds; `--after` starts after an event id. A control plane
+    that cannot be reached at the start (CONNECT_SECONDS), or stays
+    unreachable for RECONNECT_SECONDS once followed, is a clear error and
+    exit status 2, never a hang.
     """
     import grpc
 
@@ -170,12 +173,18 @@ def _tail(args: argparse.Namespace) -> int:
     last = args.after or ""
     printer = _TurnPrinter()
     with grpc.insecure_channel(target) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=CONNECT_SECONDS)
+        except grpc.FutureTimeoutError:
+            return _unreachable(target, CONNECT_SECONDS)
         stub = execution_pb2_grpc.ExecutionServiceStub(channel)
+        unavailable_since: float | None = None
         while True:
             request = execution_pb2.WatchExecutionRequest(execution_id=args.execution_id, after_event_id=last)
             timeout = max(deadline - time.monotonic(), 0.1)
             try:
                 for event in stub.WatchExecution(request, metadata=metadata, timeout=timeout):
+                    unavailable_since = None
                     last = event.event_id
                     if printer.event(event.type, event.turn_index, json.loads(event.data_json or "{}")):
                         return 0
@@ -184,10 +193,28 @@ def _tail(args: argparse.Namespace) -> int:
             except grpc.RpcError as error:
                 code = error.code()
                 if code == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                    now = time.monotonic()
+                    unavailable_since = unavailable_since or now
+                    if now - unavailable_since > RECONNECT_SECONDS:
+                        printer.flush()
+                        return _unreachable(target, RECONNECT_SECONDS)
                     time.sleep(1.0)  # the control plane restarts: resume after the last event
                     continue
                 printer.flush()
                 return _tail_failed(args, code, error)
+
+
+CONNECT_SECONDS = 5.0  # reaching the control plane at the start
+RECONNECT_SECONDS = 30.0  # a restart of the control plane while an execution is followed
+
+
+def _unreachable(target: str, seconds: float) -> int:
+    print(
+        f"rlm-rs executions tail: cannot reach the control plane at {target} (no answer within "
+        f"{seconds:g}s); is it running? Set --grpc-address or RLM_GRPC_ADDRESS",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _tail_failed(args: argparse.Namespace, code: Any, error: Any) -> int:

@@ -30,6 +30,7 @@ from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.storage.interfaces import Condition, Item, ItemStore
 
 API_KEY_PREFIX = "rlm_key_"
+API_KEYS_LISTING = "APIKEYS"  # the listing index (GSI3) partition of every API key
 # Tenant ids name storage namespaces (`raw/{tenant_id}/`, `parsed/{tenant_id}/`,
 # ...): one path segment, so no tenant's folder can contain another's.
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
@@ -369,6 +370,7 @@ class MetadataStore:
             "tenant_id": tenant_id, "key_prefix": plaintext[:12], "name": name,
             "scopes": list(scopes), "created_at": now_iso(), "expires_at": expires_at,
             "revoked": False, "last_used_at": None,
+            "GSI3PK": API_KEYS_LISTING, "GSI3SK": f"{now_iso()}#{key_hash}",
         }  # fmt: skip
         self.items.put("api_keys", record, if_absent=True)
         return plaintext, _public(record) or {}
@@ -390,6 +392,13 @@ class MetadataStore:
 
     def revoke_api_key(self, key_hash: str) -> None:
         self.items.update("api_keys", f"KEY#{key_hash}", f"KEY#{key_hash}", {"revoked": True})
+
+    def list_api_keys(self, tenant_id: str | None = None, limit: int = 10_000) -> list[Item]:
+        """API key records (no secret: the hash, prefix, tenant, name, times,
+        revoked), newest first; keys created before the listing index are
+        not listed."""
+        items = self.items.query_newest("api_keys", API_KEYS_LISTING, limit=limit)
+        return [item for item in items if tenant_id is None or item.get("tenant_id") == tenant_id]
 
     # --- audit log ------------------------------------------------------------------
     def append_audit(self, tenant_id: str, request_id: str, record: Item) -> None:

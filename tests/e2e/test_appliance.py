@@ -18,15 +18,21 @@ import httpx
 from tests.e2e.conftest import REPO, UpProcess, free_port
 
 
-def run_demo(up: UpProcess) -> tuple[dict[str, Any], str]:
+def run_demo(up: UpProcess, *extra: str) -> tuple[dict[str, Any], str]:
     result = subprocess.run(
         [sys.executable, "-m", "rlm_rs.cli", "demo", "--base-url", up.base_url,
-         "--data-dir", str(up.data_dir), "--json", "--timeout", "150"],
+         "--data-dir", str(up.data_dir), "--json", "--timeout", "150", *extra],
         cwd=REPO, capture_output=True, text=True, timeout=200, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     key_line = next(line for line in result.stdout.splitlines() if "API key" in line)
-    return json.loads(result.stdout.strip().splitlines()[-1]), key_line.rsplit(" ", 1)[-1]
+    key = key_line.rsplit(" ", 1)[-1]
+    # the trace as a page that opens (not an s3:// path), and counts in words
+    viewer = f"{up.base_url}/v1/executions/"
+    assert f"Trace viewer: {viewer}" in result.stdout and f"/view#key={key}" in result.stdout
+    assert "s3://" not in result.stdout.split("Trace viewer:")[1].splitlines()[0]
+    assert "(2 turns, 1 sub-call)" in result.stdout, result.stdout
+    return json.loads(result.stdout.strip().splitlines()[-1]), key
 
 
 def test_up_demo_stop_start_keeps_data(appliance_factory: type[UpProcess], tmp_path: Path) -> None:
@@ -108,8 +114,9 @@ def test_openai_base_url_selects_the_openai_provider(
         )  # fmt: skip
         up.start()
         assert f"Provider: openai ({model.base_url})" in "\n".join(up.lines)
-        demo, _key = run_demo(up)
+        demo, _key = run_demo(up, "--model", "test-model")
         assert demo["status"] == "COMPLETED" and all(c["valid"] for c in demo["citations"])
         assert len(root_calls) == 2 and len(model.requests) == 3  # two root turns, one sub-call
+        assert {r["model"] for r in model.requests} == {"test-model"}  # --model: root and sub
         assert up.stop() == 0
     assert up.alive_leftovers() == []

@@ -2,8 +2,9 @@
 
 `register_into(sandbox_subparsers)` is called by rlm_rs/sandbox/cli.py. serve
 runs the pool (gRPC front + zygote) until SIGTERM; doctor starts a zygote,
-lets one worker harden itself, and prints each layer as JSON (exit 0 when
-every layer is active, 1 otherwise). Must not import gRPC before serve runs.
+lets one worker harden itself, and prints a table of the layers and a
+summary (`--json`: the whole report) (exit 0 when every layer is active, 1
+otherwise). Must not import gRPC before serve runs.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ def register_into(sandbox_subparsers: argparse._SubParsersAction[argparse.Argume
     serve.add_argument("--strict", action="store_true", help="refuse to start when any layer is missing")
     serve.set_defaults(func=_serve)
     doctor = sandbox_subparsers.add_parser(
-        "doctor", help="print the isolation layers as JSON (exit 1 when one is missing)"
+        "doctor", help="print a table of the isolation layers (exit 1 when one is missing)"
     )
+    doctor.add_argument("--json", action="store_true", help="print the whole report as JSON instead")
     doctor.set_defaults(func=_doctor)
 
 
@@ -63,5 +65,28 @@ def _doctor(args: argparse.Namespace) -> int:
     from rlm_rs.settings import get_settings
 
     report = run_doctor(get_settings())
-    print(json.dumps(report, indent=2, sort_keys=True))
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(doctor_table(report))
     return 0 if report["all_active"] else 1
+
+
+def doctor_table(report: dict[str, object]) -> str:
+    """The layers as a table (layer, status, what it does) and a one-line summary."""
+    layers = [dict(layer) for layer in report["layers"]]  # type: ignore[attr-defined]
+    width = max([len("layer"), *(len(str(layer["name"])) for layer in layers)])
+    lines = [f"{'layer'.ljust(width)}  status   detail"]
+    for layer in layers:
+        status = "active" if layer["active"] else "MISSING"
+        lines.append(f"{str(layer['name']).ljust(width)}  {status.ljust(7)}  {layer.get('detail', '')}")
+    missing = list(report.get("missing") or [])  # type: ignore[call-overload]
+    active = len(layers) - len(missing)
+    verdict = "all layers active" if not missing else "missing: " + ", ".join(map(str, missing))
+    lines.append("")
+    lines.append(
+        f"{active}/{len(layers)} layers active ({verdict}); uid {report.get('uid')}, "
+        f"privileges: {report.get('privilege_path')}, strict: {report.get('strict')}. "
+        "Full report: rlm-rs sandbox doctor --json"
+    )
+    return "\n".join(lines)

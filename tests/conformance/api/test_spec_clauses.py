@@ -40,6 +40,7 @@ def _answerer_with_subcall(c: httpx.Client, app: Appliance) -> dict[str, Any]:
     assert done.status_code == 201, done.text
     view: dict[str, Any] = done.json()
     assert view["status"] == "COMPLETED", view
+    assert view["budgets_consumed"]["cost_usd"] == 0  # the offline scripted provider is free
     return view
 
 

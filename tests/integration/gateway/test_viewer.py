@@ -5,6 +5,7 @@ status, the answer, each turn and the cited span highlighted in its context."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.gateway.conftest import Stack
+from tests.integration.gateway.conftest import Stack, rlm, wait_until
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -58,7 +59,9 @@ def test_viewer_renders_turns_and_highlighted_citations(stack: Stack, tmp_path: 
 
 def test_viewer_without_a_key_asks_for_one_and_shows_no_data(stack: Stack) -> None:
     dom = _chromium("--dump-dom", f"{stack.base_url}/v1/executions/exec_nope/view").stdout
-    assert 'id="auth" style="display: block;"' in dom and "loading" in dom
+    assert 'id="auth" style="display: block;"' in dom
+    # it asks for the key, and says nothing is loading while it waits for one
+    assert '<pre id="answer" class="muted">Enter an API key above to show this execution.</pre>' in dom
     bad = httpx.get(f"{stack.base_url}/v1/executions/..%2F..%2Fetc/view")
     assert bad.status_code in (404, 422) and "error" in bad.json()
 
@@ -84,3 +87,31 @@ def test_viewer_index_lists_the_callers_recent_executions_with_links(stack: Stac
     assert execution_id not in other and stack.session_id not in other  # another tenant sees none of it
     asked = _chromium("--dump-dom", f"{stack.base_url}/v1/view").stdout
     assert 'id="auth" style="display: block;"' in asked and "exec_" not in asked
+
+
+def test_viewer_labels_citations_by_file_and_cuts_context_at_words(stack: Stack, tmp_path: Path) -> None:
+    """A citation in the middle of a long document: its label is the file's
+    name, and the context around it starts and ends on whole words."""
+    words = " ".join(f"word{i:03d}" for i in range(60))  # 479 chars, a word boundary every 8
+    doc = tmp_path / "annual-report-2024.txt"
+    doc.write_text(f"{words} Revenue grew 12% to $4.5M in 2024. {words}\n")
+    uri = rlm(stack.env, "upload", "--tenant", "t1", "--data-dir", str(stack.data_dir), str(doc)).split()[-1]
+    with stack.client() as client:
+        body = {"docs": [{"source_name": doc.name, "mime_type": "text/plain", "raw_s3_uri": uri}]}
+        session_id = client.post("/v1/sessions", json=body).json()["session_id"]
+        rlm(stack.env, "ingest", "worker", "--once", "--data-dir", str(stack.data_dir))
+        wait_until(lambda: client.get(f"/v1/sessions/{session_id}").json()["status"] == "READY", "READY")
+        done = client.post(
+            f"/v1/sessions/{session_id}/executions",
+            json={"question": "How did revenue develop?", "options": {"synchronous": True}},
+        ).json()
+    assert done["status"] == "COMPLETED" and done["citations"], done
+    url = f"{stack.base_url}/v1/executions/{done['execution_id']}/view#key={stack.api_key}"
+    dom = _chromium("--dump-dom", url).stdout
+    assert f"{doc.name} · chars " in dom and "doc 0" not in dom
+    before, _, rest = dom.partition("<mark>Revenue grew 12% to $4.5M in 2024.</mark>")
+    assert rest, dom
+    context_before = before.rsplit("<pre>", 1)[-1]
+    context_after = rest.split("</pre>", 1)[0]
+    assert re.fullmatch(r"…word\d{3}( word\d{3})* ", context_before), context_before
+    assert re.fullmatch(r" word\d{3}( word\d{3})*…", context_after), context_after
