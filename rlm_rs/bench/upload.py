@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            _wait(lambda: httpx.get(f"{base_url}/health/ready").status_code == 200, "the stack")
+            _wait(lambda: httpx.get(f"{base_url}/health/ready").status_code == 200, "the stack", timeout=180)
             headers = {"authorization": f"Bearer {key}", "content-type": "text/plain"}
             with httpx.Client(base_url=base_url, headers=headers, timeout=600) as client:
                 warm = client.post("/v1/uploads", params={"file_name": "warm.txt"}, content=_LINE * 30_000)
