@@ -20,7 +20,6 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import cast
 
 from rlm_rs.citations import CitedDocument
 from rlm_rs.domain import PARSED_STATUSES, DocumentRecord
@@ -59,7 +58,7 @@ class DocumentCache:
         return str(target)
 
     def parsed_documents(self, session_id: str) -> list[DocumentRecord]:
-        documents = cast(list[DocumentRecord], self.storage.metadata.list_documents(session_id))
+        documents = self.storage.metadata.list_documents(session_id)
         return [d for d in documents if d.get("ingest_status") in PARSED_STATUSES]
 
     def manifest(self, session_id: str) -> list[ContextDocument]:

@@ -26,7 +26,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -162,7 +162,7 @@ class IngestionWorker:
             self.scheduler.release(pending)
 
     # --- one document --------------------------------------------------------------------
-    def _process(self, session: dict[str, Any], doc: Mapping[str, Any]) -> int:
+    def _process(self, session: Mapping[str, Any], doc: Mapping[str, Any]) -> int:
         meta = self.storage.metadata
         session_id, doc_id = session["session_id"], doc["doc_id"]
         key = document_key(session_id, doc_id)
@@ -183,7 +183,7 @@ class IngestionWorker:
         finally:
             meta.release_lease(*key, owner=self.owner)
 
-    def _parse(self, session: dict[str, Any], doc: Mapping[str, Any]) -> bool:
+    def _parse(self, session: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
         tenant, session_id, doc_id = session["tenant_id"], session["session_id"], doc["doc_id"]
         request = ParseRequest(
             request_id=f"ingest-{doc_id}-{uuid.uuid4().hex[:8]}",
@@ -257,7 +257,7 @@ class IngestionWorker:
             return body
         return handle_parse(self.storage.blobs, request)
 
-    def _index(self, session: dict[str, Any], doc_id: str) -> None:
+    def _index(self, session: Mapping[str, Any], doc_id: str) -> None:
         meta = self.storage.metadata
         session_id = session["session_id"]
         doc = meta.get_document(session_id, doc_id)
@@ -271,7 +271,9 @@ class IngestionWorker:
         meta.update_document(session_id, doc_id, done, from_statuses=("INDEXING",))
 
     # --- the session -------------------------------------------------------------------------
-    def _decide_session(self, session: dict[str, Any], docs: list[dict[str, Any]] | None = None) -> bool:
+    def _decide_session(
+        self, session: Mapping[str, Any], docs: Sequence[Mapping[str, Any]] | None = None
+    ) -> bool:
         """Move a CREATING session to READY or FAILED when its documents say so;
         True when it is decided (by this call or another worker)."""
         if docs is None:

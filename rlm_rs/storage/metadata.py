@@ -124,10 +124,10 @@ class MetadataStore:
             raise RlmError("SESSION_NOT_FOUND", "session not found", {"session_id": session_id})
         return cast(SessionRecord, _public(item))
 
-    def find_session(self, session_id: str) -> Item | None:
+    def find_session(self, session_id: str) -> SessionRecord | None:
         """A session by id alone (internal: workers that hold no tenant)."""
         found = self.items.query_index("sessions", f"SESSION#{session_id}")
-        return _public(found[0]) if found else None
+        return cast(SessionRecord, _public(found[0])) if found else None
 
     def list_sessions(self, tenant_id: str, status: str | None = None) -> list[Item]:
         items = self.items.query("sessions", f"TENANT#{tenant_id}", "SESSION#")
@@ -177,9 +177,9 @@ class MetadataStore:
         item = {**record, "PK": f"SESSION#{record['session_id']}", "SK": f"DOC#{record['doc_id']}"}
         return _public(self.items.put("documents", item, if_absent=True)) or {}
 
-    def list_documents(self, session_id: str) -> list[Item]:
+    def list_documents(self, session_id: str) -> list[DocumentRecord]:
         docs = [_public(i) or {} for i in self.items.query("documents", f"SESSION#{session_id}", "DOC#")]
-        return sorted(docs, key=lambda d: int(d.get("doc_index", 0)))
+        return cast(list[DocumentRecord], sorted(docs, key=lambda d: int(d.get("doc_index", 0))))
 
     def get_document(self, session_id: str, doc_id: str) -> DocumentRecord | None:
         item = self.items.get("documents", f"SESSION#{session_id}", f"DOC#{doc_id}")
@@ -221,9 +221,10 @@ class MetadataStore:
             raise RlmError("EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id})
         return cast(ExecutionRecord, _public(found[0]))
 
-    def list_executions(self, session_id: str) -> list[Item]:
+    def list_executions(self, session_id: str) -> list[ExecutionRecord]:
         """Every execution of a session, children included (internal: lifecycle)."""
-        return [_public(i) or {} for i in self.items.query("executions", f"SESSION#{session_id}", "EXEC#")]
+        items = self.items.query("executions", f"SESSION#{session_id}", "EXEC#")
+        return [cast(ExecutionRecord, _public(i)) for i in items]
 
     def delete_execution_data(self, execution_id: str) -> int:
         """Delete an execution's state, step records and events (everything

@@ -155,7 +155,7 @@ def test_blob_store_failures_during_ingestion(
     (doc,) = real.metadata.list_documents("s1")
     assert doc["ingest_status"] == status
     if reason:
-        assert doc["failure_reason"].startswith(reason)
+        assert str(doc["failure_reason"]).startswith(reason)
         assert real.metadata.get_session("t", "s1")["status"] == "FAILED"
     else:
         assert real.blobs.get(doc["text_s3_uri"].split("/", 3)[3]) == b"hello world"

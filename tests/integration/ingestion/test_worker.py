@@ -46,7 +46,7 @@ def test_strict_session_fails_when_a_document_fails(storage: Storage, settings: 
     IngestionWorker(storage, settings).run_once()
     docs = storage.metadata.list_documents("s1")
     assert [d["ingest_status"] for d in docs] == ["PARSED", "FAILED"]
-    assert docs[1]["failure_reason"].startswith("CORRUPT_DOCUMENT:")
+    assert str(docs[1]["failure_reason"]).startswith("CORRUPT_DOCUMENT:")
     assert storage.metadata.get_session("t1", "s1")["status"] == "FAILED"
 
 
