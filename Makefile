@@ -11,7 +11,7 @@ TEST_APT_PACKAGES := chromium libseccomp2 iproute2
 # `make test PYTEST_ARGS="-x tests/unit"` runs a part of the suite.
 PYTEST_ARGS ?=
 
-.PHONY: deps test-deps up demo test lint proto containers-test
+.PHONY: deps test-deps up demo test lint proto proto-lint containers-test
 
 deps:
 	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv \
@@ -40,6 +40,12 @@ lint: deps
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 	$(UV) run --frozen lint-imports
+	$(MAKE) proto-lint
+
+# buf lint over proto/ (buf.yaml), buf from npm as tools/buf/package-lock.json pins it.
+proto-lint:
+	npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error
+	tools/buf/node_modules/.bin/buf lint
 
 proto: deps
 	./scripts/gen_proto.sh

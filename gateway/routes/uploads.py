@@ -2,7 +2,7 @@
 
 The body is the file's bytes (`Content-Type` its MIME type, `?file_name=`
 its name). It is never read whole: each piece the server receives is passed
-on as gRPC UploadChunk messages of at most UPLOAD_CHUNK_BYTES, the first
+on as gRPC UploadRequest messages of at most UPLOAD_CHUNK_BYTES, the first
 naming the file, the last marked `last`. When the body breaks (over
 RLM_MAX_UPLOAD_BYTES, the caller gone) the stream ends without `last`, so
 the control plane stores nothing. Size, type and tenancy are decided by the
@@ -67,19 +67,19 @@ async def upload(
     can name it."""
     broken: list[BaseException] = []
 
-    async def chunks() -> AsyncIterator[session_pb2.UploadChunk]:
-        yield session_pb2.UploadChunk(file_name=file_name, content_type=content_type)
+    async def chunks() -> AsyncIterator[session_pb2.UploadRequest]:
+        yield session_pb2.UploadRequest(file_name=file_name, content_type=content_type)
         pending = bytearray()
         try:
             async for piece in request.stream():
                 pending += piece
                 while len(pending) >= UPLOAD_CHUNK_BYTES:
-                    yield session_pb2.UploadChunk(data=bytes(pending[:UPLOAD_CHUNK_BYTES]))
+                    yield session_pb2.UploadRequest(data=bytes(pending[:UPLOAD_CHUNK_BYTES]))
                     del pending[:UPLOAD_CHUNK_BYTES]
         except Exception as exc:  # the body broke: end without `last`, nothing is stored
             broken.append(exc)
             return
-        yield session_pb2.UploadChunk(data=bytes(pending), last=True)
+        yield session_pb2.UploadRequest(data=bytes(pending), last=True)
 
     try:
         result = await call.stubs.sessions.Upload(

@@ -74,7 +74,16 @@ class _RawHttp:
         self.pool: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def request(self, method: str, path: str, body: bytes = b"") -> bytes:
-        conn = self.pool.pop() if self.pool else await asyncio.open_connection(self.host, self.port)
+        if self.pool:
+            try:
+                return await self._request(self.pool.pop(), method, path, body)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass  # the server closed an idle keep-alive connection: once more on a new one
+        return await self._request(await asyncio.open_connection(self.host, self.port), method, path, body)
+
+    async def _request(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], method: str, path: str, body: bytes
+    ) -> bytes:
         reader, writer = conn
         extra = "content-type: application/json\r\n" if body else ""
         writer.write(

@@ -123,7 +123,7 @@ def poll_interval(attempt: int) -> float:
 
 # ---------------------------------------------------------------- uploads
 # An upload is read from its source in pieces of this size (the progress
-# callback's step) and sent as gRPC UploadChunk messages of UPLOAD_CHUNK_BYTES
+# callback's step) and sent as gRPC UploadRequest messages of UPLOAD_CHUNK_BYTES
 # (well under the server's smallest sensible RLM_MAX_REQUEST_BYTES).
 UPLOAD_PIECE_BYTES = 1024 * 1024
 UPLOAD_CHUNK_BYTES = 128 * 1024

@@ -86,22 +86,22 @@ def _chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
 
 def _upload_messages(
     file_name: str, content_type: str, pieces: Iterator[bytes]
-) -> Iterator[session_pb2.UploadChunk]:
+) -> Iterator[session_pb2.UploadRequest]:
     """The Upload stream: a naming chunk, the data, and the `last` mark."""
-    yield session_pb2.UploadChunk(file_name=file_name, content_type=content_type)
+    yield session_pb2.UploadRequest(file_name=file_name, content_type=content_type)
     for data in _chunked(pieces):
-        yield session_pb2.UploadChunk(data=data)
-    yield session_pb2.UploadChunk(last=True)
+        yield session_pb2.UploadRequest(data=data)
+    yield session_pb2.UploadRequest(last=True)
 
 
 async def _async_upload_messages(
     file_name: str, content_type: str, pieces: AsyncIterator[bytes]
-) -> AsyncIterator[session_pb2.UploadChunk]:
-    yield session_pb2.UploadChunk(file_name=file_name, content_type=content_type)
+) -> AsyncIterator[session_pb2.UploadRequest]:
+    yield session_pb2.UploadRequest(file_name=file_name, content_type=content_type)
     async for piece in pieces:
         for data in _chunked(iter([piece])):
-            yield session_pb2.UploadChunk(data=data)
-    yield session_pb2.UploadChunk(last=True)
+            yield session_pb2.UploadRequest(data=data)
+    yield session_pb2.UploadRequest(last=True)
 
 
 class _Stubs:

@@ -269,7 +269,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
 
     def _Upload(
         self,
-        requests: Iterator[session_pb2.UploadChunk],
+        requests: Iterator[session_pb2.UploadRequest],
         context: grpc.ServicerContext,
         caller: Caller,
     ) -> session_pb2.UploadResult:
@@ -280,7 +280,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
             raise RlmError("VALIDATION_ERROR", "an upload needs at least one chunk")
 
         def chunks() -> Iterator[bytes]:
-            chunk: session_pb2.UploadChunk | None = first
+            chunk: session_pb2.UploadRequest | None = first
             while chunk is not None:
                 if chunk.data:
                     yield chunk.data
@@ -300,7 +300,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
         return session_pb2.UploadResult(**dataclasses.asdict(stored))
 
 
-def _next_chunk(requests: Iterator[session_pb2.UploadChunk]) -> session_pb2.UploadChunk | None:
+def _next_chunk(requests: Iterator[session_pb2.UploadRequest]) -> session_pb2.UploadRequest | None:
     """The next chunk, None at the stream's end; a caller that went away mid-stream
     is VALIDATION_ERROR (the upload is discarded; nobody reads the answer)."""
     try:

@@ -357,7 +357,7 @@ class ListSessionsResponse(_message.Message):
 Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
 
 @_typing.final
-class UploadChunk(_message.Message):
+class UploadRequest(_message.Message):
     """Upload: a raw document streamed in chunks to raw/{tenant}/ (docs/api.md#uploads)."""
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -386,7 +386,7 @@ class UploadChunk(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___UploadChunk: _TypeAlias = UploadChunk  # noqa: Y015
+Global___UploadRequest: _TypeAlias = UploadRequest  # noqa: Y015
 
 @_typing.final
 class UploadResult(_message.Message):

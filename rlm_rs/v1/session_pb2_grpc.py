@@ -56,7 +56,7 @@ class SessionServiceStub:
                 _registered_method=True)
         self.Upload = channel.stream_unary(
                 '/rlm_rs.v1.SessionService/Upload',
-                request_serializer=rlm__rs_dot_v1_dot_session__pb2.UploadChunk.SerializeToString,
+                request_serializer=rlm__rs_dot_v1_dot_session__pb2.UploadRequest.SerializeToString,
                 response_deserializer=rlm__rs_dot_v1_dot_session__pb2.UploadResult.FromString,
                 _registered_method=True)
 
@@ -119,7 +119,7 @@ def add_SessionServiceServicer_to_server(servicer, server):
             ),
             'Upload': grpc.stream_unary_rpc_method_handler(
                     servicer.Upload,
-                    request_deserializer=rlm__rs_dot_v1_dot_session__pb2.UploadChunk.FromString,
+                    request_deserializer=rlm__rs_dot_v1_dot_session__pb2.UploadRequest.FromString,
                     response_serializer=rlm__rs_dot_v1_dot_session__pb2.UploadResult.SerializeToString,
             ),
     }
@@ -256,7 +256,7 @@ class SessionService:
             request_iterator,
             target,
             '/rlm_rs.v1.SessionService/Upload',
-            rlm__rs_dot_v1_dot_session__pb2.UploadChunk.SerializeToString,
+            rlm__rs_dot_v1_dot_session__pb2.UploadRequest.SerializeToString,
             rlm__rs_dot_v1_dot_session__pb2.UploadResult.FromString,
             options,
             channel_credentials,

@@ -22,12 +22,12 @@ TEXT = b"Harrow Point light was first lit in 1873.\n"
 
 def _chunks(
     data: bytes, size: int, *, name: str = "light.txt", last: bool = True
-) -> Iterator[session_pb2.UploadChunk]:
-    yield session_pb2.UploadChunk(file_name=name, content_type="text/plain")
+) -> Iterator[session_pb2.UploadRequest]:
+    yield session_pb2.UploadRequest(file_name=name, content_type="text/plain")
     for start in range(0, len(data), size):
-        yield session_pb2.UploadChunk(data=data[start : start + size])
+        yield session_pb2.UploadRequest(data=data[start : start + size])
     if last:
-        yield session_pb2.UploadChunk(last=True)
+        yield session_pb2.UploadRequest(last=True)
 
 
 def _raw_keys(api: Api, tenant: str = "tenant-a") -> list[str]:
@@ -76,7 +76,7 @@ def test_an_upload_is_kept_only_when_complete_and_within_the_limit(
         assert _code(lambda: api.sessions.Upload(iter([]), metadata=api.auth())) == "VALIDATION_ERROR"
         bad_type = iter(
             [
-                session_pb2.UploadChunk(
+                session_pb2.UploadRequest(
                     file_name="a.zip", content_type="application/zip", data=b"PK", last=True
                 )
             ]

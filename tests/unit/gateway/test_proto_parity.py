@@ -33,7 +33,7 @@ OPERATIONS: dict[tuple[str, str], type[Any]] = {
     ("GET", "/v1/executions/{execution_id}/events"): execution_pb2.WatchExecutionRequest,
     ("POST", "/v1/spans/get"): citation_pb2.GetSpanRequest,
     ("POST", "/v1/citations/verify"): citation_pb2.VerifyCitationRequest,
-    ("POST", "/v1/uploads"): session_pb2.UploadChunk,
+    ("POST", "/v1/uploads"): session_pb2.UploadRequest,
     ("GET", "/v1/sessions"): session_pb2.ListSessionsRequest,
     ("GET", "/v1/executions"): execution_pb2.ListExecutionsRequest,
 }
@@ -52,7 +52,7 @@ RENAMED: dict[str, dict[str, str]] = {
     # `after` (query) and `Last-Event-ID` (the header EventSource sends on reconnect)
     "WatchExecutionRequest": {"after": "after_event_id", "Last-Event-ID": "after_event_id"},
     # the upload's MIME type is the body's own Content-Type header
-    "UploadChunk": {"content-type": "content_type"},
+    "UploadRequest": {"content-type": "content_type"},
 }
 
 # REST-only fields, per proto message, each with why it is not on the wire.
@@ -69,7 +69,7 @@ REST_ONLY: dict[str, set[str]] = {
 PROTO_ONLY: dict[str, set[str]] = {
     # REST: `data` is the request body itself, streamed into chunks by the
     # gateway; `last` marks the body's end (docs/api.md#uploads).
-    "UploadChunk": {"data", "last"},
+    "UploadRequest": {"data", "last"},
 }
 
 _JSON = "_json"
