@@ -165,11 +165,19 @@ answer["ready"] = True
 
 
 def rlm_rs_depth2(child_task: str) -> str:
+    """Inline `rlm_query` where the step API has it (answers in this step),
+    else the queued children and one more turn."""
     return f"""
+question = "[task {child_task}] Count the complaints in your records."
+try:
+    inline = rlm_query
+except NameError:
+    inline = None
+if inline is not None:
+    tool.FINAL(str(sum(int(inline(question, doc_indices=[i])) for i in range(len(context)))))
 w = state["work"]
 if not w.get("queued"):
     for i in range(len(context)):
-        question = "[task {child_task}] Count the complaints in your records."
         tool.queue_rlm(f"part{{i}}", question, doc_indices=[i])
     w["queued"] = True
     tool.YIELD("children")

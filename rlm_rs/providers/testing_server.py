@@ -16,6 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when a fan-out opens
+    # dozens at once (APIConnectionError in the client).
+    request_queue_size = 256
+
+
 class OpenAICompatibleServer:
     def __init__(
         self,
@@ -82,7 +88,7 @@ class OpenAICompatibleServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def answer(self, model: str, messages: list[dict[str, str]]) -> str:

@@ -56,6 +56,14 @@ _DEFAULT_WAIT_SECONDS = 300.0
 Inline = Callable[[InlineCall, float], InlineReply]
 
 
+def _resolved(inline: Inline, call: InlineCall, timeout: float) -> InlineReply:
+    """The resolver's answer; its own failure ends the step, never this call."""
+    try:
+        return inline(call, timeout)
+    except Exception:
+        return InlineReply(error_code="INTERNAL_ERROR", error="the inline call could not be resolved")
+
+
 def _in_process_channel(inline: Inline) -> Inline:
     """In-process the step calls the resolver directly, with a copy of each
     message (as the wire would give it: nothing shared with step code)."""
@@ -121,7 +129,7 @@ class PoolSandbox:
     def run_step(self, request: StepRequest, inline: Inline | None = None) -> StepResult:
         """One step over RunStep's stream: the request, then a reply to each
         inline call (resolved by `inline`; None: refused), the result last.
-        An `inline` that raises ends the stream: the pool kills the worker."""
+        An `inline` that raises fails that call (INTERNAL_ERROR), which ends the step."""
         seconds = request.limits.max_step_seconds or _DEFAULT_STEP_SECONDS
         wait = request.limits.max_step_wait_seconds or _DEFAULT_WAIT_SECONDS
         outgoing: queue.SimpleQueue[StepInput | None] = queue.SimpleQueue()
@@ -143,7 +151,7 @@ class PoolSandbox:
                         error_code="VALIDATION_ERROR", error="inline calls are not available here"
                     )
                 else:
-                    reply = inline(call, wait)
+                    reply = _resolved(inline, call, wait)
                 reply.call_id = call.call_id
                 outgoing.put(StepInput(reply=reply))
         except grpc.RpcError as exc:
