@@ -11,9 +11,11 @@ strings).
 Ceilings: a budget's ceiling is the lower of its own (rlm_rs/limits.py) and,
 for a per-step limit, the sandbox pool's cap on it. The control plane learns
 the pool's caps from the setting the pool itself reads
-(RLM_SANDBOX_POLICY_JSON, through configured_pool_policy), so both processes
-must be given the same value; the pool also reports its policy
-(GetPoolStatus). A value a caller or the operator sets above a ceiling is
+(RLM_SANDBOX_POLICY_JSON, through configured_pool_policy) and, where it can
+reach the pool, from the policy the pool reports (GetPoolStatus, asked at
+start and then by the health sweep at most every REFRESH_SECONDS): the lower
+of the two holds, so a pool configured below the control plane still never
+caps a step silently. A value a caller or the operator sets above a ceiling is
 refused, naming the budget and the ceiling, never lowered; only a built-in
 default above an operator's lower cap is lowered to it. The per-step limits
 sent with each step are therefore exactly the execution's budgets, which
@@ -38,7 +40,9 @@ from rlm_rs.v1 import common_pb2
 from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
 POOL_SOURCE = "the sandbox pool's policy (RLM_SANDBOX_POLICY_JSON)"
+REPORTED_SOURCE = "the sandbox pool's policy, as the pool reports it"
 SERVICE_SOURCE = "the service's ceiling"
+REFRESH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,44 @@ class Ceilings:
                 values[name] = BUDGETS[name].unit(capped)
                 sources[name] = POOL_SOURCE
         return cls(values, sources)
+
+    def lowered_to(self, pool: SandboxPolicy) -> Ceilings:
+        """These ceilings, each per-step one lowered to `pool`'s cap where that is lower."""
+        values, sources = dict(self.values), dict(self.sources)
+        for name in POOL_STEP_CEILINGS:
+            capped = getattr(pool, name)
+            if capped and capped < values[name]:
+                values[name] = BUDGETS[name].unit(capped)
+                sources[name] = REPORTED_SOURCE
+        return Ceilings(values, sources)
+
+
+class CeilingSource:
+    """The ceilings in force: the configured ones, lowered to the policy the
+    pool last reported. `current` never calls the pool; `refresh` does."""
+
+    def __init__(self, sandbox_policy_json: Mapping[str, Any] | None = None) -> None:
+        self.configured = Ceilings.of(sandbox_policy_json)
+        self._current = self.configured
+        self._next_refresh = 0.0
+
+    def current(self) -> Ceilings:
+        return self._current
+
+    def refresh(self, sandbox: Any, *, force: bool = False) -> None:
+        """Ask the pool for its policy (at most every REFRESH_SECONDS unless
+        forced); an unreachable pool or one that reports none (in-process)
+        leaves the last known ceilings."""
+        now = time.monotonic()
+        if not force and now < self._next_refresh:
+            return
+        self._next_refresh = now + REFRESH_SECONDS
+        try:
+            reported: SandboxPolicy = sandbox.status().policy
+        except Exception:  # unreachable: the sweep asks again later
+            return
+        if reported.ByteSize():
+            self._current = self.configured.lowered_to(reported)
 
 
 STATIC_CEILINGS = Ceilings(

@@ -122,7 +122,7 @@ def start_control_plane(
     )
     reaper = SessionReaper(storage, cancel=engine.cancel, docs=engine.docs, search=engine.search_index)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(storage, settings, admission, reaper), server
+        SessionServicer(storage, settings, admission, reaper, engine.records.ceilings), server
     )
     execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
         ExecutionServicer(engine, storage, admission), server
@@ -182,7 +182,10 @@ class _Health:
         except Exception:
             self._set("storage", False)
         probe = getattr(self.sandbox, "healthy", None)
-        self._set("sandbox", probe is None or probe(timeout=1.0))
+        healthy = probe is None or probe(timeout=1.0)
+        self._set("sandbox", healthy)
+        if healthy:
+            self.engine.records.ceilings.refresh(self.sandbox)  # the pool's caps (control/budgets.py)
         self._set("sandbox_hardened", self.hardened)
 
     def probe_provider_forever(self, stop: threading.Event) -> None:

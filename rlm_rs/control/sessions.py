@@ -23,7 +23,7 @@ from rlm_rs import codec
 from rlm_rs.control import listings
 from rlm_rs.control._rpc import Caller, rpc, rpc_client_stream
 from rlm_rs.control.admission import Admission
-from rlm_rs.control.budgets import Ceilings, budgets_to_dict, merge_budgets
+from rlm_rs.control.budgets import CeilingSource, budgets_to_dict, merge_budgets
 from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.control.validation import check_models
@@ -121,14 +121,19 @@ def session_message(storage: Storage, session: SessionRecord) -> session_pb2.Ses
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
     def __init__(
-        self, storage: Storage, settings: Settings, admission: Admission, reaper: SessionReaper
+        self,
+        storage: Storage,
+        settings: Settings,
+        admission: Admission,
+        reaper: SessionReaper,
+        ceilings: CeilingSource | None = None,
     ) -> None:
         self.storage = storage
         self.settings = settings
         self.quotas = Quotas.from_settings(settings, storage)
         self.reaper = reaper
         self.grants = RawGrants.parse(settings.raw_prefixes_json)  # a bad grant fails start-up
-        self.ceilings = Ceilings.of(settings.sandbox_policy_json)
+        self.ceilings = ceilings or CeilingSource(settings.sandbox_policy_json)  # the engine's
         guard = rpc(storage, admission)
         for name in ("CreateSession", "GetSession", "DeleteSession", "ListSessions"):
             setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
@@ -187,7 +192,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
         self._validate_docs(caller.tenant_id, request.docs)
         check_models(request.models_default, "models_default")
         budgets_default = budgets_to_dict(request.budgets_default)
-        merge_budgets(budgets_default, ceilings=self.ceilings)  # validate now, not at the first execution
+        merge_budgets(
+            budgets_default, ceilings=self.ceilings.current()
+        )  # validate now, not at the first execution
         enable_search = request.options.enable_search or (
             not request.HasField("options") and self.settings.enable_search_default
         )

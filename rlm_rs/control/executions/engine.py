@@ -100,6 +100,7 @@ class ExecutionEngine:
         self.docs, self.search_index = self.ctx.docs, self.ctx.search_index
         self.resolver, self.events, self.records = self.ctx.resolver, self.ctx.events, self.ctx.records
         self.turn_timings, self.finish_timings_ms = self.ctx.turn_timings, self.ctx.finish_timings_ms
+        self.records.ceilings.refresh(sandbox, force=True)  # the pool's own caps, when it reports them
 
     @property
     def settings(self) -> Settings:
@@ -116,6 +117,7 @@ class ExecutionEngine:
     @sandbox.setter
     def sandbox(self, client: SandboxClient) -> None:
         self.ctx.sandbox = client
+        self.records.ceilings.refresh(client, force=True)
 
     @property
     def provider(self) -> Provider:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-from rlm_rs.control.budgets import Ceilings, merge_budgets
+from rlm_rs.control.budgets import CeilingSource, merge_budgets
 from rlm_rs.control.executions.signals import Signals
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.domain import (
@@ -58,8 +58,8 @@ class Records:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.status_changed = Signals()  # WaitExecution's waiters
-        self.ceilings = Ceilings.of(settings.sandbox_policy_json)
-        merge_budgets(settings.default_budgets_json, ceilings=self.ceilings)  # refused at start, not per call
+        self.ceilings = CeilingSource(settings.sandbox_policy_json)  # the pool's report: engine.py, server.py
+        merge_budgets(settings.default_budgets_json, ceilings=self.ceilings.configured)  # refused at start
 
     def create(
         self,
@@ -84,7 +84,7 @@ class Records:
             self.settings.default_budgets_json,
             defaults.get("budgets_default") or {},
             budgets,
-            ceilings=self.ceilings,
+            ceilings=self.ceilings.current(),
         )
         output_mode = (options.get("output_mode") or OutputMode.ANSWER).upper()
         if output_mode not in tuple(OutputMode):

@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 from rlm_rs.domain import BUDGETS
 from rlm_rs.errors import RlmError
 from rlm_rs.sandbox.client import temporary_pool
+from rlm_rs.sandbox.pool.server import pool_policy
 from rlm_rs.v1 import execution_pb2
 from rlm_rs.v1.common_pb2 import Budgets
 from tests.integration.control.conftest import Api, control_plane, error_code
@@ -154,6 +155,21 @@ def test_a_pool_step_runs_under_the_executions_budget_not_the_pools_default(tmp_
         assert result.success, result.error
         assert result.isolation == "pool"
         assert [len(b.prompts) for b in result.tool_requests.llm_batch] == [100, 100, 100]
+
+
+def test_a_pool_configured_below_the_control_plane_reports_its_caps_and_they_hold(tmp_path: Path) -> None:
+    """The two processes were given different RLM_SANDBOX_POLICY_JSON: the pool's
+    own report (GetPoolStatus) lowers the ceiling instead of the pool cutting steps."""
+    policy = pool_policy()
+    policy.max_tool_requests_per_step = 50
+    with temporary_pool(policy) as pool, control_plane(tmp_path, pool) as api:
+        with pytest.raises(grpc.RpcError) as caught:
+            api.runtime_execution(max_tool_requests_per_step=100)
+        refused = _refusal(caught.value)
+        assert refused["budget"] == "max_tool_requests_per_step" and refused["ceiling"] == "50"
+        assert "as the pool reports it" in refused["message"]
+        execution_id = api.runtime_execution()  # the default (500) lowered to the pool's cap
+        assert _effective(api, execution_id)["max_tool_requests_per_step"] == 50
 
 
 FAN_OUT = """```repl
