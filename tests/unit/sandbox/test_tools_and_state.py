@@ -111,6 +111,16 @@ def test_state_too_large_keeps_the_old_state(run: Runner) -> None:
     assert state_of(result) == {"keep": True}
 
 
+def test_max_state_chars_bounds_the_model_owned_keys_not_the_tool_results(run: Runner) -> None:
+    """Tool results used to count: ~3,000 short results made every later step STATE_TOO_LARGE."""
+    results = {"llm": {f"k{i}": {"text": "x" * 100, "meta": {}} for i in range(50)}}
+    fine = run("state['work'] = 'y' * 500", state={"_tool_results": results}, max_state_chars=1000)
+    assert fine.success, fine.error
+    assert len(fine.state_json) > 5000 and json.loads(fine.state_json)["_tool_results"] == results
+    over = run("state['work'] = 'y' * 1000", state={"_tool_results": results}, max_state_chars=1000)
+    assert over.error.code == "STATE_TOO_LARGE"
+
+
 def test_rebinding_state_to_a_non_dict_is_refused(run: Runner) -> None:
     result = run("state = [1, 2]")
     assert result.error.code == "STATE_INVALID_TYPE"
