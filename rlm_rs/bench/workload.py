@@ -115,6 +115,9 @@ if inline is not None:
     answers = []
     for i in range(0, len(prompts), 100):
         answers += inline(prompts[i:i + 100])
+    failed = [a for a in answers if not a.startswith("{{")]
+    if failed:
+        raise ValueError(f"{{len(failed)}} sub-calls failed, first: {{failed[0][:300]}}")
     tool.FINAL(str(sum(json.loads(a)["complaints"] for a in answers)))
 w = state["work"]
 seen = w.setdefault("seen", [])
@@ -390,7 +393,7 @@ def rlm_rs_stack(base_url: str, directory: Path, sandbox_kind: str) -> Iterator[
         LLM_PROVIDER="openai",
         OPENAI_BASE_URL=base_url,
         OPENAI_API_KEY="sk-bench",
-        RLM_LLM_MAX_RETRIES=0,
+        RLM_LLM_MAX_RETRIES=2,
         RLM_LLM_TIMEOUT_SECONDS=120,
         DEFAULT_ROOT_MODEL=ROOT_MODEL,
         DEFAULT_SUB_MODEL=SUB_MODEL,
@@ -467,7 +470,7 @@ def rlm_rs_stack(base_url: str, directory: Path, sandbox_kind: str) -> Iterator[
                 ).steps
                 failed = [step.error for step in steps if not step.success]
                 if failed:
-                    error += f"; last step error {failed[-1].code}: {failed[-1].message}"
+                    error += f"; first failed step {failed[0].code}: {failed[0].message[:150]}"
             return Cell(
                 seconds,
                 execution.answer,
