@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import grpc
+from google.protobuf.message import Message
 
 from rlm_rs import codec
 from rlm_rs.citations import make_ref, verify_ref
@@ -63,6 +64,7 @@ from rlm_rs.v1.common_pb2 import (
     SpanRef,
     ToolRequests,
 )
+from rlm_rs.v1.sandbox_pb2 import StepResult
 
 LIST_STEPS_BYTES = 32 * 1024 * 1024  # a ListSteps page; the server sends at most 64 MiB
 EVENT_ID = re.compile(EVENT_ID_PATTERN)
@@ -132,6 +134,23 @@ def step_message(item: StepRecord) -> execution_pb2.StepRecord:
     if error:
         codec.from_json(record.error, error)
     return record
+
+
+def public_step(result: StepResult) -> execution_pb2.RunStepResponse:
+    """The caller's view of a step: RunStepResponse's fields copied from the
+    sandbox's StepResult by name (never a field the public message lacks)."""
+    response = execution_pb2.RunStepResponse()
+    source: Message = result  # fields by name
+    for field in response.DESCRIPTOR.fields:
+        name = field.name
+        if field.is_repeated:
+            getattr(response, name).extend(getattr(source, name))
+        elif field.type == field.TYPE_MESSAGE:
+            if source.HasField(name):
+                getattr(response, name).CopyFrom(getattr(source, name))
+        else:
+            setattr(response, name, getattr(source, name))
+    return response
 
 
 def _options(request_options: execution_pb2.ExecutionOptions) -> dict[str, Any]:
@@ -381,13 +400,14 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
 
     def _RunStep(
         self, request: execution_pb2.RunStepRequest, context: grpc.ServicerContext, caller: Caller
-    ) -> Any:
+    ) -> execution_pb2.RunStepResponse:
         if not request.code.strip() or len(request.code) > MAX_CODE_CHARS:
             raise RlmError("VALIDATION_ERROR", f"code must be 1..{MAX_CODE_CHARS} characters")
         state = request.state_json if request.HasField("state_json") else None
-        return self.engine.runtime_step(
+        result = self.engine.runtime_step(
             caller.tenant_id, request.execution_id, request.code, state, request.options.resolve_tools
         )
+        return public_step(result)
 
     def _ResolveTools(
         self, request: execution_pb2.ResolveToolsRequest, context: grpc.ServicerContext, caller: Caller

@@ -658,6 +658,74 @@ class RunStepRequest(_message.Message):
 Global___RunStepRequest: _TypeAlias = RunStepRequest  # noqa: Y015
 
 @_typing.final
+class RunStepResponse(_message.Message):
+    """What a caller sees of one runtime step (docs/api.md#step-output): the
+    public counterpart of the sandbox's internal StepResult, which the control
+    plane copies field by field (the same numbers, so the two stay
+    interchangeable on the wire).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    STDOUT_FIELD_NUMBER: _builtins.int
+    STDOUT_TRUNCATED_FIELD_NUMBER: _builtins.int
+    STATE_JSON_FIELD_NUMBER: _builtins.int
+    SPAN_LOG_FIELD_NUMBER: _builtins.int
+    TOOL_REQUESTS_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    TURN_INDEX_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_EXECUTED_FIELD_NUMBER: _builtins.int
+    YIELD_REASON_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    success: _builtins.bool
+    stdout: _builtins.str
+    stdout_truncated: _builtins.bool
+    state_json: _builtins.str
+    """The state after the step (canonical JSON). On failure: the input state."""
+    turn_index: _builtins.int
+    duration_ms: _builtins.float
+    instructions_executed: _builtins.int
+    yield_reason: _builtins.str
+    """YIELD(reason) when the step yielded."""
+    isolation: _builtins.str
+    """Which isolation ran the step: "in-process" or "pool"."""
+    @_builtins.property
+    def span_log(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Span]: ...
+    @_builtins.property
+    def tool_requests(self) -> _common_pb2.ToolRequests: ...
+    @_builtins.property
+    def final(self) -> _common_pb2.Final: ...
+    @_builtins.property
+    def error(self) -> _common_pb2.ErrorDetail: ...
+    def __init__(
+        self,
+        *,
+        success: _builtins.bool = ...,
+        stdout: _builtins.str = ...,
+        stdout_truncated: _builtins.bool = ...,
+        state_json: _builtins.str = ...,
+        span_log: _abc.Iterable[_common_pb2.Span] | None = ...,
+        tool_requests: _common_pb2.ToolRequests | None = ...,
+        final: _common_pb2.Final | None = ...,
+        error: _common_pb2.ErrorDetail | None = ...,
+        turn_index: _builtins.int = ...,
+        duration_ms: _builtins.float = ...,
+        instructions_executed: _builtins.int = ...,
+        yield_reason: _builtins.str = ...,
+        isolation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "final", b"final", "tool_requests", b"tool_requests"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "error", b"error", "final", b"final", "instructions_executed", b"instructions_executed", "isolation", b"isolation", "span_log", b"span_log", "state_json", b"state_json", "stdout", b"stdout", "stdout_truncated", b"stdout_truncated", "success", b"success", "tool_requests", b"tool_requests", "turn_index", b"turn_index", "yield_reason", b"yield_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunStepResponse: _TypeAlias = RunStepResponse  # noqa: Y015
+
+@_typing.final
 class ResolveToolsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -4,7 +4,6 @@ import grpc
 import warnings
 
 from rlm_rs.v1 import execution_pb2 as rlm__rs_dot_v1_dot_execution__pb2
-from rlm_rs.v1 import sandbox_pb2 as rlm__rs_dot_v1_dot_sandbox__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -68,7 +67,7 @@ class ExecutionServiceStub:
         self.RunStep = channel.unary_unary(
                 '/rlm_rs.v1.ExecutionService/RunStep',
                 request_serializer=rlm__rs_dot_v1_dot_execution__pb2.RunStepRequest.SerializeToString,
-                response_deserializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepResult.FromString,
+                response_deserializer=rlm__rs_dot_v1_dot_execution__pb2.RunStepResponse.FromString,
                 _registered_method=True)
         self.ResolveTools = channel.unary_unary(
                 '/rlm_rs.v1.ExecutionService/ResolveTools',
@@ -197,7 +196,7 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
             'RunStep': grpc.unary_unary_rpc_method_handler(
                     servicer.RunStep,
                     request_deserializer=rlm__rs_dot_v1_dot_execution__pb2.RunStepRequest.FromString,
-                    response_serializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepResult.SerializeToString,
+                    response_serializer=rlm__rs_dot_v1_dot_execution__pb2.RunStepResponse.SerializeToString,
             ),
             'ResolveTools': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveTools,
@@ -408,7 +407,7 @@ class ExecutionService:
             target,
             '/rlm_rs.v1.ExecutionService/RunStep',
             rlm__rs_dot_v1_dot_execution__pb2.RunStepRequest.SerializeToString,
-            rlm__rs_dot_v1_dot_sandbox__pb2.StepResult.FromString,
+            rlm__rs_dot_v1_dot_execution__pb2.RunStepResponse.FromString,
             options,
             channel_credentials,
             insecure,
