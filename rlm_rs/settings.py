@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     # starts, steps, tool resolution) never take the last `rpc_reserved_threads`.
     rpc_threads: int = Field(32, ge=4, le=1024, alias="RLM_RPC_THREADS")
     rpc_reserved_threads: int = Field(8, ge=1, alias="RLM_RPC_RESERVED_THREADS")
+    # --- scale-out (docs/scale-out.md) ---
+    # Answerer loops one control plane runs at once (the rest wait in its queue,
+    # leased, or are taken over by another node once their creation lease runs out)
+    execution_concurrency: int = Field(8, ge=1, le=512, alias="RLM_EXECUTION_CONCURRENCY")
+    # boto3's HTTP connections per client; 0 = sized to the threads that use storage
+    aws_max_pool_connections: int = Field(0, ge=0, le=4096, alias="RLM_AWS_MAX_POOL_CONNECTIONS")
     # {"default": {"running_executions": n, "live_sessions": n, "long_calls": n},
     #  "tenants": {"<tenant>": {...}}}; a missing field falls back, null = no limit
     quotas_json: JsonObject = Field(default_factory=dict, alias="RLM_QUOTAS_JSON")

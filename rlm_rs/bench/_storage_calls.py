@@ -18,7 +18,7 @@ from typing import Any
 
 from rlm_rs.storage.keys import CACHE_PREFIX
 
-ITEM_CALLS = ("put", "get", "query", "query_index", "update", "delete")
+ITEM_CALLS = ("put", "get", "query", "query_index", "update", "delete", "transact")
 BLOB_CALLS = ("put", "get", "get_range", "head", "delete", "list", "delete_prefix")
 TOOL_PREFIXES = (CACHE_PREFIX,)  # the sub-call cache: tool resolution, not the turn
 
@@ -49,7 +49,22 @@ class CallLog:
         return calls
 
 
+def _transact_op(writes: list[Any]) -> Call:
+    """One transaction (one request): labelled by what it writes."""
+    from rlm_rs.storage.interfaces import Put, Update
+
+    commit = any(isinstance(w, Update) and "next_turn" in w.changes for w in writes)
+    status = any(isinstance(w, Put) and w.item.get("type") == "status" for w in writes)
+    parts = sorted(
+        {f"{w.table}:{str(w.item.get('SK', '')).split('#')[0]}" for w in writes if isinstance(w, Put)}
+    )
+    label = "items.transact " + ("commit" if commit else "+".join(parts) or "check")
+    return Call(threading.current_thread().name, label, commit=commit, status_event=status)
+
+
 def _item_op(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    if name == "transact":
+        return _transact_op(list(args[0]) if args else list(kwargs.get("writes") or []))
     table = str(args[0]) if args else "?"
     label = f"items.{name} {table}"
     commit = status = False

@@ -26,7 +26,8 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
         "--lease-seconds",
         type=float,
         default=30.0,
-        help="execution lease; another control plane takes over after it expires (default 30)",
+        help="execution lease, renewed every third of it; another control plane takes over "
+        "after it expires (default 30, at least 1)",
     )
     serve.add_argument(
         "--sweep-seconds",
@@ -85,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
         plane = start_control_plane(
             settings, address, lease_seconds=args.lease_seconds, sweep_seconds=args.sweep_seconds
         )
-    except SandboxRequired as exc:
+    except (SandboxRequired, ValueError) as exc:  # no pool; a lease too short (leases.check_lease)
         get_logger().error("control_plane_refused", reason=str(exc))  # one JSON line on stderr
         return 1
     except RuntimeError as exc:  # grpc: "Failed to bind to address ..."

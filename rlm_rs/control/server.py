@@ -24,6 +24,7 @@ from rlm_rs.control._rpc import AnonymousStreamLimit
 from rlm_rs.control.admission import Admission
 from rlm_rs.control.costs import model_allowlist
 from rlm_rs.control.executions import ExecutionEngine
+from rlm_rs.control.executions.leases import check_lease
 from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.services import CitationServicer, ExecutionServicer
 from rlm_rs.control.sessions import SessionServicer
@@ -95,6 +96,7 @@ def start_control_plane(
 ) -> ControlPlane:
     if sandbox is None and not settings.sandbox_socket and not settings.dev_unsandboxed:
         raise SandboxRequired()
+    check_lease(lease_seconds, settings)
     set_model_allowlist(model_allowlist(settings))
     storage = storage or open_storage(settings)
     sandbox = sandbox or make_sandbox_client(settings)

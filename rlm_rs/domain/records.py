@@ -62,6 +62,7 @@ class ExecutionRecord(TypedDict):
     trace_json: NotRequired[str | None]  # return_trace
     lease_owner: NotRequired[str]
     lease_until: NotRequired[float]
+    lease_token: NotRequired[int]
 
 
 class SessionRecord(TypedDict):

@@ -28,6 +28,15 @@ class Storage:
         self.metadata.items.close()
 
 
+def pool_connections(settings: Settings) -> int:
+    """boto3's connection pool per client: every thread that may use storage
+    at once (the RPC threads, the Answerer loops, each loop's tool threads,
+    the heartbeat and the sweeps), unless set (RLM_AWS_MAX_POOL_CONNECTIONS)."""
+    if settings.aws_max_pool_connections:
+        return settings.aws_max_pool_connections
+    return settings.rpc_threads + 4 * settings.execution_concurrency + 8
+
+
 def open_storage(settings: Settings) -> Storage:
     pepper = settings.api_key_pepper.get_secret_value().encode("utf-8")
     items: ItemStore
@@ -35,15 +44,18 @@ def open_storage(settings: Settings) -> Storage:
     if settings.storage_backend == "aws":
         from rlm_rs.storage._aws import DynamoItemStore, S3BlobStore
 
+        pool = pool_connections(settings)
         items = DynamoItemStore(
             region=settings.aws_region,
             table_prefix=settings.ddb_table_prefix,
             endpoint_url=settings.aws_endpoint_url,
+            max_pool_connections=pool,
         )
         blobs = S3BlobStore(
             bucket=settings.s3_bucket,
             region=settings.aws_region,
             endpoint_url=settings.aws_endpoint_url,
+            max_pool_connections=pool,
         )
         return Storage(MetadataStore(items, pepper), blobs)
     from rlm_rs.storage._embedded import LocalBlobStore, SqliteItemStore

@@ -28,6 +28,9 @@ from rlm_rs.storage.interfaces import (
     BlobInfo,
     Condition,
     Item,
+    Put,
+    Update,
+    Write,
     conflict,
     validate_key,
     validate_prefix,
@@ -86,9 +89,17 @@ def _is_condition_failure(exc: ClientError) -> bool:
 
 
 class DynamoItemStore:
-    def __init__(self, *, region: str, table_prefix: str = "rlm_", endpoint_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        region: str,
+        table_prefix: str = "rlm_",
+        endpoint_url: str | None = None,
+        max_pool_connections: int = 10,
+    ) -> None:
         self.prefix = table_prefix
-        self.client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=_CONFIG)
+        config = _CONFIG.merge(Config(max_pool_connections=max_pool_connections))
+        self.client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
 
     def _table(self, table: str) -> str:
         if table not in TABLES:
@@ -197,42 +208,14 @@ class DynamoItemStore:
     def update(
         self, table: str, pk: str, sk: str, changes: Item, *, condition: Condition | None = None
     ) -> Item:
-        names: dict[str, str] = {"#version": "version"}
-        values: dict[str, Any] = {":one": {"N": "1"}}
-        sets = ["#version = #version + :one"]
-        for index, (key, value) in enumerate(changes.items()):
-            if key in ("PK", "SK", "version"):
-                continue
-            names[f"#a{index}"] = key
-            values[f":a{index}"] = _to_ddb({"v": value})["v"]
-            sets.append(f"#a{index} = :a{index}")
-        conditions = ["attribute_exists(PK)"]
-        condition = condition or Condition()
-        if condition.version is not None:
-            values[":expected"] = {"N": str(condition.version)}
-            conditions.append("#version = :expected")
-        if condition.attr_in is not None:
-            attr, allowed = condition.attr_in
-            names["#cond"] = attr
-            placeholders = []
-            for index, allowed_value in enumerate(allowed):
-                values[f":in{index}"] = _to_ddb({"v": allowed_value})["v"]
-                placeholders.append(f":in{index}")
-            conditions.append(f"#cond IN ({', '.join(placeholders)})")
-        if condition.lease_free_for is not None:
-            owner, now = condition.lease_free_for
-            names["#lo"], names["#lu"] = "lease_owner", "lease_until"
-            values[":owner"] = {"S": owner}
-            values[":now"] = {"N": repr(float(now))}
-            conditions.append(
-                "(attribute_not_exists(#lo) OR #lo = :owner OR attribute_not_exists(#lu) OR #lu <= :now)"
-            )
+        names, values, sets = _set_expression(changes)
+        expression = _condition_expression(condition or Condition(), names, values)
         try:
             response = self.client.update_item(
                 TableName=self._table(table),
                 Key={"PK": {"S": pk}, "SK": {"S": sk}},
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=" AND ".join(conditions),
+                UpdateExpression=sets,
+                ConditionExpression=expression,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
@@ -269,12 +252,103 @@ class DynamoItemStore:
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return items
 
+    def transact(self, writes: list[Write]) -> None:
+        """One TransactWriteItems request (one HTTP round trip; DynamoDB
+        charges each item twice)."""
+        items: list[dict[str, Any]] = []
+        for write in writes:
+            if isinstance(write, Put):
+                item = _to_ddb({**write.item, "version": 1})
+                items.append({"Put": {"TableName": self._table(write.table), "Item": item}})
+                continue
+            key = {"PK": {"S": write.pk}, "SK": {"S": write.sk}}
+            if isinstance(write, Update):
+                names, values, sets = _set_expression(write.changes)
+                expression = _condition_expression(write.condition, names, values)
+                items.append({"Update": {
+                    "TableName": self._table(write.table), "Key": key, "UpdateExpression": sets,
+                    "ConditionExpression": expression, "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }})  # fmt: skip
+            else:
+                names, values = {}, {}
+                expression = _condition_expression(write.condition, names, values)
+                check: dict[str, Any] = {
+                    "TableName": self._table(write.table), "Key": key, "ConditionExpression": expression,
+                }  # fmt: skip
+                if names:
+                    check["ExpressionAttributeNames"] = names
+                if values:
+                    check["ExpressionAttributeValues"] = values
+                items.append({"ConditionCheck": check})
+        try:
+            self.client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                reasons = exc.response.get("CancellationReasons") or []
+                if not reasons or any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+                    raise conflict("conditional write failed") from None
+            raise
+
+
+def _set_expression(changes: Item) -> tuple[dict[str, str], dict[str, Any], str]:
+    """(names, values, "SET ...") for `changes`, raising `version` by one."""
+    names: dict[str, str] = {"#version": "version"}
+    values: dict[str, Any] = {":one": {"N": "1"}}
+    sets = ["#version = #version + :one"]
+    for index, (key, value) in enumerate(changes.items()):
+        if key in ("PK", "SK", "version"):
+            continue
+        names[f"#a{index}"] = key
+        values[f":a{index}"] = _to_ddb({"v": value})["v"]
+        sets.append(f"#a{index} = :a{index}")
+    return names, values, "SET " + ", ".join(sets)
+
+
+def _condition_expression(condition: Condition, names: dict[str, str], values: dict[str, Any]) -> str:
+    """`condition` as a ConditionExpression (the item must exist), filling `names` and `values`."""
+    conditions = ["attribute_exists(PK)"]
+    if condition.version is not None:
+        names["#version"] = "version"
+        values[":expected"] = {"N": str(condition.version)}
+        conditions.append("#version = :expected")
+    if condition.attr_in is not None:
+        attr, allowed = condition.attr_in
+        names["#cond"] = attr
+        placeholders = []
+        for index, allowed_value in enumerate(allowed):
+            values[f":in{index}"] = _to_ddb({"v": allowed_value})["v"]
+            placeholders.append(f":in{index}")
+        conditions.append(f"#cond IN ({', '.join(placeholders)})")
+    if condition.lease_free_for is not None:
+        owner, now = condition.lease_free_for
+        names["#lo"], names["#lu"] = "lease_owner", "lease_until"
+        values[":owner"] = {"S": owner}
+        values[":now"] = {"N": repr(float(now))}
+        conditions.append(
+            "(attribute_not_exists(#lo) OR #lo = :owner OR attribute_not_exists(#lu) OR #lu <= :now)"
+        )
+    if condition.lease_held is not None:
+        holder, token = condition.lease_held
+        names["#lo"], names["#lt"] = "lease_owner", "lease_token"
+        values[":holder"] = {"S": holder}
+        values[":token"] = {"N": str(int(token))}
+        conditions.append("#lo = :holder AND #lt = :token")
+    for index, (attr, value) in enumerate(condition.equals):
+        names[f"#eq{index}"] = attr
+        values[f":eq{index}"] = _to_ddb({"v": value})["v"]
+        conditions.append(f"#eq{index} = :eq{index}")
+    return " AND ".join(conditions)
+
 
 class S3BlobStore:
-    def __init__(self, *, bucket: str, region: str, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, *, bucket: str, region: str, endpoint_url: str | None = None, max_pool_connections: int = 10
+    ) -> None:
         self.bucket = bucket
         self.region = region
-        self.client = boto3.client("s3", region_name=region, endpoint_url=endpoint_url, config=_CONFIG)
+        config = _CONFIG.merge(Config(max_pool_connections=max_pool_connections))
+        self.client = boto3.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
 
     def create_bucket(self) -> None:
         try:

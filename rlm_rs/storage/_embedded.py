@@ -27,6 +27,9 @@ from rlm_rs.storage.interfaces import (
     BlobInfo,
     Condition,
     Item,
+    Put,
+    Update,
+    Write,
     conflict,
     validate_key,
     validate_prefix,
@@ -180,6 +183,34 @@ class SqliteItemStore:
             .fetchall()
         )
         return [self._load(r[0]) for r in rows]
+
+    def transact(self, writes: list[Write]) -> None:
+        """Every condition checked, then every write, in one SQLite transaction."""
+        with self._write() as conn:
+            planned: list[tuple[str, Item]] = []
+            for write in writes:
+                if isinstance(write, Put):
+                    planned.append((write.table, {**write.item, "version": 1}))
+                    continue
+                row = conn.execute(
+                    f"SELECT body FROM {self._table(write.table)} WHERE pk=? AND sk=?", (write.pk, write.sk)
+                ).fetchone()
+                current = self._load(row[0]) if row else None
+                if current is None or not write.condition.holds(current):
+                    raise conflict("conditional write failed")
+                if isinstance(write, Update):
+                    version = int(current.get("version", 0)) + 1
+                    planned.append((write.table, {**current, **write.changes, "version": version}))
+            for table, item in planned:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {self._table(table)} (pk, sk, gsi1pk, gsi2pk, body) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (item["PK"], item["SK"], item.get("GSI1PK"), item.get("GSI2PK"), _body(item)),
+                )
+
+
+def _body(item: Item) -> str:
+    return json.dumps(item, sort_keys=True)
 
 
 class _Transaction:

@@ -41,11 +41,17 @@ class Condition:
     attr_in: (attribute, allowed values): e.g. a status transition's sources.
     lease_free_for: (owner, now_epoch): the item's lease is unset, expired at
         `now_epoch`, or already held by `owner`.
+    lease_held: (owner, fencing token): the item's lease is held by `owner`
+        under exactly this token (a takeover raises the token, so a stale
+        holder's write fails whatever the clocks say).
+    equals: (attribute, value) pairs the item must carry.
     """
 
     version: int | None = None
     attr_in: tuple[str, tuple[Any, ...]] | None = None
     lease_free_for: tuple[str, float] | None = None
+    lease_held: tuple[str, int] | None = None
+    equals: tuple[tuple[str, Any], ...] = ()
 
     def holds(self, item: Item | None) -> bool:
         if item is None:
@@ -59,7 +65,43 @@ class Condition:
             holder, until = item.get("lease_owner"), item.get("lease_until")
             if holder and holder != owner and until is not None and until > now:
                 return False
-        return True
+        if self.lease_held is not None:
+            owner, token = self.lease_held
+            if item.get("lease_owner") != owner or item.get("lease_token") != token:
+                return False
+        return all(item.get(attr) == value for attr, value in self.equals)
+
+
+@dataclass(frozen=True)
+class Put:
+    """A transaction's whole-item write (version 1, like `ItemStore.put`)."""
+
+    table: str
+    item: Item
+
+
+@dataclass(frozen=True)
+class Update:
+    """A transaction's conditional update of an existing item (version + 1)."""
+
+    table: str
+    pk: str
+    sk: str
+    changes: Item
+    condition: Condition
+
+
+@dataclass(frozen=True)
+class Check:
+    """A transaction's condition on an item it does not write."""
+
+    table: str
+    pk: str
+    sk: str
+    condition: Condition
+
+
+Write = Put | Update | Check
 
 
 def conflict(message: str) -> RlmError:
@@ -89,6 +131,10 @@ class ItemStore(Protocol):
         """At most `limit` items with GSI3PK == `value` and GSI3SK < `before`
         ("": no bound), by GSI3SK descending (the LISTING_INDEX; on DynamoDB
         eventually consistent)."""
+
+    def transact(self, writes: list[Write]) -> None:
+        """All of `writes` or none (at most one per item): CONFLICT when a
+        Check's or an Update's condition does not hold."""
         ...
 
     def create_tables(self) -> None: ...

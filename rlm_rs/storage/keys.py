@@ -37,17 +37,21 @@ def parsed_session_prefix(tenant_id: str, session_id: str) -> str:
 
 
 # --- executions ---------------------------------------------------------------------------
-def state_key(tenant_id: str, execution_id: str, turn_index: int) -> str:
-    """An offloaded state (storage/state.py)."""
-    return f"{STATE_PREFIX}{tenant_id}/{execution_id}/state_{turn_index}.json.gz"
+def state_key(tenant_id: str, execution_id: str, turn_index: int, token: int | None = None) -> str:
+    """An offloaded state (storage/state.py); with the writer's fencing token
+    (leases), so a stale lease holder's blob never takes the new holder's key."""
+    suffix = "" if token is None else f"_t{token}"
+    return f"{STATE_PREFIX}{tenant_id}/{execution_id}/state_{turn_index}{suffix}.json.gz"
 
 
 def state_prefix(tenant_id: str, execution_id: str) -> str:
     return f"{STATE_PREFIX}{tenant_id}/{execution_id}/"
 
 
-def trace_key(tenant_id: str, session_id: str, execution_id: str) -> str:
-    return f"{TRACES_PREFIX}{tenant_id}/{session_id}/{execution_id}.json.gz"
+def trace_key(tenant_id: str, session_id: str, execution_id: str, token: int | None = None) -> str:
+    """An execution's trace; with the finisher's fencing token (as state_key)."""
+    suffix = "" if token is None else f".t{token}"
+    return f"{TRACES_PREFIX}{tenant_id}/{session_id}/{execution_id}{suffix}.json.gz"
 
 
 def contexts_key(tenant_id: str, session_id: str, execution_id: str) -> str:

@@ -9,12 +9,14 @@ session's expiry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
@@ -27,7 +29,7 @@ from rlm_rs.domain import (
     SessionStatus,
 )
 from rlm_rs.errors import ConflictError, RlmError
-from rlm_rs.storage.interfaces import Condition, Item, ItemStore
+from rlm_rs.storage.interfaces import Check, Condition, Item, ItemStore, Put, Update, Write
 
 API_KEY_PREFIX = "rlm_key_"
 API_KEYS_LISTING = "APIKEYS"  # the listing index (GSI3) partition of every API key
@@ -87,6 +89,26 @@ def execution_key(session_id: str, execution_id: str) -> tuple[str, str, str]:
 def document_key(session_id: str, doc_id: str) -> tuple[str, str, str]:
     """(table, PK, SK) of a document record: what acquire_lease/release_lease take."""
     return ("documents", f"SESSION#{session_id}", f"DOC#{doc_id}")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """An execution's lease as its holder took it: the owner and the fencing
+    token. A takeover raises the token (it is the record's version after the
+    taking write), so every write conditional on a Fence fails for a stale
+    holder, whatever the clocks say."""
+
+    session_id: str
+    execution_id: str
+    owner: str
+    token: int
+
+    def condition(self, *, running: bool = False, turn: int | None = None) -> Condition:
+        return Condition(
+            lease_held=(self.owner, self.token),
+            attr_in=("status", (ExecutionStatus.RUNNING,)) if running else None,
+            equals=(("next_turn", turn),) if turn is not None else (),
+        )
 
 
 def _public(item: Item | None) -> Item | None:
@@ -221,6 +243,11 @@ class MetadataStore:
             raise RlmError("EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id})
         return cast(ExecutionRecord, _public(found[0]))
 
+    def read_execution(self, session_id: str, execution_id: str) -> Item | None:
+        """An execution by its base-table key: a strongly consistent GetItem
+        (what a loop reads back; an index read may lag behind a commit)."""
+        return _public(self.items.get("executions", f"SESSION#{session_id}", f"EXEC#{execution_id}"))
+
     def list_executions(self, session_id: str) -> list[ExecutionRecord]:
         """Every execution of a session, children included (internal: lifecycle)."""
         items = self.items.query("executions", f"SESSION#{session_id}", "EXEC#")
@@ -239,8 +266,16 @@ class MetadataStore:
         """The execution's step records (SK step_sk(turn)), unordered, state not read."""
         return self.items.query("execution_state", f"EXEC#{execution_id}", "STEP#")
 
-    def put_event(self, execution_id: str, event_id: str, record: Item) -> None:
-        self.items.put("execution_state", {**record, "PK": f"EXEC#{execution_id}", "SK": f"EVENT#{event_id}"})
+    def put_event(self, execution_id: str, event_id: str, record: Item, fence: Fence | None = None) -> None:
+        """An event; with the holder's fence, written only while its lease is
+        held (one transaction: a check of the lease and the put)."""
+        item = {**record, "PK": f"EXEC#{execution_id}", "SK": f"EVENT#{event_id}"}
+        if fence is None:
+            self.items.put("execution_state", item)
+            return
+        _, pk, sk = execution_key(fence.session_id, fence.execution_id)
+        check = Check("executions", pk, sk, fence.condition())
+        self.items.transact([check, Put("execution_state", item)])
 
     def list_events(self, execution_id: str) -> list[Item]:
         """The execution's events, in event id order."""
@@ -321,6 +356,71 @@ class MetadataStore:
             if len(batch) < min(max(limit, 25), LISTING_SCAN_LIMIT) and len(page) < limit:
                 return page, ""  # the index is exhausted
         return page, cursor
+
+    # --- execution leases: fenced by a token ------------------------------------------------
+    def take_execution_lease(self, execution: Item, owner: str, seconds: float) -> Item | None:
+        """Take the lease of a RUNNING execution unchanged since `execution`
+        was read (its `version`), free or expired or `owner`'s; the record
+        with its new `lease_token` (= the new version), else None."""
+        now = time.time()
+        version = execution.get("version")
+        condition = Condition(
+            version=version,
+            attr_in=("status", (ExecutionStatus.RUNNING,)),
+            lease_free_for=(owner, now),
+        )
+        changes = {"lease_owner": owner, "lease_until": now + seconds, "lease_token": int(version or 0) + 1}
+        try:
+            return _public(self._update_execution(execution, changes, condition))
+        except ConflictError:
+            return None
+
+    def renew_execution_lease(self, fence: Fence, seconds: float) -> Item:
+        """Extend a held lease; CONFLICT when it is no longer held (taken
+        over) or the execution stopped RUNNING."""
+        changes = {"lease_until": time.time() + seconds}
+        item = self.items.update(
+            "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}", changes,
+            condition=fence.condition(running=True),
+        )  # fmt: skip
+        return _public(item) or {}
+
+    def release_execution_lease(self, fence: Fence) -> None:
+        """Let the lease go (the token stays: a later holder raises it)."""
+        with contextlib.suppress(ConflictError):
+            self.items.update(
+                "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}",
+                {"lease_owner": "", "lease_until": 0}, condition=fence.condition(),
+            )  # fmt: skip
+
+    def fenced_update_execution(self, fence: Fence, changes: Item, *, running: bool = False) -> Item:
+        """An update only the lease's holder can make (CONFLICT otherwise)."""
+        if "status" in changes:
+            changes = {**changes, "GSI2PK": f"STATUS#{changes['status']}"}
+        item = self.items.update(
+            "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}", changes,
+            condition=fence.condition(running=running),
+        )  # fmt: skip
+        return _public(item) or {}
+
+    def commit_turn(self, fence: Fence, turn: int, changes: Item, state_items: list[Item]) -> None:
+        """One transaction: the execution's `changes` and the execution_state
+        items (step record, state), only while the holder's lease is held,
+        the execution RUNNING and still at `turn`; CONFLICT otherwise."""
+        writes: list[Write] = [
+            Update(
+                "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}", changes,
+                fence.condition(running=True, turn=turn),
+            ),
+            *(Put("execution_state", item) for item in state_items),
+        ]  # fmt: skip
+        self.items.transact(writes)
+
+    def _update_execution(self, execution: Item, changes: Item, condition: Condition) -> Item:
+        return self.items.update(
+            "executions", f"SESSION#{execution['session_id']}", f"EXEC#{execution['execution_id']}", changes,
+            condition=condition,
+        )  # fmt: skip
 
     # --- leases (on any record: documents, executions) ------------------------------------
     def acquire_lease(self, table: str, pk: str, sk: str, owner: str, ttl_seconds: float) -> Item | None:
@@ -423,6 +523,7 @@ __all__ = [
     "PURGED",
     "SESSION_STATUSES",
     "TENANT_ID",
+    "Fence",
     "MetadataStore",
     "new_id",
     "now_iso",

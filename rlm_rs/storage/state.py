@@ -35,6 +35,29 @@ def save_state(
     extra: Item | None = None,
 ) -> Item:
     """Persist `state_json` for (execution, sk); returns the stored record."""
+    record = state_record(
+        blobs, tenant_id=tenant_id, execution_id=execution_id, turn_index=turn_index,
+        state_json=state_json, ttl_epoch=ttl_epoch, sk=sk, extra=extra,
+    )  # fmt: skip
+    metadata.items.put("execution_state", record)
+    return record
+
+
+def state_record(
+    blobs: BlobStore,
+    *,
+    tenant_id: str,
+    execution_id: str,
+    turn_index: int,
+    state_json: str,
+    ttl_epoch: int | None = None,
+    sk: str = "STATE",
+    extra: Item | None = None,
+    token: int | None = None,
+) -> Item:
+    """The execution_state record for `state_json`, not yet written (a large
+    state's blob is; with a lease's fencing `token` its key names the token,
+    so a stale holder's blob never takes the key a new holder writes)."""
     data = state_json.encode("utf-8")
     record: dict[str, Any] = {
         "PK": f"EXEC#{execution_id}", "SK": sk, "tenant_id": tenant_id,
@@ -46,10 +69,9 @@ def save_state(
     if len(data) <= INLINE_LIMIT_BYTES:
         record["state_json"] = state_json
     else:
-        key = state_key(tenant_id, execution_id, turn_index)
+        key = state_key(tenant_id, execution_id, turn_index, token)
         blobs.put(key, gzip.compress(data, mtime=0), content_type="application/gzip")
         record["state_s3_uri"] = blobs.uri(key)
-    metadata.items.put("execution_state", record)
     return record
 
 

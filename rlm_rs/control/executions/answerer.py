@@ -11,6 +11,7 @@ never runs a turn without holding the lease.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +23,11 @@ from rlm_rs.control.budgets import deadline_epoch, snapshot
 from rlm_rs.control.executions import history
 from rlm_rs.control.executions import turn as pipeline
 from rlm_rs.control.executions.children import ancestors_running
-from rlm_rs.control.executions.claims import LoopLease
+from rlm_rs.control.executions.claims import take_loop_lease
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.finish import cancel, finish
+from rlm_rs.control.executions.leases import LEASE_LOST, Lease, holding, is_lease_lost
 from rlm_rs.control.executions.records import State
 from rlm_rs.domain import (
     Consumed,
@@ -51,7 +53,7 @@ class Loop:
     """What stays the same from one turn of an execution to the next."""
 
     session: SessionRecord
-    lease: LoopLease
+    lease: Lease
     docs: list[ContextDocument]
     system: str  # the root model's system prompt
     turns: list[dict[str, Any]]  # history entries of the committed turns
@@ -61,7 +63,7 @@ class Loop:
     state_json: str | None
 
     @classmethod
-    def open(cls, ctx: Context, execution: ExecutionRecord, lease: LoopLease) -> Loop:
+    def open(cls, ctx: Context, execution: ExecutionRecord, lease: Lease) -> Loop:
         session = ctx.storage.metadata.get_session(execution["tenant_id"], execution["session_id"])
         budgets = execution["budgets_requested"]
         docs = ctx.manifests.of(execution)
@@ -81,22 +83,35 @@ class Loop:
 
 
 @logged_execution
-def run_answerer(ctx: Context, tenant_id: str, execution_id: str) -> ExecutionRecord:
-    """Run the execution's turns until it ends, is cancelled or its lease is lost."""
-    lease = LoopLease(ctx.storage.metadata, ctx.owner, ctx.lease_seconds)
-    execution, held = lease.take(ctx.records.get(tenant_id, execution_id))
-    if not held:
+def run_answerer(
+    ctx: Context, tenant_id: str, execution_id: str, session_id: str | None = None
+) -> ExecutionRecord:
+    """Run the execution's turns until it ends, is cancelled or its lease is
+    lost. With `session_id` the record is read from the base table (strongly
+    consistent); by id alone (a caller's request) through the id index."""
+    if session_id is None:
+        execution = ctx.records.get(tenant_id, execution_id)
+    else:
+        execution = ctx.records.read(session_id, execution_id)
+    execution, lease = take_loop_lease(ctx.storage.metadata, execution, ctx.owner, ctx.lease_seconds)
+    if lease is None:
         return execution  # ended, or another control plane owns it
-    loop = Loop.open(ctx, execution, lease)
-    while True:
-        execution, ended = _turn_due(ctx, execution)
-        if not ended:
-            execution, ended = _turn(ctx, loop, execution)
-        if not ended:  # the next turn's lease (untimed, as the loop's top always was)
-            execution, held = lease.take(execution)
-            ended = not held  # cancelled (or finished elsewhere), or the lease went to a new owner
-        if ended:
-            return execution
+    with ctx.heartbeat.keeping(lease), holding(lease):
+        try:
+            loop = Loop.open(ctx, execution, lease)
+            while True:
+                lease.ensure()
+                execution, ended = _turn_due(ctx, execution)
+                if not ended:
+                    execution, ended = _turn(ctx, loop, execution)
+                if ended:
+                    return execution
+        except ConflictError as exc:
+            if not is_lease_lost(exc):
+                raise
+            # another owner took the execution over (or it ended): stop here, write nothing more
+            log.warning("answerer_stopped", execution_id=execution_id, reason=LEASE_LOST)
+            return ctx.records.reload(execution)
 
 
 def _turn_due(ctx: Context, execution: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
@@ -128,6 +143,7 @@ def _turn(ctx: Context, loop: Loop, execution: ExecutionRecord) -> tuple[Executi
     clock = time.perf_counter()
     user = _turn_prompt(ctx, loop, execution, consumed)
     timings["prompt_ms"] = pipeline.ms_since(clock)
+    loop.lease.ensure()  # the root call is paid for: only under a live lease
     started = time.perf_counter()
     try:
         completion = _root_call(ctx, loop, execution, user)
@@ -135,6 +151,7 @@ def _turn(ctx: Context, loop: Loop, execution: ExecutionRecord) -> tuple[Executi
         error = RlmError("LLM_PROVIDER_ERROR", f"root model: {exc}")
         return finish(ctx, execution, ExecutionStatus.FAILED, error=error), True
     timings["root_model_ms"] = pipeline.ms_since(started)
+    loop.lease.ensure()  # a long call (or a paused process) may have outlived the lease
     _root_reply(ctx, execution, completion, consumed)
     step = pipeline.step(
         ctx, execution, loop.session, completion.text, loop.state, state_json=loop.state_json,
@@ -142,9 +159,11 @@ def _turn(ctx: Context, loop: Loop, execution: ExecutionRecord) -> tuple[Executi
     )  # fmt: skip
     step.timings.update(timings)
     try:
-        execution = pipeline.commit(ctx, execution, step, loop.lease)
-    except ConflictError:  # cancelled during the turn
-        return ctx.records.get(execution["tenant_id"], execution["execution_id"]), True
+        execution = pipeline.commit(ctx, execution, step)
+    except ConflictError as exc:  # cancelled during the turn (or the lease was lost: the caller stops)
+        if is_lease_lost(exc):
+            raise
+        return ctx.records.reload(execution), True
     ctx.turn_timings.append(step.timings)
     loop.turns.append(step.history_entry())
     if step.state is not None:
@@ -214,18 +233,21 @@ class AnswererLoops:
             if execution_id in self._active:
                 return
             self._active.add(execution_id)
-        self._pool.submit(self._guarded_run, execution["tenant_id"], execution_id)
+        self._pool.submit(self._guarded_run, execution["tenant_id"], execution["session_id"], execution_id)
 
-    def _guarded_run(self, tenant_id: str, execution_id: str) -> None:
+    def _guarded_run(self, tenant_id: str, session_id: str, execution_id: str) -> None:
         try:
-            run_answerer(self.ctx, tenant_id, execution_id)
+            run_answerer(self.ctx, tenant_id, execution_id, session_id)
         except Exception as exc:  # the loop must never die silently
             # the traceback goes to the operator's log, never to the caller
             log.error("answerer_crashed", execution_id=execution_id, error=type(exc).__name__, exc_info=True)
-            execution = self.ctx.records.get(tenant_id, execution_id)
-            if execution["status"] == ExecutionStatus.RUNNING:
+            execution = self.ctx.records.read(session_id, execution_id)
+            ctx = self.ctx
+            execution, lease = take_loop_lease(ctx.storage.metadata, execution, ctx.owner, ctx.lease_seconds)
+            if lease is not None:  # still RUNNING and nobody else's: end it, fenced like any write
                 error = RlmError("INTERNAL_ERROR", "the execution failed")
-                finish(self.ctx, execution, ExecutionStatus.FAILED, error=error)
+                with holding(lease), contextlib.suppress(ConflictError):
+                    finish(ctx, execution, ExecutionStatus.FAILED, error=error)
         finally:
             with self._lock:
                 self._active.discard(execution_id)
@@ -236,8 +258,9 @@ class AnswererLoops:
             return False  # runtime executions have no loop; children are run by their parent
         if execution.get("lease_owner") and float(execution.get("lease_until") or 0) > now:
             return False
-        if not LoopLease(self.ctx.storage.metadata, self.ctx.owner, self.ctx.lease_seconds).renew(execution):
-            return False
+        metadata = self.ctx.storage.metadata
+        if Lease.take(metadata, execution, self.ctx.owner, self.ctx.lease_seconds) is None:
+            return False  # another node's sweep was first (or it changed since the listing)
         log.info(
             "execution_taken_over",
             execution_id=execution["execution_id"],

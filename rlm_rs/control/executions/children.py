@@ -36,9 +36,9 @@ from typing import Any, cast
 
 from rlm_rs import codec
 from rlm_rs.control.budgets import merge_budgets
-from rlm_rs.control.executions.claims import renew_lease
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
+from rlm_rs.control.executions.leases import carried, held, is_lease_lost
 from rlm_rs.control.executions.subcorpus import compose, execution_manifest, subcorpus
 from rlm_rs.control.executions.traces import read_trace
 from rlm_rs.control.limits import parse_json_object
@@ -201,10 +201,14 @@ def run_children(
         for index, request in enumerate(requests):
             run_child(ctx, parent, session, request, ledger, index)
         return ledger
+    lease = held(parent["execution_id"])  # each child's thread writes for the parent under its lease
+
+    def run(request: RlmRequest, index: int) -> None:
+        with carried(lease):
+            run_child(ctx, parent, session, request, ledger, index)
+
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="child") as pool:
-        for done in [
-            pool.submit(run_child, ctx, parent, session, r, ledger, i) for i, r in enumerate(requests)
-        ]:
+        for done in [pool.submit(run, r, i) for i, r in enumerate(requests)]:
             done.result()
     return ledger
 
@@ -227,6 +231,8 @@ def run_child(
         try:
             child = _child(ctx, parent, session, request, ledger, turn)
         except RlmError as exc:  # refused (budgets, sub-corpus) or not created (the session is going)
+            if is_lease_lost(exc):
+                raise  # the parent's turn is no longer this process's
             rlm_result(ledger.resolution, request.key, None, f"{exc.code}: {exc.message}")
             return
         finally:
@@ -269,7 +275,7 @@ def _child(
     tenant_id = parent["tenant_id"]
     child_id = child_execution_id(parent["execution_id"], turn, request.key)
     try:
-        return ctx.records.get(tenant_id, child_id)  # a replayed turn finds its child
+        return ctx.records.read(parent["session_id"], child_id)  # a replayed turn finds its child
     except NotFound:
         pass
     budgets = child_budgets(
@@ -279,8 +285,10 @@ def _child(
     parent_pieces = parent.get("corpus")
     if parent_pieces:  # a grandchild: compose with the parent's own view
         pieces = [compose(piece, parent_pieces) for piece in pieces]
-    current = ctx.records.get(tenant_id, parent["execution_id"])
-    ctx.records.update(current, {"children": [*(current.get("children") or []), child_id]})
+    current = ctx.records.reload(parent)
+    children = [*(current.get("children") or []), child_id]
+    ctx.records.update(current, {"children": children})  # fenced by the parent's lease
+    parent["children"] = children  # the loop's record: its commit and finish carry the list on
     return ctx.records.create(
         tenant_id,
         session,
@@ -305,8 +313,11 @@ def _run_to_end(ctx: Context, parent: ExecutionRecord, child: ExecutionRecord) -
 
     now = time.time()
     give_up = now + max(seconds_left_at(parent, now), 0.0) + ctx.lease_seconds
+    parent_lease = held(parent["execution_id"])
     while child["status"] == ExecutionStatus.RUNNING and time.time() < give_up:
-        child = run_answerer(ctx, child["tenant_id"], child["execution_id"])
+        if parent_lease is not None:
+            parent_lease.ensure()  # a parent taken over stops here, not after the child
+        child = run_answerer(ctx, child["tenant_id"], child["execution_id"], child["session_id"])
         if child["status"] == ExecutionStatus.RUNNING:
             time.sleep(0.5)  # another owner's lease has not expired yet
     return child
@@ -334,15 +345,14 @@ def rlm_result(resolution: Resolution, key: str, child: ExecutionRecord | None, 
 
 
 def ancestors_running(ctx: Context, execution: ExecutionRecord) -> bool:
-    """A child runs inside its parent's turn: keep the parents' leases alive,
-    and tell whether they are all still RUNNING (a cancel may have come
-    between a parent's cascade and this child's creation)."""
+    """Whether a child's parents are all still RUNNING (a cancel may have
+    come between a parent's cascade and this child's creation). Their leases
+    are the heartbeat's: a child runs inside its parent's held turn."""
     parent_id = execution.get("parent_execution_id")
     while parent_id:
-        parent = ctx.records.get(execution["tenant_id"], parent_id)
+        parent = ctx.records.read(execution["session_id"], parent_id)
         if parent["status"] != ExecutionStatus.RUNNING:
             return False
-        renew_lease(ctx.storage.metadata, parent, ctx.owner, ctx.lease_seconds)
         parent_id = parent.get("parent_execution_id")
     return True
 

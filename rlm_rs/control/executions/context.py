@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.control.costs import PriceTable
 from rlm_rs.control.executions.events import EventLog
+from rlm_rs.control.executions.leases import Heartbeat
 from rlm_rs.control.executions.records import Records
 from rlm_rs.control.executions.subcorpus import ManifestCache
 from rlm_rs.control.quotas import Quotas
@@ -41,6 +42,7 @@ class Context:
     events: EventLog
     records: Records
     manifests: ManifestCache  # each execution's documents, listed once
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)  # renews the leases this process holds
     # per-turn phase durations of the Answerer loop and per-execution
     # finalisation times (`rlm-rs bench orchestrator` reads them)
     turn_timings: collections.deque[dict[str, float]] = field(

@@ -89,12 +89,12 @@ class ExecutionEngine:
         *,
         owner: str | None = None,
         lease_seconds: float = 30.0,
-        workers: int = 8,
+        workers: int | None = None,
     ) -> None:
         self.ctx = _context(
             storage, settings, sandbox, provider, owner or f"cp-{uuid.uuid4().hex[:10]}", lease_seconds
         )
-        self.loops = AnswererLoops(self.ctx, workers)
+        self.loops = AnswererLoops(self.ctx, workers or settings.execution_concurrency)
         # what the servicers, the server and tests reach through the engine
         self.storage, self.owner = storage, self.ctx.owner
         self.docs, self.search_index = self.ctx.docs, self.ctx.search_index

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any
+from typing import Any, cast
 
 from rlm_rs.canonical import canonical_json
+from rlm_rs.control.executions.leases import held
 from rlm_rs.control.executions.signals import Signals
 from rlm_rs.control.executions.traces import redact
 from rlm_rs.domain import EventRecord, EventType, ExecutionRecord
+from rlm_rs.errors import ConflictError
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import now_iso
 
@@ -71,10 +73,7 @@ class EventLog:
         data_json = canonical_json(data)
         if len(data_json) > EVENT_DATA_CHARS:
             data_json = canonical_json({"truncated": True, "chars": len(data_json)})
-        self.storage.metadata.put_event(
-            execution_id,
-            eid,
-            {
+        item = {
                 "event_id": eid,
                 "execution_id": execution_id,
                 "type": str(kind),
@@ -82,8 +81,15 @@ class EventLog:
                 "at": now_iso(),
                 "data_json": data_json,
                 "ttl_epoch": execution.get("ttl_epoch"),
-            },
-        )
+        }  # fmt: skip
+        lease = held(execution_id)  # the holder's events are fenced by its lease
+        try:
+            self.storage.metadata.put_event(execution_id, eid, item, lease.fence if lease else None)
+        except ConflictError:
+            if lease is None:
+                raise
+            current = self.storage.metadata.read_execution(execution["session_id"], execution_id)
+            raise lease.refused(cast(ExecutionRecord | None, current)) from None
         self.written.notify(execution_id)
         return eid
 

@@ -22,6 +22,7 @@ from rlm_rs.control.executions.children import child_traces
 from rlm_rs.control.executions.claims import RUNNING
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
+from rlm_rs.control.executions.leases import held, is_lease_lost
 from rlm_rs.control.executions.records import elapsed_ms
 from rlm_rs.control.executions.subcorpus import derived_dir, to_parent
 from rlm_rs.control.executions.traces import build_trace, redact, write_trace
@@ -55,6 +56,9 @@ def finish(
     the status event, written once (an execution cancelled meanwhile keeps
     CANCELLED and gets its trace)."""
     clock = time.perf_counter()
+    lease = held(execution["execution_id"])
+    if lease is not None:
+        lease.ensure()  # a holder that lost its lease writes no trace, no status
     consumed: dict[str, Any] = {
         **execution["budgets_consumed"],
         "total_seconds": round(elapsed_ms(execution) / 1000, 3),
@@ -73,7 +77,9 @@ def finish(
     changes.update(_trace(ctx, execution, steps, {**execution, **changes}))
     try:
         final = ctx.records.update(execution, changes, from_statuses=RUNNING)
-    except ConflictError:
+    except ConflictError as exc:
+        if is_lease_lost(exc):
+            raise
         # cancelled meanwhile: keep CANCELLED, attach the trace
         final = ctx.records.update(execution, {"trace_s3_uri": changes["trace_s3_uri"]})
     else:
@@ -125,7 +131,8 @@ def _trace(
     trace = build_trace(merged, turns, child_traces(ctx, execution))
     if options.get("redact_trace"):
         trace = redact(trace)  # every copy: the blob, trace_json, a parent's embedded copy
-    changes = {"trace_s3_uri": write_trace(ctx.storage, trace)}
+    lease = held(execution["execution_id"])
+    changes = {"trace_s3_uri": write_trace(ctx.storage, trace, lease.fence.token if lease else None)}
     if options.get("return_trace"):
         changes["trace_json"] = canonical_json(trace)
     return changes
@@ -211,8 +218,10 @@ def cancel(ctx: Context, tenant_id: str, execution_id: str) -> ExecutionRecord:
     }
     try:
         cancelled = ctx.records.update(execution, changes, from_statuses=RUNNING)
-    except ConflictError:
-        return ctx.records.get(tenant_id, execution_id)
+    except ConflictError as exc:
+        if is_lease_lost(exc):
+            raise
+        return ctx.records.reload(execution)
     status_event(ctx, cancelled)
     for child_id in cancelled.get("children") or []:
         try:

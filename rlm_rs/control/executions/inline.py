@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from rlm_rs.control.budgets import deadline_epoch
 from rlm_rs.control.executions.context import Context
+from rlm_rs.control.executions.leases import carried, held
 from rlm_rs.control.tools import Resolution
 from rlm_rs.control.validation import check_tool_requests
 from rlm_rs.domain import Consumed, EventType, ExecutionRecord, ExecutionStatus, SessionRecord
@@ -54,12 +55,17 @@ class InlineResolver:
         self.session = session
         self.consumed = consumed
         self.records: list[dict[str, Any]] = []
+        self.lease = held(execution["execution_id"])  # carried to the threads that resolve calls
         self.calls = 0
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stopped = False
 
     def __call__(self, call: InlineCall, timeout: float) -> InlineReply:
+        with carried(self.lease):  # the step's thread of control holds the lease; this one works for it
+            return self._call(call, timeout)
+
+    def _call(self, call: InlineCall, timeout: float) -> InlineReply:
         kind = call.WhichOneof("call")
         if kind is None:
             return _refused(call, "VALIDATION_ERROR", "an inline call needs llm, llm_batch or rlm")
@@ -115,7 +121,8 @@ class InlineResolver:
         with self._lock:
             scratch = cast(Consumed, dict(self.consumed))
         before = dict(scratch)
-        resolution = resolve_tools(self.ctx, self.execution, self.session, requests, scratch)
+        with carried(self.lease):
+            resolution = resolve_tools(self.ctx, self.execution, self.session, requests, scratch)
         with self._lock:
             counters = cast(dict[str, Any], self.consumed)
             for name, value in scratch.items():
@@ -127,8 +134,10 @@ class InlineResolver:
         outcome["resolution"] = resolution
 
     def _running(self) -> bool:
+        if self.lease is not None and self.lease.lost.is_set():
+            return False  # taken over: the new owner replays the step
         try:
-            current = self.ctx.records.get(self.execution["tenant_id"], self.execution["execution_id"])
+            current = self.ctx.records.reload(self.execution)
         except RlmError:
             return False
         return bool(current["status"] == ExecutionStatus.RUNNING)

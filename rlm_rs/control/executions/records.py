@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from rlm_rs.control.budgets import CeilingSource, merge_budgets
+from rlm_rs.control.executions.leases import held
 from rlm_rs.control.executions.signals import Signals
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.domain import (
@@ -26,11 +27,11 @@ from rlm_rs.domain import (
     StepRecord,
     consumed_zero,
 )
-from rlm_rs.errors import NotFound, RlmError
+from rlm_rs.errors import ConflictError, NotFound, RlmError
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
 from rlm_rs.storage.metadata import new_id, now_iso
-from rlm_rs.storage.state import load_state, read_state_record, save_state
+from rlm_rs.storage.state import load_state, read_state_record, save_state, state_record
 
 State = dict[str, Any]  # an execution's state: work, and the reserved `_` keys
 
@@ -118,7 +119,8 @@ class Records:
             **(extra or {}),
         }
         if mode == ExecutionMode.ANSWERER:  # leased from birth: the takeover sweep leaves a queued one alone
-            record.update(lease_owner=self.owner, lease_until=time.time() + self.lease_seconds)
+            # (token 1: the put's version; the loop's own take raises it)
+            record.update(lease_owner=self.owner, lease_until=time.time() + self.lease_seconds, lease_token=1)
         with self.quotas.admit_execution(record):
             return as_execution(self.storage.metadata.put_execution(record))
 
@@ -134,24 +136,87 @@ class Records:
         }
 
     def get(self, tenant_id: str, execution_id: str) -> ExecutionRecord:
+        """By id alone (a caller's request): the id index, tenant-checked."""
         return as_execution(self.storage.metadata.get_execution(tenant_id, execution_id))
+
+    def reload(self, execution: ExecutionRecord) -> ExecutionRecord:
+        """The record as it is now, by a strongly consistent read of the base
+        table (what a loop depends on: never the id index, which may lag)."""
+        return self.read(execution["session_id"], execution["execution_id"])
+
+    def read(self, session_id: str, execution_id: str) -> ExecutionRecord:
+        found = self.storage.metadata.read_execution(session_id, execution_id)
+        if found is None:
+            raise RlmError("EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id})
+        return as_execution(found)
+
+    def _current(self, execution: ExecutionRecord) -> ExecutionRecord | None:
+        found = self.storage.metadata.read_execution(execution["session_id"], execution["execution_id"])
+        return as_execution(found) if found is not None else None
 
     def update(
         self, execution: ExecutionRecord, changes: Mapping[str, Any], **condition: Any
     ) -> ExecutionRecord:
-        updated = self.storage.metadata.update_execution(
-            execution["session_id"], execution["execution_id"], dict(changes), **condition
-        )
+        """`condition`: update_execution's. When this context holds the
+        execution's lease (leases.py) the write is fenced by it instead: only
+        its holder can make it (RUNNING too when `from_statuses` is given)."""
+        lease = held(execution["execution_id"])
+        if lease is None:
+            updated = self.storage.metadata.update_execution(
+                execution["session_id"], execution["execution_id"], dict(changes), **condition
+            )
+        else:
+            try:
+                updated = self.storage.metadata.fenced_update_execution(
+                    lease.fence, dict(changes), running=bool(condition.get("from_statuses"))
+                )
+            except ConflictError:
+                raise lease.refused(self._current(execution)) from None
         if "status" in changes:
             self.status_changed.notify(execution["execution_id"])
         return as_execution(updated)
+
+    def commit(
+        self,
+        execution: ExecutionRecord,
+        turn: int,
+        changes: Mapping[str, Any],
+        states: list[tuple[str, str, dict[str, Any] | None]],
+    ) -> ExecutionRecord:
+        """One fenced transaction under the held lease: the execution's
+        `changes` (which also extend the lease) and the execution_state
+        records `states` ((sk, state_json, extra): the step record, the
+        state), only while the lease is held, the execution RUNNING and at
+        `turn`. CONFLICT (not_running, busy or lease_lost) otherwise, with
+        nothing written; returns the record as committed (without `version`)."""
+        lease = held(execution["execution_id"])
+        if lease is None:
+            raise RuntimeError("a turn is committed only under its execution's lease")
+        items = [
+            state_record(
+                self.storage.blobs, tenant_id=execution["tenant_id"], execution_id=execution["execution_id"],
+                turn_index=turn, state_json=state_json, ttl_epoch=execution.get("ttl_epoch"), sk=sk,
+                extra=extra, token=lease.fence.token,
+            )
+            for sk, state_json, extra in states
+        ]  # fmt: skip
+        at = time.time()
+        fenced = {**changes, "lease_until": at + lease.seconds}
+        try:
+            self.storage.metadata.commit_turn(lease.fence, turn, fenced, items)
+        except ConflictError:
+            raise lease.refused(self._current(execution)) from None
+        lease.extended(at)
+        committed: dict[str, Any] = {**execution, **fenced}
+        committed.pop("version", None)
+        return as_execution(committed)
 
     def children(self, execution: ExecutionRecord) -> list[ExecutionRecord]:
         """The execution's child records, in the order they were started."""
         out = []
         for child_id in execution.get("children") or []:
             try:
-                out.append(self.get(execution["tenant_id"], child_id))
+                out.append(self.read(execution["session_id"], child_id))
             except NotFound:
                 continue  # not created yet (the parent died between the two writes)
         return out

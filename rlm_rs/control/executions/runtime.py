@@ -20,9 +20,10 @@ from typing import Any
 from rlm_rs.canonical import canonical_json
 from rlm_rs.control.budgets import deadline_epoch
 from rlm_rs.control.executions import turn as pipeline
-from rlm_rs.control.executions.claims import RUNNING, StepClaim
+from rlm_rs.control.executions.claims import StepClaim
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.finish import finish
+from rlm_rs.control.executions.leases import holding
 from rlm_rs.control.executions.records import State
 from rlm_rs.control.limits import parse_state_override
 from rlm_rs.control.tools import Resolution
@@ -54,10 +55,10 @@ def _run_step(
 ) -> StepResult:
     claim = StepClaim.take(ctx.storage.metadata, execution)
     try:
-        execution = claim.execution
-        _check_turns(ctx, execution)
-        _check_deadline(ctx, execution)
-        with claim.kept_alive():
+        with holding(claim.lease), claim.kept_alive():  # every write below is fenced by the claim
+            execution = claim.execution
+            _check_turns(ctx, execution)
+            _check_deadline(ctx, execution)
             session = ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
             state, state_json = ctx.records.load_state_text(execution)
             if override is not None:
@@ -66,8 +67,8 @@ def _run_step(
                 ctx, execution, session, code, state,
                 state_json=state_json, resolve=resolve, started=time.perf_counter(),
             )  # fmt: skip
-        execution = pipeline.commit(ctx, execution, turn, claim)
-        pipeline.end_if_due(ctx, execution, turn)
+            execution = pipeline.commit(ctx, execution, turn)
+            pipeline.end_if_due(ctx, execution, turn)
         return turn.result
     finally:
         claim.release()
@@ -97,23 +98,19 @@ def _resolve_tools(
 ) -> Resolution:
     claim = StepClaim.take(ctx.storage.metadata, execution)
     try:
-        execution = claim.execution
-        _check_deadline(ctx, execution)
-        with claim.kept_alive():
+        with holding(claim.lease), claim.kept_alive():  # every write below is fenced by the claim
+            execution = claim.execution
+            _check_deadline(ctx, execution)
             session = ctx.storage.metadata.get_session(tenant_id, execution["session_id"])
             consumed = execution["budgets_consumed"].copy()
             resolution = pipeline.resolve_tools(ctx, execution, session, requests, consumed, sub_model)
-        # the next step sees the results too (callers may also pass them in a state override)
-        fenced = claim.fence(execution, int(execution["next_turn"]))
-        state = ctx.records.load_state(fenced)
-        resolution.inject(state)
-        ctx.records.save_state(fenced, int(fenced["next_turn"]), canonical_json(state))
-        ctx.records.update(
-            fenced,
-            {"budgets_consumed": consumed},
-            from_statuses=RUNNING,
-            expected_version=fenced["version"],
-        )
+            # the next step sees the results too (callers may also pass them in a state override)
+            state = ctx.records.load_state(execution)
+            resolution.inject(state)
+            turn = int(execution["next_turn"])
+            ctx.records.commit(
+                execution, turn, {"budgets_consumed": consumed}, [("STATE", canonical_json(state), None)]
+            )
         return resolution
     finally:
         claim.release()
@@ -183,7 +180,8 @@ def expire(ctx: Context, execution: ExecutionRecord) -> None:
     except ConflictError:
         return  # a step holds it (it ends the execution itself) or it just ended
     try:
-        _check_deadline(ctx, claim.execution)
+        with holding(claim.lease):
+            _check_deadline(ctx, claim.execution)
     except BudgetExceeded:
         pass  # ended: the error is for a caller, and there is none
     finally:

@@ -1,9 +1,10 @@
 """Execution traces (docs/api.md#traces): gzipped JSON at
-`traces/{tenant}/{session}/{execution}.json.gz`, written once when the
-execution ends. `redact` replaces prompts, model output and what derives from
-it (code, stdout, answers, step error messages and details) with their sizes
-and keeps the structure. Protobuf parts (span logs, tool requests, errors) are
-in the project's JSON shape (rlm_rs/codec.py), as everywhere else. With
+`traces/{tenant}/{session}/{execution}[.t{token}].json.gz` (the lease
+holder's fencing token), written once when the execution ends. `redact`
+replaces prompts, model output and what derives from it (code, stdout,
+answers, step error messages and details) with their sizes and keeps the
+structure. Protobuf parts (span logs, tool requests, errors) are in the
+project's JSON shape (rlm_rs/codec.py), as everywhere else. With
 `redact_trace` the redacted form is the only one that leaves the engine:
 the stored blob, the inline `trace_json` (return_trace), a child's trace
 inside its parent's, and the live events (events.py). Never redact only one
@@ -89,9 +90,11 @@ def read_trace(storage: Storage, uri: str) -> dict[str, Any]:
     return loaded
 
 
-def write_trace(storage: Storage, trace: dict[str, Any]) -> str:
+def write_trace(storage: Storage, trace: dict[str, Any], token: int | None = None) -> str:
     """Store `trace` as given: the caller passes the redacted form when
-    redact_trace is set (the same object it returns inline)."""
-    key = keys.trace_key(trace["tenant_id"], trace["session_id"], trace["execution_id"])
+    redact_trace is set (the same object it returns inline). A lease
+    holder's trace key names its fencing token: a stale holder's trace can
+    never take the key the execution's real finisher writes."""
+    key = keys.trace_key(trace["tenant_id"], trace["session_id"], trace["execution_id"], token)
     storage.blobs.put(key, gzip.compress(canonical_json(trace).encode("utf-8"), mtime=0))
     return storage.blobs.uri(key)

@@ -24,7 +24,6 @@ from rlm_rs.canonical import canonical_json
 from rlm_rs.control.budgets import deadline_epoch, snapshot, step_policy
 from rlm_rs.control.costs import cost_spent
 from rlm_rs.control.executions.children import run_children
-from rlm_rs.control.executions.claims import RUNNING, TurnHolder, lost
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.finish import finish
@@ -41,7 +40,7 @@ from rlm_rs.domain import (
     SessionRecord,
     ToolKind,
 )
-from rlm_rs.errors import ConflictError, RlmError, SandboxUnavailable
+from rlm_rs.errors import RlmError, SandboxUnavailable
 from rlm_rs.observability import bind_log_context, get_logger
 from rlm_rs.providers.base import Completion
 from rlm_rs.sandbox.policy import with_defaults
@@ -323,29 +322,21 @@ def _step_record(turn: Turn) -> dict[str, Any]:
     }
 
 
-def commit(ctx: Context, execution: ExecutionRecord, turn: Turn, holder: TurnHolder) -> ExecutionRecord:
-    """Persist the step record, the new state and the counters, fenced
-    (claims.py): only the holder of the turn writes it, and the counters'
-    update is conditional on the fenced version; a writer that lost the turn
-    gets CONFLICT before it writes anything."""
+def commit(ctx: Context, execution: ExecutionRecord, turn: Turn) -> ExecutionRecord:
+    """Persist the step record, the new state and the counters in one
+    transaction fenced by the lease this context holds (leases.py): only
+    its holder writes the turn, only while the execution is RUNNING at this
+    turn; a writer that lost the turn gets CONFLICT and nothing is written."""
     clock = time.perf_counter()
     extra = _step_record(turn)
-    execution = holder.fence(execution, turn.index)
     state_json = turn.state_json
     record_state = state_json if state_json is not None else canonical_json(ctx.records.load_state(execution))
-    ctx.records.save_state(execution, turn.index, record_state, sk=step_sk(turn.index), extra=extra)
+    states: list[tuple[str, str, dict[str, Any] | None]] = [(step_sk(turn.index), record_state, extra)]
     if state_json is not None:
-        ctx.records.save_state(execution, turn.index, state_json)
+        states.append(("STATE", state_json, None))
     turn.consumed["turns"] = turn.index + 1
-    try:
-        committed = ctx.records.update(
-            execution,
-            {"next_turn": turn.index + 1, "budgets_consumed": turn.consumed},
-            from_statuses=RUNNING,
-            expected_version=execution["version"],
-        )
-    except ConflictError:  # e.g. cancelled since the fence
-        raise lost(ctx.records.get(execution["tenant_id"], execution["execution_id"])) from None
+    changes = {"next_turn": turn.index + 1, "budgets_consumed": turn.consumed}
+    committed = ctx.records.commit(execution, turn.index, changes, states)
     turn.timings["storage_ms"] = turn.timings.get("storage_ms", 0.0) + ms_since(clock)
     return committed
 

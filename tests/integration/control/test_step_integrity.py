@@ -16,7 +16,6 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from rlm_rs.control.executions.claims import StepClaim
-from rlm_rs.domain.records import ExecutionRecord
 from rlm_rs.errors import RlmError
 from rlm_rs.storage.state import load_state
 from rlm_rs.v1 import execution_pb2
@@ -236,21 +235,22 @@ def test_a_step_cancelled_while_it_runs_commits_nothing(api: Api) -> None:
 
 
 def test_a_commit_that_loses_its_version_reports_why(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cancelled between the fence and the counters' update: the ended
-    execution's answer (VALIDATION_ERROR with its status), never a bare
-    storage conflict."""
+    """Cancelled just before the commit's transaction: the ended execution's
+    answer (VALIDATION_ERROR with its status), never a bare storage conflict,
+    and nothing written."""
     engine = api.plane.engine
+    metadata = api.plane.storage.metadata
     execution_id = api.runtime_execution()
-    save = engine.records.save_state
+    commit_turn = metadata.commit_turn
 
-    def save_then_cancel(execution: ExecutionRecord, turn: int, state_json: str, **kw: Any) -> None:
-        save(execution, turn, state_json, **kw)
-        if kw.get("sk") is None:  # the latest state: the last write before the update
-            engine.cancel("tenant-a", execution_id)
+    def cancel_then_commit(*args: Any, **kw: Any) -> None:
+        engine.cancel("tenant-a", execution_id)
+        commit_turn(*args, **kw)
 
-    monkeypatch.setattr(engine.records, "save_state", save_then_cancel)
+    monkeypatch.setattr(metadata, "commit_turn", cancel_then_commit)
     with pytest.raises(grpc.RpcError) as caught:
         _step(api, execution_id, "state['work']['x'] = 1")
     assert _error(caught.value) == ("VALIDATION_ERROR", {"status": "CANCELLED"})
-    record = api.plane.storage.metadata.get_execution("tenant-a", execution_id)
+    record = metadata.get_execution("tenant-a", execution_id)
     assert record["status"] == "CANCELLED" and record["next_turn"] == 0
+    assert metadata.items.query("execution_state", f"EXEC#{execution_id}", "STEP#") == []
