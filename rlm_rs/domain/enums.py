@@ -75,6 +75,7 @@ PARSED_STATUSES: frozenset[str] = frozenset(s for s in IngestStatus if s.parsed)
 class ToolStatus(StrEnum):
     """A queued tool request's outcome, in state["_tool_status"][key]."""
 
+    PENDING = "pending"  # queued by a runtime step, not resolved yet
     RESOLVED = "resolved"
     ERROR = "error"
 

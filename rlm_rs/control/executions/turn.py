@@ -39,6 +39,7 @@ from rlm_rs.domain import (
     ExecutionStatus,
     SessionRecord,
     ToolKind,
+    ToolStatus,
 )
 from rlm_rs.errors import RlmError, SandboxUnavailable
 from rlm_rs.observability import bind_log_context, get_logger
@@ -217,10 +218,16 @@ def _apply(
     if answerer and isinstance(work, dict):
         work.pop("last_error", None)
     resolved: list[dict[str, Any]] = []
-    if resolve and not result.final.is_final and has_requests(result.tool_requests):
+    if result.final.is_final or not has_requests(result.tool_requests):
+        return state, resolved
+    if resolve:
         resolution = resolve_tools(ctx, execution, session, result.tool_requests, consumed)
         resolution.inject(state)
         resolved = resolution.records
+    else:  # a runtime step without resolve_tools: queued, until tools/resolve answers them
+        statuses = state.setdefault("_tool_status", {})
+        for kind in ToolKind:
+            statuses.update({r.key: str(ToolStatus.PENDING) for r in getattr(result.tool_requests, kind)})
     return state, resolved
 
 

@@ -100,6 +100,14 @@ def test_runtime_step_output_and_search_request_type(appliance: Appliance) -> No
         assert step["tool_requests"]["llm"][0]["type"] == "llm"
         assert step["stdout"].strip() == "True"
         assert "_tool_schema" not in step["state"]  # shown to the code, never persisted
+        assert step["state"]["_tool_status"] == {"q": "pending", "l": "pending"}  # §6.3: queued, unresolved
+        resolved = c.post(
+            f"/v1/executions/{execution_id}/tools/resolve",
+            json={"tool_requests": {"llm": [{"key": "l", "prompt": "hi"}]}},
+        ).json()
+        assert resolved["statuses"] == {"l": "resolved"}
+        seen = _step(c, execution_id, "print(sorted(state['_tool_status'].items()))").json()
+        assert seen["stdout"].strip() == "[('l', 'resolved'), ('q', 'pending')]", seen
         listed = c.get(f"/v1/executions/{execution_id}/steps").json()["steps"][0]
         assert listed["final"] == NOT_FINAL and listed["span_log"][0]["tag"] is None
         assert listed["tool_requests"]["search"][0]["type"] == "search"
