@@ -170,11 +170,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         wait_until(
             lambda: httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200,
             "the gateway and control plane",
-<<<<<<< Updated upstream
             timeout=90,  # two Python servers starting on a loaded 2-core host
-=======
-            timeout=90,  # a loaded CI host starts two Python processes slowly
->>>>>>> Stashed changes
         )
         headers = {"authorization": f"Bearer {api_key}"}
         created = httpx.post(
