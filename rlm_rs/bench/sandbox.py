@@ -9,12 +9,17 @@ with the ratios. The pool's `c1` is a step with a warm worker waiting: steps
 reply, far longer than a worker takes to be forked and hardened). `*_back_to_back`
 sends the next step the moment the last one returns, so forking and hardening
 the replacements is on the clock: that is the pool's throughput when saturated.
-Prints numbers only; it never asserts a threshold.
+`pool_cpu_ms_per_step` splits the CPU of the back-to-back c1 run by process
+(this client, the gRPC front, the zygote, the workers it reaped), `grpc_unary_c1`
+is an empty GetPoolStatus call (the gRPC hop alone), and `targets` compares the
+run with issue 17's goals next to the load average. Prints numbers only; it
+never asserts a threshold.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -85,6 +90,42 @@ def _measure(step: Callable[[], Any], steps: int, concurrency: int, gap_s: float
     }
 
 
+def _cpu_ms(pid: int) -> tuple[float, float]:
+    """(own CPU, CPU of reaped children) of a process, in ms, from /proc."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime) * 1000 / tick, (cutime + cstime) * 1000 / tick
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            found += [int(child) for child in handle.read().split()]
+    return found
+
+
+def _measure_cpu(
+    step: Callable[[], Any], steps: int, front_pid: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Back-to-back c1, with the CPU each process spent per step."""
+    zygote = _children(front_pid)[0]
+    front0, zygote0, client0 = _cpu_ms(front_pid), _cpu_ms(zygote), time.process_time()
+    measured = _measure(step, steps, 1)
+    front1, zygote1, client1 = _cpu_ms(front_pid), _cpu_ms(zygote), time.process_time()
+    count = measured["steps"] + 1  # and the warm-up step
+    cpu = {
+        "client": (client1 - client0) * 1000 / count,
+        "front": (front1[0] - front0[0]) / count,
+        "zygote": (zygote1[0] - zygote0[0]) / count,
+        "workers": (zygote1[1] - zygote0[1]) / count,
+    }
+    cpu["total"] = sum(cpu.values())
+    return measured, cpu
+
+
 def _fresh_interpreter_step(payload: bytes) -> Callable[[], Any]:
     def step() -> Any:
         completed = subprocess.run(
@@ -107,8 +148,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.sandbox.pool.server import pool_policy
 
     request = _request()
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"load_average_before": os.getloadavg(), "cpus": os.cpu_count()}
     results["in_process"] = {f"c{c}": _measure(lambda: run_step(request), args.steps, c) for c in (1, 4)}
+    results["in_process"]["c1_gap"] = _measure(lambda: run_step(request), args.steps, 1, args.gap_ms / 1000)
     fresh = _fresh_interpreter_step(request.SerializeToString())
     results["fresh_interpreter"] = {f"c{c}": _measure(fresh, args.fresh_steps, c) for c in (1, 4)}
     policy: SandboxPolicy = pool_policy()
@@ -116,11 +158,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         policy.warm_workers = args.warm_workers
     with temporary_pool(policy) as pool:
         layers = pool.status().layers
+        assert pool.server_pid is not None
+        back_to_back, cpu = _measure_cpu(lambda: pool.run_step(request), args.steps, pool.server_pid)
         results["pool"] = {
             "c1": _measure(lambda: pool.run_step(request), args.steps, 1, args.gap_ms / 1000),
-            "c1_back_to_back": _measure(lambda: pool.run_step(request), args.steps, 1),
+            "c1_back_to_back": back_to_back,
             "c4_back_to_back": _measure(lambda: pool.run_step(request), args.steps, 4),
         }
+        results["pool_cpu_ms_per_step"] = cpu
+        results["grpc_unary_c1"] = _measure(pool.status, args.steps // 4, 1)
     fresh_c1 = results["fresh_interpreter"]["c1"]["median_ms"]
     results["ratios"] = {
         "fresh_interpreter_over_pool_c1": fresh_c1 / results["pool"]["c1"]["median_ms"],
@@ -131,6 +177,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pool_c4_throughput_over_fresh_c4": results["pool"]["c4_back_to_back"]["steps_per_second"]
         / results["fresh_interpreter"]["c4"]["steps_per_second"],
     }
+    pool_c1 = results["pool"]["c1"]["median_ms"]
+    results["targets"] = {
+        "median_back_to_back_ms<=2": results["pool"]["c1_back_to_back"]["median_ms"],
+        "c4_steps_per_second>=400": results["pool"]["c4_back_to_back"]["steps_per_second"],
+        "pool_c1_over_in_process_c1<=4": pool_c1 / results["in_process"]["c1"]["median_ms"],
+        "pool_c1_over_in_process_c1_gap<=4": pool_c1 / results["in_process"]["c1_gap"]["median_ms"],
+    }
+    results["load_average_after"] = os.getloadavg()
     results["pool_layers_active"] = f"{sum(layer.active for layer in layers)}/{len(layers)}"
     results["pool_warm_workers"] = policy.warm_workers
     results["gap_ms"] = args.gap_ms
