@@ -1,6 +1,6 @@
 """Thin ctypes wrappers over the Linux calls the pool needs and CPython 3.11 lacks.
 
-unshare, setns, mount, umount2, pivot_root, prctl and capget, each raising
+unshare, setns, mount, umount2, pivot_root, prctl, capget and a bare fork, each raising
 OSError with the real errno. Standard library only; this module must never
 hold policy: it only translates calls.
 """
@@ -12,6 +12,8 @@ import os
 import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# The same libc, called with the GIL held (for fork_bare).
+_libc_gil = ctypes.PyDLL(None, use_errno=True)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -51,6 +53,16 @@ def _check(result: int, what: str) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return result
+
+
+def fork_bare() -> int:
+    """fork(2) through libc without CPython's at-fork work (PyOS_AfterFork_Child,
+    the os.register_at_fork hooks of threading, logging and random): ~1 ms of
+    CPU and ~200 copy-on-write faults less per child. Only for a single-threaded
+    caller (the zygote) whose child never lives as a normal interpreter: it
+    resets its signal handlers, re-seeds `random`, hardens itself and leaves
+    with os._exit. The GIL stays held across the call (PyDLL)."""
+    return _check(_libc_gil.fork(), "fork")
 
 
 def unshare(flags: int) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from rlm_rs.sandbox.pool import (
     _cgroups,
+    _linux,
     _namespaces,
     _privileges,
     _rlimits,
@@ -454,7 +455,7 @@ class Zygote:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         _namespaces.before_fork(self.namespaces)
         started = time.perf_counter()
-        pid = os.fork()
+        pid = _linux.fork_bare()
         if pid == 0:  # the worker; never returns
             _worker.main(child.fileno(), self.context, probe)
         self.timing["fork_ms_total"] += (time.perf_counter() - started) * 1000
