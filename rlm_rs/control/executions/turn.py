@@ -316,16 +316,19 @@ def trace_turn(turn: Turn) -> dict[str, Any]:
 
 def _step_record(turn: Turn) -> dict[str, Any]:
     """The step record's fields besides the state (each part through the
-    codec alone: the state is never converted)."""
+    codec alone: the state is never converted; the parts the trace holds too
+    are converted once)."""
     result = turn.result
+    trace = trace_turn(turn)
+    step = trace["lambda"]
     return {
         "success": result.success,
         "stdout": result.stdout,
-        "span_log": [codec.to_json(s) for s in result.span_log],
-        "tool_requests": codec.to_json(result.tool_requests) if result.HasField("tool_requests") else {},
-        "final": codec.to_json(result.final) if result.final.is_final else None,
-        "error": codec.to_json(result.error) if result.HasField("error") else None,
-        "trace": trace_turn(turn),
+        "span_log": step["span_log"],
+        "tool_requests": step["tool_requests"] if result.HasField("tool_requests") else {},
+        "final": step["final"] if result.final.is_final else None,
+        "error": step["error"],
+        "trace": trace,
     }
 
 
