@@ -61,4 +61,5 @@ def test_data_policies_are_scoped_to_the_prefix_and_bucket() -> None:
             resources = statement["Resource"]
             for resource in [resources] if isinstance(resources, str) else resources:
                 assert resource != "*"
-                assert "table/rlm_*" in resource or ":s3:::rlm-rs-" in resource, resource
+                scoped = ("table/rlm_*", ":s3:::rlm-rs-", ":secret:rlm/parser-service-token-")
+                assert any(part in resource for part in scoped), resource
