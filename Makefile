@@ -44,6 +44,7 @@ lint: deps
 
 # buf lint over proto/ (buf.yaml), buf from npm as tools/buf/package-lock.json pins it.
 proto-lint:
+	@command -v npm >/dev/null 2>&1 || ./scripts/apt-install.sh nodejs npm
 	npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error
 	tools/buf/node_modules/.bin/buf lint
 
