@@ -224,7 +224,7 @@ def test_bad_sub_corpus_is_a_tool_error(api: Api) -> None:
 
 def test_long_history_is_compacted_by_a_sub_call_and_kept_in_state(api: Api) -> None:
     engine = api.plane.engine
-    engine.settings = api.settings.model_copy(update={"root_context_tokens": 2_000, "compaction_share": 0.85})
+    engine.settings = api.settings.model_copy(update={"root_context_tokens": 3_000, "compaction_share": 0.85})
     chatter = block("print('x' * 1500)\nstate['work']['n'] = state['work'].get('n', 0) + 1")
     api.provider.script["executions"] = [
         {"match": "[long]", "root": [chatter] * 4 + [block("tool.FINAL(str(state['work']['n']))")]}
@@ -236,8 +236,10 @@ def test_long_history_is_compacted_by_a_sub_call_and_kept_in_state(api: Api) -> 
     assert compactions and "--- turn 1 ---" in compactions[0]["prompt"]
     roots = [c["prompt"] for c in api.provider.calls if c["role"] == "root"]
     assert "Summary of earlier work:\nSUMMARY: printed x four times" in roots[-1]
-    # the prompt after a compaction is back under the threshold (chars / 4 tokens)
-    assert len(roots[-1]) // 4 < 0.85 * 2_000
+    # the prompt after a compaction is back under the threshold (chars / 4 tokens);
+    # the context is small but holds the root prompt (about 6,000 chars) with room for turns
+    print("PROMPT<<<" + roots[-1] + ">>>")
+    assert len(roots[-1]) // 4 < 0.85 * 3_000
     state_json = engine.steps(engine.get("tenant-a", execution.execution_id))[-1]["state_json"]
     assert state_json is not None
     state = json.loads(state_json)
