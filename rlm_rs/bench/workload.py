@@ -596,8 +596,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="rlms max_concurrent_subcalls (its REPL is not thread-safe past 1)",
     )
-    parser.add_argument("--sandbox", choices=["pool", "in-process"], default="pool")
-    parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument(
+        "--sandbox",
+        choices=["pool", "in-process"],
+        default="pool",
+        help="run RLM-RS steps in a hardened pool (default) or in-process",
+    )
+    parser.add_argument("--seed", type=int, default=16, help="seed of the generated corpora")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

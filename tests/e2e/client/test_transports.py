@@ -11,7 +11,6 @@ import pytest
 from rlm_rs.client import (
     AsyncClient,
     Client,
-    ConflictError,
     ExecutionError,
     Session,
     SessionNotFoundError,
@@ -116,8 +115,9 @@ def test_runtime_steps_tools_final_answer(client: Client, appliance: Appliance) 
         )
         answer = rt.answer()
         assert answer.verified and [c.source_name for c in answer.citations] == ["keepers_log.txt"]
-        with pytest.raises(ConflictError):
+        with pytest.raises(ValidationError) as ended:  # a step on a COMPLETED execution
             rt.run("print(1)")
+        assert ended.value.code == "VALIDATION_ERROR"
     assert [s.turn_index for s in rt.steps()] == [0, 1, 2, 3]
 
 
