@@ -8,7 +8,9 @@ and both RATE_LIMITED (429 / RESOURCE_EXHAUSTED) with `retry_after_seconds`:
   minutes: in all they may hold `RLM_RPC_THREADS - RLM_RPC_RESERVED_THREADS`
   threads, and each tenant its `long_calls` quota, so a short call always
   finds a thread whatever one tenant does.
-Counts are this process's own (threads are per process). Never block here.
+The rate bucket is shared by every node through the metadata store (see
+RateLimiter); long-call counts are this process's own (threads are per
+process). Never block here beyond one small storage request.
 """
 
 from __future__ import annotations
@@ -21,13 +23,21 @@ from typing import Any
 
 from rlm_rs.control.quotas import QuotaTable
 from rlm_rs.errors import RlmError
+from rlm_rs.observability import get_logger
 from rlm_rs.settings import Settings
+from rlm_rs.storage.metadata import MetadataStore
 
 # Per tenant when RATE_LIMITS_JSON has no "default" entry: a client that polls
 # a few executions or drives runtime steps stays far below it.
 DEFAULT_RATE: dict[str, float] = {"rate_per_second": 50.0, "burst": 100.0}
 # Seconds a refused long call is told to wait before it tries again.
 LONG_CALL_RETRY_SECONDS = 2
+# The shared bucket's local allowance: a node takes at most this many tokens
+# per storage request and spends them within this many seconds.
+LOCAL_BATCH_MAX = 10
+LOCAL_HOLD_SECONDS = 1.0
+
+log = get_logger(component="admission")
 
 
 def _always(request: Any) -> bool:
@@ -58,12 +68,26 @@ def is_long_call(method: str, request: Any) -> bool:
 class RateLimiter:
     """Token bucket per tenant: {"default": {"rate_per_second": r, "burst": b},
     "tenants": {"<tenant>": {...}}}; a tenant without an entry gets "default"
-    (DEFAULT_RATE when absent); `rate_per_second` 0 means no limit."""
+    (DEFAULT_RATE when absent); `rate_per_second` 0 means no limit.
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    With `shared` (the metadata store) the bucket is one per tenant for every
+    node (`MetadataStore.take_rate_tokens`): a node takes tokens in batches of
+    up to `LOCAL_BATCH_MAX` (a tenth of a second's rate) and spends them
+    locally for at most `LOCAL_HOLD_SECONDS`, and remembers a refusal until
+    its retry delay, so most calls make no storage request. Tokens a node took
+    but did not spend are lost, never added: all nodes together admit at most
+    burst + rate x time. When the store fails, this process's own bucket
+    decides (logged), so an outage never refuses every call."""
+
+    def __init__(self, config: dict[str, Any], shared: MetadataStore | None = None) -> None:
         self.config = config
+        self.shared = shared
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self._tenant_locks: dict[str, threading.Lock] = {}
+        self._allowance: dict[str, tuple[int, float]] = {}  # tenant -> (tokens held, monotonic taken)
+        self._refused: dict[str, float] = {}  # tenant -> monotonic time a token is due
+        self.store_requests = 0  # shared-bucket takes made (for `rlm-rs bench ratelimit`)
 
     def _limits(self, tenant: str) -> tuple[float, float] | None:
         entry = (self.config.get("tenants") or {}).get(tenant) or self.config.get("default", DEFAULT_RATE)
@@ -77,7 +101,11 @@ class RateLimiter:
         limits = self._limits(tenant)
         if limits is None:
             return 0.0
-        rate, burst = limits
+        if self.shared is not None:
+            return self._take_shared(tenant, *limits)
+        return self._take_local(tenant, *limits)
+
+    def _take_local(self, tenant: str, rate: float, burst: float) -> float:
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(tenant, (burst, now))
@@ -87,6 +115,32 @@ class RateLimiter:
                 return 0.0
             self._buckets[tenant] = (tokens, now)
             return (1 - tokens) / rate
+
+    def _take_shared(self, tenant: str, rate: float, burst: float) -> float:
+        assert self.shared is not None
+        with self._lock:
+            tenant_lock = self._tenant_locks.setdefault(tenant, threading.Lock())
+        with tenant_lock:
+            now = time.monotonic()
+            held, since = self._allowance.get(tenant, (0, now))
+            if held > 0 and now - since < LOCAL_HOLD_SECONDS:
+                self._allowance[tenant] = (held - 1, since)
+                return 0.0
+            due = self._refused.get(tenant, 0.0)
+            if due > now:
+                return due - now
+            batch = max(1, min(LOCAL_BATCH_MAX, int(rate / 10), int(burst)))
+            self.store_requests += 1
+            try:
+                taken, wait = self.shared.take_rate_tokens(tenant, batch, rate, burst)
+            except Exception as exc:  # the store is down: this process's bucket decides
+                log.warning("shared_rate_limit_unavailable", tenant_id=tenant, error=type(exc).__name__)
+                return self._take_local(tenant, rate, burst)
+            if taken >= 1:
+                self._allowance[tenant] = (taken - 1, now)
+                return 0.0
+            self._refused[tenant] = now + wait
+            return wait
 
 
 class CallSlots:
@@ -144,9 +198,10 @@ class Admission:
         self.quotas = quotas
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Admission:
+    def from_settings(cls, settings: Settings, shared: MetadataStore | None = None) -> Admission:
+        """`shared`: the metadata store, so rate limits hold across nodes."""
         return cls(
-            RateLimiter(settings.rate_limits_json),
+            RateLimiter(settings.rate_limits_json, shared),
             CallSlots(settings.rpc_threads - settings.rpc_reserved_threads),
             QuotaTable(settings.quotas_json),
         )

@@ -111,7 +111,7 @@ def start_control_plane(
         owner=owner,
         lease_seconds=lease_seconds,
     )
-    admission = Admission.from_settings(settings)
+    admission = Admission.from_settings(settings, storage.metadata)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.rpc_threads, thread_name_prefix="rpc"),
         interceptors=[ServerTracingInterceptor(), AnonymousStreamLimit(admission.slots)],

@@ -49,6 +49,8 @@ _KEY_ATTRIBUTES = frozenset({"PK", "SK", "GSI1PK", "GSI2PK", "GSI3PK", "GSI3SK"}
 # A listing reads at most this many records per page it answers: a filter
 # that matches little ends the page early (with a cursor), never scans on.
 LISTING_SCAN_LIMIT = 1_000
+# Conditional writes a rate-limit take tries before it reports the bucket busy.
+RATE_BUCKET_ATTEMPTS = 4
 
 
 def now_iso(epoch: float | None = None) -> str:
@@ -500,6 +502,42 @@ class MetadataStore:
         not listed."""
         items = self.items.query_newest("api_keys", API_KEYS_LISTING, limit=limit)
         return [item for item in items if tenant_id is None or item.get("tenant_id") == tenant_id]
+
+    # --- rate limits (one token bucket per tenant, shared by every node) ----------------
+    def take_rate_tokens(
+        self, tenant_id: str, want: int, rate: float, burst: float, *, now: float | None = None
+    ) -> tuple[int, float]:
+        """Take up to `want` whole tokens from the tenant's shared bucket
+        (refilled at `rate` per second up to `burst`): (taken, 0.0), or
+        (0, seconds until a token is there). A conditional write on the
+        bucket's version, retried on a lost race; never more than it holds."""
+        pk, sk = f"RATE#{tenant_id}", "BUCKET"
+        for _ in range(RATE_BUCKET_ATTEMPTS):
+            moment = time.time() if now is None else now
+            bucket = self.items.get("api_keys", pk, sk)
+            if bucket is None:
+                with contextlib.suppress(ConflictError):
+                    self.items.put(
+                        "api_keys",
+                        {"PK": pk, "SK": sk, "tenant_id": tenant_id, "tokens": burst, "at": moment},
+                        if_absent=True,
+                    )
+                continue
+            elapsed = max(0.0, moment - float(bucket.get("at", moment)))
+            tokens = min(burst, float(bucket.get("tokens", 0.0)) + elapsed * rate)
+            taken = min(want, int(tokens))
+            if taken < 1:
+                return 0, (1 - tokens) / rate
+            try:
+                self.items.update(
+                    "api_keys", pk, sk, {"tokens": tokens - taken, "at": max(moment, float(bucket["at"]))},
+                    condition=Condition(version=bucket["version"]),
+                )  # fmt: skip
+            except ConflictError:
+                continue
+            return taken, 0.0
+        # every attempt lost a race: other nodes are draining this bucket
+        return 0, 1 / rate
 
     # --- audit log ------------------------------------------------------------------
     def append_audit(self, tenant_id: str, request_id: str, record: Item) -> None:
