@@ -1,4 +1,5 @@
-"""One wrapper for every RPC: request id, auth, admission, log context, audit, errors.
+"""One server interceptor for every public RPC: request id, auth, admission,
+log context, audit, errors.
 
 `authorization: Bearer rlm_key_...` metadata -> tenant (keyed hash look-up,
 constant-time compare); `x-request-id` taken or generated and returned in the
@@ -8,19 +9,21 @@ structlog context for the call's life; an audit record per call; RlmError ->
 a google.rpc.Status (ErrorInfo with reason = the error code, ErrorDetail,
 RetryInfo, BadRequest: rlm_rs/error_details.py), any other exception ->
 INTERNAL_ERROR with no internals, logged without request, metadata or frame
-locals. Handlers receive a `Caller`.
-`rpc` wraps unary handlers, `rpc_stream` server-streaming ones (the same path,
-held open for the stream's life), `rpc_client_stream` client-streaming ones. `AnonymousStreamLimit` gives the
-unauthenticated reflection stream, which no wrapper covers, slots of its own.
+locals. `CallGuard` (installed in server.py) does it for unary, server-streaming
+and client-streaming methods alike; handlers are plain `(request, context)`
+servicer methods that read the authenticated `Caller` with `current_caller()` (a
+contextvar set for the call's life). It must never let a handler run unauthenticated.
+`AnonymousStreamLimit` gives the unauthenticated reflection stream, which the
+guard does not cover, slots of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import contextvars
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +58,9 @@ class Caller:
     request_id: str
 
 
+_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("rlm_rs_caller", default=None)
+
+
 def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
     return {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
 
@@ -80,7 +86,6 @@ def _log_internal_error(exc: Exception) -> None:
 def _guarded(
     storage: Storage,
     admission: Admission,
-    authenticate: bool,
     method: str,
     request: Any,
     context: grpc.ServicerContext,
@@ -93,14 +98,12 @@ def _guarded(
     with contextlib.ExitStack() as scope:
         scope.enter_context(structlog.contextvars.bound_contextvars(request_id=request_id, method=method))
         try:
-            caller = Caller("", "", request_id)
-            if authenticate:
-                caller = _authenticate(storage, metadata, request_id)
-                tenant, key_prefix = caller.tenant_id, caller.key_prefix
-                scope.enter_context(structlog.contextvars.bound_contextvars(tenant_id=tenant))
-                scope.enter_context(admission.admit(tenant, method, request))
+            current = _authenticate(storage, metadata, request_id)
+            tenant, key_prefix = current.tenant_id, current.key_prefix
+            scope.enter_context(structlog.contextvars.bound_contextvars(tenant_id=tenant))
+            scope.enter_context(admission.admit(tenant, method, request))
             del metadata  # the key stays out of every frame below this one
-            yield caller
+            yield current
             context.set_trailing_metadata((("x-request-id", request_id),))
         except RlmError as error:
             code, http_status = error.code, error.http_status
@@ -121,68 +124,82 @@ def _guarded(
             log.info("rpc", code=code or "OK", latency_ms=round(latency * 1000, 3))  # one line per call
 
 
-def _method(handler: Callable[..., Any]) -> str:
-    """The RPC's name as in the proto: handlers are `_<Method>`."""
-    return handler.__name__.lstrip("_")
+def current_caller() -> Caller:
+    """The authenticated caller of the RPC this thread is serving (set by
+    `CallGuard` for the call's life; a handler outside one is a bug)."""
+    current = _CALLER.get()
+    if current is None:
+        raise RuntimeError("current_caller() outside a guarded RPC")
+    return current
 
 
-def rpc(
-    storage: Storage, admission: Admission, *, authenticate: bool = True
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Wraps a unary handler `(self, request, context, caller) -> reply`."""
-
-    def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
-        method = _method(handler)
-
-        @functools.wraps(handler)
-        def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-            with _guarded(storage, admission, authenticate, method, request, context) as caller:
-                return handler(self, request, context, caller)
-
-        return wrapper
-
-    return decorate
+@contextlib.contextmanager
+def _as_caller(current: Caller) -> Iterator[None]:
+    token = _CALLER.set(current)
+    try:
+        yield
+    finally:
+        try:
+            _CALLER.reset(token)
+        except ValueError:  # a stream closed from another context (garbage collection)
+            _CALLER.set(None)
 
 
-def rpc_stream(
-    storage: Storage, admission: Admission
-) -> Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]]:
-    """Wraps a server-streaming handler `(self, request, context, caller) ->
-    iterator of replies` the same way: one rate-limit token, one long-call
-    slot and one audit record per stream (latency = the stream's duration);
-    an error before or during the stream ends it with the spec's status."""
+class CallGuard(grpc.ServerInterceptor):
+    """Puts every method of `services` (full proto names) on the guarded
+    path: unary calls, server streams (one rate-limit token, one long-call
+    slot and one audit record per stream, latency = its duration; an error
+    before or during the stream ends it with the spec's status) and client
+    streams (authenticated and admitted from the metadata before the first
+    message is read). Other services (health, reflection) pass untouched."""
 
-    def decorate(handler: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        method = _method(handler)
+    def __init__(self, storage: Storage, admission: Admission, services: Iterable[str]) -> None:
+        self.storage, self.admission = storage, admission
+        self.services = frozenset(services)
 
-        @functools.wraps(handler)
-        def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with _guarded(storage, admission, True, method, request, context) as caller:
-                yield from handler(self, request, context, caller)
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = continuation(details)
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        if handler is None or service not in self.services:
+            return handler
+        storage, admission = self.storage, self.admission
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
 
-        return wrapper
+            def guarded_unary(request: Any, context: grpc.ServicerContext) -> Any:
+                with _guarded(storage, admission, method, request, context) as current, _as_caller(current):
+                    return unary(request, context)
 
-    return decorate
+            return grpc.unary_unary_rpc_method_handler(
+                guarded_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
 
+            def guarded_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                with _guarded(storage, admission, method, request, context) as current, _as_caller(current):
+                    yield from stream(request, context)
 
-def rpc_client_stream(
-    storage: Storage, admission: Admission
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Wraps a client-streaming handler `(self, request_iterator, context,
-    caller) -> reply` the same way: the caller is authenticated and admitted
-    from the metadata before the first message is read."""
+            return grpc.unary_stream_rpc_method_handler(
+                guarded_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            upload = handler.stream_unary
 
-    def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
-        method = _method(handler)
+            def guarded_upload(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+                with _guarded(storage, admission, method, None, context) as current, _as_caller(current):
+                    return upload(requests, context)
 
-        @functools.wraps(handler)
-        def wrapper(self: Any, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            with _guarded(storage, admission, True, method, None, context) as caller:
-                return handler(self, requests, context, caller)
-
-        return wrapper
-
-    return decorate
+            return grpc.stream_unary_rpc_method_handler(
+                guarded_upload,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        raise TypeError(f"{details.method}: bidirectional streams have no guarded path")
 
 
 class AnonymousStreamLimit(grpc.ServerInterceptor):

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from rlm_rs.control._rpc import AnonymousStreamLimit
+from rlm_rs.control._rpc import AnonymousStreamLimit, CallGuard
 from rlm_rs.control.admission import Admission
 from rlm_rs.control.costs import model_allowlist
 from rlm_rs.control.executions import ExecutionEngine
@@ -114,7 +114,11 @@ def start_control_plane(
     admission = Admission.from_settings(settings, storage.metadata)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.rpc_threads, thread_name_prefix="rpc"),
-        interceptors=[ServerTracingInterceptor(), AnonymousStreamLimit(admission.slots)],
+        interceptors=[
+            ServerTracingInterceptor(),
+            AnonymousStreamLimit(admission.slots),
+            CallGuard(storage, admission, SERVICE_NAMES),  # request id, auth, admission, audit, errors
+        ],
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -124,14 +128,10 @@ def start_control_plane(
     )
     reaper = SessionReaper(storage, cancel=engine.cancel, docs=engine.docs, search=engine.search_index)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(storage, settings, admission, reaper, engine.records.ceilings), server
+        SessionServicer(storage, settings, reaper, engine.records.ceilings), server
     )
-    execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
-        ExecutionServicer(engine, storage, admission), server
-    )
-    citation_pb2_grpc.add_CitationServiceServicer_to_server(
-        CitationServicer(engine, storage, admission), server
-    )
+    execution_pb2_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(engine, storage), server)
+    citation_pb2_grpc.add_CitationServiceServicer_to_server(CitationServicer(engine, storage), server)
     health_report = _Health(server, settings, engine, hardened)
     port = _bind(server, settings, address)
     server.start()

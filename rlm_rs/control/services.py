@@ -23,8 +23,7 @@ from google.protobuf.message import Message
 from rlm_rs import codec
 from rlm_rs.citations import make_ref, verify_ref
 from rlm_rs.control import listings
-from rlm_rs.control._rpc import Caller, rpc, rpc_stream
-from rlm_rs.control.admission import Admission
+from rlm_rs.control._rpc import Caller, current_caller
 from rlm_rs.control.budgets import budgets_from_dict, budgets_to_dict
 from rlm_rs.control.executions import ExecutionEngine
 from rlm_rs.control.sessions import load_session
@@ -182,11 +181,12 @@ def _session_live(handler: Callable[..., Any]) -> Callable[..., Any]:
     delete or expiry during the call wins over the answer or its error)."""
 
     @functools.wraps(handler)
-    def checked(self: ExecutionServicer, request: Any, context: Any, caller: Caller) -> Any:
+    def checked(self: ExecutionServicer, request: Any, context: Any) -> Any:
+        caller = current_caller()
         session_id = self.engine.get(caller.tenant_id, request.execution_id)["session_id"]
         load_session(self.storage, caller.tenant_id, session_id)
         try:
-            reply = handler(self, request, context, caller)
+            reply = handler(self, request, context)
         except RlmError:
             load_session(self.storage, caller.tenant_id, session_id)
             raise
@@ -197,26 +197,21 @@ def _session_live(handler: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
-    def __init__(self, engine: ExecutionEngine, storage: Storage, admission: Admission) -> None:
+    """Every method runs behind `CallGuard` (server.py); StartExecution,
+    CreateRuntimeExecution, WatchExecution and ListExecutions load the
+    session themselves, the others are `_session_live`."""
+
+    def __init__(self, engine: ExecutionEngine, storage: Storage) -> None:
         self.engine = engine
         self.storage = storage
-        guard = rpc(storage, admission)
-        for name in ("StartExecution", "CreateRuntimeExecution"):  # these load the session themselves
-            setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
-        for name in (
-            "GetExecution", "WaitExecution", "CancelExecution", "ListSteps", "RunStep", "ResolveTools",
-            "StartFollowup",
-        ):  # fmt: skip
-            setattr(self, name, guard(_session_live(getattr(type(self), f"_{name}"))).__get__(self))
-        self.WatchExecution = rpc_stream(storage, admission)(ExecutionServicer._WatchExecution).__get__(self)
-        self.ListExecutions = guard(ExecutionServicer._ListExecutions).__get__(self)
 
-    def _ListExecutions(
-        self, request: execution_pb2.ListExecutionsRequest, context: grpc.ServicerContext, caller: Caller
+    def ListExecutions(
+        self, request: execution_pb2.ListExecutionsRequest, context: grpc.ServicerContext
     ) -> execution_pb2.ListExecutionsResponse:
         """The caller's top-level executions newest first, optionally of one
         session (SESSION_NOT_FOUND unless it is the caller's and not deleted)
         and in one status; executions of deleted sessions are left out."""
+        caller = current_caller()
         size = listings.page_size(request.page_size)
         status = listings.status_filter(request.status, ExecutionStatus)
         if request.session_id:
@@ -291,16 +286,19 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
             options=_options(request.options),
         )
 
-    def _StartExecution(
-        self, request: execution_pb2.StartExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    def StartExecution(
+        self, request: execution_pb2.StartExecutionRequest, context: grpc.ServicerContext
     ) -> execution_pb2.Execution:
+        caller = current_caller()
         question = _question(request.question)
         record = self._create(caller, request.session_id, ExecutionMode.ANSWERER, question, request)
         return self._run(caller, record, request.options, context)
 
-    def _StartFollowup(
-        self, request: execution_pb2.StartFollowupRequest, context: grpc.ServicerContext, caller: Caller
+    @_session_live
+    def StartFollowup(
+        self, request: execution_pb2.StartFollowupRequest, context: grpc.ServicerContext
     ) -> execution_pb2.Execution:
+        caller = current_caller()
         question = _question(request.question)
         check_models(request.models)
         record = self.engine.followup(
@@ -313,9 +311,10 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
         )
         return self._run(caller, record, request.options, context)
 
-    def _WatchExecution(
-        self, request: execution_pb2.WatchExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    def WatchExecution(
+        self, request: execution_pb2.WatchExecutionRequest, context: grpc.ServicerContext
     ) -> Iterator[execution_pb2.ExecutionEvent]:
+        caller = current_caller()
         after = request.after_event_id
         if after and not EVENT_ID.fullmatch(after):
             raise RlmError("VALIDATION_ERROR", "after_event_id must be empty or an event id like 000003.0002")
@@ -335,23 +334,29 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
                 data_json=event["data_json"],
             )
 
-    def _GetExecution(
-        self, request: execution_pb2.GetExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    @_session_live
+    def GetExecution(
+        self, request: execution_pb2.GetExecutionRequest, context: grpc.ServicerContext
     ) -> execution_pb2.Execution:
+        caller = current_caller()
         return self._message(self.engine.get(caller.tenant_id, request.execution_id))
 
-    def _WaitExecution(
-        self, request: execution_pb2.WaitExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    @_session_live
+    def WaitExecution(
+        self, request: execution_pb2.WaitExecutionRequest, context: grpc.ServicerContext
     ) -> execution_pb2.Execution:
+        caller = current_caller()
         if not 0 <= request.timeout_seconds <= MAX_WAIT_TIMEOUT_SECONDS:
             raise RlmError("VALIDATION_ERROR", f"timeout_seconds must be 0..{MAX_WAIT_TIMEOUT_SECONDS:g}")
         timeout = request.timeout_seconds or DEFAULT_WAIT_TIMEOUT_SECONDS
         record = self._wait(caller, request.execution_id, timeout, context)
         return self._message(record)
 
-    def _CancelExecution(
-        self, request: execution_pb2.CancelExecutionRequest, context: grpc.ServicerContext, caller: Caller
+    @_session_live
+    def CancelExecution(
+        self, request: execution_pb2.CancelExecutionRequest, context: grpc.ServicerContext
     ) -> execution_pb2.CancelExecutionResponse:
+        caller = current_caller()
         record = self.engine.cancel(caller.tenant_id, request.execution_id)
         return execution_pb2.CancelExecutionResponse(
             execution_id=record["execution_id"],
@@ -359,12 +364,14 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
             completed_at=record.get("completed_at") or "",
         )
 
-    def _ListSteps(
-        self, request: execution_pb2.ListStepsRequest, context: grpc.ServicerContext, caller: Caller
+    @_session_live
+    def ListSteps(
+        self, request: execution_pb2.ListStepsRequest, context: grpc.ServicerContext
     ) -> execution_pb2.ListStepsResponse:
         """A page of steps: page_size of them at most, and never more than
         LIST_STEPS_BYTES (one step always, whatever its size); next_page_token
         is the turn index the next page starts at."""
+        caller = current_caller()
         if not 0 <= request.page_size <= MAX_STEPS_PAGE_SIZE:
             raise RlmError(
                 "VALIDATION_ERROR", f"page_size must be 0..{MAX_STEPS_PAGE_SIZE} (0: as many as fit)"
@@ -390,17 +397,19 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
             response.steps.append(message)
         return response
 
-    def _CreateRuntimeExecution(
+    def CreateRuntimeExecution(
         self,
         request: execution_pb2.CreateRuntimeExecutionRequest,
         context: grpc.ServicerContext,
-        caller: Caller,
     ) -> execution_pb2.Execution:
+        caller = current_caller()
         return self._message(self._create(caller, request.session_id, ExecutionMode.RUNTIME, "", request))
 
-    def _RunStep(
-        self, request: execution_pb2.RunStepRequest, context: grpc.ServicerContext, caller: Caller
+    @_session_live
+    def RunStep(
+        self, request: execution_pb2.RunStepRequest, context: grpc.ServicerContext
     ) -> execution_pb2.RunStepResponse:
+        caller = current_caller()
         if not request.code.strip() or len(request.code) > MAX_CODE_CHARS:
             raise RlmError("VALIDATION_ERROR", f"code must be 1..{MAX_CODE_CHARS} characters")
         state = request.state_json if request.HasField("state_json") else None
@@ -409,9 +418,11 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
         )
         return public_step(result)
 
-    def _ResolveTools(
-        self, request: execution_pb2.ResolveToolsRequest, context: grpc.ServicerContext, caller: Caller
+    @_session_live
+    def ResolveTools(
+        self, request: execution_pb2.ResolveToolsRequest, context: grpc.ServicerContext
     ) -> execution_pb2.ResolveToolsResponse:
+        caller = current_caller()
         requests = ToolRequests()
         requests.CopyFrom(request.tool_requests)
         check_tool_requests(requests)
@@ -448,12 +459,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
 
 
 class CitationServicer(citation_pb2_grpc.CitationServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
-    def __init__(self, engine: ExecutionEngine, storage: Storage, admission: Admission) -> None:
+    def __init__(self, engine: ExecutionEngine, storage: Storage) -> None:
         self.engine = engine
         self.storage = storage
-        guard = rpc(storage, admission)
-        self.GetSpan = guard(CitationServicer._GetSpan).__get__(self)
-        self.VerifyCitation = guard(CitationServicer._VerifyCitation).__get__(self)
 
     def _document(self, caller: Caller, session_id: str, doc_id: str) -> DocumentRecord:
         load_session(self.storage, caller.tenant_id, session_id)
@@ -462,9 +470,10 @@ class CitationServicer(citation_pb2_grpc.CitationServiceServicer):  # type: igno
             raise RlmError("VALIDATION_ERROR", "no such document in this session", {"doc_id": doc_id})
         return doc
 
-    def _GetSpan(
-        self, request: citation_pb2.GetSpanRequest, context: grpc.ServicerContext, caller: Caller
+    def GetSpan(
+        self, request: citation_pb2.GetSpanRequest, context: grpc.ServicerContext
     ) -> citation_pb2.GetSpanResponse:
+        caller = current_caller()
         doc = self._document(caller, request.session_id, request.doc_id)
         text = self.engine.docs.text(doc)
         if not 0 <= request.start_char <= request.end_char <= len(text):
@@ -487,9 +496,10 @@ class CitationServicer(citation_pb2_grpc.CitationServiceServicer):  # type: igno
         )
         return citation_pb2.GetSpanResponse(text=text.slice(request.start_char, request.end_char), ref=ref)
 
-    def _VerifyCitation(
-        self, request: citation_pb2.VerifyCitationRequest, context: grpc.ServicerContext, caller: Caller
+    def VerifyCitation(
+        self, request: citation_pb2.VerifyCitationRequest, context: grpc.ServicerContext
     ) -> citation_pb2.VerifyCitationResponse:
+        caller = current_caller()
         ref = request.ref
         if ref.tenant_id and ref.tenant_id != caller.tenant_id:
             raise RlmError("SESSION_NOT_FOUND", "session not found", {"session_id": ref.session_id})

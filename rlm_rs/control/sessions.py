@@ -21,8 +21,7 @@ import grpc
 
 from rlm_rs import codec
 from rlm_rs.control import listings
-from rlm_rs.control._rpc import Caller, rpc, rpc_client_stream
-from rlm_rs.control.admission import Admission
+from rlm_rs.control._rpc import current_caller
 from rlm_rs.control.budgets import CeilingSource, budgets_to_dict, merge_budgets
 from rlm_rs.control.lifecycle import SessionReaper
 from rlm_rs.control.quotas import Quotas
@@ -124,7 +123,6 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
         self,
         storage: Storage,
         settings: Settings,
-        admission: Admission,
         reaper: SessionReaper,
         ceilings: CeilingSource | None = None,
     ) -> None:
@@ -134,10 +132,6 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
         self.reaper = reaper
         self.grants = RawGrants.parse(settings.raw_prefixes_json)  # a bad grant fails start-up
         self.ceilings = ceilings or CeilingSource(settings.sandbox_policy_json)  # the engine's
-        guard = rpc(storage, admission)
-        for name in ("CreateSession", "GetSession", "DeleteSession", "ListSessions"):
-            setattr(self, name, guard(getattr(type(self), f"_{name}")).__get__(self))
-        self.Upload = rpc_client_stream(storage, admission)(SessionServicer._Upload).__get__(self)
 
     def _validate_docs(self, tenant_id: str, docs: Any) -> None:
         if not docs:
@@ -177,12 +171,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
                     where,
                 )
 
-    def _CreateSession(
+    def CreateSession(
         self,
         request: session_pb2.CreateSessionRequest,
         context: grpc.ServicerContext,
-        caller: Caller,
     ) -> session_pb2.Session:
+        caller = current_caller()
         ttl = request.ttl_minutes or DEFAULT_TTL_MINUTES
         if not 1 <= ttl <= MAX_TTL_MINUTES:
             raise RlmError("VALIDATION_ERROR", f"ttl_minutes must be 1..{MAX_TTL_MINUTES}")
@@ -238,28 +232,29 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
             self.storage.metadata.put_session(dict(record))
         return session_message(self.storage, record)
 
-    def _GetSession(
-        self, request: session_pb2.GetSessionRequest, context: grpc.ServicerContext, caller: Caller
+    def GetSession(
+        self, request: session_pb2.GetSessionRequest, context: grpc.ServicerContext
     ) -> session_pb2.Session:
+        caller = current_caller()
         session = load_session(self.storage, caller.tenant_id, request.session_id)
         return session_message(self.storage, session)
 
-    def _DeleteSession(
+    def DeleteSession(
         self,
         request: session_pb2.DeleteSessionRequest,
         context: grpc.ServicerContext,
-        caller: Caller,
     ) -> session_pb2.DeleteSessionResponse:
+        caller = current_caller()
         self.reaper.delete(caller.tenant_id, request.session_id)
         return session_pb2.DeleteSessionResponse(session_id=request.session_id, status=SessionStatus.DELETING)
 
-    def _ListSessions(
+    def ListSessions(
         self,
         request: session_pb2.ListSessionsRequest,
         context: grpc.ServicerContext,
-        caller: Caller,
     ) -> session_pb2.ListSessionsResponse:
         """The caller's sessions newest first, DELETING ones left out (docs/api.md#listings)."""
+        caller = current_caller()
         size = listings.page_size(request.page_size)
         status = listings.status_filter(request.status, SessionStatus)
         filters = {"status": status}
@@ -274,14 +269,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[
             response.sessions.append(session_message(self.storage, cast(SessionRecord, session)))
         return response
 
-    def _Upload(
+    def Upload(
         self,
         requests: Iterator[session_pb2.UploadRequest],
         context: grpc.ServicerContext,
-        caller: Caller,
     ) -> session_pb2.UploadResult:
         """A raw document streamed into the caller's namespace (docs/api.md#uploads):
         the first chunk names it, the last is marked; nothing is kept otherwise."""
+        caller = current_caller()
         first = _next_chunk(requests)
         if first is None:
             raise RlmError("VALIDATION_ERROR", "an upload needs at least one chunk")

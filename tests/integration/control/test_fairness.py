@@ -303,25 +303,28 @@ def test_every_call_logs_in_its_context_and_errors_without_locals(
     key, _ = storage.metadata.create_api_key("tenant-log")
     seen: dict[str, Any] = {}
 
-    class Probe:
-        def _Fail(self, request: Any, context: Any, caller: Any) -> Any:
-            seen["inside"] = structlog.contextvars.get_contextvars()
-            raise ValueError("unexpected")
+    def fail(request: Any, context: Any) -> Any:
+        seen["inside"] = structlog.contextvars.get_contextvars()
+        seen["caller"] = _rpc.current_caller()
+        raise ValueError("unexpected")
 
     def bare(request: Any, context: Any) -> Any:
         seen["after"] = structlog.contextvars.get_contextvars()
+        seen["caller_after"] = _rpc._CALLER.get()
         return request
 
-    wrapped = _rpc.rpc(storage, Admission.from_settings(settings))(Probe._Fail).__get__(Probe())
     handler = execution_pb2.GetExecutionRequest
-    methods = {
-        name: grpc.unary_unary_rpc_method_handler(
+
+    def service(name: str, function: Any) -> grpc.GenericRpcHandler:
+        unary = grpc.unary_unary_rpc_method_handler(
             function, request_deserializer=handler.FromString, response_serializer=handler.SerializeToString
         )
-        for name, function in (("Fail", wrapped), ("Bare", bare))
-    }
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))  # one thread: "after" is the same
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("probe.Probe", methods),))
+        return grpc.method_handlers_generic_handler(f"probe.{name}", {name: unary})
+
+    guard = _rpc.CallGuard(storage, Admission.from_settings(settings), ["probe.Fail"])
+    # one thread: "after" is the same; probe.Bare is not a guarded service
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1), interceptors=[guard])
+    server.add_generic_rpc_handlers((service("Fail", fail), service("Bare", bare)))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     monkeypatch.setattr(_rpc, "log", structlog.get_logger(component="control"))
@@ -330,7 +333,7 @@ def test_every_call_logs_in_its_context_and_errors_without_locals(
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.unary_unary(
-                "/probe.Probe/Fail",
+                "/probe.Fail/Fail",
                 request_serializer=handler.SerializeToString,
                 response_deserializer=handler.FromString,
             )
@@ -342,7 +345,7 @@ def test_every_call_logs_in_its_context_and_errors_without_locals(
             ):
                 call(payload, metadata=metadata)
             bare_call = channel.unary_unary(
-                "/probe.Probe/Bare",
+                "/probe.Bare/Bare",
                 request_serializer=handler.SerializeToString,
                 response_deserializer=handler.FromString,
             )
@@ -354,6 +357,7 @@ def test_every_call_logs_in_its_context_and_errors_without_locals(
         "inside"
     ].items()
     assert not {"request_id", "tenant_id", "method"} & set(seen["after"])
+    assert seen["caller"].tenant_id == "tenant-log" and seen["caller_after"] is None
     [entry] = [e for e in logs if e["event"] == "rpc_failed"]
     assert (
         entry["request_id"] == "req-probe-1"
