@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 . scripts/find-uv.sh
 out="${1:-.}"
 "$UV" run --frozen python -m grpc_tools.protoc -Iproto \
-  --python_out="$out" --grpc_python_out="$out" --mypy_out="$out" \
+  --python_out="$out" --grpc_python_out="$out" --mypy_out="$out" --mypy_grpc_out="$out" \
   proto/rlm_rs/v1/*.proto
 touch "$out/rlm_rs/v1/__init__.py"

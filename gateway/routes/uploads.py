@@ -93,4 +93,5 @@ async def upload(
         if isinstance(broken[0], ClientDisconnect):
             raise RlmError("VALIDATION_ERROR", "the upload body ended early; nothing was stored")
         raise broken[0]
+    assert result is not None  # the call answered: without a broken body, its error was raised above
     return to_dict(result)

@@ -76,7 +76,7 @@ def _measure(settings: Any, executions: int) -> dict[str, Any]:
     plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=InProcessSandbox(),
                                 provider=ScriptedProvider(SCRIPT))  # fmt: skip
     key, _ = storage.metadata.create_api_key("bench")
-    auth = [("authorization", f"Bearer {key}")]
+    auth = (("authorization", f"Bearer {key}"),)
     uri = store_upload(
         storage.blobs, "bench", "bench.txt", ("The Lisbon office grew fastest. " * 400).encode()
     )

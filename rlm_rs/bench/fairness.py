@@ -125,8 +125,8 @@ class _Appliance:
             self.server.wait(timeout=10)
         self.model.__exit__()
 
-    def auth(self, tenant: str) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.keys[tenant]}")]
+    def auth(self, tenant: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.keys[tenant]}"),)
 
     def session_request(self, tenant: str) -> Any:
         from rlm_rs.v1 import session_pb2

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=InProcessSandbox(),
                                     provider=ScriptedProvider(SCRIPT))  # fmt: skip
         key, _ = storage.metadata.create_api_key("bench")
-        auth = [("authorization", f"Bearer {key}")]
+        auth = (("authorization", f"Bearer {key}"),)
         text = ("The Lisbon office grew fastest. " * 400).encode()
         uri = store_upload(storage.blobs, "bench", "bench.txt", text)
         channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")

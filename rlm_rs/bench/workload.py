@@ -414,7 +414,7 @@ def rlm_rs_stack(base_url: str, directory: Path, sandbox_kind: str) -> Iterator[
         assert owner is not None
         channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
         stack.callback(channel.close)
-        auth = [("authorization", f"Bearer {key}")]
+        auth = (("authorization", f"Bearer {key}"),)
         sessions = session_pb2_grpc.SessionServiceStub(channel)
         executions = execution_pb2_grpc.ExecutionServiceStub(channel)
 

@@ -169,7 +169,7 @@ def _tail(args: argparse.Namespace) -> int:
         print("rlm-rs executions tail: pass --api-key or set RLM_API_KEY", file=sys.stderr)
         return 2
     target = args.grpc_address or get_settings().grpc_address
-    metadata = [("authorization", f"Bearer {key}")]
+    metadata = (("authorization", f"Bearer {key}"),)
     deadline = time.monotonic() + args.timeout_seconds
     last = args.after or ""
     printer = _TurnPrinter()

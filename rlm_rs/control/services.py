@@ -196,7 +196,7 @@ def _session_live(handler: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
-class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
+class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     """Every method runs behind `CallGuard` (server.py); StartExecution,
     CreateRuntimeExecution, WatchExecution and ListExecutions load the
     session themselves, the others are `_session_live`."""
@@ -458,7 +458,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):  # type: i
         return response
 
 
-class CitationServicer(citation_pb2_grpc.CitationServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
+class CitationServicer(citation_pb2_grpc.CitationServiceServicer):
     def __init__(self, engine: ExecutionEngine, storage: Storage) -> None:
         self.engine = engine
         self.storage = storage

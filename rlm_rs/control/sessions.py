@@ -118,7 +118,7 @@ def session_message(storage: Storage, session: SessionRecord) -> session_pb2.Ses
     return message
 
 
-class SessionServicer(session_pb2_grpc.SessionServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(
         self,
         storage: Storage,

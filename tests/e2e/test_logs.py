@@ -72,14 +72,14 @@ def force_internal_errors(up: UpProcess, keys: dict[str, str]) -> list[str]:
     with grpc.insecure_channel(f"127.0.0.1:{up.grpc_port}") as channel:
         sessions = session_pb2_grpc.SessionServiceStub(channel)
         executions = execution_pb2_grpc.ExecutionServiceStub(channel)
-        calls = [
+        calls: list[tuple[Any, Any, str]] = [
             (sessions.ListSessions, session_pb2.ListSessionsRequest(), keys["corrupt"]),
             (sessions.GetSession, session_pb2.GetSessionRequest(session_id="sess_corrupt"), keys["corrupt"]),
             (sessions.ListSessions, session_pb2.ListSessionsRequest(page_token="²"), keys["a"]),
         ]
         for method, request, key in calls:
             try:
-                method(request, metadata=[("authorization", f"Bearer {key}")], timeout=30)
+                method(request, metadata=(("authorization", f"Bearer {key}"),), timeout=30)
                 seen.append("OK")
             except grpc.RpcError as exc:
                 seen.append(exc.code().name)
@@ -93,7 +93,7 @@ def force_internal_errors(up: UpProcess, keys: dict[str, str]) -> list[str]:
         )
         started = time.monotonic()
         try:
-            executions.ResolveTools(big, metadata=[("authorization", f"Bearer {keys['b']}")], timeout=60)
+            executions.ResolveTools(big, metadata=(("authorization", f"Bearer {keys['b']}"),), timeout=60)
             seen.append("OK")
         except grpc.RpcError as exc:
             seen.append(exc.code().name)

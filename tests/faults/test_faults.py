@@ -74,7 +74,7 @@ def test_pool_killed_mid_execution_and_restarted(tmp_path: Path) -> None:
     provider = ScriptedProvider({"executions": [{"match": "", "root": [SLOW_TURN, SLOW_TURN, FINAL_TURN]}]})
     plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=client, provider=provider)
     key, _ = storage.metadata.create_api_key("t")
-    auth = [("authorization", f"Bearer {key}")]
+    auth = (("authorization", f"Bearer {key}"),)
     channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
     stub = execution_pb2_grpc.ExecutionServiceStub(channel)
     restarted: dict[str, Any] = {}

@@ -572,7 +572,7 @@ def _violation(worker: _WarmWorker, cause: str, **details: Any) -> Refusal:
     )
 
 
-class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):  # type: ignore[misc]  # untyped _grpc stubs (rlm_rs.v1 skipped)
+class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
     def __init__(self, front: PoolFront):
         self.front = front
 

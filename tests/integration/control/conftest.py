@@ -53,8 +53,8 @@ class Api:
     def citations(self) -> citation_pb2_grpc.CitationServiceStub:
         return citation_pb2_grpc.CitationServiceStub(self.channel)
 
-    def auth(self, key: str | None = None) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {key or self.key}")]
+    def auth(self, key: str | None = None) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {key or self.key}"),)
 
     def ready_session(
         self, texts: list[str] | None = None, budgets_default: Budgets | None = None, **options: Any

@@ -376,12 +376,13 @@ def test_resolve_tools_endpoint(api: Api) -> None:
 def test_other_tenant_cannot_touch_an_execution(api: Api) -> None:
     execution_id = runtime(api, api.ready_session())
     other, _ = api.plane.storage.metadata.create_api_key("tenant-b")
-    for call, request in [
+    calls: list[tuple[Any, Any]] = [
         (api.executions.GetExecution, execution_pb2.GetExecutionRequest(execution_id=execution_id)),
         (api.executions.CancelExecution, execution_pb2.CancelExecutionRequest(execution_id=execution_id)),
         (api.executions.RunStep, execution_pb2.RunStepRequest(execution_id=execution_id, code="x=1")),
         (api.executions.ListSteps, execution_pb2.ListStepsRequest(execution_id=execution_id)),
-    ]:
+    ]
+    for call, request in calls:
         with pytest.raises(grpc.RpcError) as caught:
             call(request, metadata=api.auth(other))
         assert error_code(caught.value) == "EXECUTION_NOT_FOUND"

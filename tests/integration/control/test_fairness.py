@@ -190,7 +190,8 @@ def test_an_abandoned_wait_gives_its_slot_back(small: Api) -> None:
         for _ in range(LONG_PER_TENANT)
     ]
     for call in gone:
-        assert call.exception(timeout=5).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        failure = call.exception(timeout=5)
+        assert isinstance(failure, grpc.RpcError) and failure.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     time.sleep(1.5)  # the server notices within about a second that its callers left
     fresh = [wait_future(small, execution_id) for _ in range(LONG_PER_TENANT)]
     time.sleep(0.3)

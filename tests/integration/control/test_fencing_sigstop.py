@@ -108,7 +108,7 @@ def test_a_paused_owner_resumed_after_takeover_writes_nothing(
     storage.init()
     key, _ = storage.metadata.create_api_key("t")
     storage.blobs.put("raw/t/u1/a.txt", b"Lisbon is where the office is.")
-    auth = [("authorization", f"Bearer {key}")]
+    auth = (("authorization", f"Bearer {key}"),)
 
     stale_asked, stale_paused = threading.Event(), threading.Event()
     new_waits, release_new = threading.Event(), threading.Event()

@@ -59,7 +59,7 @@ def openai_stack(settings: Settings) -> Iterator[Callable[..., execution_pb2.Exe
     key, _ = storage.metadata.create_api_key("t")
     storage.blobs.put("raw/t/u1/a.txt", b"The office in Lisbon grew fastest this year.")
     channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
-    auth = [("authorization", f"Bearer {key}")]
+    auth = (("authorization", f"Bearer {key}"),)
     try:
         document = session_pb2.DocumentInput(
             source_name="a.txt", mime_type="text/plain", raw_s3_uri="s3://rlm-rs/raw/t/u1/a.txt"

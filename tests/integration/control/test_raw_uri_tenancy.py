@@ -152,10 +152,10 @@ def test_operator_grants_admit_a_shared_folder_for_one_tenant(tmp_path: Any) -> 
         )
         request = session_pb2.CreateSessionRequest(docs=[doc])
         assert (
-            stub.CreateSession(request, metadata=[("authorization", f"Bearer {key_a}")]).status == "CREATING"
+            stub.CreateSession(request, metadata=(("authorization", f"Bearer {key_a}"),)).status == "CREATING"
         )
         with pytest.raises(grpc.RpcError) as refused:
-            stub.CreateSession(request, metadata=[("authorization", f"Bearer {key_b}")])
+            stub.CreateSession(request, metadata=(("authorization", f"Bearer {key_b}"),))
         assert error_code(refused.value) == "VALIDATION_ERROR" and "does not exist" in str(
             refused.value.details()
         )

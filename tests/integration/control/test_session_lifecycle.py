@@ -67,8 +67,8 @@ def _runtime(api: Api, session_id: str) -> str:
     )
 
 
-def _step(api: Api, execution_id: str, code: str, resolve: bool = False) -> StepResult:
-    result: StepResult = api.executions.RunStep(
+def _step(api: Api, execution_id: str, code: str, resolve: bool = False) -> execution_pb2.RunStepResponse:
+    result: execution_pb2.RunStepResponse = api.executions.RunStep(
         execution_pb2.RunStepRequest(
             execution_id=execution_id, code=code, options=execution_pb2.RunStepOptions(resolve_tools=resolve)
         ),

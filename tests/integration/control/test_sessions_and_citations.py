@@ -42,7 +42,7 @@ def test_other_tenants_see_nothing_and_learn_nothing(api: Api) -> None:
 
 
 def test_requests_need_a_valid_key(api: Api) -> None:
-    for metadata in ([], [("authorization", "Bearer rlm_key_wrong")], [("authorization", "Basic x")]):
+    for metadata in ((), (("authorization", "Bearer rlm_key_wrong"),), (("authorization", "Basic x"),)):
         with pytest.raises(grpc.RpcError) as caught:
             api.sessions.ListSessions(session_pb2.ListSessionsRequest(), metadata=metadata)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -51,7 +51,7 @@ def test_requests_need_a_valid_key(api: Api) -> None:
 
 def test_request_id_is_returned(api: Api) -> None:
     _, call = api.sessions.ListSessions.with_call(
-        session_pb2.ListSessionsRequest(), metadata=[*api.auth(), ("x-request-id", "req-123")]
+        session_pb2.ListSessionsRequest(), metadata=(*api.auth(), ("x-request-id", "req-123"))
     )
     assert ("x-request-id", "req-123") in call.trailing_metadata()
 

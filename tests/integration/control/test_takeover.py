@@ -80,7 +80,7 @@ def _kill_mid_run(
     storage = open_storage(settings)
     key, _ = storage.metadata.create_api_key("t")
     storage.blobs.put("raw/t/u1/a.txt", b"Our fastest-growing office is in Lisbon, Portugal.")
-    auth = [("authorization", f"Bearer {key}")]
+    auth = (("authorization", f"Bearer {key}"),)
     with OpenAICompatibleServer(reply) as llm:
         port_a, port_b = _free_port(), _free_port()
         first, second = _serve(data_dir, llm.base_url, port_a), _serve(data_dir, llm.base_url, port_b)
