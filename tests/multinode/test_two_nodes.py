@@ -40,6 +40,8 @@ LEASE_SECONDS = 3.0
 SWEEP_SECONDS = 0.5
 SLOW_ROOT_CALL = 2.5 * LEASE_SECONDS
 TENANT = "t-mn"
+LIMITED = "t-mn-limited"  # the one tenant with a low rate limit: RATE, BURST for all nodes together
+RATE, BURST = 5.0, 5.0
 DOC = b"Lisbon is where the office is."
 
 READ = "```repl\nprint(context[0][:6])\n```"
@@ -224,6 +226,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             env = {
                 **storage_env, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": llm.base_url,
                 "OPENAI_API_KEY": "sk-test", "RLM_LLM_MAX_RETRIES": "0",
+                "RATE_LIMITS_JSON": json.dumps({"tenants": {LIMITED: {"rate_per_second": RATE, "burst": BURST}}}),
             }  # fmt: skip
             a, b = Node("A", root / "a", env), Node("B", root / "b", env)
             nodes += [a, b]
@@ -297,6 +300,37 @@ def test_a_session_made_on_a_serves_an_execution_on_b_and_events_cross_nodes(clu
         types = seen[execution_id]
         assert types and types[-1] == "status" and len(types) >= 3, types
         assert cluster.steps(execution_id) == [0, 1]
+
+
+def test_a_tenant_rate_limit_holds_across_both_nodes(cluster: Cluster) -> None:
+    key, _ = cluster.storage.metadata.create_api_key(LIMITED)
+    statuses: dict[str, list[int]] = {"A": [], "B": []}
+    started = time.monotonic()
+    stop_at = started + 3.0
+
+    def hammer(node: Node) -> None:
+        with httpx.Client(
+            base_url=node.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
+            while time.monotonic() < stop_at:
+                statuses[node.name].append(client.get("/v1/sessions").status_code)
+
+    threads = [threading.Thread(target=hammer, args=(node,), daemon=True) for node in (cluster.a, cluster.b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    elapsed = time.monotonic() - started
+    admitted = sum(codes.count(200) for codes in statuses.values())
+    allowed = BURST + RATE * elapsed + 1  # one bucket for both nodes (+1: clock rounding); per-process
+    # buckets would allow twice BURST + RATE * elapsed
+    print(f"\nrate limit across nodes: {admitted} admitted in {elapsed:.1f} s (at most {allowed:.1f}); "
+          f"A {statuses['A'].count(200)}/{len(statuses['A'])}, B {statuses['B'].count(200)}/{len(statuses['B'])}")  # fmt: skip
+    assert {code for codes in statuses.values() for code in codes} <= {200, 429}, statuses
+    assert BURST <= admitted <= allowed, (
+        f"{admitted} calls admitted in {elapsed:.1f} s, at most {allowed:.1f}"
+    )
+    assert 429 in statuses["A"] and 429 in statuses["B"], "a node never refused a call"
 
 
 def test_a_root_call_longer_than_the_lease_keeps_it_while_the_other_node_sweeps(cluster: Cluster) -> None:
