@@ -65,12 +65,21 @@ def _phase(urls: list[str], key: str, session_id: str, executions: int) -> dict[
     def one(index: int) -> str:
         with httpx.Client(base_url=urls[index % len(urls)], headers=headers, timeout=120) as client:
             made = client.post(f"/v1/sessions/{session_id}/executions", json={"question": f"q{index}"})
+            if made.status_code >= 300:
+                return f"start HTTP {made.status_code}: {made.text[:200]}"
             execution_id = made.json()["execution_id"]
-            while True:
-                view = client.post(f"/v1/executions/{execution_id}/wait", json={"timeout_seconds": 20}).json()
-                if view["status"] in FINISHED:
-                    return str(view["status"])
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                waited = client.post(f"/v1/executions/{execution_id}/wait", json={"timeout_seconds": 20})
+                if waited.status_code >= 300:  # refused or unavailable: count it, retry shortly
+                    errors.append(f"wait HTTP {waited.status_code}: {waited.text[:200]}")
+                    time.sleep(0.5)
+                    continue
+                if waited.json()["status"] in FINISHED:
+                    return str(waited.json()["status"])
+            return "not finished in 300 s"
 
+    errors: list[str] = []
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=executions) as pool:
@@ -80,6 +89,8 @@ def _phase(urls: list[str], key: str, session_id: str, executions: int) -> dict[
         "nodes": len(urls), "executions": executions, "completed": statuses.count("COMPLETED"),
         "wall_seconds": wall, "executions_per_second": executions / wall,
         "load_average_1m": max(load_before, os.getloadavg()[0]),
+        "other_outcomes": sorted(set(s for s in statuses if s != "COMPLETED"))[:3],
+        "wait_errors": len(errors), "first_wait_error": errors[0] if errors else "",
     }  # fmt: skip
 
 
