@@ -14,7 +14,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 
 from gateway import errors
 from gateway.backend import ChannelPool
@@ -22,6 +25,28 @@ from gateway.middleware import EdgeMiddleware
 from gateway.routes import ROUTERS
 from gateway.routes.uploads import UPLOAD_PATH
 from rlm_rs.settings import Settings
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def known_query_only(request: Request) -> None:
+    """A query parameter the route does not declare is a 422 envelope, as an
+    unknown body field is (models are extra="forbid"): a misspelt filter must
+    not silently list everything."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    declared = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - declared)
+    if unknown:
+        raise RequestValidationError(
+            [{"type": "extra_forbidden", "loc": ("query", unknown[0][:64]), "msg": "unknown query parameter"}]
+        )
 
 
 def create_app(settings: Settings, grpc_target: str | None = None) -> FastAPI:
@@ -41,6 +66,7 @@ def create_app(settings: Settings, grpc_target: str | None = None) -> FastAPI:
         version="1.3",
         description="HTTP API of the Recursive Language Model Runtime Service (docs/api.md).",
         lifespan=lifespan,
+        dependencies=[Depends(known_query_only)],
     )
     app.state.pool = pool
     for router in ROUTERS:

@@ -27,6 +27,11 @@ from rlm_rs.errors import ERROR_DOMAIN, RlmError
 from rlm_rs.v1.common_pb2 import ErrorDetail
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# The message appears three times in a status (and once more as grpc-message),
+# the details twice: these keep the whole under gRPC's 8 KiB metadata limit.
+MAX_MESSAGE_CHARS = 500
+MAX_DETAILS_CHARS = 1_000
+MAX_STATUS_BYTES = 4_000
 # "docs[2].mime_type is not supported" -> the field path a validation message starts with.
 _NAME = r"[a-z_][a-z0-9_]*(?:\[\d+\])?"
 _LEADING_FIELD = re.compile(rf"^({_NAME}(?:\.{_NAME})*) (?:must|is|has)\b")
@@ -57,16 +62,35 @@ def retry_seconds(details: dict[str, Any]) -> float | None:
     return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
+def _clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def to_status(error: RlmError) -> status_pb2.Status:
-    """The google.rpc.Status of an error (code = its gRPC status)."""
-    info = error_details_pb2.ErrorInfo(
-        reason=error.code,
-        domain=ERROR_DOMAIN,
-        metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in error.details.items()},
-    )
+    """The google.rpc.Status of an error (code = its gRPC status).
+
+    A message or detail may echo what the caller sent (an over-long id, say):
+    each is clipped, and details that still do not fit are left out, so the
+    status always fits gRPC's trailing metadata (8 KiB by default; a status
+    past it reaches the caller as RESOURCE_EXHAUSTED instead of the error)."""
+    status = _status(error, MAX_MESSAGE_CHARS, MAX_DETAILS_CHARS)
+    if status.ByteSize() > MAX_STATUS_BYTES:  # wide characters: the short form
+        status = _status(error, 100, 0)
+    return status
+
+
+def _status(error: RlmError, message_chars: int, details_chars: int) -> status_pb2.Status:
+    message = _clipped(error.message, message_chars)
+    details_json = error.details_json()
+    metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in error.details.items()}
+    if len(details_json) > details_chars:
+        details_json, metadata = json.dumps({"details_clipped": True}), {"details_clipped": "true"}
+    else:
+        metadata = {k: _clipped(v, details_chars) for k, v in metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.code, domain=ERROR_DOMAIN, metadata=metadata)
     details = [
         _packed(info),
-        _packed(ErrorDetail(code=error.code, message=error.message, details_json=error.details_json())),
+        _packed(ErrorDetail(code=error.code, message=message, details_json=details_json)),
     ]
     if error.code == "RATE_LIMITED":
         delay = duration_pb2.Duration()
@@ -74,10 +98,10 @@ def to_status(error: RlmError) -> status_pb2.Status:
         details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
     if error.code == "VALIDATION_ERROR":
         violation = error_details_pb2.BadRequest.FieldViolation(
-            field=violated_field(error), description=error.message
+            field=_clipped(violated_field(error), message_chars), description=message
         )
         details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
-    return status_pb2.Status(code=error.grpc_status.value[0], message=error.message, details=details)
+    return status_pb2.Status(code=error.grpc_status.value[0], message=message, details=details)
 
 
 @dataclass

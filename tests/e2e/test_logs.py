@@ -37,11 +37,13 @@ def create_key(data_dir: Path, tenant: str) -> str:
 
 
 def corrupt_session_record(data_dir: Path, tenant: str, session_id: str) -> None:
-    """A session record that is not JSON: any read of it is an internal error."""
+    """A session record that is JSON but not a record (SQLite's listing index reads
+    every body as JSON, so a torn body cannot be written): any read of it is an
+    internal error."""
     with sqlite3.connect(data_dir / "metadata.sqlite3") as db:
         db.execute(
             "INSERT INTO rlm_sessions (pk, sk, gsi1pk, gsi2pk, body) VALUES (?, ?, NULL, NULL, ?)",
-            (f"TENANT#{tenant}", f"SESSION#{session_id}", '{"status": "READY", "truncat'),
+            (f"TENANT#{tenant}", f"SESSION#{session_id}", '["status", "READY", "not a record"]'),
         )
 
 
@@ -73,8 +75,12 @@ def force_internal_errors(up: UpProcess, keys: dict[str, str]) -> list[str]:
         sessions = session_pb2_grpc.SessionServiceStub(channel)
         executions = execution_pb2_grpc.ExecutionServiceStub(channel)
         calls: list[tuple[Any, Any, str]] = [
-            (sessions.ListSessions, session_pb2.ListSessionsRequest(), keys["corrupt"]),
             (sessions.GetSession, session_pb2.GetSessionRequest(session_id="sess_corrupt"), keys["corrupt"]),
+            (
+                sessions.DeleteSession,
+                session_pb2.DeleteSessionRequest(session_id="sess_corrupt"),
+                keys["corrupt"],
+            ),
             (sessions.ListSessions, session_pb2.ListSessionsRequest(page_token="²"), keys["a"]),
         ]
         for method, request, key in calls:

@@ -13,7 +13,6 @@ answers. CI runs a short, derandomised budget; set RLM_FUZZ_GRPC_EXAMPLES
 
 from __future__ import annotations
 
-import functools
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -265,6 +264,8 @@ def _scalar(target: Target, method: str, fd: pb_descriptor.FieldDescriptor) -> s
         )
     if fd.type == t.TYPE_BOOL:
         return st.booleans()
+    if fd.type == t.TYPE_BYTES:
+        return st.one_of(st.binary(max_size=64), st.sampled_from([b"", b"%PDF-", b"\xff" * 300]))
     if fd.type == t.TYPE_ENUM:
         assert fd.enum_type is not None
         return st.sampled_from([v.number for v in fd.enum_type.values])
@@ -299,8 +300,9 @@ def message_strategy(
             fields[fd.name] = st.dictionaries(_scalar(target, method, key_fd), value, max_size=3)
             continue
         if fd.message_type is not None:
+            nested = fd.message_type  # hypothesis's deferred wants a plain function
             one: st.SearchStrategy[Any] = st.deferred(
-                functools.partial(message_strategy, target, method, fd.message_type, depth + 1)
+                lambda nested=nested: message_strategy(target, method, nested, depth + 1)
             )
         else:
             one = _scalar(target, method, fd)

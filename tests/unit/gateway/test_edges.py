@@ -181,3 +181,11 @@ def test_requests_are_counted_per_route_and_status(client: httpx.Client) -> None
     ):
         time.sleep(0.01)
     assert REGISTRY.get_sample_value("rlm_api_requests_total", labels) == before + 1
+
+
+def test_unknown_query_parameter_is_validation_error(client: httpx.Client) -> None:
+    # found by schemathesis: GET /v1/executions?<anything> listed everything
+    response = client.get("/v1/executions/exec_1", params={"sesion_id": "x"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"]["code"] == "VALIDATION_ERROR" and "sesion_id" in str(body["error"])
