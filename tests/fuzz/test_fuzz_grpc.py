@@ -282,6 +282,17 @@ def _scalar(target: Target, method: str, fd: pb_descriptor.FieldDescriptor) -> s
     )
 
 
+def _nested(
+    target: Target, method: str, descriptor: pb_descriptor.Descriptor, depth: int
+) -> Callable[[], st.SearchStrategy[Any]]:
+    """A nested message's strategy, drawn lazily (hypothesis's deferred wants a function)."""
+
+    def definition() -> st.SearchStrategy[Any]:
+        return message_strategy(target, method, descriptor, depth)
+
+    return definition
+
+
 def message_strategy(
     target: Target, method: str, descriptor: pb_descriptor.Descriptor, depth: int = 0
 ) -> st.SearchStrategy[Message]:
@@ -300,10 +311,7 @@ def message_strategy(
             fields[fd.name] = st.dictionaries(_scalar(target, method, key_fd), value, max_size=3)
             continue
         if fd.message_type is not None:
-            nested = fd.message_type  # hypothesis's deferred wants a plain function
-            one: st.SearchStrategy[Any] = st.deferred(
-                lambda nested=nested: message_strategy(target, method, nested, depth + 1)
-            )
+            one = st.deferred(_nested(target, method, fd.message_type, depth + 1))
         else:
             one = _scalar(target, method, fd)
         if fd.is_repeated:
