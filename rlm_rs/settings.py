@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     # Answerer loops one control plane runs at once (the rest wait in its queue,
     # leased, or are taken over by another node once their creation lease runs out)
     execution_concurrency: int = Field(8, ge=1, le=512, alias="RLM_EXECUTION_CONCURRENCY")
+    # the node's document cache of S3 downloads: past this, least recently used files go
+    doc_cache_max_bytes: int = Field(4 * 1024**3, ge=1024 * 1024, alias="RLM_DOC_CACHE_MAX_BYTES")
     # boto3's HTTP connections per client; 0 = sized to the threads that use storage
     aws_max_pool_connections: int = Field(0, ge=0, le=4096, alias="RLM_AWS_MAX_POOL_CONNECTIONS")
     # {"default": {"running_executions": n, "live_sessions": n, "long_calls": n},

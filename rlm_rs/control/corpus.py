@@ -6,8 +6,12 @@ RLM_DATA_DIR/doc-cache (immutable keys make the cache always valid). The
 sandbox receives these paths in its manifest (the pool opens them and passes
 read-only fds); citations and GetSpan read them through TextFile.
 Open TextFiles are kept for the MAX_OPEN_TEXTS most recently used documents.
-A deleted or expired session's files and open texts are dropped by
-`drop_session` (rlm_rs/control/lifecycle.py); nothing here decides who may read.
+The downloads are bounded by size (RLM_DOC_CACHE_MAX_BYTES): past it, the
+least recently used files are removed, except those used in the last
+`min_idle_seconds` (a step may be about to open them), so the bound is soft
+under a burst. A deleted or expired session's files and open texts are
+dropped by `drop_session` (rlm_rs/control/lifecycle.py); nothing here
+decides who may read.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,17 +35,49 @@ from rlm_rs.textfile import TextFile
 from rlm_rs.v1.sandbox_pb2 import ContextDocument
 
 MAX_OPEN_TEXTS = 256
+DEFAULT_MAX_BYTES = 4 * 1024**3
+# A downloaded file used this recently is never evicted: the step whose
+# manifest named it may not have opened it yet.
+MIN_IDLE_SECONDS = 60.0
 
 
 class DocumentCache:
-    def __init__(self, storage: Storage, cache_dir: Path) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        cache_dir: Path,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        min_idle_seconds: float = MIN_IDLE_SECONDS,
+    ) -> None:
         self.storage = storage
         self.cache_dir = cache_dir
-        self._lock = threading.Lock()
+        self.max_bytes = max_bytes
+        self.min_idle_seconds = min_idle_seconds
+        self._lock = threading.RLock()  # text() calls path() while holding it
         # uri -> open TextFile, least recently used first. An evicted entry is
         # not closed here: a reader may still hold it; its mapping goes when
         # the last reference does.
         self._texts: collections.OrderedDict[str, TextFile] = collections.OrderedDict()
+        # downloaded key -> (bytes, monotonic last use), least recently used first
+        self._files: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
+        self.cached_bytes = 0
+        self.evicted_files = 0
+        self._load_index()
+
+    def _load_index(self) -> None:
+        """What an earlier run left in the cache, oldest first (by mtime)."""
+        root = self.cache_dir / "parsed"
+        if not root.is_dir():
+            return
+        found = []
+        for file in root.rglob("*"):
+            with contextlib.suppress(OSError):
+                if file.is_file() and not file.name.startswith(".tmp-"):
+                    stat = file.stat()
+                    found.append((stat.st_mtime, file.relative_to(self.cache_dir).as_posix(), stat.st_size))
+        for _, key, size in sorted(found):
+            self._files[key] = (size, 0.0)
+            self.cached_bytes += size
 
     def path(self, uri: str) -> str:
         key = key_of(uri)
@@ -48,6 +85,11 @@ class DocumentCache:
         if local is not None:
             return str(local)
         target = self.cache_dir / key
+        with self._lock:
+            if key in self._files and target.exists():
+                self._files[key] = (self._files[key][0], time.monotonic())
+                self._files.move_to_end(key)
+                return str(target)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             data = self.storage.blobs.get(key)
@@ -55,7 +97,30 @@ class DocumentCache:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             os.replace(tmp, target)
+        with self._lock:
+            size, _ = self._files.pop(key, (0, 0.0))
+            self.cached_bytes -= size
+            size = target.stat().st_size
+            self._files[key] = (size, time.monotonic())
+            self.cached_bytes += size
+            self._evict()
         return str(target)
+
+    def _evict(self) -> None:
+        """Remove least recently used downloads until under `max_bytes`
+        (caller holds the lock); stops at the first one used too recently."""
+        now = time.monotonic()
+        while self.cached_bytes > self.max_bytes and self._files:
+            key, (size, used) = next(iter(self._files.items()))
+            if used and now - used < self.min_idle_seconds:
+                return
+            del self._files[key]
+            self.cached_bytes -= size
+            self.evicted_files += 1
+            with contextlib.suppress(FileNotFoundError):
+                (self.cache_dir / key).unlink()
+            for uri in [u for u in self._texts if key_of(u) == key]:
+                del self._texts[uri]  # an open text of it would keep its disk space
 
     def parsed_documents(self, session_id: str) -> list[DocumentRecord]:
         documents = self.storage.metadata.list_documents(session_id)
@@ -107,6 +172,8 @@ class DocumentCache:
         with self._lock:
             for uri in [u for u in self._texts if key_of(u).startswith(prefix)]:
                 del self._texts[uri]
+            for key in [k for k in self._files if k.startswith(prefix)]:
+                self.cached_bytes -= self._files.pop(key)[0]
         folders = [self.cache_dir / prefix]
         folders += [self.cache_dir / "derived" / execution_id for execution_id in execution_ids]
         removed = 0

@@ -50,7 +50,7 @@ def _context(
     quotas = Quotas.from_settings(settings, storage)
     search_index = SearchIndex(settings.data_dir / "search.sqlite3")
     prices = PriceTable.from_settings(settings, getattr(provider, "name", None))
-    docs = DocumentCache(storage, settings.data_dir / "doc-cache")
+    docs = DocumentCache(storage, settings.data_dir / "doc-cache", settings.doc_cache_max_bytes)
     return Context(
         storage=storage,
         settings=settings,
