@@ -305,11 +305,14 @@ class StepRe:
             raise TypeError("repl must be a str or a function")
         pieces: list[str] = []
         size = last = done = 0
+        literal = type(repl) is str and "\\" not in repl  # no group references: used as it is
         for found in self._iterate(compiled, text, 0, len(text)):
             if count and done >= count:
                 break
             match = StepMatch(found)
-            if type(repl) is str:
+            if literal:
+                replacement = repl
+            elif type(repl) is str:
                 replacement = match.expand(repl)
             else:
                 replacement = repl(match)
