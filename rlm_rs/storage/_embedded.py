@@ -309,14 +309,18 @@ class LocalBlobStore:
             raise RlmError("S3_READ_ERROR", "no such object") from None
 
     def head(self, key: str) -> BlobInfo | None:
+        """None when there is no such object, also when it is deleted while
+        being read (a sweep racing a reader): size and digest from one open file."""
         path = self._path(key)
-        if not path.is_file():
-            return None
         digest = hashlib.md5(usedforsecurity=False)
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return BlobInfo(key=key, size=path.stat().st_size, etag=digest.hexdigest())
+        try:
+            with path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return BlobInfo(key=key, size=size, etag=digest.hexdigest())
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
