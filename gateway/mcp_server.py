@@ -169,6 +169,16 @@ def build_server(
         ),
         **auth,
     )
+    _session_tools(server, api)
+    _listing_tools(server, api)
+    _execution_tools(server, api)
+    _runtime_tools(server, api)
+    _span_tools(server, api)
+    return server
+
+
+def _session_tools(server: MCPServer, api: RlmApi) -> None:
+    """The tools that make a session: upload a document, create the session."""
 
     @server.tool()
     async def rlm_create_session(
@@ -199,22 +209,17 @@ def build_server(
         returns its raw_s3_uri for rlm_create_session. The type defaults to the one
         file_name's extension implies (.pdf, .docx, .html, .md, .txt). For large
         files use POST /v1/uploads or the Python client, which stream."""
-        if (content is None) == (content_base64 is None):
-            raise ToolError(_envelope("VALIDATION_ERROR", "give exactly one of content and content_base64"))
-        if content is not None:
-            data = content.encode("utf-8")
-        else:
-            try:
-                data = base64.b64decode(content_base64 or "", validate=True)
-            except (binascii.Error, ValueError):
-                raise ToolError(_envelope("VALIDATION_ERROR", "content_base64 is not base64")) from None
         return await api.request(
             "POST",
             "/v1/uploads",
             params={"file_name": file_name},
-            content=data,
+            content=_upload_bytes(content, content_base64),
             content_type=content_type or "",
         )
+
+
+def _listing_tools(server: MCPServer, api: RlmApi) -> None:
+    """The tools that list sessions and executions, and get or delete a session."""
 
     @server.tool()
     async def rlm_list_sessions(
@@ -245,6 +250,10 @@ def build_server(
     async def rlm_delete_session(session_id: str) -> dict[str, Any]:
         """Delete a session (asynchronous; status DELETING)."""
         return await api.request("DELETE", f"/v1/sessions/{_seg(session_id)}")
+
+
+def _execution_tools(server: MCPServer, api: RlmApi) -> None:
+    """The Answerer tools: start, get, wait for and follow up an execution."""
 
     @server.tool()
     async def rlm_start_execution(
@@ -282,6 +291,10 @@ def build_server(
         body = m.FollowupBody(question=question, models=models, budgets=budgets, options=options)
         return await api.request("POST", f"/v1/executions/{_seg(execution_id)}/followups", body)
 
+
+def _runtime_tools(server: MCPServer, api: RlmApi) -> None:
+    """The Runtime tools: create an execution, run a step, resolve its tool requests."""
+
     @server.tool()
     async def rlm_runtime_create_execution(
         session_id: str,
@@ -312,6 +325,10 @@ def build_server(
         body = m.ResolveToolsBody(tool_requests=tool_requests, models=models)
         return await api.request("POST", f"/v1/executions/{_seg(execution_id)}/tools/resolve", body)
 
+
+def _span_tools(server: MCPServer, api: RlmApi) -> None:
+    """The citation tools: read a span, verify a SpanRef."""
+
     @server.tool()
     async def rlm_get_span(session_id: str, doc_id: str, start_char: int, end_char: int) -> dict[str, Any]:
         """The text of [start_char, end_char) of a document, with its verifiable SpanRef."""
@@ -322,8 +339,6 @@ def build_server(
     async def rlm_verify_citation(ref: m.SpanRef) -> dict[str, Any]:
         """Verify a SpanRef by recomputing its checksum; returns the cited text when valid."""
         return await api.request("POST", "/v1/citations/verify", m.VerifyBody(ref=ref))
-
-    return server
 
 
 TOOL_NAMES = (
@@ -343,6 +358,18 @@ TOOL_NAMES = (
     "rlm_get_span",
     "rlm_verify_citation",
 )
+
+
+def _upload_bytes(content: str | None, content_base64: str | None) -> bytes:
+    """rlm_upload's document: `content` as UTF-8 or `content_base64` decoded; exactly one is given."""
+    if (content is None) == (content_base64 is None):
+        raise ToolError(_envelope("VALIDATION_ERROR", "give exactly one of content and content_base64"))
+    if content is not None:
+        return content.encode("utf-8")
+    try:
+        return base64.b64decode(content_base64 or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise ToolError(_envelope("VALIDATION_ERROR", "content_base64 is not base64")) from None
 
 
 def _envelope(code: str, message: str) -> str:

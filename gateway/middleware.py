@@ -45,79 +45,23 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = ""
-        length: int | None = None
-        for key, value in scope.get("headers", ()):
-            if key == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _REQUEST_ID_OK.match(candidate):
-                    request_id = candidate
-            elif key == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-        request_id = request_id or new_request_id()
+        request_id, length = _read_headers(scope)
         uploading = bool(self.upload_path) and scope.get("path") == self.upload_path
         limit = self.max_upload_bytes if uploading else self.max_body_bytes
         too_large = {"max_upload_bytes" if uploading else "max_request_bytes": limit}
         scope.setdefault("state", {})["request_id"] = request_id
         start_log_scope(request_id=request_id)  # every line of this request carries it
-        started = False
-        overflow = False
-        status = 500
-        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
-
-        async def send_with_id(message: AsgiMessage) -> None:
-            nonlocal started, status
-            if overflow:
-                # The app answered a body it could not read whole: the answer is 413.
-                if message["type"] == "http.response.start" and not started:
-                    started = True
-                    await self._too_large(request_id, send, too_large)
-                return
-            if message["type"] == "http.response.start":
-                started = True
-                status = message["status"]
-                headers = [h for h in message.get("headers", []) if h[0] != header[0]]
-                message = {**message, "headers": [*headers, header]}
-            await send(message)
-
+        exchange = _Exchange(self, request_id, limit, too_large, receive, send)
         if length is not None and length > limit:
             await self._too_large(request_id, send, too_large)
             return
-        received = 0
-
-        async def limited_receive() -> AsgiMessage:
-            nonlocal received, overflow
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    overflow = True
-                    raise _BodyTooLarge
-            return message
-
         t0 = time.perf_counter()
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            await self.app(scope, exchange.receive, exchange.send)
         except Exception:  # the last resort: log, answer 500, no trace out
-            if not overflow:
-                log.exception("unhandled error", extra={"request_id": request_id})
-            if not started:
-                started = True
-                if overflow:
-                    await self._too_large(request_id, send, too_large)
-                else:
-                    err = RlmError("INTERNAL_ERROR", "internal error")
-                    await error_response(err, request_id)(scope, receive, send_with_id)
+            await exchange.fail(scope, receive)
         finally:
-            route = scope.get("route")
-            method = f"{scope['method']} {getattr(route, 'path', 'unmatched')}"
-            API_REQUESTS.labels(method=method, code=str(status)).inc()
-            API_LATENCY.labels(method=method).observe(time.perf_counter() - t0)
-            latency_ms = round((time.perf_counter() - t0) * 1000, 3)
-            access_log.info("http_request", method=method, status=status, latency_ms=latency_ms)
+            _log_access(scope, exchange.status, t0)
             end_log_scope()
 
     async def _too_large(self, request_id: str, send: Send, details: dict[str, int]) -> None:
@@ -136,3 +80,94 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _read_headers(scope: Scope) -> tuple[str, int | None]:
+    """The request id (the caller's X-Request-Id when well formed, else a new
+    one) and the Content-Length (None when absent or not a number)."""
+    request_id = ""
+    length: int | None = None
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _REQUEST_ID_OK.match(candidate):
+                request_id = candidate
+        elif key == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+    return request_id or new_request_id(), length
+
+
+def _log_access(scope: Scope, status: int, t0: float) -> None:
+    """One request's metrics and its `http_request` access-log line."""
+    route = scope.get("route")
+    method = f"{scope['method']} {getattr(route, 'path', 'unmatched')}"
+    API_REQUESTS.labels(method=method, code=str(status)).inc()
+    API_LATENCY.labels(method=method).observe(time.perf_counter() - t0)
+    latency_ms = round((time.perf_counter() - t0) * 1000, 3)
+    access_log.info("http_request", method=method, status=status, latency_ms=latency_ms)
+
+
+class _Exchange:
+    """One request's passage through the edge: the app's receive counts the
+    body against the limit, its send stamps the request id and notes the status."""
+
+    def __init__(
+        self,
+        edge: EdgeMiddleware,
+        request_id: str,
+        limit: int,
+        too_large: dict[str, int],
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        self.edge = edge
+        self.request_id = request_id
+        self.limit = limit
+        self.too_large = too_large
+        self._receive = receive
+        self._send = send
+        self.header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+        self.started = False
+        self.overflow = False
+        self.status = 500
+        self.received = 0
+
+    async def send(self, message: AsgiMessage) -> None:
+        if self.overflow:
+            # The app answered a body it could not read whole: the answer is 413.
+            if message["type"] == "http.response.start" and not self.started:
+                self.started = True
+                await self.edge._too_large(self.request_id, self._send, self.too_large)
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            headers = [h for h in message.get("headers", []) if h[0] != self.header[0]]
+            message = {**message, "headers": [*headers, self.header]}
+        await self._send(message)
+
+    async def receive(self) -> AsgiMessage:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                self.overflow = True
+                raise _BodyTooLarge
+        return message
+
+    async def fail(self, scope: Scope, receive: Receive) -> None:
+        """The app raised: log it (unless the body was too large) and answer
+        413 or a 500 envelope if nothing was sent yet. Called in the except block."""
+        if not self.overflow:
+            log.exception("unhandled error", extra={"request_id": self.request_id})
+        if self.started:
+            return
+        self.started = True
+        if self.overflow:
+            await self.edge._too_large(self.request_id, self._send, self.too_large)
+        else:
+            err = RlmError("INTERNAL_ERROR", "internal error")
+            await error_response(err, self.request_id)(scope, receive, self.send)

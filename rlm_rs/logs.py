@@ -94,20 +94,30 @@ def bounded(value: Any, depth: int = 0) -> Any:
     if depth >= MAX_DEPTH:
         return f"<{type(value).__name__}>"
     if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for index, (key, item) in enumerate(value.items()):
-            if index >= MAX_ITEMS:
-                out["…"] = f"{len(value) - MAX_ITEMS} more items"
-                break
-            name = _clip(str(key)) if not isinstance(key, str) else _clip(key)
-            out[name] = REDACTED if _is_secret_field(name) else bounded(item, depth + 1)
-        return out
+        return _bounded_mapping(value, depth)
     if isinstance(value, list | tuple | set | frozenset):
         items = value[:MAX_ITEMS] if isinstance(value, list | tuple) else list(value)[:MAX_ITEMS]
         out_list = [bounded(item, depth + 1) for item in items]
         if len(value) > MAX_ITEMS:
             out_list.append(f"… {len(value) - MAX_ITEMS} more items")
         return out_list
+    return _described(value)
+
+
+def _bounded_mapping(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+    """The first MAX_ITEMS entries, keys clipped, secret-named fields redacted."""
+    out: dict[str, Any] = {}
+    for index, (key, item) in enumerate(value.items()):
+        if index >= MAX_ITEMS:
+            out["…"] = f"{len(value) - MAX_ITEMS} more items"
+            break
+        name = _clip(str(key)) if not isinstance(key, str) else _clip(key)
+        out[name] = REDACTED if _is_secret_field(name) else bounded(item, depth + 1)
+    return out
+
+
+def _described(value: Any) -> str:
+    """Any other object as clipped text: never a protobuf message's or a frame's contents."""
     if hasattr(value, "ByteSize") and hasattr(value, "DESCRIPTOR"):  # a protobuf message: never its text
         return f"<{type(value).__name__} {value.ByteSize()} bytes>"
     if isinstance(value, types.TracebackType | types.FrameType):

@@ -192,88 +192,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _drive(
     stack: _Stack, session_id: str, headers: dict[str, str], args: argparse.Namespace, psutil: Any
 ) -> dict[str, Any]:
-    import httpx
-
-    stop = threading.Event()
-    latencies: dict[str, list[float]] = {"runtime_step": [], "answerer_execution": []}
-    errors: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def record(kind: str, seconds: float, outcome: str) -> None:
-        with lock:
-            if outcome == "ok":
-                latencies[kind].append(seconds)
-            else:
-                errors[f"{kind}:{outcome}"] += 1
-
-    def runtime_client() -> None:
-        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=60) as client:
-            execution_id = None
-            while not stop.is_set():
-                if execution_id is None:
-                    made = client.post(f"/v1/sessions/{session_id}/executions/runtime", json={})
-                    if made.status_code >= 300:
-                        record("runtime_step", 0, str(made.status_code))
-                        time.sleep(0.5)
-                        continue
-                    execution_id = made.json()["execution_id"]
-                began = time.perf_counter()
-                response = client.post(f"/v1/executions/{execution_id}/steps", json={"code": RUNTIME_CODE})
-                elapsed = time.perf_counter() - began
-                if response.status_code == 200 and response.json().get("success"):
-                    record("runtime_step", elapsed, "ok")
-                elif response.status_code in (400, 409) and response.json()["error"]["code"] in (
-                    "MAX_TURNS_EXCEEDED", "CONFLICT"
-                ):  # fmt: skip
-                    execution_id = None  # that execution is done: start a new one
-                else:
-                    record("runtime_step", elapsed, str(response.status_code))
-
-    def answerer_client() -> None:
-        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=120) as client:
-            while not stop.is_set():
-                began = time.perf_counter()
-                response = client.post(f"/v1/sessions/{session_id}/executions", json={
-                    "question": "Why did traffic grow?", "options": {"synchronous": True}})  # fmt: skip
-                elapsed = time.perf_counter() - began
-                status = (
-                    response.json().get("status") if response.status_code < 300 else str(response.status_code)
-                )
-                record("answerer_execution", elapsed, "ok" if status == "COMPLETED" else str(status))
-
-    samples: list[dict[str, Any]] = []
-    started = time.monotonic()
-
-    def sample() -> None:
-        while True:
-            point: dict[str, Any] = {"t_s": round(time.monotonic() - started, 1)}
-            for name, process in stack.processes.items():
-                try:
-                    parent = psutil.Process(process.pid)
-                    steady = [parent, *parent.children()]
-                    transient = [p for c in steady[1:] for p in c.children(recursive=True)]
-                except psutil.Error:
-                    continue  # the process is gone: no sample rather than a zero
-                point[name] = _usage(steady)
-                if name == "pool":  # workers come and go: counted apart from the server + zygote
-                    point["pool-workers"] = _usage(transient)
-            samples.append(point)
-            if stop.wait(args.sample_seconds):
-                return
-
-    threads = [threading.Thread(target=runtime_client) for _ in range(args.runtime_clients)]
-    threads += [threading.Thread(target=answerer_client) for _ in range(args.answerer_clients)]
-    sampler = threading.Thread(target=sample)
+    load = _Load(stack, session_id, headers, args, psutil)
+    threads = [threading.Thread(target=load.runtime_client) for _ in range(args.runtime_clients)]
+    threads += [threading.Thread(target=load.answerer_client) for _ in range(args.answerer_clients)]
+    sampler = threading.Thread(target=load.sample)
     sampler.start()
     for thread in threads:
         thread.start()
     time.sleep(args.minutes * 60)
-    stop.set()
+    load.stop.set()
     for thread in (*threads, sampler):
         thread.join(180)
-    seconds = time.monotonic() - started
-    # slopes over the samples after the first minute (warm-up: thread pools,
-    # caches and connections filling to their bounds)
+    seconds = time.monotonic() - load.started
+    latencies = load.latencies
+    return {
+        "seconds": round(seconds, 1),
+        "clients": {"runtime": args.runtime_clients, "answerer": args.answerer_clients},
+        "runtime_steps": {**_quantiles(latencies["runtime_step"]),
+                          "per_s": round(len(latencies["runtime_step"]) / seconds, 2)},
+        "answerer_executions": {**_quantiles(latencies["answerer_execution"]),
+                                "per_s": round(len(latencies["answerer_execution"]) / seconds, 2)},
+        "errors": dict(load.errors),
+        "slopes": _slopes(load.samples),
+        "samples": load.samples,
+    }  # fmt: skip
+
+
+def _slopes(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per process: RSS and fd slopes over the samples after the first minute
+    (warm-up: thread pools, caches and connections filling to their bounds)."""
     names = sorted({name for point in samples for name in point if name != "t_s"})
     steady = [point for point in samples if point["t_s"] >= 60] or samples
     slopes = {}
@@ -287,14 +234,95 @@ def _drive(
             "rss_mib_first_last": [points[0][name]["rss_mib"], points[-1][name]["rss_mib"]],
             "fds_first_last": [points[0][name]["fds"], points[-1][name]["fds"]],
         }
-    return {
-        "seconds": round(seconds, 1),
-        "clients": {"runtime": args.runtime_clients, "answerer": args.answerer_clients},
-        "runtime_steps": {**_quantiles(latencies["runtime_step"]),
-                          "per_s": round(len(latencies["runtime_step"]) / seconds, 2)},
-        "answerer_executions": {**_quantiles(latencies["answerer_execution"]),
-                                "per_s": round(len(latencies["answerer_execution"]) / seconds, 2)},
-        "errors": dict(errors),
-        "slopes": slopes,
-        "samples": samples,
-    }  # fmt: skip
+    return slopes
+
+
+class _Load:
+    """The clients' threads and the resource sampler, sharing what they record."""
+
+    def __init__(
+        self, stack: _Stack, session_id: str, headers: dict[str, str], args: argparse.Namespace, psutil: Any
+    ) -> None:
+        self.stack = stack
+        self.session_id = session_id
+        self.headers = headers
+        self.args = args
+        self.psutil = psutil
+        self.stop = threading.Event()
+        self.latencies: dict[str, list[float]] = {"runtime_step": [], "answerer_execution": []}
+        self.errors: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.samples: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+
+    def record(self, kind: str, seconds: float, outcome: str) -> None:
+        with self.lock:
+            if outcome == "ok":
+                self.latencies[kind].append(seconds)
+            else:
+                self.errors[f"{kind}:{outcome}"] += 1
+
+    def runtime_client(self) -> None:
+        """Runtime steps, one after another; a new execution when one is done."""
+        import httpx
+
+        with httpx.Client(base_url=self.stack.base_url, headers=self.headers, timeout=60) as client:
+            execution_id = None
+            while not self.stop.is_set():
+                if execution_id is None:
+                    execution_id = self._new_runtime(client)
+                    if execution_id is None:
+                        continue
+                began = time.perf_counter()
+                response = client.post(f"/v1/executions/{execution_id}/steps", json={"code": RUNTIME_CODE})
+                elapsed = time.perf_counter() - began
+                if response.status_code == 200 and response.json().get("success"):
+                    self.record("runtime_step", elapsed, "ok")
+                elif response.status_code in (400, 409) and response.json()["error"]["code"] in (
+                    "MAX_TURNS_EXCEEDED", "CONFLICT"
+                ):  # fmt: skip
+                    execution_id = None  # that execution is done: start a new one
+                else:
+                    self.record("runtime_step", elapsed, str(response.status_code))
+
+    def _new_runtime(self, client: Any) -> str | None:
+        """A new runtime execution's id, or None (recorded, after a pause) when refused."""
+        made = client.post(f"/v1/sessions/{self.session_id}/executions/runtime", json={})
+        if made.status_code >= 300:
+            self.record("runtime_step", 0, str(made.status_code))
+            time.sleep(0.5)
+            return None
+        return str(made.json()["execution_id"])
+
+    def answerer_client(self) -> None:
+        """Synchronous Answerer executions, one after another."""
+        import httpx
+
+        with httpx.Client(base_url=self.stack.base_url, headers=self.headers, timeout=120) as client:
+            while not self.stop.is_set():
+                began = time.perf_counter()
+                response = client.post(f"/v1/sessions/{self.session_id}/executions", json={
+                    "question": "Why did traffic grow?", "options": {"synchronous": True}})  # fmt: skip
+                elapsed = time.perf_counter() - began
+                status = (
+                    response.json().get("status") if response.status_code < 300 else str(response.status_code)
+                )
+                self.record("answerer_execution", elapsed, "ok" if status == "COMPLETED" else str(status))
+
+    def sample(self) -> None:
+        """Every --sample-seconds until stopped: each process's usage."""
+        while True:
+            point: dict[str, Any] = {"t_s": round(time.monotonic() - self.started, 1)}
+            for name, process in self.stack.processes.items():
+                try:
+                    parent = self.psutil.Process(process.pid)
+                    steady = [parent, *parent.children()]
+                    transient = [p for c in steady[1:] for p in c.children(recursive=True)]
+                except self.psutil.Error:
+                    continue  # the process is gone: no sample rather than a zero
+                point[name] = _usage(steady)
+                if name == "pool":  # workers come and go: counted apart from the server + zygote
+                    point["pool-workers"] = _usage(transient)
+            self.samples.append(point)
+            if self.stop.wait(self.args.sample_seconds):
+                return

@@ -83,6 +83,24 @@ def _check_tag(tag: Any) -> str | None:
     return tag
 
 
+def _compile_regex(pattern: str) -> tuple[Any, Instrumented | None]:
+    """The compiled pattern and its reach: the same pattern with its lookaround
+    bodies (and, with \\K, the whole consumed match) captured, so a hit's spans
+    cover what it depends on; the reach is None (and the pattern compiled as
+    given) when it cannot be captured."""
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error as exc:
+        raise ValueError(f"invalid regex: {exc}") from None
+    reach = instrument(pattern)
+    if reach is not None:
+        try:
+            compiled = regex.compile(reach.pattern)
+        except regex.error:
+            reach = None
+    return compiled, reach
+
+
 class DocView:
     """One document: `doc[a:b]`, slice, find, regex, sections, page_spans."""
 
@@ -208,52 +226,57 @@ class DocView:
             raise ValueError(f"pattern must be a non-empty str of <= {_MAX_PATTERN_CHARS} chars")
         limit = self._hits_limit(max_hits)
         lo, hi = self._bounds(start, end)
-        try:
-            compiled = regex.compile(pattern)
-        except regex.error as exc:
-            raise ValueError(f"invalid regex: {exc}") from None
-        # The same pattern with its lookaround bodies (and, with \K, the whole
-        # consumed match) captured, so a hit's spans cover what it depends on.
-        reach = instrument(pattern)
-        if reach is not None:
-            try:
-                compiled = regex.compile(reach.pattern)
-            except regex.error:
-                reach = None
+        compiled, reach = _compile_regex(pattern)
         self._rt.check_deadline()
         deadline = min(time.monotonic() + self._regex_seconds, self._rt.deadline)
         hits: list[dict[str, Any]] = []
         seen_until = lo
         window = lo
         while window < hi and len(hits) < limit:
-            window_end = min(window + _REGEX_WINDOW_CHARS + _REGEX_OVERLAP_CHARS, hi)
-            chunk = self._doc.text.slice(window, window_end)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._rt.check_deadline()
-                raise RuntimeError(f"regex timed out after {self._regex_seconds:g} s")
-            try:
-                for match in compiled.finditer(chunk, timeout=remaining):
-                    self._rt.tick()
-                    match_start = window + match.start()
-                    if match_start < seen_until:
-                        continue
-                    if window_end < hi and match.start() >= _REGEX_WINDOW_CHARS:
-                        break
-                    match_end = window + match.end()
-                    hits.append(self._regex_hit(match, window, chunk, reach))
-                    seen_until = max(match_end, match_start + 1)
-                    if len(hits) >= limit:
-                        break
-            except TimeoutError:
-                self._rt.check_deadline()
-                raise RuntimeError(f"regex timed out after {self._regex_seconds:g} s") from None
+            seen_until = self._regex_window(compiled, reach, window, hi, deadline, seen_until, hits, limit)
             window += _REGEX_WINDOW_CHARS
         if hits and reach is None:
             # What a negative lookaround (or a construct _regex_reach does not
             # know) looked at leaves no capture: the whole range searched is read.
             self._rt.log_span(self._doc.doc_index, lo, hi, None)
         return hits
+
+    def _regex_window(
+        self,
+        compiled: Any,
+        reach: Instrumented | None,
+        window: int,
+        hi: int,
+        deadline: float,
+        seen_until: int,
+        hits: list[dict[str, Any]],
+        limit: int,
+    ) -> int:
+        """Scan the window of the text that starts at `window` (up to `hi`),
+        appending its new hits until `limit`; answers the new `seen_until`."""
+        window_end = min(window + _REGEX_WINDOW_CHARS + _REGEX_OVERLAP_CHARS, hi)
+        chunk = self._doc.text.slice(window, window_end)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self._rt.check_deadline()
+            raise RuntimeError(f"regex timed out after {self._regex_seconds:g} s")
+        try:
+            for match in compiled.finditer(chunk, timeout=remaining):
+                self._rt.tick()
+                match_start = window + match.start()
+                if match_start < seen_until:
+                    continue
+                if window_end < hi and match.start() >= _REGEX_WINDOW_CHARS:
+                    break
+                match_end = window + match.end()
+                hits.append(self._regex_hit(match, window, chunk, reach))
+                seen_until = max(match_end, match_start + 1)
+                if len(hits) >= limit:
+                    break
+        except TimeoutError:
+            self._rt.check_deadline()
+            raise RuntimeError(f"regex timed out after {self._regex_seconds:g} s") from None
+        return seen_until
 
     def _regex_hit(self, match: Any, window: int, chunk: str, reach: Instrumented | None) -> dict[str, Any]:
         """One hit: its text and groups, with every character they depend on

@@ -60,96 +60,128 @@ def instrument(pattern: str) -> Instrumented | None:
 
 
 def _instrument(pattern: str) -> Instrumented:
-    out: list[str] = []
-    # Per open paren: "group" (capturing), "plain" (non-capturing), "reach" (instrumented lookaround).
-    stack: list[str] = []
-    user_groups: list[int] = []
-    reach_groups: list[str] = []
-    names: set[str] = set()
-    refs: list[tuple[int, int]] = []  # (index in out, referenced user group)
-    keep = False
-    number = 0  # capturing groups opened so far in the rewritten pattern
-    i, n = 0, len(pattern)
-    while i < n:
-        char = pattern[i]
+    rewriter = _Rewriter(pattern)
+    i = 0
+    while i < len(pattern):
+        i = rewriter.step(i)
+    return rewriter.finish()
+
+
+class _Rewriter:
+    """One left-to-right pass of `_instrument` over a pattern: each `step`
+    copies (or rewrites) the token at an index and answers the next index."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.out: list[str] = []
+        # Per open paren: "group" (capturing), "plain" (non-capturing), "reach" (instrumented lookaround).
+        self.stack: list[str] = []
+        self.user_groups: list[int] = []
+        self.reach_groups: list[str] = []
+        self.names: set[str] = set()
+        self.refs: list[tuple[int, int]] = []  # (index in out, referenced user group)
+        self.keep = False
+        self.number = 0  # capturing groups opened so far in the rewritten pattern
+
+    def step(self, i: int) -> int:
+        char = self.pattern[i]
         if char == "\\":
-            if i + 1 >= n:
+            return self._escape(i)
+        if char == "[":
+            j = _class_end(self.pattern, i)
+            self.out.append(self.pattern[i:j])
+            return j
+        if char == "(":
+            return self._open(i)
+        if char == ")":
+            if not self.stack:
                 raise _Unsupported
-            nxt = pattern[i + 1]
-            if nxt == "K":
-                keep = True
-                out.append("\\K")
-                i += 2
-            elif nxt.isdigit():
-                if nxt == "0":
-                    raise _Unsupported  # octal escapes: leave them to the fallback
-                j = i + 1
-                while j < n and j < i + 3 and pattern[j].isdigit():
-                    j += 1
-                refs.append((len(out), int(pattern[i + 1 : j])))
-                out.append("")
-                i = j
-            elif nxt == "g":
-                close = pattern.find(">", i)
-                if i + 2 >= n or pattern[i + 2] != "<" or close < 0:
-                    raise _Unsupported
-                target = pattern[i + 3 : close]
-                if target.isdigit():
-                    refs.append((len(out), int(target)))
-                    out.append("")
-                elif target.isidentifier():
-                    out.append(pattern[i : close + 1])
-                else:
-                    raise _Unsupported
-                i = close + 1
-            else:
-                out.append(pattern[i : i + 2])
-                i += 2
-        elif char == "[":
-            j = _class_end(pattern, i)
-            out.append(pattern[i:j])
-            i = j
-        elif char == "(":
-            i, kind, text = _open(pattern, i)
-            if kind == "group":
-                number += 1
-                user_groups.append(number)
-            elif kind == "named":
-                name = text[text.index("<") + 1 : -1]
-                if name in names or name.startswith(REACH_PREFIX):
-                    raise _Unsupported  # shared numbers: leave them to the fallback
-                names.add(name)
-                number += 1
-                user_groups.append(number)
-                kind = "group"
-            elif kind == "reach":
-                number += 1
-                name = f"{REACH_PREFIX}{len(reach_groups)}"
-                reach_groups.append(name)
-                text += f"(?P<{name}>"
-            stack.append(kind)
-            out.append(text)
-        elif char == ")":
-            if not stack:
-                raise _Unsupported
-            out.append("))" if stack.pop() == "reach" else ")")
-            i += 1
-        else:
-            out.append(char)
-            i += 1
-    if stack:
-        raise _Unsupported
-    shift = 1 if keep else 0
-    mapping = [g + shift for g in user_groups]
-    for index, group in refs:
-        if not 1 <= group <= len(mapping):
+            self.out.append("))" if self.stack.pop() == "reach" else ")")
+            return i + 1
+        self.out.append(char)
+        return i + 1
+
+    def _escape(self, i: int) -> int:
+        pattern = self.pattern
+        if i + 1 >= len(pattern):
             raise _Unsupported
-        out[index] = f"\\g<{mapping[group - 1]}>"
-    body = "".join(out)
-    if keep:
-        body = f"(?P<{_OUTER}>{body})"
-        reach_groups.append(_OUTER)
-    return Instrumented(body, tuple(mapping), tuple(reach_groups))
+        nxt = pattern[i + 1]
+        if nxt == "K":
+            self.keep = True
+            self.out.append("\\K")
+            return i + 2
+        if nxt.isdigit():
+            return self._numbered_ref(i)
+        if nxt == "g":
+            return self._g_ref(i)
+        self.out.append(pattern[i : i + 2])
+        return i + 2
+
+    def _numbered_ref(self, i: int) -> int:
+        """`\\1` .. `\\99`: a reference to a user group, renumbered in `finish`."""
+        pattern, n = self.pattern, len(self.pattern)
+        if pattern[i + 1] == "0":
+            raise _Unsupported  # octal escapes: leave them to the fallback
+        j = i + 1
+        while j < n and j < i + 3 and pattern[j].isdigit():
+            j += 1
+        self._ref(int(pattern[i + 1 : j]))
+        return j
+
+    def _g_ref(self, i: int) -> int:
+        """`\\g<1>` (renumbered in `finish`) or `\\g<name>` (kept)."""
+        pattern = self.pattern
+        close = pattern.find(">", i)
+        if i + 2 >= len(pattern) or pattern[i + 2] != "<" or close < 0:
+            raise _Unsupported
+        target = pattern[i + 3 : close]
+        if target.isdigit():
+            self._ref(int(target))
+        elif target.isidentifier():
+            self.out.append(pattern[i : close + 1])
+        else:
+            raise _Unsupported
+        return close + 1
+
+    def _ref(self, group: int) -> None:
+        self.refs.append((len(self.out), group))
+        self.out.append("")
+
+    def _open(self, i: int) -> int:
+        i, kind, text = _open(self.pattern, i)
+        if kind == "named":
+            name = text[text.index("<") + 1 : -1]
+            if name in self.names or name.startswith(REACH_PREFIX):
+                raise _Unsupported  # shared numbers: leave them to the fallback
+            self.names.add(name)
+            kind = "group"
+        if kind == "group":
+            self.number += 1
+            self.user_groups.append(self.number)
+        elif kind == "reach":
+            self.number += 1
+            name = f"{REACH_PREFIX}{len(self.reach_groups)}"
+            self.reach_groups.append(name)
+            text += f"(?P<{name}>"
+        self.stack.append(kind)
+        self.out.append(text)
+        return i
+
+    def finish(self) -> Instrumented:
+        """The rewritten pattern, with group references renumbered."""
+        if self.stack:
+            raise _Unsupported
+        shift = 1 if self.keep else 0
+        mapping = [g + shift for g in self.user_groups]
+        for index, group in self.refs:
+            if not 1 <= group <= len(mapping):
+                raise _Unsupported
+            self.out[index] = f"\\g<{mapping[group - 1]}>"
+        body = "".join(self.out)
+        if self.keep:
+            body = f"(?P<{_OUTER}>{body})"
+            self.reach_groups.append(_OUTER)
+        return Instrumented(body, tuple(mapping), tuple(self.reach_groups))
 
 
 def _class_end(pattern: str, start: int) -> int:
@@ -184,6 +216,12 @@ def _open(pattern: str, i: int) -> tuple[int, str, str]:
             return i + len(opener), "reach", opener
     if pattern.startswith("(?:", i) or pattern.startswith("(?>", i):
         return i + 3, "plain", pattern[i : i + 3]
+    return _open_named(pattern, i) or _open_flags(pattern, i)
+
+
+def _open_named(pattern: str, i: int) -> tuple[int, str, str] | None:
+    """A named group `(?P<name>` / `(?<name>` or a named back reference
+    `(?P=name)` at `i`; None for any other opener."""
     if pattern.startswith("(?P<", i) or (
         pattern.startswith("(?<", i) and i + 3 < len(pattern) and pattern[i + 3] not in "=!"
     ):
@@ -198,6 +236,11 @@ def _open(pattern: str, i: int) -> tuple[int, str, str]:
             raise _Unsupported
         # A named back reference: one token, no group of its own.
         return close, "plain_ref", pattern[i:close]
+    return None
+
+
+def _open_flags(pattern: str, i: int) -> tuple[int, str, str]:
+    """Inline flags at `i`: `(?i)` alone or a scoped `(?i:`; anything else is unsupported."""
     j = i + 2
     while j < len(pattern) and pattern[j] in _FLAG_CHARS:
         j += 1

@@ -470,79 +470,27 @@ class Guards:
 
     # --- builtins ------------------------------------------------------------------
     def builtins(self, allowlist: Iterable[str]) -> dict[str, Any]:
+        available = self._available_builtins()
+        for name in _EXCEPTION_NAMES:
+            available[name] = getattr(_py_builtins, name)
+        chosen = {name: available[name] for name in allowlist if name in available}
+        chosen.pop("print", None)  # print is routed through _print_ by RestrictedPython
+        return chosen
+
+    def _available_builtins(self) -> dict[str, Any]:
+        """Every builtin a step may be given, each one fresh for this step."""
         ticking = self.ticking
         wrapped_types = self.real_types
-        sizer = self.sizer
 
         def wrap_type(real: type) -> Any:
-            def constructor(*args: Any, **kwargs: Any) -> Any:
-                if real is dict:
-                    size = len(kwargs) + sum(len(a) for a in args[:1] if type(a) is dict)
-                    _sizes.check_items(size, "the dict")
-                if args and real is dict and type(args[0]) is dict:
-                    return real(args[0], **kwargs)  # a copy: bounded by what exists
-                if args:
-                    return real(ticking(args[0]), *args[1:], **kwargs)
-                return real(**kwargs)
-
-            constructor.__name__ = real.__name__
-            wrapped_types[constructor] = real
-            return constructor
-
-        def str_(*args: Any, **kwargs: Any) -> str:
-            if len(args) == 1 and not kwargs:
-                return self.text(args[0])
-            if args and type(args[0]) is bytes:  # str(data, encoding, errors): a decode
-                _sizes.check_chars(len(args[0]) * 4, "the decoded text")
-            return str(*args, **kwargs)
-
-        str_.__name__ = "str"
-        wrapped_types[str_] = str
+            return _wrap_type(real, ticking, wrapped_types)
 
         def one_iterable(function: Callable[..., Any]) -> Callable[..., Any]:
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                if len(args) == 1:
-                    return function(ticking(args[0]), **kwargs)
-                return function(*args, **kwargs)
+            return _one_iterable(function, ticking)
 
-            wrapper.__name__ = function.__name__
-            return wrapper
-
-        def sum_(iterable: Any, start: Any = 0) -> Any:
-            total = start
-            for item in ticking(iterable):
-                total = _sizes.add(total, item)
-            return total
-
-        def real_types(classinfo: Any) -> Any:
-            if isinstance(classinfo, tuple):
-                return tuple(real_types(c) for c in classinfo)
-            return wrapped_types.get(classinfo, classinfo)
-
-        def isinstance_(obj: Any, classinfo: Any) -> bool:
-            return _py_builtins.isinstance(obj, real_types(classinfo))
-
-        def pow_(base: Any, exp: Any, mod: Any = None) -> Any:
-            if mod is not None:
-                return _sizes.pow_mod(base, exp, mod)
-            return _sizes.power(base, exp)
-
-        def repr_(value: Any) -> str:
-            _sizes.check_chars(sizer.repr_size(value), "the text of that value")
-            return repr(value)
-
-        def digits(function: Callable[[Any], str], bits_per_char: int) -> Callable[[Any], str]:
-            def call(number: Any) -> str:
-                if type(number) in (int, bool):
-                    _sizes.check_chars(abs(number).bit_length() // bits_per_char + 3, "the digits")
-                return function(number)
-
-            call.__name__ = function.__name__
-            return call
-
-        available: dict[str, Any] = {
+        return {
             "len": len, "range": StepRange, "abs": abs, "round": round, "int": int,
-            "float": float, "str": str_, "bool": bool, "print": None,
+            "float": float, "str": _str_builtin(self.text, wrapped_types), "bool": bool, "print": None,
             "sorted": lambda iterable, key=None, reverse=False: sorted(
                 ticking(iterable), key=key, reverse=reverse
             ),
@@ -553,25 +501,15 @@ class Guards:
             "reversed": lambda seq: ticking(reversed(seq)),
             "iter": lambda iterable: ticking(iterable),
             "next": next,
-            "min": one_iterable(min), "max": one_iterable(max), "sum": sum_,
+            "min": one_iterable(min), "max": one_iterable(max), "sum": _sum_builtin(ticking),
             "any": one_iterable(any), "all": one_iterable(all),
             "list": wrap_type(list), "tuple": wrap_type(tuple), "set": wrap_type(set),
             "frozenset": wrap_type(frozenset), "dict": wrap_type(dict),
-            "isinstance": isinstance_, "pow": pow_,
-            "divmod": divmod, "chr": chr, "ord": ord, "hex": digits(hex, 4), "bin": digits(bin, 1),
-            "oct": digits(oct, 3), "repr": repr_, "callable": callable, "slice": slice,
+            "isinstance": _isinstance_builtin(wrapped_types), "pow": _pow_builtin(),
+            "divmod": divmod, "chr": chr, "ord": ord, "hex": _digits(hex, 4), "bin": _digits(bin, 1),
+            "oct": _digits(oct, 3), "repr": _repr_builtin(self.sizer), "callable": callable, "slice": slice,
             "True": True, "False": False, "None": None,
         }  # fmt: skip
-        for name in (
-            "Exception", "ValueError", "TypeError", "KeyError", "IndexError",
-            "ZeroDivisionError", "AttributeError", "RuntimeError", "StopIteration",
-            "ArithmeticError", "LookupError", "NameError", "NotImplementedError",
-            "OverflowError", "AssertionError", "UnicodeError", "MemoryError",
-        ):  # fmt: skip
-            available[name] = getattr(_py_builtins, name)
-        chosen = {name: available[name] for name in allowlist if name in available}
-        chosen.pop("print", None)  # print is routed through _print_ by RestrictedPython
-        return chosen
 
     def globals(self, allowlist: Iterable[str]) -> dict[str, Any]:
         return {
@@ -601,3 +539,119 @@ class Guards:
             "_dict_display_": self.dict_display,
             "_dict_splat_": _DICT_SPLAT,
         }
+
+
+# --- the builtins' wrappers (each call makes a fresh function for one step) --------
+_EXCEPTION_NAMES = (
+    "Exception", "ValueError", "TypeError", "KeyError", "IndexError",
+    "ZeroDivisionError", "AttributeError", "RuntimeError", "StopIteration",
+    "ArithmeticError", "LookupError", "NameError", "NotImplementedError",
+    "OverflowError", "AssertionError", "UnicodeError", "MemoryError",
+)  # fmt: skip
+
+
+def _wrap_type(real: type, ticking: Callable[[Any], Iterator[Any]], wrapped_types: dict[Any, type]) -> Any:
+    """A constructor for `real` that iterates its argument through the ticking
+    guard (a dict sized first); `isinstance` maps it back to `real`."""
+
+    def constructor(*args: Any, **kwargs: Any) -> Any:
+        if real is dict:
+            size = len(kwargs) + sum(len(a) for a in args[:1] if type(a) is dict)
+            _sizes.check_items(size, "the dict")
+        if args and real is dict and type(args[0]) is dict:
+            return real(args[0], **kwargs)  # a copy: bounded by what exists
+        if args:
+            return real(ticking(args[0]), *args[1:], **kwargs)
+        return real(**kwargs)
+
+    constructor.__name__ = real.__name__
+    wrapped_types[constructor] = real
+    return constructor
+
+
+def _str_builtin(text: Callable[[Any], str], wrapped_types: dict[Any, type]) -> Callable[..., str]:
+    """str(value) sized by `text`; str(data, encoding, errors) sized as a decode."""
+
+    def str_(*args: Any, **kwargs: Any) -> str:
+        if len(args) == 1 and not kwargs:
+            return text(args[0])
+        if args and type(args[0]) is bytes:  # str(data, encoding, errors): a decode
+            _sizes.check_chars(len(args[0]) * 4, "the decoded text")
+        return str(*args, **kwargs)
+
+    str_.__name__ = "str"
+    wrapped_types[str_] = str
+    return str_
+
+
+def _one_iterable(
+    function: Callable[..., Any], ticking: Callable[[Any], Iterator[Any]]
+) -> Callable[..., Any]:
+    """min/max/any/all: a single iterable argument goes through the ticking guard."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1:
+            return function(ticking(args[0]), **kwargs)
+        return function(*args, **kwargs)
+
+    wrapper.__name__ = function.__name__
+    return wrapper
+
+
+def _sum_builtin(ticking: Callable[[Any], Iterator[Any]]) -> Callable[..., Any]:
+    """sum, ticking per item and sizing each addition."""
+
+    def sum_(iterable: Any, start: Any = 0) -> Any:
+        total = start
+        for item in ticking(iterable):
+            total = _sizes.add(total, item)
+        return total
+
+    return sum_
+
+
+def _isinstance_builtin(wrapped_types: dict[Any, type]) -> Callable[[Any, Any], bool]:
+    """isinstance that understands the wrapped constructors as their real types."""
+
+    def real_types(classinfo: Any) -> Any:
+        if isinstance(classinfo, tuple):
+            return tuple(real_types(c) for c in classinfo)
+        return wrapped_types.get(classinfo, classinfo)
+
+    def isinstance_(obj: Any, classinfo: Any) -> bool:
+        return _py_builtins.isinstance(obj, real_types(classinfo))
+
+    return isinstance_
+
+
+def _pow_builtin() -> Callable[..., Any]:
+    """pow, sized before it computes."""
+
+    def pow_(base: Any, exp: Any, mod: Any = None) -> Any:
+        if mod is not None:
+            return _sizes.pow_mod(base, exp, mod)
+        return _sizes.power(base, exp)
+
+    return pow_
+
+
+def _repr_builtin(sizer: _sizes.TextSizer) -> Callable[[Any], str]:
+    """repr, sized before it builds the text."""
+
+    def repr_(value: Any) -> str:
+        _sizes.check_chars(sizer.repr_size(value), "the text of that value")
+        return repr(value)
+
+    return repr_
+
+
+def _digits(function: Callable[[Any], str], bits_per_char: int) -> Callable[[Any], str]:
+    """hex/bin/oct, sized by the number's bit length before they write it."""
+
+    def call(number: Any) -> str:
+        if type(number) in (int, bool):
+            _sizes.check_chars(abs(number).bit_length() // bits_per_char + 3, "the digits")
+        return function(number)
+
+    call.__name__ = function.__name__
+    return call

@@ -46,29 +46,8 @@ class _Walk:
 
     def size(self, value: Any, path: str, depth: int) -> tuple[int, int]:
         kind = type(value)
-        if value is None or kind is bool:
-            return 4, 0
-        if kind is str:
-            return self._charge(len(value) + 2, path), 0
-        if kind is int:
-            bits = abs(value).bit_length()
-            if bits > _MAX_INT_BITS:  # canonical JSON could not even write it
-                raise RlmError(
-                    "STATE_INVALID_TYPE",
-                    f"{path}: an integer of more than {_MAX_INT_BITS} bits is not JSON here",
-                    {"path": path, "max_int_bits": _MAX_INT_BITS},
-                )
-            return self._charge(len(str(value)) if bits < 60 else bits * 3 // 10, path), 0
-        if kind is float:
-            if not math.isfinite(value):
-                raise RlmError("STATE_INVALID_TYPE", f"{path}: NaN/Infinity is not JSON", {"path": path})
-            return 3, 0
         if kind not in (dict, list, tuple):
-            raise RlmError(
-                "STATE_INVALID_TYPE",
-                f"{path}: a {kind.__name__} is not a JSON value",
-                {"path": path, "type": kind.__name__},
-            )
+            return self._scalar(value, kind, path), 0
         known = self.memo.get(id(value))
         if known is not None:
             if depth + known[1] > _MAX_DEPTH:
@@ -79,6 +58,7 @@ class _Walk:
         self.on_path.add(id(value))
         total, height = 2 + max(len(value) - 1, 0), 0
         self._charge(total, path)
+        # The walk recurses through `size` alone (one frame a level).
         if kind is dict:
             for key, item in value.items():
                 if type(key) is not str:
@@ -97,6 +77,31 @@ class _Walk:
         self.on_path.discard(id(value))
         self.memo[id(value)] = (total, height)
         return total, height
+
+    def _scalar(self, value: Any, kind: type, path: str) -> int:
+        """The JSON length of a value that is not a container; raises unless it is JSON."""
+        if value is None or kind is bool:
+            return 4
+        if kind is str:
+            return self._charge(len(value) + 2, path)
+        if kind is int:
+            bits = abs(value).bit_length()
+            if bits > _MAX_INT_BITS:  # canonical JSON could not even write it
+                raise RlmError(
+                    "STATE_INVALID_TYPE",
+                    f"{path}: an integer of more than {_MAX_INT_BITS} bits is not JSON here",
+                    {"path": path, "max_int_bits": _MAX_INT_BITS},
+                )
+            return self._charge(len(str(value)) if bits < 60 else bits * 3 // 10, path)
+        if kind is float:
+            if not math.isfinite(value):
+                raise RlmError("STATE_INVALID_TYPE", f"{path}: NaN/Infinity is not JSON", {"path": path})
+            return 3
+        raise RlmError(
+            "STATE_INVALID_TYPE",
+            f"{path}: a {kind.__name__} is not a JSON value",
+            {"path": path, "type": kind.__name__},
+        )
 
     def _charge(self, chars: int, path: str) -> int:
         if self.budget is not None:

@@ -232,31 +232,8 @@ def _id_strategy(target: Target, method: str, name: str) -> st.SearchStrategy[st
 
 def _scalar(target: Target, method: str, fd: pb_descriptor.FieldDescriptor) -> st.SearchStrategy[Any]:
     t = pb_descriptor.FieldDescriptor
-    name = fd.name
     if fd.type == t.TYPE_STRING:
-        if name.endswith("_id") and name != "tenant_id":
-            return _id_strategy(target, method, name)
-        if name.endswith("_json"):
-            return st.one_of(NASTY_JSON, NASTY_JSON, NASTY_JSON, st.text(max_size=60))
-        if name == "page_token":
-            tokens = st.sampled_from(["²", "٣", "1" * 5_000, "-1", "0", "2", "abc", "", "99999999999", " 1"])
-            return st.one_of(tokens, tokens, st.text(alphabet="0123456789²٣-+ ", max_size=12), NASTY_TEXT)
-        if name == "code":
-            return st.one_of(CODE, CODE, st.text(max_size=200))
-        if name.endswith("_uri"):
-            return st.one_of(st.sampled_from(target.ids["uri"]), st.text(max_size=40))
-        if name == "checksum":
-            return st.one_of(st.sampled_from(target.ids["checksum"]), st.text(max_size=72))
-        if name == "mime_type":
-            return st.one_of(
-                st.sampled_from(["text/plain", "text/html", "application/pdf"]), st.text(max_size=20)
-            )
-        if name in ("output_mode", "readiness_mode", "status"):
-            return st.one_of(
-                st.sampled_from(["ANSWER", "CONTEXTS", "STRICT", "LAX", "READY", "CREATING", "answer"]),
-                st.text(max_size=12),
-            )
-        return st.one_of(st.text(max_size=80), NASTY_TEXT)
+        return _string(target, method, fd.name)
     if fd.type in (t.TYPE_DOUBLE, t.TYPE_FLOAT):
         return st.one_of(
             st.floats(allow_nan=True, allow_infinity=True, width=32 if fd.type == t.TYPE_FLOAT else 64),
@@ -269,6 +246,39 @@ def _scalar(target: Target, method: str, fd: pb_descriptor.FieldDescriptor) -> s
     if fd.type == t.TYPE_ENUM:
         assert fd.enum_type is not None
         return st.sampled_from([v.number for v in fd.enum_type.values])
+    return _integer(fd)
+
+
+def _string(target: Target, method: str, name: str) -> st.SearchStrategy[Any]:
+    """A string field's values, by what its name says it holds."""
+    if name.endswith("_id") and name != "tenant_id":
+        return _id_strategy(target, method, name)
+    if name.endswith("_json"):
+        return st.one_of(NASTY_JSON, NASTY_JSON, NASTY_JSON, st.text(max_size=60))
+    if name == "page_token":
+        tokens = st.sampled_from(["²", "٣", "1" * 5_000, "-1", "0", "2", "abc", "", "99999999999", " 1"])
+        return st.one_of(tokens, tokens, st.text(alphabet="0123456789²٣-+ ", max_size=12), NASTY_TEXT)
+    if name == "code":
+        return st.one_of(CODE, CODE, st.text(max_size=200))
+    if name.endswith("_uri"):
+        return st.one_of(st.sampled_from(target.ids["uri"]), st.text(max_size=40))
+    if name == "checksum":
+        return st.one_of(st.sampled_from(target.ids["checksum"]), st.text(max_size=72))
+    if name == "mime_type":
+        return st.one_of(
+            st.sampled_from(["text/plain", "text/html", "application/pdf"]), st.text(max_size=20)
+        )
+    if name in ("output_mode", "readiness_mode", "status"):
+        return st.one_of(
+            st.sampled_from(["ANSWER", "CONTEXTS", "STRICT", "LAX", "READY", "CREATING", "answer"]),
+            st.text(max_size=12),
+        )
+    return st.one_of(st.text(max_size=80), NASTY_TEXT)
+
+
+def _integer(fd: pb_descriptor.FieldDescriptor) -> st.SearchStrategy[Any]:
+    """An integer field's values: anywhere in its range, and its edges."""
+    t = pb_descriptor.FieldDescriptor
     bits = 64 if fd.type in (t.TYPE_INT64, t.TYPE_SINT64, t.TYPE_SFIXED64) else 32
     if fd.type in (t.TYPE_UINT32, t.TYPE_FIXED32, t.TYPE_UINT64, t.TYPE_FIXED64):
         low, high = 0, 2**bits - 1
@@ -299,25 +309,7 @@ def message_strategy(
     cls = message_factory.GetMessageClass(descriptor)
     if depth > 3:
         return st.just(cls())
-    fields: dict[str, st.SearchStrategy[Any]] = {}
-    for fd in descriptor.fields:
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            key_fd, value_fd = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
-            value = (
-                message_strategy(target, method, value_fd.message_type, depth + 1)
-                if value_fd.message_type is not None
-                else _scalar(target, method, value_fd)
-            )
-            fields[fd.name] = st.dictionaries(_scalar(target, method, key_fd), value, max_size=3)
-            continue
-        if fd.message_type is not None:
-            one = st.deferred(_nested(target, method, fd.message_type, depth + 1))
-        else:
-            one = _scalar(target, method, fd)
-        if fd.is_repeated:
-            fields[fd.name] = st.lists(one, max_size=3)
-        else:
-            fields[fd.name] = one
+    fields = {fd.name: _field_strategy(target, method, fd, depth) for fd in descriptor.fields}
 
     @st.composite
     def build(draw: st.DrawFn) -> Message:
@@ -325,29 +317,52 @@ def message_strategy(
         for name, strategy in fields.items():
             if draw(st.integers(0, 3)) == 0:
                 continue  # unset, as callers leave many fields
-            value = draw(strategy)
-            fd = descriptor.fields_by_name[name]
-            if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-                target_map = getattr(message, name)
-                for key, item in value.items():
-                    if isinstance(item, Message):
-                        target_map[key].CopyFrom(item)
-                    else:
-                        target_map[key] = item
-            elif fd.is_repeated:
-                container = getattr(message, name)
-                for item in value:
-                    if isinstance(item, Message):
-                        container.add().CopyFrom(item)
-                    else:
-                        container.append(item)
-            elif fd.message_type is not None:
-                getattr(message, name).CopyFrom(value)
-            else:
-                setattr(message, name, value)
+            _set_field(message, descriptor.fields_by_name[name], draw(strategy))
         return message
 
     return build()
+
+
+def _field_strategy(
+    target: Target, method: str, fd: pb_descriptor.FieldDescriptor, depth: int
+) -> st.SearchStrategy[Any]:
+    """One field's values: a map, a repeated field, a nested message or a scalar."""
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        key_fd, value_fd = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
+        value = (
+            message_strategy(target, method, value_fd.message_type, depth + 1)
+            if value_fd.message_type is not None
+            else _scalar(target, method, value_fd)
+        )
+        return st.dictionaries(_scalar(target, method, key_fd), value, max_size=3)
+    if fd.message_type is not None:
+        one = st.deferred(_nested(target, method, fd.message_type, depth + 1))
+    else:
+        one = _scalar(target, method, fd)
+    return st.lists(one, max_size=3) if fd.is_repeated else one
+
+
+def _set_field(message: Message, fd: pb_descriptor.FieldDescriptor, value: Any) -> None:
+    """Put a drawn value into its field (maps and repeated fields item by item)."""
+    name = fd.name
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        target_map = getattr(message, name)
+        for key, item in value.items():
+            if isinstance(item, Message):
+                target_map[key].CopyFrom(item)
+            else:
+                target_map[key] = item
+    elif fd.is_repeated:
+        container = getattr(message, name)
+        for item in value:
+            if isinstance(item, Message):
+                container.add().CopyFrom(item)
+            else:
+                container.append(item)
+    elif fd.message_type is not None:
+        getattr(message, name).CopyFrom(value)
+    else:
+        setattr(message, name, value)
 
 
 def _reason(error: grpc.RpcError) -> str:
