@@ -236,29 +236,8 @@ def demo_flow(
         execution_id = started["execution_id"]
         out.write(f"  execution {execution_id}: {question}\n")
         view = wait_execution(client, execution_id, deadline)
-        consumed = view.get("budgets_consumed") or {}
-        out.write(
-            f"\nStatus: {view['status']} ({plural(int(consumed.get('turns', 0)), 'turn')}, "
-            f"{plural(int(consumed.get('llm_subcalls', 0)), 'sub-call')})\n"
-        )
-        if view.get("error"):
-            out.write(f"Error: {error_line(view['error'])}\n")
-        out.write(f"Answer: {view.get('answer') or ''}\n\nCitations:\n")
-        citations = []
-        for index, ref in enumerate(view.get("citations") or [], start=1):
-            verified = _call(client, "POST", "/v1/citations/verify", {"ref": ref})
-            mark = "verified" if verified.get("valid") else "NOT VERIFIED"
-            span = verified.get("char_range") or {}
-            out.write(
-                f"  [{index}] {verified.get('source_name', '')} chars "
-                f"{span.get('start_char', ref['start_char'])}-{span.get('end_char', ref['end_char'])} "
-                f"({mark}): {verified.get('text', '')!r}\n"
-            )
-            citations.append(
-                {"ref": ref, "valid": bool(verified.get("valid")), "text": verified.get("text", "")}
-            )
-        if not citations:
-            out.write("  (none)\n")
+        _print_outcome(view, out)
+        citations = _verify_citations(client, view, out)
         viewer = viewer_url(base_url, execution_id, api_key if minted else None)
         out.write(f"\nTrace viewer: {viewer}\n")
     return {
@@ -271,3 +250,33 @@ def demo_flow(
         "viewer_url": viewer,
         "error": error_line(view["error"]) if view.get("error") else "",
     }
+
+
+def _print_outcome(view: dict[str, Any], out: Any) -> None:
+    """The execution's status, what it consumed, its error if any and its answer."""
+    consumed = view.get("budgets_consumed") or {}
+    out.write(
+        f"\nStatus: {view['status']} ({plural(int(consumed.get('turns', 0)), 'turn')}, "
+        f"{plural(int(consumed.get('llm_subcalls', 0)), 'sub-call')})\n"
+    )
+    if view.get("error"):
+        out.write(f"Error: {error_line(view['error'])}\n")
+    out.write(f"Answer: {view.get('answer') or ''}\n\nCitations:\n")
+
+
+def _verify_citations(client: httpx.Client, view: dict[str, Any], out: Any) -> list[dict[str, Any]]:
+    """Each citation verified through the API and printed with its text; the results."""
+    citations = []
+    for index, ref in enumerate(view.get("citations") or [], start=1):
+        verified = _call(client, "POST", "/v1/citations/verify", {"ref": ref})
+        mark = "verified" if verified.get("valid") else "NOT VERIFIED"
+        span = verified.get("char_range") or {}
+        out.write(
+            f"  [{index}] {verified.get('source_name', '')} chars "
+            f"{span.get('start_char', ref['start_char'])}-{span.get('end_char', ref['end_char'])} "
+            f"({mark}): {verified.get('text', '')!r}\n"
+        )
+        citations.append({"ref": ref, "valid": bool(verified.get("valid")), "text": verified.get("text", "")})
+    if not citations:
+        out.write("  (none)\n")
+    return citations

@@ -323,84 +323,15 @@ def _phase(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from rlm_rs.v1 import execution_pb2
-    from rlm_rs.v1.common_pb2 import Budgets
-
     with tempfile.TemporaryDirectory(prefix="rlm-bench-fairness-") as directory:
         app = _Appliance(Path(directory), args)
         try:
             light_session, heavy_session = app.create_session("light"), app.create_session("heavy")
             app.ready([light_session, heavy_session])
             light = (light_session, app.runtime("light", light_session))
-            heavy_auth = app.auth("heavy")
-            wait_timeout = args.heavy_wait_seconds + 30
-
-            def waits(count: int) -> _Heavy:
-                execution = app.runtime("heavy", heavy_session)
-                request = execution_pb2.WaitExecutionRequest(
-                    execution_id=execution, timeout_seconds=args.heavy_wait_seconds
-                )
-                return _Heavy(count, lambda: app.executions.WaitExecution.future(
-                    request, metadata=heavy_auth, timeout=wait_timeout))  # fmt: skip
-
-            def watches(count: int) -> _Heavy:
-                execution = app.runtime("heavy", heavy_session)
-                request = execution_pb2.WatchExecutionRequest(execution_id=execution)
-                return _Heavy(count, lambda: _Stream(app.executions.WatchExecution(
-                    request, metadata=heavy_auth, timeout=wait_timeout)))  # fmt: skip
-
-            def synchronous_starts(count: int) -> _Heavy:
-                request = execution_pb2.StartExecutionRequest(
-                    session_id=heavy_session, question="Keep looking.",
-                    budgets=Budgets(max_turns=args.max_turns, max_total_seconds=600),
-                    options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=300),
-                )  # fmt: skip
-                return _Heavy(count, lambda: app.executions.StartExecution.future(
-                    request, metadata=heavy_auth, timeout=330))  # fmt: skip
-
-            def light_creates(what: str) -> Callable[[], dict[str, Any]]:
-                def attempt() -> dict[str, Any]:
-                    began = time.perf_counter()
-                    try:
-                        if what == "execution":
-                            app.runtime("light", light_session)
-                        else:
-                            app.create_session("light")
-                        outcome = "ok"
-                    except Exception as error:
-                        outcome = _code(error)
-                    elapsed_ms = round((time.perf_counter() - began) * 1000, 2)
-                    return {f"light_create_{what}": outcome, f"light_create_{what}_ms": elapsed_ms}
-
-                return attempt
-
-            runtime_request = execution_pb2.CreateRuntimeExecutionRequest(session_id=heavy_session)
-            session_request = app.session_request("heavy")
+            heavy = _HeavyTenant(app, heavy_session, args)
             baseline = _measure(app, *light, args.seconds)
-            phases: dict[str, Any] = {}
-            n = args.heavy_calls
-            phases["waits"] = _phase(app, light, args.seconds, [waits(n)], baseline)
-            phases["watches"] = _phase(app, light, args.seconds, [watches(n)], baseline)
-            phases["synchronous_starts"] = _phase(app, light, args.seconds, [synchronous_starts(n)], baseline)
-            phases["all_long_calls"] = _phase(
-                app,
-                light,
-                args.seconds,
-                [waits(n // 3), watches(n // 3), synchronous_starts(n // 3)],
-                baseline,
-            )
-            phases["execution_quota"] = _phase(
-                app, light, args.seconds,
-                [_Heavy(4, lambda: _Done(app.executions.CreateRuntimeExecution.future(
-                    runtime_request, metadata=heavy_auth, timeout=30)))],
-                baseline, light_creates("execution"),
-            )  # fmt: skip
-            phases["session_quota"] = _phase(
-                app, light, args.seconds,
-                [_Heavy(4, lambda: _Done(app.sessions.CreateSession.future(
-                    session_request, metadata=heavy_auth, timeout=30)))],
-                baseline, light_creates("session"),
-            )  # fmt: skip
+            phases = _phases(app, light, heavy, baseline, args)
         finally:
             app.close()
     return {
@@ -410,3 +341,108 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline": baseline,
         **phases,
     }  # fmt: skip
+
+
+def _phases(
+    app: _Appliance, light: tuple[str, str], heavy: _HeavyTenant, baseline: dict[str, Any],
+    args: argparse.Namespace,
+) -> dict[str, Any]:  # fmt: skip
+    """Each phase: one resource (or all the long calls at once) saturated by the heavy tenant."""
+    phases: dict[str, Any] = {}
+    n = args.heavy_calls
+    phases["waits"] = _phase(app, light, args.seconds, [heavy.waits(n)], baseline)
+    phases["watches"] = _phase(app, light, args.seconds, [heavy.watches(n)], baseline)
+    phases["synchronous_starts"] = _phase(app, light, args.seconds, [heavy.synchronous_starts(n)], baseline)
+    phases["all_long_calls"] = _phase(
+        app,
+        light,
+        args.seconds,
+        [heavy.waits(n // 3), heavy.watches(n // 3), heavy.synchronous_starts(n // 3)],
+        baseline,
+    )
+    creates_execution = _light_creates(app, light[0], "execution")
+    phases["execution_quota"] = _phase(
+        app, light, args.seconds, [heavy.runtime_creates(4)], baseline, creates_execution
+    )
+    creates_session = _light_creates(app, light[0], "session")
+    phases["session_quota"] = _phase(
+        app, light, args.seconds, [heavy.session_creates(4)], baseline, creates_session
+    )
+    return phases
+
+
+class _HeavyTenant:
+    """The heavy tenant's calls, each kind as a _Heavy keeping `count` of them in flight."""
+
+    def __init__(self, app: _Appliance, session_id: str, args: argparse.Namespace) -> None:
+        from rlm_rs.v1 import execution_pb2
+
+        self.app = app
+        self.session_id = session_id
+        self.args = args
+        self.auth = app.auth("heavy")
+        self.wait_timeout = args.heavy_wait_seconds + 30
+        self.runtime_request = execution_pb2.CreateRuntimeExecutionRequest(session_id=session_id)
+        self.session_request = app.session_request("heavy")
+
+    def waits(self, count: int) -> _Heavy:
+        from rlm_rs.v1 import execution_pb2
+
+        app, auth, timeout = self.app, self.auth, self.wait_timeout
+        execution = app.runtime("heavy", self.session_id)
+        request = execution_pb2.WaitExecutionRequest(
+            execution_id=execution, timeout_seconds=self.args.heavy_wait_seconds
+        )
+        return _Heavy(count, lambda: app.executions.WaitExecution.future(
+            request, metadata=auth, timeout=timeout))  # fmt: skip
+
+    def watches(self, count: int) -> _Heavy:
+        from rlm_rs.v1 import execution_pb2
+
+        app, auth, timeout = self.app, self.auth, self.wait_timeout
+        execution = app.runtime("heavy", self.session_id)
+        request = execution_pb2.WatchExecutionRequest(execution_id=execution)
+        return _Heavy(count, lambda: _Stream(app.executions.WatchExecution(
+            request, metadata=auth, timeout=timeout)))  # fmt: skip
+
+    def synchronous_starts(self, count: int) -> _Heavy:
+        from rlm_rs.v1 import execution_pb2
+        from rlm_rs.v1.common_pb2 import Budgets
+
+        app, auth = self.app, self.auth
+        request = execution_pb2.StartExecutionRequest(
+            session_id=self.session_id, question="Keep looking.",
+            budgets=Budgets(max_turns=self.args.max_turns, max_total_seconds=600),
+            options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=300),
+        )  # fmt: skip
+        return _Heavy(count, lambda: app.executions.StartExecution.future(
+            request, metadata=auth, timeout=330))  # fmt: skip
+
+    def runtime_creates(self, count: int) -> _Heavy:
+        app, auth, request = self.app, self.auth, self.runtime_request
+        return _Heavy(count, lambda: _Done(app.executions.CreateRuntimeExecution.future(
+            request, metadata=auth, timeout=30)))  # fmt: skip
+
+    def session_creates(self, count: int) -> _Heavy:
+        app, auth, request = self.app, self.auth, self.session_request
+        return _Heavy(count, lambda: _Done(app.sessions.CreateSession.future(
+            request, metadata=auth, timeout=30)))  # fmt: skip
+
+
+def _light_creates(app: _Appliance, light_session: str, what: str) -> Callable[[], dict[str, Any]]:
+    """The light tenant's create (an execution or a session) during a quota phase, timed."""
+
+    def attempt() -> dict[str, Any]:
+        began = time.perf_counter()
+        try:
+            if what == "execution":
+                app.runtime("light", light_session)
+            else:
+                app.create_session("light")
+            outcome = "ok"
+        except Exception as error:
+            outcome = _code(error)
+        elapsed_ms = round((time.perf_counter() - began) * 1000, 2)
+        return {f"light_create_{what}": outcome, f"light_create_{what}_ms": elapsed_ms}
+
+    return attempt

@@ -186,8 +186,6 @@ async def _bench(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
-
     with tempfile.TemporaryDirectory(prefix="rlm-bench-gateway-") as directory:
         root = Path(directory)
         data = root / "data"
@@ -206,43 +204,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         target = f"127.0.0.1:{_free_port()}"
         base_url = f"http://127.0.0.1:{_free_port()}"
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "rlm_rs.cli", "control", "serve", "--grpc-address", target,
-                 "--dev-unsandboxed"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ),
-            subprocess.Popen(
-                [sys.executable, "-m", "rlm_rs.cli", "gateway", "serve", "--grpc-address", target,
-                 "--port", base_url.rsplit(":", 1)[1]],
-                env={**env, "RLM_LOG_LEVEL": "WARNING"},
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ),
-        ]  # fmt: skip
+        procs = _start_stack(env, target, base_url)
         try:
-            _wait(lambda: httpx.get(f"{base_url}/health/ready").status_code == 200, "the stack")
-            headers = {"authorization": f"Bearer {key}"}
-            doc_in = {"source_name": "report.txt", "mime_type": "text/plain", "raw_s3_uri": uri}
-            created = httpx.post(
-                f"{base_url}/v1/sessions", headers=headers, json={"docs": [doc_in]}, timeout=30
-            ).json()
-            sid = created["session_id"]
-            _rlm(env, "ingest", "worker", "--once", "--data-dir", str(data))
-            _wait(
-                lambda: (
-                    httpx.get(f"{base_url}/v1/sessions/{sid}", headers=headers).json()["status"] == "READY"
-                ),
-                "the session",
-            )
-            eid = httpx.post(
-                f"{base_url}/v1/sessions/{sid}/executions/runtime", headers=headers, json={}
-            ).json()["execution_id"]
-            span = {
-                "session_id": sid,
-                "doc_id": created["docs"][0]["doc_id"],
-                "start_char": 15,
-                "end_char": 50,
-            }
+            eid, span = _runtime_execution(env, base_url, key, uri)
             report = asyncio.run(_bench(base_url, target, key, eid, span, args))
         finally:
             for proc in procs:
@@ -252,3 +216,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         {"client": "raw HTTP/1.1 keep-alive vs grpc.aio, one client process, loopback"}
     )
     return report
+
+
+def _start_stack(env: dict[str, str], target: str, base_url: str) -> list[subprocess.Popen[bytes]]:
+    """A control plane on `target` and a gateway on `base_url`'s port in front of it."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "rlm_rs.cli", "control", "serve", "--grpc-address", target,
+             "--dev-unsandboxed"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "rlm_rs.cli", "gateway", "serve", "--grpc-address", target,
+             "--port", base_url.rsplit(":", 1)[1]],
+            env={**env, "RLM_LOG_LEVEL": "WARNING"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+    ]  # fmt: skip
+
+
+def _runtime_execution(env: dict[str, str], base_url: str, key: str, uri: str) -> tuple[str, dict[str, Any]]:
+    """Once the stack is up: a READY session of the uploaded document and a
+    runtime execution on it; its id and a span of the document to read."""
+    import httpx
+
+    _wait(lambda: httpx.get(f"{base_url}/health/ready").status_code == 200, "the stack")
+    headers = {"authorization": f"Bearer {key}"}
+    doc_in = {"source_name": "report.txt", "mime_type": "text/plain", "raw_s3_uri": uri}
+    created = httpx.post(
+        f"{base_url}/v1/sessions", headers=headers, json={"docs": [doc_in]}, timeout=30
+    ).json()
+    sid = created["session_id"]
+    _rlm(env, "ingest", "worker", "--once", "--data-dir", env["RLM_DATA_DIR"])
+    _wait(
+        lambda: httpx.get(f"{base_url}/v1/sessions/{sid}", headers=headers).json()["status"] == "READY",
+        "the session",
+    )
+    made = httpx.post(f"{base_url}/v1/sessions/{sid}/executions/runtime", headers=headers, json={})
+    span = {"session_id": sid, "doc_id": created["docs"][0]["doc_id"], "start_char": 15, "end_char": 50}
+    return str(made.json()["execution_id"]), span

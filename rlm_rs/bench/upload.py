@@ -82,8 +82,6 @@ def _mb(value: int) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
-
     size = args.size_mb * _MB
     with tempfile.TemporaryDirectory(prefix="rlm-bench-upload-") as directory:
         root = Path(directory)
@@ -102,41 +100,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         source = root / "big.txt"
         expected = _write_file(source, size)
-        target = f"127.0.0.1:{_free_port()}"
-        port = _free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        cli = [sys.executable, "-m", "rlm_rs.cli"]
-        control = subprocess.Popen(
-            [*cli, "control", "serve", "--grpc-address", target, "--dev-unsandboxed"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        gateway = subprocess.Popen(
-            [*cli, "gateway", "serve", "--grpc-address", target, "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        base_url, processes = _start_stack(env)
         try:
-            _wait(lambda: httpx.get(f"{base_url}/health/ready").status_code == 200, "the stack", timeout=180)
-            headers = {"authorization": f"Bearer {key}", "content-type": "text/plain"}
-            with httpx.Client(base_url=base_url, headers=headers, timeout=600) as client:
-                warm = client.post("/v1/uploads", params={"file_name": "warm.txt"}, content=_LINE * 30_000)
-                warm.raise_for_status()  # every code path loaded before "before"
-                time.sleep(0.5)
-                sampler = _RssSampler({"gateway": gateway.pid, "control_plane": control.pid})
-                before = sampler.rss()
-                sampler.start()
-                started = time.perf_counter()
-                resp = client.post("/v1/uploads", params={"file_name": "big.txt"}, content=_pieces(source))
-                elapsed = time.perf_counter() - started
-                sampler.done.set()
-                sampler.join()
-                resp.raise_for_status()
-                time.sleep(0.5)
-                after = sampler.rss()
-            stored = resp.json()
+            measured = _measure(base_url, key, source, processes)
         finally:
-            for proc in (gateway, control):
+            for proc in reversed(processes.values()):
                 proc.terminate()
                 proc.wait(timeout=10)
+    stored, elapsed = measured["stored"], measured["seconds"]
     report: dict[str, Any] = {
         "upload": {
             "size_mb": args.size_mb,
@@ -145,11 +116,57 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sha256_matches": stored["sha256"] == expected and stored["size_bytes"] == size,
         }
     }
+    before, peak, after = measured["before"], measured["peak"], measured["after"]
     for name in ("gateway", "control_plane"):
         report[f"{name}_rss_mib"] = {
             "before": _mb(before[name]),
-            "peak": _mb(sampler.peak[name]),
+            "peak": _mb(peak[name]),
             "after": _mb(after[name]),
-            "peak_growth": _mb(sampler.peak[name] - before[name]),
+            "peak_growth": _mb(peak[name] - before[name]),
         }
     return report
+
+
+def _start_stack(env: dict[str, str]) -> tuple[str, dict[str, subprocess.Popen[bytes]]]:
+    """A control plane and a gateway in front of it: the gateway's URL and the processes."""
+    target = f"127.0.0.1:{_free_port()}"
+    port = _free_port()
+    cli = [sys.executable, "-m", "rlm_rs.cli"]
+    control = subprocess.Popen(
+        [*cli, "control", "serve", "--grpc-address", target, "--dev-unsandboxed"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    gateway = subprocess.Popen(
+        [*cli, "gateway", "serve", "--grpc-address", target, "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return f"http://127.0.0.1:{port}", {"control_plane": control, "gateway": gateway}
+
+
+def _measure(
+    base_url: str, key: str, source: Path, processes: dict[str, subprocess.Popen[bytes]]
+) -> dict[str, Any]:
+    """One warm-up upload, then the big one streamed with each process's RSS
+    sampled: the stored object, the seconds, and RSS before, at peak and after."""
+    import httpx
+
+    _wait(lambda: httpx.get(f"{base_url}/health/ready").status_code == 200, "the stack", timeout=180)
+    headers = {"authorization": f"Bearer {key}", "content-type": "text/plain"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=600) as client:
+        warm = client.post("/v1/uploads", params={"file_name": "warm.txt"}, content=_LINE * 30_000)
+        warm.raise_for_status()  # every code path loaded before "before"
+        time.sleep(0.5)
+        sampler = _RssSampler(
+            {"gateway": processes["gateway"].pid, "control_plane": processes["control_plane"].pid}
+        )
+        before = sampler.rss()
+        sampler.start()
+        started = time.perf_counter()
+        resp = client.post("/v1/uploads", params={"file_name": "big.txt"}, content=_pieces(source))
+        elapsed = time.perf_counter() - started
+        sampler.done.set()
+        sampler.join()
+        resp.raise_for_status()
+        time.sleep(0.5)
+        after = sampler.rss()
+    return {"stored": resp.json(), "seconds": elapsed, "before": before, "peak": sampler.peak, "after": after}

@@ -227,67 +227,70 @@ def warmup_task() -> Task:
 
 
 def build_tasks(args: argparse.Namespace) -> list[Task]:
-    tasks: list[Task] = []
-    for index, megabytes in enumerate(args.needle_mb):
-        tasks.append(
-            Task(
-                f"needle-{megabytes:g}mb",
-                f"needle in {megabytes:g} MB (find + regex)",
-                [needle_corpus(megabytes, args.seed + index)],
-                _NEEDLE_CODE,
-                [_block(RLM_RS_NEEDLE)],
-                [_block(RLMS_NEEDLE)],
-            )
-        )
-    for count in args.records:
-        name = f"aggregate-{count}"
-        text, truth = records_corpus(count, args.seed + count)
-        calls = -(-count // RECORDS_PER_CALL)
-        tasks.append(
-            Task(
-                name,
-                f"aggregation over {count:,} records, {calls} batched sub-calls",
-                [text],
-                str(truth),
-                [_block(INSPECT_RLM_RS), _block(rlm_rs_aggregate(name, RECORDS_PER_CALL))],
-                [_block(INSPECT_RLMS), _block(rlms_aggregate(name, RECORDS_PER_CALL))],
-            )
-        )
+    tasks = [_needle_task(megabytes, args.seed + index) for index, megabytes in enumerate(args.needle_mb)]
+    tasks += [_aggregate_task(count, args.seed + count) for count in args.records]
     if args.depth2_records:
-        per_child = args.depth2_records // CHILDREN
-        parts = [
-            records_corpus(per_child, args.seed + 7_000 + i, first=i * per_child) for i in range(CHILDREN)
-        ]
-        truth = sum(c for _, c in parts)
-        child = "depth2-child"
-        tasks.append(
-            Task(
-                "depth2",
-                f"depth 2: {CHILDREN} child RLMs over {args.depth2_records:,} records",
-                [p for p, _ in parts],
-                str(truth),
-                [_block(INSPECT_RLM_RS), _block(rlm_rs_depth2(child))],
-                [_block(INSPECT_RLMS), _block(RLMS_DEPTH2)],
-                child_rlm_rs=[_block(INSPECT_RLM_RS), _block(rlm_rs_aggregate(child, RECORDS_PER_CALL))],
-                child_rlms=[_block(INSPECT_RLMS), _block(rlms_aggregate(child, RECORDS_PER_CALL))],
-                rlms_depth=2,
-            )
-        )
+        tasks.append(_depth2_task(args.depth2_records, args.seed))
     if args.edge_records:
-        name = f"edge-{args.edge_records}"
-        text, truth = records_corpus(args.edge_records, args.seed + 9_000)
-        tasks.append(
-            Task(
-                name,
-                f"{args.edge_records:,} one-record sub-calls, no latency",
-                [text],
-                str(truth),
-                [_block(INSPECT_RLM_RS), _block(rlm_rs_aggregate(name, 1))],
-                [_block(INSPECT_RLMS), _block(rlms_aggregate(name, 1))],
-                sub_latency=args.edge_sub_latency,
-            )
-        )
+        tasks.append(_edge_task(args.edge_records, args.seed, args.edge_sub_latency))
     return tasks
+
+
+def _needle_task(megabytes: float, seed: int) -> Task:
+    return Task(
+        f"needle-{megabytes:g}mb",
+        f"needle in {megabytes:g} MB (find + regex)",
+        [needle_corpus(megabytes, seed)],
+        _NEEDLE_CODE,
+        [_block(RLM_RS_NEEDLE)],
+        [_block(RLMS_NEEDLE)],
+    )
+
+
+def _aggregate_task(count: int, seed: int) -> Task:
+    name = f"aggregate-{count}"
+    text, truth = records_corpus(count, seed)
+    calls = -(-count // RECORDS_PER_CALL)
+    return Task(
+        name,
+        f"aggregation over {count:,} records, {calls} batched sub-calls",
+        [text],
+        str(truth),
+        [_block(INSPECT_RLM_RS), _block(rlm_rs_aggregate(name, RECORDS_PER_CALL))],
+        [_block(INSPECT_RLMS), _block(rlms_aggregate(name, RECORDS_PER_CALL))],
+    )
+
+
+def _depth2_task(records: int, seed: int) -> Task:
+    per_child = records // CHILDREN
+    parts = [records_corpus(per_child, seed + 7_000 + i, first=i * per_child) for i in range(CHILDREN)]
+    truth = sum(c for _, c in parts)
+    child = "depth2-child"
+    return Task(
+        "depth2",
+        f"depth 2: {CHILDREN} child RLMs over {records:,} records",
+        [p for p, _ in parts],
+        str(truth),
+        [_block(INSPECT_RLM_RS), _block(rlm_rs_depth2(child))],
+        [_block(INSPECT_RLMS), _block(RLMS_DEPTH2)],
+        child_rlm_rs=[_block(INSPECT_RLM_RS), _block(rlm_rs_aggregate(child, RECORDS_PER_CALL))],
+        child_rlms=[_block(INSPECT_RLMS), _block(rlms_aggregate(child, RECORDS_PER_CALL))],
+        rlms_depth=2,
+    )
+
+
+def _edge_task(records: int, seed: int, sub_latency: float) -> Task:
+    name = f"edge-{records}"
+    text, truth = records_corpus(records, seed + 9_000)
+    return Task(
+        name,
+        f"{records:,} one-record sub-calls, no latency",
+        [text],
+        str(truth),
+        [_block(INSPECT_RLM_RS), _block(rlm_rs_aggregate(name, 1))],
+        [_block(INSPECT_RLMS), _block(rlms_aggregate(name, 1))],
+        sub_latency=sub_latency,
+    )
 
 
 # --- the fake model server -------------------------------------------------------------------
@@ -379,13 +382,9 @@ def rlm_rs_stack(base_url: str, directory: Path, sandbox_kind: str) -> Iterator[
     import grpc
 
     from rlm_rs.control.server import start_control_plane
-    from rlm_rs.ingestion.worker import IngestionWorker
     from rlm_rs.sandbox.client import InProcessSandbox, SandboxClient, temporary_pool
     from rlm_rs.settings import Settings
     from rlm_rs.storage import open_storage
-    from rlm_rs.storage.uploads import store_upload
-    from rlm_rs.v1 import execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
-    from rlm_rs.v1.common_pb2 import Budgets
 
     settings = Settings(
         RLM_DATA_DIR=directory / "rlm-rs",
@@ -415,71 +414,99 @@ def rlm_rs_stack(base_url: str, directory: Path, sandbox_kind: str) -> Iterator[
         channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
         stack.callback(channel.close)
         auth = (("authorization", f"Bearer {key}"),)
-        sessions = session_pb2_grpc.SessionServiceStub(channel)
-        executions = execution_pb2_grpc.ExecutionServiceStub(channel)
+        yield _StackRunner(storage, settings, channel, owner["tenant_id"], auth).run
 
-        def session_for(task: Task) -> str:
-            docs = []
-            for index, text in enumerate(task.documents):
-                uri = store_upload(
-                    storage.blobs, owner["tenant_id"], f"{task.name}-{index}.txt", text.encode()
+
+class _StackRunner:
+    """Runs one task on the control plane: a session of its documents, then a
+    synchronous Answerer execution (polled until it leaves RUNNING)."""
+
+    def __init__(self, storage: Any, settings: Any, channel: Any, tenant_id: str, auth: Any) -> None:
+        from rlm_rs.v1 import execution_pb2_grpc, session_pb2_grpc
+
+        self.storage = storage
+        self.settings = settings
+        self.tenant_id = tenant_id
+        self.auth = auth
+        self.sessions = session_pb2_grpc.SessionServiceStub(channel)
+        self.executions = execution_pb2_grpc.ExecutionServiceStub(channel)
+
+    def session_for(self, task: Task) -> str:
+        from rlm_rs.ingestion.worker import IngestionWorker
+        from rlm_rs.storage.uploads import store_upload
+        from rlm_rs.v1 import session_pb2
+
+        docs = []
+        for index, text in enumerate(task.documents):
+            uri = store_upload(self.storage.blobs, self.tenant_id, f"{task.name}-{index}.txt", text.encode())
+            docs.append(
+                session_pb2.DocumentInput(
+                    source_name=f"{task.name}-{index}.txt", mime_type="text/plain", raw_s3_uri=uri
                 )
-                docs.append(
-                    session_pb2.DocumentInput(
-                        source_name=f"{task.name}-{index}.txt", mime_type="text/plain", raw_s3_uri=uri
-                    )
+            )
+        created = self.sessions.CreateSession(
+            session_pb2.CreateSessionRequest(ttl_minutes=120, docs=docs), metadata=self.auth
+        )
+        worker = IngestionWorker(self.storage, self.settings)
+        while worker.run_once():
+            pass
+        return str(created.session_id)
+
+    def run(self, task: Task) -> Cell:
+        import grpc
+
+        from rlm_rs.v1 import execution_pb2
+        from rlm_rs.v1.common_pb2 import Budgets
+
+        request = execution_pb2.StartExecutionRequest(
+            session_id=self.session_for(task),
+            question=f"[task {task.name}] {task.label}: answer with the number or code only.",
+            options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=300),
+            budgets=Budgets(
+                max_turns=40,
+                max_total_seconds=900,
+                max_llm_subcalls=10_000,
+                max_rlm_subcalls=CHILDREN,
+                max_depth=1,
+                max_spans_total=10_000,
+            ),
+        )
+        began = time.perf_counter()
+        try:
+            execution = self.executions.StartExecution(request, metadata=self.auth, timeout=330)
+            while _status(execution) == "RUNNING" and time.perf_counter() - began < 900:
+                time.sleep(0.05)
+                execution = self.executions.GetExecution(
+                    execution_pb2.GetExecutionRequest(execution_id=execution.execution_id), metadata=self.auth
                 )
-            created = sessions.CreateSession(
-                session_pb2.CreateSessionRequest(ttl_minutes=120, docs=docs), metadata=auth
-            )
-            worker = IngestionWorker(storage, settings)
-            while worker.run_once():
-                pass
-            return str(created.session_id)
+        except grpc.RpcError as exc:
+            return Cell(error=f"{exc.code().name}: {exc.details()}"[:200])
+        seconds = time.perf_counter() - began
+        status = _status(execution)
+        error = (
+            ""
+            if status == "COMPLETED"
+            else f"{status}: {execution.error.message}{self._failed_step(execution)}"
+        )
+        return Cell(
+            seconds,
+            execution.answer,
+            execution.answer.strip() == task.truth,
+            turns=execution.budgets_consumed.turns,
+            error=error[:400],
+        )
 
-        def run(task: Task) -> Cell:
-            request = execution_pb2.StartExecutionRequest(
-                session_id=session_for(task),
-                question=f"[task {task.name}] {task.label}: answer with the number or code only.",
-                options=execution_pb2.ExecutionOptions(synchronous=True, synchronous_timeout_seconds=300),
-                budgets=Budgets(
-                    max_turns=40,
-                    max_total_seconds=900,
-                    max_llm_subcalls=10_000,
-                    max_rlm_subcalls=CHILDREN,
-                    max_depth=1,
-                    max_spans_total=10_000,
-                ),
-            )
-            began = time.perf_counter()
-            try:
-                execution = executions.StartExecution(request, metadata=auth, timeout=330)
-                while _status(execution) == "RUNNING" and time.perf_counter() - began < 900:
-                    time.sleep(0.05)
-                    execution = executions.GetExecution(
-                        execution_pb2.GetExecutionRequest(execution_id=execution.execution_id), metadata=auth
-                    )
-            except grpc.RpcError as exc:
-                return Cell(error=f"{exc.code().name}: {exc.details()}"[:200])
-            seconds = time.perf_counter() - began
-            status = _status(execution)
-            error = "" if status == "COMPLETED" else f"{status}: {execution.error.message}"
-            if error:  # what the steps said (the last failed step's error)
-                steps = executions.ListSteps(
-                    execution_pb2.ListStepsRequest(execution_id=execution.execution_id), metadata=auth
-                ).steps
-                failed = [step.error for step in steps if not step.success]
-                if failed:
-                    error += f"; first failed step {failed[0].code}: {failed[0].message[:150]}"
-            return Cell(
-                seconds,
-                execution.answer,
-                execution.answer.strip() == task.truth,
-                turns=execution.budgets_consumed.turns,
-                error=error[:400],
-            )
+    def _failed_step(self, execution: Any) -> str:
+        """What the steps said: the first failed step's error, or ""."""
+        from rlm_rs.v1 import execution_pb2
 
-        yield run
+        steps = self.executions.ListSteps(
+            execution_pb2.ListStepsRequest(execution_id=execution.execution_id), metadata=self.auth
+        ).steps
+        failed = [step.error for step in steps if not step.success]
+        if failed:
+            return f"; first failed step {failed[0].code}: {failed[0].message[:150]}"
+        return ""
 
 
 # --- rlms ------------------------------------------------------------------------------------
