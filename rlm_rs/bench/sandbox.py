@@ -28,14 +28,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy, StepRequest
 
 DESCRIPTION = "sandbox step latency: in-process vs fresh interpreter vs hardened pool"
 TRIVIAL_CODE = "x = 1 + 1\nprint(x)"
 _FRESH_SCRIPT = (
     "import sys\n"
     "from rlm_rs.sandbox.executor import run_step\n"
-    "from rlm_rs.v1.sandbox_pb2 import StepRequest\n"
+    "from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest\n"
     "result = run_step(StepRequest.FromString(sys.stdin.buffer.read()))\n"
     "sys.stdout.buffer.write(result.SerializeToString())\n"
 )
@@ -135,7 +135,7 @@ def _fresh_interpreter_step(payload: bytes) -> Callable[[], Any]:
             check=True,
             timeout=60,
         )
-        from rlm_rs.v1.sandbox_pb2 import StepResult
+        from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult
 
         return StepResult.FromString(completed.stdout)
 

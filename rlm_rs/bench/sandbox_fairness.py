@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepLimits, StepRequest
 
 DESCRIPTION = "sandbox fairness: a light tenant's latency alone vs while a heavy tenant saturates the pool"
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # budget and ends at the wall clock (STEP_TIMEOUT).
         code="big = [0] * 5_000_000\nwhile True:\n    found = -1 in big",
         state_json="{}",
-        limits=SandboxPolicy(max_step_seconds=args.heavy_seconds),
+        limits=StepLimits(max_step_seconds=args.heavy_seconds),
     )
     outcomes: collections.Counter[str] = collections.Counter()
     stop = threading.Event()

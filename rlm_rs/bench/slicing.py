@@ -104,8 +104,8 @@ def _child(mode: str, text_path: str, offsets_path: str, chars: int, count: int,
     from rlm_rs.sandbox._docview import DocView, OpenDocument
     from rlm_rs.sandbox._runtime import StepRuntime
     from rlm_rs.sandbox.executor import run_step, warm_up
+    from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest
     from rlm_rs.textfile import TextFile
-    from rlm_rs.v1.sandbox_pb2 import StepRequest
 
     warm_up()
     run_step(StepRequest(code="x = 1"))

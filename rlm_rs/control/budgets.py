@@ -35,9 +35,9 @@ from rlm_rs.domain.budgets import BUDGETS, BudgetField, Budgets, Consumed, ZeroM
 from rlm_rs.domain.records import ExecutionRecord
 from rlm_rs.errors import RlmError
 from rlm_rs.limits import MAX_BATCH_PROMPTS
-from rlm_rs.sandbox.policy import POOL_STEP_CEILINGS, configured_pool_policy, default_policy
+from rlm_rs.sandbox.policy import POOL_STEP_CEILINGS, configured_pool_policy, default_step_limits
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy, StepLimits
 from rlm_rs.v1 import common_pb2
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
 POOL_SOURCE = "the sandbox pool's policy (RLM_SANDBOX_POLICY_JSON)"
 REPORTED_SOURCE = "the sandbox pool's policy, as the pool reports it"
@@ -157,18 +157,21 @@ def merge_budgets(*layers: Any, ceilings: Ceilings = STATIC_CEILINGS) -> Budgets
     return cast(Budgets, merged)
 
 
-def step_policy(budgets: Budgets, *, enable_search: bool) -> SandboxPolicy:
-    policy = default_policy()
-    policy.max_step_seconds = float(budgets["max_step_seconds"])
-    policy.max_spans_per_step = int(budgets["max_spans_per_step"])
-    policy.max_tool_requests_per_step = int(budgets["max_tool_requests_per_step"])
-    policy.max_stdout_chars = int(budgets["max_stdout_chars"])
-    policy.max_state_chars = int(budgets["max_state_chars"])
-    policy.max_llm_prompt_chars = int(budgets["max_llm_prompt_chars"])
-    policy.enable_search = enable_search
-    policy.enable_llm = int(budgets["max_llm_subcalls"]) > 0
-    policy.enable_rlm = int(budgets["max_rlm_subcalls"]) > 0 and int(budgets["max_depth"]) > 0
-    return policy
+def step_limits(budgets: Budgets, *, enable_search: bool) -> StepLimits:
+    """The StepLimits a step of this execution runs under: its per-step
+    budgets and grants; the rest unset (the pool's defaults)."""
+    return StepLimits(
+        max_step_seconds=float(budgets["max_step_seconds"]),
+        max_spans_per_step=int(budgets["max_spans_per_step"]),
+        max_tool_requests_per_step=int(budgets["max_tool_requests_per_step"]),
+        max_stdout_chars=int(budgets["max_stdout_chars"]),
+        max_state_chars=int(budgets["max_state_chars"]),
+        max_llm_prompt_chars=int(budgets["max_llm_prompt_chars"]),
+        max_step_wait_seconds=default_step_limits().max_step_wait_seconds,
+        enable_search=enable_search,
+        enable_llm=int(budgets["max_llm_subcalls"]) > 0,
+        enable_rlm=int(budgets["max_rlm_subcalls"]) > 0 and int(budgets["max_depth"]) > 0,
+    )
 
 
 # the per-step limits a step runs under, shown with what is left

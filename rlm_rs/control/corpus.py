@@ -29,10 +29,10 @@ from pathlib import Path
 from rlm_rs.citations import CitedDocument
 from rlm_rs.domain import PARSED_STATUSES, DocumentRecord
 from rlm_rs.errors import RlmError
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument
 from rlm_rs.storage import Storage
 from rlm_rs.storage.keys import key_of, parsed_session_prefix
 from rlm_rs.textfile import TextFile
-from rlm_rs.v1.sandbox_pb2 import ContextDocument
 
 MAX_OPEN_TEXTS = 256
 DEFAULT_MAX_BYTES = 4 * 1024**3

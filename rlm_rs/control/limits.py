@@ -19,9 +19,9 @@ from typing import Any, NoReturn
 from rlm_rs.canonical import canonical_json
 from rlm_rs.errors import RlmError
 from rlm_rs.sandbox._state import check_json_value
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult
 from rlm_rs.settings import Settings
 from rlm_rs.v1.common_pb2 import ErrorDetail
-from rlm_rs.v1.sandbox_pb2 import StepResult
 
 _MESSAGE_CHARS = 300
 

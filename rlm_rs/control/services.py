@@ -50,6 +50,7 @@ from rlm_rs.limits import (
     MAX_SYNCHRONOUS_TIMEOUT_SECONDS,
     MAX_WAIT_TIMEOUT_SECONDS,
 )
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult
 from rlm_rs.storage import Storage
 from rlm_rs.storage.state import read_state_record
 from rlm_rs.v1 import citation_pb2, citation_pb2_grpc, execution_pb2, execution_pb2_grpc
@@ -63,7 +64,6 @@ from rlm_rs.v1.common_pb2 import (
     SpanRef,
     ToolRequests,
 )
-from rlm_rs.v1.sandbox_pb2 import StepResult
 
 LIST_STEPS_BYTES = 32 * 1024 * 1024  # a ListSteps page; the server sends at most 64 MiB
 EVENT_ID = re.compile(EVENT_ID_PATTERN)

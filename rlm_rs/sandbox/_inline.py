@@ -22,8 +22,8 @@ from rlm_rs import limits
 from rlm_rs.canonical import canonical_json
 from rlm_rs.sandbox._runtime import StepRuntime, StepStop
 from rlm_rs.sandbox._tools import _check_call_options, _int_list, _seq, _span
+from rlm_rs.sandbox.v1.sandbox_pb2 import InlineCall, InlineReply
 from rlm_rs.v1.common_pb2 import LlmBatchRequest, LlmRequest, RlmRequest
-from rlm_rs.v1.sandbox_pb2 import InlineCall, InlineReply
 
 # The channel: one call out, its reply back, within `timeout` seconds.
 Channel = Callable[[InlineCall, float], InlineReply]

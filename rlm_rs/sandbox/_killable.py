@@ -22,8 +22,8 @@ import time
 from collections.abc import Sequence
 
 from rlm_rs.sandbox.policy import with_defaults
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest, StepResult
 from rlm_rs.v1.common_pb2 import ErrorDetail
-from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 
 GRACE_SECONDS = 2.0
 _LENGTH = struct.Struct("!Q")

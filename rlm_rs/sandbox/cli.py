@@ -21,8 +21,8 @@ from typing import Any
 from google.protobuf import json_format
 
 from rlm_rs.canonical import build_offsets, canonicalize_text
-from rlm_rs.sandbox.policy import default_policy
-from rlm_rs.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepRequest, StepResult
+from rlm_rs.sandbox.policy import default_step_limits
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepRequest, StepResult
 
 SANDBOX_COMMANDS: Any = None
 
@@ -36,7 +36,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--doc", action="append", default=[], help="a plain-text document (repeat)")
     run.add_argument("--meta-dir", help="directory with <doc file name>.meta.json files")
     run.add_argument("--state", default="{}", help="the input state as a JSON object")
-    run.add_argument("--limits", default="{}", help="SandboxPolicy fields as a JSON object")
+    run.add_argument(
+        "--limits",
+        default="{}",
+        help="StepLimits fields as a JSON object",
+    )
     run.add_argument("--repl-block", action="store_true", help="require one ```repl block")
     run.add_argument("--in-process", action="store_true", help="skip the pool (development: no OS isolation)")
     run.set_defaults(func=_run)
@@ -58,7 +62,7 @@ def build_request(args: argparse.Namespace, workdir: Path) -> StepRequest:
     state = json.loads(args.state)
     if not isinstance(state, dict):
         raise ValueError("--state must be a JSON object")
-    limits = default_policy()
+    limits = default_step_limits()
     json_format.ParseDict(json.loads(args.limits), limits)
     request = StepRequest(
         code=code,

@@ -31,9 +31,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rlm_rs.errors import RlmError
 from rlm_rs.sandbox.pool._fairness import DEFAULT_MAX_QUEUE_SECONDS
-from rlm_rs.settings import Settings
-from rlm_rs.v1 import sandbox_pb2_grpc
-from rlm_rs.v1.sandbox_pb2 import (
+from rlm_rs.sandbox.v1 import sandbox_pb2_grpc
+from rlm_rs.sandbox.v1.sandbox_pb2 import (
     InlineCall,
     InlineReply,
     PoolStatus,
@@ -43,6 +42,7 @@ from rlm_rs.v1.sandbox_pb2 import (
     StepRequest,
     StepResult,
 )
+from rlm_rs.settings import Settings
 
 # How much longer than the step's own wall-clock limit a caller waits for the
 # pool's answer (the pool kills the worker at the limit and answers itself),

@@ -68,9 +68,9 @@ from rlm_rs.sandbox._step_json import StepJson
 from rlm_rs.sandbox._step_re import StepRe
 from rlm_rs.sandbox._tools import ToolAPI, queued_requests
 from rlm_rs.sandbox.policy import with_defaults
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument, StepRequest, StepResult
 from rlm_rs.textfile import TextFile, read_fd
 from rlm_rs.v1.common_pb2 import ErrorDetail, Final, Span
-from rlm_rs.v1.sandbox_pb2 import ContextDocument, StepRequest, StepResult
 
 __all__ = ["run_step", "warm_up"]
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest, StepResult
 from rlm_rs.v1.common_pb2 import ErrorDetail
-from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 
 _FIELDS = {f.name for f in StepRequest.DESCRIPTOR.fields}
 

@@ -1,9 +1,11 @@
 """The sandbox policy's defaults: the one place every limit's default lives.
 
-`SandboxPolicy` (proto/rlm_rs/v1/sandbox.proto) is the whole per-step policy as
-data. The control plane sends a complete policy with each step; zero numeric
-fields mean "default" and are filled here. Hardening fields in a request are
-never trusted: the pool applies its own configured policy for those.
+`SandboxPolicy` (proto/rlm_rs/sandbox/v1/sandbox.proto) is the pool's
+configuration (RLM_SANDBOX_POLICY_JSON): every cap and hardening knob. It never
+travels with a step. A step carries `StepLimits`, the per-step budgets its
+execution grants; zero numeric fields mean "default" and are filled here
+(`with_defaults`), and the pool runs each at the lower of it and its policy's
+cap (`cap_limits`), naming every limit it lowered (never silently).
 
 Builtins beyond the spec's allowlist (docs/api.md#step-api), each harmless (no object graph, module,
 frame or file is reachable through it; the step's wrappers are in
@@ -40,7 +42,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from rlm_rs.limits import BUDGET_CEILINGS, MAX_CODE_CHARS
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy, StepLimits
 
 # The spec's builtins allowlist (docs/api.md#step-api) plus harmless additions: none of
 # them reaches an object graph, a module, a frame or the file system; the
@@ -116,12 +118,25 @@ def default_policy() -> SandboxPolicy:
     )
 
 
-_NUMERIC_STEP_FIELDS = (
-    "max_step_seconds", "max_instructions", "max_stdout_chars", "max_spans_per_step",
-    "max_tool_requests_per_step", "max_state_chars", "max_code_chars",
-    "max_hits_per_call", "max_regex_seconds", "max_llm_prompt_chars",
-    "max_step_wait_seconds", "max_inline_calls_per_step",
-)  # fmt: skip
+# StepLimits' numeric fields: each also a SandboxPolicy field of the same
+# name and number, whose value in the pool's policy is the cap.
+_BOOL = StepLimits.DESCRIPTOR.fields_by_name["enable_llm"].type
+NUMERIC_STEP_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in StepLimits.DESCRIPTOR.fields if f.type != _BOOL and not f.is_repeated
+)
+_GRANT_FIELDS = ("enable_search", "enable_llm", "enable_rlm")
+
+
+def default_step_limits() -> StepLimits:
+    """The defaults of every step limit (those of default_policy())."""
+    return _step_part(default_policy())
+
+
+def _step_part(policy: SandboxPolicy) -> StepLimits:
+    limits = StepLimits(builtins_allowlist=list(policy.builtins_allowlist))
+    for name in (*NUMERIC_STEP_FIELDS, *_GRANT_FIELDS):
+        setattr(limits, name, getattr(policy, name))
+    return limits
 
 
 # The pool's own caps on the step limits a request may ask for, before
@@ -150,18 +165,55 @@ def configured_pool_policy(overrides: Mapping[str, Any] | None = None) -> Sandbo
         if isinstance(value, list):
             policy.ClearField(name)  # type: ignore[arg-type]
     json_format.ParseDict(dict(overrides or {}), policy)
-    return with_defaults(policy)
+    return policy_with_defaults(policy)
 
 
-def with_defaults(policy: SandboxPolicy | None) -> SandboxPolicy:
-    """A copy of `policy` with every zero numeric step limit and an empty
-    builtins allowlist replaced by the default. Booleans are taken as given."""
+def policy_with_defaults(policy: SandboxPolicy | None) -> SandboxPolicy:
+    """A copy of the pool's `policy` with every zero numeric step limit and an
+    empty builtins allowlist replaced by the default. Booleans are taken as given."""
     defaults = default_policy()
     merged = SandboxPolicy()
     merged.CopyFrom(policy if policy is not None else defaults)
-    for name in _NUMERIC_STEP_FIELDS:
+    for name in NUMERIC_STEP_FIELDS:
         if not getattr(merged, name):
             setattr(merged, name, getattr(defaults, name))
     if not merged.builtins_allowlist:
         merged.builtins_allowlist.extend(defaults.builtins_allowlist)
     return merged
+
+
+def with_defaults(limits: StepLimits | None) -> StepLimits:
+    """A step's complete limits: a copy of `limits` with every zero numeric
+    field and an empty builtins allowlist replaced by the default. Booleans
+    are taken as given; no limits at all means every default."""
+    defaults = default_step_limits()
+    merged = StepLimits()
+    merged.CopyFrom(limits if limits is not None else defaults)
+    for name in NUMERIC_STEP_FIELDS:
+        if not getattr(merged, name):
+            setattr(merged, name, getattr(defaults, name))
+    if not merged.builtins_allowlist:
+        merged.builtins_allowlist.extend(defaults.builtins_allowlist)
+    return merged
+
+
+def cap_limits(requested: StepLimits | None, pool: SandboxPolicy) -> tuple[StepLimits, list[str]]:
+    """The limits a step runs under in the pool: `requested` with defaults
+    (with_defaults), each numeric field at most the pool's cap, builtins
+    narrowed to the pool's allowlist; and the names of the fields lowered.
+    `pool` is complete (policy_with_defaults). Grants are the execution's."""
+    limits = with_defaults(requested)
+    limits.DiscardUnknownFields()  # an old client's hardening fields: never forwarded
+    capped: list[str] = []
+    for name in NUMERIC_STEP_FIELDS:
+        ceiling = getattr(pool, name)
+        if ceiling and getattr(limits, name) > ceiling:
+            setattr(limits, name, ceiling)
+            capped.append(name)
+    allowed = set(pool.builtins_allowlist)
+    names = [n for n in limits.builtins_allowlist if n in allowed]
+    if len(names) != len(limits.builtins_allowlist):
+        capped.append("builtins_allowlist")
+    limits.ClearField("builtins_allowlist")
+    limits.builtins_allowlist.extend(names)
+    return limits, capped

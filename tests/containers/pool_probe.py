@@ -20,14 +20,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rlm_rs.sandbox.client import PoolSandbox
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest, StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepLimits, StepRequest, StepResult
 
 SOCKET = sys.argv[1] if len(sys.argv) > 1 else "/run/rlm/sandbox.sock"
 MEMORY_BOMB = "x = []\nwhile True:\n    x.append('a' * 10**6)"
 
 
 def step(pool: PoolSandbox, code: str, seconds: float = 5.0) -> StepResult:
-    request = StepRequest(code=code, state_json="{}", limits=SandboxPolicy(max_step_seconds=seconds))
+    request = StepRequest(code=code, state_json="{}", limits=StepLimits(max_step_seconds=seconds))
     return pool.run_step(request)
 
 
@@ -36,7 +36,7 @@ def main() -> int:
     checks: dict[str, bool] = {}
     with grpc.insecure_channel(f"unix:{SOCKET}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "rlm_rs.v1.SandboxService/hardened"):
+        for service in ("", "rlm_rs.sandbox.v1.SandboxService/hardened"):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
             status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             out[f"health[{service}]"] = status

@@ -18,7 +18,7 @@ from rlm_rs.sandbox._replies import extract_repl_block
 from rlm_rs.sandbox._restricted import compile_step
 from rlm_rs.sandbox._state import check_json_value, finish_state
 from rlm_rs.sandbox.executor import run_step
-from rlm_rs.v1.sandbox_pb2 import StepRequest
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest
 
 EXAMPLES = int(os.environ.get("RLM_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

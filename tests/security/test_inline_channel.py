@@ -26,14 +26,20 @@ import pytest
 
 from rlm_rs.sandbox.client import PoolSandbox
 from rlm_rs.sandbox.pool import _wire
-from rlm_rs.v1.sandbox_pb2 import InlineCall, InlineReply, SandboxPolicy, StepRequest, StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import (
+    InlineCall,
+    InlineReply,
+    StepLimits,
+    StepRequest,
+    StepResult,
+)
 
 pytestmark = pytest.mark.root
 
 # Step code (policy layers off) that writes frames on the worker's socket.
 FRAMES = (
     "import os, struct\n"
-    "from rlm_rs.v1.sandbox_pb2 import InlineCall\n"
+    "from rlm_rs.sandbox.v1.sandbox_pb2 import InlineCall\n"
     "from rlm_rs.v1.common_pb2 import LlmRequest\n"
     "def frame(kind, req_id, payload):\n"
     "    os.write(3, struct.pack('!IBQH', len(payload), kind, req_id, 0) + payload)\n"
@@ -70,7 +76,7 @@ def run(
         execution_id=execution_id,
         code=code,
         state_json="{}",
-        limits=SandboxPolicy(max_step_seconds=5.0, enable_llm=True, enable_rlm=True, **limits),  # type: ignore[arg-type]
+        limits=StepLimits(max_step_seconds=5.0, enable_llm=True, enable_rlm=True, **limits),  # type: ignore[arg-type]
         unsafe_disable_policy_layers=unsafe,
     )
     return pool.run_step(request, inline=relay)
@@ -132,7 +138,7 @@ def test_a_flood_of_frames_stops_at_the_call_limit_in_the_front(os_only_pool: Po
 def test_frames_after_the_result_are_never_relayed(os_only_pool: PoolSandbox) -> None:
     relay = Relay()
     code = (
-        FRAMES + "from rlm_rs.v1.sandbox_pb2 import StepResult\n"
+        FRAMES + "from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult\n"
         "frame(3, 1, StepResult(success=True, stdout='done').SerializeToString())\n"
         "for i in range(1, 4):\n    frame(13, i, call(i, 'late'))\n"
         "os.read(3, 1)"

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from rlm_rs.sandbox.lambda_handler import request_from_event, result_to_event
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult
 from rlm_rs.v1.common_pb2 import ErrorDetail, Span
-from rlm_rs.v1.sandbox_pb2 import StepResult
 
 
 def test_event_becomes_a_step_request_with_tool_results_in_state() -> None:

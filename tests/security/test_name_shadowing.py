@@ -21,13 +21,13 @@ from rlm_rs.sandbox._restricted import Guards
 from rlm_rs.sandbox._runtime import StepRuntime
 from rlm_rs.sandbox.client import InProcessSandbox, PoolSandbox
 from rlm_rs.sandbox.policy import default_policy
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest, StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepLimits, StepRequest, StepResult
 
 
 def _run(code: str, sandbox: InProcessSandbox | PoolSandbox | None = None) -> StepResult:
     request = StepRequest(
         tenant_id="t", session_id="s", execution_id="e", code=code, state_json="{}",
-        limits=SandboxPolicy(max_step_seconds=5.0),
+        limits=StepLimits(max_step_seconds=5.0),
     )  # fmt: skip
     return (sandbox or InProcessSandbox()).run_step(request)
 

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from rlm_rs.sandbox.client import PoolSandbox
-from rlm_rs.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepRequest, StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument, StepLimits, StepRequest, StepResult
 
 pytestmark = pytest.mark.root
 
@@ -32,7 +32,7 @@ def run(pool: PoolSandbox, code: str, *, seconds: float = 5.0, **kwargs: object)
         execution_id="e",
         code=code,
         state_json="{}",
-        limits=SandboxPolicy(max_step_seconds=seconds),
+        limits=StepLimits(max_step_seconds=seconds),
         unsafe_disable_policy_layers=True,
         **kwargs,  # type: ignore[arg-type]
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from rlm_rs.sandbox.client import InProcessSandbox, PoolSandbox
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest, StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepLimits, StepRequest, StepResult
 
 pytestmark = pytest.mark.root
 
@@ -126,7 +126,7 @@ def _request(code: str, *, unsafe: bool, seconds: float = 5.0) -> StepRequest:
         execution_id="e",
         code=code,
         state_json="{}",
-        limits=SandboxPolicy(max_step_seconds=seconds),
+        limits=StepLimits(max_step_seconds=seconds),
         unsafe_disable_policy_layers=unsafe,
     )
 

@@ -15,7 +15,7 @@ import platform
 import time
 
 from rlm_rs.sandbox.client import PoolSandbox
-from rlm_rs.v1.sandbox_pb2 import StepRequest
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest
 
 _RECVMSG = {"x86_64": 47, "aarch64": 212}[platform.machine()]
 

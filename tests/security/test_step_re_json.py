@@ -15,7 +15,7 @@ from rlm_rs.sandbox._runtime import StepRuntime
 from rlm_rs.sandbox._step_json import StepJson
 from rlm_rs.sandbox._step_re import StepRe
 from rlm_rs.sandbox.client import InProcessSandbox, PoolSandbox
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest, StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepLimits, StepRequest, StepResult
 
 EVIL = r"(a|aa)+$"  # exponential even for the `regex` engine (measured: minutes at 40 chars)
 SUBJECT = "'a' * 40 + 'b'"
@@ -24,7 +24,7 @@ SUBJECT = "'a' * 40 + 'b'"
 def _run(code: str, sandbox: InProcessSandbox | PoolSandbox | None = None, **limits: float) -> StepResult:
     request = StepRequest(
         tenant_id="t", session_id="s", execution_id="e", code=code, state_json="{}",
-        limits=SandboxPolicy(max_step_seconds=limits.get("seconds", 10.0),
+        limits=StepLimits(max_step_seconds=limits.get("seconds", 10.0),
                              max_regex_seconds=limits.get("regex_seconds", 0.2)),
     )  # fmt: skip
     return (sandbox or InProcessSandbox()).run_step(request)

@@ -5,9 +5,9 @@ internal StepResult, and `public_step` copies exactly those."""
 from __future__ import annotations
 
 from rlm_rs.control.services import public_step
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult
 from rlm_rs.v1 import execution_pb2
 from rlm_rs.v1.common_pb2 import ErrorDetail, Final, Span
-from rlm_rs.v1.sandbox_pb2 import StepResult
 
 
 def test_every_public_field_has_its_internal_counterpart() -> None:

@@ -41,8 +41,8 @@ from rlm_rs.domain import (
 from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.observability import bind_log_context, get_logger, logged_execution
 from rlm_rs.providers.base import CallContext, Completion, ProviderError
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument
 from rlm_rs.tracing import span as trace_span
-from rlm_rs.v1.sandbox_pb2 import ContextDocument
 
 ROOT_MAX_TOKENS = 4096
 log = get_logger(component="engine")

@@ -32,11 +32,11 @@ from rlm_rs.domain import (
 )
 from rlm_rs.providers.base import Provider
 from rlm_rs.sandbox.client import SandboxClient
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
 from rlm_rs.storage.search import SearchIndex
 from rlm_rs.v1.common_pb2 import ToolRequests
-from rlm_rs.v1.sandbox_pb2 import StepResult
 
 
 def _context(

@@ -35,10 +35,10 @@ from rlm_rs.observability import (
     EXECUTION_TURNS,
     EXECUTIONS,
 )
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument
 from rlm_rs.storage import keys
 from rlm_rs.storage.metadata import now_iso
 from rlm_rs.v1.common_pb2 import Span, SpanRef
-from rlm_rs.v1.sandbox_pb2 import ContextDocument
 
 CONTEXTS_INLINE_LIMIT_CHARS = 256_000
 TurnSpans = list[tuple[int, list[Span]]]

@@ -29,8 +29,8 @@ from rlm_rs.control.tools import Resolution
 from rlm_rs.control.validation import check_tool_requests
 from rlm_rs.domain import Consumed, EventType, ExecutionRecord, ExecutionStatus, SessionRecord
 from rlm_rs.errors import RlmError
+from rlm_rs.sandbox.v1.sandbox_pb2 import InlineCall, InlineReply
 from rlm_rs.v1.common_pb2 import ToolRequests
-from rlm_rs.v1.sandbox_pb2 import InlineCall, InlineReply
 
 KEY_PREFIX = "inline#"
 POLL_SECONDS = 0.25

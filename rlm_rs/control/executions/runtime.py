@@ -30,8 +30,8 @@ from rlm_rs.control.tools import Resolution
 from rlm_rs.domain import ExecutionMode, ExecutionRecord, ExecutionStatus
 from rlm_rs.errors import BudgetExceeded, ConflictError, RlmError
 from rlm_rs.observability import logged_execution
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult
 from rlm_rs.v1.common_pb2 import ToolRequests
-from rlm_rs.v1.sandbox_pb2 import StepResult
 
 
 @logged_execution

@@ -22,9 +22,9 @@ from rlm_rs.canonical import build_offsets, canonical_json
 from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.domain import ExecutionRecord, Piece
 from rlm_rs.errors import RlmError
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument
 from rlm_rs.textfile import TextFile
 from rlm_rs.v1.common_pb2 import RlmRequest, Span
-from rlm_rs.v1.sandbox_pb2 import ContextDocument
 
 MAX_SUBCORPUS_CHARS = 50_000_000
 

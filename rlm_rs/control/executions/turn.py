@@ -21,7 +21,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_
 
 from rlm_rs import codec
 from rlm_rs.canonical import canonical_json
-from rlm_rs.control.budgets import deadline_epoch, snapshot, step_policy
+from rlm_rs.control.budgets import deadline_epoch, snapshot, step_limits
 from rlm_rs.control.costs import cost_spent
 from rlm_rs.control.executions.children import run_children
 from rlm_rs.control.executions.context import Context
@@ -44,11 +44,10 @@ from rlm_rs.domain import (
 from rlm_rs.errors import RlmError, SandboxUnavailable
 from rlm_rs.observability import bind_log_context, get_logger
 from rlm_rs.providers.base import Completion
-from rlm_rs.sandbox.policy import with_defaults
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest, StepResult
 from rlm_rs.storage.metadata import step_sk
 from rlm_rs.tracing import span as trace_span
 from rlm_rs.v1.common_pb2 import ErrorDetail, ToolRequests
-from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 
 SANDBOX_RETRY_SECONDS = 20.0
 log = get_logger(component="engine")
@@ -108,7 +107,7 @@ def step_request(
     budgets = execution["budgets_requested"]
     budgets_left = snapshot(budgets, execution["budgets_consumed"], started_epoch=execution["started_epoch"])
     enable_search = bool((session.get("options") or {}).get("enable_search"))
-    limits = with_defaults(step_policy(budgets, enable_search=enable_search))
+    limits = step_limits(budgets, enable_search=enable_search)
     # waiting on inline calls counts against max_total_seconds: never past it
     limits.max_step_wait_seconds = max(
         0.001, min(limits.max_step_wait_seconds, deadline_epoch(execution) - time.time())

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from rlm_rs.sandbox.pool import _linux
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy
 
 _ROOT = Path("/sys/fs/cgroup")
 MIB = 1024 * 1024

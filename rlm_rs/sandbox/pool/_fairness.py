@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy
 
 DEFAULT_RESERVE_WORKERS = 1
 DEFAULT_MAX_QUEUED_STEPS_PER_TENANT = 16

@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from rlm_rs.sandbox.pool import _linux
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy
 
 # What the direct path needs in the effective set: namespaces, mounts and setns
 # (CAP_SYS_ADMIN); the workers' uid/gid switch (CAP_SETUID, CAP_SETGID); clearing

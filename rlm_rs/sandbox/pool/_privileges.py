@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from rlm_rs.sandbox.pool import _linux
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy
 
 # CAP_SETUID, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE, the last one:
 # spot checks of the bounding set the zygote cleared (reading all 41 costs

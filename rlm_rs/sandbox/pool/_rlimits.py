@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import resource
 
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy
 
 MIB = 1024 * 1024
 # Room for mmapped documents before the request says how big they are.

@@ -23,7 +23,7 @@ import tempfile
 
 import pyseccomp as sc
 
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy
 
 # Answered with EPERM instead of a kill: probes CPython makes on its own
 # (tracebacks read source lines, isatty, locale); none can succeed anyway.

@@ -30,8 +30,8 @@ from rlm_rs.sandbox.pool import (
     _rlimits,
     _wire,
 )
+from rlm_rs.sandbox.v1.sandbox_pb2 import InlineCall, InlineReply, SandboxPolicy, StepRequest, StepResult
 from rlm_rs.v1.common_pb2 import ErrorDetail
-from rlm_rs.v1.sandbox_pb2 import InlineCall, InlineReply, SandboxPolicy, StepRequest, StepResult
 
 WORKER_FD = 3
 # Workers are hardened and wait at WORKER_NICENESS; a step the front marks as

@@ -17,8 +17,8 @@ from typing import Any
 
 from rlm_rs.sandbox.pool import _wire
 from rlm_rs.sandbox.pool._namespaces import holds_pool_capabilities
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy
 from rlm_rs.settings import Settings
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
 
 
 def probe_layers(policy: SandboxPolicy, timeout: float = 60.0) -> dict[str, Any]:

@@ -6,8 +6,10 @@ fairly across tenants (_fairness.py), opens each manifest document read-only
 (text, then offsets if set, then meta if set, in manifest order) and passes the
 fds with the request over a Unix socket to a warm worker it has checked is
 alive (a dead idle worker is dropped, never handed a step). It applies the
-pool's own policy to every request: step limits are capped at the pool's,
-hardening fields are always the pool's (never a request's).
+pool's own policy (configuration, never sent with a step) to every request:
+the step's StepLimits run at most at the pool's caps, each lowered one named in
+the result's capped_limits; hardening is the pool's alone (a request cannot
+express it).
 """
 
 from __future__ import annotations
@@ -45,35 +47,30 @@ from rlm_rs.observability import (
     get_logger,
     serve_metrics,
 )
-from rlm_rs.sandbox.policy import configured_pool_policy, with_defaults
+from rlm_rs.sandbox.policy import cap_limits, configured_pool_policy, policy_with_defaults
 from rlm_rs.sandbox.pool import _wire
 from rlm_rs.sandbox.pool._fairness import FairScheduler, FairShare, SlotRefused
 from rlm_rs.sandbox.pool._worker import EXTRA_STEP_NICENESS, RUN_PREFIX, WORKER_NICENESS
 from rlm_rs.sandbox.pool.zygote import DISPATCH_PAYLOAD, FATE_PAYLOAD, PAUSE_PAYLOAD
-from rlm_rs.settings import Settings
-from rlm_rs.v1 import sandbox_pb2, sandbox_pb2_grpc
-from rlm_rs.v1.common_pb2 import ErrorDetail
-from rlm_rs.v1.sandbox_pb2 import (
+from rlm_rs.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
+from rlm_rs.sandbox.v1.sandbox_pb2 import (
     InlineCall,
     InlineReply,
     LayerStatus,
     PoolStatus,
     SandboxPolicy,
     StepInput,
+    StepLimits,
     StepOutput,
     StepRequest,
     StepResult,
 )
+from rlm_rs.settings import Settings
+from rlm_rs.v1.common_pb2 import ErrorDetail
 
 UNSAFE_ENV = "RLM_SANDBOX_ALLOW_UNSAFE_TEST_MODE"
-SERVICE_NAME = "rlm_rs.v1.SandboxService"
-HARDENED_HEALTH_NAME = "rlm_rs.v1.SandboxService/hardened"
-_CAPPED_STEP_FIELDS = (
-    "max_step_seconds", "max_instructions", "max_stdout_chars", "max_spans_per_step",
-    "max_tool_requests_per_step", "max_state_chars", "max_code_chars", "max_hits_per_call",
-    "max_regex_seconds", "max_llm_prompt_chars", "max_step_wait_seconds", "max_inline_calls_per_step",
-)  # fmt: skip
-_HARDENING_FIELDS = tuple(f.name for f in SandboxPolicy.DESCRIPTOR.fields if f.number >= 20)
+SERVICE_NAME = "rlm_rs.sandbox.v1.SandboxService"
+HARDENED_HEALTH_NAME = "rlm_rs.sandbox.v1.SandboxService/hardened"
 # Extra time the front waits beyond the step's own limit before giving up on
 # the zygote (which enforces the real limit itself).
 _FRONT_SLACK_SECONDS = 15.0
@@ -101,30 +98,6 @@ class PoolUnavailable(Exception):
 def pool_policy(settings: Settings | None = None) -> SandboxPolicy:
     """The pool's own policy: the defaults, then RLM_SANDBOX_POLICY_JSON."""
     return configured_pool_policy(settings.sandbox_policy_json if settings is not None else None)
-
-
-def merge_limits(requested: SandboxPolicy | None, pool: SandboxPolicy) -> SandboxPolicy:
-    """A request's limits as the pool will run them: step limits filled with
-    defaults and capped at the pool's, hardening fields replaced by the pool's.
-    `None` (the request set no limits) means the defaults, as in-process."""
-    merged = with_defaults(requested)
-    for name in _CAPPED_STEP_FIELDS:
-        ceiling = getattr(pool, name)
-        if ceiling and getattr(merged, name) > ceiling:
-            setattr(merged, name, ceiling)
-    allowed = set(pool.builtins_allowlist)
-    names = [n for n in merged.builtins_allowlist if n in allowed]
-    merged.ClearField("builtins_allowlist")
-    merged.builtins_allowlist.extend(names)
-    for name in _HARDENING_FIELDS:
-        merged.ClearField(name)  # type: ignore[arg-type]
-    for desc, value in pool.ListFields():
-        if desc.name in _HARDENING_FIELDS:
-            if desc.is_repeated:
-                getattr(merged, desc.name).extend(value)
-            else:
-                setattr(merged, desc.name, value)
-    return merged
 
 
 def open_documents(request: StepRequest, root: str | None = None) -> tuple[list[int], int]:
@@ -346,8 +319,18 @@ class PoolFront:
             self.scheduler.release(request.tenant_id)
 
     def _run_admitted(self, request: StepRequest, niceness: int) -> Conversation:
+        """The step at min(its StepLimits, the pool's caps); the result names
+        every limit the pool lowered (capped_limits), whatever the outcome."""
         requested = request.limits if request.HasField("limits") else None
-        limits = merge_limits(requested, self.policy)
+        limits, capped = cap_limits(requested, self.policy)
+        if capped:
+            _log().warning("sandbox_step_limits_capped", execution_id=request.execution_id, capped=capped)
+        result = yield from self._run_limited(request, limits, niceness)
+        result.ClearField("capped_limits")  # the pool's to say, never a worker's
+        result.capped_limits.extend(capped)
+        return result
+
+    def _run_limited(self, request: StepRequest, limits: StepLimits, niceness: int) -> Conversation:
         outgoing = StepRequest()
         outgoing.CopyFrom(request)
         outgoing.limits.CopyFrom(limits)
@@ -391,7 +374,7 @@ class PoolFront:
         return result
 
     def _exchange(
-        self, payload: bytes, fds: list[int], limits: SandboxPolicy
+        self, payload: bytes, fds: list[int], limits: StepLimits
     ) -> Generator[InlineCall, InlineReply, tuple[_wire.Frame | None, int, Refusal | None]]:
         """Send the step to a live warm worker, relay its inline calls, read its
         answer (frame None: it died; a Refusal: it broke the channel's rules
@@ -421,7 +404,7 @@ class PoolFront:
                     reader.close_fds()  # a worker has no business sending fds
 
     def _converse(
-        self, worker: _WarmWorker, reader: _wire.FrameReader, limits: SandboxPolicy
+        self, worker: _WarmWorker, reader: _wire.FrameReader, limits: StepLimits
     ) -> Generator[InlineCall, InlineReply, tuple[_wire.Frame | None, int, Refusal | None]]:
         """Frames from a worker running its step: CALL frames are relayed (up
         to max_inline_calls_per_step, numbered 1, 2, ..., each well-formed and
@@ -641,18 +624,45 @@ def serve(
     document_root: str | None = None,
     ready: threading.Event | None = None,
 ) -> int:
-    front = PoolFront(
-        policy,
+    """Run the pool on `socket_path` until SIGTERM/SIGINT or the zygote exits."""
+    front = PoolFront(policy, strict=strict, allow_unsafe=allow_unsafe, document_root=document_root)
+    server, health_servicer = _grpc_server(front)
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    server.add_insecure_port(f"unix:{socket_path}")
+    server.start()
+    os.chmod(socket_path, 0o660)
+    missing = _announce(front, health_servicer)
+    _log().info(
+        "sandbox_pool_started",
+        socket=socket_path,
         strict=strict,
+        missing_layers=missing,
         allow_unsafe=allow_unsafe,
-        document_root=document_root,
     )
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    if ready is not None:
+        ready.set()
+    _watch(front, health_servicer, stopping)
+    health_servicer.enter_graceful_shutdown()
+    server.stop(2).wait()
+    front.stop()
+    with contextlib.suppress(OSError):
+        os.unlink(socket_path)
+    return 0 if front.process.returncode in (0, None) or stopping.is_set() else 1
+
+
+def _grpc_server(front: PoolFront) -> tuple[grpc.Server, health.HealthServicer]:
+    """SandboxService, health and reflection on a thread pool sized for fairness.
+
+    Waiting steps hold a thread each: enough threads that the fair queues,
+    not gRPC's own first-come queue in front of the thread pool, decide who
+    runs next (eight tenants with full queues); beyond that gRPC refuses at
+    once (RESOURCE_EXHAUSTED) instead of queueing unfairly."""
     from rlm_rs.tracing import ServerTracingInterceptor
 
-    # Waiting steps hold a thread each: enough threads that the fair queues,
-    # not gRPC's own first-come queue in front of the thread pool, decide who
-    # runs next (eight tenants with full queues); beyond that gRPC refuses at
-    # once (RESOURCE_EXHAUSTED) instead of queueing unfairly.
     share = front.scheduler.share
     threads = share.capacity + 8 * share.max_queued_steps_per_tenant + 4
     server = grpc.server(
@@ -675,45 +685,32 @@ def serve(
         ),
         server,
     )
-    if os.path.exists(socket_path):
-        os.unlink(socket_path)
-    server.add_insecure_port(f"unix:{socket_path}")
-    server.start()
-    os.chmod(socket_path, 0o660)
+    return server, health_servicer
+
+
+def _announce(front: PoolFront, health_servicer: health.HealthServicer) -> list[str]:
+    """Health SERVING; the hardened name only when every isolation layer is
+    active on this host (degradation is visible in health too). Returns the
+    missing layers."""
     missing = [layer["name"] for layer in front.hello["layers"] if not layer["active"]]
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, serving)
-    # Degradation is visible in health too: this name serves only when every
-    # isolation layer is active on this host.
     health_servicer.set(
         HARDENED_HEALTH_NAME,
         serving if not missing else health_pb2.HealthCheckResponse.NOT_SERVING,
     )
-    _log().info(
-        "sandbox_pool_started",
-        socket=socket_path,
-        strict=strict,
-        missing_layers=missing,
-        allow_unsafe=allow_unsafe,
-    )
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
-    if ready is not None:
-        ready.set()
+    return missing
+
+
+def _watch(front: PoolFront, health_servicer: health.HealthServicer, stopping: threading.Event) -> None:
+    """Until asked to stop; a zygote that exits turns health NOT_SERVING and ends the pool."""
     while not stopping.wait(0.5):
         if not front.alive:
             for name in ("", SERVICE_NAME, HARDENED_HEALTH_NAME):
                 health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
             _log().error("sandbox_zygote_exited", exit_code=front.process.poll())
             break
-    health_servicer.enter_graceful_shutdown()
-    server.stop(2).wait()
-    front.stop()
-    with contextlib.suppress(OSError):
-        os.unlink(socket_path)
-    return 0 if front.process.returncode in (0, None) or stopping.is_set() else 1
 
 
 def _str_or_none(path: object) -> str | None:
@@ -731,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, component="sandbox-pool")
     serve_metrics(settings.metrics_port)
     if args.policy_b64:
-        policy = with_defaults(SandboxPolicy.FromString(base64.b64decode(args.policy_b64)))
+        policy = policy_with_defaults(SandboxPolicy.FromString(base64.b64decode(args.policy_b64)))
     else:
         policy = pool_policy(settings)
     try:

@@ -42,7 +42,7 @@ from rlm_rs.sandbox.pool import (
     _wire,
     _worker,
 )
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy
+from rlm_rs.sandbox.v1.sandbox_pb2 import SandboxPolicy
 
 # Layers in the order they are applied, with what each one stops.
 LAYERS: tuple[tuple[str, str], ...] = (

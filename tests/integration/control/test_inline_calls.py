@@ -14,9 +14,9 @@ from typing import Any
 from rlm_rs.domain.records import ExecutionRecord
 from rlm_rs.providers.base import CallContext, Completion
 from rlm_rs.sandbox.client import Inline, InProcessSandbox
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest, StepResult
 from rlm_rs.v1 import execution_pb2
 from rlm_rs.v1.common_pb2 import Budgets
-from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 from tests.integration.control.conftest import NOTES, REPORT, Api, control_plane
 from tests.integration.control.test_executions import block, start
 

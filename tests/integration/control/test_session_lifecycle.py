@@ -17,9 +17,9 @@ import grpc
 import pytest
 
 from rlm_rs.sandbox.client import InProcessSandbox
+from rlm_rs.sandbox.v1.sandbox_pb2 import PoolStatus, StepRequest, StepResult
 from rlm_rs.v1 import citation_pb2, execution_pb2, session_pb2
 from rlm_rs.v1.common_pb2 import LlmRequest, ToolRequests
-from rlm_rs.v1.sandbox_pb2 import PoolStatus, StepRequest, StepResult
 from tests.integration.control.conftest import Api, control_plane, error_code
 
 READ_AND_QUEUE = (

@@ -17,10 +17,10 @@ from grpc_status import rpc_status
 
 from rlm_rs.control.executions.claims import StepClaim
 from rlm_rs.errors import RlmError
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest, StepResult
 from rlm_rs.storage.state import load_state
 from rlm_rs.v1 import execution_pb2
 from rlm_rs.v1.common_pb2 import LlmRequest, ToolRequests
-from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 from tests.integration.control.conftest import Api
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from rlm_rs.control.costs import PriceTable
 from rlm_rs.domain.records import ErrorRecord, ExecutionRecord
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest, StepResult
 from rlm_rs.v1 import execution_pb2
-from rlm_rs.v1.sandbox_pb2 import StepRequest, StepResult
 from tests.integration.control.conftest import Api
 
 

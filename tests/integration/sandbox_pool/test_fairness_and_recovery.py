@@ -16,7 +16,7 @@ import pytest
 
 from rlm_rs.sandbox.client import PoolSandbox, temporary_pool
 from rlm_rs.sandbox.pool.server import pool_policy
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest, StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepLimits, StepRequest, StepResult
 
 pytestmark = pytest.mark.root
 
@@ -42,7 +42,7 @@ def heavy_step() -> StepRequest:
         code=f"import time\ntime.sleep({HEAVY_SECONDS})\nprint('slept')",
         state_json="{}",
         unsafe_disable_policy_layers=True,
-        limits=SandboxPolicy(max_step_seconds=HEAVY_SECONDS + 5),
+        limits=StepLimits(max_step_seconds=HEAVY_SECONDS + 5),
     )
 
 

@@ -8,11 +8,17 @@ import json
 import time
 
 from rlm_rs.sandbox.client import PoolSandbox
-from rlm_rs.v1.sandbox_pb2 import InlineCall, InlineReply, SandboxPolicy, StepRequest, StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import (
+    InlineCall,
+    InlineReply,
+    StepLimits,
+    StepRequest,
+    StepResult,
+)
 
 
 def run(pool: PoolSandbox, code: str, inline: object, **limits: float) -> StepResult:
-    policy = SandboxPolicy(max_step_seconds=1.0, enable_llm=True, enable_rlm=True, **limits)  # type: ignore[arg-type]
+    policy = StepLimits(max_step_seconds=1.0, enable_llm=True, enable_rlm=True, **limits)  # type: ignore[arg-type]
     return pool.run_step(StepRequest(code=code, state_json="{}", limits=policy), inline=inline)  # type: ignore[arg-type]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import psutil
 import pytest
+from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -23,10 +24,11 @@ from rlm_rs.sandbox.client import (
     make_sandbox_client,
     temporary_pool,
 )
+from rlm_rs.sandbox.policy import cap_limits, default_policy
 from rlm_rs.sandbox.pool.doctor import run_doctor
-from rlm_rs.sandbox.pool.server import HARDENED_HEALTH_NAME, merge_limits, pool_policy
+from rlm_rs.sandbox.pool.server import HARDENED_HEALTH_NAME, pool_policy
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepLimits, StepRequest, StepResult
 from rlm_rs.settings import Settings
-from rlm_rs.v1.sandbox_pb2 import ContextDocument, SandboxPolicy, StepRequest, StepResult
 
 pytestmark = pytest.mark.root
 
@@ -36,7 +38,7 @@ def unsafe(code: str, **kwargs: object) -> StepRequest:
         code=code,
         state_json="{}",
         unsafe_disable_policy_layers=True,
-        limits=SandboxPolicy(max_step_seconds=5),
+        limits=StepLimits(max_step_seconds=5),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -52,7 +54,7 @@ def test_trivial_step_runs_in_the_pool(pool: PoolSandbox) -> None:
 def test_health_serves_every_name(pool: PoolSandbox) -> None:
     with grpc.insecure_channel(f"unix:{pool.socket_path}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        for name in ("", "rlm_rs.v1.SandboxService", HARDENED_HEALTH_NAME):
+        for name in ("", "rlm_rs.sandbox.v1.SandboxService", HARDENED_HEALTH_NAME):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
 
@@ -63,7 +65,7 @@ def test_reflection_lists_the_sandbox_service(pool: PoolSandbox) -> None:
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         reply = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=5)))
         names = {s.name for s in reply.list_services_response.service}
-    assert {"rlm_rs.v1.SandboxService", "grpc.health.v1.Health"} <= names
+    assert {"rlm_rs.sandbox.v1.SandboxService", "grpc.health.v1.Health"} <= names
 
 
 def test_status_reports_every_layer_active(pool: PoolSandbox) -> None:
@@ -92,25 +94,35 @@ def test_unsafe_flag_is_refused_without_test_mode(pool: PoolSandbox) -> None:
 
 
 def test_hardening_fields_in_a_request_are_ignored(unsafe_pool: PoolSandbox) -> None:
+    """StepLimits cannot express hardening; a client that still sends a whole
+    SandboxPolicy in its place (the old wire) gets the pool's hardening anyway."""
     request = unsafe("import socket\nsocket.socket()")
-    request.limits.seccomp_enabled = False
-    request.limits.clone_newnet = False
-    request.limits.sandbox_uid = 0
+    old = SandboxPolicy(max_step_seconds=5, seccomp_allowlist=["socket", "connect"], sandbox_uid=1)
+    request.limits.MergeFromString(old.SerializeToString())
+    assert len(UnknownFieldSet(request.limits)) == 3  # they travel to the pool as they are
     result = unsafe_pool.run_step(request)
     assert result.error.code == "LAMBDA_ERROR"
     assert json.loads(result.error.details_json)["exit"]["signal"] == "SIGSYS"
 
 
-def test_step_limits_are_capped_by_the_pool_and_hardening_is_the_pools() -> None:
+def test_step_limits_are_capped_by_the_pool_and_every_cap_is_named() -> None:
     pool = pool_policy()
-    requested = SandboxPolicy(max_step_seconds=10_000, max_stdout_chars=5, sandbox_uid=0)
+    requested = StepLimits(max_step_seconds=10_000, max_stdout_chars=5)
     requested.builtins_allowlist.extend(["print", "eval"])
-    merged = merge_limits(requested, pool)
+    merged, capped = cap_limits(requested, pool)
     assert merged.max_step_seconds == pool.max_step_seconds
     assert merged.max_stdout_chars == 5
-    assert merged.sandbox_uid == pool.sandbox_uid
+    assert merged.max_instructions == default_policy().max_instructions  # unset: the default
     assert list(merged.builtins_allowlist) == ["print"]
-    assert list(merged.seccomp_allowlist) == list(pool.seccomp_allowlist)
+    assert capped == ["max_step_seconds", "builtins_allowlist"]
+
+
+def test_a_capped_limit_is_named_in_the_result(pool: PoolSandbox) -> None:
+    request = StepRequest(code="print(1)", state_json="{}", limits=StepLimits(max_step_seconds=10_000))
+    result = pool.run_step(request)
+    assert result.success, result.error
+    assert list(result.capped_limits) == ["max_step_seconds"]
+    assert not pool.run_step(StepRequest(code="print(1)", state_json="{}")).capped_limits
 
 
 def test_documents_arrive_as_fds_in_manifest_order(unsafe_pool: PoolSandbox, tmp_path: Path) -> None:
@@ -168,7 +180,7 @@ def test_concurrent_steps_each_get_a_fresh_worker(unsafe_pool: PoolSandbox) -> N
 def test_unreachable_pool_raises_lambda_error(tmp_path: Path) -> None:
     client = PoolSandbox(str(tmp_path / "nothing.sock"))
     with pytest.raises(RlmError) as caught:
-        client.run_step(StepRequest(code="print(1)", limits=SandboxPolicy(max_step_seconds=0.1)))
+        client.run_step(StepRequest(code="print(1)", limits=StepLimits(max_step_seconds=0.1)))
     assert caught.value.code == "LAMBDA_ERROR"
     client.close()
 
@@ -279,7 +291,7 @@ def test_sigkill_of_a_busy_worker_in_the_production_pool(pool: PoolSandbox) -> N
     request = StepRequest(
         code="while True:\n    pass",
         state_json='{"keep": 1}',
-        limits=SandboxPolicy(max_step_seconds=20, max_instructions=10**12),
+        limits=StepLimits(max_step_seconds=20, max_instructions=10**12),
     )
     thread = threading.Thread(target=lambda: outcome.append(pool.run_step(request)))
     thread.start()

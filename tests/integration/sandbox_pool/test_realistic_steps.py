@@ -12,7 +12,7 @@ import pytest
 
 from rlm_rs.canonical import build_offsets
 from rlm_rs.sandbox.client import PoolSandbox
-from rlm_rs.v1.sandbox_pb2 import ContextDocument, StepRequest
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument, StepRequest
 
 pytestmark = pytest.mark.root
 

@@ -15,8 +15,8 @@ import pytest
 from rlm_rs.control.prompts import examples, system_prompt
 from rlm_rs.sandbox._replies import code_blocks
 from rlm_rs.sandbox.executor import run_step
-from rlm_rs.sandbox.policy import default_policy
-from rlm_rs.v1.sandbox_pb2 import ContextDocument, InlineCall, InlineReply, StepRequest
+from rlm_rs.sandbox.policy import default_step_limits
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument, InlineCall, InlineReply, StepRequest
 from tests.unit.sandbox.conftest import write_docs
 
 RECORDS = "".join(
@@ -60,7 +60,7 @@ def test_every_example_in_the_prompt_runs_unchanged(
     blocks = code_blocks(prompt)
     assert blocks == code_blocks(examples(subcalls=subcalls, rlm=rlm, contexts=contexts))
     assert len(blocks) == 2 + 3 * subcalls + rlm
-    policy = default_policy()
+    policy = default_step_limits()
     policy.enable_llm, policy.enable_rlm = subcalls, rlm
     state: dict[str, object] = {"work": {}}
     for code in blocks:

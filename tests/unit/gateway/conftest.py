@@ -118,7 +118,7 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
 
 
 def common_step(request: Any) -> Any:
-    from rlm_rs.v1 import sandbox_pb2
+    from rlm_rs.sandbox.v1 import sandbox_pb2
 
     return sandbox_pb2.StepResult(
         success=True,

@@ -11,8 +11,8 @@ import pytest
 
 from rlm_rs.canonical import build_offsets, canonicalize_text
 from rlm_rs.sandbox.executor import run_step
-from rlm_rs.sandbox.policy import default_policy
-from rlm_rs.v1.sandbox_pb2 import ContextDocument, StepRequest, StepResult
+from rlm_rs.sandbox.policy import default_step_limits
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument, StepRequest, StepResult
 
 CORPUS = [
     "Annual report 2024\n\nRevenue grew 12% to $4.2M. The CEO, Ana Souza, said growth came "
@@ -86,7 +86,7 @@ def run(corpus: list[ContextDocument]) -> Runner:
         **limits: Any,
     ) -> StepResult:
         require_block = bool(limits.pop("require_repl_block", False))
-        policy = default_policy()
+        policy = default_step_limits()
         for name, value in limits.items():
             setattr(policy, name, value)
         request = StepRequest(

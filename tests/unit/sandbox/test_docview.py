@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm_rs.v1.sandbox_pb2 import StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult
 from tests.unit.sandbox.conftest import CORPUS, Runner, state_of, write_docs
 
 

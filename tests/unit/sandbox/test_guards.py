@@ -42,7 +42,7 @@ def test_generator_frames_are_unreachable(run: Runner) -> None:
 
 def test_unsafe_mode_is_refused_without_permission(run: Runner) -> None:
     from rlm_rs.sandbox.executor import run_step
-    from rlm_rs.v1.sandbox_pb2 import StepRequest
+    from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest
 
     request = StepRequest(code="import os", unsafe_disable_policy_layers=True)
     refused = run_step(request)

@@ -13,7 +13,7 @@ import pytest
 
 from rlm_rs.cli import main
 from rlm_rs.sandbox._killable import run_step_killable
-from rlm_rs.v1.sandbox_pb2 import SandboxPolicy, StepRequest
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepLimits, StepRequest
 from tests.unit.sandbox.conftest import Runner, state_of
 
 # Two equal, distinct shared-reference trees of 2**40 leaves: `==` walks them in C.
@@ -74,9 +74,7 @@ def test_a_finished_step_is_not_failed_by_a_late_watchdog(run: Runner) -> None:
 
 
 def test_killable_runner_ends_one_unbounded_c_operation() -> None:
-    request = StepRequest(
-        code=DEEP_COMPARE, state_json='{"k": 1}', limits=SandboxPolicy(max_step_seconds=0.5)
-    )
+    request = StepRequest(code=DEEP_COMPARE, state_json='{"k": 1}', limits=StepLimits(max_step_seconds=0.5))
     started = time.monotonic()
     result = run_step_killable(request, grace_seconds=0.5)
     assert result.error.code == "STEP_TIMEOUT"

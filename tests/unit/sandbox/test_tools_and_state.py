@@ -128,7 +128,7 @@ def test_rebinding_state_to_a_non_dict_is_refused(run: Runner) -> None:
 
 def test_invalid_input_state_is_refused(run: Runner) -> None:
     from rlm_rs.sandbox.executor import run_step
-    from rlm_rs.v1.sandbox_pb2 import StepRequest
+    from rlm_rs.sandbox.v1.sandbox_pb2 import StepRequest
 
     result = run_step(StepRequest(code="x = 1", state_json="[1]"))
     assert result.error.code == "STATE_INVALID_TYPE"

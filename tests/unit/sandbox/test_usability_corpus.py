@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rlm_rs.v1.sandbox_pb2 import StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import StepResult
 from tests.unit.sandbox.conftest import Runner, state_of
 
 Check = Callable[[StepResult, dict[str, Any]], bool]

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from rlm_rs.v1 import sandbox_pb2 as rlm__rs_dot_v1_dot_sandbox__pb2
+from rlm_rs.sandbox.v1 import sandbox_pb2 as rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in rlm_rs/v1/sandbox_pb2_grpc.py depends on'
+        + ' but the generated code in rlm_rs/sandbox/v1/sandbox_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,14 +35,14 @@ class SandboxServiceStub:
             channel: A grpc.Channel.
         """
         self.RunStep = channel.stream_stream(
-                '/rlm_rs.v1.SandboxService/RunStep',
-                request_serializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepInput.SerializeToString,
-                response_deserializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepOutput.FromString,
+                '/rlm_rs.sandbox.v1.SandboxService/RunStep',
+                request_serializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepInput.SerializeToString,
+                response_deserializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepOutput.FromString,
                 _registered_method=True)
         self.GetPoolStatus = channel.unary_unary(
-                '/rlm_rs.v1.SandboxService/GetPoolStatus',
-                request_serializer=rlm__rs_dot_v1_dot_sandbox__pb2.PoolStatusRequest.SerializeToString,
-                response_deserializer=rlm__rs_dot_v1_dot_sandbox__pb2.PoolStatus.FromString,
+                '/rlm_rs.sandbox.v1.SandboxService/GetPoolStatus',
+                request_serializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.PoolStatusRequest.SerializeToString,
+                response_deserializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.PoolStatus.FromString,
                 _registered_method=True)
 
 
@@ -67,19 +67,19 @@ def add_SandboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RunStep': grpc.stream_stream_rpc_method_handler(
                     servicer.RunStep,
-                    request_deserializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepInput.FromString,
-                    response_serializer=rlm__rs_dot_v1_dot_sandbox__pb2.StepOutput.SerializeToString,
+                    request_deserializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepInput.FromString,
+                    response_serializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepOutput.SerializeToString,
             ),
             'GetPoolStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPoolStatus,
-                    request_deserializer=rlm__rs_dot_v1_dot_sandbox__pb2.PoolStatusRequest.FromString,
-                    response_serializer=rlm__rs_dot_v1_dot_sandbox__pb2.PoolStatus.SerializeToString,
+                    request_deserializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.PoolStatusRequest.FromString,
+                    response_serializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.PoolStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'rlm_rs.v1.SandboxService', rpc_method_handlers)
+            'rlm_rs.sandbox.v1.SandboxService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('rlm_rs.v1.SandboxService', rpc_method_handlers)
+    server.add_registered_method_handlers('rlm_rs.sandbox.v1.SandboxService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -100,9 +100,9 @@ class SandboxService:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/rlm_rs.v1.SandboxService/RunStep',
-            rlm__rs_dot_v1_dot_sandbox__pb2.StepInput.SerializeToString,
-            rlm__rs_dot_v1_dot_sandbox__pb2.StepOutput.FromString,
+            '/rlm_rs.sandbox.v1.SandboxService/RunStep',
+            rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepInput.SerializeToString,
+            rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -127,9 +127,9 @@ class SandboxService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/rlm_rs.v1.SandboxService/GetPoolStatus',
-            rlm__rs_dot_v1_dot_sandbox__pb2.PoolStatusRequest.SerializeToString,
-            rlm__rs_dot_v1_dot_sandbox__pb2.PoolStatus.FromString,
+            '/rlm_rs.sandbox.v1.SandboxService/GetPoolStatus',
+            rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.PoolStatusRequest.SerializeToString,
+            rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.PoolStatus.FromString,
             options,
             channel_credentials,
             insecure,
