@@ -22,7 +22,6 @@ MAX_LINES = 60
 ALLOWLIST = frozenset(
     {
         ("rlm_rs/sandbox/executor.py", "_execute"),
-        ("rlm_rs/sandbox/pool/server.py", "serve"),
         ("rlm_rs/bench/orchestrator.py", "run"),
         ("rlm_rs/bench/aws.py", "_measure"),
         ("rlm_rs/bench/nodes.py", "run"),
