@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,11 +19,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-from rlm_rs.ingestion.worker import IngestionWorker
 from rlm_rs.providers.testing_server import OpenAICompatibleServer
 from rlm_rs.settings import Settings
 from rlm_rs.storage import open_storage
-from rlm_rs.v1 import execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
+from tests.integration.control._two_planes import (
+    free_port,
+    ready_session,
+    serve,
+    start_execution,
+    stop,
+    wait_execution,
+)
 
 LEASE_SECONDS = 2
 STALE = "```repl\nstate['work']['who'] = 'STALE'\ntool.queue_llm('k', 'STALE sub-call')\ntool.YIELD()\n```"
@@ -33,17 +37,11 @@ NEW_1 = "```repl\nstate['work']['who'] = 'new owner'\nprint(context[0][:6])\n```
 NEW_2 = "```repl\ntool.FINAL('done by ' + state['work']['who'])\n```"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -62,23 +60,6 @@ def _storage_env(backend: str, tmp_path: Path, moto: str | None) -> dict[str, st
     else:
         env["RLM_DATA_DIR"] = str(tmp_path / "shared")
     return env
-
-
-def _serve(
-    env: dict[str, str], data_dir: Path, base_url: str, port: int, log: Path
-) -> subprocess.Popen[bytes]:
-    full = {
-        **os.environ, **env, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": base_url,
-        "OPENAI_API_KEY": "sk-test", "RLM_LLM_MAX_RETRIES": "0",
-    }  # fmt: skip
-    full.setdefault("RLM_DATA_DIR", str(data_dir))
-    full.pop("LAMBDA_FUNCTION_NAME", None)
-    command = [
-        sys.executable, "-m", "rlm_rs.cli", "server", "--grpc-address", f"127.0.0.1:{port}",
-        "--lease-seconds", str(LEASE_SECONDS), "--sweep-seconds", "0.3", "--dev-unsandboxed",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        return subprocess.Popen(command, env=full, stdout=subprocess.DEVNULL, stderr=out)
 
 
 def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
@@ -132,32 +113,21 @@ def test_a_paused_owner_resumed_after_takeover_writes_nothing(
     logs = tmp_path / "logs"
     logs.mkdir()
     with OpenAICompatibleServer(reply) as llm:
-        port_a, port_b = _free_port(), _free_port()
-        first = _serve(env, tmp_path / "a", llm.base_url, port_a, logs / "a.log")
+        port_a, port_b = free_port(), free_port()
+        first = serve({"RLM_DATA_DIR": str(tmp_path / "a"), **env}, llm.base_url, port_a,
+                      lease_seconds=LEASE_SECONDS, log=logs / "a.log")  # fmt: skip
         second: subprocess.Popen[bytes] | None = None
         try:
             channel_a = grpc.insecure_channel(f"127.0.0.1:{port_a}")
             grpc.channel_ready_future(channel_a).result(timeout=60)
-            session = session_pb2_grpc.SessionServiceStub(channel_a).CreateSession(
-                session_pb2.CreateSessionRequest(
-                    docs=[
-                        session_pb2.DocumentInput(
-                            source_name="a.txt",
-                            mime_type="text/plain",
-                            raw_s3_uri=storage.blobs.uri("raw/t/u1/a.txt"),
-                        )
-                    ]
-                ),
-                metadata=auth,
+            session_id = ready_session(
+                channel_a, auth, storage.blobs.uri("raw/t/u1/a.txt"), storage, settings
             )
-            IngestionWorker(storage, settings).run_once()
-            started = execution_pb2_grpc.ExecutionServiceStub(channel_a).StartExecution(
-                execution_pb2.StartExecutionRequest(session_id=session.session_id, question="Where?"),
-                metadata=auth,
-            )
+            started = start_execution(channel_a, auth, session_id, "Where?")
             assert stale_asked.wait(30), "the first owner never asked for its first turn"
             # B starts only now, so A is the owner; then A freezes inside its root call
-            second = _serve(env, tmp_path / "b", llm.base_url, port_b, logs / "b.log")
+            second = serve({"RLM_DATA_DIR": str(tmp_path / "b"), **env}, llm.base_url, port_b,
+                           lease_seconds=LEASE_SECONDS, log=logs / "b.log")  # fmt: skip
             os.kill(first.pid, signal.SIGSTOP)
             stale_paused.set()  # A's reply is in its socket; A reads it when resumed
             assert new_waits.wait(60), "the second process never took the execution over"
@@ -165,21 +135,12 @@ def test_a_paused_owner_resumed_after_takeover_writes_nothing(
             stopped = _wait_for(lambda: b"lease_lost" in (logs / "a.log").read_bytes(), 10)
             time.sleep(1.0)  # anything the stale owner still did would land now
             release_new.set()
-            channel_b = grpc.insecure_channel(f"127.0.0.1:{port_b}")
-            waited = execution_pb2_grpc.ExecutionServiceStub(channel_b).WaitExecution(
-                execution_pb2.WaitExecutionRequest(execution_id=started.execution_id, timeout_seconds=60),
-                metadata=auth,
-            )
-            channel_b.close()
+            waited = wait_execution(port_b, auth, started.execution_id)
             channel_a.close()
             assert first.poll() is None, "the stale owner died instead of stopping its loop"
         finally:
             release_new.set()
-            for process in (first, second):
-                if process is not None and process.poll() is None:
-                    os.kill(process.pid, signal.SIGCONT)
-                    process.terminate()
-                    process.wait(15)
+            stop((first, second))
         seen = [json.dumps(r["messages"]) for r in llm.requests]
 
     assert waited.status == "COMPLETED" and waited.answer == "done by new owner", waited.error

@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rlm_rs.providers.probe import probe_provider
 from rlm_rs.providers.testing_server import OpenAICompatibleServer
 from rlm_rs.settings import Settings
-from tests.integration.gateway.conftest import free_port, wait_until
+from tests._appliance import free_port, start_process, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -34,20 +34,6 @@ REPO = Path(__file__).resolve().parents[3]
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_", "RLM_", "LAMBDA_"))}
     return {**env, "RLM_DATA_DIR": str(tmp_path / "data"), **extra}
-
-
-def start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "rlm_rs.cli", *args], env=env, stdout=out, stderr=out)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def health(target: str, service: str) -> str:
@@ -89,8 +75,10 @@ def test_dev_mode_is_not_hardened_and_the_provider_probe_follows_the_server(
         tmp_path, LLM_PROVIDER="openai", OPENAI_BASE_URL=model.base_url, OPENAI_API_KEY="sk-test-probe"
     )
     server_log, gateway_log = tmp_path / "server.log", tmp_path / "gateway.log"
-    server = start({**env, "RLM_DEV_UNSANDBOXED": "1"}, server_log, "server", "--grpc-address", grpc_target)
-    gateway = start(
+    server = start_process(
+        {**env, "RLM_DEV_UNSANDBOXED": "1"}, server_log, "server", "--grpc-address", grpc_target
+    )
+    gateway = start_process(
         env, gateway_log, "gateway", "serve", "--port", str(http_port), "--grpc-target", grpc_target
     )
     try:
@@ -119,8 +107,8 @@ def test_dev_mode_is_not_hardened_and_the_provider_probe_follows_the_server(
         assert f"openai at {model.base_url} (model gpt-4o): cannot connect" in line
         assert "{" not in line  # no Python dict as the error
     finally:
-        stop(gateway)
-        stop(server)
+        stop_process(gateway)
+        stop_process(server)
     records = log_records(server_log)
     warning = next(r for r in records if r["event"] == "sandbox_not_hardened")
     assert warning["level"] == "warning" and "DEVELOPMENT MODE" in warning["message"]

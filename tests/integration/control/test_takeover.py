@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,57 +13,22 @@ from typing import Any
 
 import grpc
 
-from rlm_rs.ingestion.worker import IngestionWorker
 from rlm_rs.providers.testing_server import OpenAICompatibleServer
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage, open_storage
-from rlm_rs.v1 import execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
+from rlm_rs.v1 import execution_pb2
+from tests.integration.control._two_planes import (
+    free_port,
+    ready_session,
+    serve,
+    start_execution,
+    stop,
+    wait_execution,
+    wait_ready,
+)
 
 TURN_1 = "```repl\ntool.queue_llm('city', 'Name the city: ' + context[0][:44])\ntool.YIELD()\n```"
 TURN_2 = "```repl\ncontext[0].find('Lisbon')\ntool.FINAL(state['_tool_results']['llm']['city']['text'])\n```"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(data_dir: Path, base_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "RLM_DATA_DIR": str(data_dir),
-        "API_KEY_PEPPER": "pepper",
-        "LLM_PROVIDER": "openai",
-        "OPENAI_BASE_URL": base_url,
-        "OPENAI_API_KEY": "sk-test",
-        "RLM_LLM_MAX_RETRIES": "0",
-    }
-    env.pop("LAMBDA_FUNCTION_NAME", None)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rlm_rs.cli",
-            "server",
-            "--grpc-address",
-            f"127.0.0.1:{port}",
-            "--lease-seconds",
-            "2",
-            "--sweep-seconds",
-            "0.3",
-            "--dev-unsandboxed",  # no pool in this test: steps run in the control plane
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _wait_ready(port: int) -> None:
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    grpc.channel_ready_future(channel).result(timeout=30)
-    channel.close()
 
 
 def _kill_mid_run(
@@ -81,45 +43,24 @@ def _kill_mid_run(
     key, _ = storage.metadata.create_api_key("t")
     storage.blobs.put("raw/t/u1/a.txt", b"Our fastest-growing office is in Lisbon, Portugal.")
     auth = (("authorization", f"Bearer {key}"),)
+    env = {"RLM_DATA_DIR": str(data_dir), "API_KEY_PEPPER": "pepper"}
     with OpenAICompatibleServer(reply) as llm:
-        port_a, port_b = _free_port(), _free_port()
-        first, second = _serve(data_dir, llm.base_url, port_a), _serve(data_dir, llm.base_url, port_b)
+        port_a, port_b = free_port(), free_port()
+        first = serve(env, llm.base_url, port_a, lease_seconds=2)
+        second = serve(env, llm.base_url, port_b, lease_seconds=2)
         try:
-            _wait_ready(port_a)
-            _wait_ready(port_b)
+            wait_ready(port_a)
+            wait_ready(port_b)
             channel_a = grpc.insecure_channel(f"127.0.0.1:{port_a}")
-            session = session_pb2_grpc.SessionServiceStub(channel_a).CreateSession(
-                session_pb2.CreateSessionRequest(
-                    docs=[
-                        session_pb2.DocumentInput(
-                            source_name="a.txt",
-                            mime_type="text/plain",
-                            raw_s3_uri="s3://rlm-rs/raw/t/u1/a.txt",
-                        )
-                    ]
-                ),
-                metadata=auth,
-            )
-            IngestionWorker(storage, settings).run_once()
-            started = execution_pb2_grpc.ExecutionServiceStub(channel_a).StartExecution(
-                execution_pb2.StartExecutionRequest(session_id=session.session_id, question="Which city?"),
-                metadata=auth,
-            )
+            session_id = ready_session(channel_a, auth, "s3://rlm-rs/raw/t/u1/a.txt", storage, settings)
+            started = start_execution(channel_a, auth, session_id, "Which city?")
             assert stalled.wait(30), "the first process never reached the stall"
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
             channel_a.close()
-            channel_b = grpc.insecure_channel(f"127.0.0.1:{port_b}")
-            waited = execution_pb2_grpc.ExecutionServiceStub(channel_b).WaitExecution(
-                execution_pb2.WaitExecutionRequest(execution_id=started.execution_id, timeout_seconds=60),
-                metadata=auth,
-            )
-            channel_b.close()
+            waited = wait_execution(port_b, auth, started.execution_id)
         finally:
-            for process in (first, second):
-                if process.poll() is None:
-                    process.terminate()
-                    process.wait(15)
+            stop((first, second))
         sub_calls = [r for r in llm.requests if r["messages"][0]["role"] != "system"]
     return waited, storage, started.execution_id, sub_calls
 
