@@ -61,6 +61,13 @@ _FORBIDDEN_NODES: dict[type[ast.AST], str] = {
 }
 
 
+# The node types _check looks at; every other node passes unchecked.
+_CHECKED_NODES = frozenset(
+    {ast.Name, ast.Attribute, ast.arg, ast.alias, ast.FunctionDef, ast.ExceptHandler, ast.keyword}
+    | set(_FORBIDDEN_NODES)
+)
+
+
 def _reject(node: ast.AST, message: str) -> RlmError:
     line = getattr(node, "lineno", 0)
     return RlmError("SANDBOX_AST_REJECTED", f"line {line}: {message}", {"line": line, "layer": "ast_policy"})
@@ -100,10 +107,28 @@ def parse_and_check(source: str, max_code_chars: int) -> ast.Module:
     return tree
 
 
-def _bound_names(tree: ast.Module) -> set[str]:
+def _nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of `tree` in ast.walk's order (breadth first, children in
+    field order), as one list: one walk serves both passes below, without
+    ast.walk's generators (measured: the policy check 2x cheaper per step)."""
+    nodes = [tree]
+    index = 0
+    while index < len(nodes):
+        node = nodes[index]
+        index += 1
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, ast.AST):
+                nodes.append(value)
+            elif type(value) is list:
+                nodes.extend(item for item in value if isinstance(item, ast.AST))
+    return nodes
+
+
+def _bound_names(nodes: list[ast.AST]) -> set[str]:
     """Every name the step binds anywhere (targets, parameters, functions, handlers)."""
     bound: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
             bound.add(node.id)
         elif isinstance(node, ast.arg):
@@ -143,8 +168,11 @@ def _check_names(node: ast.AST, bound: set[str]) -> None:
 
 
 def _check(tree: ast.Module) -> None:
-    bound = _bound_names(tree)
-    for node in ast.walk(tree):
+    nodes = _nodes(tree)
+    bound = _bound_names(nodes)
+    for node in nodes:
+        if type(node) not in _CHECKED_NODES:
+            continue  # most nodes (loads, constants, operators) need no check
         message = _FORBIDDEN_NODES.get(type(node))
         if message:
             raise _reject(node, message)

@@ -68,7 +68,7 @@ from rlm_rs.sandbox._step_json import StepJson
 from rlm_rs.sandbox._step_re import StepRe
 from rlm_rs.sandbox._tools import ToolAPI, queued_requests
 from rlm_rs.sandbox.policy import with_defaults
-from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument, StepRequest, StepResult
+from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument, StepLimits, StepRequest, StepResult
 from rlm_rs.textfile import TextFile, read_fd
 from rlm_rs.v1.common_pb2 import ErrorDetail, Final, Span
 
@@ -130,21 +130,8 @@ def _execute(
 ) -> list[OpenDocument]:
     policy = with_defaults(request.limits if request.HasField("limits") else None)
     input_state = _parse_state(request.state_json)
-    if len(request.code) > policy.max_code_chars + _REPLY_ALLOWANCE_CHARS:
-        raise RlmError(  # before even the reply parser looks at it
-            "SANDBOX_AST_REJECTED",
-            f"code is {len(request.code)} chars; the limit is {policy.max_code_chars}",
-            {"line": 0, "layer": "ast_policy", "max_code_chars": policy.max_code_chars},
-        )
-    code = code_from_submission(request.code, require_block=request.require_repl_block)
     unsafe = request.unsafe_disable_policy_layers
-    if unsafe and not allow_unsafe:
-        raise RlmError("VALIDATION_ERROR", "unsafe_disable_policy_layers is refused outside test mode")
-    if unsafe:
-        bytecode = _compile_unrestricted(code, policy.max_code_chars)
-    else:
-        bytecode = compile_step(parse_and_check(code, policy.max_code_chars))
-
+    bytecode = _compile(request, policy, unsafe and allow_unsafe)
     documents = _open_documents(request.context_manifest, fds)
     runtime = StepRuntime(
         max_instructions=policy.max_instructions,
@@ -152,7 +139,6 @@ def _execute(
         max_stdout_chars=policy.max_stdout_chars,
         max_spans=policy.max_spans_per_step,
     )
-    guards = Guards(runtime)
     tool = ToolAPI(
         runtime,
         max_requests=policy.max_tool_requests_per_step,
@@ -162,47 +148,8 @@ def _execute(
         search_enabled=policy.enable_search,
         max_answer_chars=policy.max_state_chars,
     )
-    calls = InlineCalls(
-        runtime,
-        inline,
-        max_calls=policy.max_inline_calls_per_step,
-        max_wait_seconds=policy.max_step_wait_seconds,
-        max_prompt_chars=policy.max_llm_prompt_chars,
-        llm_enabled=policy.enable_llm,
-        rlm_enabled=policy.enable_rlm,
-    )
-    context = ContextView(
-        [DocView(d, runtime, policy.max_hits_per_call, policy.max_regex_seconds) for d in documents]
-    )
-    step_globals = _unrestricted_globals(runtime) if unsafe else guards.globals(policy.builtins_allowlist)
-    code_state = json.loads(result.state_json)
-    # What this step may queue, for the code to read; reserved, so it is
-    # dropped from the state the step leaves behind (never persisted).
-    code_state["_tool_schema"] = tool.schema()
-    step_globals.update(
-        context=context,
-        state=code_state,
-        tool=tool,
-        llm_query=calls.llm_query,
-        llm_query_batched=calls.llm_query_batched,
-        rlm_query=calls.rlm_query,
-    )
-    step_globals.update(re=StepRe(runtime, policy.max_regex_seconds), json=StepJson(runtime))
-
-    outcome: StepStop | None = None
-    failure: BaseException | None = None
-    alarm = _watchdog.arm(runtime.deadline, runtime) if watchdog else None
-    try:
-        exec(bytecode, step_globals)
-    except StepStop as stop:
-        outcome = stop
-    except BaseException as exc:
-        failure = exc
-    finally:
-        runtime.finish()
-        if alarm is not None:
-            _watchdog.disarm(alarm)
-    outcome = runtime.stop or outcome  # a swallowed stop still counts
+    step_globals = _step_globals(policy, runtime, tool, documents, inline, result.state_json, unsafe)
+    outcome, failure = _run_code(bytecode, step_globals, runtime, watchdog)
 
     result.stdout = runtime.stdout()
     result.stdout_truncated = runtime.stdout_truncated
@@ -223,6 +170,83 @@ def _execute(
         result.yield_reason = outcome.reason or "yield"
     result.success = True
     return documents
+
+
+def _compile(request: StepRequest, policy: StepLimits, unsafe: bool) -> Any:
+    """Layers 1-3: size, reply format, AST policy, RestrictedPython -> bytecode."""
+    if len(request.code) > policy.max_code_chars + _REPLY_ALLOWANCE_CHARS:
+        raise RlmError(  # before even the reply parser looks at it
+            "SANDBOX_AST_REJECTED",
+            f"code is {len(request.code)} chars; the limit is {policy.max_code_chars}",
+            {"line": 0, "layer": "ast_policy", "max_code_chars": policy.max_code_chars},
+        )
+    code = code_from_submission(request.code, require_block=request.require_repl_block)
+    if request.unsafe_disable_policy_layers and not unsafe:
+        raise RlmError("VALIDATION_ERROR", "unsafe_disable_policy_layers is refused outside test mode")
+    if unsafe:
+        return _compile_unrestricted(code, policy.max_code_chars)
+    return compile_step(parse_and_check(code, policy.max_code_chars))
+
+
+def _step_globals(
+    policy: StepLimits,
+    runtime: StepRuntime,
+    tool: ToolAPI,
+    documents: list[OpenDocument],
+    inline: Channel | None,
+    state_json: str,
+    unsafe: bool,
+) -> dict[str, Any]:
+    """The names a step sees: guarded builtins, context, state, tool, inline calls, re, json."""
+    calls = InlineCalls(
+        runtime,
+        inline,
+        max_calls=policy.max_inline_calls_per_step,
+        max_wait_seconds=policy.max_step_wait_seconds,
+        max_prompt_chars=policy.max_llm_prompt_chars,
+        llm_enabled=policy.enable_llm,
+        rlm_enabled=policy.enable_rlm,
+    )
+    context = ContextView(
+        [DocView(d, runtime, policy.max_hits_per_call, policy.max_regex_seconds) for d in documents]
+    )
+    step_globals = (
+        _unrestricted_globals(runtime) if unsafe else Guards(runtime).globals(policy.builtins_allowlist)
+    )
+    code_state = json.loads(state_json)
+    # What this step may queue, for the code to read; reserved, so it is
+    # dropped from the state the step leaves behind (never persisted).
+    code_state["_tool_schema"] = tool.schema()
+    step_globals.update(
+        context=context,
+        state=code_state,
+        tool=tool,
+        llm_query=calls.llm_query,
+        llm_query_batched=calls.llm_query_batched,
+        rlm_query=calls.rlm_query,
+    )
+    step_globals.update(re=StepRe(runtime, policy.max_regex_seconds), json=StepJson(runtime))
+    return step_globals
+
+
+def _run_code(
+    bytecode: Any, step_globals: dict[str, Any], runtime: StepRuntime, watchdog: bool
+) -> tuple[StepStop | None, BaseException | None]:
+    """Execute the step: (the stop that ended it, or the exception it raised)."""
+    outcome: StepStop | None = None
+    failure: BaseException | None = None
+    alarm = _watchdog.arm(runtime.deadline, runtime) if watchdog else None
+    try:
+        exec(bytecode, step_globals)
+    except StepStop as stop:
+        outcome = stop
+    except BaseException as exc:
+        failure = exc
+    finally:
+        runtime.finish()
+        if alarm is not None:
+            _watchdog.disarm(alarm)
+    return runtime.stop or outcome, failure  # a swallowed stop still counts
 
 
 def _parse_state(state_json: str) -> dict[str, Any]:

@@ -90,16 +90,17 @@ def main(sock_fd: int, ctx: WorkerContext, probe: bool) -> NoReturn:
 # READY. Forked pages are shared copy-on-write and every first write (a
 # refcount, an allocator arena) costs a page fault; running a step once takes
 # those faults off the step's critical path (measured: ~1.5 ms -> ~0.3 ms).
-_PREFAULT_REQUEST = StepRequest(
-    code="x = [i for i in range(50)]\nprint(len(x))\nstate['k'] = {'a': 1}",
-    state_json='{"work": {}}',
-)
+# The smallest step that goes through the whole pipeline (reply parser, AST
+# policy, RestrictedPython, guards, print, state, result) does it: a longer
+# snippet (a list comprehension, nested state) cost ~1.3 ms more CPU per
+# worker and made a realistic step no faster (docs/sandbox-pool.md, "Worker
+# CPU per step").
+_PREFAULT_REQUEST = StepRequest(code="n = 1\nprint(n)\nstate['k'] = n", state_json="{}")
 
 
 def _prefault(ctx: WorkerContext) -> None:
     try:
         ctx.run_step(_PREFAULT_REQUEST, [], allow_unsafe=False, watchdog=False).SerializeToString()
-        StepResult().ParseFromString(_PREFAULT_REQUEST.SerializeToString()[:0])
     except BaseException:
         pass
 

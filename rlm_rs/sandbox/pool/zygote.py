@@ -558,6 +558,10 @@ def main(argv: list[str] | None = None) -> int:
         allow_unsafe=args.allow_unsafe,
         run_step=executor.run_step,
     )
+    # Workers inherit an empty environment (each still clears it in harden(),
+    # now a no-op): clearing it once here keeps the unsetenv calls and the
+    # pages they touch off every worker.
+    os.environ.clear()
     gc.collect()
     gc.freeze()  # keep the imported heap shared copy-on-write with workers
     zygote.probe()
