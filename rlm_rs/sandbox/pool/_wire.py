@@ -113,7 +113,7 @@ class FrameReader:
         pages in every process on the step's path)."""
         if len(self._buffer) < HEADER.size:
             return _SMALL_READ
-        length = HEADER.unpack_from(self._buffer)[0]
+        length: int = HEADER.unpack_from(self._buffer)[0]
         return min(_CHUNK, max(_SMALL_READ, HEADER.size + length - len(self._buffer)))
 
     def read_frame(self) -> Frame | None:

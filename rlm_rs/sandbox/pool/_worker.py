@@ -99,10 +99,8 @@ _PREFAULT_REQUEST = StepRequest(code="n = 1\nprint(n)\nstate['k'] = n", state_js
 
 
 def _prefault(ctx: WorkerContext) -> None:
-    try:
+    with contextlib.suppress(BaseException):
         ctx.run_step(_PREFAULT_REQUEST, [], allow_unsafe=False, watchdog=False).SerializeToString()
-    except BaseException:
-        pass
 
 
 def _channel(sock: socket.socket, reader: _wire.FrameReader) -> Callable[[InlineCall, float], InlineReply]:
