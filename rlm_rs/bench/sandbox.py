@@ -142,8 +142,37 @@ def _fresh_interpreter_step(payload: bytes) -> Callable[[], Any]:
     return step
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def _pool_cases(
+    policy: SandboxPolicy, request: StepRequest, args: argparse.Namespace, results: dict[str, Any]
+) -> Any:
+    """The hardened pool's cases into `results`; returns its layer report.
+    `c1_inline_call` is a step making one inline call answered at once (the
+    relay's round trip: a StepOutput out, a ReplyInline back)."""
     from rlm_rs.sandbox.client import temporary_pool
+    from rlm_rs.sandbox.v1.sandbox_pb2 import InlineCall, InlineReply
+
+    def answer(call: InlineCall, timeout: float) -> InlineReply:
+        return InlineReply(texts=["pong"])
+
+    inline = StepRequest()
+    inline.CopyFrom(request)
+    inline.code = "print(llm_query('ping'))"
+    with temporary_pool(policy) as pool:
+        layers = pool.status().layers
+        assert pool.server_pid is not None
+        back_to_back, cpu = _measure_cpu(lambda: pool.run_step(request), args.steps, pool.server_pid)
+        results["pool"] = {
+            "c1": _measure(lambda: pool.run_step(request), args.steps, 1, args.gap_ms / 1000),
+            "c1_back_to_back": back_to_back,
+            "c4_back_to_back": _measure(lambda: pool.run_step(request), args.steps, 4),
+            "c1_inline_call": _measure(lambda: pool.run_step(inline, answer), args.steps // 4, 1),
+        }
+        results["pool_cpu_ms_per_step"] = cpu
+        results["grpc_unary_c1"] = _measure(pool.status, args.steps // 4, 1)
+    return layers
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.sandbox.executor import run_step
     from rlm_rs.sandbox.pool.server import pool_policy
 
@@ -156,17 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     policy: SandboxPolicy = pool_policy()
     if args.warm_workers:
         policy.warm_workers = args.warm_workers
-    with temporary_pool(policy) as pool:
-        layers = pool.status().layers
-        assert pool.server_pid is not None
-        back_to_back, cpu = _measure_cpu(lambda: pool.run_step(request), args.steps, pool.server_pid)
-        results["pool"] = {
-            "c1": _measure(lambda: pool.run_step(request), args.steps, 1, args.gap_ms / 1000),
-            "c1_back_to_back": back_to_back,
-            "c4_back_to_back": _measure(lambda: pool.run_step(request), args.steps, 4),
-        }
-        results["pool_cpu_ms_per_step"] = cpu
-        results["grpc_unary_c1"] = _measure(pool.status, args.steps // 4, 1)
+    layers = _pool_cases(policy, request, args, results)
     fresh_c1 = results["fresh_interpreter"]["c1"]["median_ms"]
     results["ratios"] = {
         "fresh_interpreter_over_pool_c1": fresh_c1 / results["pool"]["c1"]["median_ms"],

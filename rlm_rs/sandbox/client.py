@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import queue
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,8 @@ from rlm_rs.sandbox.v1.sandbox_pb2 import (
     InlineReply,
     PoolStatus,
     PoolStatusRequest,
+    ReplyInlineRequest,
     SandboxPolicy,
-    StepInput,
     StepRequest,
     StepResult,
 )
@@ -51,6 +50,11 @@ from rlm_rs.settings import Settings
 _RPC_SLACK_SECONDS = 20.0 + DEFAULT_MAX_QUEUE_SECONDS
 _DEFAULT_STEP_SECONDS = 30.0
 _DEFAULT_WAIT_SECONDS = 300.0
+# ReplyInline refused because the pool is at its concurrent-call limit (a
+# flood of queued steps) is retried for this long: the queued steps give up
+# within their own max_queue_seconds and free the pool's call slots.
+_REPLY_RETRY_SECONDS = 20.0 + DEFAULT_MAX_QUEUE_SECONDS
+_RETRIED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 # Resolves one inline call of the step within `timeout` seconds (the control
 # plane's rlm_rs/control/executions/inline.py); raising abandons the step.
 Inline = Callable[[InlineCall, float], InlineReply]
@@ -127,19 +131,13 @@ class PoolSandbox:
     supports_inline = True
 
     def run_step(self, request: StepRequest, inline: Inline | None = None) -> StepResult:
-        """One step over RunStep's stream: the request, then a reply to each
-        inline call (resolved by `inline`; None: refused), the result last.
-        An `inline` that raises fails that call (INTERNAL_ERROR), which ends the step."""
+        """One step over RunStep's stream: each inline call it brings is
+        resolved by `inline` (None: refused) and answered with ReplyInline;
+        the result last. An `inline` that raises fails that call
+        (INTERNAL_ERROR), which ends the step."""
         seconds = request.limits.max_step_seconds or _DEFAULT_STEP_SECONDS
         wait = request.limits.max_step_wait_seconds or _DEFAULT_WAIT_SECONDS
-        outgoing: queue.SimpleQueue[StepInput | None] = queue.SimpleQueue()
-        outgoing.put(StepInput(request=request))
-
-        def sent() -> Iterator[StepInput]:
-            while (item := outgoing.get()) is not None:
-                yield item
-
-        stream = self._stub.RunStep(sent(), timeout=seconds + wait + _RPC_SLACK_SECONDS)
+        stream = self._stub.RunStep(request, timeout=seconds + wait + _RPC_SLACK_SECONDS)
         try:
             for message in stream:
                 if message.HasField("result"):
@@ -153,13 +151,31 @@ class PoolSandbox:
                 else:
                     reply = _resolved(inline, call, wait)
                 reply.call_id = call.call_id
-                outgoing.put(StepInput(reply=reply))
+                self._reply(message.step_token, reply)
         except grpc.RpcError as exc:
-            raise _unavailable(self.socket_path, exc) from exc
-        finally:
-            outgoing.put(None)
             stream.cancel()
+            raise _unavailable(self.socket_path, exc) from exc
+        except BaseException:
+            stream.cancel()  # the caller went away: the pool ends the step and its worker
+            raise
         raise RlmError("LAMBDA_ERROR", "the sandbox pool ended the step without a result")
+
+    def _reply(self, token: bytes, reply: InlineReply) -> None:
+        """Deliver one reply. A pool too busy to take it is asked again for up
+        to _REPLY_RETRY_SECONDS; a step that no longer waits for it (it ended)
+        says how on its own stream."""
+        give_up = time.monotonic() + _REPLY_RETRY_SECONDS
+        delay = 0.01
+        while True:
+            try:
+                self._stub.ReplyInline(ReplyInlineRequest(step_token=token, reply=reply), timeout=10)
+                return
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                if code not in _RETRIED or time.monotonic() + delay > give_up:
+                    return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def status(self) -> PoolStatus:
         try:

@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import queue
+import secrets
 import signal
 import socket
 import stat
@@ -58,8 +59,9 @@ from rlm_rs.sandbox.v1.sandbox_pb2 import (
     InlineReply,
     LayerStatus,
     PoolStatus,
+    ReplyInlineRequest,
+    ReplyInlineResponse,
     SandboxPolicy,
-    StepInput,
     StepLimits,
     StepOutput,
     StepRequest,
@@ -555,54 +557,95 @@ def _violation(worker: _WarmWorker, cause: str, **details: Any) -> Refusal:
     )
 
 
+def _account(request: StepRequest, result: StepResult, seconds: float) -> None:
+    """Metrics for every step; a log line for the pool's own failures."""
+    outcome = "success" if result.success else result.error.code or "error"
+    SANDBOX_STEPS.labels(isolation="pool", outcome=outcome).inc()
+    SANDBOX_STEP_SECONDS.labels(isolation="pool").observe(seconds)
+    if not result.success and result.error.code in ("LAMBDA_ERROR", "STEP_TIMEOUT"):
+        _log().warning(
+            "sandbox_step_failed",
+            tenant_id=request.tenant_id,
+            session_id=request.session_id,
+            execution_id=request.execution_id,
+            turn_index=request.turn_index,
+            code_length=len(request.code),
+            error_code=result.error.code,
+            error_message=result.error.message,
+        )
+
+
+class _Mailbox:
+    """Where ReplyInline leaves the reply a RunStep stream waits on: exactly
+    one reply, to the call due, per call; None wakes the stream (its RPC ended)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due = 0  # the call_id waited on; 0: none
+        self._replies: queue.SimpleQueue[InlineReply | None] = queue.SimpleQueue()
+
+    def expect(self, call_id: int) -> None:
+        with self._lock:
+            self._due = call_id
+
+    def deliver(self, reply: InlineReply) -> bool:
+        with self._lock:
+            if not self._due or reply.call_id != self._due:
+                return False
+            self._due = 0
+        self._replies.put(reply)
+        return True
+
+    def wake(self) -> None:
+        self._replies.put(None)
+
+    def take(self, timeout: float) -> InlineReply | None:
+        try:
+            return self._replies.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
 class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
     def __init__(self, front: PoolFront):
         self.front = front
+        self._mailboxes: dict[bytes, _Mailbox] = {}
+        # A reply never takes longer than the longest wait the pool allows.
+        self._reply_timeout = front.policy.max_step_wait_seconds + _FRONT_SLACK_SECONDS
 
-    def RunStep(
-        self, request_iterator: Iterator[StepInput], context: grpc.ServicerContext
-    ) -> Iterator[StepOutput]:
-        """The request first; then each inline call goes out and its reply is
-        read back, in order; the result last. A caller that goes away (or
-        sends anything but the reply due) ends the step and its worker."""
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("request"):
-            err = RlmError("VALIDATION_ERROR", "RunStep starts with a StepRequest")
-            context.abort(err.grpc_status, err.message)
-            return
-        request = first.request
+    def RunStep(self, request: StepRequest, context: grpc.ServicerContext) -> Iterator[StepOutput]:
+        """The step's inline calls go out on this stream, each with the step's
+        token, and its reply comes back through ReplyInline; the result last.
+        A caller that goes away (or never replies) ends the step and its worker."""
         started = time.perf_counter()
+        token = secrets.token_bytes(16)
+        mailbox = self._mailboxes[token] = _Mailbox()
+        context.add_callback(mailbox.wake)  # cancelled, past its deadline, or done
         steps = self.front.steps(request)
         try:
             message = next(steps)
             while isinstance(message, InlineCall):
-                yield StepOutput(call=message)
-                try:
-                    incoming = next(request_iterator, None)
-                except grpc.RpcError:  # cancelled, or past its deadline
-                    incoming = None
-                if incoming is None or not incoming.HasField("reply"):
+                mailbox.expect(message.call_id)
+                yield StepOutput(call=message, step_token=token)
+                reply = mailbox.take(self._reply_timeout)
+                if reply is None or not context.is_active():
                     return  # the caller went away: closing `steps` kills the worker
-                message = steps.send(incoming.reply)
+                message = steps.send(reply)
         finally:
+            del self._mailboxes[token]
+            mailbox.expect(0)  # a late reply finds nothing due
             steps.close()
-        result = message
-        assert isinstance(result, StepResult)
-        outcome = "success" if result.success else result.error.code or "error"
-        SANDBOX_STEPS.labels(isolation="pool", outcome=outcome).inc()
-        SANDBOX_STEP_SECONDS.labels(isolation="pool").observe(time.perf_counter() - started)
-        if not result.success and result.error.code in ("LAMBDA_ERROR", "STEP_TIMEOUT"):
-            _log().warning(
-                "sandbox_step_failed",
-                tenant_id=request.tenant_id,
-                session_id=request.session_id,
-                execution_id=request.execution_id,
-                turn_index=request.turn_index,
-                code_length=len(request.code),
-                error_code=result.error.code,
-                error_message=result.error.message,
-            )
-        yield StepOutput(result=result)
+        assert isinstance(message, StepResult)
+        _account(request, message, time.perf_counter() - started)
+        yield StepOutput(result=message)
+
+    def ReplyInline(self, request: ReplyInlineRequest, context: grpc.ServicerContext) -> ReplyInlineResponse:
+        mailbox = self._mailboxes.get(request.step_token)
+        if mailbox is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no step waits under this token (it ended)")
+        elif not mailbox.deliver(request.reply):
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the step does not wait on this call_id")
+        return ReplyInlineResponse()
 
     def GetPoolStatus(
         self, request: sandbox_pb2.PoolStatusRequest, context: grpc.ServicerContext

@@ -632,36 +632,6 @@ class InlineReply(_message.Message):
 Global___InlineReply: _TypeAlias = InlineReply  # noqa: Y015
 
 @_typing.final
-class StepInput(_message.Message):
-    """RunStep's stream from the control plane: the request first, then one
-    reply per inline call, in order.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    REQUEST_FIELD_NUMBER: _builtins.int
-    REPLY_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def request(self) -> Global___StepRequest: ...
-    @_builtins.property
-    def reply(self) -> Global___InlineReply: ...
-    def __init__(
-        self,
-        *,
-        request: Global___StepRequest | None = ...,
-        reply: Global___InlineReply | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "reply", b"reply", "request", b"request"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "reply", b"reply", "request", b"request"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "reply"]  # noqa: Y015
-    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
-
-Global___StepInput: _TypeAlias = StepInput  # noqa: Y015
-
-@_typing.final
 class StepOutput(_message.Message):
     """RunStep's stream from the pool: any inline calls, then the result last."""
 
@@ -669,6 +639,11 @@ class StepOutput(_message.Message):
 
     CALL_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    STEP_TOKEN_FIELD_NUMBER: _builtins.int
+    step_token: _builtins.bytes
+    """With a call: the step's token, which ReplyInline names (random per
+    RunStep, known only to the pool and this stream's reader).
+    """
     @_builtins.property
     def call(self) -> Global___InlineCall: ...
     @_builtins.property
@@ -678,13 +653,57 @@ class StepOutput(_message.Message):
         *,
         call: Global___InlineCall | None = ...,
         result: Global___StepResult | None = ...,
+        step_token: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "kind", b"kind", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "kind", b"kind", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "kind", b"kind", "result", b"result", "step_token", b"step_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["call", "result"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___StepOutput: _TypeAlias = StepOutput  # noqa: Y015
+
+@_typing.final
+class ReplyInlineRequest(_message.Message):
+    """The control plane's answer to one inline call of a running step."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_TOKEN_FIELD_NUMBER: _builtins.int
+    REPLY_FIELD_NUMBER: _builtins.int
+    step_token: _builtins.bytes
+    """StepOutput.step_token of the call's stream"""
+    @_builtins.property
+    def reply(self) -> Global___InlineReply:
+        """reply.call_id: the call the step waits on"""
+
+    def __init__(
+        self,
+        *,
+        step_token: _builtins.bytes = ...,
+        reply: Global___InlineReply | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reply", b"reply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reply", b"reply", "step_token", b"step_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplyInlineRequest: _TypeAlias = ReplyInlineRequest  # noqa: Y015
+
+@_typing.final
+class ReplyInlineResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplyInlineResponse: _TypeAlias = ReplyInlineResponse  # noqa: Y015

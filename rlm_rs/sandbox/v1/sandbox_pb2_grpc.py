@@ -34,10 +34,15 @@ class SandboxServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.RunStep = channel.stream_stream(
+        self.RunStep = channel.unary_stream(
                 '/rlm_rs.sandbox.v1.SandboxService/RunStep',
-                request_serializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepInput.SerializeToString,
+                request_serializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepRequest.SerializeToString,
                 response_deserializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepOutput.FromString,
+                _registered_method=True)
+        self.ReplyInline = channel.unary_unary(
+                '/rlm_rs.sandbox.v1.SandboxService/ReplyInline',
+                request_serializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.ReplyInlineRequest.SerializeToString,
+                response_deserializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.ReplyInlineResponse.FromString,
                 _registered_method=True)
         self.GetPoolStatus = channel.unary_unary(
                 '/rlm_rs.sandbox.v1.SandboxService/GetPoolStatus',
@@ -49,8 +54,20 @@ class SandboxServiceStub:
 class SandboxServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def RunStep(self, request_iterator, context):
-        """One step; bidirectional so the step's inline calls travel on it.
+    def RunStep(self, request, context):
+        """One step. The pool streams the step's inline calls (each answered with
+        ReplyInline), then its result last; a step that makes no inline call is
+        one request and one message back (docs/sandbox-pool.md, "The gRPC edge").
+        Cancelling the stream ends the step and its worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplyInline(self, request, context):
+        """The reply to the inline call a RunStep stream is waiting on: NOT_FOUND
+        when no step waits under that token (it ended), FAILED_PRECONDITION when
+        the call_id is not the one it waits on (answered, or never made).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -65,10 +82,15 @@ class SandboxServiceServicer:
 
 def add_SandboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'RunStep': grpc.stream_stream_rpc_method_handler(
+            'RunStep': grpc.unary_stream_rpc_method_handler(
                     servicer.RunStep,
-                    request_deserializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepInput.FromString,
+                    request_deserializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepRequest.FromString,
                     response_serializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepOutput.SerializeToString,
+            ),
+            'ReplyInline': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplyInline,
+                    request_deserializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.ReplyInlineRequest.FromString,
+                    response_serializer=rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.ReplyInlineResponse.SerializeToString,
             ),
             'GetPoolStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPoolStatus,
@@ -87,7 +109,7 @@ class SandboxService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def RunStep(request_iterator,
+    def RunStep(request,
             target,
             options=(),
             channel_credentials=None,
@@ -97,12 +119,39 @@ class SandboxService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
+        return grpc.experimental.unary_stream(
+            request,
             target,
             '/rlm_rs.sandbox.v1.SandboxService/RunStep',
-            rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepInput.SerializeToString,
+            rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepRequest.SerializeToString,
             rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.StepOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplyInline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rlm_rs.sandbox.v1.SandboxService/ReplyInline',
+            rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.ReplyInlineRequest.SerializeToString,
+            rlm__rs_dot_sandbox_dot_v1_dot_sandbox__pb2.ReplyInlineResponse.FromString,
             options,
             channel_credentials,
             insecure,

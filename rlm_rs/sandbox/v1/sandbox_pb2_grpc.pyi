@@ -35,25 +35,58 @@ class SandboxServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SandboxServiceAsyncStub: ...
-    RunStep: _grpc.StreamStreamMultiCallable[_sandbox_pb2.StepInput, _sandbox_pb2.StepOutput]
-    """One step; bidirectional so the step's inline calls travel on it."""
+    RunStep: _grpc.UnaryStreamMultiCallable[_sandbox_pb2.StepRequest, _sandbox_pb2.StepOutput]
+    """One step. The pool streams the step's inline calls (each answered with
+    ReplyInline), then its result last; a step that makes no inline call is
+    one request and one message back (docs/sandbox-pool.md, "The gRPC edge").
+    Cancelling the stream ends the step and its worker.
+    """
+    ReplyInline: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.ReplyInlineRequest, _sandbox_pb2.ReplyInlineResponse]
+    """The reply to the inline call a RunStep stream is waiting on: NOT_FOUND
+    when no step waits under that token (it ended), FAILED_PRECONDITION when
+    the call_id is not the one it waits on (answered, or never made).
+    """
     GetPoolStatus: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.PoolStatusRequest, _sandbox_pb2.PoolStatus]
 
 @_typing.type_check_only
 class SandboxServiceAsyncStub(SandboxServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    RunStep: _aio.StreamStreamMultiCallable[_sandbox_pb2.StepInput, _sandbox_pb2.StepOutput]  # type: ignore[assignment]
-    """One step; bidirectional so the step's inline calls travel on it."""
+    RunStep: _aio.UnaryStreamMultiCallable[_sandbox_pb2.StepRequest, _sandbox_pb2.StepOutput]  # type: ignore[assignment]
+    """One step. The pool streams the step's inline calls (each answered with
+    ReplyInline), then its result last; a step that makes no inline call is
+    one request and one message back (docs/sandbox-pool.md, "The gRPC edge").
+    Cancelling the stream ends the step and its worker.
+    """
+    ReplyInline: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.ReplyInlineRequest, _sandbox_pb2.ReplyInlineResponse]  # type: ignore[assignment]
+    """The reply to the inline call a RunStep stream is waiting on: NOT_FOUND
+    when no step waits under that token (it ended), FAILED_PRECONDITION when
+    the call_id is not the one it waits on (answered, or never made).
+    """
     GetPoolStatus: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.PoolStatusRequest, _sandbox_pb2.PoolStatus]  # type: ignore[assignment]
 
 class SandboxServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def RunStep(
         self,
-        request_iterator: _MaybeAsyncIterator[_sandbox_pb2.StepInput],
+        request: _sandbox_pb2.StepRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_sandbox_pb2.StepOutput], _abc.AsyncIterator[_sandbox_pb2.StepOutput]]:
-        """One step; bidirectional so the step's inline calls travel on it."""
+        """One step. The pool streams the step's inline calls (each answered with
+        ReplyInline), then its result last; a step that makes no inline call is
+        one request and one message back (docs/sandbox-pool.md, "The gRPC edge").
+        Cancelling the stream ends the step and its worker.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplyInline(
+        self,
+        request: _sandbox_pb2.ReplyInlineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandbox_pb2.ReplyInlineResponse, _abc.Awaitable[_sandbox_pb2.ReplyInlineResponse]]:
+        """The reply to the inline call a RunStep stream is waiting on: NOT_FOUND
+        when no step waits under that token (it ended), FAILED_PRECONDITION when
+        the call_id is not the one it waits on (answered, or never made).
+        """
 
     @_abc_1.abstractmethod
     def GetPoolStatus(
