@@ -115,17 +115,18 @@ class PoolSandbox:
         self.server_pid: int | None = None  # set by temporary_pool()
         from rlm_rs.tracing import ClientTracingInterceptor
 
-        self._channel = grpc.intercept_channel(
-            grpc.insecure_channel(
-                f"unix:{socket_path}",
-                options=[
-                    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ],
-            ),
-            ClientTracingInterceptor(),
+        self._raw_channel = grpc.insecure_channel(
+            f"unix:{socket_path}",
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ],
         )
+        self._channel = grpc.intercept_channel(self._raw_channel, ClientTracingInterceptor())
         self._stub = sandbox_pb2_grpc.SandboxServiceStub(self._channel)
+        # RunStep and ReplyInline skip the interceptor: a step's stream carries
+        # no span (streams are not traced) and a reply is part of its step.
+        self._step_stub = sandbox_pb2_grpc.SandboxServiceStub(self._raw_channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     supports_inline = True
@@ -137,7 +138,7 @@ class PoolSandbox:
         (INTERNAL_ERROR), which ends the step."""
         seconds = request.limits.max_step_seconds or _DEFAULT_STEP_SECONDS
         wait = request.limits.max_step_wait_seconds or _DEFAULT_WAIT_SECONDS
-        stream = self._stub.RunStep(request, timeout=seconds + wait + _RPC_SLACK_SECONDS)
+        stream = self._step_stub.RunStep(request, timeout=seconds + wait + _RPC_SLACK_SECONDS)
         try:
             for message in stream:
                 if message.HasField("result"):
@@ -168,7 +169,7 @@ class PoolSandbox:
         delay = 0.01
         while True:
             try:
-                self._stub.ReplyInline(ReplyInlineRequest(step_token=token, reply=reply), timeout=10)
+                self._step_stub.ReplyInline(ReplyInlineRequest(step_token=token, reply=reply), timeout=10)
                 return
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else None

@@ -697,6 +697,21 @@ def serve(
     return 0 if front.process.returncode in (0, None) or stopping.is_set() else 1
 
 
+class _PoolTracing(grpc.ServerInterceptor):
+    """A span per unary call but ReplyInline (a part of its step's stream,
+    which is not traced either)."""
+
+    def __init__(self) -> None:
+        from rlm_rs.tracing import ServerTracingInterceptor
+
+        self._traced = ServerTracingInterceptor()
+
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        if str(details.method).endswith("/ReplyInline"):
+            return continuation(details)
+        return self._traced.intercept_service(continuation, details)
+
+
 def _grpc_server(front: PoolFront) -> tuple[grpc.Server, health.HealthServicer]:
     """SandboxService, health and reflection on a thread pool sized for fairness.
 
@@ -704,13 +719,11 @@ def _grpc_server(front: PoolFront) -> tuple[grpc.Server, health.HealthServicer]:
     not gRPC's own first-come queue in front of the thread pool, decide who
     runs next (eight tenants with full queues); beyond that gRPC refuses at
     once (RESOURCE_EXHAUSTED) instead of queueing unfairly."""
-    from rlm_rs.tracing import ServerTracingInterceptor
-
     share = front.scheduler.share
     threads = share.capacity + 8 * share.max_queued_steps_per_tenant + 4
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads),
-        interceptors=[ServerTracingInterceptor()],
+        interceptors=[_PoolTracing()],
         maximum_concurrent_rpcs=threads,
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
