@@ -14,7 +14,9 @@ from gateway.calls import Call, build, caller
 from gateway.convert import to_dict
 from gateway.errors import ERROR_RESPONSES
 from rlm_rs import limits as lim
+from rlm_rs.errors import RlmError
 from rlm_rs.v1 import execution_pb2, session_pb2
+from rlm_rs.wire_enums import EXECUTION_STATUS, SESSION_STATUS, WireEnum
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES, tags=["listings"])
 
@@ -30,6 +32,15 @@ _PAGE_TOKEN = Query(
 _STATUS = Query(default="", max_length=32, description='only this status ("": every status)')
 
 
+def _status(value: str, statuses: WireEnum[Any, Any]) -> str | None:
+    """The filter as the request carries it (None: every status); a value
+    that is not one of the statuses' names is VALIDATION_ERROR, listing them."""
+    names = sorted(str(status) for status in statuses.domain)
+    if value and value not in names:
+        raise RlmError("VALIDATION_ERROR", f"status must be one of {', '.join(names)}")
+    return value or None
+
+
 @router.get("/sessions", response_model=m.SessionList)
 async def list_sessions(
     call: Call = caller, status: str = _STATUS, page_size: int = _PAGE_SIZE, page_token: str = _PAGE_TOKEN
@@ -37,7 +48,7 @@ async def list_sessions(
     """The caller's sessions, newest first (deleted ones left out)."""
     req = build(
         session_pb2.ListSessionsRequest(),
-        {"status": status, "page_size": page_size, "page_token": page_token},
+        {"status": _status(status, SESSION_STATUS), "page_size": page_size, "page_token": page_token},
     )
     return to_dict(await call(call.stubs.sessions.ListSessions, req))
 
@@ -53,6 +64,11 @@ async def list_executions(
     """The caller's top-level executions, newest first (a child is in its parent's tree)."""
     req = build(
         execution_pb2.ListExecutionsRequest(),
-        {"session_id": session_id, "status": status, "page_size": page_size, "page_token": page_token},
+        {
+            "session_id": session_id,
+            "status": _status(status, EXECUTION_STATUS),
+            "page_size": page_size,
+            "page_token": page_token,
+        },
     )
     return to_dict(await call(call.stubs.executions.ListExecutions, req))

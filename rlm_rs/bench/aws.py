@@ -69,6 +69,7 @@ def _measure(settings: Any, executions: int) -> dict[str, Any]:
     from rlm_rs.storage import open_storage
     from rlm_rs.storage.uploads import store_upload
     from rlm_rs.v1 import execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
+    from rlm_rs.wire_enums import EXECUTION_STATUS
 
     storage = open_storage(settings)
     storage.init()
@@ -98,7 +99,10 @@ def _measure(settings: Any, executions: int) -> dict[str, Any]:
         calls.take()
         calls.enabled = True
         cpu, wall = time.process_time(), time.perf_counter()
-        statuses = [str(stub.StartExecution(request, metadata=auth).status) for _ in range(executions)]
+        statuses = [
+            str(EXECUTION_STATUS.to_domain(stub.StartExecution(request, metadata=auth).status))
+            for _ in range(executions)
+        ]
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         calls.enabled = False
         logged = calls.take()

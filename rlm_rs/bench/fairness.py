@@ -152,8 +152,8 @@ class _Appliance:
             got = self.sessions.GetSession(
                 session_pb2.GetSessionRequest(session_id=session_id), metadata=self.auth(tenant), timeout=30
             )
-            if got.status != "READY":
-                raise RuntimeError(f"session {session_id} is {got.status}")
+            if got.status != session_pb2.SESSION_STATUS_READY:
+                raise RuntimeError(f"session {session_id} is {session_pb2.SessionStatus.Name(got.status)}")
 
     def runtime(self, tenant: str, session_id: str) -> str:
         from rlm_rs.v1 import execution_pb2

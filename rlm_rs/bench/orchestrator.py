@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.storage import open_storage
     from rlm_rs.storage.uploads import store_upload
     from rlm_rs.v1 import execution_pb2, execution_pb2_grpc, session_pb2, session_pb2_grpc
+    from rlm_rs.wire_enums import EXECUTION_STATUS
 
     with tempfile.TemporaryDirectory(prefix="rlm-bench-orch-") as directory:
         settings = Settings(RLM_DATA_DIR=Path(directory), API_KEY_PEPPER="bench",
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
 
             def one(_: int) -> str:
-                return str(stub.StartExecution(request, metadata=auth).status)
+                return EXECUTION_STATUS.to_domain(stub.StartExecution(request, metadata=auth).status)
 
             one(0)  # warm-up (also fills the sub-call cache)
             plane.engine.turn_timings.clear()

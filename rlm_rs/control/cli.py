@@ -162,6 +162,7 @@ def _tail(args: argparse.Namespace) -> int:
     """
     import grpc
 
+    from rlm_rs import codec
     from rlm_rs.v1 import execution_pb2, execution_pb2_grpc
 
     key = args.api_key or os.environ.get("RLM_API_KEY", "")
@@ -187,7 +188,8 @@ def _tail(args: argparse.Namespace) -> int:
                 for event in stub.WatchExecution(request, metadata=metadata, timeout=timeout):
                     unavailable_since = None
                     last = event.event_id
-                    if printer.event(event.type, event.turn_index, json.loads(event.data_json or "{}")):
+                    kind = codec.enum_json(execution_pb2.EventType, event.type) or ""  # a newer type: shown
+                    if printer.event(kind, event.turn_index, json.loads(event.data_json or "{}")):
                         return 0
                 printer.flush()
                 return 0  # resumed after the status event: nothing more to print

@@ -14,10 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+from typing import Any
 
 from rlm_rs.errors import RlmError
 from rlm_rs.limits import DEFAULT_SESSIONS_PAGE_SIZE, MAX_LISTING_TOKEN_CHARS, MAX_SESSIONS_PAGE_SIZE
+from rlm_rs.wire_enums import WireEnum
 
 
 def page_size(requested: int) -> int:
@@ -30,12 +31,15 @@ def page_size(requested: int) -> int:
     return requested or DEFAULT_SESSIONS_PAGE_SIZE
 
 
-def status_filter(status: str, allowed: Iterable[str]) -> str:
-    """ "" (every status) or one of `allowed`, else VALIDATION_ERROR."""
-    values = sorted(str(value) for value in allowed)
-    if status and status not in values:
-        raise RlmError("VALIDATION_ERROR", f"status must be one of {', '.join(values)}")
-    return status
+def status_filter(number: int, statuses: WireEnum[Any, Any]) -> str:
+    """The status a filter names ("": unset, every status), else VALIDATION_ERROR."""
+    if not number:
+        return ""
+    try:
+        return str(statuses.to_domain(number))
+    except ValueError:
+        values = sorted(str(value) for value in statuses.domain)
+        raise RlmError("VALIDATION_ERROR", f"status must be one of {', '.join(values)}") from None
 
 
 def encode_cursor(key: str, filters: dict[str, str]) -> str:

@@ -20,7 +20,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import Message
 
-from rlm_rs import codec
+from rlm_rs import codec, wire_enums
 from rlm_rs.citations import make_ref, verify_ref
 from rlm_rs.control import listings
 from rlm_rs.control._rpc import Caller, current_caller
@@ -33,7 +33,7 @@ from rlm_rs.domain import (
     DocumentRecord,
     ExecutionMode,
     ExecutionRecord,
-    ExecutionStatus,
+    OutputMode,
     SessionStatus,
     StepRecord,
 )
@@ -81,9 +81,9 @@ def execution_message(record: ExecutionRecord, children: Children | None = None)
         execution_id=record["execution_id"],
         session_id=record["session_id"],
         tenant_id=record["tenant_id"],
-        mode=record["mode"],
-        output_mode=record.get("output_mode") or "ANSWER",
-        status=record["status"],
+        mode=wire_enums.EXECUTION_MODE.to_proto(record["mode"]),
+        output_mode=wire_enums.OUTPUT_MODE.to_proto(record.get("output_mode") or OutputMode.ANSWER),
+        status=wire_enums.EXECUTION_STATUS.to_proto(record["status"]),
         question=record.get("question") or "",
         contexts_s3_uri=record.get("contexts_s3_uri") or "",
         trace_s3_uri=record.get("trace_s3_uri") or "",
@@ -213,7 +213,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         and in one status; executions of deleted sessions are left out."""
         caller = current_caller()
         size = listings.page_size(request.page_size)
-        status = listings.status_filter(request.status, ExecutionStatus)
+        status = listings.status_filter(request.status, wire_enums.EXECUTION_STATUS)
         if request.session_id:
             session = self.storage.metadata.get_session(caller.tenant_id, request.session_id)
             if session["status"] == SessionStatus.DELETING:
@@ -328,7 +328,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             yield execution_pb2.ExecutionEvent(
                 event_id=event["event_id"],
                 execution_id=event["execution_id"],
-                type=event["type"],
+                type=wire_enums.EVENT_TYPE.to_proto(event["type"]),
                 turn_index=int(event["turn_index"]),
                 at=event["at"],
                 data_json=event["data_json"],
@@ -360,7 +360,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         record = self.engine.cancel(caller.tenant_id, request.execution_id)
         return execution_pb2.CancelExecutionResponse(
             execution_id=record["execution_id"],
-            status=record["status"],
+            status=wire_enums.EXECUTION_STATUS.to_proto(record["status"]),
             completed_at=record.get("completed_at") or "",
         )
 
@@ -430,7 +430,11 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         resolution = self.engine.resolve_tools(
             caller.tenant_id, request.execution_id, requests, request.models.sub_model
         )
-        response = execution_pb2.ResolveToolsResponse(statuses=resolution.statuses)
+        response = execution_pb2.ResolveToolsResponse(
+            statuses={
+                key: wire_enums.TOOL_STATUS.to_proto(value) for key, value in resolution.statuses.items()
+            }
+        )
         for key, value in resolution.llm.items():
             response.tool_results.llm[key].CopyFrom(
                 LlmResult(text=value["text"], meta_json=json.dumps(value["meta"], sort_keys=True))

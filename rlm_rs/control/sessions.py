@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import grpc
 
-from rlm_rs import codec
+from rlm_rs import codec, wire_enums
 from rlm_rs.control import listings
 from rlm_rs.control._rpc import current_caller
 from rlm_rs.control.budgets import CeilingSource, budgets_to_dict, merge_budgets
@@ -83,7 +83,7 @@ def session_message(storage: Storage, session: SessionRecord) -> session_pb2.Ses
     message = session_pb2.Session(
         session_id=session["session_id"],
         tenant_id=session["tenant_id"],
-        status=session["status"],
+        status=wire_enums.SESSION_STATUS.to_proto(session["status"]),
         created_at=session.get("created_at", ""),
         expires_at=session.get("expires_at", ""),
         readiness=session_pb2.Readiness(
@@ -91,7 +91,9 @@ def session_message(storage: Storage, session: SessionRecord) -> session_pb2.Ses
         ),
         options=session_pb2.SessionOptions(
             enable_search=bool(options.get("enable_search")),
-            readiness_mode=options.get("readiness_mode", ReadinessMode.STRICT),
+            readiness_mode=wire_enums.READINESS_MODE.to_proto(
+                options.get("readiness_mode") or ReadinessMode.STRICT
+            ),
         ),
         models_default=Models(**(defaults.get("models_default") or {})),
         doc_count=int(session.get("doc_count") or len(docs)),
@@ -103,7 +105,7 @@ def session_message(storage: Storage, session: SessionRecord) -> session_pb2.Ses
             session_pb2.DocumentStatus(
                 doc_id=doc["doc_id"],
                 doc_index=int(doc["doc_index"]),
-                ingest_status=doc.get("ingest_status", ""),
+                ingest_status=wire_enums.INGEST_STATUS.to_proto(doc["ingest_status"]),
                 text_s3_uri=doc.get("text_s3_uri") or "",
                 meta_s3_uri=doc.get("meta_s3_uri") or "",
                 offsets_s3_uri=doc.get("offsets_s3_uri") or "",
@@ -116,6 +118,16 @@ def session_message(storage: Storage, session: SessionRecord) -> session_pb2.Ses
             )
         )
     return message
+
+
+def _readiness_mode(number: int) -> ReadinessMode:
+    """A request's readiness mode (unset: STRICT); VALIDATION_ERROR for a number this build lacks."""
+    if number == session_pb2.READINESS_MODE_UNSPECIFIED:
+        return ReadinessMode.STRICT
+    try:
+        return wire_enums.READINESS_MODE.to_domain(number)
+    except ValueError:
+        raise RlmError("VALIDATION_ERROR", "options.readiness_mode must be STRICT or LAX") from None
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
@@ -180,9 +192,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         ttl = request.ttl_minutes or DEFAULT_TTL_MINUTES
         if not 1 <= ttl <= MAX_TTL_MINUTES:
             raise RlmError("VALIDATION_ERROR", f"ttl_minutes must be 1..{MAX_TTL_MINUTES}")
-        mode = (request.options.readiness_mode or ReadinessMode.STRICT).upper()
-        if mode not in tuple(ReadinessMode):
-            raise RlmError("VALIDATION_ERROR", "options.readiness_mode must be STRICT or LAX")
+        mode = _readiness_mode(request.options.readiness_mode)
         self._validate_docs(caller.tenant_id, request.docs)
         check_models(request.models_default, "models_default")
         budgets_default = budgets_to_dict(request.budgets_default)
@@ -246,7 +256,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     ) -> session_pb2.DeleteSessionResponse:
         caller = current_caller()
         self.reaper.delete(caller.tenant_id, request.session_id)
-        return session_pb2.DeleteSessionResponse(session_id=request.session_id, status=SessionStatus.DELETING)
+        return session_pb2.DeleteSessionResponse(
+            session_id=request.session_id, status=session_pb2.SESSION_STATUS_DELETING
+        )
 
     def ListSessions(
         self,
@@ -256,7 +268,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         """The caller's sessions newest first, DELETING ones left out (docs/api.md#listings)."""
         caller = current_caller()
         size = listings.page_size(request.page_size)
-        status = listings.status_filter(request.status, SessionStatus)
+        status = listings.status_filter(request.status, wire_enums.SESSION_STATUS)
         filters = {"status": status}
         records, last = self.storage.metadata.list_sessions_page(
             caller.tenant_id,

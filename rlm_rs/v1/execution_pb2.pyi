@@ -10,6 +10,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from rlm_rs.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -21,6 +22,146 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ExecutionMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExecutionModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExecutionMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXECUTION_MODE_UNSPECIFIED: _ExecutionMode.ValueType  # 0
+    EXECUTION_MODE_ANSWERER: _ExecutionMode.ValueType  # 1
+    """The service's loop asks the root model for each step."""
+    EXECUTION_MODE_RUNTIME: _ExecutionMode.ValueType  # 2
+    """The caller sends each step (RunStep)."""
+
+class ExecutionMode(_ExecutionMode, metaclass=_ExecutionModeEnumTypeWrapper):
+    """Which loop drives an execution (docs/api.md#executions)."""
+
+EXECUTION_MODE_UNSPECIFIED: ExecutionMode.ValueType  # 0
+EXECUTION_MODE_ANSWERER: ExecutionMode.ValueType  # 1
+"""The service's loop asks the root model for each step."""
+EXECUTION_MODE_RUNTIME: ExecutionMode.ValueType  # 2
+"""The caller sends each step (RunStep)."""
+Global___ExecutionMode: _TypeAlias = ExecutionMode  # noqa: Y015
+
+class _OutputMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutputModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutputMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTPUT_MODE_UNSPECIFIED: _OutputMode.ValueType  # 0
+    """In a request: the default, ANSWER."""
+    OUTPUT_MODE_ANSWER: _OutputMode.ValueType  # 1
+    """An answer with citations."""
+    OUTPUT_MODE_CONTEXTS: _OutputMode.ValueType  # 2
+    """The spans tagged `context`, no answer."""
+
+class OutputMode(_OutputMode, metaclass=_OutputModeEnumTypeWrapper):
+    """What a finished Answerer execution returns (docs/api.md#contexts-output-mode)."""
+
+OUTPUT_MODE_UNSPECIFIED: OutputMode.ValueType  # 0
+"""In a request: the default, ANSWER."""
+OUTPUT_MODE_ANSWER: OutputMode.ValueType  # 1
+"""An answer with citations."""
+OUTPUT_MODE_CONTEXTS: OutputMode.ValueType  # 2
+"""The spans tagged `context`, no answer."""
+Global___OutputMode: _TypeAlias = OutputMode  # noqa: Y015
+
+class _ExecutionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExecutionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExecutionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXECUTION_STATUS_UNSPECIFIED: _ExecutionStatus.ValueType  # 0
+    """In a filter: every status. Never an execution's own status."""
+    EXECUTION_STATUS_RUNNING: _ExecutionStatus.ValueType  # 1
+    EXECUTION_STATUS_COMPLETED: _ExecutionStatus.ValueType  # 2
+    """FINAL reached."""
+    EXECUTION_STATUS_FAILED: _ExecutionStatus.ValueType  # 3
+    """The root model could not be reached, or the loop crashed."""
+    EXECUTION_STATUS_TIMEOUT: _ExecutionStatus.ValueType  # 4
+    """A turn ended past max_total_seconds."""
+    EXECUTION_STATUS_BUDGET_EXCEEDED: _ExecutionStatus.ValueType  # 5
+    """A total budget spent, or the deadline passed before a turn."""
+    EXECUTION_STATUS_MAX_TURNS_EXCEEDED: _ExecutionStatus.ValueType  # 6
+    EXECUTION_STATUS_CANCELLED: _ExecutionStatus.ValueType  # 7
+
+class ExecutionStatus(_ExecutionStatus, metaclass=_ExecutionStatusEnumTypeWrapper):
+    """An execution's status (docs/api.md#statuses); every one but RUNNING is final."""
+
+EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus.ValueType  # 0
+"""In a filter: every status. Never an execution's own status."""
+EXECUTION_STATUS_RUNNING: ExecutionStatus.ValueType  # 1
+EXECUTION_STATUS_COMPLETED: ExecutionStatus.ValueType  # 2
+"""FINAL reached."""
+EXECUTION_STATUS_FAILED: ExecutionStatus.ValueType  # 3
+"""The root model could not be reached, or the loop crashed."""
+EXECUTION_STATUS_TIMEOUT: ExecutionStatus.ValueType  # 4
+"""A turn ended past max_total_seconds."""
+EXECUTION_STATUS_BUDGET_EXCEEDED: ExecutionStatus.ValueType  # 5
+"""A total budget spent, or the deadline passed before a turn."""
+EXECUTION_STATUS_MAX_TURNS_EXCEEDED: ExecutionStatus.ValueType  # 6
+EXECUTION_STATUS_CANCELLED: ExecutionStatus.ValueType  # 7
+Global___ExecutionStatus: _TypeAlias = ExecutionStatus  # noqa: Y015
+
+class _EventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVENT_TYPE_UNSPECIFIED: _EventType.ValueType  # 0
+    EVENT_TYPE_TURN_STARTED: _EventType.ValueType  # 1
+    EVENT_TYPE_COMPACTION: _EventType.ValueType  # 2
+    EVENT_TYPE_ROOT_REPLY: _EventType.ValueType  # 3
+    EVENT_TYPE_STEP_RESULT: _EventType.ValueType  # 4
+    EVENT_TYPE_TOOL_REQUESTS: _EventType.ValueType  # 5
+    EVENT_TYPE_CHILD_STARTED: _EventType.ValueType  # 6
+    EVENT_TYPE_CHILD_FINISHED: _EventType.ValueType  # 7
+    EVENT_TYPE_TOOL_RESULTS: _EventType.ValueType  # 8
+    EVENT_TYPE_STATUS: _EventType.ValueType  # 9
+    """The last event of an execution: it ended."""
+
+class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
+    """A live event's type, in the order events happen (JSON: lower case)."""
+
+EVENT_TYPE_UNSPECIFIED: EventType.ValueType  # 0
+EVENT_TYPE_TURN_STARTED: EventType.ValueType  # 1
+EVENT_TYPE_COMPACTION: EventType.ValueType  # 2
+EVENT_TYPE_ROOT_REPLY: EventType.ValueType  # 3
+EVENT_TYPE_STEP_RESULT: EventType.ValueType  # 4
+EVENT_TYPE_TOOL_REQUESTS: EventType.ValueType  # 5
+EVENT_TYPE_CHILD_STARTED: EventType.ValueType  # 6
+EVENT_TYPE_CHILD_FINISHED: EventType.ValueType  # 7
+EVENT_TYPE_TOOL_RESULTS: EventType.ValueType  # 8
+EVENT_TYPE_STATUS: EventType.ValueType  # 9
+"""The last event of an execution: it ended."""
+Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
+class _ToolStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_STATUS_UNSPECIFIED: _ToolStatus.ValueType  # 0
+    TOOL_STATUS_PENDING: _ToolStatus.ValueType  # 1
+    """Queued by a runtime step, not resolved yet."""
+    TOOL_STATUS_RESOLVED: _ToolStatus.ValueType  # 2
+    TOOL_STATUS_ERROR: _ToolStatus.ValueType  # 3
+
+class ToolStatus(_ToolStatus, metaclass=_ToolStatusEnumTypeWrapper):
+    """A queued tool request's outcome (JSON: lower case)."""
+
+TOOL_STATUS_UNSPECIFIED: ToolStatus.ValueType  # 0
+TOOL_STATUS_PENDING: ToolStatus.ValueType  # 1
+"""Queued by a runtime step, not resolved yet."""
+TOOL_STATUS_RESOLVED: ToolStatus.ValueType  # 2
+TOOL_STATUS_ERROR: ToolStatus.ValueType  # 3
+Global___ToolStatus: _TypeAlias = ToolStatus  # noqa: Y015
 
 @_typing.final
 class ExecutionOptions(_message.Message):
@@ -35,8 +176,8 @@ class ExecutionOptions(_message.Message):
     redact_trace: _builtins.bool
     synchronous: _builtins.bool
     synchronous_timeout_seconds: _builtins.float
-    output_mode: _builtins.str
-    """ANSWER (default) or CONTEXTS."""
+    output_mode: Global___OutputMode.ValueType
+    """Unset: ANSWER."""
     def __init__(
         self,
         *,
@@ -44,7 +185,7 @@ class ExecutionOptions(_message.Message):
         redact_trace: _builtins.bool = ...,
         synchronous: _builtins.bool = ...,
         synchronous_timeout_seconds: _builtins.float = ...,
-        output_mode: _builtins.str = ...,
+        output_mode: Global___OutputMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -132,11 +273,9 @@ class Execution(_message.Message):
     execution_id: _builtins.str
     session_id: _builtins.str
     tenant_id: _builtins.str
-    mode: _builtins.str
-    """ANSWERER or RUNTIME"""
-    output_mode: _builtins.str
-    status: _builtins.str
-    """RUNNING|COMPLETED|FAILED|TIMEOUT|BUDGET_EXCEEDED|MAX_TURNS_EXCEEDED|CANCELLED"""
+    mode: Global___ExecutionMode.ValueType
+    output_mode: Global___OutputMode.ValueType
+    status: Global___ExecutionStatus.ValueType
     question: _builtins.str
     answer: _builtins.str
     contexts_s3_uri: _builtins.str
@@ -183,9 +322,9 @@ class Execution(_message.Message):
         execution_id: _builtins.str = ...,
         session_id: _builtins.str = ...,
         tenant_id: _builtins.str = ...,
-        mode: _builtins.str = ...,
-        output_mode: _builtins.str = ...,
-        status: _builtins.str = ...,
+        mode: Global___ExecutionMode.ValueType = ...,
+        output_mode: Global___OutputMode.ValueType = ...,
+        status: Global___ExecutionStatus.ValueType = ...,
         question: _builtins.str = ...,
         answer: _builtins.str | None = ...,
         citations: _abc.Iterable[_common_pb2.SpanRef] | None = ...,
@@ -218,11 +357,9 @@ Global___Execution: _TypeAlias = Execution  # noqa: Y015
 
 @_typing.final
 class ExecutionEvent(_message.Message):
-    """One live event of an execution (WatchExecution, GET .../events). Types:
-    turn_started, root_reply, step_result, tool_requests, tool_results,
-    child_started, child_finished, compaction, status (the last one: the
-    execution ended). Ids are ordered strings; pass the last one seen as
-    after_event_id to resume.
+    """One live event of an execution (WatchExecution, GET .../events); the
+    last one is of type status (the execution ended). Ids are ordered strings;
+    pass the last one seen as after_event_id to resume.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -235,7 +372,7 @@ class ExecutionEvent(_message.Message):
     DATA_JSON_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     execution_id: _builtins.str
-    type: _builtins.str
+    type: Global___EventType.ValueType
     turn_index: _builtins.int
     at: _builtins.str
     data_json: _builtins.str
@@ -245,7 +382,7 @@ class ExecutionEvent(_message.Message):
         *,
         event_id: _builtins.str = ...,
         execution_id: _builtins.str = ...,
-        type: _builtins.str = ...,
+        type: Global___EventType.ValueType = ...,
         turn_index: _builtins.int = ...,
         at: _builtins.str = ...,
         data_json: _builtins.str = ...,
@@ -421,13 +558,13 @@ class CancelExecutionResponse(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
-    status: _builtins.str
+    status: Global___ExecutionStatus.ValueType
     completed_at: _builtins.str
     def __init__(
         self,
         *,
         execution_id: _builtins.str = ...,
-        status: _builtins.str = ...,
+        status: Global___ExecutionStatus.ValueType = ...,
         completed_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -763,12 +900,12 @@ class ResolveToolsResponse(_message.Message):
         KEY_FIELD_NUMBER: _builtins.int
         VALUE_FIELD_NUMBER: _builtins.int
         key: _builtins.str
-        value: _builtins.str
+        value: Global___ToolStatus.ValueType
         def __init__(
             self,
             *,
             key: _builtins.str = ...,
-            value: _builtins.str = ...,
+            value: Global___ToolStatus.ValueType = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -781,14 +918,14 @@ class ResolveToolsResponse(_message.Message):
     @_builtins.property
     def tool_results(self) -> _common_pb2.ToolResults: ...
     @_builtins.property
-    def statuses(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """key -> pending|resolved|error"""
+    def statuses(self) -> _containers.ScalarMap[_builtins.str, Global___ToolStatus.ValueType]:
+        """key -> its outcome"""
 
     def __init__(
         self,
         *,
         tool_results: _common_pb2.ToolResults | None = ...,
-        statuses: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        statuses: _abc.Mapping[_builtins.str, Global___ToolStatus.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tool_results", b"tool_results"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -810,8 +947,8 @@ class ListExecutionsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """"": every session."""
-    status: _builtins.str
-    """"": every status."""
+    status: Global___ExecutionStatus.ValueType
+    """Unset: every status."""
     page_size: _builtins.int
     page_token: _builtins.str
     """A previous response's next_page_token, opaque ("": the newest first)."""
@@ -819,7 +956,7 @@ class ListExecutionsRequest(_message.Message):
         self,
         *,
         session_id: _builtins.str = ...,
-        status: _builtins.str = ...,
+        status: Global___ExecutionStatus.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...

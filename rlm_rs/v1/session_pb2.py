@@ -25,39 +25,45 @@ _sym_db = _symbol_database.Default()
 from rlm_rs.v1 import common_pb2 as rlm__rs_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlm_rs/v1/session.proto\x12\trlm_rs.v1\x1a\x16rlm_rs/v1/common.proto\"{\n\rDocumentInput\x12\x13\n\x0bsource_name\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\nraw_s3_uri\x18\x03 \x01(\t\x12\x19\n\x11raw_s3_version_id\x18\x04 \x01(\t\x12\x13\n\x0braw_s3_etag\x18\x05 \x01(\t\"?\n\x0eSessionOptions\x12\x15\n\renable_search\x18\x01 \x01(\x08\x12\x16\n\x0ereadiness_mode\x18\x02 \x01(\t\"\x8c\x02\n\x0e\x44ocumentStatus\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x11\n\tdoc_index\x18\x02 \x01(\x05\x12\x15\n\ringest_status\x18\x03 \x01(\t\x12\x13\n\x0btext_s3_uri\x18\x04 \x01(\t\x12\x13\n\x0bmeta_s3_uri\x18\x05 \x01(\t\x12\x16\n\x0eoffsets_s3_uri\x18\x06 \x01(\t\x12\x13\n\x0bsource_name\x18\x07 \x01(\t\x12\x11\n\tmime_type\x18\x08 \x01(\t\x12\x13\n\x0b\x63har_length\x18\t \x01(\x03\x12\x12\n\npage_count\x18\n \x01(\x05\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0b \x01(\t\x12\x15\n\rtext_checksum\x18\x0c \x01(\t\"F\n\tReadiness\x12\x14\n\x0cparsed_ready\x18\x01 \x01(\x08\x12\x14\n\x0csearch_ready\x18\x02 \x01(\x08\x12\r\n\x05ready\x18\x03 \x01(\x08\"\xe6\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\t\x12\x12\n\nexpires_at\x18\x05 \x01(\t\x12\'\n\treadiness\x18\x06 \x01(\x0b\x32\x14.rlm_rs.v1.Readiness\x12\'\n\x04\x64ocs\x18\x07 \x03(\x0b\x32\x19.rlm_rs.v1.DocumentStatus\x12*\n\x07options\x18\x08 \x01(\x0b\x32\x19.rlm_rs.v1.SessionOptions\x12)\n\x0emodels_default\x18\t \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12+\n\x0f\x62udgets_default\x18\n \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\x12\x11\n\tdoc_count\x18\x0b \x01(\x05\x12\x13\n\x0btotal_chars\x18\x0c \x01(\x03\"\xd7\x01\n\x14\x43reateSessionRequest\x12\x13\n\x0bttl_minutes\x18\x01 \x01(\x05\x12&\n\x04\x64ocs\x18\x02 \x03(\x0b\x32\x18.rlm_rs.v1.DocumentInput\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.rlm_rs.v1.SessionOptions\x12)\n\x0emodels_default\x18\x04 \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12+\n\x0f\x62udgets_default\x18\x05 \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x15\x44\x65leteSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"L\n\x13ListSessionsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x14ListSessionsResponse\x12$\n\x08sessions\x18\x01 \x03(\x0b\x32\x12.rlm_rs.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\rUploadRequest\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\x96\x01\n\x0cUploadResult\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nraw_s3_uri\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\t2\xfa\x02\n\x0eSessionService\x12\x44\n\rCreateSession\x12\x1f.rlm_rs.v1.CreateSessionRequest\x1a\x12.rlm_rs.v1.Session\x12>\n\nGetSession\x12\x1c.rlm_rs.v1.GetSessionRequest\x1a\x12.rlm_rs.v1.Session\x12R\n\rDeleteSession\x12\x1f.rlm_rs.v1.DeleteSessionRequest\x1a .rlm_rs.v1.DeleteSessionResponse\x12O\n\x0cListSessions\x12\x1e.rlm_rs.v1.ListSessionsRequest\x1a\x1f.rlm_rs.v1.ListSessionsResponse\x12=\n\x06Upload\x12\x18.rlm_rs.v1.UploadRequest\x1a\x17.rlm_rs.v1.UploadResult(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlm_rs/v1/session.proto\x12\trlm_rs.v1\x1a\x16rlm_rs/v1/common.proto\"{\n\rDocumentInput\x12\x13\n\x0bsource_name\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\nraw_s3_uri\x18\x03 \x01(\t\x12\x19\n\x11raw_s3_version_id\x18\x04 \x01(\t\x12\x13\n\x0braw_s3_etag\x18\x05 \x01(\t\"Y\n\x0eSessionOptions\x12\x15\n\renable_search\x18\x01 \x01(\x08\x12\x30\n\x0ereadiness_mode\x18\x02 \x01(\x0e\x32\x18.rlm_rs.v1.ReadinessMode\"\xa5\x02\n\x0e\x44ocumentStatus\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x11\n\tdoc_index\x18\x02 \x01(\x05\x12.\n\ringest_status\x18\x03 \x01(\x0e\x32\x17.rlm_rs.v1.IngestStatus\x12\x13\n\x0btext_s3_uri\x18\x04 \x01(\t\x12\x13\n\x0bmeta_s3_uri\x18\x05 \x01(\t\x12\x16\n\x0eoffsets_s3_uri\x18\x06 \x01(\t\x12\x13\n\x0bsource_name\x18\x07 \x01(\t\x12\x11\n\tmime_type\x18\x08 \x01(\t\x12\x13\n\x0b\x63har_length\x18\t \x01(\x03\x12\x12\n\npage_count\x18\n \x01(\x05\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0b \x01(\t\x12\x15\n\rtext_checksum\x18\x0c \x01(\t\"F\n\tReadiness\x12\x14\n\x0cparsed_ready\x18\x01 \x01(\x08\x12\x14\n\x0csearch_ready\x18\x02 \x01(\x08\x12\r\n\x05ready\x18\x03 \x01(\x08\"\x80\x03\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.rlm_rs.v1.SessionStatus\x12\x12\n\ncreated_at\x18\x04 \x01(\t\x12\x12\n\nexpires_at\x18\x05 \x01(\t\x12\'\n\treadiness\x18\x06 \x01(\x0b\x32\x14.rlm_rs.v1.Readiness\x12\'\n\x04\x64ocs\x18\x07 \x03(\x0b\x32\x19.rlm_rs.v1.DocumentStatus\x12*\n\x07options\x18\x08 \x01(\x0b\x32\x19.rlm_rs.v1.SessionOptions\x12)\n\x0emodels_default\x18\t \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12+\n\x0f\x62udgets_default\x18\n \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\x12\x11\n\tdoc_count\x18\x0b \x01(\x05\x12\x13\n\x0btotal_chars\x18\x0c \x01(\x03\"\xd7\x01\n\x14\x43reateSessionRequest\x12\x13\n\x0bttl_minutes\x18\x01 \x01(\x05\x12&\n\x04\x64ocs\x18\x02 \x03(\x0b\x32\x18.rlm_rs.v1.DocumentInput\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.rlm_rs.v1.SessionOptions\x12)\n\x0emodels_default\x18\x04 \x01(\x0b\x32\x11.rlm_rs.v1.Models\x12+\n\x0f\x62udgets_default\x18\x05 \x01(\x0b\x32\x12.rlm_rs.v1.Budgets\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"U\n\x15\x44\x65leteSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.rlm_rs.v1.SessionStatus\"f\n\x13ListSessionsRequest\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.rlm_rs.v1.SessionStatus\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x14ListSessionsResponse\x12$\n\x08sessions\x18\x01 \x03(\x0b\x32\x12.rlm_rs.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\rUploadRequest\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\x96\x01\n\x0cUploadResult\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nraw_s3_uri\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\t*\xba\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17SESSION_STATUS_CREATING\x10\x01\x12\x18\n\x14SESSION_STATUS_READY\x10\x02\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x03\x12\x1a\n\x16SESSION_STATUS_EXPIRED\x10\x04\x12\x1b\n\x17SESSION_STATUS_DELETING\x10\x05*b\n\rReadinessMode\x12\x1e\n\x1aREADINESS_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15READINESS_MODE_STRICT\x10\x01\x12\x16\n\x12READINESS_MODE_LAX\x10\x02*\xd1\x01\n\x0cIngestStatus\x12\x1d\n\x19INGEST_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18INGEST_STATUS_REGISTERED\x10\x01\x12\x19\n\x15INGEST_STATUS_PARSING\x10\x02\x12\x18\n\x14INGEST_STATUS_PARSED\x10\x03\x12\x1a\n\x16INGEST_STATUS_INDEXING\x10\x04\x12\x19\n\x15INGEST_STATUS_INDEXED\x10\x05\x12\x18\n\x14INGEST_STATUS_FAILED\x10\x06\x32\xfa\x02\n\x0eSessionService\x12\x44\n\rCreateSession\x12\x1f.rlm_rs.v1.CreateSessionRequest\x1a\x12.rlm_rs.v1.Session\x12>\n\nGetSession\x12\x1c.rlm_rs.v1.GetSessionRequest\x1a\x12.rlm_rs.v1.Session\x12R\n\rDeleteSession\x12\x1f.rlm_rs.v1.DeleteSessionRequest\x1a .rlm_rs.v1.DeleteSessionResponse\x12O\n\x0cListSessions\x12\x1e.rlm_rs.v1.ListSessionsRequest\x1a\x1f.rlm_rs.v1.ListSessionsResponse\x12=\n\x06Upload\x12\x18.rlm_rs.v1.UploadRequest\x1a\x17.rlm_rs.v1.UploadResult(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rlm_rs.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SESSIONSTATUS']._serialized_start=1854
+  _globals['_SESSIONSTATUS']._serialized_end=2040
+  _globals['_READINESSMODE']._serialized_start=2042
+  _globals['_READINESSMODE']._serialized_end=2140
+  _globals['_INGESTSTATUS']._serialized_start=2143
+  _globals['_INGESTSTATUS']._serialized_end=2352
   _globals['_DOCUMENTINPUT']._serialized_start=62
   _globals['_DOCUMENTINPUT']._serialized_end=185
   _globals['_SESSIONOPTIONS']._serialized_start=187
-  _globals['_SESSIONOPTIONS']._serialized_end=250
-  _globals['_DOCUMENTSTATUS']._serialized_start=253
-  _globals['_DOCUMENTSTATUS']._serialized_end=521
-  _globals['_READINESS']._serialized_start=523
-  _globals['_READINESS']._serialized_end=593
-  _globals['_SESSION']._serialized_start=596
-  _globals['_SESSION']._serialized_end=954
-  _globals['_CREATESESSIONREQUEST']._serialized_start=957
-  _globals['_CREATESESSIONREQUEST']._serialized_end=1172
-  _globals['_GETSESSIONREQUEST']._serialized_start=1174
-  _globals['_GETSESSIONREQUEST']._serialized_end=1213
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1215
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1257
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1259
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1318
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1320
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1396
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1398
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1483
-  _globals['_UPLOADREQUEST']._serialized_start=1485
-  _globals['_UPLOADREQUEST']._serialized_end=1569
-  _globals['_UPLOADRESULT']._serialized_start=1572
-  _globals['_UPLOADRESULT']._serialized_end=1722
-  _globals['_SESSIONSERVICE']._serialized_start=1725
-  _globals['_SESSIONSERVICE']._serialized_end=2103
+  _globals['_SESSIONOPTIONS']._serialized_end=276
+  _globals['_DOCUMENTSTATUS']._serialized_start=279
+  _globals['_DOCUMENTSTATUS']._serialized_end=572
+  _globals['_READINESS']._serialized_start=574
+  _globals['_READINESS']._serialized_end=644
+  _globals['_SESSION']._serialized_start=647
+  _globals['_SESSION']._serialized_end=1031
+  _globals['_CREATESESSIONREQUEST']._serialized_start=1034
+  _globals['_CREATESESSIONREQUEST']._serialized_end=1249
+  _globals['_GETSESSIONREQUEST']._serialized_start=1251
+  _globals['_GETSESSIONREQUEST']._serialized_end=1290
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1292
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1334
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1336
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1421
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1423
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1525
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1527
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1612
+  _globals['_UPLOADREQUEST']._serialized_start=1614
+  _globals['_UPLOADREQUEST']._serialized_end=1698
+  _globals['_UPLOADRESULT']._serialized_start=1701
+  _globals['_UPLOADRESULT']._serialized_end=1851
+  _globals['_SESSIONSERVICE']._serialized_start=2355
+  _globals['_SESSIONSERVICE']._serialized_end=2733
 # @@protoc_insertion_point(module_scope)

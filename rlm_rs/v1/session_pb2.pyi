@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from rlm_rs.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +21,90 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _SessionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SessionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SESSION_STATUS_UNSPECIFIED: _SessionStatus.ValueType  # 0
+    """In a filter: every status. Never a session's own status."""
+    SESSION_STATUS_CREATING: _SessionStatus.ValueType  # 1
+    """Documents registered, ingestion running."""
+    SESSION_STATUS_READY: _SessionStatus.ValueType  # 2
+    SESSION_STATUS_FAILED: _SessionStatus.ValueType  # 3
+    """Ingestion failed (per the readiness mode)."""
+    SESSION_STATUS_EXPIRED: _SessionStatus.ValueType  # 4
+    """Past its TTL."""
+    SESSION_STATUS_DELETING: _SessionStatus.ValueType  # 5
+    """Deleted: answers SESSION_NOT_FOUND while its data is removed."""
+
+class SessionStatus(_SessionStatus, metaclass=_SessionStatusEnumTypeWrapper):
+    """A session's status (docs/api.md#sessions)."""
+
+SESSION_STATUS_UNSPECIFIED: SessionStatus.ValueType  # 0
+"""In a filter: every status. Never a session's own status."""
+SESSION_STATUS_CREATING: SessionStatus.ValueType  # 1
+"""Documents registered, ingestion running."""
+SESSION_STATUS_READY: SessionStatus.ValueType  # 2
+SESSION_STATUS_FAILED: SessionStatus.ValueType  # 3
+"""Ingestion failed (per the readiness mode)."""
+SESSION_STATUS_EXPIRED: SessionStatus.ValueType  # 4
+"""Past its TTL."""
+SESSION_STATUS_DELETING: SessionStatus.ValueType  # 5
+"""Deleted: answers SESSION_NOT_FOUND while its data is removed."""
+Global___SessionStatus: _TypeAlias = SessionStatus  # noqa: Y015
+
+class _ReadinessMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReadinessModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReadinessMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    READINESS_MODE_UNSPECIFIED: _ReadinessMode.ValueType  # 0
+    """In a request: the default, STRICT."""
+    READINESS_MODE_STRICT: _ReadinessMode.ValueType  # 1
+    """All documents INDEXED when search is on, else all PARSED."""
+    READINESS_MODE_LAX: _ReadinessMode.ValueType  # 2
+    """Every document parsed or failed, at least one parsed."""
+
+class ReadinessMode(_ReadinessMode, metaclass=_ReadinessModeEnumTypeWrapper):
+    """When a session is READY."""
+
+READINESS_MODE_UNSPECIFIED: ReadinessMode.ValueType  # 0
+"""In a request: the default, STRICT."""
+READINESS_MODE_STRICT: ReadinessMode.ValueType  # 1
+"""All documents INDEXED when search is on, else all PARSED."""
+READINESS_MODE_LAX: ReadinessMode.ValueType  # 2
+"""Every document parsed or failed, at least one parsed."""
+Global___ReadinessMode: _TypeAlias = ReadinessMode  # noqa: Y015
+
+class _IngestStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IngestStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IngestStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INGEST_STATUS_UNSPECIFIED: _IngestStatus.ValueType  # 0
+    INGEST_STATUS_REGISTERED: _IngestStatus.ValueType  # 1
+    INGEST_STATUS_PARSING: _IngestStatus.ValueType  # 2
+    INGEST_STATUS_PARSED: _IngestStatus.ValueType  # 3
+    INGEST_STATUS_INDEXING: _IngestStatus.ValueType  # 4
+    INGEST_STATUS_INDEXED: _IngestStatus.ValueType  # 5
+    INGEST_STATUS_FAILED: _IngestStatus.ValueType  # 6
+
+class IngestStatus(_IngestStatus, metaclass=_IngestStatusEnumTypeWrapper):
+    """A document's ingestion status, in the order it moves through them."""
+
+INGEST_STATUS_UNSPECIFIED: IngestStatus.ValueType  # 0
+INGEST_STATUS_REGISTERED: IngestStatus.ValueType  # 1
+INGEST_STATUS_PARSING: IngestStatus.ValueType  # 2
+INGEST_STATUS_PARSED: IngestStatus.ValueType  # 3
+INGEST_STATUS_INDEXING: IngestStatus.ValueType  # 4
+INGEST_STATUS_INDEXED: IngestStatus.ValueType  # 5
+INGEST_STATUS_FAILED: IngestStatus.ValueType  # 6
+Global___IngestStatus: _TypeAlias = IngestStatus  # noqa: Y015
 
 @_typing.final
 class DocumentInput(_message.Message):
@@ -59,13 +144,13 @@ class SessionOptions(_message.Message):
     ENABLE_SEARCH_FIELD_NUMBER: _builtins.int
     READINESS_MODE_FIELD_NUMBER: _builtins.int
     enable_search: _builtins.bool
-    readiness_mode: _builtins.str
-    """STRICT (all docs INDEXED when search is on) or LAX (all docs PARSED)."""
+    readiness_mode: Global___ReadinessMode.ValueType
+    """Unset: STRICT."""
     def __init__(
         self,
         *,
         enable_search: _builtins.bool = ...,
-        readiness_mode: _builtins.str = ...,
+        readiness_mode: Global___ReadinessMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -93,8 +178,7 @@ class DocumentStatus(_message.Message):
     TEXT_CHECKSUM_FIELD_NUMBER: _builtins.int
     doc_id: _builtins.str
     doc_index: _builtins.int
-    ingest_status: _builtins.str
-    """REGISTERED|PARSING|PARSED|INDEXING|INDEXED|FAILED"""
+    ingest_status: Global___IngestStatus.ValueType
     text_s3_uri: _builtins.str
     meta_s3_uri: _builtins.str
     offsets_s3_uri: _builtins.str
@@ -109,7 +193,7 @@ class DocumentStatus(_message.Message):
         *,
         doc_id: _builtins.str = ...,
         doc_index: _builtins.int = ...,
-        ingest_status: _builtins.str = ...,
+        ingest_status: Global___IngestStatus.ValueType = ...,
         text_s3_uri: _builtins.str = ...,
         meta_s3_uri: _builtins.str = ...,
         offsets_s3_uri: _builtins.str = ...,
@@ -171,8 +255,7 @@ class Session(_message.Message):
     TOTAL_CHARS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     tenant_id: _builtins.str
-    status: _builtins.str
-    """CREATING|READY|FAILED|EXPIRED|DELETING"""
+    status: Global___SessionStatus.ValueType
     created_at: _builtins.str
     expires_at: _builtins.str
     doc_count: _builtins.int
@@ -192,7 +275,7 @@ class Session(_message.Message):
         *,
         session_id: _builtins.str = ...,
         tenant_id: _builtins.str = ...,
-        status: _builtins.str = ...,
+        status: Global___SessionStatus.ValueType = ...,
         created_at: _builtins.str = ...,
         expires_at: _builtins.str = ...,
         readiness: Global___Readiness | None = ...,
@@ -291,12 +374,12 @@ class DeleteSessionResponse(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
-    status: _builtins.str
+    status: Global___SessionStatus.ValueType
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
-        status: _builtins.str = ...,
+        status: Global___SessionStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -313,15 +396,15 @@ class ListSessionsRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
-    status: _builtins.str
-    """Empty: every status."""
+    status: Global___SessionStatus.ValueType
+    """Unset: every status."""
     page_size: _builtins.int
     page_token: _builtins.str
     """A previous response's next_page_token, opaque ("": the newest first)."""
     def __init__(
         self,
         *,
-        status: _builtins.str = ...,
+        status: Global___SessionStatus.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...

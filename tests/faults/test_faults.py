@@ -108,7 +108,7 @@ def test_pool_killed_mid_execution_and_restarted(tmp_path: Path) -> None:
             if process is not None and process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(15)
-    assert done.status == "COMPLETED", done.error
+    assert done.status == execution_pb2.EXECUTION_STATUS_COMPLETED, done.error
     assert "pool" in restarted
     # the step in flight when the pool died was retried once the pool was back
     # (steps are pure: nothing was committed twice), so no turn was wasted

@@ -38,7 +38,9 @@ def test_a_step_waiting_inline_is_replayed_after_sigkill_without_paying_twice(tm
         return "Portugal"
 
     waited, storage, execution_id, sub_calls = _kill_mid_run(tmp_path, reply, stalled)
-    assert waited.status == "COMPLETED" and waited.answer == "Lisbon Portugal", waited.error
+    assert waited.status == execution_pb2.EXECUTION_STATUS_COMPLETED and waited.answer == "Lisbon Portugal", (
+        waited.error
+    )
     prompts = [call["messages"][-1]["content"] for call in sub_calls]
     assert prompts.count("first: name the city") == 1  # served from the cache on replay: paid once
     assert prompts.count("second: its country") == 2  # the killed wait never got its answer
@@ -83,7 +85,7 @@ def test_a_worker_killed_while_waiting_loses_nothing_committed(tmp_path: Path) -
             ),
             metadata=api.auth(),
         )
-        assert started.status == "COMPLETED", started.error
+        assert started.status == execution_pb2.EXECUTION_STATUS_COMPLETED, started.error
         assert started.answer == "turn 0 / None"  # the killed step's write never landed
         steps = api.executions.ListSteps(
             execution_pb2.ListStepsRequest(execution_id=started.execution_id), metadata=api.auth()

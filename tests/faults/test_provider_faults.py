@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rlm_rs.providers.testing_server import OpenAICompatibleServer
+from rlm_rs.v1 import execution_pb2
 from rlm_rs.v1.common_pb2 import Budgets
 from tests.integration.control.test_openai_provider import openai_stack, settings_for
 
@@ -61,9 +62,9 @@ def test_sub_call_timeout_is_a_tool_error_and_the_loop_goes_on(
         slow = run()
         behaviour.sub_mode = "ok"
         healthy = run()
-    assert slow.status == "COMPLETED" and slow.answer == "error:none"
+    assert slow.status == execution_pb2.EXECUTION_STATUS_COMPLETED and slow.answer == "error:none"
     assert slow.budgets_consumed.turns == 2
-    assert healthy.status == "COMPLETED" and healthy.answer == "resolved:Lisbon"
+    assert healthy.status == execution_pb2.EXECUTION_STATUS_COMPLETED and healthy.answer == "resolved:Lisbon"
 
 
 def test_root_model_500_fails_the_execution_cleanly(tmp_path: Path, server: OpenAICompatibleServer) -> None:
@@ -72,9 +73,11 @@ def test_root_model_500_fails_the_execution_cleanly(tmp_path: Path, server: Open
         failed = run()
         server.fail_status = None
         healthy = run()
-    assert failed.status == "FAILED" and failed.error.code == "LLM_PROVIDER_ERROR"
+    assert (
+        failed.status == execution_pb2.EXECUTION_STATUS_FAILED and failed.error.code == "LLM_PROVIDER_ERROR"
+    )
     assert "500" in failed.error.message and failed.budgets_consumed.turns == 0
-    assert healthy.status == "COMPLETED"
+    assert healthy.status == execution_pb2.EXECUTION_STATUS_COMPLETED
 
 
 def test_sub_call_500_is_a_tool_error(
@@ -92,7 +95,7 @@ def test_sub_call_500_is_a_tool_error(
     server.reply = failing_subs
     with openai_stack(settings_for(tmp_path, server)) as run:
         execution = run()
-    assert execution.status == "COMPLETED" and execution.answer == "error:none"
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED and execution.answer == "error:none"
     assert len(calls) == 2  # one attempt plus RLM_LLM_MAX_RETRIES=1 retry by the SDK
 
 
@@ -104,5 +107,8 @@ def test_malformed_root_replies_cost_turns_not_the_service(
         malformed = run(budgets=Budgets(max_turns=3))
         behaviour.root_mode = "ok"
         healthy = run()
-    assert malformed.status == "MAX_TURNS_EXCEEDED" and malformed.budgets_consumed.turns == 3
-    assert healthy.status == "COMPLETED" and healthy.answer == "resolved:Lisbon"
+    assert (
+        malformed.status == execution_pb2.EXECUTION_STATUS_MAX_TURNS_EXCEEDED
+        and malformed.budgets_consumed.turns == 3
+    )
+    assert healthy.status == execution_pb2.EXECUTION_STATUS_COMPLETED and healthy.answer == "resolved:Lisbon"

@@ -64,12 +64,12 @@ def test_nan_child_budgets_are_a_tool_error_and_the_parent_stays_readable(
         ),
         metadata=api.auth(),
     )
-    assert response.statuses["kid"] == "error"
+    assert response.statuses["kid"] == execution_pb2.TOOL_STATUS_ERROR
     assert "VALIDATION_ERROR" in json.loads(response.tool_results.rlm["kid"].meta_json)["error"]
     parent = api.executions.GetExecution(
         execution_pb2.GetExecutionRequest(execution_id=execution_id), metadata=api.auth()
     )
-    assert parent.status == "RUNNING" and list(parent.children) == []
+    assert parent.status == execution_pb2.EXECUTION_STATUS_RUNNING and list(parent.children) == []
     assert _step(api, execution_id, "print('still fine')").success
 
 

@@ -9,12 +9,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 import pytest
 
+from rlm_rs import wire_enums
 from rlm_rs.control.quotas import DEFAULT_LIMITS
+from rlm_rs.domain import EventType
 from rlm_rs.v1 import execution_pb2
 from rlm_rs.v1.common_pb2 import RlmRequest, ToolRequests
 from tests.integration.control.conftest import REPORT, Api, error_code
@@ -30,6 +33,11 @@ EXPECTED_TYPES = [
     "turn_started", "root_reply", "step_result",
     "status",
 ]  # fmt: skip
+
+
+def types(events: Iterable[execution_pb2.ExecutionEvent]) -> list[EventType]:
+    """The events' types as the domain names them (the wire carries EventType numbers)."""
+    return [wire_enums.EVENT_TYPE.to_domain(e.type) for e in events]
 
 
 def watch(api: Api, execution_id: str, after: str = "", key: str | None = None) -> list[Any]:
@@ -63,15 +71,17 @@ def test_watch_streams_an_answerer_execution_as_it_runs(api: Api) -> None:
         timeout=60,
     )
     events: list[execution_pb2.ExecutionEvent] = []
-    status_at_first_event = ""
+    status_at_first_event = execution_pb2.EXECUTION_STATUS_UNSPECIFIED
     for event in stream:
         if not events:
             status_at_first_event = api.executions.GetExecution(
                 execution_pb2.GetExecutionRequest(execution_id=execution.execution_id), metadata=api.auth()
             ).status
         events.append(event)
-    assert status_at_first_event == "RUNNING"  # events arrive live, not after the end
-    assert [e.type for e in events] == EXPECTED_TYPES
+    assert (
+        status_at_first_event == execution_pb2.EXECUTION_STATUS_RUNNING
+    )  # events arrive live, not after the end
+    assert types(events) == EXPECTED_TYPES
     ids = [e.event_id for e in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(e.execution_id == execution.execution_id for e in events)
@@ -87,13 +97,13 @@ def test_watch_streams_an_answerer_execution_as_it_runs(api: Api) -> None:
 def test_watch_resumes_after_an_event_id_with_exactly_the_rest(api: Api) -> None:
     api.provider.script["executions"] = [{"match": "resume", "root": TWO_TURNS}]
     execution = start(api, api.ready_session(), "resume me")
-    assert execution.status == "COMPLETED"
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
     everything = watch(api, execution.execution_id)
-    assert [e.type for e in everything] == EXPECTED_TYPES
+    assert types(everything) == EXPECTED_TYPES
     for middle in (3, 5):
         rest = watch(api, execution.execution_id, after=everything[middle].event_id)
         assert [e.event_id for e in rest] == [e.event_id for e in everything[middle + 1 :]]
-    assert [e.type for e in watch(api, execution.execution_id, after=everything[-2].event_id)] == ["status"]
+    assert types(watch(api, execution.execution_id, after=everything[-2].event_id)) == ["status"]
     assert watch(api, execution.execution_id, after=everything[-1].event_id) == []  # ends at once
 
 
@@ -133,7 +143,7 @@ def test_watch_of_a_runtime_execution_streams_steps_until_it_is_cancelled(api: A
     )
     reader.join(30)
     assert not reader.is_alive()
-    assert [e.type for e in events] == ["step_result", "status"]
+    assert types(events) == ["step_result", "status"]
     assert json.loads(events[0].data_json)["stdout"] == "hello\n"
     assert json.loads(events[1].data_json)["status"] == "CANCELLED"
 
@@ -156,12 +166,12 @@ def test_live_watchers_are_capped_per_tenant_and_released(api: Api) -> None:
         execution_pb2.CancelExecutionRequest(execution_id=execution_id), metadata=api.auth()
     )
     for stream in streams:
-        assert [e.type for e in stream] == ["status"]
+        assert types(stream) == ["status"]
     # every slot came back: a new watcher is served
     deadline = time.monotonic() + 5
     while True:
         try:
-            assert [e.type for e in watch(api, execution_id)] == ["status"]
+            assert types(watch(api, execution_id)) == ["status"]
             break
         except grpc.RpcError:
             assert time.monotonic() < deadline, "watch slots were not released"
@@ -196,18 +206,18 @@ def test_followup_starts_from_the_finished_executions_work(api: Api) -> None:
         {"match": "recall", "root": [RECALL]},
     ]
     first = start(api, api.ready_session(), "remember the CEO")
-    assert first.status == "COMPLETED" and first.answer == "noted"
+    assert first.status == execution_pb2.EXECUTION_STATUS_COMPLETED and first.answer == "noted"
     second = followup(
         api, first.execution_id, "recall the CEO", synchronous=True, synchronous_timeout_seconds=30
     )
-    assert second.status == "COMPLETED", second.error
+    assert second.status == execution_pb2.EXECUTION_STATUS_COMPLETED, second.error
     assert second.answer == "The CEO is Ana Souza"
     assert second.followup_of == first.execution_id and second.session_id == first.session_id
     assert second.execution_id != first.execution_id
     got = api.executions.GetExecution(
         execution_pb2.GetExecutionRequest(execution_id=second.execution_id), metadata=api.auth()
     )
-    assert got.followup_of == first.execution_id and got.mode == "ANSWERER"
+    assert got.followup_of == first.execution_id and got.mode == execution_pb2.EXECUTION_MODE_ANSWERER
     steps = api.executions.ListSteps(
         execution_pb2.ListStepsRequest(execution_id=second.execution_id), metadata=api.auth()
     ).steps
@@ -226,7 +236,9 @@ def test_followup_without_synchronous_runs_in_the_background(api: Api) -> None:
     ]
     first = start(api, api.ready_session(), "remember the CEO")
     second = followup(api, first.execution_id, "recall the CEO")
-    assert second.status == "RUNNING" and second.followup_of == first.execution_id
+    assert (
+        second.status == execution_pb2.EXECUTION_STATUS_RUNNING and second.followup_of == first.execution_id
+    )
     events = watch(api, second.execution_id)
     assert json.loads(events[-1].data_json)["answer"] == "The CEO is Ana Souza"
 
@@ -257,7 +269,7 @@ def test_resolve_tools_returns_child_results_and_the_execution_tree(api: Api) ->
         ),
         metadata=api.auth(),
     )
-    assert response.statuses["child"] == "resolved"
+    assert response.statuses["child"] == execution_pb2.TOOL_STATUS_RESOLVED
     result = response.tool_results.rlm["child"]
     assert result.text == "Answer: Revenue grew 14% to $48.2M"
     [ref] = result.citations
@@ -270,7 +282,11 @@ def test_resolve_tools_returns_child_results_and_the_execution_tree(api: Api) ->
     )
     [child] = parent.children
     assert child.execution_id == meta["execution_id"] and child.parent_execution_id == execution_id
-    assert child.depth == 1 and child.status == "COMPLETED" and child.answer == result.text
+    assert (
+        child.depth == 1
+        and child.status == execution_pb2.EXECUTION_STATUS_COMPLETED
+        and child.answer == result.text
+    )
     assert list(child.citations) == [ref]
 
 
@@ -293,7 +309,9 @@ def test_executions_tail_prints_each_turn_and_resumes_after_an_event(api: Api) -
         "COMPLETED: Answer: Revenue grew 14% to $48.2M",
     ]
     events = watch(api, execution.execution_id)
-    second_turn = next(e.event_id for e in events if e.type == "turn_started" and e.turn_index == 1)
+    second_turn = next(
+        e.event_id for e in events if e.type == execution_pb2.EVENT_TYPE_TURN_STARTED and e.turn_index == 1
+    )
     assert tail(api, execution.execution_id, "--after", second_turn) == [
         "turn 1: ok; spans 2; tools 0",
         "  FINAL: Answer: Revenue grew 14% to $48.2M",
@@ -328,7 +346,7 @@ def test_executions_tail_prints_turns_while_the_execution_runs(api: Api) -> None
             api.executions.GetExecution(
                 execution_pb2.GetExecutionRequest(execution_id=execution.execution_id), metadata=api.auth()
             ).status
-            == "RUNNING"
+            == execution_pb2.EXECUTION_STATUS_RUNNING
         )
         gate.set()
         rest = proc.stdout.read().splitlines()

@@ -44,7 +44,7 @@ def test_answerer_loop_without_subcalls_cites_what_it_read(api: Api) -> None:
     api.provider.script["executions"] = [{"match": "revenue", "root": [FIND_AND_ANSWER]}]
     session_id = api.ready_session()
     execution = start(api, session_id, "How did revenue develop?")
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == "Answer: Revenue grew 14% to $48.2M"
     assert execution.budgets_consumed.turns == 1 and execution.budgets_consumed.llm_subcalls == 0
     refs = list(execution.citations)
@@ -79,11 +79,13 @@ def test_subcalls_yield_and_cache(api: Api) -> None:
     api.provider.script["sub"] = [{"match": "chief executive", "text": "Ana Souza"}]
     session_id = api.ready_session()
     first = start(api, session_id, "Who is the CEO?")
-    assert first.status == "COMPLETED" and first.answer == "Ana Souza"
+    assert first.status == execution_pb2.EXECUTION_STATUS_COMPLETED and first.answer == "Ana Souza"
     assert first.budgets_consumed.llm_subcalls == 1 and first.budgets_consumed.cache_hits == 0
     subs_before = sum(1 for c in api.provider.calls if c["role"] == "sub")
     second = start(api, session_id, "Who is the CEO?")
-    assert second.status == "COMPLETED" and second.budgets_consumed.cache_hits == 1
+    assert (
+        second.status == execution_pb2.EXECUTION_STATUS_COMPLETED and second.budgets_consumed.cache_hits == 1
+    )
     assert sum(1 for c in api.provider.calls if c["role"] == "sub") == subs_before  # served by the cache
 
 
@@ -102,7 +104,10 @@ def test_tool_error_and_recovery(api: Api) -> None:
     ]
     api.provider.script["fail_sub"] = ["EXPLODE"]
     execution = start(api, api.ready_session(), "a fragile question")
-    assert execution.status == "COMPLETED" and execution.answer == "fallback after error: Meeting notes"
+    assert (
+        execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
+        and execution.answer == "fallback after error: Meeting notes"
+    )
 
 
 def test_step_error_is_recorded_and_the_loop_goes_on(api: Api) -> None:
@@ -116,7 +121,10 @@ def test_step_error_is_recorded_and_the_loop_goes_on(api: Api) -> None:
         }
     ]
     execution = start(api, api.ready_session(), "a typo question")
-    assert execution.status == "COMPLETED" and execution.answer == "recovered from SANDBOX_RUNTIME_ERROR"
+    assert (
+        execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
+        and execution.answer == "recovered from SANDBOX_RUNTIME_ERROR"
+    )
     steps = api.executions.ListSteps(
         execution_pb2.ListStepsRequest(execution_id=execution.execution_id), metadata=api.auth()
     ).steps
@@ -126,20 +134,28 @@ def test_step_error_is_recorded_and_the_loop_goes_on(api: Api) -> None:
 def test_prose_reply_is_rejected_and_counted_as_a_turn(api: Api) -> None:
     api.provider.script["executions"] = [{"match": "chatty", "root": ["Sure! Let me look.", FIND_AND_ANSWER]}]
     execution = start(api, api.ready_session(), "a chatty question")
-    assert execution.status == "COMPLETED" and execution.budgets_consumed.turns == 2
+    assert (
+        execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED and execution.budgets_consumed.turns == 2
+    )
 
 
 def test_max_turns_exceeded(api: Api) -> None:
     api.provider.script["executions"] = [{"match": "endless", "root": [block("print(len(context))")]}]
     execution = start(api, api.ready_session(), "endless", budgets=Budgets(max_turns=3))
-    assert execution.status == "MAX_TURNS_EXCEEDED" and execution.budgets_consumed.turns == 3
+    assert (
+        execution.status == execution_pb2.EXECUTION_STATUS_MAX_TURNS_EXCEEDED
+        and execution.budgets_consumed.turns == 3
+    )
     assert execution.error.code == "MAX_TURNS_EXCEEDED"
 
 
 def test_budget_exceeded_when_total_time_is_spent_before_a_turn(api: Api) -> None:
     api.provider.script["executions"] = [{"match": "slow", "root": [FIND_AND_ANSWER]}]
     execution = start(api, api.ready_session(), "slow", budgets=Budgets(max_total_seconds=0.001))
-    assert execution.status == "BUDGET_EXCEEDED" and execution.error.code == "BUDGET_EXCEEDED"
+    assert (
+        execution.status == execution_pb2.EXECUTION_STATUS_BUDGET_EXCEEDED
+        and execution.error.code == "BUDGET_EXCEEDED"
+    )
     assert execution.budgets_consumed.turns == 0
 
 
@@ -158,7 +174,10 @@ def test_budget_exceeded_when_a_turn_ends_past_the_deadline(api: Api) -> None:
     execution = start(
         api, api.ready_session(["a" * 60 + "!"]), "stuck", budgets=Budgets(max_total_seconds=0.5)
     )
-    assert execution.status == "BUDGET_EXCEEDED" and execution.error.code == "BUDGET_EXCEEDED"
+    assert (
+        execution.status == execution_pb2.EXECUTION_STATUS_BUDGET_EXCEEDED
+        and execution.error.code == "BUDGET_EXCEEDED"
+    )
     assert execution.error.message == "max_total_seconds spent"
     assert execution.budgets_consumed.turns == 1
 
@@ -166,7 +185,10 @@ def test_budget_exceeded_when_a_turn_ends_past_the_deadline(api: Api) -> None:
 def test_failed_when_the_root_model_cannot_answer(api: Api) -> None:
     api.provider.script["executions"] = []  # the scripted provider raises a provider error
     execution = start(api, api.ready_session(), "nobody home")
-    assert execution.status == "FAILED" and execution.error.code == "LLM_PROVIDER_ERROR"
+    assert (
+        execution.status == execution_pb2.EXECUTION_STATUS_FAILED
+        and execution.error.code == "LLM_PROVIDER_ERROR"
+    )
 
 
 def test_subcall_budget_refusal_is_a_tool_error(api: Api) -> None:
@@ -194,7 +216,7 @@ def test_cancel_mid_run_is_idempotent(api: Api) -> None:
         ),
         metadata=api.auth(),
     )
-    assert started.status == "RUNNING"
+    assert started.status == execution_pb2.EXECUTION_STATUS_RUNNING
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         current = api.executions.GetExecution(
@@ -206,12 +228,15 @@ def test_cancel_mid_run_is_idempotent(api: Api) -> None:
     cancel = execution_pb2.CancelExecutionRequest(execution_id=started.execution_id)
     first = api.executions.CancelExecution(cancel, metadata=api.auth())
     second = api.executions.CancelExecution(cancel, metadata=api.auth())
-    assert first.status == second.status == "CANCELLED" and first.completed_at == second.completed_at
+    assert (
+        first.status == second.status == execution_pb2.EXECUTION_STATUS_CANCELLED
+        and first.completed_at == second.completed_at
+    )
     waited = api.executions.WaitExecution(
         execution_pb2.WaitExecutionRequest(execution_id=started.execution_id, timeout_seconds=5),
         metadata=api.auth(),
     )
-    assert waited.status == "CANCELLED" and waited.budgets_consumed.turns < 200
+    assert waited.status == execution_pb2.EXECUTION_STATUS_CANCELLED and waited.budgets_consumed.turns < 200
 
 
 def test_contexts_mode_returns_tagged_spans(api: Api) -> None:
@@ -226,8 +251,8 @@ def test_contexts_mode_returns_tagged_spans(api: Api) -> None:
             ],
         }
     ]
-    execution = start(api, api.ready_session(), "passages", output_mode="CONTEXTS")
-    assert execution.status == "COMPLETED" and not execution.HasField("answer")
+    execution = start(api, api.ready_session(), "passages", output_mode=execution_pb2.OUTPUT_MODE_CONTEXTS)
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED and not execution.HasField("answer")
     items = list(execution.contexts)
     assert [(c.sequence_index, c.tag, c.text) for c in items] == [
         (0, "context", "Revenue grew 14% to $48.2M"),
@@ -276,7 +301,10 @@ def runtime(api: Api, session_id: str) -> str:
     created: execution_pb2.Execution = api.executions.CreateRuntimeExecution(
         execution_pb2.CreateRuntimeExecutionRequest(session_id=session_id), metadata=api.auth()
     )
-    assert created.status == "RUNNING" and created.mode == "RUNTIME"
+    assert (
+        created.status == execution_pb2.EXECUTION_STATUS_RUNNING
+        and created.mode == execution_pb2.EXECUTION_MODE_RUNTIME
+    )
     return created.execution_id
 
 
@@ -325,7 +353,11 @@ def test_runtime_mode_end_to_end(api: Api) -> None:
     done = api.executions.GetExecution(
         execution_pb2.GetExecutionRequest(execution_id=execution_id), metadata=api.auth()
     )
-    assert done.status == "COMPLETED" and done.answer == "Lisbon" and len(done.citations) >= 1
+    assert (
+        done.status == execution_pb2.EXECUTION_STATUS_COMPLETED
+        and done.answer == "Lisbon"
+        and len(done.citations) >= 1
+    )
     steps = api.executions.ListSteps(
         execution_pb2.ListStepsRequest(execution_id=execution_id), metadata=api.auth()
     ).steps
@@ -365,7 +397,10 @@ def test_resolve_tools_endpoint(api: Api) -> None:
         ),
         metadata=api.auth(),
     )
-    assert response.statuses["q"] == "resolved" and response.tool_results.llm["q"].text == "Lisbon"
+    assert (
+        response.statuses["q"] == execution_pb2.TOOL_STATUS_RESOLVED
+        and response.tool_results.llm["q"].text == "Lisbon"
+    )
     with pytest.raises(grpc.RpcError) as caught:
         api.executions.ResolveTools(
             execution_pb2.ResolveToolsRequest(execution_id=execution_id), metadata=api.auth()
@@ -406,7 +441,7 @@ def test_batched_subcalls_resolve_into_one_list_within_budgets(api: Api) -> None
     ]
     api.provider.script["sub"] = [{"match": "doc0", "text": "Lisbon"}, {"match": "doc1", "text": "Porto"}]
     execution = start(api, api.ready_session(), "batch question", budgets=Budgets(max_llm_subcalls=2))
-    assert execution.status == "COMPLETED"
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
     assert execution.answer == "error:Lisbon,Porto,sub-call b"  # the third prompt hit max_llm_subcalls
     assert execution.budgets_consumed.llm_subcalls == 2
 
@@ -425,7 +460,7 @@ def test_resolve_tools_endpoint_resolves_batches(api: Api) -> None:
         ),
         metadata=api.auth(),
     )
-    assert response.statuses["b"] == "resolved"
+    assert response.statuses["b"] == execution_pb2.TOOL_STATUS_RESOLVED
     assert [r.text for r in response.tool_results.llm_batch["b"].results] == ["1", "2"]
     result = step(
         api, execution_id, "print([r['text'] for r in state['_tool_results']['llm_batch']['b']['results']])"

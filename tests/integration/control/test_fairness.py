@@ -128,10 +128,13 @@ def test_light_tenant_is_served_while_a_heavy_tenant_floods_waits(small: Api) ->
     assert timed(lambda: small.executions.GetExecution(get, metadata=small.auth(light))) < PROMPT
     # cancelling ends the waits with the execution's status and gives the slots back
     cancel(small, heavy_execution)
-    assert {w.result(timeout=5).status for w in held} == {"CANCELLED"}
-    assert wait_future(small, heavy_execution).result(timeout=5).status == "CANCELLED"
+    assert {w.result(timeout=5).status for w in held} == {execution_pb2.EXECUTION_STATUS_CANCELLED}
+    assert (
+        wait_future(small, heavy_execution).result(timeout=5).status
+        == execution_pb2.EXECUTION_STATUS_CANCELLED
+    )
     cancel(small, light_execution, light)
-    assert {w.result(timeout=5).status for w in light_waits} == {"CANCELLED"}
+    assert {w.result(timeout=5).status for w in light_waits} == {execution_pb2.EXECUTION_STATUS_CANCELLED}
 
 
 def _light_session(api: Api, key: str) -> str:
@@ -177,9 +180,9 @@ def test_waits_watches_and_synchronous_starts_share_one_cap(small: Api) -> None:
         execution_pb2.GetExecutionRequest(execution_id=execution_id), metadata=small.auth()
     )
     cancel(small, execution_id)
-    assert {w.result(timeout=5).status for w in waits} == {"CANCELLED"}
+    assert {w.result(timeout=5).status for w in waits} == {execution_pb2.EXECUTION_STATUS_CANCELLED}
     for watch in watches:
-        assert [e.type for e in watch] == ["status"]
+        assert [e.type for e in watch] == [execution_pb2.EVENT_TYPE_STATUS]
 
 
 def test_an_abandoned_wait_gives_its_slot_back(small: Api) -> None:
@@ -197,7 +200,7 @@ def test_an_abandoned_wait_gives_its_slot_back(small: Api) -> None:
     time.sleep(0.3)
     assert not any(call.done() for call in fresh)  # none refused: every slot came back
     cancel(small, execution_id)
-    assert {c.result(timeout=5).status for c in fresh} == {"CANCELLED"}
+    assert {c.result(timeout=5).status for c in fresh} == {execution_pb2.EXECUTION_STATUS_CANCELLED}
 
 
 def test_reflection_streams_cannot_take_every_thread(small: Api) -> None:

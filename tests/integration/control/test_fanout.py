@@ -163,7 +163,7 @@ def test_children_of_one_step_run_concurrently_with_their_budgets_reserved(api: 
         metadata=api.auth(),
     )
     elapsed = time.perf_counter() - started
-    assert done.status == "COMPLETED", done.error
+    assert done.status == execution_pb2.EXECUTION_STATUS_COMPLETED, done.error
     # the parent's own seven calls all resolved: the children's unused reservations came back
     assert done.answer == "7 kid-answer,kid-answer,kid-answer"
     assert done.budgets_consumed.llm_subcalls == 10 and done.budgets_consumed.rlm_subcalls == 3

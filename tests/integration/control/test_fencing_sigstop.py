@@ -143,7 +143,9 @@ def test_a_paused_owner_resumed_after_takeover_writes_nothing(
             stop((first, second))
         seen = [json.dumps(r["messages"]) for r in llm.requests]
 
-    assert waited.status == "COMPLETED" and waited.answer == "done by new owner", waited.error
+    assert (
+        waited.status == execution_pb2.EXECUTION_STATUS_COMPLETED and waited.answer == "done by new owner"
+    ), waited.error
     assert waited.budgets_consumed.turns == 2 and waited.budgets_consumed.llm_subcalls == 0
     assert not any("STALE sub-call" in text for text in seen), "the stale owner paid a sub-call"
     execution_id = started.execution_id

@@ -38,7 +38,7 @@ def test_an_rlms_style_step_fans_out_and_aggregates_in_one_turn(api: Api) -> Non
     api.provider.script["executions"] = [{"match": "[sum]", "root": [RLMS_STEP]}]
     api.provider.script["sub"] = _chunk_script()
     execution = start(api, api.ready_session(), "[sum] add them up")
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == "total 45"
     consumed = execution.budgets_consumed
     assert consumed.turns == 1 and consumed.llm_subcalls == 10 and consumed.output_tokens >= 10
@@ -72,7 +72,7 @@ def test_inline_calls_are_refused_by_the_same_budgets_as_queued_ones(api: Api) -
     ]
     api.provider.script["sub"] = _chunk_script()
     execution = start(api, api.ready_session(), "[few] ask", budgets=Budgets(max_llm_subcalls=2))
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == "1|2|Error: sub-call budget spent (max_llm_subcalls=2)"
     assert execution.budgets_consumed.llm_subcalls == 2
 
@@ -90,7 +90,7 @@ def test_temperature_zero_inline_calls_come_from_the_cache(api: Api) -> None:
     ]
     api.provider.script["sub"] = _chunk_script()
     execution = start(api, api.ready_session(), "[twice] cache")
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == "777"
     subs = [c for c in api.provider.calls if c["role"] == "sub"]
     assert [c["prompt"] for c in subs] == ["<c7> same prompt", "<c7> hot"]
@@ -115,7 +115,7 @@ def test_rlm_query_runs_a_child_whose_citations_are_the_parents(api: Api) -> Non
         },
     ]
     execution = start(api, api.ready_session(), "[parent] what was decided")
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == "child says: " + decision
     assert execution.budgets_consumed.rlm_subcalls == 1 and execution.budgets_consumed.turns == 1
     (ref,) = execution.citations
@@ -144,7 +144,7 @@ def test_a_recursion_bomb_through_rlm_query_stops_at_max_depth_and_budgets(api: 
         }
     ]
     execution = start(api, api.ready_session(), "[bomb] go", budgets=Budgets(max_depth=2, max_rlm_subcalls=3))
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     engine = api.plane.engine
     tree: list[ExecutionRecord] = []
     frontier = [engine.get("tenant-a", execution.execution_id)]
@@ -231,6 +231,6 @@ def test_waiting_does_not_count_against_max_step_seconds(api: Api) -> None:
     ]
     api.provider.script["sub"] = _chunk_script()
     execution = start(api, api.ready_session(), "[patient] q", budgets=Budgets(max_step_seconds=1))
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == "5"
     assert REPORT  # the session's documents were the usual two

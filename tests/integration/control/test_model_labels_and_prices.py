@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY, generate_latest
 from rlm_rs.control.costs import DEFAULT_PRICES, PriceTable, model_allowlist
 from rlm_rs.providers.testing_server import OpenAICompatibleServer
 from rlm_rs.settings import Settings
+from rlm_rs.v1 import execution_pb2
 from rlm_rs.v1.common_pb2 import Budgets, Models
 from tests.integration.control.test_openai_provider import openai_stack, reply, settings_for
 
@@ -36,7 +37,7 @@ def test_unlisted_model_names_are_not_labels_and_are_priced(
     with openai_stack(settings_for(tmp_path, server)) as run:
         executions = [run(models=Models(root_model=name, sub_model=name)) for name in names]
         listed = run()  # the defaults, gpt-4o and gpt-4o-mini, are on the allowlist
-    assert all(e.status == "COMPLETED" for e in [*executions, listed])
+    assert all(e.status == execution_pb2.EXECUTION_STATUS_COMPLETED for e in [*executions, listed])
     assert [r["model"] for r in server.requests[:3]] == [names[0]] * 3  # the tenant's names were used
     metrics = generate_latest(REGISTRY).decode()
     assert not any(name in metrics for name in names), "a tenant's model name became a label"
@@ -51,7 +52,9 @@ def test_unlisted_model_names_are_not_labels_and_are_priced(
 
     with openai_stack(settings_for(tmp_path / "bounded", server)) as run:
         bounded = run(models=Models(root_model=names[0]), budgets=Budgets(max_cost_usd=1e-9))
-    assert bounded.status == "BUDGET_EXCEEDED"  # an unknown model does not escape the cost budget
+    assert (
+        bounded.status == execution_pb2.EXECUTION_STATUS_BUDGET_EXCEEDED
+    )  # an unknown model does not escape the cost budget
 
 
 def test_price_table_decisions() -> None:

@@ -89,7 +89,7 @@ def openai_stack(settings: Settings) -> Iterator[Callable[..., execution_pb2.Exe
 def test_answerer_loop_through_the_openai_sdk(tmp_path: Path, server: OpenAICompatibleServer) -> None:
     with openai_stack(settings_for(tmp_path, server)) as run:
         execution = run()
-    assert execution.status == "COMPLETED" and execution.answer == "Lisbon"
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED and execution.answer == "Lisbon"
     consumed = execution.budgets_consumed
     assert consumed.llm_subcalls == 1 and consumed.input_tokens > 0 and consumed.output_tokens > 0
     models = [r["model"] for r in server.requests]
@@ -130,10 +130,13 @@ def test_tokens_and_cost_are_accounted_and_bounded(tmp_path: Path, server: OpenA
     with openai_stack(settings) as run:
         unbounded = run(budgets=Budgets(max_cost_usd=0))  # 0 = no cost limit
         bounded = run(budgets=Budgets(max_cost_usd=1.0))
-    assert unbounded.status == "COMPLETED"
+    assert unbounded.status == execution_pb2.EXECUTION_STATUS_COMPLETED
     consumed = unbounded.budgets_consumed
     assert consumed.input_tokens > 0 and consumed.output_tokens > 0
     root_input = sum(len(str(m["content"]).split()) for m in server.requests[0]["messages"])
     assert consumed.cost_usd >= root_input  # a dollar per root input token, plus the sub-call at list price
-    assert bounded.status == "BUDGET_EXCEEDED" and bounded.error.message == "max_cost_usd spent"
+    assert (
+        bounded.status == execution_pb2.EXECUTION_STATUS_BUDGET_EXCEEDED
+        and bounded.error.message == "max_cost_usd spent"
+    )
     assert bounded.budgets_consumed.turns == 1 and bounded.budgets_consumed.llm_subcalls == 0

@@ -56,7 +56,7 @@ def _tenant_b_objects(api: Api) -> dict[str, str]:
     done = api.executions.GetExecution(
         execution_pb2.GetExecutionRequest(execution_id=execution.execution_id), metadata=api.auth(key_b)
     )
-    assert done.status == "COMPLETED"
+    assert done.status == execution_pb2.EXECUTION_STATUS_COMPLETED
     state = [k for k in storage.blobs.list("state/tenant-b/")]
     cache = [k for k in storage.blobs.list("cache/tenant-b/llm/")]
     assert state and cache
@@ -122,7 +122,7 @@ def test_another_tenants_objects_are_refused_exactly_like_missing_ones(api: Api)
         ),
         metadata=api.auth(),
     )
-    assert created.status == "CREATING"
+    assert created.status == session_pb2.SESSION_STATUS_CREATING
 
 
 def test_operator_grants_admit_a_shared_folder_for_one_tenant(tmp_path: Any) -> None:
@@ -152,7 +152,8 @@ def test_operator_grants_admit_a_shared_folder_for_one_tenant(tmp_path: Any) -> 
         )
         request = session_pb2.CreateSessionRequest(docs=[doc])
         assert (
-            stub.CreateSession(request, metadata=(("authorization", f"Bearer {key_a}"),)).status == "CREATING"
+            stub.CreateSession(request, metadata=(("authorization", f"Bearer {key_a}"),)).status
+            == session_pb2.SESSION_STATUS_CREATING
         )
         with pytest.raises(grpc.RpcError) as refused:
             stub.CreateSession(request, metadata=(("authorization", f"Bearer {key_b}"),))

@@ -83,7 +83,7 @@ def test_depth_two_tree_answers_with_citations_that_verify_against_the_parent_se
     api.provider.script["executions"] = _tree_script()
     session_id = api.ready_session()
     execution = start(api, session_id, "[root] Risks and decisions?")
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == f"currency risk; {LEASE} | {DECISION}"
     consumed = execution.budgets_consumed
     assert consumed.rlm_subcalls == 3 and consumed.turns == 2  # two children and one grandchild
@@ -155,7 +155,7 @@ def test_max_depth_is_refused_with_a_tool_error_the_model_can_read(api: Api) -> 
     ]
     session_id = api.ready_session()
     execution = start(api, session_id, "[top] recurse", budgets=Budgets(max_depth=1))
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == (
         "error: BUDGET_EXCEEDED: max_depth reached: this execution is at depth 1 and max_depth is 1"
     )
@@ -195,7 +195,7 @@ def test_a_child_never_exceeds_what_its_parent_has_left(api: Api) -> None:
     execution = start(
         api, session_id, "[parent] budgets", budgets=Budgets(max_llm_subcalls=2, max_rlm_subcalls=1)
     )
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == (
         "resolved,resolved,error / error: BUDGET_EXCEEDED: rlm sub-call budget spent (max_rlm_subcalls=1)"
     )
@@ -231,7 +231,7 @@ def test_long_history_is_compacted_by_a_sub_call_and_kept_in_state(api: Api) -> 
     ]
     api.provider.script["sub"] = [{"match": "You are compacting", "text": "SUMMARY: printed x four times"}]
     execution = start(api, api.ready_session(), "[long] keep talking")
-    assert execution.status == "COMPLETED" and execution.answer == "4"
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED and execution.answer == "4"
     compactions = [c for c in api.provider.calls if c["role"] == "compaction"]
     assert compactions and "--- turn 1 ---" in compactions[0]["prompt"]
     roots = [c["prompt"] for c in api.provider.calls if c["role"] == "root"]

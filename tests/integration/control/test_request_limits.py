@@ -127,7 +127,7 @@ def test_resolve_tools_accepts_values_at_the_bounds(plane: tuple[Api, str, str])
         ]
     )
     response = resolve(plane, requests)
-    assert response.statuses[key] == "resolved"
+    assert response.statuses[key] == execution_pb2.TOOL_STATUS_RESOLVED
 
 
 @pytest.mark.parametrize(

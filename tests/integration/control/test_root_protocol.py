@@ -31,7 +31,7 @@ def test_prose_and_blocks_in_one_reply_run_as_one_step(api: Api) -> None:
     )
     api.provider.script["executions"] = [{"match": "prose", "root": [reply]}]
     execution = _start(api, "prose around code")
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == "Revenue grew" and execution.budgets_consumed.turns == 1
 
 
@@ -40,7 +40,7 @@ def test_a_reply_without_code_gets_a_corrective_note(api: Api) -> None:
         {"match": "chatty", "root": ["Sure! I will read the report.", "```repl\ntool.FINAL('ok')\n```"]}
     ]
     execution = _start(api, "a chatty question")
-    assert execution.status == "COMPLETED" and execution.answer == "ok"
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED and execution.answer == "ok"
     prompts = _root_prompts(api)
     assert len(prompts) == 2
     assert NO_CODE_NOTE not in prompts[0]

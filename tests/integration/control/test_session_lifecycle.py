@@ -176,7 +176,7 @@ def test_deleting_a_session_stops_every_read_and_removes_its_files(api: Api) -> 
         api.executions.GetExecution(
             execution_pb2.GetExecutionRequest(execution_id=execution_id), metadata=api.auth()
         ).status
-        == "RUNNING"
+        == execution_pb2.EXECUTION_STATUS_RUNNING
     )
 
     api.sessions.DeleteSession(session_pb2.DeleteSessionRequest(session_id=session_id), metadata=api.auth())

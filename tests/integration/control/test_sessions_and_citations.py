@@ -14,15 +14,22 @@ def test_create_ingest_get_list_delete(api: Api) -> None:
     session = api.sessions.GetSession(
         session_pb2.GetSessionRequest(session_id=session_id), metadata=api.auth()
     )
-    assert session.status == "READY" and session.readiness.ready and session.readiness.parsed_ready
-    assert [d.ingest_status for d in session.docs] == ["PARSED", "PARSED"]
+    assert (
+        session.status == session_pb2.SESSION_STATUS_READY
+        and session.readiness.ready
+        and session.readiness.parsed_ready
+    )
+    assert [d.ingest_status for d in session.docs] == [
+        session_pb2.INGEST_STATUS_PARSED,
+        session_pb2.INGEST_STATUS_PARSED,
+    ]
     assert session.docs[0].text_s3_uri.endswith("/text.txt") and session.total_chars > 0
     listed = api.sessions.ListSessions(session_pb2.ListSessionsRequest(), metadata=api.auth())
     assert [s.session_id for s in listed.sessions] == [session_id]
     deleted = api.sessions.DeleteSession(
         session_pb2.DeleteSessionRequest(session_id=session_id), metadata=api.auth()
     )
-    assert deleted.status == "DELETING"
+    assert deleted.status == session_pb2.SESSION_STATUS_DELETING
     with pytest.raises(grpc.RpcError) as gone:
         api.sessions.GetSession(session_pb2.GetSessionRequest(session_id=session_id), metadata=api.auth())
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND and error_code(gone.value) == "SESSION_NOT_FOUND"

@@ -103,7 +103,10 @@ def test_concurrent_steps_on_one_execution_commit_exactly_max_turns(api: Api) ->
     record = api.executions.GetExecution(
         execution_pb2.GetExecutionRequest(execution_id=execution_id), metadata=api.auth()
     )
-    assert record.status == "MAX_TURNS_EXCEEDED" and record.budgets_consumed.turns == 2
+    assert (
+        record.status == execution_pb2.EXECUTION_STATUS_MAX_TURNS_EXCEEDED
+        and record.budgets_consumed.turns == 2
+    )
 
 
 def test_a_step_while_tools_resolve_is_a_conflict(api: Api) -> None:

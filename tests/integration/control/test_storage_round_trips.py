@@ -33,7 +33,7 @@ def test_a_turn_reads_neither_the_documents_nor_the_state(api: Api) -> None:
         ),
         metadata=api.auth(),
     )
-    assert execution.status == "COMPLETED"
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
     counted = per_turn(calls.take(), 1)
     ops = counted["per_turn_mean_by_op"]
     assert "items.query documents" not in ops and "items.get execution_state:STATE" not in ops, ops
@@ -71,7 +71,7 @@ def test_a_waiter_is_woken_by_the_change_not_by_polling(api: Api) -> None:
     )
     cancelled_at = time.monotonic()
     thread.join(10)
-    assert waited["status"] == "CANCELLED"
+    assert waited["status"] == execution_pb2.EXECUTION_STATUS_CANCELLED
     assert time.monotonic() - cancelled_at < 1.0  # woken by the cancel, not by a poll
     # before: a read every 0.1 s (about 25 here); now about one a second
     assert len(reads) <= 5, len(reads)

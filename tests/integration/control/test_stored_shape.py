@@ -9,6 +9,7 @@ import gzip
 import json
 
 from rlm_rs.canonical import canonical_json
+from rlm_rs.v1 import execution_pb2
 from tests.integration.control.conftest import REPORT, Api
 from tests.integration.control.test_executions import FIND_AND_ANSWER, start
 
@@ -16,7 +17,7 @@ from tests.integration.control.test_executions import FIND_AND_ANSWER, start
 def test_citations_and_trace_spans_are_stored_snake_case_with_ints(api: Api) -> None:
     api.provider.script["executions"] = [{"match": "revenue", "root": [FIND_AND_ANSWER]}]
     execution = start(api, api.ready_session(), "How did revenue develop?")
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     start_char = REPORT.index("Revenue grew")
     record = api.plane.storage.metadata.get_execution("tenant-a", execution.execution_id)
     assert record is not None

@@ -82,7 +82,7 @@ def test_second_process_takes_over_after_sigkill(tmp_path: Path) -> None:
         return TURN_2
 
     waited, storage, execution_id, sub_calls = _kill_mid_run(tmp_path, reply, turn_2_seen)
-    assert waited.status == "COMPLETED" and waited.answer == "Lisbon"
+    assert waited.status == execution_pb2.EXECUTION_STATUS_COMPLETED and waited.answer == "Lisbon"
     assert waited.budgets_consumed.turns == 2 and waited.budgets_consumed.llm_subcalls == 1
     assert len(sub_calls) == 1  # turn 1 was committed before the kill: its sub-call is not repeated
     record = storage.metadata.get_execution("t", execution_id)
@@ -114,7 +114,9 @@ def test_a_child_execution_is_resumed_not_restarted_after_sigkill(tmp_path: Path
         return PARENT_1 if "Turn 1 of" in user else PARENT_2
 
     waited, storage, execution_id, sub_calls = _kill_mid_run(tmp_path, reply, child_turn_2_seen)
-    assert waited.status == "COMPLETED" and waited.answer == "Lisbon", waited.error
+    assert waited.status == execution_pb2.EXECUTION_STATUS_COMPLETED and waited.answer == "Lisbon", (
+        waited.error
+    )
     assert waited.budgets_consumed.rlm_subcalls == 1 and waited.budgets_consumed.llm_subcalls == 1
     assert len(sub_calls) == 1  # the child's committed turn 1 was not repeated
     parent = storage.metadata.get_execution("t", execution_id)

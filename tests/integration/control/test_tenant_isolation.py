@@ -84,10 +84,10 @@ def test_every_id_taking_method_hides_other_tenants(api: Api) -> None:
     owner = api.executions.GetExecution(
         execution_pb2.GetExecutionRequest(execution_id=execution.execution_id), metadata=api.auth()
     )
-    assert owner.status == "RUNNING" and owner.budgets_consumed.turns == 0
+    assert owner.status == execution_pb2.EXECUTION_STATUS_RUNNING and owner.budgets_consumed.turns == 0
     assert (
         api.sessions.GetSession(
             session_pb2.GetSessionRequest(session_id=session_id), metadata=api.auth()
         ).status
-        == "READY"
+        == session_pb2.SESSION_STATUS_READY
     )

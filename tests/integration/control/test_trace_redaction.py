@@ -49,7 +49,7 @@ def _copies(api: Api, execution: execution_pb2.Execution) -> dict[str, str]:
 def test_redact_trace_holds_on_every_copy(api: Api) -> None:
     api.provider.script["executions"] = _script()
     execution = start(api, api.ready_session(), "[root] a question", return_trace=True, redact_trace=True)
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     assert execution.answer == "root-secret-answer"  # the result itself is the caller's
     copies = _copies(api, execution)
     for name, text in copies.items():
@@ -77,7 +77,7 @@ def test_without_redact_trace_every_copy_keeps_the_text(api: Api) -> None:
     so the assertions above would see a leak."""
     api.provider.script["executions"] = _script()
     execution = start(api, api.ready_session(), "[root] a question", return_trace=True)
-    assert execution.status == "COMPLETED", execution.error
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED, execution.error
     copies = _copies(api, execution)
     everything = "\n".join(copies.values())
     assert all(secret in everything for secret in SECRETS)

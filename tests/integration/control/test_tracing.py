@@ -39,7 +39,7 @@ def test_execution_spans(api: Api, exporter: InMemorySpanExporter) -> None:
             ),
             metadata=api.auth(),
         )  # fmt: skip
-    assert execution.status == "COMPLETED"
+    assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
     tracing.force_flush()
     spans = exporter.get_finished_spans()
     names = [s.name for s in spans]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -59,7 +59,7 @@ def test_an_upload_in_chunks_larger_than_any_message_becomes_a_ready_session(api
     got = api.sessions.GetSession(
         session_pb2.GetSessionRequest(session_id=created.session_id), metadata=api.auth()
     )
-    assert got.status == "READY" and got.total_chars == len(data) - 1
+    assert got.status == session_pb2.SESSION_STATUS_READY and got.total_chars == len(data) - 1
 
 
 def test_an_upload_is_kept_only_when_complete_and_within_the_limit(
@@ -115,14 +115,18 @@ def test_sessions_are_listed_newest_first_per_tenant(api: Api) -> None:
     assert seen == list(reversed(mine))
     listed = api.sessions.ListSessions(session_pb2.ListSessionsRequest(), metadata=api.auth(other_key))
     assert [s.session_id for s in listed.sessions] == [theirs]
-    ready = api.sessions.ListSessions(session_pb2.ListSessionsRequest(status="CREATING"), metadata=api.auth())
+    ready = api.sessions.ListSessions(
+        session_pb2.ListSessionsRequest(status=session_pb2.SESSION_STATUS_CREATING), metadata=api.auth()
+    )
     assert list(ready.sessions) == []
     first = api.sessions.ListSessions(session_pb2.ListSessionsRequest(page_size=1), metadata=api.auth())
     for bad in (
         session_pb2.ListSessionsRequest(
-            page_size=1, page_token=first.next_page_token, status="READY"
+            page_size=1, page_token=first.next_page_token, status=session_pb2.SESSION_STATUS_READY
         ),  # other filters
-        session_pb2.ListSessionsRequest(status="ready"),
+        session_pb2.ListSessionsRequest(
+            status=cast(session_pb2.SessionStatus.ValueType, 99)
+        ),  # no such status
         session_pb2.ListSessionsRequest(page_size=201),
     ):
         assert _code(lambda: api.sessions.ListSessions(bad, metadata=api.auth())) == "VALIDATION_ERROR"  # noqa: B023
@@ -149,8 +153,8 @@ def test_executions_are_listed_newest_first_by_session_and_status(api: Api) -> N
 
     assert listed() == list(reversed(started))
     assert listed(session_id=s1) == [started[2], started[0]]
-    assert listed(status="CANCELLED") == [started[0]]
-    assert listed(session_id=s1, status="RUNNING") == [started[2]]
+    assert listed(status=execution_pb2.EXECUTION_STATUS_CANCELLED) == [started[0]]
+    assert listed(session_id=s1, status=execution_pb2.EXECUTION_STATUS_RUNNING) == [started[2]]
     other_key, _ = api.plane.storage.metadata.create_api_key("tenant-b")
     page = api.executions.ListExecutions(execution_pb2.ListExecutionsRequest(), metadata=api.auth(other_key))
     assert list(page.executions) == []

@@ -207,7 +207,7 @@ def test_one_execution_makes_5000_sub_calls_and_completes(api: Api) -> None:
         metadata=api.auth(),
     )
     elapsed = time.perf_counter() - started
-    assert done.status == "COMPLETED", done.error
+    assert done.status == execution_pb2.EXECUTION_STATUS_COMPLETED, done.error
     assert done.answer == "5000"
     assert done.budgets_consumed.llm_subcalls == 5_000 and done.budgets_consumed.turns == 6
     steps = api.executions.ListSteps(

@@ -115,9 +115,9 @@ def test_proto_json_fields_become_json_values_both_ways() -> None:
     assert isinstance(request, execution_pb2.RunStepRequest)
     assert request.state_json == '{"work":{"n":1099511627776}}'
     event = execution_pb2.ExecutionEvent(
-        event_id="000000.0000", type="status", data_json='{"status":"COMPLETED"}'
+        event_id="000000.0000", type=execution_pb2.EVENT_TYPE_STATUS, data_json='{"status":"COMPLETED"}'
     )
-    assert to_json(event)["data"] == {"status": "COMPLETED"}
+    assert to_json(event)["data"] == {"status": "COMPLETED"} and to_json(event)["type"] == "status"
 
 
 def test_every_rest_route_names_its_path_fields_in_the_request_message() -> None:

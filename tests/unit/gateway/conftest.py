@@ -75,8 +75,9 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
             context.abort_with_status(rpc_status.to_status(status))
         return execution_pb2.Execution(
             execution_id=eid,
-            status="COMPLETED",
-            output_mode="ANSWER",
+            mode=execution_pb2.EXECUTION_MODE_ANSWERER,
+            status=execution_pb2.EXECUTION_STATUS_COMPLETED,
+            output_mode=execution_pb2.OUTPUT_MODE_ANSWER,
             answer="42",
             citations=[
                 common_pb2.SpanRef(
@@ -105,14 +106,14 @@ class StandInExecutions(execution_pb2_grpc.ExecutionServiceServicer):
         if eid == "slow":
             time.sleep(0.5)
         yield execution_pb2.ExecutionEvent(
-            event_id="000000.0000", execution_id=eid, type="turn_started", turn_index=0,
+            event_id="000000.0000", execution_id=eid, type=execution_pb2.EVENT_TYPE_TURN_STARTED, turn_index=0,
             at="2026-01-01T00:00:00Z", data_json='{"budgets": {}}',
         )  # fmt: skip
         if eid == "midway":
             context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
         if eid not in ("slow", "unmarked"):
             yield execution_pb2.ExecutionEvent(
-                event_id="000001.9999", execution_id=eid, type="status", turn_index=1,
+                event_id="000001.9999", execution_id=eid, type=execution_pb2.EVENT_TYPE_STATUS, turn_index=1,
                 at="2026-01-01T00:00:01Z", data_json='{"status": "COMPLETED"}',
             )  # fmt: skip
 
