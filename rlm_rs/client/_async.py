@@ -284,7 +284,7 @@ class AsyncSessions:
         self, *, status: str | None = None, page_size: int = 0, limit: int | None = None
     ) -> AsyncIterator[AsyncSession]:
         """As `Sessions.list`: an async iterator."""
-        params = {"status": status or "", "page_size": page_size}
+        params = {"status": status or None, "page_size": page_size}
         async for item in _paged(self._client, "ListSessions", "sessions", params, limit):
             yield self._bind(item)
 
@@ -391,7 +391,7 @@ class AsyncExecutions:
         limit: int | None = None,
     ) -> AsyncIterator[Execution]:
         """As `Executions.list`: an async iterator."""
-        params = {"session_id": session_id or "", "status": status or "", "page_size": page_size}
+        params = {"session_id": session_id or "", "status": status or None, "page_size": page_size}
         async for item in _paged(self._client, "ListExecutions", "executions", params, limit):
             yield Execution.from_json(item)
 

@@ -50,6 +50,18 @@ def _server_request_id(trailing: Sequence[Any] | None) -> str:
     return ""
 
 
+def _request(op: Op, params: Mapping[str, Any], request_id: str) -> Any:
+    """The request message of `params`; a value the message cannot hold (a
+    status or mode that is not one of the enum's names) is VALIDATION_ERROR,
+    as the HTTP transport gets it from the gateway, and nothing is sent."""
+    try:
+        return from_json(op.request(), params)
+    except (ValueError, TypeError) as exc:
+        raise api_error(
+            "VALIDATION_ERROR", str(exc), request_id=request_id, grpc_status="INVALID_ARGUMENT"
+        ) from None
+
+
 def error_from_rpc(exc: grpc.RpcError, request_id: str) -> RlmClientError:
     """The client error for a failed call (`exc` is a grpc.Call as well)."""
     call: Any = exc
@@ -132,7 +144,7 @@ class GrpcTransport:
         self._stubs = _Stubs(self._channel)
 
     def call(self, op: Op, params: Mapping[str, Any], request_id: str) -> dict[str, Any]:
-        request = from_json(op.request(), params)
+        request = _request(op, params, request_id)
         try:
             reply = self._stubs.method(op)(
                 request, metadata=_metadata(self._api_key, request_id), timeout=op.deadline(params)
@@ -197,7 +209,7 @@ class AsyncGrpcTransport:
         return self._stubs
 
     async def call(self, op: Op, params: Mapping[str, Any], request_id: str) -> dict[str, Any]:
-        request = from_json(op.request(), params)
+        request = _request(op, params, request_id)
         try:
             reply = await self._open().method(op)(
                 request, metadata=_metadata(self._api_key, request_id), timeout=op.deadline(params)

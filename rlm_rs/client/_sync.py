@@ -293,7 +293,7 @@ class Sessions:
         self, *, status: str | None = None, page_size: int = 0, limit: int | None = None
     ) -> Iterator[Session]:
         """The caller's sessions, newest first (pages followed lazily; at most `limit`)."""
-        params = {"status": status or "", "page_size": page_size}
+        params = {"status": status or None, "page_size": page_size}
         for item in _paged(self._client, "ListSessions", "sessions", params, limit):
             yield self._bind(item)
 
@@ -416,7 +416,7 @@ class Executions:
         """The caller's top-level executions, newest first, optionally of one
         session and in one status (pages followed lazily; at most `limit`).
         Each is the view without contexts, trace and children."""
-        params = {"session_id": session_id or "", "status": status or "", "page_size": page_size}
+        params = {"session_id": session_id or "", "status": status or None, "page_size": page_size}
         for item in _paged(self._client, "ListExecutions", "executions", params, limit):
             yield Execution.from_json(item)
 

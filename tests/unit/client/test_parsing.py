@@ -147,3 +147,16 @@ def test_the_wait_is_the_servers_retry_after() -> None:
     error = ce.RateLimitedError("RATE_LIMITED", "m", details={"retry_after_seconds": "2"})
     assert 2.0 <= RetryPolicy().delay(1, error) <= 2.1
     assert RetryPolicy(initial_backoff_seconds=1.0).delay(3, None) <= 4.0
+
+
+def test_a_status_the_wire_enum_lacks_is_a_validation_error_before_any_call() -> None:
+    """The gRPC transport builds enums from the REST strings: an unknown one
+    is VALIDATION_ERROR, as the gateway answers it over HTTP; unset is every status."""
+    from rlm_rs.client._grpc import _request
+
+    with pytest.raises(ce.RlmApiError) as refused:
+        _request(OPS["ListSessions"], {"status": "ready", "page_size": 0}, "req_1")
+    assert refused.value.code == "VALIDATION_ERROR" and refused.value.request_id == "req_1"
+    listed = _request(OPS["ListExecutions"], {"status": "CANCELLED", "session_id": ""}, "req_2")
+    assert listed.status == execution_pb2.EXECUTION_STATUS_CANCELLED
+    assert _request(OPS["ListSessions"], {"status": None}, "req_3").status == 0
