@@ -22,6 +22,7 @@ import pytest
 from rlm_rs.providers.testing_server import OpenAICompatibleServer
 from rlm_rs.settings import Settings
 from rlm_rs.storage import open_storage
+from rlm_rs.v1 import execution_pb2
 from tests.integration.control._two_planes import (
     free_port,
     ready_session,
