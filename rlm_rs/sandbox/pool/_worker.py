@@ -63,10 +63,16 @@ def main(sock_fd: int, ctx: WorkerContext, probe: bool) -> NoReturn:
     code = 0
     try:
         report, sock = harden(sock_fd, ctx, probe)
-        _prefault(ctx)
-        _wire.send_frame(sock, _wire.READY, os.getpid(), json.dumps(report).encode())
-        if probe:
+        if probe:  # the probe proves a step runs under every layer, then reports
+            _prefault(ctx)
+            _wire.send_frame(sock, _wire.READY, os.getpid(), json.dumps(report).encode())
             os._exit(0)
+        # READY as soon as every layer is on; the warm-up runs while the worker
+        # waits, unless its step is already there (a saturated pool: the warm-up
+        # would only add its CPU to the step's).
+        _wire.send_frame(sock, _wire.READY, os.getpid(), json.dumps(report).encode())
+        if not step_waiting(sock):
+            _prefault(ctx)
         reader = _wire.FrameReader(sock)
         frame = reader.read_frame()
         if frame is None or frame.kind != _wire.RUN:
@@ -86,8 +92,9 @@ def main(sock_fd: int, ctx: WorkerContext, probe: bool) -> NoReturn:
     os._exit(code)
 
 
-# A fixed, trusted snippet run once per worker after hardening and before
-# READY. Forked pages are shared copy-on-write and every first write (a
+# A fixed, trusted snippet run once per worker after hardening and READY,
+# while it waits for its step (main() skips it when the step is already
+# there; the probe runs it before reporting). Forked pages are shared copy-on-write and every first write (a
 # refcount, an allocator arena) costs a page fault; running a step once takes
 # those faults off the step's critical path (measured: ~1.5 ms -> ~0.3 ms).
 # The smallest step that goes through the whole pipeline (reply parser, AST
@@ -96,6 +103,19 @@ def main(sock_fd: int, ctx: WorkerContext, probe: bool) -> NoReturn:
 # worker and made a realistic step no faster (docs/sandbox-pool.md, "Worker
 # CPU per step").
 _PREFAULT_REQUEST = StepRequest(code="n = 1\nprint(n)\nstate['k'] = n", state_json="{}")
+
+
+def step_waiting(sock: socket.socket) -> bool:
+    """True when the front has already sent something (its RUN, or hung up).
+    A peek through recvmsg (the worker's allowlist has no recvfrom): nothing
+    is consumed, and fds attached to the frame stay with it."""
+    try:
+        sock.recvmsg(1, 0, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # broken: the real read will find out
+    return True
 
 
 def _prefault(ctx: WorkerContext) -> None:

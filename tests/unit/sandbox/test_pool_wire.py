@@ -74,3 +74,34 @@ def test_oversized_frame_is_refused_from_its_header() -> None:
         left.sendall(_wire.HEADER.pack(1025, _wire.CALL, 1, 0))
         with pytest.raises(_wire.FrameTooLarge):
             reader.feed()
+
+
+def test_worker_peek_for_a_waiting_step_consumes_nothing() -> None:
+    """The worker skips its warm-up when the step is already there; the peek
+    leaves the frame, and the document fd attached to it, for the real read."""
+    from rlm_rs.sandbox.pool._worker import step_waiting
+
+    left, right = _pair()
+    read_fd, write_fd = os.pipe()
+    frame = None
+    with left, right:
+        assert not step_waiting(right)  # nothing sent yet: warm up
+        _wire.send_frame(left, _wire.RUN, 3, b"request bytes", [read_fd])
+        assert step_waiting(right) and step_waiting(right)
+        frame = _wire.FrameReader(right).read_frame()
+    try:
+        assert frame is not None and frame.payload == b"request bytes" and len(frame.fds) == 1
+        os.write(write_fd, b"y")
+        assert os.read(frame.fds[0], 1) == b"y"
+    finally:
+        for fd in (read_fd, write_fd, *(frame.fds if frame else [])):
+            os.close(fd)
+
+
+def test_worker_peek_sees_a_front_that_hung_up() -> None:
+    from rlm_rs.sandbox.pool._worker import step_waiting
+
+    left, right = _pair()
+    with right:
+        left.close()
+        assert step_waiting(right)
