@@ -11,7 +11,9 @@ least recently used files are removed, except those used in the last
 `min_idle_seconds` (a step may be about to open them), so the bound is soft
 under a burst. A deleted or expired session's files and open texts are
 dropped by `drop_session` (rlm_rs/control/lifecycle.py); nothing here
-decides who may read.
+decides who may read. The session search artifacts (storage/search.py) are
+cached here too, through `verified_path`: a copy whose SHA-256 is not the
+one the session recorded is never handed out.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from rlm_rs.citations import CitedDocument
 from rlm_rs.domain import PARSED_STATUSES, DocumentRecord
 from rlm_rs.errors import RlmError
 from rlm_rs.sandbox.v1.sandbox_pb2 import ContextDocument
-from rlm_rs.storage import Storage
-from rlm_rs.storage.keys import key_of, parsed_session_prefix
+from rlm_rs.storage import Storage, keys
+from rlm_rs.storage.keys import key_of
+from rlm_rs.storage.search import file_sha256
 from rlm_rs.textfile import TextFile
 
 MAX_OPEN_TEXTS = 256
@@ -62,19 +65,23 @@ class DocumentCache:
         self._files: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
         self.cached_bytes = 0
         self.evicted_files = 0
+        self._verified: set[tuple[str, str]] = set()  # (key, sha256) checked by this process
         self._load_index()
+
+    def _roots(self) -> list[Path]:
+        return [self.cache_dir / prefix.rstrip("/") for prefix in keys.NODE_CACHED_PREFIXES]
 
     def _load_index(self) -> None:
         """What an earlier run left in the cache, oldest first (by mtime)."""
-        root = self.cache_dir / "parsed"
-        if not root.is_dir():
-            return
         found = []
-        for file in root.rglob("*"):
-            with contextlib.suppress(OSError):
-                if file.is_file() and not file.name.startswith(".tmp-"):
-                    stat = file.stat()
-                    found.append((stat.st_mtime, file.relative_to(self.cache_dir).as_posix(), stat.st_size))
+        for root in self._roots():
+            for file in root.rglob("*") if root.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    if file.is_file() and not file.name.startswith(".tmp-"):
+                        stat = file.stat()
+                        found.append(
+                            (stat.st_mtime, file.relative_to(self.cache_dir).as_posix(), stat.st_size)
+                        )
         for _, key, size in sorted(found):
             self._files[key] = (size, 0.0)
             self.cached_bytes += size
@@ -106,6 +113,34 @@ class DocumentCache:
             self._evict()
         return str(target)
 
+    def verified_path(self, key: str, sha256: str) -> str:
+        """A local copy of the immutable blob `key` whose SHA-256 is `sha256`
+        (checked once per process). A bad downloaded copy is fetched once more;
+        a blob that is itself wrong is CHECKSUM_MISMATCH, and no copy is kept."""
+        uri = self.storage.blobs.uri(key)
+        downloaded = self.storage.blobs.local_path(key) is None
+        for _ in range(2 if downloaded else 1):
+            path = self.path(uri)
+            with self._lock:
+                if (key, sha256) in self._verified:
+                    return path
+            if file_sha256(path) == sha256:
+                with self._lock:
+                    self._verified.add((key, sha256))
+                return path
+            self._forget(key)
+        raise RlmError("CHECKSUM_MISMATCH", "the session's search index failed its digest check")
+
+    def _forget(self, key: str) -> None:
+        """Drop this node's copy of one download (a bad or evicted file)."""
+        with self._lock:
+            size, _ = self._files.pop(key, (0, 0.0))
+            self.cached_bytes -= size
+            self._verified = {v for v in self._verified if v[0] != key}
+            if self.storage.blobs.local_path(key) is None:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.cache_dir / key).unlink()
+
     def _evict(self) -> None:
         """Remove least recently used downloads until under `max_bytes`
         (caller holds the lock); stops at the first one used too recently."""
@@ -117,6 +152,7 @@ class DocumentCache:
             del self._files[key]
             self.cached_bytes -= size
             self.evicted_files += 1
+            self._verified = {v for v in self._verified if v[0] != key}
             with contextlib.suppress(FileNotFoundError):
                 (self.cache_dir / key).unlink()
             for uri in [u for u in self._texts if key_of(u) == key]:
@@ -168,34 +204,37 @@ class DocumentCache:
         """Forget a session's open texts and remove this node's copies of its
         files (S3 downloads, children's span documents); returns the number
         of files removed. The blobs themselves are the lifecycle's to delete."""
-        prefix = parsed_session_prefix(tenant_id, session_id)
+        prefixes = keys.node_cached_prefixes(tenant_id, session_id)
         with self._lock:
-            for uri in [u for u in self._texts if key_of(u).startswith(prefix)]:
+            for uri in [u for u in self._texts if key_of(u).startswith(prefixes)]:
                 del self._texts[uri]
-            for key in [k for k in self._files if k.startswith(prefix)]:
+            for key in [k for k in self._files if k.startswith(prefixes)]:
                 self.cached_bytes -= self._files.pop(key)[0]
-        folders = [self.cache_dir / prefix]
+            self._verified = {v for v in self._verified if not v[0].startswith(prefixes)}
+        folders = [self.cache_dir / prefix for prefix in prefixes]
         folders += [self.cache_dir / "derived" / execution_id for execution_id in execution_ids]
         removed = 0
         for folder in folders:
             if folder.is_dir():
                 removed += sum(1 for p in folder.rglob("*") if p.is_file())
                 shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (self.cache_dir / "parsed" / tenant_id).rmdir()  # when it was the tenant's last one
+        for root in self._roots():
+            with contextlib.suppress(OSError):
+                (root / tenant_id).rmdir()  # when it was the tenant's last one
         return removed
 
     def cached_sessions(self) -> list[tuple[str, str]]:
         """(tenant_id, session_id) of every session with files in this node's cache."""
-        root = self.cache_dir / "parsed"
-        if not root.is_dir():
-            return []
         return sorted(
-            (tenant.name, session.name)
-            for tenant in root.iterdir()
-            if tenant.is_dir()
-            for session in tenant.iterdir()
-            if session.is_dir()
+            {
+                (tenant.name, session.name)
+                for root in self._roots()
+                if root.is_dir()
+                for tenant in root.iterdir()
+                if tenant.is_dir()
+                for session in tenant.iterdir()
+                if session.is_dir()
+            }
         )
 
     def cited(self, session_id: str) -> tuple[list[ContextDocument], dict[int, CitedDocument]]:

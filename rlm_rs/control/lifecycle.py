@@ -5,20 +5,22 @@ stopped first, then purged:
   1. stop: every RUNNING execution of it (children included) is cancelled, so
      no loop starts another turn; the servicers check the session on every
      call, so each read answers SESSION_NOT_FOUND / SESSION_EXPIRED at once;
-  2. purge: its parsed text, traces, contexts, offloaded state and the
-     sub-call cache entries its executions wrote (blob store, both back ends);
-     its step, state and event records; the content of its execution records;
-     its search chunks; this node's document cache of it.
+  2. purge: its parsed text, search index artifacts, traces, contexts,
+     offloaded state and the sub-call cache entries its executions wrote (blob
+     store, both back ends: `keys.session_prefixes`); its step, state and
+     event records; the content of its execution records; this node's
+     document cache of it (parsed text and search artifacts).
 A turn in flight when the session went may still write a state object or a
 trace, so the sweeper purges again until `settle_seconds` after the first
 purge, then takes the session out of the status index (PURGED). The records
 left (session, documents, executions: ids and statuses) answer "deleted" or
 "expired" until their `ttl_epoch`, one TOMBSTONE_SECONDS after the purge;
 DynamoDB's TTL then removes them on AWS, the sweeper on embedded storage.
-Every node's sweep also drops its own document cache and search chunks of
-sessions that are no longer live (every NODE_SWEEP_EVERY-th pass: it scans
-the local index). Raw uploads are the tenant's, not the
-session's: they are never removed here. Nothing outside a session's own
+Every node's sweep also drops its own document cache of sessions that are no
+longer live (every NODE_SWEEP_EVERY-th pass: it reads each cached session's
+record). Raw uploads are the tenant's, not the session's (content addressed:
+one upload may serve several sessions): they are never removed here
+(docs/scale-out.md, "Blob lifecycle"). Nothing outside a session's own
 prefixes is ever deleted.
 """
 
@@ -37,12 +39,11 @@ from rlm_rs.errors import NotFound, RlmError
 from rlm_rs.observability import get_logger
 from rlm_rs.storage import Storage, keys
 from rlm_rs.storage.metadata import PURGED, now_iso
-from rlm_rs.storage.search import SearchIndex
 
 SETTLE_SECONDS = 300.0  # longer than a turn in flight can take to end (root call + step)
 TOMBSTONE_SECONDS = 24 * 3600
-# The node pass reads every chunk row of the local search index (about 150 ms
-# per 20,000 chunks): it runs on the first sweep and every NODE_SWEEP_EVERY-th.
+# The node pass reads the record of every session in the local document
+# cache: it runs on the first sweep and every NODE_SWEEP_EVERY-th.
 NODE_SWEEP_EVERY = 10
 LIVE_STATUSES = tuple(s for s in SessionStatus if s.live)
 GONE_STATUSES = (SessionStatus.DELETING, SessionStatus.EXPIRED)
@@ -65,7 +66,6 @@ class Purged:
 
     blobs: int = 0
     records: int = 0
-    chunks: int = 0
     cached_files: int = 0
 
 
@@ -76,20 +76,15 @@ class SessionReaper:
         *,
         cancel: Cancel,
         docs: DocumentCache,
-        search: SearchIndex | None,
         settle_seconds: float = SETTLE_SECONDS,
         tombstone_seconds: float = TOMBSTONE_SECONDS,
     ) -> None:
         self.storage = storage
         self.cancel = cancel
         self.docs = docs
-        self.search = search
         self.settle_seconds = settle_seconds
         self.tombstone_seconds = tombstone_seconds
         self._lock = threading.Lock()  # one sweep at a time per process
-        # sessions the search index has that the (eventually consistent) id
-        # index did not know last pass: dropped only when missing twice
-        self._unknown: set[str] = set()
         self._passes = 0
 
     # --- deleting ------------------------------------------------------------------
@@ -145,8 +140,6 @@ class SessionReaper:
             blobs.delete(keys.llm_cache_key(tenant_id, marker[len(markers) :]))
             done.blobs += 1
         blobs.delete_prefix(markers)
-        if self.search is not None:
-            done.chunks = self.search.delete_session(session_id)
         done.cached_files = self.docs.drop_session(
             tenant_id, session_id, [e["execution_id"] for e in executions]
         )
@@ -162,7 +155,7 @@ class SessionReaper:
             status=session["status"],
             blobs=purged.blobs,
             records=purged.records,
-            chunks=purged.chunks,
+            cached_files=purged.cached_files,
         )
         first = session.get("purged_epoch")
         if first is None:
@@ -178,7 +171,7 @@ class SessionReaper:
     def sweep(self, now: float | None = None) -> int:
         """One pass: expire sessions past their TTL, purge deleted and expired
         ones, remove purged records past their TTL (embedded), and drop this
-        node's cached files and chunks of sessions no longer live. Returns
+        node's cached files of sessions no longer live. Returns
         the number of sessions purged."""
         with self._lock:
             now = time.time() if now is None else now
@@ -214,8 +207,8 @@ class SessionReaper:
             return handled
 
     def sweep_node(self, now: float) -> int:
-        """Drop this node's document cache and search chunks of every session
-        that is not live (deleted, expired, or gone altogether)."""
+        """Drop this node's document cache (parsed text, search artifacts) of
+        every session that is not live (deleted, expired, or gone altogether)."""
         meta = self.storage.metadata
         dropped = 0
         for tenant_id, session_id in self.docs.cached_sessions():
@@ -226,16 +219,6 @@ class SessionReaper:
             if not _live(session, now):
                 self.docs.drop_session(tenant_id, session_id)
                 dropped += 1
-        if self.search is not None:
-            unknown: set[str] = set()
-            for session_id in self.search.sessions():
-                session = meta.find_session(session_id)
-                if session is None and session_id not in self._unknown:
-                    unknown.add(session_id)  # maybe index lag: look again next pass
-                elif not _live(session, now):
-                    self.search.delete_session(session_id)
-                    dropped += 1
-            self._unknown = unknown
         return dropped
 
     def run(self, stop: threading.Event, interval_seconds: float) -> None:

@@ -126,7 +126,7 @@ def start_control_plane(
             ("grpc.so_reuseport", 0),
         ],
     )
-    reaper = SessionReaper(storage, cancel=engine.cancel, docs=engine.docs, search=engine.search_index)
+    reaper = SessionReaper(storage, cancel=engine.cancel, docs=engine.docs)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
         SessionServicer(storage, settings, reaper, engine.records.ceilings), server
     )

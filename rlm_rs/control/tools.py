@@ -29,7 +29,7 @@ from rlm_rs.canonical import canonical_json
 from rlm_rs.control.costs import PriceTable, cost_spent
 from rlm_rs.control.subcalls import SubcallScheduler
 from rlm_rs.domain import Budgets, Consumed, SessionRecord, ToolStatus
-from rlm_rs.errors import ConflictError
+from rlm_rs.errors import ConflictError, RlmError
 from rlm_rs.observability import LLM_ERRORS, LLM_LATENCY, LLM_REQUESTS
 from rlm_rs.providers.base import CallContext, Provider, ProviderError
 from rlm_rs.storage import Storage
@@ -103,19 +103,8 @@ class ToolResolver:
         (same budget checks, cache, concurrency); its status is "resolved"
         when every prompt resolved, else "error" (each result has its meta)."""
         resolution = Resolution()
-        # (batch key or None, index, request): singles and batch prompts share one pool
-        jobs: list[tuple[str | None, int, LlmRequest]] = [(None, 0, r) for r in requests.llm]
-        for batch in requests.llm_batch:
-            resolution.llm_batch[batch.key] = {"results": [None] * len(batch.prompts)}
-            for index, prompt in enumerate(batch.prompts):
-                single = LlmRequest(
-                    key=f"{batch.key}[{index}]", prompt=prompt, model_hint=batch.model_hint,
-                    max_tokens=batch.max_tokens, temperature=batch.temperature,
-                    metadata_json=batch.metadata_json,
-                )  # fmt: skip
-                jobs.append((batch.key, index, single))
         admitted: list[tuple[str | None, int, LlmRequest]] = []
-        for batch_key, index, request in jobs:
+        for batch_key, index, request in _jobs(requests, resolution):
             reason = self._refusal(request, budgets, consumed)
             if reason:
                 self._llm_outcome(resolution, batch_key, index, request, "", {"error": reason[:300]}, reason)
@@ -254,11 +243,33 @@ class ToolResolver:
         return completion.text, meta, ""
 
     def _search(self, resolution: Resolution, request: SearchRequest, session: SessionRecord) -> None:
+        """Hits from the session's index artifact, the same on every node; a
+        missing, foreign or corrupt artifact is this request's error status."""
         if not (session.get("options") or {}).get("enable_search") or self.search_index is None:
             self._error(resolution, request.key, "search", "search is not enabled for this session")
             return
         doc_ids = list(request.filters.doc_ids) if request.HasField("filters") else []
-        hits = self.search_index.search(session["session_id"], request.query, request.k or 10, doc_ids)
+        try:
+            hits = self.search_index.search(session, request.query, request.k or 10, doc_ids)
+        except RlmError as exc:
+            self._error(resolution, request.key, "search", f"{exc.code}: {exc.message}")
+            return
         resolution.search[request.key] = {"hits": hits, "meta": {"count": len(hits)}}
         resolution.statuses[request.key] = ToolStatus.RESOLVED
         resolution.records.append({"type": "search", "key": request.key, "meta": {"count": len(hits)}})
+
+
+def _jobs(requests: ToolRequests, resolution: Resolution) -> list[tuple[str | None, int, LlmRequest]]:
+    """(batch key or None, index, request): singles and batch prompts share one
+    pool; each batch gets its result slots in `resolution`."""
+    jobs: list[tuple[str | None, int, LlmRequest]] = [(None, 0, r) for r in requests.llm]
+    for batch in requests.llm_batch:
+        resolution.llm_batch[batch.key] = {"results": [None] * len(batch.prompts)}
+        for index, prompt in enumerate(batch.prompts):
+            single = LlmRequest(
+                key=f"{batch.key}[{index}]", prompt=prompt, model_hint=batch.model_hint,
+                max_tokens=batch.max_tokens, temperature=batch.temperature,
+                metadata_json=batch.metadata_json,
+            )  # fmt: skip
+            jobs.append((batch.key, index, single))
+    return jobs

@@ -77,6 +77,7 @@ class SessionRecord(TypedDict):
     options: dict[str, Any]  # enable_search, readiness_mode
     defaults: dict[str, Any]  # models_default, budgets_default
     version: NotRequired[int]
+    search_index: NotRequired[dict[str, Any]]  # storage/search.py ArtifactRef.record()
 
 
 class DocumentRecord(TypedDict):
@@ -99,6 +100,7 @@ class DocumentRecord(TypedDict):
     page_count: NotRequired[int]
     text_checksum: NotRequired[str]
     failure_reason: NotRequired[str | None]
+    search_version: NotRequired[int]  # the session index version that first held it
 
 
 class StepRecord(TypedDict):

@@ -5,7 +5,12 @@ stuck in PARSING/INDEXING whose lease expired) under a per-document lease, so
 two workers never parse the same document, moves it REGISTERED -> PARSING ->
 PARSED (-> INDEXING -> INDEXED when the session enables search) or FAILED
 with `failure_reason` ("CODE: message"), retrying transient storage or
-parser-service faults with backoff. Then it decides the session:
+parser-service faults with backoff. With search, once no document of the
+session is still being parsed, one worker builds the session's index artifact
+over every parsed document (storage/search.py), uploads it, records it in the
+session (conditional on the session's version: a racing builder retries) and
+only then marks the documents INDEXED, so `search_ready` holds on every node.
+Then it decides the session:
 
   STRICT: READY when every document is PARSED (INDEXED with search); FAILED
           as soon as one document FAILED.
@@ -34,18 +39,18 @@ import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rlm_rs.errors import ConflictError, RlmError
+from rlm_rs.ingestion.indexing import SessionIndexer
 from rlm_rs.ingestion.scheduling import FairScheduler, PendingDocument
 from rlm_rs.ingestion.service import ParseRequest, ParseSource, handle_parse
 from rlm_rs.observability import get_logger
 from rlm_rs.secrets import parser_auth_token
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
-from rlm_rs.storage.keys import key_of, parsed_document_prefix
+from rlm_rs.storage.keys import parsed_document_prefix
 from rlm_rs.storage.metadata import document_key, now_iso
-from rlm_rs.storage.search import SearchIndex
 
 _DONE = ("PARSED", "INDEXED")
-_IN_FLIGHT = ("REGISTERED", "PARSING", "INDEXING")
+_PARSING = ("REGISTERED", "PARSING")
 
 
 def _transient(exc: BaseException) -> bool:
@@ -62,23 +67,14 @@ class IngestionWorker:
         *,
         owner: str | None = None,
         lease_seconds: float = 300.0,
-        search_index: SearchIndex | None = None,
     ) -> None:
         self.storage = storage
         self.settings = settings
         self.owner = owner or f"ingest-{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
-        self._search = search_index
-        self._search_lock = threading.Lock()
+        self.indexer = SessionIndexer(storage)
         self.scheduler = FairScheduler(settings.ingest_max_parses, settings.ingest_max_parses_per_tenant)
         self.log = get_logger(component="ingestion", worker=self.owner)
-
-    @property
-    def search_index(self) -> SearchIndex:
-        with self._search_lock:
-            if self._search is None:
-                self._search = SearchIndex(self.settings.data_dir / "search.sqlite3")
-            return self._search
 
     # --- loop --------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -129,6 +125,7 @@ class IngestionWorker:
             docs = self.storage.metadata.list_documents(session["session_id"])
             if self._decide_session(session, docs):
                 continue
+            wanted = _wanted(session, docs)
             pending.extend(
                 PendingDocument(
                     tenant_id=session["tenant_id"],
@@ -138,7 +135,7 @@ class IngestionWorker:
                     session_created_at=str(session.get("created_at") or ""),
                 )
                 for doc in docs
-                if doc.get("ingest_status") in _IN_FLIGHT
+                if doc.get("ingest_status") in wanted
             )
         return pending
 
@@ -149,7 +146,7 @@ class IngestionWorker:
             if session is None or session.get("status") != "CREATING":
                 return 0  # deleted, or decided meanwhile
             doc = self.storage.metadata.get_document(pending.session_id, pending.doc_id)
-            if doc is None or doc.get("ingest_status") not in _IN_FLIGHT:
+            if doc is None or doc.get("ingest_status") not in _wanted(session):
                 return 0
             processed = self._process(session, doc)
             self._decide_session(session)
@@ -167,18 +164,21 @@ class IngestionWorker:
         session_id, doc_id = session["session_id"], doc["doc_id"]
         key = document_key(session_id, doc_id)
         leased = meta.acquire_lease(*key, owner=self.owner, ttl_seconds=self.lease_seconds)
-        if leased is None or leased.get("ingest_status") not in _IN_FLIGHT:
+        if leased is None or leased.get("ingest_status") not in _wanted(session):
             if leased is not None:
                 meta.release_lease(*key, owner=self.owner)
             return 0
         try:
-            if leased["ingest_status"] in ("REGISTERED", "PARSING"):
+            parsed = True
+            if leased["ingest_status"] in _PARSING:
                 meta.update_document(session_id, doc_id, {"ingest_status": "PARSING"},
-                                     from_statuses=("REGISTERED", "PARSING"))  # fmt: skip
-                if not self._parse(session, leased):
-                    return 1
-            if (session.get("options") or {}).get("enable_search"):
-                self._index(session, doc_id)
+                                     from_statuses=_PARSING)  # fmt: skip
+                parsed = self._parse(session, leased)
+            if _search(session):  # a failed parse may be the last one the index waited for
+                if parsed:
+                    meta.update_document(session_id, doc_id, {"ingest_status": "INDEXING"},
+                                         from_statuses=("PARSED", "INDEXING"))  # fmt: skip
+                self.indexer.index(session)
             return 1
         finally:
             meta.release_lease(*key, owner=self.owner)
@@ -257,19 +257,6 @@ class IngestionWorker:
             return body
         return handle_parse(self.storage.blobs, request)
 
-    def _index(self, session: Mapping[str, Any], doc_id: str) -> None:
-        meta = self.storage.metadata
-        session_id = session["session_id"]
-        doc = meta.get_document(session_id, doc_id)
-        if doc is None or doc.get("ingest_status") not in ("PARSED", "INDEXING"):
-            return
-        meta.update_document(session_id, doc_id, {"ingest_status": "INDEXING"},
-                             from_statuses=("PARSED", "INDEXING"))  # fmt: skip
-        text = self.storage.blobs.get(key_of(doc["text_s3_uri"])).decode("utf-8")
-        chunks = self.search_index.index_document(session_id, doc_id, int(doc["doc_index"]), text)
-        done = {"ingest_status": "INDEXED", "chunk_count": chunks}
-        meta.update_document(session_id, doc_id, done, from_statuses=("INDEXING",))
-
     # --- the session -------------------------------------------------------------------------
     def _decide_session(
         self, session: Mapping[str, Any], docs: Sequence[Mapping[str, Any]] | None = None
@@ -279,10 +266,9 @@ class IngestionWorker:
         if docs is None:
             docs = self.storage.metadata.list_documents(session["session_id"])
         options = session.get("options") or {}
-        search = bool(options.get("enable_search"))
         mode = (options.get("readiness_mode") or "STRICT").upper()
         statuses = [d.get("ingest_status") for d in docs]
-        done = ("INDEXED",) if search else _DONE
+        done = ("INDEXED",) if _search(session) else _DONE
         failed = statuses.count("FAILED")
         succeeded = sum(1 for s in statuses if s in done)
         pending = len(statuses) - failed - succeeded
@@ -304,3 +290,19 @@ class IngestionWorker:
             return True
         self.log.info("session_decided", session_id=session["session_id"], status=decision)
         return True
+
+
+def _search(session: Mapping[str, Any]) -> bool:
+    return bool((session.get("options") or {}).get("enable_search"))
+
+
+def _wanted(session: Mapping[str, Any], docs: Sequence[Mapping[str, Any]] = ()) -> tuple[str, ...]:
+    """The document statuses this worker takes up for `session`. With search,
+    parsed documents wait for the index only while none is still being parsed
+    (the last parse builds it); a PARSED or INDEXING one left by a builder that
+    died is taken up again once its lease is free."""
+    if not _search(session):
+        return _PARSING
+    if any(d.get("ingest_status") in _PARSING for d in docs):
+        return _PARSING
+    return (*_PARSING, "PARSED", "INDEXING")

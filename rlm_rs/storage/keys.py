@@ -17,8 +17,11 @@ STATE_PREFIX = "state/"
 TRACES_PREFIX = "traces/"
 CONTEXTS_PREFIX = "contexts/"
 CACHE_PREFIX = "cache/"
+SEARCH_PREFIX = "search/"
 # Written only by the appliance itself; never a caller's input.
-INTERNAL_PREFIXES = (PARSED_PREFIX, STATE_PREFIX, TRACES_PREFIX, CACHE_PREFIX, CONTEXTS_PREFIX)
+INTERNAL_PREFIXES = (PARSED_PREFIX, STATE_PREFIX, TRACES_PREFIX, CACHE_PREFIX, CONTEXTS_PREFIX, SEARCH_PREFIX)
+# What a node's document cache copies from S3, foldered `{prefix}{tenant}/{session}/`.
+NODE_CACHED_PREFIXES = (PARSED_PREFIX, SEARCH_PREFIX)
 
 
 def key_of(uri: str) -> str:
@@ -34,6 +37,18 @@ def parsed_document_prefix(tenant_id: str, session_id: str, doc_id: str) -> str:
 
 def parsed_session_prefix(tenant_id: str, session_id: str) -> str:
     return f"{PARSED_PREFIX}{tenant_id}/{session_id}/"
+
+
+# --- search artifacts (the ingestion worker writes, every node reads) --------------------
+def search_session_prefix(tenant_id: str, session_id: str) -> str:
+    """The folder of one session's search index artifacts (every version)."""
+    return f"{SEARCH_PREFIX}{tenant_id}/{session_id}/"
+
+
+def search_artifact_key(tenant_id: str, session_id: str, version: int, sha256: str) -> str:
+    """One built index of a session (storage/search.py): versioned, and content
+    addressed, so two builders racing never write one key with other bytes."""
+    return f"{search_session_prefix(tenant_id, session_id)}v{version:06d}-{sha256}.sqlite3"
 
 
 # --- executions ---------------------------------------------------------------------------
@@ -65,7 +80,13 @@ def session_prefixes(tenant_id: str, session_id: str) -> tuple[str, ...]:
         parsed_session_prefix(tenant_id, session_id),
         f"{TRACES_PREFIX}{tenant_id}/{session_id}/",
         f"{CONTEXTS_PREFIX}{tenant_id}/{session_id}/",
+        search_session_prefix(tenant_id, session_id),
     )
+
+
+def node_cached_prefixes(tenant_id: str, session_id: str) -> tuple[str, ...]:
+    """The session's folders a node's document cache may hold copies of."""
+    return (parsed_session_prefix(tenant_id, session_id), search_session_prefix(tenant_id, session_id))
 
 
 # --- the sub-call cache ---------------------------------------------------------------------

@@ -302,6 +302,74 @@ def test_a_session_made_on_a_serves_an_execution_on_b_and_events_cross_nodes(clu
         assert cluster.steps(execution_id) == [0, 1]
 
 
+SEARCH_DOCS = {
+    "harbour.txt": b"The harbour light at Lisbon burns colza oil every night of the year.",
+    "keeper.txt": b"The keeper logs the colza oil and the weather at the harbour each morning.",
+}
+
+
+def _search_everywhere(cluster: Cluster, execution_id: str) -> dict[str, Any]:
+    """The same search through each node's gateway and through node B's control plane (gRPC)."""
+    import grpc
+
+    from rlm_rs.v1 import common_pb2, execution_pb2, execution_pb2_grpc
+
+    body = {"tool_requests": {"search": [{"key": "q", "query": "colza oil harbour", "k": 5}]}}
+    answers: dict[str, Any] = {}
+    for node in (cluster.a, cluster.b):
+        with cluster.http(node) as client:
+            response = client.post(f"/v1/executions/{execution_id}/tools/resolve", json=body)
+        assert response.status_code == 200, f"ResolveTools on {node.name}: {response.text}"
+        answers[f"gateway {node.name}"] = response.json()
+    request = execution_pb2.ResolveToolsRequest(
+        execution_id=execution_id,
+        tool_requests=common_pb2.ToolRequests(
+            search=[common_pb2.SearchRequest(key="q", query="colza oil harbour", k=5)]
+        ),
+    )
+    with grpc.insecure_channel(cluster.b.app.grpc_address) as channel:
+        stub = execution_pb2_grpc.ExecutionServiceStub(channel)
+        reply = stub.ResolveTools(request, metadata=(("authorization", f"Bearer {cluster.key}"),), timeout=30)
+    hits = reply.tool_results.search["q"].hits
+    answers["control plane B"] = {
+        "statuses": dict(reply.statuses),
+        "hits": [[h.doc_index, h.start_char, h.end_char, h.preview] for h in hits],
+    }
+    return answers
+
+
+def test_search_answers_the_same_hits_on_both_nodes(cluster: Cluster) -> None:
+    """A search session made and ingested through node A (either node's worker
+    may parse each document) answers the same hits through node B's gateway and
+    control plane: the index is the session's artifact in S3, not a node's file."""
+    uris = [store_upload(cluster.storage.blobs, TENANT, name, data) for name, data in SEARCH_DOCS.items()]
+    docs = [{"source_name": name, "mime_type": "text/plain", "raw_s3_uri": uri}
+            for name, uri in zip(SEARCH_DOCS, uris, strict=True)]  # fmt: skip
+    with cluster.http(cluster.a) as client:
+        made = client.post("/v1/sessions", json={"ttl_minutes": 60, "docs": docs,
+                                                 "options": {"enable_search": True}})  # fmt: skip
+        assert made.status_code in (200, 201), made.text
+        session_id = made.json()["session_id"]
+    with cluster.http(cluster.b) as client:
+
+        def ready() -> bool:
+            return bool(client.get(f"/v1/sessions/{session_id}").json()["readiness"]["search_ready"])
+
+        assert _wait_for(ready, 90), "the search session never became search_ready on node B"
+        runtime = client.post(f"/v1/sessions/{session_id}/executions/runtime", json={})
+        assert runtime.status_code in (200, 201), runtime.text
+    answers = _search_everywhere(cluster, runtime.json()["execution_id"])
+    hits = {where: [[h["doc_index"], h["start_char"], h["end_char"], h["preview"]]
+                    for h in answer["tool_results"]["search"]["q"]["hits"]]
+            for where, answer in answers.items() if where.startswith("gateway")}  # fmt: skip
+    hits["control plane B"] = answers["control plane B"]["hits"]
+    print(f"\nsearch hits per node: { {where: len(found) for where, found in hits.items()} }")
+    assert hits["gateway A"], f"no hits on node A: {answers['gateway A']}"
+    assert hits["gateway A"] == hits["gateway B"] == hits["control plane B"], hits
+    assert {h[0] for h in hits["gateway A"]} == {0, 1}  # both documents, whichever worker parsed each
+    assert answers["control plane B"]["statuses"] == {"q": "resolved"}
+
+
 def test_a_tenant_rate_limit_holds_across_both_nodes(cluster: Cluster) -> None:
     key, _ = cluster.storage.metadata.create_api_key(LIMITED)
     statuses: dict[str, list[int]] = {"A": [], "B": []}

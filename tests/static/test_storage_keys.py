@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STORAGE = ROOT / "rlm_rs" / "storage"
 GENERATED = ROOT / "rlm_rs" / "v1"
 KEY_PREFIX = re.compile(
-    r"^(?:(?:raw|parsed|state|traces|contexts|cache)/|(?:TENANT|SESSION|EXEC|STEP|EVENT|DOC|KEY|STATUS|TS)#)"
+    r"^(?:(?:raw|parsed|state|traces|contexts|cache|search)/|(?:TENANT|SESSION|EXEC|STEP|EVENT|DOC|KEY|STATUS|TS)#)"
 )
 
 

@@ -48,9 +48,9 @@ def _context(
     lease_seconds: float,
 ) -> Context:
     quotas = Quotas.from_settings(settings, storage)
-    search_index = SearchIndex(settings.data_dir / "search.sqlite3")
     prices = PriceTable.from_settings(settings, getattr(provider, "name", None))
     docs = DocumentCache(storage, settings.data_dir / "doc-cache", settings.doc_cache_max_bytes)
+    search_index = SearchIndex(docs.verified_path)  # session artifacts, through the document cache
     return Context(
         storage=storage,
         settings=settings,

@@ -5,8 +5,6 @@ executions are cancelled, and its data is gone from disk
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -133,18 +131,10 @@ def _on_disk(api: Api, session_id: str, execution_id: str) -> dict[str, Any]:
             str(p) for p in (blobs / "cache" / "tenant-a" / "sessions" / session_id).rglob("*")
         ),
         "cache_entries": sorted(str(p) for p in (blobs / "cache" / "tenant-a" / "llm").rglob("*")),
-        "chunks": _chunks_on_disk(api.settings.data_dir / "search.sqlite3", session_id),
+        "search": sorted(str(p) for p in (blobs / "search" / "tenant-a" / session_id).rglob("*")),
         "records": api.plane.storage.metadata.items.query("execution_state", f"EXEC#{execution_id}"),
         "open_texts": [u for u in api.plane.engine.docs._texts if session_id in u],
     }
-
-
-def _chunks_on_disk(index: Path, session_id: str) -> int:
-    """Search chunks of the session in the node's index file, read directly."""
-    with contextlib.closing(sqlite3.connect(index)) as conn:
-        return int(
-            conn.execute("SELECT count(*) FROM chunks WHERE session_id=?", (session_id,)).fetchone()[0]
-        )
 
 
 def _ready_with_work(api: Api) -> tuple[str, str, Any]:
@@ -168,9 +158,8 @@ def _ready_with_work(api: Api) -> tuple[str, str, Any]:
 def test_deleting_a_session_stops_every_read_and_removes_its_files(api: Api) -> None:
     session_id, execution_id, ref = _ready_with_work(api)
     before = _on_disk(api, session_id, execution_id)
-    for name in ("parsed", "state", "cache_entries", "records", "open_texts"):
+    for name in ("parsed", "search", "state", "cache_entries", "records", "open_texts"):
         assert before[name], name  # the data really existed
-    assert before["chunks"] > 0
     reads = _reads(api, session_id, execution_id, ref)
     assert (
         api.executions.GetExecution(
@@ -183,7 +172,7 @@ def test_deleting_a_session_stops_every_read_and_removes_its_files(api: Api) -> 
 
     assert {name: _refused(call) for name, call in reads.items()} == dict.fromkeys(reads, "SESSION_NOT_FOUND")
     assert _on_disk(api, session_id, execution_id) == {
-        "parsed": [], "state": [], "cache_markers": [], "cache_entries": [], "chunks": 0, "records": [],
+        "parsed": [], "state": [], "cache_markers": [], "cache_entries": [], "search": [], "records": [],
         "open_texts": [],
     }  # fmt: skip
     stored = api.plane.storage.metadata.get_execution("tenant-a", execution_id)
@@ -229,7 +218,7 @@ def test_an_expired_session_answers_expired_and_the_sweeper_removes_its_data(api
     assert api.plane.reaper is not None and api.plane.reaper.sweep() == 1
     after = _on_disk(api, session_id, execution_id)
     assert after == {
-        "parsed": [], "state": [], "cache_markers": [], "cache_entries": [], "chunks": 0, "records": [],
+        "parsed": [], "state": [], "cache_markers": [], "cache_entries": [], "search": [], "records": [],
         "open_texts": [],
     }  # fmt: skip
     assert api.plane.storage.metadata.get_execution("tenant-a", execution_id)["status"] == "CANCELLED"

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from rlm_rs.control.corpus import DocumentCache
 from rlm_rs.ingestion.service import create_app
 from rlm_rs.ingestion.worker import IngestionWorker
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage
+from rlm_rs.storage.search import SearchIndex
 from rlm_rs.textfile import TextFile
 from tests.integration.ingestion.conftest import register_session, serve, statuses
 from tests.unit.ingestion.conftest import HTML, make_docx, make_pdf
@@ -68,10 +70,13 @@ def test_search_sessions_are_indexed_and_searchable(storage: Storage, settings: 
     worker.run_once()
     assert statuses(storage) == ["INDEXED"] * 4
     assert storage.metadata.get_session("t1", "s1")["status"] == "READY"
-    hits = worker.search_index.search("s1", "Zürich lease", k=3)
+    session = storage.metadata.get_session("t1", "s1")
+    index = SearchIndex(DocumentCache(storage, settings.data_dir / "doc-cache").verified_path)
+    hits = index.search(session, "Zürich lease", k=3)
     assert hits[0]["doc_index"] == 3 and hits[0]["preview"].startswith("Zürich")
     assert set(hits[0]) == {"score", "doc_index", "start_char", "end_char", "preview"}
-    assert worker.search_index.search("s1", "Zürich", doc_ids=["d0"]) == []
+    assert index.search(session, "Zürich", doc_ids=["d0"]) == []
+    assert session["search_index"]["version"] == 1 and len(session["search_index"]["doc_ids"]) == 4
 
 
 def test_two_workers_never_parse_the_same_document(storage: Storage, settings: Settings) -> None:
