@@ -8,8 +8,9 @@ suffix, and an enum as the contract's value (the value name without the enum's
 prefix, lower-cased for enums marked `(rlm_rs.v1.json_lowercase)`; 0, the
 `*_UNSPECIFIED` value, is null). The proto's JSON options (common.proto) add
 the contract's presentation: a `(json_type)` message starts with its `type`,
-a `(json_null_when_empty)` string is null when empty, and an unset field of a
-`(json_empty_when_unset)` message type shows its empty form. `from_json` is
+a `(json_null_when_empty)` string is null when empty, an unset field of a
+`(json_empty_when_unset)` message type shows its empty form, and a
+`(json_omit_unset)` message leaves its unset optional fields out. `from_json` is
 the inverse, and also reads
 records stored in protobuf's own JSON shape (camelCase names, int64 strings)
 before this module existed. It never interprets a value beyond its type.
@@ -144,13 +145,16 @@ def _plan_field(field: FieldDescriptor) -> _Field:
 @dataclass(frozen=True)
 class _Plan:
     type_tag: str  # (json_type), "" for none
+    omit_unset: bool  # (json_omit_unset)
     fields: tuple[_Field, ...]
 
 
 @functools.cache
 def _plan(descriptor: Descriptor) -> _Plan:
+    options = descriptor.GetOptions()
     return _Plan(
-        descriptor.GetOptions().Extensions[common_pb2.json_type],
+        options.Extensions[common_pb2.json_type],
+        options.Extensions[common_pb2.json_omit_unset],
         tuple(_plan_field(f) for f in descriptor.fields),
     )
 
@@ -196,6 +200,8 @@ def to_json(msg: Message) -> dict[str, Any]:
         elif f.repeated:
             result = [_scalar_out(f, v) for v in value]
         elif f.presence and not msg.HasField(f.name):
+            if plan.omit_unset:
+                continue
             result = to_json(value) if f.empty_when_unset else None
         elif f.json_text:
             result = _load_json(value)

@@ -9,7 +9,10 @@ zero:
   UNLIMITED  0 is no cap (max_cost_usd: the tenant's own bill cap)
 `Budgets` and `Consumed` are the shapes stored in an execution record
 (budgets_requested, budgets_consumed) and sent as the proto messages of the
-same names. Standard library only: the gateway and the sandbox may import it.
+same names. Every field of the Budgets message is `proto3 optional`: a
+request's unset budget is absent from its dict (the layer below applies), an
+explicit 0 is present and means the above. Standard library only: the
+gateway and the sandbox may import it.
 """
 
 from __future__ import annotations

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rlm_rs import limits
-from rlm_rs.canonical import canonical_json
 from rlm_rs.sandbox._runtime import StepRuntime, StepStop
-from rlm_rs.sandbox._tools import _check_call_options, _int_list, _seq, _span
+from rlm_rs.sandbox._tools import _budgets, _check_call_options, _int_list, _seq, _span
 from rlm_rs.sandbox.v1.sandbox_pb2 import InlineCall, InlineReply
 from rlm_rs.v1.common_pb2 import LlmBatchRequest, LlmRequest, RlmRequest
 
@@ -30,7 +29,6 @@ Channel = Callable[[InlineCall, float], InlineReply]
 # One call's frame on the worker's socket (the pool refuses bigger ones too).
 MAX_CALL_BYTES = 16 * 1024 * 1024
 ERROR_PREFIX = "Error: "
-_MAX_BUDGET_KEYS = 64
 
 
 class InlineCalls:
@@ -116,15 +114,7 @@ class InlineCalls:
             raise ValueError("give doc_indices or spans, not both")
         indices = _int_list(doc_indices, "doc_indices") if doc_indices is not None else []
         pieces = [_span(s, i) for i, s in enumerate(_seq(spans, "spans"))] if spans is not None else []
-        if budgets is not None and (
-            type(budgets) is not dict
-            or len(budgets) > _MAX_BUDGET_KEYS
-            or not all(type(k) is str and type(v) in (int, float) for k, v in budgets.items())
-        ):
-            raise ValueError("budgets must be a dict of budget names to numbers")
-        request = RlmRequest(
-            question=question, doc_indices=indices, spans=pieces, budgets_json=canonical_json(budgets)
-        )
+        request = RlmRequest(question=question, doc_indices=indices, spans=pieces, budgets=_budgets(budgets))
         return _texts(self._call(InlineCall(rlm=request)), 1)[0]
 
     # ---------------------------------------------------------------------------------

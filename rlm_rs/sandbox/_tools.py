@@ -16,6 +16,7 @@ from rlm_rs.errors import RlmError
 from rlm_rs.sandbox._runtime import FinalStop, StepRuntime, StepStop, YieldStop
 from rlm_rs.sandbox._state import check_json_value
 from rlm_rs.v1.common_pb2 import (
+    Budgets,
     LlmBatchRequest,
     LlmRequest,
     RlmRequest,
@@ -179,22 +180,10 @@ class ToolAPI:
             raise ValueError("give doc_indices or spans, not both")
         indices = _int_list(doc_indices, "doc_indices") if doc_indices is not None else []
         pieces = [_span(s, i) for i, s in enumerate(_seq(spans, "spans"))] if spans is not None else []
-        if budgets is not None:
-            if (
-                type(budgets) is not dict
-                or len(budgets) > _MAX_BUDGET_KEYS
-                or not all(type(k) is str and type(v) in (int, float) for k, v in budgets.items())
-            ):
-                raise ValueError("budgets must be a dict of budget names to numbers")
+        overrides = _budgets(budgets)
         key = self._new_key(key)
         self._requests.rlm.append(
-            RlmRequest(
-                key=key,
-                question=question,
-                doc_indices=indices,
-                spans=pieces,
-                budgets_json=canonical_json(budgets),
-            )
+            RlmRequest(key=key, question=question, doc_indices=indices, spans=pieces, budgets=overrides)
         )
         return key
 
@@ -300,6 +289,32 @@ def _check_call_options(model_hint: Any, max_tokens: Any, temperature: Any, meta
     if type(temperature) not in (int, float) or not 0 <= temperature <= limits.MAX_TEMPERATURE:
         raise ValueError(f"temperature must be a number from 0 to {limits.MAX_TEMPERATURE:g}")
     return _bounded_json(metadata, "metadata", MAX_METADATA_CHARS)
+
+
+def _budgets(value: Any) -> Budgets | None:
+    """A child's budget overrides as the Budgets message (None: none). Names
+    and number types are checked here (an int budget takes a whole number);
+    the values against their ceilings and what the parent has left, by the
+    control plane."""
+    if value is None:
+        return None
+    if type(value) is not dict or len(value) > _MAX_BUDGET_KEYS:
+        raise ValueError("budgets must be a dict of budget names to numbers")
+    message = Budgets()
+    for name, number in value.items():
+        field = Budgets.DESCRIPTOR.fields_by_name.get(name) if type(name) is str else None
+        if field is None or type(number) not in (int, float):
+            raise ValueError(f"budgets must be a dict of budget names to numbers, not {name!r}")
+        if field.cpp_type == field.CPPTYPE_DOUBLE:
+            setattr(message, name, float(number))
+            continue
+        if type(number) is float and not number.is_integer():
+            raise ValueError(f"budgets[{name!r}] must be a whole number")
+        try:
+            setattr(message, name, int(number))
+        except ValueError:
+            raise ValueError(f"budgets[{name!r}] is out of range") from None
+    return message
 
 
 def _seq(value: object, name: str) -> list[Any] | tuple[Any, ...]:

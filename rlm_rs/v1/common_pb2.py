@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rlm_rs/v1/common.proto\x12\trlm_rs.v1\x1a google/protobuf/descriptor.proto\"\x8b\x01\n\x07SpanRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x03 \x01(\t\x12\x11\n\tdoc_index\x18\x04 \x01(\x05\x12\x12\n\nstart_char\x18\x05 \x01(\x03\x12\x10\n\x08\x65nd_char\x18\x06 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\t\"R\n\x04Span\x12\x11\n\tdoc_index\x18\x01 \x01(\x05\x12\x12\n\nstart_char\x18\x02 \x01(\x03\x12\x10\n\x08\x65nd_char\x18\x03 \x01(\x03\x12\x11\n\x03tag\x18\x04 \x01(\tB\x04\xa0\xb5\x18\x01\"B\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x03 \x01(\t\"\xef\x05\n\x07\x42udgets\x12\x16\n\tmax_turns\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x11max_total_seconds\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10max_step_seconds\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x1c\n\x0fmax_spans_total\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x1f\n\x12max_spans_per_step\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\'\n\x1amax_tool_requests_per_step\x18\x06 \x01(\x05H\x05\x88\x01\x01\x12\x1d\n\x10max_llm_subcalls\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12!\n\x14max_llm_prompt_chars\x18\x08 \x01(\x03H\x07\x88\x01\x01\x12\'\n\x1amax_total_llm_prompt_chars\x18\t \x01(\x03H\x08\x88\x01\x01\x12\x1d\n\x10max_stdout_chars\x18\n \x01(\x05H\t\x88\x01\x01\x12\x1c\n\x0fmax_state_chars\x18\x0b \x01(\x03H\n\x88\x01\x01\x12\x1d\n\x10max_rlm_subcalls\x18\x0c \x01(\x05H\x0b\x88\x01\x01\x12\x16\n\tmax_depth\x18\r \x01(\x05H\x0c\x88\x01\x01\x12\x19\n\x0cmax_cost_usd\x18\x0e \x01(\x01H\r\x88\x01\x01\x42\x0c\n\n_max_turnsB\x14\n\x12_max_total_secondsB\x13\n\x11_max_step_secondsB\x12\n\x10_max_spans_totalB\x15\n\x13_max_spans_per_stepB\x1d\n\x1b_max_tool_requests_per_stepB\x13\n\x11_max_llm_subcallsB\x17\n\x15_max_llm_prompt_charsB\x1d\n\x1b_max_total_llm_prompt_charsB\x13\n\x11_max_stdout_charsB\x12\n\x10_max_state_charsB\x13\n\x11_max_rlm_subcallsB\x0c\n\n_max_depthB\x0f\n\r_max_cost_usd\"\xeb\x01\n\x0f\x42udgetsConsumed\x12\r\n\x05turns\x18\x01 \x01(\x05\x12\x14\n\x0cllm_subcalls\x18\x02 \x01(\x05\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bspans_total\x18\x04 \x01(\x05\x12\x1e\n\x16llm_prompt_chars_total\x18\x05 \x01(\x03\x12\x14\n\x0crlm_subcalls\x18\x06 \x01(\x05\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x12\n\ncache_hits\x18\n \x01(\x05\"/\n\x06Models\x12\x12\n\nroot_model\x18\x01 \x01(\t\x12\x11\n\tsub_model\x18\x02 \x01(\t\"\x86\x01\n\nLlmRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\nmodel_hint\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x13\n\x0btemperature\x18\x05 \x01(\x01\x12\x15\n\rmetadata_json\x18\x06 \x01(\t:\x07\x92\xb5\x18\x03llm\" \n\rSearchFilters\x12\x0f\n\x07\x64oc_ids\x18\x01 \x03(\t\"m\n\rSearchRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12)\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x18.rlm_rs.v1.SearchFilters:\n\x92\xb5\x18\x06search\"\x92\x01\n\x0fLlmBatchRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12\x12\n\nmodel_hint\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x13\n\x0btemperature\x18\x05 \x01(\x01\x12\x15\n\rmetadata_json\x18\x06 \x01(\t:\r\x92\xb5\x18\tllm_batch\"\x7f\n\nRlmRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x13\n\x0b\x64oc_indices\x18\x03 \x03(\x05\x12\x1e\n\x05spans\x18\x04 \x03(\x0b\x32\x0f.rlm_rs.v1.Span\x12\x14\n\x0c\x62udgets_json\x18\x05 \x01(\t:\x07\x92\xb5\x18\x03rlm\"\xb5\x01\n\x0cToolRequests\x12\"\n\x03llm\x18\x01 \x03(\x0b\x32\x15.rlm_rs.v1.LlmRequest\x12(\n\x06search\x18\x02 \x03(\x0b\x32\x18.rlm_rs.v1.SearchRequest\x12-\n\tllm_batch\x18\x03 \x03(\x0b\x32\x1a.rlm_rs.v1.LlmBatchRequest\x12\"\n\x03rlm\x18\x04 \x03(\x0b\x32\x15.rlm_rs.v1.RlmRequest:\x04\x98\xb5\x18\x01\"d\n\tSearchHit\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x11\n\tdoc_index\x18\x02 \x01(\x05\x12\x12\n\nstart_char\x18\x03 \x01(\x03\x12\x10\n\x08\x65nd_char\x18\x04 \x01(\x03\x12\x0f\n\x07preview\x18\x05 \x01(\t\",\n\tLlmResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tmeta_json\x18\x02 \x01(\t\"E\n\x0cSearchResult\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.rlm_rs.v1.SearchHit\x12\x11\n\tmeta_json\x18\x02 \x01(\t\"7\n\x0eLlmBatchResult\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.rlm_rs.v1.LlmResult\"S\n\tRlmResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12%\n\tcitations\x18\x02 \x03(\x0b\x32\x12.rlm_rs.v1.SpanRef\x12\x11\n\tmeta_json\x18\x03 \x01(\t\"\xee\x03\n\x0bToolResults\x12,\n\x03llm\x18\x01 \x03(\x0b\x32\x1f.rlm_rs.v1.ToolResults.LlmEntry\x12\x32\n\x06search\x18\x02 \x03(\x0b\x32\".rlm_rs.v1.ToolResults.SearchEntry\x12\x37\n\tllm_batch\x18\x03 \x03(\x0b\x32$.rlm_rs.v1.ToolResults.LlmBatchEntry\x12,\n\x03rlm\x18\x04 \x03(\x0b\x32\x1f.rlm_rs.v1.ToolResults.RlmEntry\x1a@\n\x08LlmEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.rlm_rs.v1.LlmResult:\x02\x38\x01\x1a\x46\n\x0bSearchEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.rlm_rs.v1.SearchResult:\x02\x38\x01\x1aJ\n\rLlmBatchEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.rlm_rs.v1.LlmBatchResult:\x02\x38\x01\x1a@\n\x08RlmEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.rlm_rs.v1.RlmResult:\x02\x38\x01\"?\n\x05\x46inal\x12\x10\n\x08is_final\x18\x01 \x01(\x08\x12\x13\n\x06\x61nswer\x18\x02 \x01(\tH\x00\x88\x01\x01:\x04\x98\xb5\x18\x01\x42\t\n\x07_answer:6\n\x0ejson_lowercase\x12\x1c.google.protobuf.EnumOptions\x18\xd1\x86\x03 \x01(\x08:4\n\tjson_type\x12\x1f.google.protobuf.MessageOptions\x18\xd2\x86\x03 \x01(\t:@\n\x15json_empty_when_unset\x12\x1f.google.protobuf.MessageOptions\x18\xd3\x86\x03 \x01(\x08:=\n\x14json_null_when_empty\x12\x1d.google.protobuf.FieldOptions\x18\xd4\x86\x03 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rlm_rs/v1/common.proto\x12\trlm_rs.v1\x1a google/protobuf/descriptor.proto\"\x8b\x01\n\x07SpanRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x03 \x01(\t\x12\x11\n\tdoc_index\x18\x04 \x01(\x05\x12\x12\n\nstart_char\x18\x05 \x01(\x03\x12\x10\n\x08\x65nd_char\x18\x06 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\t\"R\n\x04Span\x12\x11\n\tdoc_index\x18\x01 \x01(\x05\x12\x12\n\nstart_char\x18\x02 \x01(\x03\x12\x10\n\x08\x65nd_char\x18\x03 \x01(\x03\x12\x11\n\x03tag\x18\x04 \x01(\tB\x04\xa0\xb5\x18\x01\"B\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x03 \x01(\t\"\xf5\x05\n\x07\x42udgets\x12\x16\n\tmax_turns\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x11max_total_seconds\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10max_step_seconds\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x1c\n\x0fmax_spans_total\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x1f\n\x12max_spans_per_step\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\'\n\x1amax_tool_requests_per_step\x18\x06 \x01(\x05H\x05\x88\x01\x01\x12\x1d\n\x10max_llm_subcalls\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12!\n\x14max_llm_prompt_chars\x18\x08 \x01(\x03H\x07\x88\x01\x01\x12\'\n\x1amax_total_llm_prompt_chars\x18\t \x01(\x03H\x08\x88\x01\x01\x12\x1d\n\x10max_stdout_chars\x18\n \x01(\x05H\t\x88\x01\x01\x12\x1c\n\x0fmax_state_chars\x18\x0b \x01(\x03H\n\x88\x01\x01\x12\x1d\n\x10max_rlm_subcalls\x18\x0c \x01(\x05H\x0b\x88\x01\x01\x12\x16\n\tmax_depth\x18\r \x01(\x05H\x0c\x88\x01\x01\x12\x19\n\x0cmax_cost_usd\x18\x0e \x01(\x01H\r\x88\x01\x01:\x04\xa8\xb5\x18\x01\x42\x0c\n\n_max_turnsB\x14\n\x12_max_total_secondsB\x13\n\x11_max_step_secondsB\x12\n\x10_max_spans_totalB\x15\n\x13_max_spans_per_stepB\x1d\n\x1b_max_tool_requests_per_stepB\x13\n\x11_max_llm_subcallsB\x17\n\x15_max_llm_prompt_charsB\x1d\n\x1b_max_total_llm_prompt_charsB\x13\n\x11_max_stdout_charsB\x12\n\x10_max_state_charsB\x13\n\x11_max_rlm_subcallsB\x0c\n\n_max_depthB\x0f\n\r_max_cost_usd\"\xeb\x01\n\x0f\x42udgetsConsumed\x12\r\n\x05turns\x18\x01 \x01(\x05\x12\x14\n\x0cllm_subcalls\x18\x02 \x01(\x05\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bspans_total\x18\x04 \x01(\x05\x12\x1e\n\x16llm_prompt_chars_total\x18\x05 \x01(\x03\x12\x14\n\x0crlm_subcalls\x18\x06 \x01(\x05\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x12\n\ncache_hits\x18\n \x01(\x05\"/\n\x06Models\x12\x12\n\nroot_model\x18\x01 \x01(\t\x12\x11\n\tsub_model\x18\x02 \x01(\t\"\x86\x01\n\nLlmRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\nmodel_hint\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x13\n\x0btemperature\x18\x05 \x01(\x01\x12\x15\n\rmetadata_json\x18\x06 \x01(\t:\x07\x92\xb5\x18\x03llm\" \n\rSearchFilters\x12\x0f\n\x07\x64oc_ids\x18\x01 \x03(\t\"m\n\rSearchRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12)\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x18.rlm_rs.v1.SearchFilters:\n\x92\xb5\x18\x06search\"\x92\x01\n\x0fLlmBatchRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12\x12\n\nmodel_hint\x18\x03 \x01(\t\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\x12\x13\n\x0btemperature\x18\x05 \x01(\x01\x12\x15\n\rmetadata_json\x18\x06 \x01(\t:\r\x92\xb5\x18\tllm_batch\"\xa2\x01\n\nRlmRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x13\n\x0b\x64oc_indices\x18\x03 \x03(\x05\x12\x1e\n\x05spans\x18\x04 \x03(\x0b\x32\x0f.rlm_rs.v1.Span\x12#\n\x07\x62udgets\x18\x06 \x01(\x0b\x32\x12.rlm_rs.v1.Budgets:\x07\x92\xb5\x18\x03rlmJ\x04\x08\x05\x10\x06R\x0c\x62udgets_json\"\xb5\x01\n\x0cToolRequests\x12\"\n\x03llm\x18\x01 \x03(\x0b\x32\x15.rlm_rs.v1.LlmRequest\x12(\n\x06search\x18\x02 \x03(\x0b\x32\x18.rlm_rs.v1.SearchRequest\x12-\n\tllm_batch\x18\x03 \x03(\x0b\x32\x1a.rlm_rs.v1.LlmBatchRequest\x12\"\n\x03rlm\x18\x04 \x03(\x0b\x32\x15.rlm_rs.v1.RlmRequest:\x04\x98\xb5\x18\x01\"d\n\tSearchHit\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x11\n\tdoc_index\x18\x02 \x01(\x05\x12\x12\n\nstart_char\x18\x03 \x01(\x03\x12\x10\n\x08\x65nd_char\x18\x04 \x01(\x03\x12\x0f\n\x07preview\x18\x05 \x01(\t\",\n\tLlmResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tmeta_json\x18\x02 \x01(\t\"E\n\x0cSearchResult\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.rlm_rs.v1.SearchHit\x12\x11\n\tmeta_json\x18\x02 \x01(\t\"7\n\x0eLlmBatchResult\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.rlm_rs.v1.LlmResult\"S\n\tRlmResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12%\n\tcitations\x18\x02 \x03(\x0b\x32\x12.rlm_rs.v1.SpanRef\x12\x11\n\tmeta_json\x18\x03 \x01(\t\"\xee\x03\n\x0bToolResults\x12,\n\x03llm\x18\x01 \x03(\x0b\x32\x1f.rlm_rs.v1.ToolResults.LlmEntry\x12\x32\n\x06search\x18\x02 \x03(\x0b\x32\".rlm_rs.v1.ToolResults.SearchEntry\x12\x37\n\tllm_batch\x18\x03 \x03(\x0b\x32$.rlm_rs.v1.ToolResults.LlmBatchEntry\x12,\n\x03rlm\x18\x04 \x03(\x0b\x32\x1f.rlm_rs.v1.ToolResults.RlmEntry\x1a@\n\x08LlmEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.rlm_rs.v1.LlmResult:\x02\x38\x01\x1a\x46\n\x0bSearchEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.rlm_rs.v1.SearchResult:\x02\x38\x01\x1aJ\n\rLlmBatchEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.rlm_rs.v1.LlmBatchResult:\x02\x38\x01\x1a@\n\x08RlmEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.rlm_rs.v1.RlmResult:\x02\x38\x01\"?\n\x05\x46inal\x12\x10\n\x08is_final\x18\x01 \x01(\x08\x12\x13\n\x06\x61nswer\x18\x02 \x01(\tH\x00\x88\x01\x01:\x04\x98\xb5\x18\x01\x42\t\n\x07_answer:6\n\x0ejson_lowercase\x12\x1c.google.protobuf.EnumOptions\x18\xd1\x86\x03 \x01(\x08:4\n\tjson_type\x12\x1f.google.protobuf.MessageOptions\x18\xd2\x86\x03 \x01(\t:@\n\x15json_empty_when_unset\x12\x1f.google.protobuf.MessageOptions\x18\xd3\x86\x03 \x01(\x08::\n\x0fjson_omit_unset\x12\x1f.google.protobuf.MessageOptions\x18\xd5\x86\x03 \x01(\x08:=\n\x14json_null_when_empty\x12\x1d.google.protobuf.FieldOptions\x18\xd4\x86\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SPAN'].fields_by_name['tag']._loaded_options = None
   _globals['_SPAN'].fields_by_name['tag']._serialized_options = b'\240\265\030\001'
+  _globals['_BUDGETS']._loaded_options = None
+  _globals['_BUDGETS']._serialized_options = b'\250\265\030\001'
   _globals['_LLMREQUEST']._loaded_options = None
   _globals['_LLMREQUEST']._serialized_options = b'\222\265\030\003llm'
   _globals['_SEARCHREQUEST']._loaded_options = None
@@ -61,43 +63,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ERRORDETAIL']._serialized_start=297
   _globals['_ERRORDETAIL']._serialized_end=363
   _globals['_BUDGETS']._serialized_start=366
-  _globals['_BUDGETS']._serialized_end=1117
-  _globals['_BUDGETSCONSUMED']._serialized_start=1120
-  _globals['_BUDGETSCONSUMED']._serialized_end=1355
-  _globals['_MODELS']._serialized_start=1357
-  _globals['_MODELS']._serialized_end=1404
-  _globals['_LLMREQUEST']._serialized_start=1407
-  _globals['_LLMREQUEST']._serialized_end=1541
-  _globals['_SEARCHFILTERS']._serialized_start=1543
-  _globals['_SEARCHFILTERS']._serialized_end=1575
-  _globals['_SEARCHREQUEST']._serialized_start=1577
-  _globals['_SEARCHREQUEST']._serialized_end=1686
-  _globals['_LLMBATCHREQUEST']._serialized_start=1689
-  _globals['_LLMBATCHREQUEST']._serialized_end=1835
-  _globals['_RLMREQUEST']._serialized_start=1837
-  _globals['_RLMREQUEST']._serialized_end=1964
-  _globals['_TOOLREQUESTS']._serialized_start=1967
-  _globals['_TOOLREQUESTS']._serialized_end=2148
-  _globals['_SEARCHHIT']._serialized_start=2150
-  _globals['_SEARCHHIT']._serialized_end=2250
-  _globals['_LLMRESULT']._serialized_start=2252
-  _globals['_LLMRESULT']._serialized_end=2296
-  _globals['_SEARCHRESULT']._serialized_start=2298
-  _globals['_SEARCHRESULT']._serialized_end=2367
-  _globals['_LLMBATCHRESULT']._serialized_start=2369
-  _globals['_LLMBATCHRESULT']._serialized_end=2424
-  _globals['_RLMRESULT']._serialized_start=2426
-  _globals['_RLMRESULT']._serialized_end=2509
-  _globals['_TOOLRESULTS']._serialized_start=2512
-  _globals['_TOOLRESULTS']._serialized_end=3006
-  _globals['_TOOLRESULTS_LLMENTRY']._serialized_start=2728
-  _globals['_TOOLRESULTS_LLMENTRY']._serialized_end=2792
-  _globals['_TOOLRESULTS_SEARCHENTRY']._serialized_start=2794
-  _globals['_TOOLRESULTS_SEARCHENTRY']._serialized_end=2864
-  _globals['_TOOLRESULTS_LLMBATCHENTRY']._serialized_start=2866
-  _globals['_TOOLRESULTS_LLMBATCHENTRY']._serialized_end=2940
-  _globals['_TOOLRESULTS_RLMENTRY']._serialized_start=2942
-  _globals['_TOOLRESULTS_RLMENTRY']._serialized_end=3006
-  _globals['_FINAL']._serialized_start=3008
-  _globals['_FINAL']._serialized_end=3071
+  _globals['_BUDGETS']._serialized_end=1123
+  _globals['_BUDGETSCONSUMED']._serialized_start=1126
+  _globals['_BUDGETSCONSUMED']._serialized_end=1361
+  _globals['_MODELS']._serialized_start=1363
+  _globals['_MODELS']._serialized_end=1410
+  _globals['_LLMREQUEST']._serialized_start=1413
+  _globals['_LLMREQUEST']._serialized_end=1547
+  _globals['_SEARCHFILTERS']._serialized_start=1549
+  _globals['_SEARCHFILTERS']._serialized_end=1581
+  _globals['_SEARCHREQUEST']._serialized_start=1583
+  _globals['_SEARCHREQUEST']._serialized_end=1692
+  _globals['_LLMBATCHREQUEST']._serialized_start=1695
+  _globals['_LLMBATCHREQUEST']._serialized_end=1841
+  _globals['_RLMREQUEST']._serialized_start=1844
+  _globals['_RLMREQUEST']._serialized_end=2006
+  _globals['_TOOLREQUESTS']._serialized_start=2009
+  _globals['_TOOLREQUESTS']._serialized_end=2190
+  _globals['_SEARCHHIT']._serialized_start=2192
+  _globals['_SEARCHHIT']._serialized_end=2292
+  _globals['_LLMRESULT']._serialized_start=2294
+  _globals['_LLMRESULT']._serialized_end=2338
+  _globals['_SEARCHRESULT']._serialized_start=2340
+  _globals['_SEARCHRESULT']._serialized_end=2409
+  _globals['_LLMBATCHRESULT']._serialized_start=2411
+  _globals['_LLMBATCHRESULT']._serialized_end=2466
+  _globals['_RLMRESULT']._serialized_start=2468
+  _globals['_RLMRESULT']._serialized_end=2551
+  _globals['_TOOLRESULTS']._serialized_start=2554
+  _globals['_TOOLRESULTS']._serialized_end=3048
+  _globals['_TOOLRESULTS_LLMENTRY']._serialized_start=2770
+  _globals['_TOOLRESULTS_LLMENTRY']._serialized_end=2834
+  _globals['_TOOLRESULTS_SEARCHENTRY']._serialized_start=2836
+  _globals['_TOOLRESULTS_SEARCHENTRY']._serialized_end=2906
+  _globals['_TOOLRESULTS_LLMBATCHENTRY']._serialized_start=2908
+  _globals['_TOOLRESULTS_LLMBATCHENTRY']._serialized_end=2982
+  _globals['_TOOLRESULTS_RLMENTRY']._serialized_start=2984
+  _globals['_TOOLRESULTS_RLMENTRY']._serialized_end=3048
+  _globals['_FINAL']._serialized_start=3050
+  _globals['_FINAL']._serialized_end=3113
 # @@protoc_insertion_point(module_scope)

@@ -127,7 +127,9 @@ Global___ErrorDetail: _TypeAlias = ErrorDetail  # noqa: Y015
 @_typing.final
 class Budgets(_message.Message):
     """Execution budgets (docs/api.md#budgets). Unset fields take the session or service
-    default; `proto3 optional` keeps "unset" distinct from zero.
+    default; `proto3 optional` keeps "unset" distinct from zero, and a zero
+    means what rlm_rs/domain/budgets.py says for that budget (the layer below's
+    value, none allowed, or no cap).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -455,17 +457,19 @@ class RlmRequest(_message.Message):
     QUESTION_FIELD_NUMBER: _builtins.int
     DOC_INDICES_FIELD_NUMBER: _builtins.int
     SPANS_FIELD_NUMBER: _builtins.int
-    BUDGETS_JSON_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     question: _builtins.str
-    budgets_json: _builtins.str
-    """JSON object of budget overrides for the child ("null": none); each is
-    capped by what the parent has left.
-    """
     @_builtins.property
     def doc_indices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def spans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Span]: ...
+    @_builtins.property
+    def budgets(self) -> Global___Budgets:
+        """Budget overrides for the child (unset: none, the parent's budgets); each
+        is capped by what the parent has left.
+        """
+
     def __init__(
         self,
         *,
@@ -473,11 +477,11 @@ class RlmRequest(_message.Message):
         question: _builtins.str = ...,
         doc_indices: _abc.Iterable[_builtins.int] | None = ...,
         spans: _abc.Iterable[Global___Span] | None = ...,
-        budgets_json: _builtins.str = ...,
+        budgets: Global___Budgets | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets_json", b"budgets_json", "doc_indices", b"doc_indices", "key", b"key", "question", b"question", "spans", b"spans"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets", "doc_indices", b"doc_indices", "key", b"key", "question", b"question", "spans", b"spans"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -795,6 +799,7 @@ Global___Final: _TypeAlias = Final  # noqa: Y015
 JSON_LOWERCASE_FIELD_NUMBER: _builtins.int
 JSON_TYPE_FIELD_NUMBER: _builtins.int
 JSON_EMPTY_WHEN_UNSET_FIELD_NUMBER: _builtins.int
+JSON_OMIT_UNSET_FIELD_NUMBER: _builtins.int
 JSON_NULL_WHEN_EMPTY_FIELD_NUMBER: _builtins.int
 json_lowercase: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumOptions, _builtins.bool]
 """The enum's JSON values are its value names without the enum's prefix in
@@ -808,6 +813,10 @@ requests: "llm", "search", ...).
 json_empty_when_unset: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MessageOptions, _builtins.bool]
 """A field of this message type that is unset shows the message's empty
 form, not null (a step's tool_requests and final).
+"""
+json_omit_unset: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MessageOptions, _builtins.bool]
+"""The message's unset optional fields are left out of its JSON object, not
+null (Budgets: an override names only the budgets it sets).
 """
 json_null_when_empty: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
 """A string field whose "" means "not set": JSON null."""

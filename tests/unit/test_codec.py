@@ -29,10 +29,27 @@ def test_snake_case_real_ints_and_zeros_kept() -> None:
 
 
 def test_unset_optional_fields_and_messages_are_null() -> None:
-    budgets = codec.to_json(common_pb2.Budgets(max_turns=0))
-    assert budgets["max_turns"] == 0 and budgets["max_total_seconds"] is None
     request = codec.to_json(execution_pb2.RunStepRequest(execution_id="e"))
     assert request["state"] is None and request["options"] is None
+    assert codec.to_json(common_pb2.Final())["answer"] is None
+
+
+def test_budget_overrides_name_only_what_they_set() -> None:
+    """Budgets is `(json_omit_unset)`: an explicit zero is kept, an unset budget left out;
+    a child's overrides (RlmRequest.budgets) read back the same, records stored
+    as JSON text before (`budgets_json`) included."""
+    assert codec.to_json(common_pb2.Budgets(max_turns=0)) == {"max_turns": 0}
+    request = common_pb2.RlmRequest(
+        key="k", question="q", budgets=common_pb2.Budgets(max_turns=3, max_depth=0)
+    )
+    data = codec.to_json(request)
+    assert data["type"] == "rlm" and data["budgets"] == {"max_turns": 3, "max_depth": 0}
+    assert codec.parse(common_pb2.RlmRequest, data) == request
+    assert codec.to_json(common_pb2.RlmRequest(key="k"))["budgets"] is None
+    stored_before = {"type": "rlm", "key": "k", "question": "q", "budgets": {"max_turns": 3, "max_depth": 0}}
+    assert codec.parse(common_pb2.RlmRequest, stored_before) == request
+    full = codec.to_json(common_pb2.Budgets(**{f.name: 1 for f in common_pb2.Budgets.DESCRIPTOR.fields}))
+    assert len(full) == len(common_pb2.Budgets.DESCRIPTOR.fields)  # an execution's budgets: every one
 
 
 def test_json_text_fields_are_values_under_the_name_without_suffix() -> None:

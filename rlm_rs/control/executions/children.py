@@ -31,17 +31,17 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from rlm_rs import codec
-from rlm_rs.control.budgets import merge_budgets
+from rlm_rs.control.budgets import budgets_to_dict, merge_budgets
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.leases import carried, held, is_lease_lost
 from rlm_rs.control.executions.subcorpus import compose, execution_manifest, subcorpus
 from rlm_rs.control.executions.traces import read_trace
-from rlm_rs.control.limits import parse_json_object
 from rlm_rs.control.tools import Resolution
 from rlm_rs.domain import (
     CONSUMED,
@@ -82,7 +82,7 @@ RESERVED = {
 def child_budgets(
     parent: ExecutionRecord,
     consumed: Consumed,
-    requested_json: str,
+    requested: Mapping[str, Any],
     now: float,
     reserved: dict[str, float] | None = None,
     share: int = 1,
@@ -114,10 +114,7 @@ def child_budgets(
     cost_left = (cost_cap - float(consumed["cost_usd"]) - float(held.get("cost_usd", 0.0))) / share
     if cost_cap > 0 and cost_left <= 0:
         raise RlmError("BUDGET_EXCEEDED", f"cost budget spent (max_cost_usd={cost_cap})")
-    overrides = {}
-    if requested_json.strip() not in ("", "null"):
-        overrides = parse_json_object(requested_json, "budgets")  # no NaN, no RecursionError
-    merged: dict[str, Any] = {**merge_budgets(budgets, overrides)}  # validates names, types, ceilings
+    merged: dict[str, Any] = {**merge_budgets(budgets, requested)}  # validates values and ceilings
     caps: dict[str, float] = {name: limits[name] for name in _PER_STEP}
     for name, counter in RESERVED.items():
         caps[name] = (int(limits[name]) - int(spent[counter]) - int(held.get(counter, 0))) // share
@@ -279,7 +276,12 @@ def _child(
     except NotFound:
         pass
     budgets = child_budgets(
-        parent, ledger.consumed, request.budgets_json, time.time(), ledger.reserved, ledger.unstarted + 1
+        parent,
+        ledger.consumed,
+        budgets_to_dict(request.budgets),
+        time.time(),
+        ledger.reserved,
+        ledger.unstarted + 1,
     )
     pieces = subcorpus(request, execution_manifest(ctx.docs, parent))
     parent_pieces = parent.get("corpus")

@@ -50,17 +50,21 @@ def test_a_page_token_it_issued_pages(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "budgets_json",
-    ['{"max_total_seconds": NaN}', '{"max_turns": NaN}', '{"max_turns": Infinity}', "NaN", "[" * 50_000],
+    "budgets",
+    [
+        Budgets(max_total_seconds=float("nan")),
+        Budgets(max_step_seconds=float("inf")),
+        Budgets(max_cost_usd=-1.0),
+        Budgets(max_turns=-1),
+        Budgets(max_turns=2**31 - 1),  # above its ceiling
+    ],
 )
-def test_nan_child_budgets_are_a_tool_error_and_the_parent_stays_readable(
-    api: Api, budgets_json: str
-) -> None:
+def test_bad_child_budgets_are_a_tool_error_and_the_parent_stays_readable(api: Api, budgets: Budgets) -> None:
     execution_id = api.runtime_execution()
     response = api.executions.ResolveTools(
         execution_pb2.ResolveToolsRequest(
             execution_id=execution_id,
-            tool_requests=ToolRequests(rlm=[RlmRequest(key="kid", question="q", budgets_json=budgets_json)]),
+            tool_requests=ToolRequests(rlm=[RlmRequest(key="kid", question="q", budgets=budgets)]),
         ),
         metadata=api.auth(),
     )

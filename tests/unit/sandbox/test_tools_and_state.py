@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from rlm_rs.v1.common_pb2 import Budgets
 from tests.unit.sandbox.conftest import Runner, state_of
 
 
@@ -156,7 +157,7 @@ def test_queue_rlm_records_a_child_over_documents_or_spans(run: Runner) -> None:
     )
     (request,) = whole.tool_requests.rlm
     assert (request.key, request.question, list(request.doc_indices)) == ("c", "What changed?", [1])
-    assert json.loads(request.budgets_json) == {"max_turns": 3}
+    assert request.budgets == Budgets(max_turns=3) and not request.budgets.HasField("max_depth")
     spans = run(
         "tool.queue_rlm('s', 'q', spans=[[0, 5, 40], {'doc_index': 1, 'start_char': 0, 'end_char': 9}])"
     )
@@ -164,7 +165,12 @@ def test_queue_rlm_records_a_child_over_documents_or_spans(run: Runner) -> None:
         (0, 5, 40),
         (1, 0, 9),
     ]
-    assert json.loads(spans.tool_requests.rlm[0].budgets_json) is None
+    assert not spans.tool_requests.rlm[0].HasField("budgets")
+    typed = run(
+        "tool.queue_rlm('t', 'q', budgets={'max_turns': 3.0, 'max_total_seconds': 60, 'max_depth': 0})"
+    )
+    assert typed.tool_requests.rlm[0].budgets == Budgets(max_turns=3, max_total_seconds=60.0, max_depth=0)
+    assert typed.tool_requests.rlm[0].budgets.HasField("max_depth")  # an explicit zero is kept
 
 
 def test_queue_rlm_arguments_are_checked_before_anything_is_queued(run: Runner) -> None:
@@ -173,7 +179,10 @@ def test_queue_rlm_arguments_are_checked_before_anything_is_queued(run: Runner) 
                            ("tool.queue_rlm('c', 'q', doc_indices=[-1])", "doc_indices must hold"),
                            ("tool.queue_rlm('c', 'q', spans=[[0, 9, 3]])", "start < end"),
                            ("tool.queue_rlm('c', 'q', spans=[[0, 1]])", "spans[0]"),
-                           ("tool.queue_rlm('c', 'q', budgets={'max_turns': 'many'})", "budgets must be")]:  # fmt: skip
+                           ("tool.queue_rlm('c', 'q', budgets={'max_turns': 'many'})", "budgets must be"),
+                           ("tool.queue_rlm('c', 'q', budgets={'max_turnz': 3})", "not 'max_turnz'"),
+                           ("tool.queue_rlm('c', 'q', budgets={'max_turns': 2.5})", "must be a whole number"),
+                           ("tool.queue_rlm('c', 'q', budgets={'max_turns': 2 ** 40})", "out of range")]:  # fmt: skip
         result = run(code)
         assert result.error.code == "SANDBOX_RUNTIME_ERROR" and fragment in result.error.message, code
         assert not result.tool_requests.rlm
