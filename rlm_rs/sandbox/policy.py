@@ -36,6 +36,7 @@ the table in _restricted.Guards.builtins is ignored, never looked up.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -182,38 +183,54 @@ def policy_with_defaults(policy: SandboxPolicy | None) -> SandboxPolicy:
     return merged
 
 
+@functools.cache
+def _defaults() -> StepLimits:
+    """default_step_limits(), built once; never handed out (callers copy it)."""
+    return default_step_limits()
+
+
 def with_defaults(limits: StepLimits | None) -> StepLimits:
     """A step's complete limits: a copy of `limits` with every zero numeric
     field and an empty builtins allowlist replaced by the default. Booleans
     are taken as given; no limits at all means every default."""
-    defaults = default_step_limits()
     merged = StepLimits()
-    merged.CopyFrom(limits if limits is not None else defaults)
-    for name in NUMERIC_STEP_FIELDS:
-        if not getattr(merged, name):
-            setattr(merged, name, getattr(defaults, name))
-    if not merged.builtins_allowlist:
-        merged.builtins_allowlist.extend(defaults.builtins_allowlist)
+    merged.CopyFrom(_defaults())
+    if limits is not None:
+        merged.MergeFrom(limits)  # proto3: only the nonzero numbers replace a default
+        for name in _GRANT_FIELDS:
+            setattr(merged, name, getattr(limits, name))
+        if limits.builtins_allowlist:
+            del merged.builtins_allowlist[:]
+            merged.builtins_allowlist.extend(limits.builtins_allowlist)
     return merged
 
 
+class StepCaps:
+    """The pool's caps on a step's limits, read once from its policy (which
+    is complete: policy_with_defaults). Grants are the execution's, not capped."""
+
+    def __init__(self, pool: SandboxPolicy) -> None:
+        self._ceilings = {name: getattr(pool, name) for name in NUMERIC_STEP_FIELDS if getattr(pool, name)}
+        self._allowed = frozenset(pool.builtins_allowlist)
+
+    def apply(self, requested: StepLimits | None) -> tuple[StepLimits, list[str]]:
+        """`requested` with defaults (with_defaults), each numeric field at
+        most its cap, builtins narrowed to the pool's allowlist; and the names
+        of the fields lowered."""
+        limits = with_defaults(requested)
+        limits.DiscardUnknownFields()  # an old client's hardening fields: never forwarded
+        capped = [name for name, ceiling in self._ceilings.items() if getattr(limits, name) > ceiling]
+        for name in capped:
+            setattr(limits, name, self._ceilings[name])
+        names = limits.builtins_allowlist
+        if not self._allowed.issuperset(names):
+            kept = [n for n in names if n in self._allowed]
+            del names[:]
+            names.extend(kept)
+            capped.append("builtins_allowlist")
+        return limits, capped
+
+
 def cap_limits(requested: StepLimits | None, pool: SandboxPolicy) -> tuple[StepLimits, list[str]]:
-    """The limits a step runs under in the pool: `requested` with defaults
-    (with_defaults), each numeric field at most the pool's cap, builtins
-    narrowed to the pool's allowlist; and the names of the fields lowered.
-    `pool` is complete (policy_with_defaults). Grants are the execution's."""
-    limits = with_defaults(requested)
-    limits.DiscardUnknownFields()  # an old client's hardening fields: never forwarded
-    capped: list[str] = []
-    for name in NUMERIC_STEP_FIELDS:
-        ceiling = getattr(pool, name)
-        if ceiling and getattr(limits, name) > ceiling:
-            setattr(limits, name, ceiling)
-            capped.append(name)
-    allowed = set(pool.builtins_allowlist)
-    names = [n for n in limits.builtins_allowlist if n in allowed]
-    if len(names) != len(limits.builtins_allowlist):
-        capped.append("builtins_allowlist")
-    limits.ClearField("builtins_allowlist")
-    limits.builtins_allowlist.extend(names)
-    return limits, capped
+    """StepCaps(pool).apply(requested): the limits a step runs under in the pool."""
+    return StepCaps(pool).apply(requested)

@@ -48,7 +48,7 @@ from rlm_rs.observability import (
     get_logger,
     serve_metrics,
 )
-from rlm_rs.sandbox.policy import cap_limits, configured_pool_policy, policy_with_defaults
+from rlm_rs.sandbox.policy import StepCaps, configured_pool_policy, policy_with_defaults
 from rlm_rs.sandbox.pool import _wire
 from rlm_rs.sandbox.pool._fairness import FairScheduler, FairShare, SlotRefused
 from rlm_rs.sandbox.pool._worker import EXTRA_STEP_NICENESS, RUN_PREFIX, WORKER_NICENESS
@@ -176,6 +176,7 @@ class PoolFront:
         document_root: str | None = None,
     ):
         self.policy = policy
+        self._caps = StepCaps(policy)
         self.document_root = os.path.realpath(document_root) if document_root else None
         self.strict = strict
         self.allow_unsafe = allow_unsafe
@@ -324,7 +325,7 @@ class PoolFront:
         """The step at min(its StepLimits, the pool's caps); the result names
         every limit the pool lowered (capped_limits), whatever the outcome."""
         requested = request.limits if request.HasField("limits") else None
-        limits, capped = cap_limits(requested, self.policy)
+        limits, capped = self._caps.apply(requested)
         if capped:
             _log().warning("sandbox_step_limits_capped", execution_id=request.execution_id, capped=capped)
         result = yield from self._run_limited(request, limits, niceness)
