@@ -118,7 +118,9 @@ def per_turn(calls: list[Call], executions: int) -> dict[str, Any]:
     up to each turn's commit are that turn's (the first turn also carries the
     loop's set-up), the rest up to the status event are finalisation; the
     RPC threads' calls (create, the synchronous wait) are counted per execution."""
-    loop = [c for c in calls if c.thread.startswith("answerer")]
+    loop = [
+        c for c in calls if c.thread.startswith(("answerer", "event-flusher"))
+    ]  # events a turn waited to write
     rpc = [c for c in calls if c.thread.startswith("rpc")]
     tools = [c for c in calls if c.tool or c.thread.startswith("tools")]
     turns: list[list[Call]] = []

@@ -238,8 +238,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         # The session is written last: the ingestion worker only looks at
         # sessions, so it never sees one whose documents are half-registered.
-        with self.quotas.admit_session(caller.tenant_id):
-            self.storage.metadata.put_session(dict(record))
+        self.quotas.create_session(dict(record))  # admitted by the tenant's quota on every node
         return session_message(self.storage, record)
 
     def GetSession(

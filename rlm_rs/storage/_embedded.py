@@ -189,12 +189,16 @@ class SqliteItemStore:
         with self._write() as conn:
             planned: list[tuple[str, Item]] = []
             for write in writes:
+                select = f"SELECT body FROM {self._table(write.table)} WHERE pk=? AND sk=?"
                 if isinstance(write, Put):
+                    if (
+                        write.if_absent
+                        and conn.execute(select, (write.item["PK"], write.item["SK"])).fetchone()
+                    ):
+                        raise conflict("conditional write failed")
                     planned.append((write.table, {**write.item, "version": 1}))
                     continue
-                row = conn.execute(
-                    f"SELECT body FROM {self._table(write.table)} WHERE pk=? AND sk=?", (write.pk, write.sk)
-                ).fetchone()
+                row = conn.execute(select, (write.pk, write.sk)).fetchone()
                 current = self._load(row[0]) if row else None
                 if current is None or not write.condition.holds(current):
                     raise conflict("conditional write failed")

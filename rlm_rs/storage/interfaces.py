@@ -74,10 +74,12 @@ class Condition:
 
 @dataclass(frozen=True)
 class Put:
-    """A transaction's whole-item write (version 1, like `ItemStore.put`)."""
+    """A transaction's whole-item write (version 1, like `ItemStore.put`);
+    with `if_absent` the transaction fails (CONFLICT) when the item exists."""
 
     table: str
     item: Item
+    if_absent: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,15 @@ session's expiry.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import hmac
 import re
 import secrets
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -51,6 +53,11 @@ _KEY_ATTRIBUTES = frozenset({"PK", "SK", "GSI1PK", "GSI2PK", "GSI3PK", "GSI3SK"}
 LISTING_SCAN_LIMIT = 1_000
 # Conditional writes a rate-limit take tries before it reports the bucket busy.
 RATE_BUCKET_ATTEMPTS = 4
+# The id pointers (`<KIND>#<id>` / POINTER) that make a look-up by id a
+# consistent GetItem on the base table: an id -> key cache of this size
+# spares the pointer read (an id never changes its session or tenant).
+POINTER_SK = "POINTER"
+ID_CACHE_SIZE = 100_000
 
 
 def now_iso(epoch: float | None = None) -> str:
@@ -113,6 +120,53 @@ class Fence:
         )
 
 
+@dataclass(frozen=True)
+class QuotaTicket:
+    """A tenant's quota partition (`QUOTA#<tenant>#<quota>`: a VERSION item
+    and one HOLDER#<id> item per place held) as one consistent read found
+    it. The write it admits is conditional on VERSION's `version`, so two
+    nodes that counted the same state cannot both admit; `joining` is the
+    holder the admitted write adds."""
+
+    tenant_id: str
+    quota: str
+    version: int
+    holders: tuple[str, ...] = ()
+    joining: str = ""
+
+    def writes(self) -> list[Write]:
+        pk = f"QUOTA#{self.tenant_id}#{self.quota}"
+        writes: list[Write] = [Update("api_keys", pk, "VERSION", {}, Condition(version=self.version))]
+        if self.joining:
+            holder = {"PK": pk, "SK": f"HOLDER#{self.joining}", "tenant_id": self.tenant_id}
+            writes.append(Put("api_keys", holder, if_absent=True))
+        return writes
+
+
+class _IdCache:
+    """id -> the key part it names (a session id's tenant, an execution id's
+    session); bounded, LRU."""
+
+    def __init__(self, size: int = ID_CACHE_SIZE) -> None:
+        self._map: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            value = self._map.get(key)
+            if value is not None:
+                self._map.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: str) -> None:
+        with self._lock:
+            self._map[key] = value
+            self._map.move_to_end(key)
+            if len(self._map) > self._size:
+                self._map.popitem(last=False)
+
+
 def _public(item: Item | None) -> Item | None:
     """The record without storage keys."""
     if item is None:
@@ -124,9 +178,13 @@ class MetadataStore:
     def __init__(self, items: ItemStore, api_key_pepper: bytes) -> None:
         self.items = items
         self._pepper = api_key_pepper
+        self._ids = _IdCache()
 
     # --- sessions ---------------------------------------------------------------
-    def put_session(self, record: Item) -> Item:
+    def put_session(self, record: Item, admitted: QuotaTicket | None = None) -> Item:
+        """A new session and its id pointer, in one transaction; with a quota
+        ticket only while the tenant's quota item is as it was read (CONFLICT
+        otherwise: another node admitted meanwhile)."""
         tenant, session_id = record["tenant_id"], record["session_id"]
         item = {
             **record,
@@ -136,7 +194,15 @@ class MetadataStore:
             "GSI2PK": f"STATUS#{record['status']}",
             **_listed(tenant, record.get("created_at", ""), session_id),
         }
-        return _public(self.items.put("sessions", item, if_absent=True)) or {}
+        pointer = {"PK": f"SESSION#{session_id}", "SK": POINTER_SK, "tenant_id": tenant,
+                   "ttl_epoch": record.get("ttl_epoch")}  # fmt: skip
+        writes: list[Write] = [
+            Put("sessions", item, if_absent=True),
+            Put("sessions", pointer, if_absent=True),
+        ]
+        self.items.transact([*writes, *admitted.writes()] if admitted else writes)
+        self._ids.put(f"SESSION#{session_id}", tenant)
+        return _public({**item, "version": 1}) or {}
 
     def sessions_with_status(self, status: str) -> list[Item]:
         """Every tenant's sessions in `status` (internal: ingestion, expiry sweeps)."""
@@ -149,9 +215,26 @@ class MetadataStore:
         return cast(SessionRecord, _public(item))
 
     def find_session(self, session_id: str) -> SessionRecord | None:
-        """A session by id alone (internal: workers that hold no tenant)."""
+        """A session by id alone (internal: workers that hold no tenant): a
+        consistent read through its id pointer (the id index only for a
+        session written before pointers existed)."""
+        tenant = self._pointed("sessions", f"SESSION#{session_id}")
+        if tenant is not None:
+            item = self.items.get("sessions", f"TENANT#{tenant}", f"SESSION#{session_id}")
+            return cast(SessionRecord, _public(item)) if item else None
         found = self.items.query_index("sessions", f"SESSION#{session_id}")
         return cast(SessionRecord, _public(found[0])) if found else None
+
+    def _pointed(self, table: str, pk: str, attribute: str = "tenant_id") -> str | None:
+        """What the id pointer `pk` names (cached), or None without a pointer."""
+        known = self._ids.get(pk)
+        if known is None:
+            pointer = self.items.get(table, pk, POINTER_SK)
+            if pointer is None:
+                return None
+            known = str(pointer[attribute])
+            self._ids.put(pk, known)
+        return known
 
     def list_sessions(self, tenant_id: str, status: str | None = None) -> list[Item]:
         items = self.items.query("sessions", f"TENANT#{tenant_id}", "SESSION#")
@@ -194,7 +277,9 @@ class MetadataStore:
             self.items.delete("documents", f"SESSION#{session_id}", f"DOC#{doc['doc_id']}")
         for execution in self.list_executions(session_id):
             self.items.delete("executions", f"SESSION#{session_id}", f"EXEC#{execution['execution_id']}")
+            self.items.delete("executions", f"EXEC#{execution['execution_id']}", POINTER_SK)
         self.items.delete("sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}")
+        self.items.delete("sessions", f"SESSION#{session_id}", POINTER_SK)
 
     # --- documents ----------------------------------------------------------------
     def put_document(self, record: Item) -> Item:
@@ -226,24 +311,43 @@ class MetadataStore:
         ) or {}  # fmt: skip
 
     # --- executions ----------------------------------------------------------------
-    def put_execution(self, record: Item) -> Item:
-        execution_id = record["execution_id"]
+    def put_execution(self, record: Item, admitted: QuotaTicket | None = None) -> Item:
+        """A new execution and its id pointer, in one transaction; with a
+        quota ticket (the tenant's running executions, this one among its
+        holders) only while the quota item is as it was read."""
+        execution_id, session_id = record["execution_id"], record["session_id"]
         item = {
             **record,
-            "PK": f"SESSION#{record['session_id']}",
+            "PK": f"SESSION#{session_id}",
             "SK": f"EXEC#{execution_id}",
             "GSI1PK": f"EXEC#{execution_id}",
             "GSI2PK": f"STATUS#{record['status']}",
         }
         if not record.get("parent_execution_id"):  # children are listed in their parent's tree
             item.update(_listed(record["tenant_id"], record.get("started_at", ""), execution_id))
-        return _public(self.items.put("executions", item, if_absent=True)) or {}
+        pointer = {"PK": f"EXEC#{execution_id}", "SK": POINTER_SK, "session_id": session_id,
+                   "ttl_epoch": record.get("ttl_epoch")}  # fmt: skip
+        writes: list[Write] = [
+            Put("executions", item, if_absent=True),
+            Put("executions", pointer, if_absent=True),
+        ]
+        self.items.transact([*writes, *admitted.writes()] if admitted else writes)
+        self._ids.put(f"EXEC#{execution_id}", session_id)
+        return _public({**item, "version": 1}) or {}
 
     def get_execution(self, tenant_id: str, execution_id: str) -> ExecutionRecord:
-        found = self.items.query_index("executions", f"EXEC#{execution_id}")
-        if not found or found[0].get("tenant_id") != tenant_id:
+        """An execution by id alone (a caller's request), tenant-checked: a
+        strongly consistent GetItem through its id pointer, so a record just
+        written or changed is read as it is (the id index, which may lag,
+        only for an execution written before pointers existed)."""
+        session_id = self._pointed("executions", f"EXEC#{execution_id}", "session_id")
+        if session_id is not None:
+            found = self.items.get("executions", f"SESSION#{session_id}", f"EXEC#{execution_id}")
+        else:
+            found = next(iter(self.items.query_index("executions", f"EXEC#{execution_id}")), None)
+        if not found or found.get("tenant_id") != tenant_id:
             raise RlmError("EXECUTION_NOT_FOUND", "execution not found", {"execution_id": execution_id})
-        return cast(ExecutionRecord, _public(found[0]))
+        return cast(ExecutionRecord, _public(found))
 
     def read_execution(self, session_id: str, execution_id: str) -> Item | None:
         """An execution by its base-table key: a strongly consistent GetItem
@@ -278,6 +382,19 @@ class MetadataStore:
         _, pk, sk = execution_key(fence.session_id, fence.execution_id)
         check = Check("executions", pk, sk, fence.condition())
         self.items.transact([check, Put("execution_state", item)])
+
+    def put_events(self, fence: Fence, records: Sequence[Item]) -> None:
+        """Events of the fence's execution, written only while its lease is
+        held: one transaction (a check of the lease and a put per event)."""
+        _, pk, sk = execution_key(fence.session_id, fence.execution_id)
+        self.items.transact(
+            [Check("executions", pk, sk, fence.condition()), *self._event_puts(fence, records)]
+        )
+
+    @staticmethod
+    def _event_puts(fence: Fence, records: Sequence[Item]) -> list[Write]:
+        key = f"EXEC#{fence.execution_id}"
+        return [Put("execution_state", {**r, "PK": key, "SK": f"EVENT#{r['event_id']}"}) for r in records]
 
     def list_events(self, execution_id: str) -> list[Item]:
         """The execution's events, in event id order."""
@@ -405,16 +522,20 @@ class MetadataStore:
         )  # fmt: skip
         return _public(item) or {}
 
-    def commit_turn(self, fence: Fence, turn: int, changes: Item, state_items: list[Item]) -> None:
-        """One transaction: the execution's `changes` and the execution_state
-        items (step record, state), only while the holder's lease is held,
-        the execution RUNNING and still at `turn`; CONFLICT otherwise."""
+    def commit_turn(
+        self, fence: Fence, turn: int, changes: Item, state_items: list[Item], events: Sequence[Item] = ()
+    ) -> None:
+        """One transaction: the execution's `changes`, the execution_state
+        items (step record, state) and the turn's pending `events`, only
+        while the holder's lease is held, the execution RUNNING and still at
+        `turn`; CONFLICT otherwise."""
         writes: list[Write] = [
             Update(
                 "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}", changes,
                 fence.condition(running=True, turn=turn),
             ),
             *(Put("execution_state", item) for item in state_items),
+            *self._event_puts(fence, events),
         ]  # fmt: skip
         self.items.transact(writes)
 
@@ -539,6 +660,31 @@ class MetadataStore:
         # every attempt lost a race: other nodes are draining this bucket
         return 0, 1 / rate
 
+    # --- quotas (one item per tenant and quota, shared by every node) --------------------
+    def quota_ticket(self, tenant_id: str, quota: str) -> QuotaTicket:
+        """The tenant's quota partition as it is now (one consistent Query;
+        its VERSION item created when absent): what an admitted write is
+        conditional on, and the places held."""
+        pk = f"QUOTA#{tenant_id}#{quota}"
+        for _ in range(2):
+            items = self.items.query("api_keys", pk)
+            version = next((i["version"] for i in items if i["SK"] == "VERSION"), None)
+            if version is not None:
+                holders = tuple(
+                    str(i["SK"])[len("HOLDER#") :] for i in items if str(i["SK"]).startswith("HOLDER#")
+                )
+                return QuotaTicket(tenant_id, quota, int(version), holders)
+            with contextlib.suppress(ConflictError):  # another node created it first: read theirs
+                self.items.put(
+                    "api_keys", {"PK": pk, "SK": "VERSION", "tenant_id": tenant_id}, if_absent=True
+                )
+        raise RlmError("INTERNAL_ERROR", "the quota could not be read")
+
+    def release_quota(self, tenant_id: str, quota: str, holder: str) -> None:
+        """Give `holder`'s place back (one delete: it only lowers the count, so
+        it needs no condition; idempotent)."""
+        self.items.delete("api_keys", f"QUOTA#{tenant_id}#{quota}", f"HOLDER#{holder}")
+
     # --- audit log ------------------------------------------------------------------
     def append_audit(self, tenant_id: str, request_id: str, record: Item) -> None:
         timestamp = now_iso()
@@ -563,6 +709,7 @@ __all__ = [
     "TENANT_ID",
     "Fence",
     "MetadataStore",
+    "QuotaTicket",
     "new_id",
     "now_iso",
     "validate_tenant_id",

@@ -28,7 +28,7 @@ from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.finish import cancel, finish
 from rlm_rs.control.executions.leases import LEASE_LOST, Lease, holding, is_lease_lost
-from rlm_rs.control.executions.records import State
+from rlm_rs.control.executions.records import State, initial_state
 from rlm_rs.domain import (
     Consumed,
     EventType,
@@ -77,19 +77,31 @@ class Loop:
             and int(execution.get("depth") or 0) < int(budgets["max_depth"]),
             limits=budgets,
         )
-        turns = history.committed_turns(ctx.storage, execution["execution_id"])
-        state, state_json = ctx.records.load_state_text(execution)
+        turns: list[dict[str, Any]] = []
+        state, state_json = initial_state(), None
+        if int(execution.get("next_turn") or 0) > 0 or execution.get(
+            "followup_of"
+        ):  # else nothing stored yet
+            turns = history.committed_turns(ctx.storage, execution["execution_id"])
+            state, state_json = ctx.records.load_state_text(execution)
         return cls(session, lease, docs, system, turns, state, state_json)
 
 
 @logged_execution
 def run_answerer(
-    ctx: Context, tenant_id: str, execution_id: str, session_id: str | None = None
+    ctx: Context,
+    tenant_id: str,
+    execution_id: str,
+    session_id: str | None = None,
+    known: ExecutionRecord | None = None,
 ) -> ExecutionRecord:
     """Run the execution's turns until it ends, is cancelled or its lease is
-    lost. With `session_id` the record is read from the base table (strongly
-    consistent); by id alone (a caller's request) through the id index."""
-    if session_id is None:
+    lost. `known`: the record as this process just wrote it (its lease is
+    taken on its version; a stale one costs a read); else it is read by its
+    key (`session_id`) or by id."""
+    if known is not None:
+        execution = known
+    elif session_id is None:
         execution = ctx.records.get(tenant_id, execution_id)
     else:
         execution = ctx.records.read(session_id, execution_id)
@@ -224,20 +236,26 @@ class AnswererLoops:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def start(self, execution: ExecutionRecord) -> None:
+    def start(self, execution: ExecutionRecord, *, fresh: bool = True) -> None:
         """Queue the execution's loop, at most once per process: the takeover
         sweep may find an execution still queued here (its creation lease ran
-        out while every loop thread was busy) and must not run it twice."""
+        out while every loop thread was busy) and must not run it twice.
+        `fresh`: `execution` is the record as written (no read needed)."""
         execution_id = execution["execution_id"]
         with self._lock:
             if execution_id in self._active:
                 return
             self._active.add(execution_id)
-        self._pool.submit(self._guarded_run, execution["tenant_id"], execution["session_id"], execution_id)
+        known = execution if fresh else None
+        self._pool.submit(
+            self._guarded_run, execution["tenant_id"], execution["session_id"], execution_id, known
+        )
 
-    def _guarded_run(self, tenant_id: str, session_id: str, execution_id: str) -> None:
+    def _guarded_run(
+        self, tenant_id: str, session_id: str, execution_id: str, known: ExecutionRecord | None = None
+    ) -> None:
         try:
-            run_answerer(self.ctx, tenant_id, execution_id, session_id)
+            run_answerer(self.ctx, tenant_id, execution_id, session_id, known)
         except Exception as exc:  # the loop must never die silently
             # the traceback goes to the operator's log, never to the caller
             log.error("answerer_crashed", execution_id=execution_id, error=type(exc).__name__, exc_info=True)
@@ -266,5 +284,5 @@ class AnswererLoops:
             execution_id=execution["execution_id"],
             from_owner=execution.get("lease_owner"),
         )
-        self.start(execution)
+        self.start(execution, fresh=False)
         return True

@@ -102,5 +102,8 @@ class StepClaim:
             thread.join()
 
     def release(self) -> None:
+        """Write the claim's queued events (events.py), then let it go."""
+        with contextlib.suppress(RlmError):  # a lost claim's events are never written
+            self.lease.flush_events()
         with contextlib.suppress(RlmError):  # else it expires by itself
             self.metadata.release_execution_lease(self.lease.fence)

@@ -9,8 +9,11 @@ past its lease (a GC pause, a frozen VM, SIGSTOP) fails its first write after
 a takeover and stops (`lease_lost`) without having written anything. The
 `Heartbeat` renews each held lease every third of its length, on its own
 thread, so a long root call or step never loses the lease while the process
-lives. Never: let a holder write for its execution without the fence, or
-carry on past a failed renewal.
+lives. Events a holder emits wait in the lease's `Outbox` and are written
+by its next fenced write (the turn's commit, a status event) or within
+EVENT_FLUSH_SECONDS by the event log's flusher (events.py), never without
+the fence. Never: let a holder write for its execution without the fence,
+or carry on past a failed renewal.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 from rlm_rs.domain import ExecutionRecord, ExecutionStatus
 from rlm_rs.errors import ConflictError, RlmError
@@ -31,6 +34,11 @@ from rlm_rs.storage.metadata import Fence, MetadataStore
 
 LEASE_LOST = "lease_lost"
 MIN_LEASE_SECONDS = 1.0
+# Events one write carries: a flush's transaction (a lease check + puts), and
+# the most a turn's commit takes along (more are written just before it);
+# DynamoDB allows 100 items and 4 MB per transaction, an event is <= ~34 KB.
+EVENT_BATCH_MAX = 25
+COMMIT_EVENTS_MAX = 20
 log = get_logger(component="engine")
 
 
@@ -64,6 +72,39 @@ def lost(current: ExecutionRecord) -> RlmError:
     return not_running(current) if current["status"] != ExecutionStatus.RUNNING else busy(current)
 
 
+class Outbox:
+    """Events emitted under one lease and not yet stored, in event id order.
+    `writing` is held by whoever writes them (one writer at a time, so they
+    reach storage in id order and a watcher resuming after an id misses none)."""
+
+    def __init__(self) -> None:
+        self.writing = threading.RLock()
+        self._items: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.written: Callable[[], None] = lambda: None  # wakes this process's watchers (events.py)
+
+    def add(self, item: dict[str, Any]) -> bool:
+        """Queue an event; True when the outbox was empty (a flush is due)."""
+        with self._lock:
+            self._items.append(item)
+            return len(self._items) == 1
+
+    def take(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The oldest `limit` (all) queued events; call under `writing`."""
+        with self._lock:
+            taken, self._items = self._items[:limit], self._items[len(self._items[:limit]) :]
+        return taken
+
+    def put_back(self, items: list[dict[str, Any]]) -> None:
+        """Events a failed write did not store, ahead of any queued since."""
+        with self._lock:
+            self._items[:0] = items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
 class Lease:
     """A lease this process holds on one execution, as of its last renewal."""
 
@@ -81,6 +122,7 @@ class Lease:
         self.seconds = seconds
         self.until = until  # this process's clock: when the lease runs out unless renewed
         self.lost = threading.Event()
+        self.outbox = Outbox()  # events waiting for the next fenced write
 
     @classmethod
     def take(
@@ -97,6 +139,18 @@ class Lease:
     @property
     def execution_id(self) -> str:
         return self.fence.execution_id
+
+    def flush_events(self) -> None:
+        """Write the queued events now, fenced by this lease (the store's
+        CONFLICT when it is no longer held; unwritten events stay queued)."""
+        with self.outbox.writing:
+            while batch := self.outbox.take(EVENT_BATCH_MAX):
+                try:
+                    self.metadata.put_events(self.fence, batch)
+                except BaseException:
+                    self.outbox.put_back(batch)
+                    raise
+                self.outbox.written()
 
     def renew(self) -> None:
         """Extend the lease now; lease_lost (and `lost` set) when it is gone."""

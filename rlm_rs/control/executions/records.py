@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from rlm_rs.control.budgets import CeilingSource, merge_budgets
-from rlm_rs.control.executions.leases import held
+from rlm_rs.control.executions.leases import COMMIT_EVENTS_MAX, held
 from rlm_rs.control.executions.signals import Signals
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.domain import (
@@ -74,55 +74,37 @@ class Records:
         options: dict[str, Any],
         extra: dict[str, Any] | None = None,
     ) -> ExecutionRecord:
-        """A new RUNNING execution record; `extra` sets the tree fields
-        (execution_id, parent_execution_id, depth, corpus, followup_of)."""
+        """A new RUNNING execution record, admitted by the tenant's quota;
+        `extra` sets the tree fields (execution_id, parent_execution_id,
+        depth, corpus, followup_of)."""
         if session["status"] != SessionStatus.READY:
             raise RlmError(
                 "SESSION_NOT_READY", f"session is {session['status']}", {"session_id": session["session_id"]}
             )
         defaults = session.get("defaults") or {}
-        requested = merge_budgets(
-            self.settings.default_budgets_json,
-            defaults.get("budgets_default") or {},
-            budgets,
-            ceilings=self.ceilings.current(),
-        )
         output_mode = (options.get("output_mode") or OutputMode.ANSWER).upper()
         if output_mode not in tuple(OutputMode):
             raise RlmError("VALIDATION_ERROR", "options.output_mode must be ANSWER or CONTEXTS")
         record: dict[str, Any] = {
-            "tenant_id": tenant_id,
-            "session_id": session["session_id"],
-            "execution_id": new_id("exec"),
-            "status": ExecutionStatus.RUNNING,
-            "mode": mode,
-            "output_mode": output_mode,
-            "question": question,
-            "answer": None,
-            "citations": [],
+            "tenant_id": tenant_id, "session_id": session["session_id"], "execution_id": new_id("exec"),
+            "status": ExecutionStatus.RUNNING, "mode": mode, "output_mode": output_mode,
+            "question": question, "answer": None, "citations": [],
             "models": self._models(models, defaults.get("models_default") or {}),
             "options": options,
-            "budgets_requested": requested,
-            "budgets_consumed": consumed_zero(),
-            "next_turn": 0,
-            "started_at": now_iso(),
-            "started_epoch": time.time(),
-            "completed_at": None,
-            "duration_ms": None,
-            "trace_s3_uri": None,
-            "error": None,
-            "ttl_epoch": session.get("ttl_epoch"),
-            "parent_execution_id": None,
-            "depth": 0,
-            "children": [],
-            "followup_of": None,
+            "budgets_requested": merge_budgets(
+                self.settings.default_budgets_json, defaults.get("budgets_default") or {}, budgets,
+                ceilings=self.ceilings.current(),
+            ),
+            "budgets_consumed": consumed_zero(), "next_turn": 0,
+            "started_at": now_iso(), "started_epoch": time.time(), "completed_at": None,
+            "duration_ms": None, "trace_s3_uri": None, "error": None, "ttl_epoch": session.get("ttl_epoch"),
+            "parent_execution_id": None, "depth": 0, "children": [], "followup_of": None,
             **(extra or {}),
-        }
+        }  # fmt: skip
         if mode == ExecutionMode.ANSWERER:  # leased from birth: the takeover sweep leaves a queued one alone
             # (token 1: the put's version; the loop's own take raises it)
             record.update(lease_owner=self.owner, lease_until=time.time() + self.lease_seconds, lease_token=1)
-        with self.quotas.admit_execution(record):
-            return as_execution(self.storage.metadata.put_execution(record))
+        return as_execution(self.quotas.create_execution(record, self.storage.metadata.put_execution))
 
     def _models(self, requested: dict[str, str], session_models: dict[str, str]) -> dict[str, str]:
         """Each model: the request's, else the session's default, else the server's."""
@@ -173,6 +155,8 @@ class Records:
             except ConflictError:
                 raise lease.refused(self._current(execution)) from None
         if "status" in changes:
+            if changes["status"] != ExecutionStatus.RUNNING:
+                self.quotas.release_execution(updated)
             self.status_changed.notify(execution["execution_id"])
         return as_execution(updated)
 
@@ -186,9 +170,10 @@ class Records:
         """One fenced transaction under the held lease: the execution's
         `changes` (which also extend the lease) and the execution_state
         records `states` ((sk, state_json, extra): the step record, the
-        state), only while the lease is held, the execution RUNNING and at
-        `turn`. CONFLICT (not_running, busy or lease_lost) otherwise, with
-        nothing written; returns the record as committed (without `version`)."""
+        state) and the events waiting in the lease's outbox, only while the
+        lease is held, the execution RUNNING and at `turn`. CONFLICT
+        (not_running, busy or lease_lost) otherwise, with nothing written;
+        returns the record as committed (without `version`)."""
         lease = held(execution["execution_id"])
         if lease is None:
             raise RuntimeError("a turn is committed only under its execution's lease")
@@ -202,10 +187,20 @@ class Records:
         ]  # fmt: skip
         at = time.time()
         fenced = {**changes, "lease_until": at + lease.seconds}
-        try:
-            self.storage.metadata.commit_turn(lease.fence, turn, fenced, items)
-        except ConflictError:
-            raise lease.refused(self._current(execution)) from None
+        with lease.outbox.writing:  # the events emitted during the turn go with it
+            events: list[dict[str, Any]] = []
+            try:
+                if len(lease.outbox) > COMMIT_EVENTS_MAX:
+                    lease.flush_events()
+                events = lease.outbox.take()
+                self.storage.metadata.commit_turn(lease.fence, turn, fenced, items, events)
+            except ConflictError:  # the turn is not written, nor are its events
+                raise lease.refused(self._current(execution)) from None
+            except BaseException:
+                lease.outbox.put_back(events)
+                raise
+        if events:
+            lease.outbox.written()
         lease.extended(at)
         committed: dict[str, Any] = {**execution, **fenced}
         committed.pop("version", None)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +38,40 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+class _OneAtATime:
+    """A WSGI app that lets one request through at a time. moto evaluates a
+    conditional write without isolation (two requests at once can both pass
+    one condition); DynamoDB evaluates each atomically. Races between nodes
+    are tested against this, so what they prove holds on DynamoDB."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+
+@pytest.fixture(scope="session")
+def atomic_moto_endpoint(moto_endpoint: str) -> Iterator[str]:
+    """A moto server whose requests are applied one at a time (_OneAtATime)."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    app = _OneAtATime(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", _free_port(), app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
 
 
 def make_settings(backend: str, tmp_path: Path, endpoint: str | None) -> Settings:

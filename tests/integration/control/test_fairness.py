@@ -257,12 +257,18 @@ def test_child_executions_do_not_count(small: Api) -> None:
     quotas = Quotas(QuotaTable(QUOTAS), small.plane.storage)
     session_id = small.ready_session()
     executions = [runtime(small, session_id) for _ in range(3)]  # at the quota
-    child = {"tenant_id": "heavy", "parent_execution_id": executions[0]}
-    with quotas.admit_execution(child):
-        pass  # a child of a running execution: its parent's budgets bound it
-    with pytest.raises(RlmError) as over, quotas.admit_execution({"tenant_id": "heavy"}):
-        pass
-    assert over.value.code == "RATE_LIMITED"
+    tickets: list[object] = []
+
+    def write(record: dict[str, Any], ticket: object) -> dict[str, Any]:
+        tickets.append(ticket)
+        return record
+
+    child = {"tenant_id": "heavy", "execution_id": "exec_c", "parent_execution_id": executions[0]}
+    quotas.create_execution(child, write)
+    assert tickets == [None]  # a child of a running execution: its parent's budgets bound it
+    with pytest.raises(RlmError) as over:
+        quotas.create_execution({"tenant_id": "heavy", "execution_id": "exec_x"}, write)
+    assert over.value.code == "RATE_LIMITED" and tickets == [None]
 
 
 def test_live_sessions_quota_per_tenant(small: Api) -> None:

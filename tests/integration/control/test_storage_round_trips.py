@@ -34,15 +34,22 @@ def test_a_turn_reads_neither_the_documents_nor_the_state(api: Api) -> None:
         metadata=api.auth(),
     )
     assert execution.status == execution_pb2.EXECUTION_STATUS_COMPLETED
-    counted = per_turn(calls.take(), 1)
+    logged = calls.take()
+    # the API and the loop read the execution by its key, never through an index (which may lag)
+    by_index = [
+        c.op for c in logged if c.op.startswith("items.query_index") and c.thread.startswith(("rpc", "ans"))
+    ]
+    assert not by_index, by_index
+    counted = per_turn(logged, 1)
     ops = counted["per_turn_mean_by_op"]
     assert "items.query documents" not in ops and "items.get execution_state:STATE" not in ops, ops
     assert "items.query_index executions" not in ops, ops  # never the id index
-    # one fenced transaction (counters, step record, state) and the turn's fenced events; the
-    # lease is renewed by the heartbeat and the commit, not by a write of its own per turn
-    assert ops["items.transact commit"] == 1.0 and "items.update executions" not in ops, ops
-    assert counted["per_turn_median"] <= 5, counted
-    assert counted["finalise_per_execution_median"] <= 5, counted
+    # one fenced transaction (counters, step record, state, and the turn's events: a fast turn
+    # writes no event of its own); the lease is renewed by the heartbeat and the commit
+    assert ops == {"items.transact commit": 1.0}, ops
+    assert counted["per_turn_median"] == 1, counted
+    # steps, documents, the trace, the status, the status event and the quota place given back
+    assert counted["finalise_per_execution_median"] <= 6, counted
 
 
 def test_a_waiter_is_woken_by_the_change_not_by_polling(api: Api) -> None:
@@ -65,7 +72,11 @@ def test_a_waiter_is_woken_by_the_change_not_by_polling(api: Api) -> None:
     thread = threading.Thread(target=waiter)
     thread.start()
     time.sleep(2.5)
-    reads = [c for c in calls.take() if c.op == "items.query_index executions" and c.thread.startswith("rpc")]
+    reads = [
+        c
+        for c in calls.take()
+        if c.op in ("items.get executions", "items.query_index executions") and c.thread.startswith("rpc")
+    ]
     api.executions.CancelExecution(
         execution_pb2.CancelExecutionRequest(execution_id=execution_id), metadata=api.auth()
     )
@@ -74,4 +85,4 @@ def test_a_waiter_is_woken_by_the_change_not_by_polling(api: Api) -> None:
     assert waited["status"] == execution_pb2.EXECUTION_STATUS_CANCELLED
     assert time.monotonic() - cancelled_at < 1.0  # woken by the cancel, not by a poll
     # before: a read every 0.1 s (about 25 here); now about one a second
-    assert len(reads) <= 5, len(reads)
+    assert 1 <= len(reads) <= 5, len(reads)
