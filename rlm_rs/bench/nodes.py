@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from rlm_rs.bench._limits import UNLIMITED_QUOTAS, UNLIMITED_RATE
-from rlm_rs.bench.aws import _free_port, _moto
+from rlm_rs.bench._plane import free_port, moto_server
 
 DESCRIPTION = "executions per second, one node vs two nodes on one moto server (fixed root latency)"
 READ = "```repl\nprint(context[0][:6])\n```"
@@ -47,7 +47,7 @@ def _reply(latency: float) -> Any:
 def _node(data_dir: Path, env: dict[str, str], init_storage: bool) -> Any:
     from rlm_rs.appliance.supervisor import Appliance
 
-    app = Appliance(data_dir, _free_port(), _free_port(), ready_timeout=120.0)
+    app = Appliance(data_dir, free_port(), free_port(), ready_timeout=120.0)
     app.env.update(env)
     app._say = lambda text: None  # type: ignore[method-assign]
     for sub in ("run", "logs"):
@@ -94,21 +94,52 @@ def _phase(urls: list[str], key: str, session_id: str, executions: int) -> dict[
     }  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from rlm_rs.providers.testing_server import OpenAICompatibleServer
-    from rlm_rs.settings import Settings
-    from rlm_rs.storage import open_storage
-    from rlm_rs.storage.uploads import store_upload
-
-    moto, endpoint = _moto()
+def _storage_env(endpoint: str) -> dict[str, str]:
     unique = uuid.uuid4().hex[:8]
-    storage_env = {
+    return {
         "RLM_STORAGE_BACKEND": "aws", "API_KEY_PEPPER": "bench", "AWS_ENDPOINT_URL": endpoint,
         "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench", "DDB_TABLE_PREFIX": f"n{unique}_rlm_",
         "S3_BUCKET": f"rlm-nodes-{unique}",
         "RATE_LIMITS_JSON": UNLIMITED_RATE, "RLM_QUOTAS_JSON": UNLIMITED_QUOTAS,
     }  # fmt: skip
+
+
+def _ready_session(app: Any, env: dict[str, str], data_dir: Path) -> tuple[str, str]:
+    """(an API key, a READY session's id), made through node `app`'s gateway."""
+    from rlm_rs.settings import Settings
+    from rlm_rs.storage import open_storage
+    from rlm_rs.storage.uploads import store_upload
+
+    storage = open_storage(
+        Settings(
+            RLM_STORAGE_BACKEND="aws", RLM_DATA_DIR=data_dir, API_KEY_PEPPER="bench",
+            AWS_ENDPOINT_URL=env["AWS_ENDPOINT_URL"], AWS_REGION="us-east-1",
+            DDB_TABLE_PREFIX=env["DDB_TABLE_PREFIX"], S3_BUCKET=env["S3_BUCKET"],
+        )
+    )  # fmt: skip
+    try:
+        key, _ = storage.metadata.create_api_key("bench")
+        uri = store_upload(storage.blobs, "bench", "a.txt", b"Lisbon is where the office is.")
+    finally:
+        storage.close()
+    with httpx.Client(
+        base_url=app.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as client:
+        docs = [{"source_name": "a.txt", "mime_type": "text/plain", "raw_s3_uri": uri}]
+        session_id = client.post("/v1/sessions", json={"docs": docs}).json()["session_id"]
+        deadline = time.monotonic() + 120
+        while client.get(f"/v1/sessions/{session_id}").json()["status"] != "READY":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bench session never became READY")
+            time.sleep(0.2)
+    return key, session_id
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from rlm_rs.providers.testing_server import OpenAICompatibleServer
+
+    moto, endpoint = moto_server()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(name, "bench")
     apps: list[Any] = []
@@ -118,36 +149,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tempfile.TemporaryDirectory(prefix="rlm-bench-nodes-") as directory,
             OpenAICompatibleServer(_reply(args.root_latency)) as llm,
         ):
-            env = {**storage_env, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": llm.base_url,
+            env = {**_storage_env(endpoint), "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": llm.base_url,
                    "OPENAI_API_KEY": "sk-bench", "RLM_LLM_MAX_RETRIES": "0"}  # fmt: skip
             apps.append(_node(Path(directory) / "a", env, init_storage=True))
-            storage = open_storage(
-                Settings(
-                    RLM_STORAGE_BACKEND="aws",
-                    RLM_DATA_DIR=Path(directory) / "bench",
-                    API_KEY_PEPPER="bench",
-                    AWS_ENDPOINT_URL=endpoint,
-                    AWS_REGION="us-east-1",
-                    DDB_TABLE_PREFIX=storage_env["DDB_TABLE_PREFIX"],
-                    S3_BUCKET=storage_env["S3_BUCKET"],
-                )
-            )
-            key, _ = storage.metadata.create_api_key("bench")
-            uri = store_upload(storage.blobs, "bench", "a.txt", b"Lisbon is where the office is.")
-            headers = {"Authorization": f"Bearer {key}"}
-            with httpx.Client(base_url=apps[0].base_url, headers=headers, timeout=60) as client:
-                docs = [{"source_name": "a.txt", "mime_type": "text/plain", "raw_s3_uri": uri}]
-                session_id = client.post("/v1/sessions", json={"docs": docs}).json()["session_id"]
-                deadline = time.monotonic() + 120
-                while client.get(f"/v1/sessions/{session_id}").json()["status"] != "READY":
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the bench session never became READY")
-                    time.sleep(0.2)
+            key, session_id = _ready_session(apps[0], env, Path(directory) / "bench")
             results["one_node"] = _phase([apps[0].base_url], key, session_id, args.executions)
             apps.append(_node(Path(directory) / "b", env, init_storage=False))
-            urls = [app.base_url for app in apps]
-            results["two_nodes"] = _phase(urls, key, session_id, args.executions)
-            storage.close()
+            results["two_nodes"] = _phase([app.base_url for app in apps], key, session_id, args.executions)
             for app in reversed(apps):
                 app.stop()
             apps.clear()

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rlm_rs.bench.aws import _moto
+from rlm_rs.bench._plane import moto_server
 
 DESCRIPTION = "cost per call of the per-tenant rate limit shared through the metadata store"
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
         os.environ.setdefault(name, value)
     results: dict[str, Any] = {"per_process": _measure(None, args)}
-    moto, endpoint = _moto()
+    moto, endpoint = moto_server()
     try:
         with tempfile.TemporaryDirectory(prefix="rlm-bench-ratelimit-") as directory:
             unique = uuid.uuid4().hex[:8]
