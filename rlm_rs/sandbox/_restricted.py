@@ -91,6 +91,14 @@ def _at(new: _Node, ref: ast.AST) -> _Node:
     return new
 
 
+# Nodes with no child this pass could rewrite and no visit_ method of its
+# own: names, constants, contexts and operators (about half of a tree).
+_UNCHANGED_LEAVES: frozenset[type[ast.AST]] = frozenset(
+    {ast.Name, ast.Constant, ast.Load, ast.Store, ast.Del}
+    | {cls for base in (ast.operator, ast.cmpop, ast.boolop, ast.unaryop) for cls in base.__subclasses__()}
+)
+
+
 class _PostPass(ast.NodeTransformer):
     """Adds `_tick_()` before every statement and routes the operations that
     can build large values through the size guards (rlm_rs/sandbox/_sizes.py)."""
@@ -105,6 +113,11 @@ class _PostPass(ast.NodeTransformer):
         ast.BitXor: "_op_xor_",
     }
 
+    _TICKED_FIELDS = frozenset({"body", "orelse", "finalbody"})
+    # node type -> the method that visits it (NodeVisitor.visit builds the
+    # name and looks it up for every node; this pass runs on every step)
+    _VISITORS: ClassVar[dict[type[ast.AST], Callable[[Any, Any], ast.AST]]] = {}
+
     def _ticked(self, body: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []
         for stmt in body:
@@ -113,12 +126,28 @@ class _PostPass(ast.NodeTransformer):
             out.append(stmt)
         return out
 
+    def visit(self, node: ast.AST) -> Any:
+        visitor = self._VISITORS.get(type(node))
+        if visitor is None:
+            name = "visit_" + type(node).__name__
+            visitor = self._VISITORS[type(node)] = getattr(_PostPass, name, _PostPass.generic_visit)
+        return visitor(self, node)
+
     def generic_visit(self, node: ast.AST) -> ast.AST:
-        super().generic_visit(node)
-        for field in ("body", "orelse", "finalbody"):
+        """NodeTransformer.generic_visit without its generators (every visitor
+        here returns one node, never None or a list) and without descending
+        into leaves this pass never changes, then `_tick_()` before each
+        statement of a body."""
+        for field in node._fields:
             value = getattr(node, field, None)
-            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
-                setattr(node, field, self._ticked(value))
+            if type(value) is list:
+                for index, item in enumerate(value):
+                    if isinstance(item, ast.AST) and type(item) not in _UNCHANGED_LEAVES:
+                        value[index] = self.visit(item)
+                if field in self._TICKED_FIELDS and value and isinstance(value[0], ast.stmt):
+                    setattr(node, field, self._ticked(value))
+            elif isinstance(value, ast.AST) and type(value) not in _UNCHANGED_LEAVES:
+                setattr(node, field, self.visit(value))
         return node
 
     def visit_Starred(self, node: ast.Starred) -> ast.AST:

@@ -1,15 +1,20 @@
 """The AST policy's one-list walk visits exactly what ast.walk visits, in the
-same order, so the first violation reported is the same one as before."""
+same order, so the first violation reported is the same one as before; the
+RestrictedPython post pass's shortcuts leave the tree the full walk leaves."""
 
 from __future__ import annotations
 
 import ast
+from typing import cast
 
 import pytest
+from RestrictedPython.transformer import RestrictingNodeTransformer
 
 from rlm_rs.errors import RlmError
+from rlm_rs.sandbox import _restricted
 from rlm_rs.sandbox._ast_policy import _nodes, parse_and_check
 from rlm_rs.sandbox.executor import _WARM_CODE
+from tests.unit.sandbox.test_usability_corpus import CASES as USABILITY_CASES
 
 _SOURCES = [
     _WARM_CODE,
@@ -38,3 +43,41 @@ def test_unavailable_name_bound_after_its_read_passes_and_unbound_fails() -> Non
     parse_and_check("print(open)\nopen = 1\n", 10_000)  # bound anywhere: the step's own
     with pytest.raises(RlmError, match="'open' is not available"):
         parse_and_check("print(open)\n", 10_000)
+
+
+class _ReferencePostPass(_restricted._PostPass):
+    """The post pass as ast.NodeTransformer runs it: every node visited
+    through visit_<Name> or generic_visit, leaves included."""
+
+    visit = ast.NodeTransformer.visit
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        ast.NodeTransformer.generic_visit(self, node)
+        for field in ("body", "orelse", "finalbody"):
+            value = getattr(node, field, None)
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                setattr(node, field, self._ticked(value))
+        return node
+
+
+def _restricted_tree(source: str) -> ast.AST:
+    tree = parse_and_check(source, 100_000)
+    transformer = _restricted.StepTransformer([], [], {})
+    return cast(ast.AST, RestrictingNodeTransformer.visit_Module(transformer, tree))
+
+
+_POST_PASS_SOURCES = [
+    *_SOURCES[:1],
+    *(code for _, code, _ in USABILITY_CASES),
+    "f = lambda a, *b: [*b, a ** 2, f'{a!r:>{len(b)}}', {**{'k': a}, 'j': -a}]\n"
+    "x = [1, 2]\nx[0:1] = [3]\nx[1] <<= 2\nwhile x:\n    x.pop()\nelse:\n    pass\n",
+]
+
+
+@pytest.mark.parametrize("source", _POST_PASS_SOURCES)
+def test_post_pass_matches_the_node_transformer_walk(source: str) -> None:
+    """The post pass skips names, constants, contexts and operators: the tree it
+    leaves (ticks, size guards, positions) is the one the full walk leaves."""
+    fast = _restricted._PostPass().visit(_restricted_tree(source))
+    reference = _ReferencePostPass().visit(_restricted_tree(source))
+    assert ast.dump(fast, include_attributes=True) == ast.dump(reference, include_attributes=True)
