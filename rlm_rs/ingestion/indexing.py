@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rlm_rs.errors import ConflictError
@@ -29,8 +30,9 @@ log = get_logger(component="ingestion")
 
 
 class SessionIndexer:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, work_dir: Path | None = None) -> None:
         self.storage = storage
+        self.work_dir = work_dir  # where an artifact is built before its upload (default: TMPDIR)
 
     def index(self, session: Mapping[str, Any]) -> ArtifactRef | None:
         """Bring the session's artifact up to its parsed documents when none is
@@ -68,7 +70,8 @@ class SessionIndexer:
         self, session: Mapping[str, Any], members: Sequence[Mapping[str, Any]], version: int
     ) -> ArtifactRef:
         tenant_id, session_id = session["tenant_id"], session["session_id"]
-        ref = publish_artifact(self.storage.blobs, tenant_id, session_id, version, self._texts(members))
+        texts = self._texts(members)
+        ref = publish_artifact(self.storage.blobs, tenant_id, session_id, version, texts, self.work_dir)
         self.storage.metadata.update_session(
             tenant_id, session_id, {"search_index": ref.record()}, expected_version=int(session["version"])
         )  # CONFLICT when another builder or a status change came first: the caller retries

@@ -72,7 +72,7 @@ class IngestionWorker:
         self.settings = settings
         self.owner = owner or f"ingest-{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
-        self.indexer = SessionIndexer(storage)
+        self.indexer = SessionIndexer(storage, settings.data_dir / "tmp")
         self.scheduler = FairScheduler(settings.ingest_max_parses, settings.ingest_max_parses_per_tenant)
         self.log = get_logger(component="ingestion", worker=self.owner)
 

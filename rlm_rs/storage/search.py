@@ -133,12 +133,20 @@ def build_artifact(
 
 
 def publish_artifact(
-    blobs: BlobStore, tenant_id: str, session_id: str, version: int, docs: Iterable[IndexedText]
+    blobs: BlobStore,
+    tenant_id: str,
+    session_id: str,
+    version: int,
+    docs: Iterable[IndexedText],
+    work_dir: Path | None = None,
 ) -> ArtifactRef:
-    """Build the session's index version `version` and upload it under its
-    content-addressed key (a racing builder of the same bytes is no conflict).
-    The caller records the returned ref in the session, conditionally."""
-    with tempfile.TemporaryDirectory(prefix="rlm-search-") as folder:
+    """Build the session's index version `version` (in a temporary folder
+    under `work_dir`) and upload it under its content-addressed key (a racing
+    builder of the same bytes is no conflict). The caller records the
+    returned ref in the session, conditionally."""
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rlm-search-", dir=work_dir) as folder:
         path = Path(folder) / "index.sqlite3"
         doc_ids = build_artifact(path, tenant_id, session_id, version, docs)
         digest, size = file_sha256(path), path.stat().st_size
