@@ -53,6 +53,9 @@ class SessionIndexer:
         docs = meta.list_documents(session_id)
         if any(d.get("ingest_status") in _COMING for d in docs):
             return None  # the last document to reach INDEXING builds the index
+        strict = ((current.get("options") or {}).get("readiness_mode") or "STRICT").upper() == "STRICT"
+        if strict and any(d.get("ingest_status") == "FAILED" for d in docs):
+            return None  # the session fails: no index to build
         members = [d for d in docs if d.get("ingest_status") in _MEMBERS]
         waiting = [d["doc_id"] for d in members if d.get("ingest_status") == "INDEXING"]
         ref = ArtifactRef.of(current)

@@ -125,7 +125,6 @@ class IngestionWorker:
             docs = self.storage.metadata.list_documents(session["session_id"])
             if self._decide_session(session, docs):
                 continue
-            wanted = _wanted(session, docs)
             pending.extend(
                 PendingDocument(
                     tenant_id=session["tenant_id"],
@@ -134,8 +133,7 @@ class IngestionWorker:
                     doc_index=int(doc.get("doc_index") or 0),
                     session_created_at=str(session.get("created_at") or ""),
                 )
-                for doc in docs
-                if doc.get("ingest_status") in wanted
+                for doc in _takeable(session, docs)
             )
         return pending
 
@@ -296,13 +294,20 @@ def _search(session: Mapping[str, Any]) -> bool:
     return bool((session.get("options") or {}).get("enable_search"))
 
 
-def _wanted(session: Mapping[str, Any], docs: Sequence[Mapping[str, Any]] = ()) -> tuple[str, ...]:
-    """The document statuses this worker takes up for `session`. With search,
-    parsed documents wait for the index only while none is still being parsed
-    (the last parse builds it); a PARSED or INDEXING one left by a builder that
-    died is taken up again once its lease is free."""
-    if not _search(session):
-        return _PARSING
-    if any(d.get("ingest_status") in _PARSING for d in docs):
-        return _PARSING
-    return (*_PARSING, "PARSED", "INDEXING")
+def _wanted(session: Mapping[str, Any]) -> tuple[str, ...]:
+    """The document statuses this worker takes up for `session` (with search:
+    also a parsed document waiting for the index, left by a builder that died)."""
+    return (*_PARSING, "PARSED", "INDEXING") if _search(session) else _PARSING
+
+
+def _takeable(session: Mapping[str, Any], docs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The documents of `session` to schedule: every one still to parse; with
+    search and none left to parse, one of those waiting for the index (the one
+    whose builder holds its lease, if any), so a session is built once at a time."""
+    parsing = [d for d in docs if d.get("ingest_status") in _PARSING]
+    if parsing or not _search(session):
+        return parsing
+    waiting = [d for d in docs if d.get("ingest_status") in ("PARSED", "INDEXING")]
+    now = time.time()
+    building = [d for d in waiting if float(d.get("lease_until") or 0) > now]
+    return (building or waiting)[:1]

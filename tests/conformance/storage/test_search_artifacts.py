@@ -131,16 +131,32 @@ def test_a_document_added_later_gets_a_new_index_version_every_node_sees(shared:
     assert {d["search_version"] for d in meta.list_documents("sess_s")} >= {2}
 
 
-def test_racing_builders_commit_one_version_and_index_every_document(shared: Shared) -> None:
+def _parsed_waiting_for_the_index(shared: Shared, session_id: str) -> None:
+    """A search session whose documents are parsed and INDEXING, with no build
+    running (as a builder that died leaves it: its lease gone)."""
     meta = shared.storage.metadata
-    _register(shared, "acme", "sess_r", TEXTS)
-    meta.put_session({"tenant_id": "acme", "session_id": "sess_r", "status": "CREATING",
+    _register(shared, "acme", session_id, TEXTS)
+    meta.put_session({"tenant_id": "acme", "session_id": session_id, "status": "CREATING",
                       "options": {"enable_search": True}, "doc_count": 2})  # fmt: skip
     worker = IngestionWorker(shared.storage, shared.settings)
-    for doc in meta.list_documents("sess_r"):  # parsed, then both left waiting for the index
-        meta.update_document("sess_r", doc["doc_id"], {"ingest_status": "PARSING"})
-        assert worker._parse(meta.get_session("acme", "sess_r"), doc)
-        meta.update_document("sess_r", doc["doc_id"], {"ingest_status": "INDEXING"})
+    for doc in meta.list_documents(session_id):
+        meta.update_document(session_id, doc["doc_id"], {"ingest_status": "PARSING"})
+        assert worker._parse(meta.get_session("acme", session_id), doc)
+        meta.update_document(session_id, doc["doc_id"], {"ingest_status": "INDEXING"})
+
+
+def test_a_build_left_unfinished_is_done_by_the_next_worker_pass(shared: Shared) -> None:
+    _parsed_waiting_for_the_index(shared, "sess_u")
+    assert "search_index" not in shared.storage.metadata.get_session("acme", "sess_u")
+    IngestionWorker(shared.storage, shared.settings).run_once()
+    session = shared.storage.metadata.get_session("acme", "sess_u")
+    assert session["status"] == "READY" and session["search_index"]["version"] == 1
+    assert shared.node("b")[1].search(session, "colza oil")
+
+
+def test_racing_builders_commit_one_version_and_index_every_document(shared: Shared) -> None:
+    meta = shared.storage.metadata
+    _parsed_waiting_for_the_index(shared, "sess_r")
     session = meta.get_session("acme", "sess_r")
     results: list[Any] = []
     builders = [
