@@ -128,13 +128,13 @@ def _measure(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from rlm_rs.bench.aws import _moto
+    from rlm_rs.bench._plane import moto_server
     from rlm_rs.settings import Settings
 
     for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
         os.environ.setdefault(name, value)
     results: dict[str, Any] = {}
-    moto, endpoint = _moto()
+    moto, endpoint = moto_server()
     try:
         with tempfile.TemporaryDirectory(prefix="rlm-bench-search-") as directory:
             root = Path(directory)
