@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
@@ -33,6 +34,7 @@ from rlm_rs.providers.testing_server import OpenAICompatibleServer
 from rlm_rs.settings import Settings
 from rlm_rs.storage import Storage, open_storage
 from rlm_rs.storage.uploads import store_upload
+from rlm_rs.v1 import common_pb2, execution_pb2, execution_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
@@ -310,10 +312,6 @@ SEARCH_DOCS = {
 
 def _search_everywhere(cluster: Cluster, execution_id: str) -> dict[str, Any]:
     """The same search through each node's gateway and through node B's control plane (gRPC)."""
-    import grpc
-
-    from rlm_rs.v1 import common_pb2, execution_pb2, execution_pb2_grpc
-
     body = {"tool_requests": {"search": [{"key": "q", "query": "colza oil harbour", "k": 5}]}}
     answers: dict[str, Any] = {}
     for node in (cluster.a, cluster.b):
@@ -367,7 +365,7 @@ def test_search_answers_the_same_hits_on_both_nodes(cluster: Cluster) -> None:
     assert hits["gateway A"], f"no hits on node A: {answers['gateway A']}"
     assert hits["gateway A"] == hits["gateway B"] == hits["control plane B"], hits
     assert {h[0] for h in hits["gateway A"]} == {0, 1}  # both documents, whichever worker parsed each
-    assert answers["control plane B"]["statuses"] == {"q": "resolved"}
+    assert answers["control plane B"]["statuses"] == {"q": execution_pb2.TOOL_STATUS_RESOLVED}
 
 
 def test_a_tenant_rate_limit_holds_across_both_nodes(cluster: Cluster) -> None:
