@@ -124,7 +124,7 @@ class DocumentCache:
             with self._lock:
                 if (key, sha256) in self._verified:
                     return path
-            if file_sha256(path) == sha256:
+            if _sha256_or_none(path) == sha256:
                 with self._lock:
                     self._verified.add((key, sha256))
                 return path
@@ -247,3 +247,11 @@ class DocumentCache:
             for entry in manifest
             if entry.doc_id in docs
         }
+
+
+def _sha256_or_none(path: str) -> str | None:
+    """The file's SHA-256, or None when it went meanwhile (a purge, an eviction)."""
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None

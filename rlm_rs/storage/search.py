@@ -195,16 +195,15 @@ class SearchIndex:
         tenant_id, session_id = session["tenant_id"], session["session_id"]
         if not ref.key.startswith(keys.search_session_prefix(tenant_id, session_id)):
             raise _invalid("the session's search index is not in its own folder")
-        with contextlib.closing(self._open(ref)) as conn:
-            try:
+        path = Path(self._fetch(ref.key, ref.sha256))
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
+            ) as conn:
                 _check_owner(conn, tenant_id, session_id)
                 return _query(conn, terms, k, doc_ids)
-            except sqlite3.DatabaseError:
-                raise _invalid("the session's search index cannot be read") from None
-
-    def _open(self, ref: ArtifactRef) -> sqlite3.Connection:
-        path = Path(self._fetch(ref.key, ref.sha256))
-        return sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        except (sqlite3.DatabaseError, OSError):  # damaged, or removed meanwhile (a purge, an eviction)
+            raise _invalid("the session's search index cannot be read") from None
 
 
 def _check_owner(conn: sqlite3.Connection, tenant_id: str, session_id: str) -> None:
