@@ -237,6 +237,46 @@ _AUG_OPS: dict[type[ast.operator], str] = {
 
 
 class StepTransformer(RestrictingNodeTransformer):
+    # node type -> RestrictedPython's visit_<Name> for it, or its generic_visit
+    # (which refuses every node type it does not know): NodeVisitor.visit's
+    # lookup, done once per type instead of once per node.
+    _VISITORS: ClassVar[dict[type[ast.AST], Callable[[Any, Any], Any]]] = {}
+
+    def visit(self, node: ast.AST) -> Any:
+        visitor = self._VISITORS.get(type(node))
+        if visitor is None:
+            name = "visit_" + type(node).__name__
+            visitor = self._VISITORS[type(node)] = getattr(StepTransformer, name, StepTransformer.generic_visit)
+        return visitor(self, node)
+
+    def node_contents_visit(self, node: Any) -> Any:
+        """ast.NodeTransformer.generic_visit, statement for statement, without
+        its iter_fields generator (RestrictedPython's traversal of every node)."""
+        for field in node._fields:
+            try:
+                old_value = getattr(node, field)
+            except AttributeError:
+                continue
+            if isinstance(old_value, list):
+                new_values: list[Any] = []
+                for value in old_value:
+                    if isinstance(value, ast.AST):
+                        value = self.visit(value)
+                        if value is None:
+                            continue
+                        if not isinstance(value, ast.AST):
+                            new_values.extend(value)
+                            continue
+                    new_values.append(value)
+                old_value[:] = new_values
+            elif isinstance(old_value, ast.AST):
+                new_node = self.visit(old_value)
+                if new_node is None:
+                    delattr(node, field)
+                else:
+                    setattr(node, field, new_node)
+        return node
+
     def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
         """`obj[key] op= value` (RestrictedPython refuses it; models write
         `counts[word] += 1` all the time) becomes `_augitem_(obj, key, op, value)`,

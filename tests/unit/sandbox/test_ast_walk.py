@@ -81,3 +81,38 @@ def test_post_pass_matches_the_node_transformer_walk(source: str) -> None:
     fast = _restricted._PostPass().visit(_restricted_tree(source))
     reference = _ReferencePostPass().visit(_restricted_tree(source))
     assert ast.dump(fast, include_attributes=True) == ast.dump(reference, include_attributes=True)
+
+
+class _ReferenceTransformer(_restricted.StepTransformer):
+    """RestrictedPython's own traversal: NodeVisitor.visit and
+    NodeTransformer.generic_visit, as the library ships them."""
+
+    visit = ast.NodeTransformer.visit
+    node_contents_visit = RestrictingNodeTransformer.node_contents_visit
+
+
+def _transform(cls: type[_restricted.StepTransformer], source: str) -> tuple[str, list[str], list[str]]:
+    errors: list[str] = []
+    warnings: list[str] = []
+    tree = cls(errors, warnings, {}).visit(parse_and_check(source, 100_000))
+    return ast.dump(tree, include_attributes=True), errors, warnings
+
+
+_REFUSED_BY_RESTRICTEDPYTHON = [
+    "match x:\n    case [1, *rest]:\n        y = rest\n",  # node types RestrictedPython does not know
+    "def f():\n    yield 1\nprint = 1\n",
+    "printed = 1\n_x = 2\n",
+    "try:\n    pass\nexcept ValueError as _e:\n    pass\n",
+    "f = lambda _a: _a\n",
+    "x = [1][0:1]\nx = {1: 2}\ndel x\nassert x, 'm'\nx = 1 if x else 2\n",
+]
+
+
+@pytest.mark.parametrize("source", _POST_PASS_SOURCES + _REFUSED_BY_RESTRICTEDPYTHON)
+def test_restricted_pass_matches_the_library_traversal(source: str) -> None:
+    """The cached dispatch and the generator-free traversal leave the same tree,
+    errors and warnings as RestrictedPython's own visit and generic_visit."""
+    fast = _transform(_restricted.StepTransformer, source)
+    assert fast == _transform(_ReferenceTransformer, source)
+    if source in _REFUSED_BY_RESTRICTEDPYTHON[:5]:
+        assert fast[1], "RestrictedPython should refuse this source"
