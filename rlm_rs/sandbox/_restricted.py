@@ -246,7 +246,8 @@ class StepTransformer(RestrictingNodeTransformer):
         visitor = self._VISITORS.get(type(node))
         if visitor is None:
             name = "visit_" + type(node).__name__
-            visitor = self._VISITORS[type(node)] = getattr(StepTransformer, name, StepTransformer.generic_visit)
+            visitor = getattr(StepTransformer, name, StepTransformer.generic_visit)
+            self._VISITORS[type(node)] = visitor
         return visitor(self, node)
 
     def node_contents_visit(self, node: Any) -> Any:
