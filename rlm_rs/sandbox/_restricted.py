@@ -246,8 +246,8 @@ class StepTransformer(RestrictingNodeTransformer):
         visitor = self._VISITORS.get(type(node))
         if visitor is None:
             name = "visit_" + type(node).__name__
-            visitor = getattr(StepTransformer, name, StepTransformer.generic_visit)
-            self._VISITORS[type(node)] = visitor
+            found: Callable[[Any, Any], Any] = getattr(StepTransformer, name, StepTransformer.generic_visit)
+            visitor = self._VISITORS[type(node)] = found
         return visitor(self, node)
 
     def node_contents_visit(self, node: Any) -> Any:
