@@ -21,7 +21,6 @@ MAX_LINES = 60
 # (file, qualified name): each being split by the piece of work that owns its file.
 ALLOWLIST = frozenset(
     {
-        ("rlm_rs/sandbox/executor.py", "_execute"),
         ("rlm_rs/bench/orchestrator.py", "run"),
         ("rlm_rs/bench/aws.py", "_measure"),
         ("rlm_rs/bench/nodes.py", "run"),
