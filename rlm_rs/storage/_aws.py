@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from rlm_rs.errors import RlmError
+from rlm_rs.storage._dynamo_wire import wire_for
 from rlm_rs.storage.interfaces import (
     INDEXES,
     LISTING_INDEX,
@@ -150,6 +151,12 @@ def _body(response: Any) -> dict[str, Any]:
     return decoded
 
 
+_METHODS = {
+    "GetItem": "get_item", "Query": "query", "UpdateItem": "update_item", "PutItem": "put_item",
+    "DeleteItem": "delete_item", "TransactWriteItems": "transact_write_items",
+}  # fmt: skip
+
+
 def _is_condition_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -168,6 +175,15 @@ class DynamoItemStore:
         self.client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
         for operation in _RAW_OPERATIONS:
             self.client.meta.events.register(f"before-parse.dynamodb.{operation}", _keep_body)
+        # the item operations' lean path (_dynamo_wire.py); None: boto3 carries them
+        self._wire = wire_for(self.client, connect_timeout=5, read_timeout=30)
+
+    def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One item operation's decoded JSON answer (ClientError on failure)."""
+        if self._wire is not None:
+            return self._wire.call(operation, params)
+        response = getattr(self.client, _METHODS[operation])(**params)
+        return _body(response) if operation in _RAW_OPERATIONS else dict(response)
 
     def _table(self, table: str) -> str:
         if table not in TABLES:
@@ -227,7 +243,7 @@ class DynamoItemStore:
         if if_absent:
             kwargs["ConditionExpression"] = "attribute_not_exists(PK)"
         try:
-            self.client.put_item(**kwargs)
+            self._call("PutItem", kwargs)
         except ClientError as exc:
             if _is_condition_failure(exc):
                 raise conflict("item already exists") from None
@@ -235,18 +251,16 @@ class DynamoItemStore:
         return stored
 
     def get(self, table: str, pk: str, sk: str) -> Item | None:
-        response = self.client.get_item(
-            TableName=self._table(table),
-            Key={"PK": {"S": pk}, "SK": {"S": sk}},
-            ConsistentRead=True,
-        )
-        raw = _body(response).get("Item")
+        key = {"PK": {"S": pk}, "SK": {"S": sk}}
+        raw = self._call(
+            "GetItem", {"TableName": self._table(table), "Key": key, "ConsistentRead": True}
+        ).get("Item")
         return _from_ddb(raw) if raw else None
 
     def _paged_query(self, **kwargs: Any) -> list[Item]:
         items: list[Item] = []
         while True:
-            page = _body(self.client.query(**kwargs))
+            page = self._call("Query", kwargs)
             items.extend(_from_ddb(raw) for raw in page.get("Items", []))
             if not page.get("LastEvaluatedKey"):
                 return items
@@ -282,23 +296,20 @@ class DynamoItemStore:
         names, values, sets = _set_expression(changes)
         expression = _condition_expression(condition or Condition(), names, values)
         try:
-            response = self.client.update_item(
-                TableName=self._table(table),
-                Key={"PK": {"S": pk}, "SK": {"S": sk}},
-                UpdateExpression=sets,
-                ConditionExpression=expression,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
+            response = self._call("UpdateItem", {
+                "TableName": self._table(table), "Key": {"PK": {"S": pk}, "SK": {"S": sk}},
+                "UpdateExpression": sets, "ConditionExpression": expression,
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+                "ReturnValues": "ALL_NEW",
+            })  # fmt: skip
         except ClientError as exc:
             if _is_condition_failure(exc):
                 raise conflict("conditional update failed") from None
             raise
-        return _from_ddb(_body(response)["Attributes"])
+        return _from_ddb(response["Attributes"])
 
     def delete(self, table: str, pk: str, sk: str) -> None:
-        self.client.delete_item(TableName=self._table(table), Key={"PK": {"S": pk}, "SK": {"S": sk}})
+        self._call("DeleteItem", {"TableName": self._table(table), "Key": {"PK": {"S": pk}, "SK": {"S": sk}}})
 
     def query_newest(self, table: str, value: str, *, before: str = "", limit: int) -> list[Item]:
         """One Query of GSI3, descending (eventually consistent: a GSI
@@ -316,7 +327,7 @@ class DynamoItemStore:
             "ScanIndexForward": False,
         }
         while len(items) < limit:
-            response = _body(self.client.query(**kwargs, Limit=limit - len(items)))
+            response = self._call("Query", {**kwargs, "Limit": limit - len(items)})
             items.extend(_from_ddb(raw) for raw in response.get("Items", []))
             if "LastEvaluatedKey" not in response:
                 break
@@ -358,7 +369,7 @@ class DynamoItemStore:
                     check["ExpressionAttributeValues"] = values
                 items.append({"ConditionCheck": check})
         try:
-            self.client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            self._call("TransactWriteItems", {"TransactItems": items})
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
                 reasons = exc.response.get("CancellationReasons") or []

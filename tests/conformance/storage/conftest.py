@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import socket
 import threading
@@ -49,15 +51,22 @@ class _OneAtATime:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.lock = threading.Lock()
+        self.recording = False
+        self.log: list[tuple[str, dict[str, Any]]] = []  # (X-Amz-Target, JSON body) while recording
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
         with self.lock:
+            if self.recording and environ.get("HTTP_X_AMZ_TARGET"):
+                body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                environ["wsgi.input"] = io.BytesIO(body)
+                self.log.append((environ["HTTP_X_AMZ_TARGET"].split(".")[-1], json.loads(body or b"{}")))
             return list(self.app(environ, start_response))
 
 
 @pytest.fixture(scope="session")
-def atomic_moto_endpoint(moto_endpoint: str) -> Iterator[str]:
-    """A moto server whose requests are applied one at a time (_OneAtATime)."""
+def atomic_moto(moto_endpoint: str) -> Iterator[tuple[str, _OneAtATime]]:
+    """A moto server whose requests are applied one at a time (_OneAtATime),
+    and its request log."""
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -69,9 +78,14 @@ def atomic_moto_endpoint(moto_endpoint: str) -> Iterator[str]:
     server = make_server("127.0.0.1", _free_port(), app, threaded=True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    yield f"http://127.0.0.1:{server.server_port}", app
     server.shutdown()
     thread.join()
+
+
+@pytest.fixture(scope="session")
+def atomic_moto_endpoint(atomic_moto: tuple[str, _OneAtATime]) -> str:
+    return atomic_moto[0]
 
 
 def make_settings(backend: str, tmp_path: Path, endpoint: str | None) -> Settings:
