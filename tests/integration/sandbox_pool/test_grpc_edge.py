@@ -73,3 +73,19 @@ def test_a_caller_that_goes_away_ends_the_step_and_its_worker(pool: PoolSandbox)
     assert late.value.code() == grpc.StatusCode.NOT_FOUND
     after = pool.run_step(StepRequest(code="print(2)", state_json="{}"))
     assert after.success and after.stdout == "2\n"
+
+
+def test_two_waiting_steps_each_take_only_the_reply_under_their_own_token(pool: PoolSandbox) -> None:
+    """Both steps wait on their call 1 at once: the tokens differ, and a reply
+    reaches exactly the step whose stream carried the token."""
+    first = pool._stub.RunStep(StepRequest(code=ASKS, state_json="{}", limits=LIMITS), timeout=30)
+    second = pool._stub.RunStep(StepRequest(code=ASKS, state_json="{}", limits=LIMITS), timeout=30)
+    call_a, call_b = next(first), next(second)
+    assert call_a.step_token != call_b.step_token
+    assert call_a.call.call_id == call_b.call.call_id == 1
+    for call, text in ((call_b, "for b"), (call_a, "for a")):
+        pool._stub.ReplyInline(
+            ReplyInlineRequest(step_token=call.step_token, reply=InlineReply(call_id=1, texts=[text]))
+        )
+    assert [o.result.stdout for o in first] == ["for a\n"]
+    assert [o.result.stdout for o in second] == ["for b\n"]
