@@ -16,6 +16,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlm_rs import limits as lim
+from rlm_rs.domain.enums import (
+    ExecutionMode,
+    ExecutionStatus,
+    IngestStatus,
+    OutputMode,
+    SessionStatus,
+    ToolStatus,
+)
 
 INT32 = lim.INT32_MAX
 # int64 fields accept JSON-safe integers only (2**53 - 1): exact in every client.
@@ -234,12 +242,12 @@ class CreateSessionBody(_In):
 class CreatedDoc(_Out):
     doc_id: str
     doc_index: int
-    ingest_status: str
+    ingest_status: IngestStatus
 
 
 class SessionCreated(_Out):
     session_id: str
-    status: str = Field(description="CREATING")
+    status: SessionStatus = Field(description="CREATING")
     created_at: str
     expires_at: str
     docs: list[CreatedDoc]
@@ -254,7 +262,7 @@ class Readiness(_Out):
 class SessionDoc(_Out):
     doc_id: str
     doc_index: int
-    ingest_status: str
+    ingest_status: IngestStatus
     text_s3_uri: str = ""
     meta_s3_uri: str = ""
     offsets_s3_uri: str = ""
@@ -268,7 +276,7 @@ class SessionDoc(_Out):
 
 class SessionView(_Out):
     session_id: str
-    status: str = Field(description="CREATING|READY|FAILED|EXPIRED|DELETING")
+    status: SessionStatus
     created_at: str = ""
     expires_at: str = ""
     readiness: Readiness | None = None
@@ -279,7 +287,7 @@ class SessionView(_Out):
 
 class SessionDeleted(_Out):
     session_id: str = ""
-    status: str = Field(description="DELETING")
+    status: SessionStatus = Field(description="DELETING")
 
 
 # ---------------------------------------------------------------- executions
@@ -330,11 +338,9 @@ class ContextItem(_Out):
 class ExecutionView(_Out):
     execution_id: str
     session_id: str = ""
-    mode: str = Field(default="", description="ANSWERER|RUNTIME")
-    output_mode: str = ""
-    status: str = Field(
-        description="RUNNING|COMPLETED|FAILED|TIMEOUT|BUDGET_EXCEEDED|MAX_TURNS_EXCEEDED|CANCELLED"
-    )
+    mode: ExecutionMode
+    output_mode: OutputMode = OutputMode.ANSWER
+    status: ExecutionStatus
     answer: str | None = None
     citations: list[SpanRef] = Field(default_factory=list)
     contexts: list[ContextItem] | None = None
@@ -365,7 +371,7 @@ class WaitBody(_In):
 
 class CancelResult(_Out):
     execution_id: str
-    status: str
+    status: ExecutionStatus
     completed_at: str | None = None
 
 
@@ -468,7 +474,7 @@ class ToolResults(_Out):
 
 class ResolveToolsResult(_Out):
     tool_results: ToolResults
-    statuses: dict[str, str] = Field(description="key -> pending|resolved|error")
+    statuses: dict[str, ToolStatus] = Field(description="key -> its outcome")
 
 
 # ---------------------------------------------------------------- spans, citations
