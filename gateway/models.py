@@ -11,6 +11,7 @@ behaviour lives here.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +35,12 @@ Int32 = Field(default=None, ge=0, le=INT32)
 def _budget(name: str) -> Any:
     """An optional budget override, at most its ceiling."""
     return Field(default=None, ge=0, le=lim.BUDGET_CEILINGS[name])
+
+
+def _one_of(values: type[StrEnum], description: str = "", default: Any = ...) -> Any:
+    """A string the OpenAPI document lists the values of (the domain's enum).
+    Responses are not checked against it: the control plane's value is shown as it is."""
+    return Field(default=default, description=description or None, json_schema_extra={"enum": [*values]})
 
 
 def _model_name() -> Any:
@@ -242,12 +249,12 @@ class CreateSessionBody(_In):
 class CreatedDoc(_Out):
     doc_id: str
     doc_index: int
-    ingest_status: IngestStatus
+    ingest_status: str = _one_of(IngestStatus)
 
 
 class SessionCreated(_Out):
     session_id: str
-    status: SessionStatus = Field(description="CREATING")
+    status: str = _one_of(SessionStatus, "CREATING")
     created_at: str
     expires_at: str
     docs: list[CreatedDoc]
@@ -262,7 +269,7 @@ class Readiness(_Out):
 class SessionDoc(_Out):
     doc_id: str
     doc_index: int
-    ingest_status: IngestStatus
+    ingest_status: str = _one_of(IngestStatus)
     text_s3_uri: str = ""
     meta_s3_uri: str = ""
     offsets_s3_uri: str = ""
@@ -276,7 +283,7 @@ class SessionDoc(_Out):
 
 class SessionView(_Out):
     session_id: str
-    status: SessionStatus
+    status: str = _one_of(SessionStatus)
     created_at: str = ""
     expires_at: str = ""
     readiness: Readiness | None = None
@@ -287,7 +294,7 @@ class SessionView(_Out):
 
 class SessionDeleted(_Out):
     session_id: str = ""
-    status: SessionStatus = Field(description="DELETING")
+    status: str = _one_of(SessionStatus, "DELETING")
 
 
 # ---------------------------------------------------------------- executions
@@ -338,9 +345,9 @@ class ContextItem(_Out):
 class ExecutionView(_Out):
     execution_id: str
     session_id: str = ""
-    mode: ExecutionMode
-    output_mode: OutputMode = OutputMode.ANSWER
-    status: ExecutionStatus
+    mode: str = _one_of(ExecutionMode)
+    output_mode: str = _one_of(OutputMode, default=OutputMode.ANSWER.value)
+    status: str = _one_of(ExecutionStatus)
     answer: str | None = None
     citations: list[SpanRef] = Field(default_factory=list)
     contexts: list[ContextItem] | None = None
@@ -371,7 +378,7 @@ class WaitBody(_In):
 
 class CancelResult(_Out):
     execution_id: str
-    status: ExecutionStatus
+    status: str = _one_of(ExecutionStatus)
     completed_at: str | None = None
 
 
@@ -474,7 +481,9 @@ class ToolResults(_Out):
 
 class ResolveToolsResult(_Out):
     tool_results: ToolResults
-    statuses: dict[str, ToolStatus] = Field(description="key -> its outcome")
+    statuses: dict[str, str] = Field(
+        description="key -> its outcome", json_schema_extra={"additionalProperties": {"enum": [*ToolStatus]}}
+    )
 
 
 # ---------------------------------------------------------------- spans, citations
