@@ -18,6 +18,8 @@ carries every call. Never: send a request unsigned or log its headers.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
 import json
 import random
@@ -26,11 +28,10 @@ import threading
 import time
 import urllib.request
 import zlib
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 TARGET_PREFIX = "DynamoDB_20120810."
@@ -64,7 +65,11 @@ class DynamoWire:
         self._host, self._https = parts.hostname or "", parts.scheme == "https"
         self._port = parts.port or (443 if self._https else 80)
         self.region = region
+        self._host_header = (
+            parts.netloc if parts.port not in (None, 443 if self._https else 80) else self._host
+        )
         self._credentials = credentials
+        self._keys: dict[tuple[str, str], bytes] = {}  # (secret, day) -> signing key
         self._connect_timeout, self._read_timeout = timeouts
         self._ssl = self._context(verify) if self._https else None
         self._local = threading.local()
@@ -91,7 +96,7 @@ class DynamoWire:
                 self._drop()
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
-            _backoff(random.random() * min(2.0, 0.05 * 2**attempt))  # full jitter
+            _backoff(random.random() * min(20.0, 2.0**attempt))  # full jitter, as botocore's standard mode
         raise ClientError({"Error": {"Code": "RequestFailed", "Message": "no answer"}}, operation)
 
     def _once(self, operation: str, body: bytes) -> dict[str, Any]:
@@ -99,7 +104,12 @@ class DynamoWire:
         checksum = headers.get("x-amz-crc32")
         if checksum is not None and zlib.crc32(data) & 0xFFFFFFFF != int(checksum):
             raise _Retry()
-        answer: dict[str, Any] = json.loads(data) if data else {}
+        try:
+            answer: dict[str, Any] = json.loads(data) if data else {}
+        except ValueError:  # not DynamoDB's JSON: a proxy's or a failing server's page
+            answer = {"__type": "InternalServerError" if status >= 500 else "SerializationException"}
+            if status < 300:
+                raise _Retry() from None
         if status < 300:
             return answer
         code = str(answer.get("__type", "")).rsplit("#", 1)[-1] or str(status)
@@ -115,11 +125,36 @@ class DynamoWire:
         raise failure
 
     def _signed(self, operation: str, body: bytes) -> dict[str, str]:
-        request = AWSRequest(method="POST", url=self.url, data=body, headers={
-            "Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET_PREFIX + operation,
-        })  # fmt: skip
-        SigV4Auth(self._credentials.get_frozen_credentials(), "dynamodb", self.region).add_auth(request)
-        return {name: str(value) for name, value in request.headers.items()}
+        """The request's headers, signed (SigV4: the headers below, the body's hash)."""
+        credentials = self._credentials.get_frozen_credentials()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        headers = {"content-type": CONTENT_TYPE, "host": self._host_header, "x-amz-date": stamp,
+                   "x-amz-target": TARGET_PREFIX + operation}  # fmt: skip
+        if credentials.token:
+            headers["x-amz-security-token"] = credentials.token
+        names = sorted(headers)
+        signed = ";".join(names)
+        canonical = "\n".join([
+            "POST", "/", "", *(f"{name}:{headers[name]}" for name in names), "", signed,
+            hashlib.sha256(body).hexdigest(),
+        ])  # fmt: skip
+        scope = f"{stamp[:8]}/{self.region}/dynamodb/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(self._key(credentials.secret_key, stamp[:8]), to_sign.encode(), hashlib.sha256)
+        headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature.hexdigest()}"
+        )
+        return headers
+
+    def _key(self, secret: str, day: str) -> bytes:
+        key = self._keys.get((secret, day))
+        if key is None:
+            key = f"AWS4{secret}".encode()
+            for part in (day, self.region, "dynamodb", "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._keys = {(secret, day): key}  # one day's key (credentials may rotate)
+        return key
 
     def _send(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         connection = self._connection()

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from rlm_rs.storage import _dynamo_wire
 from rlm_rs.storage._dynamo_wire import DynamoWire
 
-Answer = tuple[int, dict[str, Any], bool]  # status, JSON body, whether to send a wrong CRC32
+Answer = tuple[int, dict[str, Any] | bytes, bool]  # status, JSON body (or raw bytes), a wrong CRC32
 
 
 class _Server:
@@ -40,7 +40,7 @@ class _Server:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 server.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 status, answer, bad_crc = server.answers.pop(0) if server.answers else (200, {}, False)
-                data = json.dumps(answer).encode()
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("x-amz-crc32", str((zlib.crc32(data) + bad_crc) & 0xFFFFFFFF))
@@ -82,11 +82,18 @@ def test_the_request_on_the_wire_is_what_sigv4_signed(server: _Server) -> None:
     assert headers["x-amz-security-token"] == "token"
     again = AWSRequest(method="POST", url=server.url + "/", data=body, headers={
         "Content-Type": headers["content-type"], "X-Amz-Target": headers["x-amz-target"],
+        "X-Amz-Date": headers["x-amz-date"], "X-Amz-Security-Token": headers["x-amz-security-token"],
     })  # fmt: skip
-    again.context["timestamp"] = headers["x-amz-date"]
-    SigV4Auth(CREDENTIALS, "dynamodb", "eu-west-1").add_auth(again)
-    assert headers["authorization"] == again.headers["Authorization"]
-    assert "host" in again.headers["Authorization"].split("SignedHeaders=")[1].split(",")[0]
+    again.context["timestamp"] = headers["x-amz-date"]  # botocore signs the captured request as it came
+    signer = SigV4Auth(CREDENTIALS, "dynamodb", "eu-west-1")
+    signature = signer.signature(signer.string_to_sign(again, signer.canonical_request(again)), again)
+    scope = f"{headers['x-amz-date'][:8]}/eu-west-1/dynamodb/aws4_request"
+    assert headers["authorization"] == (
+        f"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{scope}, "
+        f"SignedHeaders={';'.join(signer.signed_headers(signer.headers_to_sign(again)).split(';'))}, "
+        f"Signature={signature}"
+    )
+    assert headers["host"] == server.url.split("//")[1]  # the host it signed is the one it sent
 
 
 def test_errors_keep_boto3s_shape_and_a_failed_condition_is_not_retried(server: _Server) -> None:
@@ -111,7 +118,13 @@ def test_errors_keep_boto3s_shape_and_a_failed_condition_is_not_retried(server: 
 
 def test_throttling_5xx_and_a_bad_checksum_are_retried(server: _Server) -> None:
     throttled = {"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}
-    server.answers += [(400, throttled, False), (500, {}, False), (200, {}, True), (200, {"Count": 1}, False)]
+    page = b"<!doctype html><title>500 Internal Server Error</title>"  # a crashed server's page, not JSON
+    server.answers += [
+        (400, throttled, False),
+        (500, page, False),
+        (200, {}, True),
+        (200, {"Count": 1}, False),
+    ]
     assert _wire(server).call("Query", {"TableName": "t"}) == {"Count": 1}
     assert len(server.seen) == 4
     server.answers += [(400, throttled, False)] * _dynamo_wire.MAX_ATTEMPTS
@@ -119,6 +132,10 @@ def test_throttling_5xx_and_a_bad_checksum_are_retried(server: _Server) -> None:
         _wire(server).call("Query", {"TableName": "t"})
     assert exhausted.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
     assert len(server.seen) == 4 + _dynamo_wire.MAX_ATTEMPTS
+    server.answers += [(500, page, False)] * _dynamo_wire.MAX_ATTEMPTS
+    with pytest.raises(ClientError) as crashed:
+        _wire(server).call("TransactWriteItems", {})
+    assert crashed.value.response["Error"]["Code"] == "InternalServerError"
 
 
 def test_a_kept_alive_connection_the_server_dropped_is_replaced(server: _Server) -> None:
