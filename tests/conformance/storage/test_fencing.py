@@ -51,14 +51,17 @@ def test_a_takeover_raises_the_token_and_fences_out_the_stale_holder(storage: St
         meta.renew_execution_lease(first, 30)
     with pytest.raises(ConflictError):
         meta.fenced_update_execution(first, {"answer": "stale"})
+    waiting = [{"event_id": f"000001.000{n}", "by": "A"} for n in range(3)]  # a turn's outbox
     with pytest.raises(ConflictError):
-        meta.commit_turn(first, 1, {"next_turn": 2}, [_step(1, "A")])
+        meta.commit_turn(first, 1, {"next_turn": 2}, [_step(1, "A")], waiting)
+    with pytest.raises(ConflictError):
+        meta.put_events(first, waiting)
     with pytest.raises(ConflictError):
         meta.put_event("e1", "000001.0000", {"by": "A"}, first)
     # ... and wrote nothing: no step, no event, the counters as they were
     items = meta.items
     assert items.get("execution_state", "EXEC#e1", "STEP#000001") is None
-    assert items.get("execution_state", "EXEC#e1", "EVENT#000001.0000") is None
+    assert not [i for i in meta.list_events("e1") if i["SK"] > "EVENT#000001"]
     current = meta.read_execution("s1", "e1") or {}
     assert current["next_turn"] == 1 and current.get("answer") is None and current["lease_owner"] == "B"
 
