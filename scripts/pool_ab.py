@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Any
 
+from rlm_rs.bench.sandbox import _children
+
 _CPU_KEYS = ("client", "front", "zygote", "workers")
 _FAULT_KEYS = ("f_front", "f_zygote", "f_workers")
 
@@ -36,14 +38,6 @@ def _stat(pid: int) -> tuple[int, int, float, float]:
     own = (int(fields[11]) + int(fields[12])) * 1000 / tick
     children = (int(fields[13]) + int(fields[14])) * 1000 / tick
     return int(fields[7]), int(fields[8]), own, children
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as handle:
-            found += [int(child) for child in handle.read().split()]
-    return found
 
 
 def _batch(pool: Any, request: Any, steps: int, concurrency: int, gap_s: float) -> tuple[list[float], float]:

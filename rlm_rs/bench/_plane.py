@@ -7,6 +7,7 @@ process. Never used by a deployment.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -109,7 +110,10 @@ def free_port() -> int:
 
 
 def moto_server() -> tuple[subprocess.Popen[bytes], str]:
-    """A moto server (DynamoDB + S3) in its own process on loopback, and its URL."""
+    """A moto server (DynamoDB + S3) in its own process on loopback, and its
+    URL; this process's boto3 clients get dummy credentials unless it has some."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "bench")
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

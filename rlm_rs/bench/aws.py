@@ -13,7 +13,6 @@ reference. Never used by a deployment.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -71,8 +70,6 @@ def _summary(bench: BenchPlane, statuses: list[str], cpu: float, wall: float) ->
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.settings import Settings
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
-        os.environ.setdefault(name, value)
     results: dict[str, Any] = {}
     moto, endpoint = moto_server()
     try:

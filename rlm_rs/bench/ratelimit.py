@@ -10,7 +10,6 @@ requests per call, below the rate (tokens come in batches) and over it
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 import uuid
@@ -62,8 +61,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.settings import Settings
     from rlm_rs.storage import open_storage
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
-        os.environ.setdefault(name, value)
     results: dict[str, Any] = {"per_process": _measure(None, args)}
     moto, endpoint = moto_server()
     try:

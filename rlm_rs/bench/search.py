@@ -12,7 +12,6 @@ embedded back end in the same run. Never used by a deployment.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -131,8 +130,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rlm_rs.bench._plane import moto_server
     from rlm_rs.settings import Settings
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
-        os.environ.setdefault(name, value)
     results: dict[str, Any] = {}
     moto, endpoint = moto_server()
     try:

@@ -194,15 +194,7 @@ class MetadataStore:
             "GSI2PK": f"STATUS#{record['status']}",
             **_listed(tenant, record.get("created_at", ""), session_id),
         }
-        pointer = {"PK": f"SESSION#{session_id}", "SK": POINTER_SK, "tenant_id": tenant,
-                   "ttl_epoch": record.get("ttl_epoch")}  # fmt: skip
-        writes: list[Write] = [
-            Put("sessions", item, if_absent=True),
-            Put("sessions", pointer, if_absent=True),
-        ]
-        self.items.transact([*writes, *admitted.writes()] if admitted else writes)
-        self._ids.put(f"SESSION#{session_id}", tenant)
-        return _public({**item, "version": 1}) or {}
+        return self._create("sessions", item, f"SESSION#{session_id}", ("tenant_id", tenant), admitted)
 
     def sessions_with_status(self, status: str) -> list[Item]:
         """Every tenant's sessions in `status` (internal: ingestion, expiry sweeps)."""
@@ -325,14 +317,18 @@ class MetadataStore:
         }
         if not record.get("parent_execution_id"):  # children are listed in their parent's tree
             item.update(_listed(record["tenant_id"], record.get("started_at", ""), execution_id))
-        pointer = {"PK": f"EXEC#{execution_id}", "SK": POINTER_SK, "session_id": session_id,
-                   "ttl_epoch": record.get("ttl_epoch")}  # fmt: skip
-        writes: list[Write] = [
-            Put("executions", item, if_absent=True),
-            Put("executions", pointer, if_absent=True),
-        ]
+        return self._create("executions", item, f"EXEC#{execution_id}", ("session_id", session_id), admitted)
+
+    def _create(
+        self, table: str, item: Item, pointer_pk: str, link: tuple[str, str], admitted: QuotaTicket | None
+    ) -> Item:
+        """`item` and its id pointer (`pointer_pk` -> the `link` field that
+        finds the item), both new, in one transaction with the quota ticket's
+        writes; the pointer is then known to this process."""
+        pointer = {"PK": pointer_pk, "SK": POINTER_SK, link[0]: link[1], "ttl_epoch": item.get("ttl_epoch")}
+        writes: list[Write] = [Put(table, item, if_absent=True), Put(table, pointer, if_absent=True)]
         self.items.transact([*writes, *admitted.writes()] if admitted else writes)
-        self._ids.put(f"EXEC#{execution_id}", session_id)
+        self._ids.put(pointer_pk, link[1])
         return _public({**item, "version": 1}) or {}
 
     def get_execution(self, tenant_id: str, execution_id: str) -> ExecutionRecord:
