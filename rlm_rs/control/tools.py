@@ -196,6 +196,19 @@ class ToolResolver:
         )
         return self.storage.metadata.keyed_digest("llm-cache", material.encode("utf-8"))
 
+    def _cached(self, key: str) -> str | None:
+        """A cached answer's text, or None: no entry, one swept meanwhile, or
+        one that does not read as an entry (damaged on disk or in the
+        bucket): the call is then paid again, never failed or answered from
+        garbage."""
+        if self.storage.blobs.head(key) is None:
+            return None
+        try:
+            text = json.loads(self.storage.blobs.get(key))["response"]["text"]
+        except (RlmError, ValueError, KeyError, TypeError):  # RlmError: swept since the head
+            return None
+        return text if isinstance(text, str) else None
+
     def _llm(
         self, request: LlmRequest, tenant_id: str, session_id: str, sub_model: str, question: str
     ) -> tuple[str, dict[str, Any], str]:
@@ -203,10 +216,10 @@ class ToolResolver:
         cacheable = request.temperature == 0
         digest = self.cache_key(tenant_id, model, request)
         key = llm_cache_key(tenant_id, digest)
-        if cacheable and self.storage.blobs.head(key) is not None:
-            record = json.loads(self.storage.blobs.get(key))
+        cached = self._cached(key) if cacheable else None
+        if cached is not None:
             LLM_REQUESTS.labels(model=model, cache_hit="true").inc()
-            return record["response"]["text"], {"model": model, "cache_hit": True, "usage": {}}, ""
+            return cached, {"model": model, "cache_hit": True, "usage": {}}, ""
         started = time.perf_counter()
         try:
             with span("llm.sub", model=model, key=request.key):

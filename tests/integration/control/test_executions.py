@@ -89,6 +89,38 @@ def test_subcalls_yield_and_cache(api: Api) -> None:
     assert sum(1 for c in api.provider.calls if c["role"] == "sub") == subs_before  # served by the cache
 
 
+def test_a_torn_cache_entry_is_a_miss_and_the_call_is_paid_again(api: Api) -> None:
+    """A damaged cache entry (a disk or bucket fault, a hand edit) reads as a
+    miss: the call is paid again, the execution neither fails (it was
+    INTERNAL_ERROR) nor answers from garbage."""
+    api.provider.script["executions"] = [
+        {
+            "match": "chair",
+            "root": [
+                block(
+                    "tool.queue_llm('who', 'Who chairs the board? ' + context[0][0:200])\ntool.YIELD('asked')"
+                ),
+                block("tool.FINAL(state['_tool_results']['llm']['who']['text'])"),
+            ],
+        }
+    ]
+    api.provider.script["sub"] = [{"match": "chairs the board", "text": "Li Wei"}]
+    session_id = api.ready_session()
+    first = start(api, session_id, "Who is the chair?")
+    assert first.status == execution_pb2.EXECUTION_STATUS_COMPLETED and first.answer == "Li Wei"
+    blobs = api.plane.storage.blobs
+    entries = [k for k in blobs.list("cache/tenant-a/llm/") if b"Li Wei" in blobs.get(k)]
+    assert len(entries) == 1
+    path = blobs.local_path(entries[0])
+    assert path is not None
+    path.write_bytes(b'{"response": {"te')  # a damaged entry
+    subs_before = sum(1 for c in api.provider.calls if c["role"] == "sub")
+    second = start(api, session_id, "Who is the chair?")
+    assert second.status == execution_pb2.EXECUTION_STATUS_COMPLETED, second.error
+    assert second.answer == "Li Wei" and second.budgets_consumed.cache_hits == 0
+    assert sum(1 for c in api.provider.calls if c["role"] == "sub") == subs_before + 1  # paid again
+
+
 def test_tool_error_and_recovery(api: Api) -> None:
     api.provider.script["executions"] = [
         {
