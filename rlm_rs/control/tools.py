@@ -197,15 +197,13 @@ class ToolResolver:
         return self.storage.metadata.keyed_digest("llm-cache", material.encode("utf-8"))
 
     def _cached(self, key: str) -> str | None:
-        """A cached answer's text, or None: no entry, one swept meanwhile, or
+        """A cached answer's text, or None: no entry (or none readable), or
         one that does not read as an entry (damaged on disk or in the
         bucket): the call is then paid again, never failed or answered from
         garbage."""
-        if self.storage.blobs.head(key) is None:
-            return None
-        try:
+        try:  # one GET: a missing key is the store's read error, no HEAD first
             text = json.loads(self.storage.blobs.get(key))["response"]["text"]
-        except (RlmError, ValueError, KeyError, TypeError):  # RlmError: swept since the head
+        except (RlmError, ValueError, KeyError, TypeError):
             return None
         return text if isinstance(text, str) else None
 
