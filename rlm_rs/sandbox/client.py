@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Protocol
 
 import grpc
+import grpc.experimental
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rlm_rs.errors import RlmError
@@ -120,6 +121,7 @@ class PoolSandbox:
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
             ],
         )
         self._channel = grpc.intercept_channel(self._raw_channel, ClientTracingInterceptor())
