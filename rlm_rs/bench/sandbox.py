@@ -10,9 +10,16 @@ reply, far longer than a worker takes to be forked and hardened). `*_back_to_bac
 sends the next step the moment the last one returns, so forking and hardening
 the replacements is on the clock: that is the pool's throughput when saturated.
 `pool_cpu_ms_per_step` splits the CPU of the back-to-back c1 run by process
-(this client, the gRPC front, the zygote, the workers it reaped), `grpc_unary_c1`
-is an empty GetPoolStatus call (the gRPC hop alone), and `targets` compares the
-run with issue 17's goals next to the load average. Prints numbers only; it
+(this client, the gRPC front, the zygote, the workers it reaped) and
+`pool_minor_faults_per_step` its page faults the same way (a forked worker's
+cost is mostly copy-on-write faults); every step uses up a worker, so
+`pool_cpu_bound_steps_per_second` (CPUs x 1000 / that total CPU) is the
+ceiling any concurrency can reach on this machine. `grpc_unary_c1` is a
+GetPoolStatus call back to back (gRPC and a status round trip to the zygote);
+`grpc_health_c1_gap` an empty health check `--gap-ms` apart, the gRPC hop
+alone: the floor under the pool's c1 (its ratio to the in-process step with a
+gap is in `ratios`). `targets` compares the run with issue 17's goals next to
+the load average. Prints numbers only; it
 never asserts a threshold.
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -90,13 +98,18 @@ def _measure(step: Callable[[], Any], steps: int, concurrency: int, gap_s: float
     }
 
 
-def _cpu_ms(pid: int) -> tuple[float, float]:
-    """(own CPU, CPU of reaped children) of a process, in ms, from /proc."""
+def _proc_stat(pid: int) -> dict[str, float]:
+    """CPU (ms) and minor page faults of a process and of its reaped children, from /proc."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
-    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
-    return (utime + stime) * 1000 / tick, (cutime + cstime) * 1000 / tick
+    minflt, cminflt, utime, stime, cutime, cstime = (int(fields[i]) for i in (7, 8, 11, 12, 13, 14))
+    return {
+        "cpu_ms": (utime + stime) * 1000 / tick,
+        "children_cpu_ms": (cutime + cstime) * 1000 / tick,
+        "faults": minflt,
+        "children_faults": cminflt,
+    }
 
 
 def _children(pid: int) -> list[int]:
@@ -109,21 +122,30 @@ def _children(pid: int) -> list[int]:
 
 def _measure_cpu(
     step: Callable[[], Any], steps: int, front_pid: int
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Back-to-back c1, with the CPU each process spent per step."""
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Back-to-back c1, with the CPU and the minor page faults each process
+    spent per step (the workers through the zygote's reaped children)."""
     zygote = _children(front_pid)[0]
-    front0, zygote0, client0 = _cpu_ms(front_pid), _cpu_ms(zygote), time.process_time()
+    front0, zygote0 = _proc_stat(front_pid), _proc_stat(zygote)
+    client0 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     measured = _measure(step, steps, 1)
-    front1, zygote1, client1 = _cpu_ms(front_pid), _cpu_ms(zygote), time.process_time()
+    front1, zygote1 = _proc_stat(front_pid), _proc_stat(zygote)
+    client1 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     count = measured["steps"] + 1  # and the warm-up step
     cpu = {
-        "client": (client1 - client0) * 1000 / count,
-        "front": (front1[0] - front0[0]) / count,
-        "zygote": (zygote1[0] - zygote0[0]) / count,
-        "workers": (zygote1[1] - zygote0[1]) / count,
+        "client": (client1[0] - client0[0]) * 1000 / count,
+        "front": (front1["cpu_ms"] - front0["cpu_ms"]) / count,
+        "zygote": (zygote1["cpu_ms"] - zygote0["cpu_ms"]) / count,
+        "workers": (zygote1["children_cpu_ms"] - zygote0["children_cpu_ms"]) / count,
     }
     cpu["total"] = sum(cpu.values())
-    return measured, cpu
+    faults = {
+        "client": (client1[1] - client0[1]) / count,
+        "front": (front1["faults"] - front0["faults"]) / count,
+        "zygote": (zygote1["faults"] - zygote0["faults"]) / count,
+        "workers": (zygote1["children_faults"] - zygote0["children_faults"]) / count,
+    }
+    return measured, cpu, faults
 
 
 def _fresh_interpreter_step(payload: bytes) -> Callable[[], Any]:
@@ -160,7 +182,7 @@ def _pool_cases(
     with temporary_pool(policy) as pool:
         layers = pool.status().layers
         assert pool.server_pid is not None
-        back_to_back, cpu = _measure_cpu(lambda: pool.run_step(request), args.steps, pool.server_pid)
+        back_to_back, cpu, faults = _measure_cpu(lambda: pool.run_step(request), args.steps, pool.server_pid)
         results["pool"] = {
             "c1": _measure(lambda: pool.run_step(request), args.steps, 1, args.gap_ms / 1000),
             "c1_back_to_back": back_to_back,
@@ -168,7 +190,12 @@ def _pool_cases(
             "c1_inline_call": _measure(lambda: pool.run_step(inline, answer), args.steps // 4, 1),
         }
         results["pool_cpu_ms_per_step"] = cpu
+        results["pool_minor_faults_per_step"] = faults
+        # Every step uses up one worker, so saturated throughput cannot pass
+        # the CPUs' time over the CPU one step costs all the processes.
+        results["pool_cpu_bound_steps_per_second"] = (os.cpu_count() or 1) * 1000 / cpu["total"]
         results["grpc_unary_c1"] = _measure(pool.status, args.steps // 4, 1)
+        results["grpc_health_c1_gap"] = _measure(pool.healthy, args.steps // 4, 1, args.gap_ms / 1000)
     return layers
 
 
@@ -195,6 +222,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         / results["in_process"]["c1"]["median_ms"],
         "pool_c4_throughput_over_fresh_c4": results["pool"]["c4_back_to_back"]["steps_per_second"]
         / results["fresh_interpreter"]["c4"]["steps_per_second"],
+        # The floor under the gap ratio: one empty gRPC call, no step at all.
+        "grpc_health_c1_gap_over_in_process_c1_gap": results["grpc_health_c1_gap"]["median_ms"]
+        / results["in_process"]["c1_gap"]["median_ms"],
     }
     pool_c1 = results["pool"]["c1"]["median_ms"]
     results["targets"] = {
