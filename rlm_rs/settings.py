@@ -63,11 +63,11 @@ class Settings(BaseSettings):
     # --- budgets, limits ---
     # sub-model calls in flight (rlm_rs/control/subcalls.py): per process, per
     # execution, per tenant; children of one step running at once
-    subcall_concurrency: int = Field(64, ge=1, le=1024, alias="RLM_SUBCALL_CONCURRENCY")
+    subcall_concurrency: int = Field(128, ge=1, le=1024, alias="RLM_SUBCALL_CONCURRENCY")
     subcall_concurrency_per_execution: int = Field(
-        32, ge=1, le=1024, alias="RLM_SUBCALL_CONCURRENCY_PER_EXECUTION"
+        64, ge=1, le=1024, alias="RLM_SUBCALL_CONCURRENCY_PER_EXECUTION"
     )
-    subcall_concurrency_per_tenant: int = Field(48, ge=1, le=1024, alias="RLM_SUBCALL_CONCURRENCY_PER_TENANT")
+    subcall_concurrency_per_tenant: int = Field(96, ge=1, le=1024, alias="RLM_SUBCALL_CONCURRENCY_PER_TENANT")
     child_concurrency: int = Field(4, ge=1, le=64, alias="RLM_CHILD_CONCURRENCY")
     default_budgets_json: JsonObject = Field(default_factory=dict, alias="DEFAULT_BUDGETS_JSON")
     rate_limits_json: JsonObject = Field(default_factory=dict, alias="RATE_LIMITS_JSON")

@@ -4,11 +4,12 @@ Seeded corpora: needles in 1/10/50 MB (find + regex), aggregation over
 1,000 and 5,000 records (50 records per batched sub-call), a depth-2 variant
 (5 child RLMs over 5,000 records) and an edge of 5,000 one-record sub-calls.
 Both systems talk to one local OpenAI-compatible server
-(rlm_rs/providers/testing_server.py) in this process: its root model is
+(rlm_rs/providers/testing_server.py) in this process, and each runs in
+processes of its own: its root model is
 scripted (it returns the task's code for the turn asked), its sub-model is
 rule-based (it counts complaint records), with --root-latency/--sub-latency.
-RLM-RS runs a real control plane (gRPC, embedded storage, the hardened pool
-unless --sandbox in-process). `rlms` (PyPI, the paper's library, LocalREPL)
+RLM-RS runs a real control plane (`rlm-rs control serve`: gRPC, embedded
+storage, the hardened pool unless --sandbox in-process). `rlms` (PyPI, the paper's library, LocalREPL)
 runs the same tasks in a throwaway venv in the same run (--rlms auto makes
 one with uv) and each row prints the ratio; where it cannot be installed the
 table says so. Every cell is checked against the corpus's true answer.
@@ -25,6 +26,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -378,43 +380,79 @@ class Cell:
 
 @contextlib.contextmanager
 def rlm_rs_stack(base_url: str, directory: Path, sandbox_kind: str) -> Iterator[Callable[[Task], Cell]]:
-    """A control plane on loopback using the fake server; yields run(task)."""
+    """A control plane in its own process (`rlm-rs control serve`, as deployed)
+    on loopback, using the fake server; yields run(task).
+
+    Its own process, not a thread of this one: the fake model server runs
+    here, and sharing its interpreter lock would charge the server's work to
+    RLM-RS (`rlms` runs in its own process too)."""
     import grpc
 
-    from rlm_rs.control.server import start_control_plane
-    from rlm_rs.sandbox.client import InProcessSandbox, SandboxClient, temporary_pool
+    from rlm_rs.appliance.supervisor import grpc_serving
+    from rlm_rs.bench._plane import free_port
+    from rlm_rs.sandbox.client import temporary_pool
     from rlm_rs.settings import Settings
     from rlm_rs.storage import open_storage
 
-    settings = Settings(
-        RLM_DATA_DIR=directory / "rlm-rs",
-        API_KEY_PEPPER="bench",
-        LLM_PROVIDER="openai",
-        OPENAI_BASE_URL=base_url,
-        OPENAI_API_KEY="sk-bench",
-        RLM_LLM_MAX_RETRIES=2,
-        RLM_LLM_TIMEOUT_SECONDS=120,
-        DEFAULT_ROOT_MODEL=ROOT_MODEL,
-        DEFAULT_SUB_MODEL=SUB_MODEL,
-        RATE_LIMITS_JSON=UNLIMITED_RATE,
-        RLM_QUOTAS_JSON=UNLIMITED_QUOTAS,
-    )
+    env = {
+        "RLM_DATA_DIR": str(directory / "rlm-rs"),
+        "API_KEY_PEPPER": "bench",
+        "LLM_PROVIDER": "openai",
+        "OPENAI_BASE_URL": base_url,
+        "OPENAI_API_KEY": "sk-bench",
+        "RLM_LLM_MAX_RETRIES": "2",
+        "RLM_LLM_TIMEOUT_SECONDS": "120",
+        "DEFAULT_ROOT_MODEL": ROOT_MODEL,
+        "DEFAULT_SUB_MODEL": SUB_MODEL,
+        "RATE_LIMITS_JSON": UNLIMITED_RATE,
+        "RLM_QUOTAS_JSON": UNLIMITED_QUOTAS,
+    }
+    settings = Settings(**env)  # type: ignore[arg-type]
     with contextlib.ExitStack() as stack:
-        sandbox: SandboxClient
         if sandbox_kind == "pool":
-            sandbox = stack.enter_context(temporary_pool(document_root=str(settings.data_dir)))
+            pool = stack.enter_context(temporary_pool(document_root=str(settings.data_dir)))
+            env["LAMBDA_FUNCTION_NAME"] = pool.socket_path
         else:
-            sandbox = InProcessSandbox()
+            env["RLM_DEV_UNSANDBOXED"] = "1"  # --sandbox in-process: steps in the control plane
         storage = open_storage(settings)
-        plane = start_control_plane(settings, "127.0.0.1:0", storage=storage, sandbox=sandbox)
-        stack.callback(plane.stop, 1)
+        storage.init()
+        address = f"127.0.0.1:{free_port()}"
+        plane = stack.enter_context(_control_plane(address, env, directory / "control-plane.log"))
         key, _ = storage.metadata.create_api_key("bench")
         owner = storage.metadata.authenticate(key)
         assert owner is not None
-        channel = grpc.insecure_channel(f"127.0.0.1:{plane.port}")
+        deadline = time.monotonic() + 120
+        while not grpc_serving(address):
+            if plane.poll() is not None or time.monotonic() > deadline:
+                log = (directory / "control-plane.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the control plane did not start:\n{log}")
+            time.sleep(0.1)
+        channel = grpc.insecure_channel(address)
         stack.callback(channel.close)
         auth = (("authorization", f"Bearer {key}"),)
         yield _StackRunner(storage, settings, channel, owner["tenant_id"], auth).run
+
+
+@contextlib.contextmanager
+def _control_plane(address: str, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`rlm-rs control serve` on `address`; SIGTERM (then SIGKILL) on exit."""
+    child_env = {key: value for key, value in os.environ.items() if not key.startswith(("RLM_", "LLM_"))}
+    child_env.pop("LAMBDA_FUNCTION_NAME", None)
+    child_env.update(env)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rlm_rs.cli", "control", "serve", "--grpc-address", address],
+            env=child_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 class _StackRunner:

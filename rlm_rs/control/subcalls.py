@@ -66,7 +66,7 @@ class SubcallScheduler:
             if not execution.queue:
                 self._forget(tenant_id, execution_id)
             self._grow()
-            self._cond.notify_all()
+            self._cond.notify(len(futures))
         return [future.result() for future in futures]
 
     def close(self) -> None:
@@ -130,4 +130,8 @@ class SubcallScheduler:
                     execution.running -= 1
                     self.running -= 1
                     self._forget(tenant_id, execution_id)
-                    self._cond.notify_all()
+                    # One call ended: one thread, one execution slot and one
+                    # tenant slot came free, so at most one more call can
+                    # start. Waking one idle worker is enough (they are all
+                    # alike); notify_all woke all of them per call.
+                    self._cond.notify()

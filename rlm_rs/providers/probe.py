@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from rlm_rs.logs import quiet_http_client
 from rlm_rs.settings import Settings
 
 PROBE_TIMEOUT_SECONDS = 3.0
@@ -61,8 +60,7 @@ def probe_provider(settings: Settings, timeout: float = PROBE_TIMEOUT_SECONDS) -
     key = secret.get_secret_value() if secret else "unused"
     client = openai.OpenAI(api_key=key, base_url=url, timeout=timeout, max_retries=0)
     try:
-        with quiet_http_client():
-            offered = [model.id for model in client.models.list().data]
+        offered = [model.id for model in client.models.list().data]
     except openai.APITimeoutError:
         return ProbeResult(False, f"{where}: no answer within {timeout:g} s")
     except openai.APIConnectionError as exc:

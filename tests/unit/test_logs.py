@@ -82,6 +82,7 @@ def test_third_party_lines_are_json_through_the_same_pipeline() -> None:
         configure_logging("INFO", component="gateway")
         with log_scope(request_id="req-2", tenant_id="t-2"):
             logging.getLogger("httpx").info('HTTP Request: POST %s "HTTP/1.1 200 OK"', "http://x/v1/chat")
+            logging.getLogger("httpx").warning("connection pool is full: %s", "x")
             logging.getLogger("uvicorn.error").info("Started server process", extra={{"color_message": "x"}})
             logging.getLogger("grpc._server").error("Exception calling application", exc_info=ValueError("boom"))
             logging.getLogger("asyncio").warning("Task was destroyed: headers %s", {{"authorization": "Bearer {KEY}"}})
@@ -98,6 +99,9 @@ def test_third_party_lines_are_json_through_the_same_pipeline() -> None:
     assert other == []
     by_logger = {r.get("logger"): r for r in records}
     assert by_logger["httpx"]["request_id"] == "req-2" and by_logger["httpx"]["tenant_id"] == "t-2"
+    # the HTTP clients' per-request INFO lines are dropped (one per provider call), their warnings kept
+    assert by_logger["httpx"]["level"] == "warning"
+    assert not any("HTTP Request" in str(r.get("event")) for r in records)
     assert "color_message" not in by_logger["uvicorn.error"]
     assert by_logger["grpc._server"]["level"] == "error"
     assert by_logger["py.warnings"]["level"] == "warning"
