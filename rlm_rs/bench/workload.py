@@ -448,11 +448,10 @@ def _control_plane(address: str, env: dict[str, str], log_path: Path) -> Iterato
             yield process
         finally:
             process.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            process.kill()  # only if SIGTERM did not end it: a reaped process is not signalled
+            process.wait()
 
 
 class _StackRunner:
