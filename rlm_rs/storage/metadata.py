@@ -535,6 +535,21 @@ class MetadataStore:
         ]  # fmt: skip
         self.items.transact(writes)
 
+    def end_execution(self, fence: Fence, changes: Item, events: Sequence[Item] = ()) -> None:
+        """One transaction: the execution's final `changes` (a status out of
+        RUNNING) and its waiting `events`, the status event among them, only
+        while the holder's lease is held and the execution RUNNING; CONFLICT
+        otherwise, with nothing written."""
+        changes = {**changes, "GSI2PK": f"STATUS#{changes['status']}"}
+        writes: list[Write] = [
+            Update(
+                "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}", changes,
+                fence.condition(running=True),
+            ),
+            *self._event_puts(fence, events),
+        ]  # fmt: skip
+        self.items.transact(writes)
+
     def _update_execution(self, execution: Item, changes: Item, condition: Condition) -> Item:
         return self.items.update(
             "executions", f"SESSION#{execution['session_id']}", f"EXEC#{execution['execution_id']}", changes,

@@ -78,7 +78,19 @@ class EventLog:
             self._seq.popitem(last=False)
         return event_id(turn, min(seq, STATUS_SEQ - 1))
 
-    def emit(self, execution: ExecutionRecord, turn: int, kind: EventType, data: dict[str, Any]) -> str:
+    def emit(
+        self,
+        execution: ExecutionRecord,
+        turn: int,
+        kind: EventType,
+        data: dict[str, Any],
+        *,
+        flush: bool = True,
+    ) -> str:
+        """Queue the event in the holder's outbox (written with the turn's
+        commit, or by the flusher) or, with no lease here, write it. The status
+        event is written at once, unless `flush` is False: then the caller
+        writes the outbox with the final status (records.end)."""
         execution_id = execution["execution_id"]
         if (execution.get("options") or {}).get("redact_trace"):
             data = redact(data)  # events are a live copy of the trace
@@ -98,7 +110,7 @@ class EventLog:
             self.written.notify(execution_id)
             return eid
         lease.outbox.written = lambda: self.written.notify(execution_id)
-        if kind == EventType.STATUS:
+        if kind == EventType.STATUS and flush:
             self.flush(lease, execution["session_id"])
         elif first:
             self._flusher.due(lease, execution["session_id"])

@@ -23,7 +23,7 @@ from rlm_rs.control.executions.claims import RUNNING
 from rlm_rs.control.executions.context import Context
 from rlm_rs.control.executions.events import clip
 from rlm_rs.control.executions.leases import held, is_lease_lost
-from rlm_rs.control.executions.records import elapsed_ms
+from rlm_rs.control.executions.records import as_execution, elapsed_ms
 from rlm_rs.control.executions.subcorpus import derived_dir, to_parent
 from rlm_rs.control.executions.traces import build_trace, redact, write_trace
 from rlm_rs.domain import EventType, ExecutionRecord, ExecutionStatus, OutputMode, StepRecord
@@ -76,14 +76,12 @@ def finish(
         changes.update(_results(ctx, execution, steps, answer))
     changes.update(_trace(ctx, execution, steps, {**execution, **changes}))
     try:
-        final = ctx.records.update(execution, changes, from_statuses=RUNNING)
+        final = _end(ctx, execution, changes, under_lease=lease is not None)
     except ConflictError as exc:
         if is_lease_lost(exc):
             raise
         # cancelled meanwhile: keep CANCELLED, attach the trace
         final = ctx.records.update(execution, {"trace_s3_uri": changes["trace_s3_uri"]})
-    else:
-        status_event(ctx, final)
     ctx.manifests.forget(execution["execution_id"])
     if execution.get("corpus"):
         shutil.rmtree(derived_dir(ctx.docs, execution), ignore_errors=True)
@@ -93,6 +91,20 @@ def finish(
     EXECUTION_TURNS.observe(consumed.get("turns", 0))
     EXECUTION_SUBCALLS.observe(consumed.get("llm_subcalls", 0))
     EXECUTION_SPANS.inc(consumed.get("spans_total", 0))
+    return final
+
+
+def _end(
+    ctx: Context, execution: ExecutionRecord, changes: dict[str, Any], *, under_lease: bool
+) -> ExecutionRecord:
+    """The final status and the status event. Under the lease, one
+    transaction (the event waits in the outbox for records.end), so a reader
+    who sees the status finds the event too; otherwise the event follows."""
+    if under_lease:
+        ended = as_execution({**execution, **changes})
+        return ctx.records.end(execution, changes, lambda: status_event(ctx, ended, flush=False))
+    final = ctx.records.update(execution, changes, from_statuses=RUNNING)
+    status_event(ctx, final)
     return final
 
 
@@ -231,8 +243,8 @@ def cancel(ctx: Context, tenant_id: str, execution_id: str) -> ExecutionRecord:
     return cancelled
 
 
-def status_event(ctx: Context, execution: ExecutionRecord) -> None:
-    """The event that closes an execution's stream (events.py)."""
+def status_event(ctx: Context, execution: ExecutionRecord, *, flush: bool = True) -> None:
+    """The event that closes an execution's stream (events.py; `flush`: EventLog.emit's)."""
     answer = execution.get("answer")
     data = {
         "status": execution["status"],
@@ -240,4 +252,4 @@ def status_event(ctx: Context, execution: ExecutionRecord) -> None:
         "error": execution.get("error"),
         "budgets_consumed": execution.get("budgets_consumed"),
     }
-    ctx.events.emit(execution, int(execution.get("next_turn") or 0), EventType.STATUS, data)
+    ctx.events.emit(execution, int(execution.get("next_turn") or 0), EventType.STATUS, data, flush=flush)

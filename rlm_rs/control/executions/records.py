@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from rlm_rs.control.budgets import CeilingSource, merge_budgets
@@ -18,6 +18,7 @@ from rlm_rs.control.executions.leases import COMMIT_EVENTS_MAX, held
 from rlm_rs.control.executions.signals import Signals
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.domain import (
+    EventType,
     ExecutionMode,
     ExecutionRecord,
     ExecutionStatus,
@@ -159,6 +160,42 @@ class Records:
                 self.quotas.release_execution(updated)
             self.status_changed.notify(execution["execution_id"])
         return as_execution(updated)
+
+    def end(
+        self, execution: ExecutionRecord, changes: Mapping[str, Any], queue_status: Callable[[], object]
+    ) -> ExecutionRecord:
+        """The execution leaves RUNNING under its held lease: `changes` (the
+        final status) and the events waiting in the lease's outbox, with the
+        status event `queue_status` puts there, in one fenced transaction, so
+        whoever reads the final status also finds the event that closes the
+        stream. `queue_status` runs under the outbox's write lock: no flush
+        can store that event first. CONFLICT (lease_lost, not_running) with
+        nothing written: the status event is dropped then (the execution
+        ended some other way)."""
+        lease = held(execution["execution_id"])
+        if lease is None:
+            raise RuntimeError("an execution is ended this way only under its lease")
+        with lease.outbox.writing:
+            events: list[dict[str, Any]] = []
+            queue_status()
+            try:
+                if len(lease.outbox) > COMMIT_EVENTS_MAX:
+                    lease.flush_events()
+                events = lease.outbox.take()
+                self.storage.metadata.end_execution(lease.fence, dict(changes), events)
+            except ConflictError:
+                lease.outbox.put_back([e for e in events if e["type"] != str(EventType.STATUS)])
+                raise lease.refused(self._current(execution)) from None
+            except BaseException:
+                lease.outbox.put_back(events)
+                raise
+        if events:
+            lease.outbox.written()
+        ended: dict[str, Any] = {**execution, **changes}
+        ended.pop("version", None)
+        self.quotas.release_execution(ended)
+        self.status_changed.notify(execution["execution_id"])
+        return as_execution(ended)
 
     def commit(
         self,

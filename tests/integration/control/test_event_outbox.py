@@ -53,3 +53,27 @@ def test_a_long_root_call_does_not_hold_the_turns_events_back(
     assert done.status == execution_pb2.EXECUTION_STATUS_COMPLETED
     types = [e["type"] for e in api.plane.storage.metadata.list_events(started.execution_id)]
     assert types[0] == "turn_started" and types[-1] == "status" and "root_reply" in types
+
+
+def test_whoever_sees_the_final_status_finds_the_status_event(api: Api) -> None:
+    """The final status and the event that closes the stream are one write:
+    polled as fast as storage answers, no execution is ever seen ended
+    without its status event (before, the event followed the status by a
+    moment and a reader could fall between them)."""
+    api.provider.script["executions"] = [{"match": "[quick]", "root": ["```repl\ntool.FINAL('done')\n```"]}]
+    session_id = api.ready_session()
+    metadata = api.plane.storage.metadata
+    for _ in range(12):
+        started = api.executions.StartExecution(
+            execution_pb2.StartExecutionRequest(session_id=session_id, question="[quick] q"),
+            metadata=api.auth(),
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            record = metadata.read_execution(session_id, started.execution_id) or {}
+            if record.get("status") != "RUNNING":
+                events = metadata.list_events(started.execution_id)
+                break
+            assert time.monotonic() < deadline, "the execution did not end"
+        assert record["status"] == "COMPLETED"
+        assert events and events[-1]["type"] == "status", [e["type"] for e in events]
