@@ -9,9 +9,9 @@ processes of its own: its root model is
 scripted (it returns the task's code for the turn asked), its sub-model is
 rule-based (it counts complaint records), with --root-latency/--sub-latency.
 RLM-RS runs a real control plane (`rlm-rs control serve`: gRPC, embedded
-storage, the hardened pool unless --sandbox in-process). `rlms` (PyPI, the paper's library, LocalREPL)
-runs the same tasks in a throwaway venv in the same run (--rlms auto makes
-one with uv) and each row prints the ratio; where it cannot be installed the
+storage, the hardened pool unless --sandbox in-process). `rlms` (PyPI, the
+paper's library, LocalREPL, pinned to RLMS_VERSION) runs the same tasks in a
+throwaway venv in the same run (--rlms auto makes one with uv) and each row prints the ratio; where it cannot be installed the
 table says so. Every cell is checked against the corpus's true answer.
 Must never be used as a deployment: it lifts tenant limits.
 """
@@ -573,8 +573,13 @@ for task in config["tasks"]:
 """
 
 
+# The release the documented numbers were measured against: a newer one may
+# behave differently (0.1.3 resolves batched calls 16 at a time).
+RLMS_VERSION = "0.1.3"
+
+
 def rlms_python(choice: str, directory: Path) -> tuple[str | None, str]:
-    """The python of a venv with `rlms`, or None and why not."""
+    """The python of a venv with `rlms` RLMS_VERSION, or None and why not."""
     if choice == "off":
         return None, "not run (--rlms off)"
     if choice != "auto":
@@ -584,13 +589,14 @@ def rlms_python(choice: str, directory: Path) -> tuple[str | None, str]:
         return None, "unavailable: uv is not installed"
     venv = Path(tempfile.gettempdir()) / "rlm-rs-bench-rlms"
     python = venv / "bin" / "python"
-    check = [str(python), "-c", "import rlm"]
+    pinned = f"import importlib.metadata as m; assert m.version('rlms') == '{RLMS_VERSION}'"
+    check = [str(python), "-c", pinned]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return str(python), ""
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     steps = [
         [uv, "venv", "--quiet", str(venv)],
-        [uv, "pip", "install", "--quiet", "--python", str(python), "rlms"],
+        [uv, "pip", "install", "--quiet", "--python", str(python), f"rlms=={RLMS_VERSION}"],
     ]
     for step in steps:
         try:
