@@ -11,8 +11,8 @@ rule-based (it counts complaint records), with --root-latency/--sub-latency.
 RLM-RS runs a real control plane (`rlm-rs control serve`: gRPC, embedded
 storage, the hardened pool unless --sandbox in-process). `rlms` (PyPI, the
 paper's library, LocalREPL, pinned to RLMS_VERSION) runs the same tasks in a
-throwaway venv in the same run (--rlms auto makes one with uv) and each row prints the ratio; where it cannot be installed the
-table says so. Every cell is checked against the corpus's true answer.
+throwaway venv in the same run (--rlms auto makes one with uv) and each row
+prints the ratio; where it cannot be installed the table says so. Every cell is checked against the corpus's true answer.
 Must never be used as a deployment: it lifts tenant limits.
 """
 
