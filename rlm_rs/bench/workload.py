@@ -5,14 +5,15 @@ Seeded corpora: needles in 1/10/50 MB (find + regex), aggregation over
 (5 child RLMs over 5,000 records) and an edge of 5,000 one-record sub-calls.
 Both systems talk to one local OpenAI-compatible server
 (rlm_rs/providers/testing_server.py) in this process, and each runs in
-processes of its own: its root model is
-scripted (it returns the task's code for the turn asked), its sub-model is
-rule-based (it counts complaint records), with --root-latency/--sub-latency.
-RLM-RS runs a real control plane (`rlm-rs control serve`: gRPC, embedded
-storage, the hardened pool unless --sandbox in-process). `rlms` (PyPI, the
-paper's library, LocalREPL, pinned to RLMS_VERSION) runs the same tasks in a
-throwaway venv in the same run (--rlms auto makes one with uv) and each row
-prints the ratio; where it cannot be installed the table says so. Every cell is checked against the corpus's true answer.
+processes of its own: its root model is scripted (it returns the task's code
+for the turn asked), its sub-model is rule-based (it counts complaint
+records), with --root-latency/--sub-latency. RLM-RS runs a real control
+plane (`rlm-rs control serve`: gRPC, embedded storage, the hardened pool
+unless --sandbox in-process). `rlms` (PyPI, the paper's library, LocalREPL,
+pinned to RLMS_VERSION) runs the same tasks in a throwaway venv in the same
+run (--rlms auto makes one with uv) and each row prints the ratio; where it
+cannot be installed the table says so. Every cell is checked against the
+corpus's true answer.
 Must never be used as a deployment: it lifts tenant limits.
 """
 
