@@ -167,6 +167,13 @@ class _IdCache:
                 self._map.popitem(last=False)
 
 
+def _status_indexed(changes: Item) -> Item:
+    """`changes`, with the status index's key when they set a status."""
+    if "status" not in changes:
+        return changes
+    return {**changes, "GSI2PK": f"STATUS#{changes['status']}"}
+
+
 def _public(item: Item | None) -> Item | None:
     """The record without storage keys."""
     if item is None:
@@ -245,8 +252,7 @@ class MetadataStore:
             version=expected_version,
             attr_in=("status", from_statuses) if from_statuses else None,
         )
-        if "status" in changes:
-            changes = {**changes, "GSI2PK": f"STATUS#{changes['status']}"}
+        changes = _status_indexed(changes)
         return _public(
             self.items.update(
                 "sessions", f"TENANT#{tenant_id}", f"SESSION#{session_id}", changes,
@@ -419,8 +425,7 @@ class MetadataStore:
             attr_in=("status", from_statuses) if from_statuses else None,
             lease_free_for=(lease_owner, time.time()) if lease_owner else None,
         )
-        if "status" in changes:
-            changes = {**changes, "GSI2PK": f"STATUS#{changes['status']}"}
+        changes = _status_indexed(changes)
         return _public(
             self.items.update(
                 "executions", f"SESSION#{session_id}", f"EXEC#{execution_id}", changes,
@@ -510,8 +515,7 @@ class MetadataStore:
 
     def fenced_update_execution(self, fence: Fence, changes: Item, *, running: bool = False) -> Item:
         """An update only the lease's holder can make (CONFLICT otherwise)."""
-        if "status" in changes:
-            changes = {**changes, "GSI2PK": f"STATUS#{changes['status']}"}
+        changes = _status_indexed(changes)
         item = self.items.update(
             "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}", changes,
             condition=fence.condition(running=running),
@@ -525,27 +529,31 @@ class MetadataStore:
         items (step record, state) and the turn's pending `events`, only
         while the holder's lease is held, the execution RUNNING and still at
         `turn`; CONFLICT otherwise."""
-        writes: list[Write] = [
-            Update(
-                "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}", changes,
-                fence.condition(running=True, turn=turn),
-            ),
-            *(Put("execution_state", item) for item in state_items),
-            *self._event_puts(fence, events),
-        ]  # fmt: skip
-        self.items.transact(writes)
+        self._fenced_transaction(
+            fence, changes, fence.condition(running=True, turn=turn), state_items, events
+        )
 
     def end_execution(self, fence: Fence, changes: Item, events: Sequence[Item] = ()) -> None:
         """One transaction: the execution's final `changes` (a status out of
         RUNNING) and its waiting `events`, the status event among them, only
         while the holder's lease is held and the execution RUNNING; CONFLICT
         otherwise, with nothing written."""
-        changes = {**changes, "GSI2PK": f"STATUS#{changes['status']}"}
+        self._fenced_transaction(fence, changes, fence.condition(running=True), [], events)
+
+    def _fenced_transaction(
+        self,
+        fence: Fence,
+        changes: Item,
+        condition: Condition,
+        state_items: list[Item],
+        events: Sequence[Item],
+    ) -> None:
         writes: list[Write] = [
             Update(
-                "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}", changes,
-                fence.condition(running=True),
+                "executions", f"SESSION#{fence.session_id}", f"EXEC#{fence.execution_id}",
+                _status_indexed(changes), condition,
             ),
+            *(Put("execution_state", item) for item in state_items),
             *self._event_puts(fence, events),
         ]  # fmt: skip
         self.items.transact(writes)

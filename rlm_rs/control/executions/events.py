@@ -110,8 +110,9 @@ class EventLog:
             self.written.notify(execution_id)
             return eid
         lease.outbox.written = lambda: self.written.notify(execution_id)
-        if kind == EventType.STATUS and flush:
-            self.flush(lease, execution["session_id"])
+        if kind == EventType.STATUS:
+            if flush:  # else its caller writes it now, with the final status
+                self.flush(lease, execution["session_id"])
         elif first:
             self._flusher.due(lease, execution["session_id"])
         return eid

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from rlm_rs.control.budgets import CeilingSource, merge_budgets
-from rlm_rs.control.executions.leases import COMMIT_EVENTS_MAX, held
+from rlm_rs.control.executions.leases import COMMIT_EVENTS_MAX, Lease, held
 from rlm_rs.control.executions.signals import Signals
 from rlm_rs.control.quotas import Quotas
 from rlm_rs.domain import (
@@ -176,21 +176,13 @@ class Records:
         if lease is None:
             raise RuntimeError("an execution is ended this way only under its lease")
         with lease.outbox.writing:
-            events: list[dict[str, Any]] = []
             queue_status()
-            try:
-                if len(lease.outbox) > COMMIT_EVENTS_MAX:
-                    lease.flush_events()
-                events = lease.outbox.take()
-                self.storage.metadata.end_execution(lease.fence, dict(changes), events)
-            except ConflictError:
-                lease.outbox.put_back([e for e in events if e["type"] != str(EventType.STATUS)])
-                raise lease.refused(self._current(execution)) from None
-            except BaseException:
-                lease.outbox.put_back(events)
-                raise
-        if events:
-            lease.outbox.written()
+            self._with_waiting_events(
+                execution,
+                lease,
+                lambda events: self.storage.metadata.end_execution(lease.fence, dict(changes), events),
+                requeue=lambda event: event["type"] != str(EventType.STATUS),
+            )
         ended: dict[str, Any] = {**execution, **changes}
         ended.pop("version", None)
         self.quotas.release_execution(ended)
@@ -224,24 +216,43 @@ class Records:
         ]  # fmt: skip
         at = time.time()
         fenced = {**changes, "lease_until": at + lease.seconds}
-        with lease.outbox.writing:  # the events emitted during the turn go with it
+        # the events emitted during the turn go with it
+        self._with_waiting_events(
+            execution,
+            lease,
+            lambda events: self.storage.metadata.commit_turn(lease.fence, turn, fenced, items, events),
+        )
+        lease.extended(at)
+        committed: dict[str, Any] = {**execution, **fenced}
+        committed.pop("version", None)
+        return as_execution(committed)
+
+    def _with_waiting_events(
+        self,
+        execution: ExecutionRecord,
+        lease: Lease,
+        write: Callable[[list[dict[str, Any]]], None],
+        requeue: Callable[[dict[str, Any]], bool] = lambda event: False,
+    ) -> None:
+        """`write` with the events waiting in the lease's outbox (past
+        COMMIT_EVENTS_MAX the oldest are flushed first), under the outbox's
+        write lock. A failed write keeps them queued; a CONFLICT (nothing
+        written) raises why and keeps only those `requeue` accepts."""
+        with lease.outbox.writing:
             events: list[dict[str, Any]] = []
             try:
                 if len(lease.outbox) > COMMIT_EVENTS_MAX:
                     lease.flush_events()
                 events = lease.outbox.take()
-                self.storage.metadata.commit_turn(lease.fence, turn, fenced, items, events)
-            except ConflictError:  # the turn is not written, nor are its events
+                write(events)
+            except ConflictError:
+                lease.outbox.put_back([event for event in events if requeue(event)])
                 raise lease.refused(self._current(execution)) from None
             except BaseException:
                 lease.outbox.put_back(events)
                 raise
         if events:
             lease.outbox.written()
-        lease.extended(at)
-        committed: dict[str, Any] = {**execution, **fenced}
-        committed.pop("version", None)
-        return as_execution(committed)
 
     def children(self, execution: ExecutionRecord) -> list[ExecutionRecord]:
         """The execution's child records, in the order they were started."""
